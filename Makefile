@@ -1,0 +1,35 @@
+# keyedge — see README.md. `make demo` runs it, `make test` checks it.
+GO       ?= go
+BIN      := bin
+FUZZTIME ?= 60s
+
+.PHONY: build test demo bench fuzz lint
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+test: lint
+	$(GO) test -race -count=1 ./...
+	$(MAKE) fuzz FUZZTIME=5s
+
+demo: build
+	bash bench/demo.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	bash bench/keystore.sh
+
+# Every fuzz target, one at a time (go test -fuzz takes one per run).
+FUZZ_TARGETS := ./keystore:FuzzNormalizeName ./certs:FuzzParseChainPEM
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...

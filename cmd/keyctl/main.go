@@ -1,0 +1,169 @@
+// Command keyctl manages a keyedge keystore: create the fleet key,
+// generate test tenants, import certificates, inspect and remove them.
+//
+// Usage:
+//
+//	keyctl init        [--keystore DIR] [--fleet-key FILE]
+//	keyctl gen-tenants --count N [--wildcard-every K] [--rsa-every K] [--domain D] [--origin URL] [--ca PREFIX]
+//	keyctl import      --cert chain.pem --key key.pem --tenant T --origin URL
+//	keyctl show        NAME
+//	keyctl ls
+//	keyctl rm          NAME|ID
+//
+// Every command takes --keystore (default $KEYEDGE_KEYSTORE or
+// ./keystore) and --fleet-key (default $KEYEDGE_FLEET_KEY or
+// ./fleet.key). Exit status is 2 for a usage error, 1 for a failure.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/keystore"
+)
+
+// errUsage marks a usage error: exit status 2 and the command's help.
+var errUsage = errors.New("usage")
+
+type command struct {
+	name, args, help string
+	run              func(ctx context.Context, env *env, args []string) error
+}
+
+var commands = []command{
+	{"init", "", "create the keystore directory and a new fleet key (0600)", runInit},
+	{"gen-tenants", "--count N [flags]", "generate N test tenants signed by a test CA", runGenTenants},
+	{"import", "--cert FILE --key FILE --tenant T --origin URL", "store a certificate chain and its key", runImport},
+	{"show", "NAME", "show the certificates serving NAME (never key bytes)", runShow},
+	{"ls", "", "list every stored name, streaming", runList},
+	{"rm", "NAME|ID", "remove a certificate by ID, or every certificate serving NAME", runRemove},
+}
+
+// env is what every command shares: its flags and standard streams.
+type env struct {
+	flags    *flag.FlagSet
+	keystore string
+	fleetKey string
+	stdout   io.Writer
+	stderr   io.Writer
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stderr)
+		return 2
+	}
+	for _, c := range commands {
+		if c.name != args[0] {
+			continue
+		}
+		e := &env{flags: flag.NewFlagSet("keyctl "+c.name, flag.ContinueOnError), stdout: stdout, stderr: stderr}
+		e.flags.SetOutput(stderr)
+		e.flags.StringVar(&e.keystore, "keystore", envOr("KEYEDGE_KEYSTORE", "keystore"), "keystore directory")
+		e.flags.StringVar(&e.fleetKey, "fleet-key", envOr("KEYEDGE_FLEET_KEY", "fleet.key"), "fleet key file (0600)")
+		e.flags.Usage = func() {
+			fmt.Fprintf(stderr, "usage: keyctl %s %s\n  %s\n\nflags:\n", c.name, c.args, c.help)
+			e.flags.PrintDefaults()
+		}
+		err := c.run(ctx, e, args[1:])
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, flag.ErrHelp):
+			return 2
+		case errors.Is(err, errUsage):
+			fmt.Fprintf(stderr, "keyctl %s: %v\n", c.name, err)
+			e.flags.Usage()
+			return 2
+		default:
+			fmt.Fprintf(stderr, "keyctl %s: %v\n", c.name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "keyctl: unknown command %q\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: keyctl COMMAND [flags]\n\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.help)
+	}
+	fmt.Fprintln(w, "\nRun keyctl COMMAND -h for a command's flags.")
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// parse parses flags and checks the number of positional arguments.
+func (e *env) parse(args []string, positional int) error {
+	if err := e.flags.Parse(args); err != nil {
+		return err
+	}
+	if e.flags.NArg() != positional {
+		return fmt.Errorf("%w: want %d argument(s), got %d", errUsage, positional, e.flags.NArg())
+	}
+	return nil
+}
+
+// open opens the keystore with the fleet key as sealer and opener.
+func (e *env) open(ctx context.Context, storage certmagic.Storage) (*keystore.Store, error) {
+	if fi, err := os.Stat(e.keystore); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("no keystore at %s (run keyctl init first)", e.keystore)
+	}
+	fleet, err := keystore.ReadFleetKeyFile(e.fleetKey)
+	if err != nil {
+		return nil, err
+	}
+	if storage == nil {
+		storage = &certmagic.FileStorage{Path: e.keystore}
+	}
+	return keystore.Open(ctx, keystore.Options{
+		Storage: storage,
+		Sealer:  fleet,
+		Opener:  fleet,
+		Logger:  slog.New(slog.NewTextHandler(e.stderr, nil)),
+	})
+}
+
+func runInit(_ context.Context, e *env, args []string) error {
+	if err := e.parse(args, 0); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(e.keystore, 0o700); err != nil {
+		return err
+	}
+	if _, err := os.Stat(e.fleetKey); err == nil {
+		fmt.Fprintf(e.stdout, "keystore %s ready; fleet key %s exists, kept\n", e.keystore, e.fleetKey)
+		return nil
+	}
+	k, err := keystore.GenerateFleetKey()
+	if err != nil {
+		return err
+	}
+	if err := keystore.WriteFleetKeyFile(e.fleetKey, k); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "keystore %s ready; new fleet key written to %s (0600): keep it secret, every node needs it\n", e.keystore, e.fleetKey)
+	return nil
+}

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/keystore"
+	"github.com/schollz/progressbar/v3"
+)
+
+func runGenTenants(ctx context.Context, e *env, args []string) error {
+	var spec certs.TenantSpec
+	var caPrefix string
+	e.flags.IntVar(&spec.Count, "count", 0, "number of tenants to generate (required)")
+	e.flags.IntVar(&spec.First, "first", 0, "index of the first tenant")
+	e.flags.IntVar(&spec.WildcardEvery, "wildcard-every", 0, "give every K-th tenant a wildcard SAN too (0: none)")
+	e.flags.IntVar(&spec.RSAEvery, "rsa-every", 0, "make every K-th tenant RSA-2048 (0: none, all ECDSA P-256)")
+	e.flags.StringVar(&spec.Domain, "domain", "keyedge.test", "tenants are named t<i>.<domain>")
+	e.flags.StringVar(&spec.Origin, "origin", "http://127.0.0.1:8080", "origin URL of every tenant")
+	e.flags.IntVar(&spec.Workers, "workers", 0, "parallel generators (default: number of CPUs)")
+	e.flags.StringVar(&caPrefix, "ca", "testca", "test CA files <prefix>.pem and <prefix>.key, created if missing")
+	if err := e.parse(args, 0); err != nil {
+		return err
+	}
+	if spec.Count <= 0 {
+		return fmt.Errorf("%w: --count must be positive", errUsage)
+	}
+	ca, err := loadOrCreateCA(caPrefix)
+	if err != nil {
+		return err
+	}
+	// Generated tenants are written without a per-file fsync and flushed
+	// once at the end: a million fsyncs would take most of an hour.
+	bulk := keystore.NewBulkFileStorage(e.keystore)
+	store, err := e.open(ctx, bulk)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	start := time.Now()
+	bar := progressbar.NewOptions(spec.Count,
+		progressbar.OptionSetWriter(e.stderr),
+		progressbar.OptionSetDescription("generating tenants"),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("tenants"),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+	err = ca.GenerateTenants(ctx, store, spec, func(done int) { bar.Set(done) })
+	bar.Finish()
+	if serr := bulk.Sync(); err == nil {
+		err = serr
+	}
+	if err != nil {
+		return err
+	}
+	d := time.Since(start)
+	fmt.Fprintf(e.stdout, "generated %d tenants (%s … %s) in %v (%.0f/s); trust %s.pem\n",
+		spec.Count, certs.TenantName(spec.First, spec.Domain), certs.TenantName(spec.First+spec.Count-1, spec.Domain),
+		d.Round(time.Millisecond), float64(spec.Count)/d.Seconds(), caPrefix)
+	return nil
+}
+
+// loadOrCreateCA loads the test CA at prefix, creating it when missing.
+func loadOrCreateCA(prefix string) (*certs.CA, error) {
+	certFile, keyFile := prefix+".pem", prefix+".key"
+	ca, err := certs.LoadCA(certFile, keyFile)
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		return ca, err
+	}
+	if ca, err = certs.NewCA("keyedge test CA"); err != nil {
+		return nil, err
+	}
+	return ca, ca.Write(certFile, keyFile)
+}
+
+func runImport(ctx context.Context, e *env, args []string) error {
+	var certFile, keyFile string
+	var meta keystore.Meta
+	keyless := e.flags.Bool("keyless", false, "the key stays with the tenant's key server: store no key")
+	e.flags.StringVar(&certFile, "cert", "", "PEM certificate chain, leaf first (required)")
+	e.flags.StringVar(&keyFile, "key", "", "PEM private key of the leaf (required unless --keyless)")
+	e.flags.StringVar(&meta.Tenant, "tenant", "", "tenant name (required)")
+	e.flags.StringVar(&meta.Origin, "origin", "", "origin URL requests are proxied to (required)")
+	if err := e.parse(args, 0); err != nil {
+		return err
+	}
+	if certFile == "" || meta.Tenant == "" || meta.Origin == "" || (keyFile == "") != *keyless {
+		return fmt.Errorf("%w: need --cert, --tenant, --origin, and --key or --keyless", errUsage)
+	}
+	pemBytes, err := os.ReadFile(certFile)
+	if err != nil {
+		return err
+	}
+	chain, err := certs.ParseChainPEM(pemBytes)
+	if err != nil {
+		return fmt.Errorf("%s: %w", certFile, err)
+	}
+	b := &keystore.Bundle{Meta: meta, Chain: chain}
+	if *keyless {
+		b.Meta.Route = keystore.RouteKeyless
+	} else {
+		keyPEM, err := os.ReadFile(keyFile)
+		if err != nil {
+			return err
+		}
+		if b.Key, err = certs.ParseKeyPEM(keyPEM); err != nil {
+			return fmt.Errorf("%s: %w", keyFile, err)
+		}
+	}
+	store, err := e.open(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ids, err := store.Put(ctx, b)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "imported %s\n", ids[0])
+	return nil
+}
+
+func runShow(ctx context.Context, e *env, args []string) error {
+	if err := e.parse(args, 1); err != nil {
+		return err
+	}
+	store, err := e.open(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	entry, err := store.Lookup(ctx, e.flags.Arg(0))
+	if err != nil {
+		return err
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "name:      %s\n", entry.Name)
+	for _, c := range entry.Certs {
+		route := c.Meta.Route
+		if route == "" {
+			route = keystore.RouteLocal
+		}
+		fmt.Fprintf(w, "\ncert:      %s\n", c.ID)
+		fmt.Fprintf(w, "  tenant:    %s\n", c.Meta.Tenant)
+		fmt.Fprintf(w, "  key:       %s\n", c.Leaf.PublicKeyAlgorithm)
+		fmt.Fprintf(w, "  names:     %s\n", strings.Join(c.Leaf.DNSNames, ", "))
+		fmt.Fprintf(w, "  issuer:    %s\n", c.Leaf.Issuer.CommonName)
+		fmt.Fprintf(w, "  not after: %s\n", c.Leaf.NotAfter.UTC().Format(time.RFC3339))
+		fmt.Fprintf(w, "  origin:    %s\n", c.Meta.Origin)
+		fmt.Fprintf(w, "  route:     %s\n", route)
+		fmt.Fprintf(w, "  policy:    %s\n", or(c.Meta.Policy, "(none: fleet key)"))
+		fmt.Fprintf(w, "  version:   %d\n", c.Meta.Version)
+		fmt.Fprintf(w, "  ocsp:      %s\n", map[bool]string{true: "stapled", false: "none"}[len(c.OCSP) > 0])
+	}
+	return nil
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func runList(ctx context.Context, e *env, args []string) error {
+	if err := e.parse(args, 0); err != nil {
+		return err
+	}
+	store, err := e.open(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	for name, err := range store.Names(ctx) {
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintln(e.stdout, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func runRemove(ctx context.Context, e *env, args []string) error {
+	if err := e.parse(args, 1); err != nil {
+		return err
+	}
+	store, err := e.open(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := store.Remove(ctx, e.flags.Arg(0)); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "removed %s\n", e.flags.Arg(0))
+	return nil
+}

@@ -1,0 +1,184 @@
+package keystore_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyedge/keyedge/keystore"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TestCorruptFiles damages one tenant's files in every way we know and
+// checks that only that tenant fails, with an error naming it and the
+// file, counted and logged once, and that nothing is deleted.
+func TestCorruptFiles(t *testing.T) {
+	type paths struct{ name, record, key, otherRecord, otherKey string }
+	tests := []struct {
+		name    string
+		damage  func(t *testing.T, p paths)
+		inKey   bool   // the failure shows in PrivateKey, not Lookup
+		file    string // storage kind named in the error
+		counter string
+	}{
+		{"name garbage", func(t *testing.T, p paths) { write(t, p.name, "hello\n") }, false, "names/", "name"},
+		{"name empty", func(t *testing.T, p paths) { write(t, p.name, "") }, false, "names/", "name"},
+		{"name truncated", func(t *testing.T, p paths) { truncateFile(t, p.name) }, false, "names/", "name"},
+		{"record garbage", func(t *testing.T, p paths) { write(t, p.record, "{not json") }, false, "/record", "record"},
+		{"record truncated", func(t *testing.T, p paths) { truncateFile(t, p.record) }, false, "/record", "record"},
+		{"record of another cert", func(t *testing.T, p paths) { copyFile(t, p.otherRecord, p.record) }, false, "/record", "record"},
+		{"record missing", func(t *testing.T, p paths) { os.Remove(p.record) }, false, "/record", "record"},
+		{"key garbage", func(t *testing.T, p paths) { write(t, p.key, "garbage") }, true, "/key.sealed", "key"},
+		{"key truncated", func(t *testing.T, p paths) { truncateFile(t, p.key) }, true, "/key.sealed", "key"},
+		{"key tampered", func(t *testing.T, p paths) { flipLastByte(t, p.key) }, true, "/key.sealed", "key"},
+		{"key of another cert", func(t *testing.T, p paths) { copyFile(t, p.otherKey, p.key) }, true, "/key.sealed", "key"},
+		{"key missing", func(t *testing.T, p paths) { os.Remove(p.key) }, true, "/key.sealed", "key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			w := f.open(t, keystore.Options{})
+			ids := put(t, w, f.bundle(t, "", "victim.example.com"), f.bundle(t, "", "bystander.example.com"))
+			p := paths{
+				name:        filepath.Join(f.dir, "names", h2("victim.example.com"), "victim.example.com"),
+				record:      filepath.Join(f.dir, "certs", ids[0][:2], ids[0], "record"),
+				key:         filepath.Join(f.dir, "certs", ids[0][:2], ids[0], "key.sealed"),
+				otherRecord: filepath.Join(f.dir, "certs", ids[1][:2], ids[1], "record"),
+				otherKey:    filepath.Join(f.dir, "certs", ids[1][:2], ids[1], "key.sealed"),
+			}
+			tt.damage(t, p)
+			before := listFiles(t, f.dir)
+
+			logs := &logCounter{}
+			reg := prometheus.NewRegistry()
+			s := f.open(t, keystore.Options{Logger: slog.New(logs), Registerer: reg, NegativeTTL: time.Millisecond})
+			ctx := context.Background()
+			var err error
+			for range 3 { // failures are re-read after NegativeTTL but logged once
+				var e *keystore.Entry
+				e, err = s.Lookup(ctx, "victim.example.com")
+				if tt.inKey {
+					if err != nil {
+						t.Fatalf("Lookup: %v (key damage must not fail the lookup)", err)
+					}
+					_, err = e.Certs[0].PrivateKey(ctx)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if !errors.Is(err, keystore.ErrCorrupt) {
+				t.Fatalf("error = %v, want ErrCorrupt", err)
+			}
+			if !strings.Contains(err.Error(), tt.file) || !strings.Contains(err.Error(), "victim.example.com") && !strings.Contains(err.Error(), ids[0]) {
+				t.Errorf("error %q does not name the tenant and %s", err, tt.file)
+			}
+			if n := logs.errs.Load(); n != 1 {
+				t.Errorf("logged %d errors for one bad file, want 1", n)
+			}
+			if m := gather(t, reg); m[`keyedge_keystore_load_errors_total{file="`+tt.counter+`"}`] < 1 {
+				t.Errorf("load error not counted under file=%q: %v", tt.counter, m)
+			}
+			if strings.Contains(logs.buf.String(), "PRIVATE KEY") {
+				t.Error("log mentions key material")
+			}
+
+			e, err := s.Lookup(ctx, "bystander.example.com")
+			if err != nil {
+				t.Fatalf("bystander affected: %v", err)
+			}
+			if _, err := e.Certs[0].PrivateKey(ctx); err != nil {
+				t.Fatalf("bystander key affected: %v", err)
+			}
+			if after := listFiles(t, f.dir); after != before {
+				t.Errorf("files changed by reading a corrupt tenant:\n%s\nbecame\n%s", before, after)
+			}
+		})
+	}
+}
+
+func TestOtherFleetKeyCannotOpen(t *testing.T) {
+	f := newFixture(t)
+	w := f.open(t, keystore.Options{})
+	put(t, w, f.bundle(t, "", "fleet.example.com"))
+	otherFleet, err := keystore.GenerateFleetKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := f.open(t, keystore.Options{Opener: otherFleet})
+	e, err := s.Lookup(context.Background(), "fleet.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Certs[0].PrivateKey(context.Background()); !errors.Is(err, keystore.ErrCorrupt) {
+		t.Fatalf("PrivateKey with another fleet's key: %v, want ErrCorrupt", err)
+	}
+}
+
+func h2(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return hex.EncodeToString(sum[:1])
+}
+
+func write(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func truncateFile(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, path, string(b[:len(b)/2]))
+}
+
+func flipLastByte(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-1] ^= 1
+	write(t, path, string(b))
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, to, string(b))
+}
+
+// listFiles describes every file under dir (path and size), to detect
+// any change.
+func listFiles(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		b.WriteString(rel + " " + fi.ModTime().String() + "\n")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}

@@ -1,0 +1,178 @@
+package keystore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The change journal lets every node drop exactly the cache entries a
+// write touched, at a cost that follows the rate of change rather than
+// the number of tenants, on local disk and on a shared backend alike.
+//
+//	changes/head        decimal sequence number of the newest entry
+//	changes/<seq>       one entry, seq zero-padded to 20 digits so keys
+//	                    sort in order; lines "name <name>" and "id <id>"
+//
+// Writers append under the storage lock (see write.go). Readers poll
+// changes/head every PollInterval and apply the entries after the last
+// one they saw. Only the newest journalKeep entries are kept; a reader
+// that falls further behind, or finds an entry missing, clears its
+// caches instead, which is always safe.
+const (
+	headKey     = "changes/head"
+	journalKeep = 4096
+)
+
+func changeKey(seq uint64) string { return fmt.Sprintf("changes/%020d", seq) }
+
+// journalState is owned by the follow goroutine (and by Open before it
+// starts).
+type journalState struct {
+	seen uint64 // newest sequence applied
+}
+
+// change is the set of names and certificate IDs one write touched.
+type change struct {
+	names []string
+	ids   []string
+}
+
+func (c change) marshal() []byte {
+	var b strings.Builder
+	for _, n := range c.names {
+		b.WriteString("name " + n + "\n")
+	}
+	for _, id := range c.ids {
+		b.WriteString("id " + id + "\n")
+	}
+	return []byte(b.String())
+}
+
+func parseChange(data []byte) (change, error) {
+	var c change
+	for line := range strings.Lines(string(data)) {
+		kind, v, _ := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+		switch {
+		case kind == "name" && checkLabels(v) == nil:
+			c.names = append(c.names, v)
+		case kind == "id" && isCertID(v):
+			c.ids = append(c.ids, v)
+		default:
+			return change{}, fmt.Errorf("%w: journal line %q", errMalformed, truncate(line, 80))
+		}
+	}
+	return c, nil
+}
+
+// readHead returns the newest journal sequence, 0 for an empty journal.
+func (s *Store) readHead(ctx context.Context) (uint64, error) {
+	data, err := s.storage.Load(ctx, headKey)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("keystore: failed to read journal head: %w", err)
+	}
+	seq, err := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("keystore: journal head: %w: %v", errMalformed, err)
+	}
+	return seq, nil
+}
+
+// appendChange records c as the next journal entry and trims the oldest.
+// The caller holds the write lock.
+func (s *Store) appendChange(ctx context.Context, c change) error {
+	head, err := s.readHead(ctx)
+	if err != nil {
+		return err
+	}
+	seq := head + 1
+	// A writer that died between its entry and the head leaves an entry
+	// past the head; never overwrite it, readers may have applied it.
+	for s.storage.Exists(ctx, changeKey(seq)) {
+		seq++
+	}
+	if err := s.storage.Store(ctx, changeKey(seq), c.marshal()); err != nil {
+		return fmt.Errorf("keystore: failed to write journal entry: %w", err)
+	}
+	if err := s.storage.Store(ctx, headKey, []byte(strconv.FormatUint(seq, 10)+"\n")); err != nil {
+		return fmt.Errorf("keystore: failed to write journal head: %w", err)
+	}
+	if seq > journalKeep {
+		if err := s.storage.Delete(ctx, changeKey(seq-journalKeep)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("keystore: failed to trim journal", "err", err)
+		}
+	}
+	return nil
+}
+
+// follow applies new journal entries every pollInterval until ctx ends.
+func (s *Store) follow(ctx context.Context) {
+	defer close(s.done)
+	t := time.NewTicker(s.pollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.poll(ctx); err != nil && ctx.Err() == nil {
+				s.metrics.journal.WithLabelValues("error").Inc()
+				s.log.Warn("keystore: failed to read change journal", "err", err)
+			}
+		}
+	}
+}
+
+// poll applies the journal entries after the last one seen.
+func (s *Store) poll(ctx context.Context) error {
+	head, err := s.readHead(ctx)
+	if err != nil || head == s.journal.seen {
+		return err
+	}
+	if head < s.journal.seen || head-s.journal.seen > journalKeep {
+		s.reset("journal jumped")
+		s.journal.seen = head
+		return nil
+	}
+	for seq := s.journal.seen + 1; seq <= head; seq++ {
+		data, err := s.storage.Load(ctx, changeKey(seq))
+		if err != nil && ctx.Err() != nil {
+			return err
+		}
+		c, perr := parseChange(data)
+		if err != nil || perr != nil {
+			s.reset(fmt.Sprintf("entry %d unreadable: %v", seq, cmpOr(err, perr)))
+			break
+		}
+		s.invalidate(c)
+		s.metrics.journal.WithLabelValues("applied").Inc()
+	}
+	s.journal.seen = head
+	return nil
+}
+
+// invalidate drops the cache entries for the names and IDs in c.
+func (s *Store) invalidate(c change) {
+	for _, n := range c.names {
+		s.names.Invalidate(n)
+	}
+	for _, id := range c.ids {
+		s.certs.Invalidate(id)
+	}
+}
+
+// reset clears every cache: the safe answer when the journal cannot say
+// what changed.
+func (s *Store) reset(why string) {
+	s.metrics.journal.WithLabelValues("reset").Inc()
+	s.log.Warn("keystore: cache cleared", "reason", why)
+	s.names.InvalidateAll()
+	s.certs.InvalidateAll()
+}

@@ -1,0 +1,92 @@
+package keystore
+
+import (
+	"fmt"
+
+	"github.com/maypok86/otter/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the keyedge_keystore_* series. Labels are bounded: never a
+// name or an ID.
+type metrics struct {
+	lookups        *prometheus.CounterVec // result: hit, miss, negative, error
+	loadSeconds    prometheus.Histogram   // lookups that read storage
+	keyOpenSeconds prometheus.Histogram   // PrivateKey reads and unseals
+	loadErrors     *prometheus.CounterVec // file: name, record, key
+	evictions      *prometheus.CounterVec // cache: names, certs
+	journal        *prometheus.CounterVec // event: applied, reset, error
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyedge_keystore_lookups_total",
+			Help: "Keystore lookups by result: hit (cached), miss (loaded from storage), negative (no such name), error.",
+		}, []string{"result"}),
+		loadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "keyedge_keystore_load_seconds",
+			Help:    "Time taken by lookups that read storage.",
+			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 14),
+		}),
+		keyOpenSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "keyedge_keystore_key_open_seconds",
+			Help:    "Time taken to read and unseal a private key.",
+			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 14),
+		}),
+		loadErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyedge_keystore_load_errors_total",
+			Help: "Stored files that failed to load, by file kind (name, record, key).",
+		}, []string{"file"}),
+		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyedge_keystore_cache_evictions_total",
+			Help: "Cache entries evicted for size or age, by cache (names, certs).",
+		}, []string{"cache"}),
+		journal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyedge_keystore_journal_events_total",
+			Help: "Change journal events: applied (an entry invalidated its names), reset (a gap cleared the cache), error.",
+		}, []string{"event"}),
+	}
+}
+
+// countEvictions returns an otter OnDeletion hook counting evictions
+// (size or expiry, not invalidation or replacement) into c.
+func countEvictions[V any](c prometheus.Counter) func(otter.DeletionEvent[string, V]) {
+	return func(e otter.DeletionEvent[string, V]) {
+		if e.Cause.IsEviction() {
+			c.Inc()
+		}
+	}
+}
+
+// register adds the metrics and the cache gauges of s to r; nil r
+// registers nothing.
+func (m *metrics) register(r prometheus.Registerer, s *Store) error {
+	if r == nil {
+		return nil
+	}
+	// The gauges run pending cache maintenance first, so a scrape reports
+	// sizes after eviction rather than before it.
+	gauges := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "keyedge_keystore_cache_entries",
+			Help:        "Entries in the keystore caches.",
+			ConstLabels: prometheus.Labels{"cache": "certs"},
+		}, func() float64 { s.certs.CleanUp(); return float64(s.certs.EstimatedSize()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "keyedge_keystore_cache_entries",
+			Help:        "Entries in the keystore caches.",
+			ConstLabels: prometheus.Labels{"cache": "names"},
+		}, func() float64 { s.names.CleanUp(); return float64(s.names.EstimatedSize()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyedge_keystore_cache_bytes",
+			Help: "Estimated heap bytes held by cached certificates (the weight bounded by MaxBytes).",
+		}, func() float64 { s.certs.CleanUp(); return float64(s.certs.WeightedSize()) }),
+	}
+	for _, c := range append(gauges, m.lookups, m.loadSeconds, m.keyOpenSeconds, m.loadErrors, m.evictions, m.journal) {
+		if err := r.Register(c); err != nil {
+			return fmt.Errorf("keystore: failed to register metrics (one Store per registry): %w", err)
+		}
+	}
+	return nil
+}

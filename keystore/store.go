@@ -1,0 +1,436 @@
+package keystore
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/maypok86/otter/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrNotFound is returned by Lookup for a name no certificate covers.
+var ErrNotFound = errors.New("keystore: no certificate for name")
+
+// ErrCorrupt wraps every failure to parse or open a stored file. The
+// error text names the tenant's certificate and the file; only that
+// tenant is affected and nothing is deleted.
+var ErrCorrupt = errors.New("keystore: corrupt entry")
+
+// Options configures a Store. The zero value of every field but Storage
+// has a working default.
+type Options struct {
+	// Storage holds the keystore. Required; certmagic.FileStorage for a
+	// directory on local disk.
+	Storage certmagic.Storage
+
+	// Opener unseals private keys for local signing. Nil means this node
+	// signs nothing locally: PrivateKey fails with ErrCannotOpen.
+	Opener Opener
+
+	// Sealer seals private keys written by Put. Nil makes Put refuse
+	// certificates with a local key.
+	Sealer Sealer
+
+	// MaxEntries bounds the number of cached certificates, and separately
+	// the number of cached names. Default 100,000.
+	MaxEntries int
+
+	// MaxBytes bounds the estimated heap held by cached certificates.
+	// Default 256 MiB.
+	MaxBytes int64
+
+	// NegativeTTL is how long an unknown name, or a file that failed to
+	// load, is remembered before storage is asked again. Default 1s.
+	NegativeTTL time.Duration
+
+	// PollInterval is how often the change journal is read; with
+	// NegativeTTL it bounds how long a changed certificate can be served
+	// stale. Default 500ms.
+	PollInterval time.Duration
+
+	// Logger receives load failures (once per file and error) and journal
+	// problems. Default slog.Default().
+	Logger *slog.Logger
+
+	// Registerer, if set, receives the keyedge_keystore_* metrics.
+	Registerer prometheus.Registerer
+}
+
+// Store is a lazily loaded keystore: it reads nothing per tenant when
+// opened, and loads a name's certificates on its first lookup. It is safe
+// for concurrent use.
+type Store struct {
+	storage      certmagic.Storage
+	opener       Opener
+	sealer       Sealer
+	negativeTTL  time.Duration
+	pollInterval time.Duration
+	log          *slog.Logger
+	metrics      *metrics
+
+	names    *otter.Cache[string, *nameEntry] // name → certificate refs, or a remembered miss
+	certs    *otter.Cache[string, *Cert]      // certificate ID → loaded record
+	reported *otter.Cache[string, string]     // file → last error logged for it
+
+	writeMu sync.Mutex // serialises this process's writers before the storage lock
+
+	journal journalState
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+// nameEntry is a names cache value. A nil refs means the name is absent
+// (err == nil) or its file failed to load (err != nil).
+type nameEntry struct {
+	refs []nameRef
+	err  error
+}
+
+// Entry is the result of a lookup: the stored name that matched (the
+// name itself or its wildcard) and the certificates serving it.
+type Entry struct {
+	Name  string
+	Certs []*Cert
+}
+
+// Cert is one stored certificate, parsed and ready for a handshake.
+// Its fields must not be modified.
+type Cert struct {
+	ID    string
+	Meta  Meta
+	Chain [][]byte // DER, leaf first
+	Leaf  *x509.Certificate
+	OCSP  []byte
+
+	store *Store
+	err   error // load failure, remembered for NegativeTTL
+
+	mu       sync.Mutex // guards key, keyErr, keyErrAt
+	key      crypto.Signer
+	keyErr   error
+	keyErrAt time.Time
+}
+
+const (
+	defaultMaxEntries   = 100_000
+	defaultMaxBytes     = 256 << 20
+	defaultNegativeTTL  = time.Second
+	defaultPollInterval = 500 * time.Millisecond
+	// positiveTTL makes every cached entry re-read now and then, a safety
+	// net under the journal that costs one read per hot name per period.
+	positiveTTL = time.Hour
+)
+
+// Open returns a Store over opts.Storage. It reads only the journal head,
+// never a per-tenant file, and starts following the journal until Close.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Storage == nil {
+		return nil, errors.New("keystore: Options.Storage is nil")
+	}
+	s := &Store{
+		storage:      opts.Storage,
+		opener:       opts.Opener,
+		sealer:       opts.Sealer,
+		negativeTTL:  or(opts.NegativeTTL, defaultNegativeTTL),
+		pollInterval: or(opts.PollInterval, defaultPollInterval),
+		log:          opts.Logger,
+		metrics:      newMetrics(),
+		done:         make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	maxEntries := or(opts.MaxEntries, defaultMaxEntries)
+	maxBytes := or(opts.MaxBytes, defaultMaxBytes)
+	// The certs cache is weighed in bytes; giving every entry at least
+	// maxBytes/maxEntries of weight makes the one weight bound enforce
+	// both the byte and the entry bound.
+	minWeight := uint32(min(maxBytes/int64(maxEntries), 1<<30))
+	s.certs = otter.Must(&otter.Options[string, *Cert]{
+		MaximumWeight: uint64(maxBytes),
+		Weigher: func(_ string, c *Cert) uint32 {
+			return max(uint32(min(c.size(), 1<<30)), minWeight)
+		},
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *Cert]) time.Duration {
+			return s.ttl(e.Value.err)
+		}),
+		OnDeletion: countEvictions[*Cert](s.metrics.evictions.WithLabelValues("certs")),
+	})
+	s.names = otter.Must(&otter.Options[string, *nameEntry]{
+		MaximumSize: maxEntries,
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *nameEntry]) time.Duration {
+			if e.Value.refs == nil {
+				return s.negativeTTL
+			}
+			return positiveTTL
+		}),
+		OnDeletion: countEvictions[*nameEntry](s.metrics.evictions.WithLabelValues("names")),
+	})
+	s.reported = otter.Must(&otter.Options[string, string]{MaximumSize: 10_000})
+	if err := s.metrics.register(opts.Registerer, s); err != nil {
+		return nil, err
+	}
+	head, err := s.readHead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.journal.seen = head
+	tailCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stop = stop
+	go s.follow(tailCtx)
+	return s, nil
+}
+
+// Close stops following the journal and unregisters nothing: metrics
+// registered with Options.Registerer stay registered.
+func (s *Store) Close() error {
+	s.stop()
+	<-s.done
+	return nil
+}
+
+func or[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+func (s *Store) ttl(err error) time.Duration {
+	if err != nil {
+		return s.negativeTTL
+	}
+	return positiveTTL
+}
+
+// Lookup returns the certificates for serverName: an exact match, else
+// the one-label wildcard covering it. It returns ErrBadName for a name
+// that cannot be a host name, ErrNotFound when nothing covers it, and
+// an error wrapping ErrCorrupt when its stored files cannot be used.
+// When some of a name's certificates load and others do not, the good
+// ones are returned and the failure is logged and counted.
+func (s *Store) Lookup(ctx context.Context, serverName string) (*Entry, error) {
+	start := time.Now()
+	e, loaded, err := s.lookup(ctx, serverName)
+	result := "hit"
+	switch {
+	case errors.Is(err, ErrNotFound) || errors.Is(err, ErrBadName):
+		result = "negative"
+	case err != nil:
+		result = "error"
+	case loaded:
+		result = "miss"
+		s.metrics.loadSeconds.Observe(time.Since(start).Seconds())
+	}
+	s.metrics.lookups.WithLabelValues(result).Inc()
+	return e, err
+}
+
+func (s *Store) lookup(ctx context.Context, serverName string) (*Entry, bool, error) {
+	name, err := NormalizeName(serverName)
+	if err != nil {
+		return nil, false, err
+	}
+	if name[0] == '*' {
+		return nil, false, fmt.Errorf("%w: wildcard as server name", ErrBadName)
+	}
+	ne, loaded, err := s.nameRefs(ctx, name)
+	if err == nil && ne.refs == nil && ne.err == nil {
+		if w := wildcardOf(name); w != "" {
+			var wl bool
+			ne, wl, err = s.nameRefs(ctx, w)
+			name, loaded = w, loaded || wl
+		}
+	}
+	if err != nil {
+		return nil, loaded, err
+	}
+	if ne.err != nil {
+		return nil, loaded, ne.err
+	}
+	if ne.refs == nil {
+		return nil, loaded, ErrNotFound
+	}
+	e := &Entry{Name: name, Certs: make([]*Cert, 0, len(ne.refs))}
+	var firstErr error
+	for _, ref := range ne.refs {
+		c, ok := s.certs.GetIfPresent(ref.ID)
+		if !ok {
+			loaded = true
+			if c, err = s.certs.Get(ctx, ref.ID, otter.LoaderFunc[string, *Cert](s.loadCert)); err != nil {
+				return nil, loaded, err // ctx done
+			}
+		}
+		if c.err != nil {
+			firstErr = cmpOr(firstErr, fmt.Errorf("%s: %w", name, c.err))
+			continue
+		}
+		e.Certs = append(e.Certs, c)
+	}
+	if len(e.Certs) == 0 {
+		return nil, loaded, firstErr
+	}
+	return e, loaded, nil
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// nameRefs returns the cached or loaded name entry for a normalised name.
+func (s *Store) nameRefs(ctx context.Context, name string) (*nameEntry, bool, error) {
+	if ne, ok := s.names.GetIfPresent(name); ok {
+		return ne, false, nil
+	}
+	ne, err := s.names.Get(ctx, name, otter.LoaderFunc[string, *nameEntry](s.loadName))
+	return ne, true, err
+}
+
+// loadName reads a name file. Absence and failure are values (cached
+// for NegativeTTL), not errors, so otter keeps them.
+func (s *Store) loadName(ctx context.Context, name string) (*nameEntry, error) {
+	key := nameKey(name)
+	data, err := s.storage.Load(ctx, key)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &nameEntry{}, nil
+	}
+	if err == nil {
+		var refs []nameRef
+		if refs, err = parseNameFile(data); err == nil {
+			return &nameEntry{refs: refs}, nil
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return &nameEntry{err: s.failed("name", name, key, err)}, nil
+}
+
+// loadCert reads and parses a certificate record. A failure becomes a
+// Cert carrying the error, cached for NegativeTTL.
+func (s *Store) loadCert(ctx context.Context, id string) (*Cert, error) {
+	key := recordKey(id)
+	data, err := s.storage.Load(ctx, key)
+	if err == nil {
+		var (
+			r    *record
+			leaf *x509.Certificate
+		)
+		if r, leaf, err = parseRecord(id, data); err == nil {
+			return &Cert{ID: id, Meta: r.Meta, Chain: r.Chain, Leaf: leaf, OCSP: r.OCSP, store: s}, nil
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return &Cert{ID: id, err: s.failed("record", id, key, err)}, nil
+}
+
+// failed turns a load failure into the error callers see, counts it, and
+// logs it the first time this file fails this way.
+func (s *Store) failed(kind, subject, key string, err error) error {
+	s.metrics.loadErrors.WithLabelValues(kind).Inc()
+	if errors.Is(err, fs.ErrNotExist) {
+		err = fmt.Errorf("%w: file missing", errMalformed)
+	}
+	err = fmt.Errorf("%w: %s %s: %s: %w", ErrCorrupt, kind, subject, key, err)
+	if prev, ok := s.reported.GetIfPresent(key); !ok || prev != err.Error() {
+		s.reported.Set(key, err.Error())
+		s.log.Error("keystore: cannot load file", "file", key, "err", err)
+	}
+	return err
+}
+
+// size estimates the heap held by a cached Cert: the DER it keeps, the
+// parsed leaf (which holds its own copy of the DER plus decoded fields),
+// and fixed overheads measured by BenchmarkCachedCertHeap.
+func (c *Cert) size() int64 {
+	n := int64(certOverhead) + int64(len(c.OCSP)) + int64(len(c.Meta.Tenant)+len(c.Meta.Origin)+len(c.Meta.Policy))
+	for _, der := range c.Chain {
+		n += int64(len(der))
+	}
+	if len(c.Chain) > 0 {
+		n += 2 * int64(len(c.Chain[0]))
+	}
+	return n
+}
+
+// certOverhead is the measured heap of a parsed ECDSA leaf and the Cert
+// around it beyond the DER lengths counted in size.
+const certOverhead = 4096
+
+// PrivateKey returns the certificate's private key, reading and unsealing
+// it on first use; the key then stays with the cached Cert. It fails with
+// ErrCannotOpen when this node cannot open the key (no Opener, or a key
+// sealed for elsewhere) and with ErrCorrupt when the file is bad or does
+// not match the certificate. Failures are remembered for NegativeTTL.
+func (c *Cert) PrivateKey(ctx context.Context) (crypto.Signer, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.key != nil {
+		return c.key, nil
+	}
+	if c.keyErr != nil && time.Since(c.keyErrAt) < c.store.negativeTTL {
+		return nil, c.keyErr
+	}
+	start := time.Now()
+	key, err := c.store.openKey(ctx, c)
+	c.store.metrics.keyOpenSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		c.keyErr, c.keyErrAt = err, time.Now()
+		return nil, err
+	}
+	c.key, c.keyErr = key, nil
+	return key, nil
+}
+
+func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {
+	if c.Meta.Route == RouteKeyless {
+		return nil, fmt.Errorf("%w: certificate %s is keyless", ErrCannotOpen, c.ID)
+	}
+	if s.opener == nil {
+		return nil, fmt.Errorf("%w: no opener configured", ErrCannotOpen)
+	}
+	key := sealedKey(c.ID)
+	data, err := s.storage.Load(ctx, key)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, s.failed("key", c.ID, key, err)
+	}
+	der, err := s.opener.Open(c.ID, data)
+	if errors.Is(err, ErrCannotOpen) {
+		return nil, fmt.Errorf("certificate %s: %w", c.ID, err)
+	}
+	if err != nil {
+		return nil, s.failed("key", c.ID, key, err)
+	}
+	defer clear(der)
+	priv, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, s.failed("key", c.ID, key, fmt.Errorf("%w: %v", errMalformed, err))
+	}
+	signer, ok := priv.(crypto.Signer)
+	if !ok || !publicKeysEqual(signer.Public(), c.Leaf.PublicKey) {
+		return nil, s.failed("key", c.ID, key, fmt.Errorf("%w: key does not match certificate", errMalformed))
+	}
+	return signer, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
+}

@@ -1,0 +1,387 @@
+package keystore
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// ErrNoSealer is returned by Put for a locally signed certificate when the
+// Store has no Sealer to protect its key at rest.
+var ErrNoSealer = errors.New("keystore: no sealer configured for private keys")
+
+// Bundle is a certificate to store.
+type Bundle struct {
+	Meta  Meta // NotAfter and Version are set by Put
+	Chain [][]byte
+	// Key is the leaf's private key; nil, and only nil, for RouteKeyless.
+	Key  crypto.Signer
+	OCSP []byte
+}
+
+// writeLock is the storage lock name every keystore writer holds, so
+// writers on several machines sharing a backend do not interleave.
+const writeLock = "keystore-write"
+
+// writeParallelism bounds concurrent storage writes within one Put.
+const writeParallelism = 32
+
+// prepared is a validated bundle, ready to write.
+type prepared struct {
+	id     string
+	alg    string
+	names  []string
+	record record
+	sealed []byte // nil for RouteKeyless
+}
+
+// Put stores certificates and returns their IDs, in order. Each bundle is
+// checked first (a parseable leaf with valid DNS names, a key that
+// matches it, a sealer for it): one bad bundle fails the call before
+// anything is written. A certificate replaces, for each of its names, the
+// stored certificate of the same key algorithm; a replaced certificate
+// no name refers to any more is deleted. Every file is written
+// atomically, keys before the records and names that refer to them, so a
+// reader never sees a name without its certificate. All nodes following
+// the journal see the change within their PollInterval.
+func (s *Store) Put(ctx context.Context, bundles ...*Bundle) ([]string, error) {
+	ps := make([]*prepared, len(bundles))
+	for i, b := range bundles {
+		p, err := s.prepare(b)
+		if err != nil {
+			return nil, err
+		}
+		ps[i] = p
+	}
+	ids := make([]string, len(ps))
+	for i, p := range ps {
+		ids[i] = p.id
+	}
+	err := s.locked(ctx, func() error { return s.write(ctx, ps) })
+	if err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+func (s *Store) prepare(b *Bundle) (*prepared, error) {
+	if len(b.Chain) == 0 {
+		return nil, errors.New("keystore: empty certificate chain")
+	}
+	leaf, err := x509.ParseCertificate(b.Chain[0])
+	if err != nil {
+		return nil, fmt.Errorf("keystore: failed to parse leaf certificate: %w", err)
+	}
+	p := &prepared{id: CertID(leaf), record: record{Meta: b.Meta, Chain: b.Chain, OCSP: b.OCSP}}
+	p.record.NotAfter = leaf.NotAfter.UTC()
+	if p.alg, err = keyAlg(leaf); err != nil {
+		return nil, err
+	}
+	if p.names, err = leafNames(leaf); err != nil {
+		return nil, err
+	}
+	switch b.Meta.Route {
+	case RouteKeyless:
+		if b.Key != nil {
+			return nil, fmt.Errorf("keystore: %s: a keyless certificate must not carry a private key", p.names[0])
+		}
+		return p, nil
+	case "", RouteLocal:
+	default:
+		return nil, fmt.Errorf("keystore: unknown route %q", b.Meta.Route)
+	}
+	if b.Key == nil {
+		return nil, fmt.Errorf("keystore: %s: no private key for a locally signed certificate", p.names[0])
+	}
+	if !publicKeysEqual(b.Key.Public(), leaf.PublicKey) {
+		return nil, fmt.Errorf("keystore: %s: private key does not match certificate", p.names[0])
+	}
+	if s.sealer == nil {
+		return nil, ErrNoSealer
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(b.Key)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: failed to encode private key: %w", err)
+	}
+	defer clear(der)
+	if p.sealed, err = s.sealer.Seal(p.id, der); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// leafNames returns the leaf's DNS names, normalised and de-duplicated.
+func leafNames(leaf *x509.Certificate) ([]string, error) {
+	if len(leaf.DNSNames) == 0 {
+		return nil, errors.New("keystore: certificate has no DNS names")
+	}
+	names := make([]string, 0, len(leaf.DNSNames))
+	for _, n := range leaf.DNSNames {
+		norm, err := NormalizeName(n)
+		if err != nil {
+			return nil, fmt.Errorf("keystore: certificate name %q: %w", n, err)
+		}
+		names = append(names, norm)
+	}
+	slices.Sort(names)
+	return slices.Compact(names), nil
+}
+
+// locked runs fn holding this process's write mutex and the storage lock.
+func (s *Store) locked(ctx context.Context, fn func() error) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if err := s.storage.Lock(ctx, writeLock); err != nil {
+		return fmt.Errorf("keystore: failed to take write lock: %w", err)
+	}
+	defer func() {
+		if err := s.storage.Unlock(context.WithoutCancel(ctx), writeLock); err != nil {
+			s.log.Error("keystore: failed to release write lock", "err", err)
+		}
+	}()
+	return fn()
+}
+
+// write stores prepared bundles: keys and records, then name files, then
+// deletes orphaned certificates and appends one journal entry.
+func (s *Store) write(ctx context.Context, ps []*prepared) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(writeParallelism)
+	for _, p := range ps {
+		g.Go(func() error { return s.writeCert(gctx, p) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+
+	// Group by name, so a batch naming one host twice writes its file once.
+	byName := map[string][]nameRef{}
+	var names []string
+	for _, p := range ps {
+		for _, n := range p.names {
+			if _, ok := byName[n]; !ok {
+				names = append(names, n)
+			}
+			byName[n] = replaceRef(byName[n], nameRef{p.id, p.alg})
+		}
+	}
+	replaced := make([][]string, len(names))
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(writeParallelism)
+	for i, n := range names {
+		g.Go(func() (err error) {
+			replaced[i], err = s.updateName(gctx, n, byName[n])
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+
+	c := change{names: names}
+	for _, p := range ps {
+		c.ids = append(c.ids, p.id)
+	}
+	for _, old := range slices.Concat(replaced...) {
+		if err := s.deleteIfOrphan(ctx, old); err != nil {
+			return err
+		}
+		c.ids = append(c.ids, old)
+	}
+	return s.commit(ctx, c)
+}
+
+// commit journals c and drops its entries from this node's caches at once.
+func (s *Store) commit(ctx context.Context, c change) error {
+	err := s.appendChange(ctx, c)
+	s.invalidate(c)
+	return err
+}
+
+// writeCert writes a certificate's sealed key and then its record, with
+// the version after the stored one.
+func (s *Store) writeCert(ctx context.Context, p *prepared) error {
+	p.record.Version = 1
+	if data, err := s.storage.Load(ctx, recordKey(p.id)); err == nil {
+		if old, _, err := parseRecord(p.id, data); err == nil {
+			p.record.Version = old.Version + 1
+		}
+	}
+	if p.sealed != nil {
+		if err := s.storage.Store(ctx, sealedKey(p.id), p.sealed); err != nil {
+			return fmt.Errorf("keystore: failed to write key of %s: %w", p.names[0], err)
+		}
+	}
+	data, err := p.record.marshal()
+	if err != nil {
+		return fmt.Errorf("keystore: failed to encode record of %s: %w", p.names[0], err)
+	}
+	if err := s.storage.Store(ctx, recordKey(p.id), data); err != nil {
+		return fmt.Errorf("keystore: failed to write record of %s: %w", p.names[0], err)
+	}
+	return nil
+}
+
+// replaceRef adds r to refs, replacing a ref of the same algorithm.
+func replaceRef(refs []nameRef, r nameRef) []nameRef {
+	refs = slices.DeleteFunc(refs, func(o nameRef) bool { return o.Alg == r.Alg })
+	return append(refs, r)
+}
+
+// updateName merges add into a name file and returns the IDs it replaced.
+// An unreadable name file is overwritten: the new refs are the truth.
+func (s *Store) updateName(ctx context.Context, name string, add []nameRef) ([]string, error) {
+	refs, err := s.readName(ctx, name)
+	if err != nil && !errors.Is(err, errMalformed) {
+		return nil, err
+	}
+	var replaced []string
+	for _, r := range add {
+		for _, o := range refs {
+			if o.Alg == r.Alg && o.ID != r.ID {
+				replaced = append(replaced, o.ID)
+			}
+		}
+		refs = replaceRef(refs, r)
+	}
+	if err := s.storage.Store(ctx, nameKey(name), formatNameFile(refs)); err != nil {
+		return nil, fmt.Errorf("keystore: failed to write name %s: %w", name, err)
+	}
+	return replaced, nil
+}
+
+// readName returns a name file's refs; none, without error, if absent.
+func (s *Store) readName(ctx context.Context, name string) ([]nameRef, error) {
+	data, err := s.storage.Load(ctx, nameKey(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keystore: failed to read name %s: %w", name, err)
+	}
+	return parseNameFile(data)
+}
+
+// deleteIfOrphan deletes certificate id unless one of its names still
+// refers to it.
+func (s *Store) deleteIfOrphan(ctx context.Context, id string) error {
+	names, err := s.storedNames(ctx, id)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		refs, err := s.readName(ctx, n)
+		if err != nil && !errors.Is(err, errMalformed) {
+			return err
+		}
+		if slices.ContainsFunc(refs, func(r nameRef) bool { return r.ID == id }) {
+			return nil
+		}
+	}
+	return s.deleteCert(ctx, id)
+}
+
+// storedNames returns the names in a stored certificate's leaf, or none
+// when its record is missing or unreadable.
+func (s *Store) storedNames(ctx context.Context, id string) ([]string, error) {
+	data, err := s.storage.Load(ctx, recordKey(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keystore: failed to read record %s: %w", id, err)
+	}
+	_, leaf, err := parseRecord(id, data)
+	if err != nil {
+		return nil, nil
+	}
+	return leafNames(leaf)
+}
+
+func (s *Store) deleteCert(ctx context.Context, id string) error {
+	if err := s.storage.Delete(ctx, certDir(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("keystore: failed to delete certificate %s: %w", id, err)
+	}
+	return nil
+}
+
+// Remove deletes a certificate by ID, or every certificate serving a name,
+// along with the name entries of all their names. It returns ErrNotFound
+// when nothing matches and ErrBadName for input that is neither.
+func (s *Store) Remove(ctx context.Context, nameOrID string) error {
+	return s.locked(ctx, func() error {
+		ids, err := s.resolveIDs(ctx, nameOrID)
+		if err != nil {
+			return err
+		}
+		var c change
+		for _, id := range ids {
+			names, err := s.storedNames(ctx, id)
+			if err != nil {
+				return err
+			}
+			if !isCertID(nameOrID) {
+				names = append(names, nameOrID)
+			}
+			for _, n := range names {
+				if err := s.dropRef(ctx, n, id); err != nil {
+					return err
+				}
+			}
+			if err := s.deleteCert(ctx, id); err != nil {
+				return err
+			}
+			c.names = append(c.names, names...)
+			c.ids = append(c.ids, id)
+		}
+		return s.commit(ctx, c)
+	})
+}
+
+// resolveIDs turns Remove's argument into certificate IDs.
+func (s *Store) resolveIDs(ctx context.Context, nameOrID string) ([]string, error) {
+	if isCertID(nameOrID) {
+		if !s.storage.Exists(ctx, recordKey(nameOrID)) {
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, nameOrID)
+		}
+		return []string{nameOrID}, nil
+	}
+	name, err := NormalizeName(nameOrID)
+	if err != nil {
+		return nil, err
+	}
+	refs, err := s.readName(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(refs) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	ids := make([]string, len(refs))
+	for i, r := range refs {
+		ids[i] = r.ID
+	}
+	return ids, nil
+}
+
+// dropRef removes id from a name file, deleting the file when empty.
+func (s *Store) dropRef(ctx context.Context, name, id string) error {
+	refs, err := s.readName(ctx, name)
+	if err != nil && !errors.Is(err, errMalformed) {
+		return err
+	}
+	refs = slices.DeleteFunc(refs, func(r nameRef) bool { return r.ID == id })
+	if len(refs) == 0 {
+		if err := s.storage.Delete(ctx, nameKey(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("keystore: failed to delete name %s: %w", name, err)
+		}
+		return nil
+	}
+	return s.storage.Store(ctx, nameKey(name), formatNameFile(refs))
+}
