@@ -20,7 +20,8 @@ bench:
 	bash bench/keystore.sh
 
 # Every fuzz target, one at a time (go test -fuzz takes one per run).
-FUZZ_TARGETS := ./keystore:FuzzNormalizeName ./certs:FuzzParseChainPEM
+FUZZ_TARGETS := ./keystore:FuzzNormalizeName ./keystore:FuzzParseNameFile ./keystore:FuzzParseRecord \
+	./keystore:FuzzOpenSealed ./keystore:FuzzParseChange ./certs:FuzzParseChainPEM
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -36,6 +37,9 @@ var lookupProfile = idna.New(
 func NormalizeName(name string) (string, error) {
 	if len(name) == 0 || len(name) > 4*maxNameLen {
 		return "", fmt.Errorf("%w: length %d", ErrBadName, len(name))
+	}
+	if !utf8.ValidString(name) {
+		return "", fmt.Errorf("%w: not UTF-8", ErrBadName)
 	}
 	name = strings.TrimSuffix(name, ".")
 	wildcard := strings.HasPrefix(name, "*.")

@@ -1,0 +1,29 @@
+// Package keystore stores the certificates and sealed private keys of
+// many tenants and finds them by TLS server name.
+//
+// The storage (any certmagic.Storage; certmagic.FileStorage on local
+// disk) is the index, so opening a keystore of a million tenants reads
+// nothing per tenant:
+//
+//	names/<h2>/<hostname>        certificate IDs serving the name, with their key algorithm
+//	certs/<id2>/<id>/record      meta (tenant, origin, policy, route, version), DER chain, OCSP staple
+//	certs/<id2>/<id>/key.sealed  the private key, sealed at rest
+//	changes/head, changes/<seq>  the change journal
+//
+// Lookup normalises the name (so a hostile SNI never becomes a path),
+// tries the exact name and then its one-label wildcard, and keeps what
+// it loaded in a cache bounded by entries and bytes. Concurrent misses
+// for one name share one load, and unknown names are remembered for a
+// short time. A certificate's private key is read and unsealed only when
+// a local signature first needs it (Cert.PrivateKey).
+//
+// Writers (Put, Remove) append to a change journal in the same storage;
+// every Store follows it and drops just the entries a write touched, so
+// a renewed or removed certificate is served within PollInterval plus
+// NegativeTTL on every node, at a cost that follows the rate of change.
+//
+// Private keys are sealed by a Sealer and opened by an Opener. FleetKey
+// implements both with HPKE over the hybrid post-quantum KEM
+// ML-KEM-768+X25519; the sealed file names its recipient, which is where
+// per-policy keys plug in.
+package keystore
