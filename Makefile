@@ -13,7 +13,7 @@ test: lint
 	$(MAKE) fuzz FUZZTIME=5s
 
 demo: build
-	bash bench/demo.sh
+	$(BIN)/keyedge demo
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -21,7 +21,8 @@ bench:
 
 # Every fuzz target, one at a time (go test -fuzz takes one per run).
 FUZZ_TARGETS := ./keystore:FuzzNormalizeName ./keystore:FuzzParseNameFile ./keystore:FuzzParseRecord \
-	./keystore:FuzzOpenSealed ./keystore:FuzzParseChange ./certs:FuzzParseChainPEM
+	./keystore:FuzzOpenSealed ./keystore:FuzzParseChange ./certs:FuzzParseChainPEM \
+	./keyserver/wire:FuzzReadMessage
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -233,6 +233,10 @@ type LeafSpec struct {
 	// NotAfter is the end of validity; the zero value means NotBefore plus
 	// 90 days. It must be after NotBefore.
 	NotAfter time.Time
+
+	// ClientAuth adds the TLS client authentication usage, for identities
+	// that edges and key servers present to each other in mutual TLS.
+	ClientAuth bool
 }
 
 // Leaf is an issued certificate, ready for use as a [crypto/tls.Certificate]
@@ -284,6 +288,10 @@ func (ca *CA) Issue(spec LeafSpec) (*Leaf, error) {
 	if err != nil {
 		return nil, err
 	}
+	extUsage := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	if spec.ClientAuth {
+		extUsage = append(extUsage, x509.ExtKeyUsageClientAuth)
+	}
 	usage := x509.KeyUsageDigitalSignature
 	if _, ok := pub.(*rsa.PublicKey); ok {
 		usage |= x509.KeyUsageKeyEncipherment
@@ -295,7 +303,7 @@ func (ca *CA) Issue(spec LeafSpec) (*Leaf, error) {
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
 		KeyUsage:              usage,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:           extUsage,
 		BasicConstraintsValid: true,
 		SubjectKeyId:          skid,
 	}

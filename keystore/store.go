@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -139,8 +140,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		storage:      opts.Storage,
 		opener:       opts.Opener,
 		sealer:       opts.Sealer,
-		negativeTTL:  or(opts.NegativeTTL, defaultNegativeTTL),
-		pollInterval: or(opts.PollInterval, defaultPollInterval),
+		negativeTTL:  cmp.Or(opts.NegativeTTL, defaultNegativeTTL),
+		pollInterval: cmp.Or(opts.PollInterval, defaultPollInterval),
 		log:          opts.Logger,
 		metrics:      newMetrics(),
 		done:         make(chan struct{}),
@@ -148,8 +149,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	maxEntries := or(opts.MaxEntries, defaultMaxEntries)
-	maxBytes := or(opts.MaxBytes, defaultMaxBytes)
+	maxEntries := cmp.Or(opts.MaxEntries, defaultMaxEntries)
+	maxBytes := cmp.Or(opts.MaxBytes, defaultMaxBytes)
 	// The certs cache is weighed in bytes; giving every entry at least
 	// maxBytes/maxEntries of weight makes the one weight bound enforce
 	// both the byte and the entry bound.
@@ -195,14 +196,6 @@ func (s *Store) Close() error {
 	s.stop()
 	<-s.done
 	return nil
-}
-
-func or[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 func (s *Store) ttl(err error) time.Duration {
@@ -280,6 +273,30 @@ func (s *Store) lookup(ctx context.Context, serverName string) (*Entry, bool, er
 		return nil, loaded, firstErr
 	}
 	return e, loaded, nil
+}
+
+// CertByID returns the stored certificate with the given ID (CertID of
+// its leaf), from the cache or storage. It returns ErrNotFound for an ID
+// that is malformed or not stored, and an error wrapping ErrCorrupt for
+// a record that cannot be used.
+func (s *Store) CertByID(ctx context.Context, id string) (*Cert, error) {
+	if !isCertID(id) {
+		return nil, fmt.Errorf("%w: malformed certificate ID", ErrNotFound)
+	}
+	c, ok := s.certs.GetIfPresent(id)
+	if !ok {
+		if !s.storage.Exists(ctx, recordKey(id)) {
+			return nil, fmt.Errorf("%w: certificate %s", ErrNotFound, id)
+		}
+		var err error
+		if c, err = s.certs.Get(ctx, id, otter.LoaderFunc[string, *Cert](s.loadCert)); err != nil {
+			return nil, err
+		}
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	return c, nil
 }
 
 func cmpOr(a, b error) error {

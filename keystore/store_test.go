@@ -485,3 +485,18 @@ func sigAlg(kt certs.KeyType) x509.SignatureAlgorithm {
 }
 
 func keyDER(k crypto.Signer) ([]byte, error) { return x509.MarshalPKCS8PrivateKey(k) }
+
+func TestCertByID(t *testing.T) {
+	f := newFixture(t)
+	s := f.open(t, keystore.Options{})
+	id := put(t, s, f.bundle(t, "", "byid.example.com"))[0]
+	c, err := s.CertByID(context.Background(), id)
+	if err != nil || c.ID != id || c.Leaf.DNSNames[0] != "byid.example.com" {
+		t.Fatalf("CertByID = %v, %v", c, err)
+	}
+	for _, bad := range []string{strings.Repeat("0", 64), "../../etc/passwd", "", strings.ToUpper(id)} {
+		if _, err := s.CertByID(context.Background(), bad); !errors.Is(err, keystore.ErrNotFound) {
+			t.Errorf("CertByID(%q) = %v, want ErrNotFound", bad, err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -144,10 +145,7 @@ func runShow(ctx context.Context, e *env, args []string) error {
 	w := e.stdout
 	fmt.Fprintf(w, "name:      %s\n", entry.Name)
 	for _, c := range entry.Certs {
-		route := c.Meta.Route
-		if route == "" {
-			route = keystore.RouteLocal
-		}
+		route := cmp.Or(c.Meta.Route, keystore.RouteLocal)
 		fmt.Fprintf(w, "\ncert:      %s\n", c.ID)
 		fmt.Fprintf(w, "  tenant:    %s\n", c.Meta.Tenant)
 		fmt.Fprintf(w, "  key:       %s\n", c.Leaf.PublicKeyAlgorithm)
@@ -156,18 +154,11 @@ func runShow(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(w, "  not after: %s\n", c.Leaf.NotAfter.UTC().Format(time.RFC3339))
 		fmt.Fprintf(w, "  origin:    %s\n", c.Meta.Origin)
 		fmt.Fprintf(w, "  route:     %s\n", route)
-		fmt.Fprintf(w, "  policy:    %s\n", or(c.Meta.Policy, "(none: fleet key)"))
+		fmt.Fprintf(w, "  policy:    %s\n", cmp.Or(c.Meta.Policy, "(none: fleet key)"))
 		fmt.Fprintf(w, "  version:   %d\n", c.Meta.Version)
 		fmt.Fprintf(w, "  ocsp:      %s\n", map[bool]string{true: "stapled", false: "none"}[len(c.OCSP) > 0])
 	}
 	return nil
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 func runList(ctx context.Context, e *env, args []string) error {

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/edge"
+	"github.com/keyedge/keyedge/keystore"
+)
+
+type demoOptions struct {
+	tenants int
+	check   bool
+	listen  string
+}
+
+const demoDomain = "keyedge.test"
+
+// demo runs `keyedge demo`: everything on 127.0.0.1 in a temp dir.
+func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
+	if o.tenants < 101 {
+		return fmt.Errorf("--tenants must be at least 101, for the RSA and wildcard examples")
+	}
+	dir, err := os.MkdirTemp("", "keyedge-demo-")
+	if err != nil {
+		return err
+	}
+	if o.check {
+		defer os.RemoveAll(dir)
+	}
+	fmt.Fprintf(stdout, "keyedge demo in %s\n\n", dir)
+
+	origin, originURL, err := startOrigin()
+	if err != nil {
+		return err
+	}
+	defer origin.Close()
+
+	ca, err := demoKeystore(ctx, dir, o.tenants, originURL, stdout)
+	if err != nil {
+		return err
+	}
+	edgeAddr, err := freeAddr(o.listen)
+	if err != nil {
+		return err
+	}
+	metricsAddr, err := freeAddr("127.0.0.1:9090")
+	if err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(dir, "edge.yaml")
+	cfgText := fmt.Sprintf(demoConfig, edgeAddr, metricsAddr)
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
+		return err
+	}
+	cfg, err := edge.LoadConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	n, err := startNode(ctx, cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer n.shutdown()
+
+	_, port, _ := net.SplitHostPort(edgeAddr)
+	fmt.Fprintf(stdout, "  origin    %s\n", originURL)
+	fmt.Fprintf(stdout, "  edge      https://%s   (config %s)\n", edgeAddr, cfgPath)
+	fmt.Fprintf(stdout, "  metrics   %s\n\n", n.metricsURL())
+
+	fmt.Fprintln(stdout, "self-check, one request per kind of tenant:")
+	failed := selfCheck(ctx, stdout, ca, edgeAddr)
+
+	fmt.Fprintln(stdout, "\ntry:")
+	for _, host := range []string{certs.TenantName(1, demoDomain), "www." + certs.TenantName(10, demoDomain), certs.TenantName(100, demoDomain)} {
+		fmt.Fprintf(stdout, "  curl --cacert %s --resolve %s:%s:127.0.0.1 https://%s:%s/\n",
+			filepath.Join(dir, "testca.pem"), host, port, host, port)
+	}
+	fmt.Fprintf(stdout, "  curl -s %s | grep ^keyedge_\n", n.metricsURL())
+	fmt.Fprintf(stdout, "  %s --keystore %s --fleet-key %s show %s\n",
+		keyctlPath(), filepath.Join(dir, "keystore"), filepath.Join(dir, "fleet.key"), certs.TenantName(42, demoDomain))
+	if failed > 0 {
+		return fmt.Errorf("self-check: %d of the requests above failed", failed)
+	}
+	if o.check {
+		return nil
+	}
+	fmt.Fprintln(stdout, "\nserving until Ctrl-C")
+	select {
+	case <-ctx.Done():
+	case err := <-n.served:
+		n.served <- err
+		return err
+	}
+	fmt.Fprintln(stdout, "\nstopping")
+	return nil
+}
+
+// demoConfig is the demo's edge.yaml; paths are relative to it.
+const demoConfig = `# written by keyedge demo; run it again with: keyedge serve --config edge.yaml
+listen: %s
+metrics_listen: %s
+keystore: keystore
+fleet_key_file: fleet.key
+log_level: warn
+limits:
+  drain_timeout: 5s
+`
+
+// demoKeystore creates the fleet key, the test CA and the tenants.
+func demoKeystore(ctx context.Context, dir string, count int, originURL string, stdout io.Writer) (*certs.CA, error) {
+	fleet, err := keystore.GenerateFleetKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := keystore.WriteFleetKeyFile(filepath.Join(dir, "fleet.key"), fleet); err != nil {
+		return nil, err
+	}
+	ca, err := certs.NewCA("keyedge demo CA")
+	if err != nil {
+		return nil, err
+	}
+	if err := ca.Write(filepath.Join(dir, "testca.pem"), filepath.Join(dir, "testca.key")); err != nil {
+		return nil, err
+	}
+	bulk := keystore.NewBulkFileStorage(filepath.Join(dir, "keystore"))
+	store, err := keystore.Open(ctx, keystore.Options{Storage: bulk, Sealer: fleet, Opener: fleet, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	start := time.Now()
+	spec := certs.TenantSpec{Count: count, Domain: demoDomain, Origin: originURL, WildcardEvery: 10, RSAEvery: 100}
+	if err := ca.GenerateTenants(ctx, store, spec, nil); err != nil {
+		return nil, err
+	}
+	if err := bulk.Sync(); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stdout, "  keystore  %d tenants in %v: t0 … t%d.%s; every 10th also has a wildcard, every 100th is RSA\n",
+		count, time.Since(start).Round(time.Millisecond), count-1, demoDomain)
+	return ca, nil
+}
+
+// startOrigin runs the demo's origin: it says which tenant asked.
+func startOrigin() (*http.Server, string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	srv := &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "hello from the origin of %s (client %s, %s %s)\n",
+				r.Header.Get("X-Forwarded-Host"), r.Header.Get("X-Forwarded-For"), r.Method, r.URL.Path)
+		}),
+	}
+	go srv.Serve(ln)
+	return srv, "http://" + ln.Addr().String(), nil
+}
+
+// freeAddr returns addr if it can be listened on now, else a free port
+// on the same host.
+func freeAddr(addr string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		host, _, _ := net.SplitHostPort(addr)
+		if ln, err = net.Listen("tcp", net.JoinHostPort(host, "0")); err != nil {
+			return "", err
+		}
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// selfCheck makes one request per kind of tenant through the edge and
+// prints what it saw; it returns the number of failures.
+func selfCheck(ctx context.Context, w io.Writer, ca *certs.CA, edgeAddr string) int {
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	checks := []struct {
+		host, kind string
+		refused    bool
+	}{
+		{certs.TenantName(1, demoDomain), "ECDSA tenant", false},
+		{"www." + certs.TenantName(10, demoDomain), "wildcard", false},
+		{certs.TenantName(100, demoDomain), "RSA tenant", false},
+		{"unknown." + demoDomain, "unknown name", true},
+	}
+	failed := 0
+	for _, c := range checks {
+		line, err := checkOne(ctx, roots, edgeAddr, c.host)
+		if c.refused {
+			switch {
+			case err != nil && strings.Contains(err.Error(), "unrecognized name"):
+				line, err = "refused with an unrecognized_name alert", nil
+			case err == nil:
+				err = errors.New("an unknown name was served")
+			}
+		}
+		if err != nil {
+			failed++
+			fmt.Fprintf(w, "  FAIL %-24s %-13s %v\n", c.host, c.kind, err)
+			continue
+		}
+		fmt.Fprintf(w, "  ok   %-24s %-13s %s\n", c.host, c.kind, line)
+	}
+	return failed
+}
+
+func checkOne(ctx context.Context, roots *x509.CertPool, edgeAddr, host string) (string, error) {
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	client := &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{RootCAs: roots},
+			ForceAttemptHTTP2: true,
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return dialer.DialContext(ctx, network, edgeAddr)
+			},
+		},
+	}
+	defer client.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+host+"/", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %s", resp.Status)
+	}
+	leaf := resp.TLS.PeerCertificates[0]
+	return fmt.Sprintf("%s %s %s %s %s: %s", resp.Proto, tls.VersionName(resp.TLS.Version), resp.TLS.CurveID,
+		leaf.PublicKeyAlgorithm, resp.Status, strings.TrimSpace(string(body))), nil
+}
+
+// keyctlPath is keyctl beside this binary (as make build puts it), or
+// plain "keyctl".
+func keyctlPath() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "keyctl"
+	}
+	p := filepath.Join(filepath.Dir(exe), "keyctl")
+	if _, err := os.Stat(p); err != nil {
+		return "keyctl"
+	}
+	return p
+}

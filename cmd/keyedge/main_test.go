@@ -1,0 +1,145 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/keystore"
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"keyedge": main,
+	})
+}
+
+// TestScript runs the keyedge binary end to end: testdata/script/*.txtar.
+func TestScript(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata/script",
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"mkworld": mkworld,
+			"fetch":   fetch,
+		},
+	})
+}
+
+// mkworld N writes into the work dir a keystore of N tenants
+// (t<i>.keyedge.test), fleet.key, testca.pem, fallback.pem/.key and an
+// edge.yaml listening on a free port (recorded in $EDGE), and starts an
+// origin for them that lives as long as the script.
+func mkworld(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: mkworld N")
+	}
+	var n int
+	if _, err := fmt.Sscan(args[0], &n); err != nil {
+		ts.Fatalf("mkworld: %v", err)
+	}
+	dir := ts.Getenv("WORK")
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "origin %s", r.Header.Get("X-Forwarded-Host"))
+	}))
+	ts.Defer(origin.Close)
+
+	fleet, err := keystore.GenerateFleetKey()
+	ts.Check(err)
+	ts.Check(keystore.WriteFleetKeyFile(filepath.Join(dir, "fleet.key"), fleet))
+	ca, err := certs.NewCA("script CA")
+	ts.Check(err)
+	ts.Check(ca.Write(filepath.Join(dir, "testca.pem"), filepath.Join(dir, "testca.key")))
+	fallback, err := ca.Issue(certs.LeafSpec{Names: []string{"fallback.invalid"}})
+	ts.Check(err)
+	writeLeaf(ts, fallback, filepath.Join(dir, "fallback"))
+
+	store, err := keystore.Open(context.Background(), keystore.Options{
+		Storage: &certmagic.FileStorage{Path: filepath.Join(dir, "keystore")},
+		Sealer:  fleet, Opener: fleet, Logger: slog.New(slog.DiscardHandler),
+	})
+	ts.Check(err)
+	defer store.Close()
+	ts.Check(ca.GenerateTenants(context.Background(), store, certs.TenantSpec{Count: n, Origin: origin.URL}, nil))
+
+	addr, err := freeAddr("127.0.0.1:0")
+	ts.Check(err)
+	ts.Setenv("EDGE", addr)
+	cfg := fmt.Sprintf("listen: %s\nmetrics_listen: \"off\"\nkeystore: keystore\nfleet_key_file: fleet.key\nlimits:\n  drain_timeout: 5s\n", addr)
+	ts.Check(os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte(cfg), 0o600))
+}
+
+func writeLeaf(ts *testscript.TestScript, leaf *certs.Leaf, base string) {
+	var chain []byte
+	for _, der := range leaf.Chain {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(leaf.Key)
+	ts.Check(err)
+	ts.Check(os.WriteFile(base+".pem", chain, 0o644))
+	ts.Check(os.WriteFile(base+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600))
+}
+
+// fetch SNI [HOST] GETs https://HOST/ from the edge at $EDGE with SNI
+// (empty: none), retrying for a few seconds while the edge starts, and
+// writes the status, the served certificate's name and the body to
+// stdout. With !, it expects every attempt to fail.
+func fetch(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 1 || len(args) > 2 {
+		ts.Fatalf("usage: fetch SNI [HOST]")
+	}
+	sni, host := args[0], args[0]
+	if len(args) == 2 {
+		host = args[1]
+	}
+	pemBytes, err := os.ReadFile(ts.MkAbs("testca.pem"))
+	ts.Check(err)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pemBytes)
+	edgeAddr := ts.Getenv("EDGE")
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{ServerName: sni, RootCAs: roots, InsecureSkipVerify: sni == ""},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, edgeAddr)
+		},
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	var lastErr error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		resp, err := client.Get("https://" + cmp.Or(host, "127.0.0.1") + "/")
+		if err != nil {
+			lastErr = err
+			if neg && !strings.Contains(err.Error(), "connection refused") {
+				break // the edge is up and refused us: that is the expected failure
+			}
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if neg {
+			ts.Fatalf("fetch %s: succeeded with %s", sni, resp.Status)
+		}
+		fmt.Fprintf(ts.Stdout(), "%d %s %s\n", resp.StatusCode, resp.TLS.PeerCertificates[0].Subject.CommonName, body)
+		return
+	}
+	if !neg {
+		ts.Fatalf("fetch %s: %v", sni, lastErr)
+	}
+	fmt.Fprintf(ts.Stdout(), "refused: %v\n", lastErr)
+}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/edge"
+	"github.com/keyedge/keyedge/keystore"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// node is one running edge: its keystore, server and listeners.
+type node struct {
+	cfg     *edge.Config
+	level   *slog.LevelVar
+	log     *slog.Logger
+	store   *keystore.Store
+	srv     *edge.Server
+	ln      net.Listener
+	metrics *http.Server // nil when metrics_listen is "off"
+	served  chan error   // Serve's result
+}
+
+// startNode opens the keystore and starts serving cfg.
+func startNode(ctx context.Context, cfg *edge.Config, logOut io.Writer) (*node, error) {
+	n := &node{cfg: cfg, level: new(slog.LevelVar), served: make(chan error, 1)}
+	lvl, _ := cfg.Level()
+	n.level.Set(lvl)
+	n.log = slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: n.level}))
+
+	fleet, err := keystore.ReadFleetKeyFile(cfg.Path(cfg.FleetKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.store, err = keystore.Open(ctx, keystore.Options{
+		Storage:      &certmagic.FileStorage{Path: cfg.Path(cfg.Keystore)},
+		Opener:       fleet,
+		Sealer:       fleet,
+		MaxEntries:   cfg.Cache.MaxEntries,
+		MaxBytes:     cfg.Cache.MaxBytes,
+		NegativeTTL:  cfg.Cache.NegativeTTL,
+		PollInterval: cfg.Cache.PollInterval,
+		Logger:       n.log,
+		Registerer:   reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	opts, err := cfg.Options()
+	if err != nil {
+		n.store.Close()
+		return nil, err
+	}
+	opts.Store, opts.Logger, opts.Registerer = n.store, n.log, reg
+	if n.srv, err = edge.NewServer(opts); err != nil {
+		n.store.Close()
+		return nil, err
+	}
+	if n.ln, err = net.Listen("tcp", cmp.Or(cfg.Listen, ":443")); err != nil {
+		n.store.Close()
+		return nil, err
+	}
+	if addr := cmp.Or(cfg.MetricsListen, "127.0.0.1:9090"); addr != "off" {
+		mln, err := net.Listen("tcp", addr)
+		if err != nil {
+			n.ln.Close()
+			n.store.Close()
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go n.metrics.Serve(mln)
+		n.log.Info("metrics listening", "addr", "http://"+mln.Addr().String()+"/metrics")
+	}
+	go func() { n.served <- n.srv.Serve(n.ln) }()
+	n.log.Info("edge listening", "addr", n.ln.Addr().String(), "keystore", cfg.Path(cfg.Keystore))
+	return n, nil
+}
+
+// metricsURL is where /metrics is served, or "" when off.
+func (n *node) metricsURL() string {
+	if n.metrics == nil {
+		return ""
+	}
+	return "http://" + cmp.Or(n.cfg.MetricsListen, "127.0.0.1:9090") + "/metrics"
+}
+
+// reload re-reads the config file and applies what can change live.
+func (n *node) reload(path string) {
+	cfg, err := edge.LoadConfig(path)
+	if err == nil {
+		var opts edge.Options
+		if opts, err = cfg.Options(); err == nil {
+			n.srv.Reload(opts)
+			lvl, _ := cfg.Level()
+			n.level.Set(lvl)
+		}
+	}
+	if err != nil {
+		n.log.Error("reload failed; still running the previous config", "err", err)
+		return
+	}
+	if cfg.Listen != n.cfg.Listen || cfg.Keystore != n.cfg.Keystore || cfg.FleetKeyFile != n.cfg.FleetKeyFile {
+		n.log.Warn("listen, keystore and fleet_key_file changes need a restart")
+	}
+	n.log.Info("config reloaded", "path", path)
+}
+
+// shutdown drains: stop accepting, let requests in flight finish until
+// the drain timeout, then close everything.
+func (n *node) shutdown() error {
+	timeout := cmp.Or(n.cfg.Limits.DrainTimeout, 30*time.Second)
+	n.log.Info("draining", "timeout", timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := n.srv.Shutdown(ctx)
+	if n.metrics != nil {
+		n.metrics.Close()
+	}
+	n.store.Close()
+	if serr := <-n.served; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	return err
+}
+
+// serve runs `keyedge serve` until SIGTERM or SIGINT (ctx) ends it.
+func serve(ctx context.Context, path string, logOut io.Writer) error {
+	cfg, err := edge.LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	n, err := startNode(ctx, cfg, logOut)
+	if err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			n.reload(path)
+		case err := <-n.served:
+			n.served <- err
+			n.shutdown()
+			return err
+		case <-ctx.Done():
+			return n.shutdown()
+		}
+	}
+}

@@ -1,0 +1,102 @@
+package edge
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+
+	"github.com/keyedge/keyedge/keystore"
+)
+
+// A RouteFunc returns the signer that makes a certificate's handshake
+// signatures: the local key, or a key server's. It is called when the
+// first signature of a handshake is needed, with the handshake's context.
+type RouteFunc func(ctx context.Context, c *keystore.Cert) (crypto.Signer, error)
+
+// LocalRoute signs with the certificate's own key from the keystore,
+// read and unsealed on first use.
+func LocalRoute(ctx context.Context, c *keystore.Cert) (crypto.Signer, error) {
+	return c.PrivateKey(ctx)
+}
+
+// getCertificate is the tls.Config hook: it finds the client's server
+// name in the keystore and picks, among the name's certificates, the
+// first the client supports in the order ECDSA, Ed25519, RSA. An unknown
+// or invalid name gets the fallback certificate, or, with none, a nil
+// certificate, which crypto/tls answers with an unrecognized_name alert.
+func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	st := s.settings.Load()
+	if hello.ServerName == "" {
+		s.metrics.selections.WithLabelValues(fallbackResult(st.fallback)).Inc()
+		return st.fallback, nil
+	}
+	entry, err := s.store.Lookup(hello.Context(), hello.ServerName)
+	if errors.Is(err, keystore.ErrNotFound) || errors.Is(err, keystore.ErrBadName) {
+		s.metrics.selections.WithLabelValues(fallbackResult(st.fallback)).Inc()
+		return st.fallback, nil
+	}
+	if err != nil {
+		s.metrics.selections.WithLabelValues("error").Inc()
+		return nil, err
+	}
+	s.metrics.selections.WithLabelValues("tenant").Inc()
+	var first *tls.Certificate
+	for _, alg := range []x509.PublicKeyAlgorithm{x509.ECDSA, x509.Ed25519, x509.RSA} {
+		for _, c := range entry.Certs {
+			if c.Leaf.PublicKeyAlgorithm != alg {
+				continue
+			}
+			tc := s.tlsCertificate(hello.Context(), c)
+			if hello.SupportsCertificate(tc) == nil {
+				return tc, nil
+			}
+			if first == nil {
+				first = tc
+			}
+		}
+	}
+	// Nothing fits the client: offer one anyway, and let the handshake
+	// fail with the alert crypto/tls chooses.
+	return first, nil
+}
+
+func fallbackResult(fallback *tls.Certificate) string {
+	if fallback != nil {
+		return "fallback"
+	}
+	return "unknown"
+}
+
+// tlsCertificate wraps a stored certificate for one handshake. Its
+// private key is a handshakeSigner, so choosing among certificates never
+// opens a key: only the signature that the handshake finally makes does.
+func (s *Server) tlsCertificate(ctx context.Context, c *keystore.Cert) *tls.Certificate {
+	return &tls.Certificate{
+		Certificate: c.Chain,
+		Leaf:        c.Leaf,
+		OCSPStaple:  c.OCSP,
+		PrivateKey:  &handshakeSigner{ctx: ctx, cert: c, route: s.route},
+	}
+}
+
+// handshakeSigner is the crypto.Signer of one handshake: it reports the
+// certificate's public key, and resolves the real signer through the
+// route only when asked to sign, bounded by the handshake's context.
+type handshakeSigner struct {
+	ctx   context.Context
+	cert  *keystore.Cert
+	route RouteFunc
+}
+
+func (h *handshakeSigner) Public() crypto.PublicKey { return h.cert.Leaf.PublicKey }
+
+func (h *handshakeSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	signer, err := h.route(h.ctx, h.cert)
+	if err != nil {
+		return nil, err
+	}
+	return signer.Sign(rand, digest, opts)
+}

@@ -1,0 +1,235 @@
+package edge
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the edge.yaml file of `keyedge serve`. Relative paths are
+// relative to the file. See testdata/edge.yaml for a documented example.
+type Config struct {
+	Listen        string `yaml:"listen"`         // TLS address [:443]
+	MetricsListen string `yaml:"metrics_listen"` // /metrics address [127.0.0.1:9090]; "off" disables
+	Keystore      string `yaml:"keystore"`       // keystore directory (required)
+	FleetKeyFile  string `yaml:"fleet_key_file"` // fleet key, mode 0600 (required)
+	LogLevel      string `yaml:"log_level"`      // debug, info, warn, error [info]
+
+	Fallback struct {
+		CertFile string `yaml:"cert_file"` // PEM chain, leaf first
+		KeyFile  string `yaml:"key_file"`  // PEM private key, mode 0600
+	} `yaml:"fallback"` // served for no or unknown SNI; unset: unrecognized_name
+
+	// SessionTicketKeysFile holds 32-byte keys in hex, one per line,
+	// newest first. Unset: per-process random keys.
+	SessionTicketKeysFile string `yaml:"session_ticket_keys_file"`
+
+	Curves        []string `yaml:"curves"`          // [X25519MLKEM768, X25519, P-256]
+	MinTLSVersion string   `yaml:"min_tls_version"` // "1.2" or "1.3" [1.2]
+
+	Limits struct {
+		HandshakeTimeout  time.Duration `yaml:"handshake_timeout"`   // [10s]
+		ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"` // [10s]
+		IdleTimeout       time.Duration `yaml:"idle_timeout"`        // [120s]
+		MaxConns          int           `yaml:"max_conns"`           // [10000]
+		MaxHeaderBytes    int           `yaml:"max_header_bytes"`    // [65536]
+		DrainTimeout      time.Duration `yaml:"drain_timeout"`       // SIGTERM grace [30s]
+	} `yaml:"limits"`
+
+	ProxyProtocol struct {
+		TrustedCIDRs []string `yaml:"trusted_cidrs"` // PROXY v1/v2 required from these, refused from others
+	} `yaml:"proxy_protocol"`
+
+	Origin struct {
+		Timeout     time.Duration `yaml:"timeout"`      // response headers [30s], then 504
+		DialTimeout time.Duration `yaml:"dial_timeout"` // [5s]
+	} `yaml:"origin"`
+
+	Cache struct {
+		MaxEntries   int           `yaml:"max_entries"`   // [100000]
+		MaxBytes     int64         `yaml:"max_bytes"`     // [256 MiB]
+		NegativeTTL  time.Duration `yaml:"negative_ttl"`  // [1s]
+		PollInterval time.Duration `yaml:"poll_interval"` // change journal [500ms]
+	} `yaml:"cache"`
+
+	dir string // directory of the file, for relative paths
+}
+
+// LoadConfig reads and checks a config file. Unknown keys are errors, so
+// a misspelt setting is never silently ignored.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("edge: failed to read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	c := &Config{dir: filepath.Dir(path)}
+	if err := dec.Decode(c); err != nil {
+		return nil, fmt.Errorf("edge: config %s: %w", path, err)
+	}
+	if err := c.check(); err != nil {
+		return nil, fmt.Errorf("edge: config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func (c *Config) check() error {
+	if c.Keystore == "" || c.FleetKeyFile == "" {
+		return errors.New("keystore and fleet_key_file are required")
+	}
+	if (c.Fallback.CertFile == "") != (c.Fallback.KeyFile == "") {
+		return errors.New("fallback needs both cert_file and key_file")
+	}
+	if _, err := c.Level(); err != nil {
+		return err
+	}
+	if _, err := parseCurves(c.Curves); err != nil {
+		return err
+	}
+	if _, err := parseVersion(c.MinTLSVersion); err != nil {
+		return err
+	}
+	_, err := parsePrefixes(c.ProxyProtocol.TrustedCIDRs)
+	return err
+}
+
+// Path resolves p relative to the config file.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// Level is the configured log level.
+func (c *Config) Level() (slog.Level, error) {
+	var l slog.Level
+	if c.LogLevel == "" {
+		return slog.LevelInfo, nil
+	}
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return 0, fmt.Errorf("log_level: %w", err)
+	}
+	return l, nil
+}
+
+// Options builds server options from the config, reading the fallback
+// certificate and ticket keys. The caller sets Store, Logger and
+// Registerer.
+func (c *Config) Options() (Options, error) {
+	var o Options
+	var err error
+	if c.Fallback.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.Path(c.Fallback.CertFile), c.Path(c.Fallback.KeyFile))
+		if err != nil {
+			return o, fmt.Errorf("edge: fallback certificate: %w", err)
+		}
+		o.Fallback = &cert
+	}
+	if c.SessionTicketKeysFile != "" {
+		if o.TicketKeys, err = ReadTicketKeys(c.Path(c.SessionTicketKeysFile)); err != nil {
+			return o, err
+		}
+	}
+	o.Curves, _ = parseCurves(c.Curves)
+	o.MinVersion, _ = parseVersion(c.MinTLSVersion)
+	o.TrustedProxies, _ = parsePrefixes(c.ProxyProtocol.TrustedCIDRs)
+	o.Limits = Limits{
+		HandshakeTimeout:  c.Limits.HandshakeTimeout,
+		ReadHeaderTimeout: c.Limits.ReadHeaderTimeout,
+		IdleTimeout:       c.Limits.IdleTimeout,
+		MaxConns:          c.Limits.MaxConns,
+		MaxHeaderBytes:    c.Limits.MaxHeaderBytes,
+	}
+	o.Proxy = ProxyConfig{OriginTimeout: c.Origin.Timeout, DialTimeout: c.Origin.DialTimeout}
+	return o, nil
+}
+
+// ReadTicketKeys reads session ticket keys: 64 hex digits a line, newest
+// first, '#' comments allowed. The file must not be readable by others.
+func ReadTicketKeys(path string) ([][32]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("edge: ticket keys: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("edge: ticket keys %s are accessible by other users (mode %v)", path, fi.Mode().Perm())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("edge: ticket keys: %w", err)
+	}
+	var keys [][32]byte
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		var k [32]byte
+		if n, err := hex.Decode(k[:], []byte(line)); err != nil || n != 32 || len(line) != 64 {
+			return nil, fmt.Errorf("edge: ticket keys %s line %d: want 64 hex digits", path, i+1)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("edge: ticket keys %s: no keys", path)
+	}
+	return keys, nil
+}
+
+var curveNames = map[string]tls.CurveID{
+	"X25519MLKEM768": tls.X25519MLKEM768,
+	"X25519":         tls.X25519,
+	"P-256":          tls.CurveP256,
+	"P-384":          tls.CurveP384,
+	"P-521":          tls.CurveP521,
+}
+
+func parseCurves(names []string) ([]tls.CurveID, error) {
+	var ids []tls.CurveID
+	for _, n := range names {
+		id, ok := curveNames[n]
+		if !ok {
+			return nil, fmt.Errorf("curves: unknown %q (want X25519MLKEM768, X25519, P-256, P-384 or P-521)", n)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+func parseVersion(v string) (uint16, error) {
+	switch v {
+	case "", "1.2":
+		return tls.VersionTLS12, nil
+	case "1.3":
+		return tls.VersionTLS13, nil
+	}
+	return 0, fmt.Errorf("min_tls_version: %q is not 1.2 or 1.3", v)
+}
+
+func parsePrefixes(cidrs []string) ([]netip.Prefix, error) {
+	var ps []netip.Prefix
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			a, aerr := netip.ParseAddr(c)
+			if aerr != nil {
+				return nil, fmt.Errorf("proxy_protocol.trusted_cidrs: %w", err)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		ps = append(ps, p.Masked())
+	}
+	return ps, nil
+}

@@ -1,0 +1,93 @@
+package edge
+
+import (
+	"crypto/tls"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfigExample(t *testing.T) {
+	c, err := LoadConfig("testdata/edge.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:8443" || c.Limits.HandshakeTimeout != 10*time.Second || c.Cache.PollInterval != 500*time.Millisecond {
+		t.Errorf("parsed %+v", c)
+	}
+	if got := c.Path(c.Keystore); got != filepath.Join("testdata", "keystore") {
+		t.Errorf("keystore path %q, want it relative to the file", got)
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	tests := map[string]string{
+		"unknown key":      "keystore: k\nfleet_key_file: f\nlisten_adress: x\n",
+		"missing keystore": "fleet_key_file: f\n",
+		"bad curve":        "keystore: k\nfleet_key_file: f\ncurves: [X448]\n",
+		"bad version":      "keystore: k\nfleet_key_file: f\nmin_tls_version: \"1.1\"\n",
+		"bad cidr":         "keystore: k\nfleet_key_file: f\nproxy_protocol:\n  trusted_cidrs: [10.0.0.0/99]\n",
+		"bad level":        "keystore: k\nfleet_key_file: f\nlog_level: loud\n",
+		"bad duration":     "keystore: k\nfleet_key_file: f\nlimits:\n  idle_timeout: soon\n",
+		"half a fallback":  "keystore: k\nfleet_key_file: f\nfallback:\n  cert_file: c.pem\n",
+		"not yaml":         "{{{",
+	}
+	for name, text := range tests {
+		path := filepath.Join(t.TempDir(), "edge.yaml")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadConfig(path); err == nil || !strings.HasPrefix(err.Error(), "edge: config") {
+			t.Errorf("%s: err = %v, want an edge: config error", name, err)
+		}
+	}
+}
+
+func TestReadTicketKeys(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good", "# newest first\n"+strings.Repeat("ab", 32)+"\n\n"+strings.Repeat("01", 32)+"\n", 0o600)
+	keys, err := ReadTicketKeys(good)
+	if err != nil || len(keys) != 2 || keys[0][0] != 0xab || keys[1][0] != 0x01 {
+		t.Fatalf("ReadTicketKeys = %x, %v", keys, err)
+	}
+	for name, p := range map[string]string{
+		"world readable": write("open", strings.Repeat("ab", 32)+"\n", 0o644),
+		"short key":      write("short", "abcd\n", 0o600),
+		"not hex":        write("nothex", strings.Repeat("zz", 32)+"\n", 0o600),
+		"empty":          write("empty", "# nothing\n", 0o600),
+	} {
+		if _, err := ReadTicketKeys(p); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestConfigOptions(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "edge.yaml")
+	text := "keystore: k\nfleet_key_file: f\ncurves: [X25519]\nmin_tls_version: \"1.3\"\nproxy_protocol:\n  trusted_cidrs: [10.1.2.3]\n"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := c.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.Curves) != 1 || o.Curves[0] != tls.X25519 || o.MinVersion != tls.VersionTLS13 ||
+		len(o.TrustedProxies) != 1 || o.TrustedProxies[0].String() != "10.1.2.3/32" {
+		t.Errorf("options %+v", o)
+	}
+}

@@ -1,0 +1,210 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/keystore"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// world is a keystore on disk, a test CA, an origin and a running edge
+// on 127.0.0.1.
+type world struct {
+	dir    string
+	fleet  *keystore.FleetKey
+	ca     *certs.CA
+	roots  *x509.CertPool
+	store  *keystore.Store // the edge's store
+	writer *keystore.Store // a second store on the same files, as keyctl would be
+	origin *httptest.Server
+	srv    *Server
+	addr   string
+	reg    *prometheus.Registry
+
+	slow        chan struct{} // the origin's /slow answers when this closes
+	slowOnce    sync.Once
+	slowArrived chan struct{} // a request reached /slow
+}
+
+// release lets the origin's /slow requests answer.
+func (w *world) release() { w.slowOnce.Do(func() { close(w.slow) }) }
+
+// newWorld starts an edge with opts (Store, Logger, Registerer filled in)
+// over a keystore holding tenants t0…t<n-1>.keyedge.test, every 10th with
+// a wildcard, whose origin answers "origin <X-Forwarded-Host>" with the
+// X-Forwarded-For it saw in the X-Seen-For header; its /slow waits for
+// release.
+func newWorld(t *testing.T, n int, opts Options) *world {
+	t.Helper()
+	w := &world{dir: t.TempDir(), reg: prometheus.NewRegistry()}
+	var err error
+	if w.fleet, err = keystore.GenerateFleetKey(); err != nil {
+		t.Fatal(err)
+	}
+	if w.ca, err = certs.NewCA("edge test CA"); err != nil {
+		t.Fatal(err)
+	}
+	w.roots = x509.NewCertPool()
+	w.roots.AddCert(w.ca.Certificate())
+	w.slow = make(chan struct{})
+	w.slowArrived = make(chan struct{}, 16)
+	w.origin = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			w.slowArrived <- struct{}{}
+			select {
+			case <-w.slow:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		rw.Header().Set("X-Seen-For", r.Header.Get("X-Forwarded-For"))
+		fmt.Fprintf(rw, "origin %s", r.Header.Get("X-Forwarded-Host"))
+	}))
+	t.Cleanup(w.origin.Close)
+	t.Cleanup(w.release)
+	w.store = w.openStore(t)
+	w.writer = w.openStore(t)
+	if n > 0 {
+		spec := certs.TenantSpec{Count: n, Origin: w.origin.URL, WildcardEvery: 10}
+		if err := w.ca.GenerateTenants(context.Background(), w.writer, spec, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts.Store = w.store
+	opts.Logger = slog.New(slog.DiscardHandler)
+	opts.Registerer = w.reg
+	if w.srv, err = NewServer(opts); err != nil {
+		t.Fatal(err)
+	}
+	w.addr = serve(t, w.srv)
+	return w
+}
+
+func (w *world) openStore(t *testing.T) *keystore.Store {
+	t.Helper()
+	s, err := keystore.Open(context.Background(), keystore.Options{
+		Storage:      &certmagic.FileStorage{Path: w.dir},
+		Sealer:       w.fleet,
+		Opener:       w.fleet,
+		PollInterval: 50 * time.Millisecond,
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// serve runs srv on a fresh 127.0.0.1 port until the test ends.
+func serve(t *testing.T, srv *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		if err := <-done; err != http.ErrServerClosed {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// tlsConfig is a client config trusting the test CA.
+func (w *world) tlsConfig(serverName string) *tls.Config {
+	return &tls.Config{ServerName: serverName, RootCAs: w.roots}
+}
+
+// handshake dials the edge and completes a TLS handshake.
+func (w *world) handshake(cfg *tls.Config) (*tls.Conn, error) {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	return tls.DialWithDialer(d, "tcp", w.addr, cfg)
+}
+
+// client is an HTTP client that sends every request to the edge.
+func (w *world) client(t *testing.T, h2 bool) *http.Client {
+	t.Helper()
+	tr := &http.Transport{
+		TLSClientConfig:   w.tlsConfig(""),
+		ForceAttemptHTTP2: h2,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, w.addr)
+		},
+	}
+	if !h2 {
+		tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// get fetches https://host/path through the edge and returns the body.
+func (w *world) get(t *testing.T, c *http.Client, host, path string) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Get("https://" + host + path)
+	if err != nil {
+		t.Fatalf("GET https://%s%s: %v", host, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+// leafFor issues a certificate from the world's CA.
+func (w *world) leafFor(t *testing.T, kt certs.KeyType, names ...string) *certs.Leaf {
+	t.Helper()
+	leaf, err := w.ca.Issue(certs.LeafSpec{Names: names, KeyType: kt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf
+}
+
+// put stores a certificate for names through the writer store.
+func (w *world) put(t *testing.T, kt certs.KeyType, origin string, names ...string) string {
+	t.Helper()
+	leaf := w.leafFor(t, kt, names...)
+	ids, err := w.writer.Put(context.Background(), &keystore.Bundle{
+		Meta:  keystore.Meta{Tenant: names[0], Origin: origin},
+		Chain: leaf.Chain,
+		Key:   leaf.Key,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids[0]
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,143 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// tlsListener accepts TCP connections, completes each TLS handshake in
+// its own goroutine under the handshake timeout, and hands finished
+// *tls.Conn values to http.Server. Doing the handshake here, not in
+// net/http, gives the handshake its own deadline, a connection limit
+// enforced before any TLS work, and a metric per handshake outcome.
+type tlsListener struct {
+	inner  net.Listener
+	srv    *Server
+	config *tls.Config
+
+	ready  chan net.Conn   // handshaken connections for Accept
+	ctx    context.Context // canceled by Close, ending handshakes in flight
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the accept loop and handshakes in flight
+}
+
+func newTLSListener(inner net.Listener, srv *Server, config *tls.Config) *tlsListener {
+	l := &tlsListener{
+		inner:  inner,
+		srv:    srv,
+		config: config,
+		ready:  make(chan net.Conn),
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l
+}
+
+// Accept returns the next connection whose handshake succeeded.
+func (l *tlsListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.ctx.Done():
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting; handshakes in progress are abandoned.
+func (l *tlsListener) Close() error {
+	l.cancel()
+	return l.inner.Close()
+}
+
+func (l *tlsListener) Addr() net.Addr { return l.inner.Addr() }
+
+func (l *tlsListener) acceptLoop() {
+	defer l.wg.Done()
+	var backoff time.Duration
+	for {
+		raw, err := l.inner.Accept()
+		if err != nil {
+			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.srv.log.Warn("edge: accept failed", "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-l.ctx.Done():
+				return
+			}
+		}
+		backoff = 0
+		st := l.srv.settings.Load()
+		if n := l.srv.open.Add(1); st.limits.MaxConns > 0 && n > int64(st.limits.MaxConns) {
+			l.srv.open.Add(-1)
+			l.srv.metrics.refused.Inc()
+			raw.Close()
+			continue
+		}
+		l.srv.metrics.openConns.Inc()
+		l.wg.Add(1)
+		go l.handshake(&trackedConn{Conn: raw, srv: l.srv}, st.limits.HandshakeTimeout)
+	}
+}
+
+// handshake runs one TLS handshake and queues the connection for Accept.
+func (l *tlsListener) handshake(raw *trackedConn, timeout time.Duration) {
+	defer l.wg.Done()
+	start := time.Now()
+	// HandshakeContext closes the connection when ctx ends: at the
+	// handshake timeout, or when the listener closes.
+	ctx, cancel := context.WithTimeout(l.ctx, timeout)
+	defer cancel()
+	conn := tls.Server(raw, l.config)
+	err := conn.HandshakeContext(ctx)
+	l.srv.metrics.observeHandshake(conn, err, ctx.Err(), time.Since(start))
+	if err != nil {
+		l.srv.log.Debug("edge: handshake failed", "remote", raw.RemoteAddr(), "err", err)
+		conn.Close()
+		return
+	}
+	select {
+	case l.ready <- conn:
+	case <-l.ctx.Done():
+		conn.Close()
+	}
+}
+
+// trackedConn counts a connection open until its first Close.
+type trackedConn struct {
+	net.Conn
+	srv  *Server
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.srv.open.Add(-1)
+		c.srv.metrics.openConns.Dec()
+	})
+	return c.Conn.Close()
+}
+
+// handshakeResult classifies a handshake outcome for the metrics.
+func handshakeResult(err, ctxErr error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(ctxErr, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled):
+		return "closed"
+	}
+	return "error"
+}

@@ -1,0 +1,58 @@
+package edge
+
+import (
+	"crypto/tls"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the keyedge_edge_* series. Labels are bounded sets: never
+// a name, an address or an error string.
+type metrics struct {
+	handshakes       *prometheus.CounterVec // result, version, group
+	handshakeSeconds prometheus.Histogram   // successful handshakes
+	selections       *prometheus.CounterVec // result: tenant, fallback, unknown, error
+	openConns        prometheus.Gauge
+	refused          prometheus.Counter // over MaxConns
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyedge_edge_handshakes_total",
+			Help: "TLS handshakes by result (ok; timeout; closed by the client; error, including names refused with unrecognized_name), TLS version and key exchange group.",
+		}, []string{"result", "version", "group"}),
+		handshakeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "keyedge_edge_handshake_seconds",
+			Help:    "Time from the first ClientHello byte to a completed handshake.",
+			Buckets: prometheus.ExponentialBuckets(100e-6, 2, 16),
+		}),
+		selections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyedge_edge_certificate_selections_total",
+			Help: "Certificate choices for a ClientHello: tenant, fallback (unknown or no SNI), unknown (refused with unrecognized_name), error (keystore failure).",
+		}, []string{"result"}),
+		openConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyedge_edge_open_connections",
+			Help: "Client connections open, including those in the handshake.",
+		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keyedge_edge_refused_connections_total",
+			Help: "Connections closed at accept because max_conns were open.",
+		}),
+	}
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.handshakes, m.handshakeSeconds, m.selections, m.openConns, m.refused}
+}
+
+func (m *metrics) observeHandshake(c *tls.Conn, err, ctxErr error, d time.Duration) {
+	version, group := "", ""
+	if err == nil {
+		cs := c.ConnectionState()
+		version, group = tls.VersionName(cs.Version), cs.CurveID.String()
+		m.handshakeSeconds.Observe(d.Seconds())
+	}
+	m.handshakes.WithLabelValues(handshakeResult(err, ctxErr), version, group).Inc()
+}

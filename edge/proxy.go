@@ -1,0 +1,511 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http/httpguts"
+)
+
+// ProxyConfig tunes a Proxy. The zero value is ready to use: a zero field
+// gets the default in brackets.
+type ProxyConfig struct {
+	// OriginTimeout bounds the wait for an origin's response headers once
+	// the request, body included, has been sent. A slower origin gets the
+	// client a 504. It does not bound the response body, which streams
+	// for as long as the origin sends it (downloads, server-sent events,
+	// WebSockets). [30s]
+	OriginTimeout time.Duration
+
+	// DialTimeout bounds connecting to an origin and, separately, the
+	// TLS handshake with an https origin. A connection that cannot be
+	// made in time gets the client a 502. [5s]
+	DialTimeout time.Duration
+
+	// MaxIdleConnsPerHost is how many idle connections are kept for
+	// each origin host, so busy origins reuse connections. [64]
+	MaxIdleConnsPerHost int
+
+	// IdleConnTimeout is how long an idle origin connection is kept
+	// before it is closed. [90s]
+	IdleConnTimeout time.Duration
+
+	// OriginRootCAs are the certificate authorities trusted to sign
+	// https origins' certificates. [system roots]
+	OriginRootCAs *x509.CertPool
+
+	// Logger receives origin failures at Warn, with the request's host,
+	// the origin and the error; client-side outcomes (no tenant for the
+	// host, misdirected requests, clients going away) at Debug.
+	// [slog.Default()]
+	Logger *slog.Logger
+}
+
+// An OriginFunc returns the origin URL for a request: scheme http or
+// https, host[:port] and an optional base path that the request's path is
+// joined to. When the request's host has no tenant it returns an error
+// wrapping ErrNoOrigin (the client gets a 404); when the host is not
+// served on the connection the request came in on, an error wrapping
+// ErrMisdirected (a 421, so the client retries on a new connection). Any
+// other error gets the client a 502.
+//
+// An OriginFunc is called for every request, from many goroutines at once.
+type OriginFunc func(r *http.Request) (*url.URL, error)
+
+var (
+	// ErrNoOrigin reports that no tenant serves the request's host.
+	ErrNoOrigin = errors.New("edge: no origin for host")
+
+	// ErrMisdirected reports that the request's host is served, but not
+	// on the connection the request arrived on: for instance an HTTP/2
+	// connection whose certificate does not cover the host.
+	ErrMisdirected = errors.New("edge: host not served on this connection")
+)
+
+// Proxy is the edge's reverse proxy: it forwards each request to the
+// origin its OriginFunc names, streaming bodies both ways, over one pool
+// of origin connections shared by all tenants.
+//
+// The origin sees X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto and
+// an RFC 7239 Forwarded header describing the client, and never the
+// client's own values of those headers, so a client cannot spoof them.
+// The Host header is the origin's host. WebSocket and other HTTP/1.1
+// upgrades pass through.
+//
+// A Proxy is safe for concurrent use.
+type Proxy struct {
+	origin    OriginFunc
+	log       *slog.Logger
+	metrics   *proxyMetrics
+	transport *http.Transport // shared by all tenants; Close drains it
+	rp        *httputil.ReverseProxy
+}
+
+// proxyFlushInterval bounds how long response bytes wait in the server's
+// write buffer when the origin sent a Content-Length. Responses of unknown
+// length, server-sent events included, are flushed on every write anyway.
+const proxyFlushInterval = 100 * time.Millisecond
+
+// proxyMinIdleConns is the floor of the total idle origin connections
+// kept, across all origins: enough for many busy origins, few enough
+// (each costs a descriptor and two goroutines) that a million tenants
+// cannot exhaust the node.
+const proxyMinIdleConns = 4096
+
+// NewProxy returns a Proxy that sends each request to the origin named by
+// origin.
+func NewProxy(cfg ProxyConfig, origin OriginFunc) *Proxy {
+	if cfg.OriginTimeout <= 0 {
+		cfg.OriginTimeout = 30 * time.Second
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.MaxIdleConnsPerHost <= 0 {
+		cfg.MaxIdleConnsPerHost = 64
+	}
+	if cfg.IdleConnTimeout <= 0 {
+		cfg.IdleConnTimeout = 90 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+
+	p := &Proxy{origin: origin, log: cfg.Logger, metrics: newProxyMetrics()}
+	dialer := &net.Dialer{Timeout: cfg.DialTimeout}
+	p.transport = &http.Transport{
+		// No Proxy: origins are reached directly, whatever HTTP_PROXY says.
+		DialContext:           dialer.DialContext,
+		TLSClientConfig:       &tls.Config{RootCAs: cfg.OriginRootCAs, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   cfg.DialTimeout,
+		ForceAttemptHTTP2:     true, // for https origins; a custom dialer and TLS config would disable it
+		MaxIdleConns:          max(proxyMinIdleConns, cfg.MaxIdleConnsPerHost),
+		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
+		IdleConnTimeout:       cfg.IdleConnTimeout,
+		ResponseHeaderTimeout: cfg.OriginTimeout,
+		ExpectContinueTimeout: 1 * time.Second,
+		// Pass bodies through as the origin encoded them rather than
+		// asking for gzip and decompressing on the client's behalf.
+		DisableCompression: true,
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:       proxyRewrite,
+		Transport:     proxyTimedTransport{p.transport, p.metrics.upstream},
+		FlushInterval: proxyFlushInterval,
+		BufferPool:    new(proxyBufferPool),
+		ErrorHandler:  p.handleError,
+		// ReverseProxy's own messages (body copy errors) repeat what
+		// record logs with the host, so they are kept at Debug.
+		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	return p
+}
+
+// proxyRouteKey is the request context key under which ServeHTTP hands
+// a *proxyRoute to proxyRewrite and handleError.
+type proxyRouteKey struct{}
+
+// proxyRoute is where a request goes, and the host it asked for (the
+// outbound request's Host is the origin's).
+type proxyRoute struct {
+	origin *url.URL
+	host   string
+}
+
+// ServeHTTP forwards r to its origin and copies the origin's response to
+// w. When there is no response to copy, the client gets a short plain-text
+// error naming the status and the cause, never the origin's address or an
+// internal error.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	pw := &proxyWriter{ResponseWriter: w}
+	defer p.countRequest(pw)
+
+	origin, err := p.origin(r)
+	if err == nil {
+		err = proxyCheckOrigin(origin)
+	}
+	if err != nil {
+		reason := proxyReasonOther
+		switch {
+		case errors.Is(err, ErrNoOrigin):
+			reason = proxyReasonNoOrigin
+		case errors.Is(err, ErrMisdirected):
+			reason = proxyReasonMisdirected
+		}
+		p.fail(pw, r, reason, &proxyRoute{host: r.Host}, err)
+		return
+	}
+
+	route := &proxyRoute{origin: origin, host: r.Host}
+	r = r.WithContext(context.WithValue(r.Context(), proxyRouteKey{}, route))
+	// ReverseProxy panics with http.ErrAbortHandler when the response
+	// body cannot be copied, because the client went away or the origin
+	// failed mid-body; finished stays false then.
+	finished := false
+	defer func() {
+		if !finished {
+			p.record(r.Context(), proxyAbortReason(r), route, errProxyAborted)
+		}
+	}()
+	p.rp.ServeHTTP(pw, r)
+	finished = true
+}
+
+// errProxyAborted is logged when a response is cut off mid-body.
+var errProxyAborted = errors.New("edge: response aborted mid-body")
+
+// Collectors returns the proxy's Prometheus collectors for the caller to
+// register:
+//
+//   - keyedge_proxy_requests_total{code}: requests by the status class the
+//     client got ("1xx" for protocol switches such as WebSocket, to "5xx"),
+//     counting the proxy's own error responses; a client that went away
+//     before any response is not counted here.
+//   - keyedge_proxy_upstream_seconds: time from sending a request to the
+//     origin (connection setup and request body included) to its response
+//     headers.
+//   - keyedge_proxy_errors_total{reason}: failures by reason: unreachable,
+//     timeout, no_origin, misdirected, canceled (the client went away) or
+//     other.
+//
+// No label carries a hostname, so the series are bounded however many
+// tenants there are.
+func (p *Proxy) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{p.metrics.requests, p.metrics.upstream, p.metrics.errors}
+}
+
+// Close closes idle origin connections. Requests in flight are not
+// affected, and the Proxy remains usable.
+func (p *Proxy) Close() {
+	p.transport.CloseIdleConnections()
+}
+
+// proxyCheckOrigin reports whether u is an origin URL the proxy can use.
+func proxyCheckOrigin(u *url.URL) error {
+	if u == nil {
+		return errors.New("edge: OriginFunc returned neither an origin nor an error")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("edge: origin URL %q is not http(s)://host", u.Redacted())
+	}
+	return nil
+}
+
+// proxyRewrite points the outbound request at the origin and replaces the
+// forwarding headers (ReverseProxy has already removed the client's).
+func proxyRewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(pr.In.Context().Value(proxyRouteKey{}).(*proxyRoute).origin)
+	pr.SetXForwarded()
+	pr.Out.Header.Set("Forwarded", proxyForwarded(pr.In))
+}
+
+// proxyForwarded returns the RFC 7239 Forwarded element for r: the client
+// address, the host it asked for and the protocol it used, matching the
+// X-Forwarded-* headers.
+func proxyForwarded(r *http.Request) string {
+	node := "unknown" // RFC 7239, section 6.2
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if ip, err := netip.ParseAddr(host); err == nil {
+			ip = ip.WithZone("")
+			if ip.Is4() {
+				node = ip.String()
+			} else {
+				node = `"[` + ip.String() + `]"` // sections 6.1 and 4: IPv6 in brackets, quoted
+			}
+		}
+	}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	return "for=" + node + ";host=" + proxyForwardedValue(r.Host) + ";proto=" + proto
+}
+
+// proxyForwardedValue returns v as a Forwarded parameter value: a token if
+// it is one, else a quoted-string (RFC 7239, section 4).
+func proxyForwardedValue(v string) string {
+	if v != "" && !strings.ContainsFunc(v, func(c rune) bool { return !httpguts.IsTokenRune(c) }) {
+		return v
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(v); i++ {
+		if v[i] == '"' || v[i] == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(v[i])
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// Reasons, the values of keyedge_proxy_errors_total's reason label.
+const (
+	proxyReasonUnreachable = "unreachable"
+	proxyReasonTimeout     = "timeout"
+	proxyReasonNoOrigin    = "no_origin"
+	proxyReasonMisdirected = "misdirected"
+	proxyReasonCanceled    = "canceled"
+	proxyReasonOther       = "other"
+)
+
+// handleError is the ReverseProxy's ErrorHandler: the origin round trip
+// (or a protocol switch) failed.
+func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
+	route := r.Context().Value(proxyRouteKey{}).(*proxyRoute)
+	p.fail(w.(*proxyWriter), r, proxyErrorReason(r.Context(), err), route, err)
+}
+
+// proxyErrorReason classifies an origin round-trip error.
+func proxyErrorReason(ctx context.Context, err error) string {
+	switch ctxErr := ctx.Err(); {
+	case errors.Is(ctxErr, context.Canceled):
+		return proxyReasonCanceled
+	case ctxErr != nil: // a deadline the caller set on the request
+		return proxyReasonTimeout
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" { // refused, no route, DNS, dial timeout
+		return proxyReasonUnreachable
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() { // response headers or TLS handshake
+		return proxyReasonTimeout
+	}
+	return proxyReasonOther
+}
+
+// proxyAbortReason classifies a response cut off mid-body.
+func proxyAbortReason(r *http.Request) string {
+	if r.Context().Err() != nil {
+		return proxyReasonCanceled
+	}
+	return proxyReasonOther
+}
+
+// fail records a failure and, unless the connection was taken over by a
+// protocol switch, answers the client with a short plain-text error.
+func (p *Proxy) fail(w *proxyWriter, r *http.Request, reason string, route *proxyRoute, err error) {
+	p.record(r.Context(), reason, route, err)
+	if reason == proxyReasonCanceled {
+		w.clientGone = true
+	}
+	if w.hijacked {
+		return
+	}
+	code, msg := proxyFailureResponse(reason)
+	http.Error(w, msg, code)
+}
+
+// proxyFailureResponse returns the status and body the client gets for a
+// failure. The body says what went wrong in general terms only.
+func proxyFailureResponse(reason string) (int, string) {
+	switch reason {
+	case proxyReasonUnreachable:
+		return http.StatusBadGateway, "502 Bad Gateway: origin unreachable"
+	case proxyReasonTimeout:
+		return http.StatusGatewayTimeout, "504 Gateway Timeout: origin did not answer in time"
+	case proxyReasonNoOrigin:
+		return http.StatusNotFound, "404 Not Found: no site is configured for this host"
+	case proxyReasonMisdirected:
+		return http.StatusMisdirectedRequest, "421 Misdirected Request: this host is not served on this connection"
+	default:
+		return http.StatusBadGateway, "502 Bad Gateway"
+	}
+}
+
+// record counts a failure and logs it: at Warn when the origin or the
+// tenant's configuration is at fault, at Debug when the client is.
+func (p *Proxy) record(ctx context.Context, reason string, route *proxyRoute, err error) {
+	p.metrics.errors.WithLabelValues(reason).Inc()
+	level := slog.LevelWarn
+	switch reason {
+	case proxyReasonNoOrigin, proxyReasonMisdirected, proxyReasonCanceled:
+		level = slog.LevelDebug
+	}
+	if !p.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{slog.String("reason", reason), slog.String("host", route.host)}
+	if route.origin != nil {
+		attrs = append(attrs, slog.String("origin", route.origin.Redacted()))
+	}
+	attrs = append(attrs, slog.Any("err", err))
+	p.log.LogAttrs(ctx, level, "edge: proxy request failed", attrs...)
+}
+
+// countRequest counts a finished request by the status class the client
+// got.
+func (p *Proxy) countRequest(w *proxyWriter) {
+	if w.clientGone {
+		return
+	}
+	code := w.code
+	if code == 0 {
+		code = http.StatusOK // what net/http sends for a handler that wrote nothing
+	}
+	class := min(max(code/100, 1), 5) // WriteHeader allows 100 to 999
+	p.metrics.codes[class-1].Inc()
+}
+
+// proxyWriter is the ResponseWriter ReverseProxy writes to: it records
+// what the client got. It is used by one request's goroutine only.
+type proxyWriter struct {
+	http.ResponseWriter
+	code       int  // first final (non-1xx) status written; 0 until then
+	hijacked   bool // the connection was taken over for a protocol switch
+	clientGone bool // the client went away before any response
+}
+
+func (w *proxyWriter) WriteHeader(code int) {
+	if w.code == 0 && code >= 200 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *proxyWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Hijack takes over the connection for a protocol switch; ReverseProxy
+// then writes the origin's 101 response itself.
+func (w *proxyWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.hijacked = true
+		w.code = http.StatusSwitchingProtocols
+	}
+	return conn, brw, err
+}
+
+// Unwrap lets http.ResponseController reach the server's writer, to flush.
+func (w *proxyWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// proxyTimedTransport observes the time to each origin response's headers.
+type proxyTimedTransport struct {
+	rt      http.RoundTripper
+	seconds prometheus.Histogram
+}
+
+func (t proxyTimedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	res, err := t.rt.RoundTrip(r)
+	if err == nil {
+		t.seconds.Observe(time.Since(start).Seconds())
+	}
+	return res, err
+}
+
+// proxyBufferSize is the size of the buffers that copy response bodies.
+const proxyBufferSize = 32 << 10
+
+// proxyBufferPool recycles body copy buffers. It pools array pointers, so
+// that Put does not allocate.
+type proxyBufferPool struct{ pool sync.Pool }
+
+func (bp *proxyBufferPool) Get() []byte {
+	if b, ok := bp.pool.Get().(*[proxyBufferSize]byte); ok {
+		return b[:]
+	}
+	return new([proxyBufferSize]byte)[:]
+}
+
+func (bp *proxyBufferPool) Put(b []byte) {
+	if len(b) == proxyBufferSize {
+		bp.pool.Put((*[proxyBufferSize]byte)(b))
+	}
+}
+
+// proxyMetrics are the keyedge_proxy_* series. Labels are bounded: never
+// a hostname.
+type proxyMetrics struct {
+	requests *prometheus.CounterVec // code: 1xx to 5xx
+	codes    [5]prometheus.Counter  // requests' children, by status class - 1
+	upstream prometheus.Histogram
+	errors   *prometheus.CounterVec // reason: see the proxyReason constants
+}
+
+func newProxyMetrics() *proxyMetrics {
+	m := &proxyMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyedge_proxy_requests_total",
+			Help: "Proxied requests by the status class the client got, proxy errors included.",
+		}, []string{"code"}),
+		upstream: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "keyedge_proxy_upstream_seconds",
+			Help:    "Time from sending a request to the origin to its response headers.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16), // 1ms to 33s, past the 30s default OriginTimeout
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyedge_proxy_errors_total",
+			Help: "Proxy failures by reason: unreachable, timeout, no_origin, misdirected, canceled, other.",
+		}, []string{"reason"}),
+	}
+	for i := range m.codes {
+		m.codes[i] = m.requests.WithLabelValues(fmt.Sprintf("%dxx", i+1))
+	}
+	// Every reason is exported from the start, at zero.
+	for _, reason := range []string{proxyReasonUnreachable, proxyReasonTimeout, proxyReasonNoOrigin,
+		proxyReasonMisdirected, proxyReasonCanceled, proxyReasonOther} {
+		m.errors.WithLabelValues(reason)
+	}
+	return m
+}

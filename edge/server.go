@@ -1,0 +1,274 @@
+package edge
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyedge/keyedge/keystore"
+	"github.com/pires/go-proxyproto"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Options configures a Server. Every field but Store has a working zero
+// value; defaults are in brackets.
+type Options struct {
+	// Store is the keystore certificates and origins come from. Required.
+	Store *keystore.Store
+
+	// Route picks the signer for a certificate's handshakes [LocalRoute].
+	Route RouteFunc
+
+	// Fallback is served to clients without SNI or with a name no tenant
+	// has. Nil refuses them with an unrecognized_name alert.
+	Fallback *tls.Certificate
+
+	// TicketKeys encrypt session tickets; the first encrypts, all
+	// decrypt. Empty: crypto/tls's own random, rotating keys, so tickets
+	// resume only on this process.
+	TicketKeys [][32]byte
+
+	// Curves are the key exchanges offered [X25519MLKEM768, X25519,
+	// P-256]. crypto/tls applies its own preference order among them,
+	// which puts the hybrid post-quantum X25519MLKEM768 first.
+	Curves []tls.CurveID
+
+	// MinVersion is the lowest TLS version accepted [TLS 1.2, with ECDHE
+	// AEAD cipher suites only].
+	MinVersion uint16
+
+	Limits Limits
+
+	// TrustedProxies are the networks whose connections must start with a
+	// PROXY protocol (v1 or v2) header naming the real client; a header
+	// from anywhere else fails the connection. Empty: PROXY protocol off.
+	TrustedProxies []netip.Prefix
+
+	Proxy ProxyConfig
+
+	// Logger [slog.Default()]. Registerer, if set, gets every metric.
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Limits bound what one client can hold. Zero values get the defaults in
+// brackets.
+type Limits struct {
+	HandshakeTimeout  time.Duration // accept to finished handshake [10s]
+	ReadHeaderTimeout time.Duration // a request's headers [10s]
+	IdleTimeout       time.Duration // keep-alive between requests [120s]
+	MaxConns          int           // open client connections [10000]; more are closed at accept
+	MaxHeaderBytes    int           // request header size [64 KiB]
+}
+
+func (l Limits) withDefaults() Limits {
+	l.HandshakeTimeout = cmp.Or(l.HandshakeTimeout, 10*time.Second)
+	l.ReadHeaderTimeout = cmp.Or(l.ReadHeaderTimeout, 10*time.Second)
+	l.IdleTimeout = cmp.Or(l.IdleTimeout, 120*time.Second)
+	l.MaxConns = cmp.Or(l.MaxConns, 10_000)
+	l.MaxHeaderBytes = cmp.Or(l.MaxHeaderBytes, 64<<10)
+	return l
+}
+
+// DefaultCurves are the key exchanges offered when Options.Curves is empty.
+var DefaultCurves = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256}
+
+// tls12Suites are the TLS 1.2 cipher suites: ECDHE for forward secrecy
+// and AEAD only. TLS 1.3 suites are not configurable and all AEAD.
+var tls12Suites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// Server terminates TLS for every tenant in a keystore and proxies their
+// requests to their origins.
+type Server struct {
+	// Static after NewServer.
+	store     *keystore.Store
+	route     RouteFunc
+	tlsConfig *tls.Config
+	trusted   []netip.Prefix
+	proxy     *Proxy
+	http      *http.Server
+	metrics   *metrics
+	log       *slog.Logger
+
+	settings atomic.Pointer[settings] // replaced whole by Reload
+	open     atomic.Int64             // client connections open
+}
+
+// settings are the options Reload can change on a running server.
+type settings struct {
+	fallback *tls.Certificate
+	limits   Limits
+}
+
+// NewServer returns a Server; call Serve to run it.
+func NewServer(opts Options) (*Server, error) {
+	if opts.Store == nil {
+		return nil, errors.New("edge: Options.Store is nil")
+	}
+	s := &Server{
+		store:   opts.Store,
+		route:   opts.Route,
+		trusted: opts.TrustedProxies,
+		metrics: newMetrics(),
+		log:     opts.Logger,
+	}
+	if s.route == nil {
+		s.route = LocalRoute
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if opts.Proxy.Logger == nil {
+		opts.Proxy.Logger = s.log
+	}
+	limits := opts.Limits.withDefaults()
+	s.settings.Store(&settings{fallback: opts.Fallback, limits: limits})
+	s.tlsConfig = &tls.Config{
+		MinVersion:       cmp.Or(opts.MinVersion, tls.VersionTLS12),
+		CurvePreferences: opts.Curves,
+		CipherSuites:     tls12Suites,
+		NextProtos:       []string{"h2", "http/1.1"},
+		GetCertificate:   s.getCertificate,
+	}
+	if len(s.tlsConfig.CurvePreferences) == 0 {
+		s.tlsConfig.CurvePreferences = DefaultCurves
+	}
+	if len(opts.TicketKeys) > 0 {
+		s.tlsConfig.SetSessionTicketKeys(opts.TicketKeys)
+	}
+	s.proxy = NewProxy(opts.Proxy, s.origin)
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	s.http = &http.Server{
+		Handler:           s.proxy,
+		TLSConfig:         s.tlsConfig,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: limits.ReadHeaderTimeout,
+		IdleTimeout:       limits.IdleTimeout,
+		MaxHeaderBytes:    limits.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	if r := opts.Registerer; r != nil {
+		for _, c := range append(s.metrics.collectors(), s.proxy.Collectors()...) {
+			if err := r.Register(c); err != nil {
+				return nil, fmt.Errorf("edge: failed to register metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Serve accepts TLS connections on l until Shutdown. Like
+// http.Server.Serve, it returns http.ErrServerClosed after Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	if len(s.trusted) > 0 {
+		l = &proxyproto.Listener{
+			Listener:          l,
+			ConnPolicy:        s.proxyPolicy,
+			ReadHeaderTimeout: s.settings.Load().limits.HandshakeTimeout,
+		}
+	}
+	return s.http.Serve(newTLSListener(l, s, s.tlsConfig))
+}
+
+// proxyPolicy requires a PROXY header from trusted networks and refuses
+// one from anywhere else.
+func (s *Server) proxyPolicy(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+	if ap, err := netip.ParseAddrPort(o.Upstream.String()); err == nil {
+		for _, p := range s.trusted {
+			if p.Contains(ap.Addr().Unmap()) {
+				return proxyproto.REQUIRE, nil
+			}
+		}
+	}
+	return proxyproto.REJECT, nil
+}
+
+// Shutdown stops accepting connections and waits for requests in flight
+// to finish until ctx ends; then it closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	if err != nil {
+		s.http.Close()
+	}
+	s.proxy.Close()
+	return err
+}
+
+// Reload applies the options that can change without a restart: the
+// fallback certificate, ticket keys, the handshake timeout and MaxConns.
+// Other fields of opts are ignored.
+func (s *Server) Reload(opts Options) {
+	old := s.settings.Load()
+	limits := old.limits
+	limits.HandshakeTimeout = cmp.Or(opts.Limits.HandshakeTimeout, 10*time.Second)
+	limits.MaxConns = cmp.Or(opts.Limits.MaxConns, 10_000)
+	s.settings.Store(&settings{fallback: opts.Fallback, limits: limits})
+	if len(opts.TicketKeys) > 0 {
+		s.tlsConfig.SetSessionTicketKeys(opts.TicketKeys)
+	}
+}
+
+// origin finds the origin of a request's host. The host must be the
+// connection's SNI, or a name whose certificate also covers the SNI (a
+// client reusing a connection for another name on the same certificate,
+// as HTTP/2 allows); anything else is misdirected.
+func (s *Server) origin(r *http.Request) (*url.URL, error) {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	sni := ""
+	if r.TLS != nil {
+		sni = r.TLS.ServerName
+	}
+	if sni == "" {
+		return nil, ErrMisdirected
+	}
+	entry, err := s.store.Lookup(r.Context(), host)
+	if errors.Is(err, keystore.ErrNotFound) || errors.Is(err, keystore.ErrBadName) {
+		return nil, fmt.Errorf("%w: %v", ErrNoOrigin, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !strings.EqualFold(strings.TrimSuffix(host, "."), strings.TrimSuffix(sni, ".")) && !coversName(entry, sni) {
+		return nil, ErrMisdirected
+	}
+	c := entry.Certs[0]
+	if c.Meta.Origin == "" {
+		return nil, fmt.Errorf("%w: tenant %s has no origin", ErrNoOrigin, c.Meta.Tenant)
+	}
+	u, err := url.Parse(c.Meta.Origin)
+	if err != nil {
+		return nil, fmt.Errorf("edge: tenant %s: bad origin: %w", c.Meta.Tenant, err)
+	}
+	return u, nil
+}
+
+func coversName(e *keystore.Entry, name string) bool {
+	for _, c := range e.Certs {
+		if c.Leaf.VerifyHostname(name) == nil {
+			return true
+		}
+	}
+	return false
+}

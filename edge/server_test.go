@@ -1,0 +1,202 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyedge/keyedge/certs"
+	"github.com/pires/go-proxyproto"
+)
+
+func TestGracefulDrain(t *testing.T) {
+	w := newWorld(t, 2, Options{})
+	c := w.client(t, false)
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	inFlight := make(chan result, 1)
+	go func() {
+		resp, err := c.Get("https://t1.keyedge.test/slow")
+		if err != nil {
+			inFlight <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b := make([]byte, 64)
+		n, _ := resp.Body.Read(b)
+		inFlight <- result{status: resp.StatusCode, body: string(b[:n])}
+	}()
+	select {
+	case <-w.slowArrived:
+	case r := <-inFlight:
+		t.Fatalf("request failed before reaching the origin: %+v", r)
+	}
+
+	shutdown := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shutdown <- w.srv.Shutdown(ctx)
+	}()
+	eventually(t, 5*time.Second, "new connections refused while draining", func() bool {
+		conn, err := w.handshake(w.tlsConfig("t0.keyedge.test"))
+		if err == nil {
+			conn.Close()
+		}
+		return err != nil
+	})
+	select {
+	case r := <-inFlight:
+		t.Fatalf("in-flight request ended before its origin answered: %+v", r)
+	case err := <-shutdown:
+		t.Fatalf("Shutdown returned %v with a request in flight", err)
+	default:
+	}
+	w.release()
+	r := <-inFlight
+	if r.err != nil || r.status != 200 || r.body != "origin t1.keyedge.test" {
+		t.Fatalf("in-flight request: %+v", r)
+	}
+	if err := <-shutdown; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
+func TestProxyProtocol(t *testing.T) {
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	elsewhere := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	client := netip.MustParseAddrPort("203.0.113.7:40000")
+	tests := []struct {
+		name    string
+		trusted []netip.Prefix
+		version byte // PROXY header version to send; 0 for none
+		wantFor string
+		wantErr bool
+	}{
+		{"trusted v1", loopback, 1, "203.0.113.7", false},
+		{"trusted v2", loopback, 2, "203.0.113.7", false},
+		{"trusted source must send a header", loopback, 0, "", true},
+		{"untrusted header refused", elsewhere, 2, "", true},
+		{"untrusted without header", elsewhere, 0, "127.0.0.1", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld(t, 1, Options{TrustedProxies: tt.trusted})
+			tr := &http.Transport{
+				TLSClientConfig: w.tlsConfig(""),
+				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+					conn, err := (&net.Dialer{}).DialContext(ctx, network, w.addr)
+					if err != nil || tt.version == 0 {
+						return conn, err
+					}
+					dst := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+					h := proxyproto.HeaderProxyFromAddrs(tt.version, net.TCPAddrFromAddrPort(client), net.TCPAddrFromAddrPort(dst))
+					if _, err := h.WriteTo(conn); err != nil {
+						conn.Close()
+						return nil, err
+					}
+					return conn, nil
+				},
+			}
+			defer tr.CloseIdleConnections()
+			resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://t0.keyedge.test/")
+			if tt.wantErr {
+				if err == nil {
+					resp.Body.Close()
+					t.Fatal("request succeeded")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := resp.Header.Get("X-Seen-For"); got != tt.wantFor {
+				t.Errorf("origin saw X-Forwarded-For %q, want %q", got, tt.wantFor)
+			}
+		})
+	}
+}
+
+func TestOriginErrorsThroughEdge(t *testing.T) {
+	w := newWorld(t, 0, Options{Proxy: ProxyConfig{OriginTimeout: 300 * time.Millisecond}})
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedURL := "http://" + closed.Addr().String()
+	closed.Close()
+	w.put(t, certs.ECDSAP256, closedURL, "down.example.com")
+	w.put(t, certs.ECDSAP256, w.origin.URL, "slow.example.com")
+	w.put(t, certs.ECDSAP256, w.origin.URL, "a.example.com", "b.example.com")
+	w.put(t, certs.ECDSAP256, w.origin.URL, "c.example.com")
+	c := w.client(t, true)
+
+	tests := []struct {
+		host, path string
+		status     int
+	}{
+		{"down.example.com", "/", http.StatusBadGateway},
+		{"slow.example.com", "/slow", http.StatusGatewayTimeout},
+		{"slow.example.com", "/", http.StatusOK},
+	}
+	for _, tt := range tests {
+		resp, body := w.get(t, c, tt.host, tt.path)
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s%s: %d %q, want %d", tt.host, tt.path, resp.StatusCode, body, tt.status)
+		}
+		if strings.Contains(body, "127.0.0.1") {
+			t.Errorf("%s%s: error body reveals the origin: %q", tt.host, tt.path, body)
+		}
+	}
+}
+
+// TestMisdirected: a request may use a connection's certificate for any
+// name it covers (HTTP/2 coalescing), and no other.
+func TestMisdirected(t *testing.T) {
+	w := newWorld(t, 0, Options{})
+	w.put(t, certs.ECDSAP256, w.origin.URL, "a.example.com", "b.example.com")
+	w.put(t, certs.ECDSAP256, w.origin.URL, "c.example.com")
+	tr := &http.Transport{
+		TLSClientConfig: w.tlsConfig("a.example.com"),
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, w.addr)
+		},
+	}
+	defer tr.CloseIdleConnections()
+	for host, want := range map[string]int{"a.example.com": 200, "b.example.com": 200, "c.example.com": 421} {
+		req, _ := http.NewRequest("GET", "https://a.example.com/", nil)
+		req.Host = host
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s on a connection for a.example.com: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}
+
+func TestReload(t *testing.T) {
+	w := newWorld(t, 1, Options{})
+	if conn, err := w.handshake(&tls.Config{InsecureSkipVerify: true}); err == nil {
+		conn.Close()
+		t.Fatal("no-SNI client served without a fallback")
+	}
+	leaf := w.leafFor(t, certs.ECDSAP256, "fallback.invalid")
+	w.srv.Reload(Options{Fallback: &tls.Certificate{Certificate: leaf.Chain, PrivateKey: leaf.Key}})
+	conn, err := w.handshake(&tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatalf("after reload with a fallback: %v", err)
+	}
+	conn.Close()
+}
