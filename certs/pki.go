@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -237,6 +238,10 @@ type LeafSpec struct {
 	// ClientAuth adds the TLS client authentication usage, for identities
 	// that edges and key servers present to each other in mutual TLS.
 	ClientAuth bool
+
+	// IPAddresses are IP subject alternative names, for servers reached
+	// by address, such as key servers.
+	IPAddresses []net.IP
 }
 
 // Leaf is an issued certificate, ready for use as a [crypto/tls.Certificate]
@@ -300,6 +305,7 @@ func (ca *CA) Issue(spec LeafSpec) (*Leaf, error) {
 		SerialNumber:          randomSerial(),
 		Subject:               pkix.Name{CommonName: spec.Names[0]},
 		DNSNames:              spec.Names,
+		IPAddresses:           spec.IPAddresses,
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
 		KeyUsage:              usage,

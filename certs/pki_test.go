@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -351,5 +352,53 @@ func TestLoadCAErrors(t *testing.T) {
 		if tt.is != nil && !errors.Is(err, tt.is) {
 			t.Errorf("%s: error %q is not %v", tt.name, err, tt.is)
 		}
+	}
+}
+
+func TestKeyPairFileReloads(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	write := func(name string) {
+		leaf, err := ca.Issue(LeafSpec{Names: []string{name}, ClientAuth: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var chain []byte
+		for _, der := range leaf.Chain {
+			chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(leaf.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, "id.pem"), chain, 0o644)
+		os.WriteFile(filepath.Join(dir, "id.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	}
+	write("first.example")
+	k := &KeyPairFile{CertFile: filepath.Join(dir, "id.pem"), KeyFile: filepath.Join(dir, "id.key")}
+	name := func() string {
+		c, err := k.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, _ := x509.ParseCertificate(c.Certificate[0])
+		return leaf.Subject.CommonName
+	}
+	if got := name(); got != "first.example" {
+		t.Fatalf("loaded %q", got)
+	}
+	write("second.example")
+	deadline := time.Now().Add(5 * time.Second)
+	for name() != "second.example" {
+		if time.Now().After(deadline) {
+			t.Fatal("renewed key pair not picked up")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// A broken renewal keeps the last good pair.
+	os.WriteFile(filepath.Join(dir, "id.key"), []byte("garbage"), 0o600)
+	time.Sleep(1100 * time.Millisecond)
+	if got := name(); got != "second.example" {
+		t.Fatalf("after a broken renewal, loaded %q", got)
 	}
 }

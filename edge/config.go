@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/keyserver"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -55,6 +58,17 @@ type Config struct {
 		DialTimeout time.Duration `yaml:"dial_timeout"` // [5s]
 	} `yaml:"origin"`
 
+	// Keyless is how this node reaches tenants' key servers: its mTLS
+	// identity (re-read when the files change, so a renewed short-lived
+	// certificate needs no restart) and the CA key servers' certificates
+	// chain to. Unset: keyless tenants fail their handshakes.
+	Keyless struct {
+		CertFile string        `yaml:"cert_file"`
+		KeyFile  string        `yaml:"key_file"`
+		CAFile   string        `yaml:"ca_file"`
+		Timeout  time.Duration `yaml:"timeout"` // per signature when the handshake has no sooner deadline [5s]
+	} `yaml:"keyless"`
+
 	Cache struct {
 		MaxEntries   int           `yaml:"max_entries"`   // [100000]
 		MaxBytes     int64         `yaml:"max_bytes"`     // [256 MiB]
@@ -91,6 +105,9 @@ func (c *Config) check() error {
 	if (c.Fallback.CertFile == "") != (c.Fallback.KeyFile == "") {
 		return errors.New("fallback needs both cert_file and key_file")
 	}
+	if k := c.Keyless; (k.CertFile == "") != (k.KeyFile == "") || (k.CertFile == "") != (k.CAFile == "") {
+		return errors.New("keyless needs cert_file, key_file and ca_file together")
+	}
 	if _, err := c.Level(); err != nil {
 		return err
 	}
@@ -125,8 +142,8 @@ func (c *Config) Level() (slog.Level, error) {
 }
 
 // Options builds server options from the config, reading the fallback
-// certificate and ticket keys. The caller sets Store, Logger and
-// Registerer.
+// certificate and ticket keys. The caller sets Store, Logger, Registerer
+// and Keyless (see KeylessClient).
 func (c *Config) Options() (Options, error) {
 	var o Options
 	var err error
@@ -154,6 +171,31 @@ func (c *Config) Options() (Options, error) {
 	}
 	o.Proxy = ProxyConfig{OriginTimeout: c.Origin.Timeout, DialTimeout: c.Origin.DialTimeout}
 	return o, nil
+}
+
+// KeylessClient makes the client for keyless tenants' key servers, or
+// returns nil when the config has no keyless section.
+func (c *Config) KeylessClient(log *slog.Logger) (*keyserver.Client, error) {
+	if c.Keyless.CertFile == "" {
+		return nil, nil
+	}
+	identity := &certs.KeyPairFile{CertFile: c.Path(c.Keyless.CertFile), KeyFile: c.Path(c.Keyless.KeyFile)}
+	if _, err := identity.Load(); err != nil {
+		return nil, fmt.Errorf("edge: keyless identity: %w", err)
+	}
+	caPEM, err := os.ReadFile(c.Path(c.Keyless.CAFile))
+	if err != nil {
+		return nil, fmt.Errorf("edge: keyless CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("edge: keyless CA %s: no certificates", c.Keyless.CAFile)
+	}
+	return keyserver.NewClient(keyserver.ClientConfig{
+		TLSConfig: &tls.Config{RootCAs: roots, GetClientCertificate: identity.GetClientCertificate},
+		Timeout:   c.Keyless.Timeout,
+		Logger:    log,
+	})
 }
 
 // ReadTicketKeys reads session ticket keys: 64 hex digits a line, newest

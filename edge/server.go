@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,8 +27,13 @@ type Options struct {
 	// Store is the keystore certificates and origins come from. Required.
 	Store *keystore.Store
 
-	// Route picks the signer for a certificate's handshakes [LocalRoute].
+	// Route picks the signer for a certificate's handshakes [LocalRoute,
+	// or KeylessRoute(Keyless) when Keyless is set].
 	Route RouteFunc
+
+	// Keyless signs keyless tenants' handshakes through their key
+	// servers. The Server registers its metrics and closes it on Shutdown.
+	Keyless *keyserver.Client
 
 	// Fallback is served to clients without SNI or with a name no tenant
 	// has. Nil refuses them with an unrecognized_name alert.
@@ -100,6 +106,7 @@ type Server struct {
 	// Static after NewServer.
 	store     *keystore.Store
 	route     RouteFunc
+	keyless   *keyserver.Client // nil without keyless tenants
 	tlsConfig *tls.Config
 	trusted   []netip.Prefix
 	proxy     *Proxy
@@ -125,11 +132,16 @@ func NewServer(opts Options) (*Server, error) {
 	s := &Server{
 		store:   opts.Store,
 		route:   opts.Route,
+		keyless: opts.Keyless,
 		trusted: opts.TrustedProxies,
 		metrics: newMetrics(),
 		log:     opts.Logger,
 	}
-	if s.route == nil {
+	switch {
+	case s.route != nil:
+	case opts.Keyless != nil:
+		s.route = KeylessRoute(opts.Keyless)
+	default:
 		s.route = LocalRoute
 	}
 	if s.log == nil {
@@ -167,7 +179,11 @@ func NewServer(opts Options) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	if r := opts.Registerer; r != nil {
-		for _, c := range append(s.metrics.collectors(), s.proxy.Collectors()...) {
+		collectors := append(s.metrics.collectors(), s.proxy.Collectors()...)
+		if opts.Keyless != nil {
+			collectors = append(collectors, opts.Keyless.Collectors()...)
+		}
+		for _, c := range collectors {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("edge: failed to register metrics: %w", err)
 			}
@@ -210,6 +226,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.http.Close()
 	}
 	s.proxy.Close()
+	if s.keyless != nil {
+		s.keyless.Close()
+	}
 	return err
 }
 

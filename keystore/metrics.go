@@ -16,10 +16,13 @@ type metrics struct {
 	loadErrors     *prometheus.CounterVec // file: name, record, key
 	evictions      *prometheus.CounterVec // cache: names, certs
 	journal        *prometheus.CounterVec // event: applied, reset, error
+
+	// The lookups children, resolved once: the hot path does not hash labels.
+	hits, misses, negative, errors prometheus.Counter
 }
 
 func newMetrics() *metrics {
-	return &metrics{
+	m := &metrics{
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyedge_keystore_lookups_total",
 			Help: "Keystore lookups by result: hit (cached), miss (loaded from storage), negative (no such name), error.",
@@ -47,6 +50,9 @@ func newMetrics() *metrics {
 			Help: "Change journal events: applied (an entry invalidated its names), reset (a gap cleared the cache), error.",
 		}, []string{"event"}),
 	}
+	m.hits, m.misses = m.lookups.WithLabelValues("hit"), m.lookups.WithLabelValues("miss")
+	m.negative, m.errors = m.lookups.WithLabelValues("negative"), m.lookups.WithLabelValues("error")
+	return m
 }
 
 // countEvictions returns an otter OnDeletion hook counting evictions

@@ -35,6 +35,10 @@ var lookupProfile = idna.New(
 // control bytes) or exceeds 253 bytes is rejected with ErrBadName, so a
 // hostile SNI never reaches the storage layer.
 func NormalizeName(name string) (string, error) {
+	// Most SNIs are already canonical: no allocation for them.
+	if plainASCII(name) && checkLabels(name) == nil {
+		return name, nil
+	}
 	if len(name) == 0 || len(name) > 4*maxNameLen {
 		return "", fmt.Errorf("%w: length %d", ErrBadName, len(name))
 	}
@@ -76,24 +80,41 @@ func checkLabels(name string) error {
 	if len(name) == 0 || len(name) > maxNameLen {
 		return fmt.Errorf("%w: length %d", ErrBadName, len(name))
 	}
-	for i, label := range strings.Split(name, ".") {
-		if label == "" {
+	for first := true; ; first = false {
+		label, rest, more := strings.Cut(name, ".")
+		switch {
+		case label == "":
 			return fmt.Errorf("%w: empty label", ErrBadName)
-		}
-		if label == "*" && i == 0 {
-			continue
-		}
-		if len(label) > 63 {
+		case label == "*" && first:
+		case len(label) > 63:
 			return fmt.Errorf("%w: label longer than 63 bytes", ErrBadName)
-		}
-		for j := 0; j < len(label); j++ {
-			c := label[j]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("%w: byte %q", ErrBadName, c)
+		default:
+			for j := 0; j < len(label); j++ {
+				if c := label[j]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+					return fmt.Errorf("%w: byte %q", ErrBadName, c)
+				}
 			}
 		}
+		if !more {
+			return nil
+		}
+		name = rest
 	}
-	return nil
+}
+
+// plainASCII reports whether name can skip IDNA processing: lower-case
+// ASCII without punycode labels, wildcard or trailing dot, whose
+// validity checkLabels alone decides.
+func plainASCII(name string) bool {
+	if name == "" || name[0] == '*' || name[len(name)-1] == '.' || strings.Contains(name, "xn--") {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c >= 0x80 || 'A' <= c && c <= 'Z' {
+			return false
+		}
+	}
+	return true
 }
 
 // wildcardOf returns the one-label wildcard that covers name

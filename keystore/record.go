@@ -33,6 +33,9 @@ type Meta struct {
 	Policy string `json:"policy,omitempty"`
 	// Route is where signatures are made; empty means RouteLocal.
 	Route Route `json:"route,omitempty"`
+	// KeyServers are the addresses (host:port) of the key servers holding
+	// a RouteKeyless certificate's key, most preferred first.
+	KeyServers []string `json:"key_servers,omitempty"`
 	// NotAfter is the leaf certificate's expiry, copied for listing.
 	NotAfter time.Time `json:"not_after"`
 	// Version increases with every write of the record.

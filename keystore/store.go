@@ -212,55 +212,55 @@ func (s *Store) ttl(err error) time.Duration {
 // When some of a name's certificates load and others do not, the good
 // ones are returned and the failure is logged and counted.
 func (s *Store) Lookup(ctx context.Context, serverName string) (*Entry, error) {
-	start := time.Now()
-	e, loaded, err := s.lookup(ctx, serverName)
-	result := "hit"
+	e, loadStart, err := s.lookup(ctx, serverName)
 	switch {
 	case errors.Is(err, ErrNotFound) || errors.Is(err, ErrBadName):
-		result = "negative"
+		s.metrics.negative.Inc()
 	case err != nil:
-		result = "error"
-	case loaded:
-		result = "miss"
-		s.metrics.loadSeconds.Observe(time.Since(start).Seconds())
+		s.metrics.errors.Inc()
+	case !loadStart.IsZero():
+		s.metrics.misses.Inc()
+		s.metrics.loadSeconds.Observe(time.Since(loadStart).Seconds())
+	default:
+		s.metrics.hits.Inc()
 	}
-	s.metrics.lookups.WithLabelValues(result).Inc()
 	return e, err
 }
 
-func (s *Store) lookup(ctx context.Context, serverName string) (*Entry, bool, error) {
+// lookup does Lookup's work; loadStart is when it first had to read
+// storage, zero for a lookup served from the caches.
+func (s *Store) lookup(ctx context.Context, serverName string) (e *Entry, loadStart time.Time, err error) {
 	name, err := NormalizeName(serverName)
 	if err != nil {
-		return nil, false, err
+		return nil, loadStart, err
 	}
 	if name[0] == '*' {
-		return nil, false, fmt.Errorf("%w: wildcard as server name", ErrBadName)
+		return nil, loadStart, fmt.Errorf("%w: wildcard as server name", ErrBadName)
 	}
-	ne, loaded, err := s.nameRefs(ctx, name)
+	ne, err := s.nameRefs(ctx, name, &loadStart)
 	if err == nil && ne.refs == nil && ne.err == nil {
 		if w := wildcardOf(name); w != "" {
-			var wl bool
-			ne, wl, err = s.nameRefs(ctx, w)
-			name, loaded = w, loaded || wl
+			ne, err = s.nameRefs(ctx, w, &loadStart)
+			name = w
 		}
 	}
 	if err != nil {
-		return nil, loaded, err
+		return nil, loadStart, err
 	}
 	if ne.err != nil {
-		return nil, loaded, ne.err
+		return nil, loadStart, ne.err
 	}
 	if ne.refs == nil {
-		return nil, loaded, ErrNotFound
+		return nil, loadStart, ErrNotFound
 	}
-	e := &Entry{Name: name, Certs: make([]*Cert, 0, len(ne.refs))}
+	e = &Entry{Name: name, Certs: make([]*Cert, 0, len(ne.refs))}
 	var firstErr error
 	for _, ref := range ne.refs {
 		c, ok := s.certs.GetIfPresent(ref.ID)
 		if !ok {
-			loaded = true
+			markLoad(&loadStart)
 			if c, err = s.certs.Get(ctx, ref.ID, otter.LoaderFunc[string, *Cert](s.loadCert)); err != nil {
-				return nil, loaded, err // ctx done
+				return nil, loadStart, err // ctx done
 			}
 		}
 		if c.err != nil {
@@ -270,9 +270,16 @@ func (s *Store) lookup(ctx context.Context, serverName string) (*Entry, bool, er
 		e.Certs = append(e.Certs, c)
 	}
 	if len(e.Certs) == 0 {
-		return nil, loaded, firstErr
+		return nil, loadStart, firstErr
 	}
-	return e, loaded, nil
+	return e, loadStart, nil
+}
+
+// markLoad records the start of the first storage read of a lookup.
+func markLoad(start *time.Time) {
+	if start.IsZero() {
+		*start = time.Now()
+	}
 }
 
 // CertByID returns the stored certificate with the given ID (CertID of
@@ -307,12 +314,12 @@ func cmpOr(a, b error) error {
 }
 
 // nameRefs returns the cached or loaded name entry for a normalised name.
-func (s *Store) nameRefs(ctx context.Context, name string) (*nameEntry, bool, error) {
+func (s *Store) nameRefs(ctx context.Context, name string, loadStart *time.Time) (*nameEntry, error) {
 	if ne, ok := s.names.GetIfPresent(name); ok {
-		return ne, false, nil
+		return ne, nil
 	}
-	ne, err := s.names.Get(ctx, name, otter.LoaderFunc[string, *nameEntry](s.loadName))
-	return ne, true, err
+	markLoad(loadStart)
+	return s.names.Get(ctx, name, otter.LoaderFunc[string, *nameEntry](s.loadName))
 }
 
 // loadName reads a name file. Absence and failure are values (cached

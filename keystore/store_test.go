@@ -119,7 +119,9 @@ func TestPutRefusesBadBundles(t *testing.T) {
 	good := f.bundle(t, "", "good.example.com")
 	other := f.bundle(t, "", "other.example.com")
 	keyless := f.bundle(t, "", "keyless.example.com")
+	keyless.Key = nil
 	keyless.Meta.Route = keystore.RouteKeyless
+	keyless.Meta.KeyServers = []string{"127.0.0.1:2407"}
 
 	tests := map[string]*keystore.Bundle{
 		"key mismatch":     {Chain: good.Chain, Key: other.Key},
@@ -155,6 +157,7 @@ func TestKeylessHasNoKey(t *testing.T) {
 	b := f.bundle(t, "", "keyless.example.com")
 	b.Key = nil
 	b.Meta.Route = keystore.RouteKeyless
+	b.Meta.KeyServers = []string{"127.0.0.1:2407"}
 	id := put(t, s, b)[0]
 	if _, err := os.Stat(filepath.Join(f.dir, "certs", id[:2], id, "key.sealed")); !os.IsNotExist(err) {
 		t.Errorf("keyless certificate has a key file: %v", err)
@@ -498,5 +501,36 @@ func TestCertByID(t *testing.T) {
 		if _, err := s.CertByID(context.Background(), bad); !errors.Is(err, keystore.ErrNotFound) {
 			t.Errorf("CertByID(%q) = %v, want ErrNotFound", bad, err)
 		}
+	}
+}
+
+func TestSetRoute(t *testing.T) {
+	f := newFixture(t)
+	s := f.open(t, keystore.Options{})
+	ctx := context.Background()
+	id := put(t, s, f.bundle(t, "", "route.example.com"))[0]
+	keyFile := filepath.Join(f.dir, "certs", id[:2], id, "key.sealed")
+
+	if err := s.SetRoute(ctx, "route.example.com", keystore.RouteKeyless, []string{"ks1:2407"}, false); err == nil {
+		t.Fatal("switched to keyless while the keystore holds the key, without confirmation")
+	}
+	if err := s.SetRoute(ctx, "route.example.com", keystore.RouteKeyless, nil, true); err == nil {
+		t.Fatal("switched to keyless without key servers")
+	}
+	if err := s.SetRoute(ctx, "route.example.com", keystore.RouteKeyless, []string{"ks1:2407", "ks2:2407"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(keyFile); !os.IsNotExist(err) {
+		t.Errorf("key file still present after moving to keyless: %v", err)
+	}
+	e, err := s.Lookup(ctx, "route.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := e.Certs[0].Meta; m.Route != keystore.RouteKeyless || len(m.KeyServers) != 2 || m.Version != 2 {
+		t.Errorf("meta after SetRoute: %+v", m)
+	}
+	if err := s.SetRoute(ctx, "route.example.com", keystore.RouteLocal, nil, false); err == nil {
+		t.Error("switched back to local with no key in the keystore")
 	}
 }

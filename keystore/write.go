@@ -88,6 +88,9 @@ func (s *Store) prepare(b *Bundle) (*prepared, error) {
 	}
 	switch b.Meta.Route {
 	case RouteKeyless:
+		if len(b.Meta.KeyServers) == 0 {
+			return nil, fmt.Errorf("keystore: %s: a keyless certificate needs at least one key server", p.names[0])
+		}
 		if b.Key != nil {
 			return nil, fmt.Errorf("keystore: %s: a keyless certificate must not carry a private key", p.names[0])
 		}
@@ -384,4 +387,61 @@ func (s *Store) dropRef(ctx context.Context, name, id string) error {
 		return nil
 	}
 	return s.storage.Store(ctx, nameKey(name), formatNameFile(refs))
+}
+
+// SetRoute changes where the certificates of a name (or one certificate,
+// by ID) are signed. Switching to RouteKeyless needs key servers, and
+// deleteKey to remove the sealed key from the keystore: the edge must
+// not keep a key its owner moved to their own key server. Switching to
+// RouteLocal needs the sealed key to be present.
+func (s *Store) SetRoute(ctx context.Context, nameOrID string, route Route, keyServers []string, deleteKey bool) error {
+	switch {
+	case route == RouteKeyless && len(keyServers) == 0:
+		return errors.New("keystore: keyless route needs at least one key server")
+	case route == RouteLocal && len(keyServers) > 0:
+		return errors.New("keystore: a local route has no key servers")
+	case route != RouteLocal && route != RouteKeyless:
+		return fmt.Errorf("keystore: unknown route %q", route)
+	}
+	return s.locked(ctx, func() error {
+		ids, err := s.resolveIDs(ctx, nameOrID)
+		if err != nil {
+			return err
+		}
+		var c change
+		for _, id := range ids {
+			data, err := s.storage.Load(ctx, recordKey(id))
+			if err != nil {
+				return fmt.Errorf("keystore: failed to read record %s: %w", id, err)
+			}
+			r, leaf, err := parseRecord(id, data)
+			if err != nil {
+				return fmt.Errorf("%w: record %s: %w", ErrCorrupt, id, err)
+			}
+			hasKey := s.storage.Exists(ctx, sealedKey(id))
+			if route == RouteLocal && !hasKey {
+				return fmt.Errorf("keystore: certificate %s has no key in the keystore; import it with its key instead", id)
+			}
+			if route == RouteKeyless && hasKey && !deleteKey {
+				return fmt.Errorf("keystore: certificate %s still has its key in the keystore; confirm deleting it once the key server holds it", id)
+			}
+			r.Route, r.KeyServers, r.Version = route, keyServers, r.Version+1
+			out, err := r.marshal()
+			if err != nil {
+				return err
+			}
+			if err := s.storage.Store(ctx, recordKey(id), out); err != nil {
+				return fmt.Errorf("keystore: failed to write record %s: %w", id, err)
+			}
+			if route == RouteKeyless && hasKey {
+				if err := s.storage.Delete(ctx, sealedKey(id)); err != nil {
+					return fmt.Errorf("keystore: failed to delete key of %s: %w", id, err)
+				}
+			}
+			names, _ := leafNames(leaf)
+			c.names = append(c.names, names...)
+			c.ids = append(c.ids, id)
+		}
+		return s.commit(ctx, c)
+	})
 }

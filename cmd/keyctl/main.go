@@ -9,6 +9,8 @@
 //	keyctl show        NAME
 //	keyctl ls
 //	keyctl rm          NAME|ID
+//	keyctl route       NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]
+//	keyctl identity    NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]
 //
 // Every command takes --keystore (default $KEYEDGE_KEYSTORE or
 // ./keystore) and --fleet-key (default $KEYEDGE_FLEET_KEY or
@@ -45,6 +47,8 @@ var commands = []command{
 	{"show", "NAME", "show the certificates serving NAME (never key bytes)", runShow},
 	{"ls", "", "list every stored name, streaming", runList},
 	{"rm", "NAME|ID", "remove a certificate by ID, or every certificate serving NAME", runRemove},
+	{"route", "NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]", "choose where a certificate's handshakes are signed", runRoute},
+	{"identity", "NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]", "issue an mTLS identity for an edge or a key server", runIdentity},
 }
 
 // env is what every command shares: its flags and standard streams.
@@ -52,6 +56,7 @@ type env struct {
 	flags    *flag.FlagSet
 	keystore string
 	fleetKey string
+	args     []string // positional arguments, after parse
 	stdout   io.Writer
 	stderr   io.Writer
 }
@@ -115,13 +120,21 @@ func envOr(name, def string) string {
 	return def
 }
 
-// parse parses flags and checks the number of positional arguments.
+// parse parses flags, which may come before, between or after the
+// positional arguments, and checks how many of those there are.
 func (e *env) parse(args []string, positional int) error {
-	if err := e.flags.Parse(args); err != nil {
-		return err
+	for {
+		if err := e.flags.Parse(args); err != nil {
+			return err
+		}
+		if e.flags.NArg() == 0 {
+			break
+		}
+		e.args = append(e.args, e.flags.Arg(0))
+		args = e.flags.Args()[1:]
 	}
-	if e.flags.NArg() != positional {
-		return fmt.Errorf("%w: want %d argument(s), got %d", errUsage, positional, e.flags.NArg())
+	if len(e.args) != positional {
+		return fmt.Errorf("%w: want %d argument(s), got %d", errUsage, positional, len(e.args))
 	}
 	return nil
 }

@@ -85,7 +85,9 @@ func loadOrCreateCA(prefix string) (*certs.CA, error) {
 func runImport(ctx context.Context, e *env, args []string) error {
 	var certFile, keyFile string
 	var meta keystore.Meta
-	keyless := e.flags.Bool("keyless", false, "the key stays with the tenant's key server: store no key")
+	var servers stringList
+	e.flags.Var(&servers, "key-server", "with --keyless: host:port of a key server holding the key (repeat, most preferred first)")
+	keyless := e.flags.Bool("keyless", false, "the key stays with the tenant's key servers: store no key")
 	e.flags.StringVar(&certFile, "cert", "", "PEM certificate chain, leaf first (required)")
 	e.flags.StringVar(&keyFile, "key", "", "PEM private key of the leaf (required unless --keyless)")
 	e.flags.StringVar(&meta.Tenant, "tenant", "", "tenant name (required)")
@@ -93,8 +95,8 @@ func runImport(ctx context.Context, e *env, args []string) error {
 	if err := e.parse(args, 0); err != nil {
 		return err
 	}
-	if certFile == "" || meta.Tenant == "" || meta.Origin == "" || (keyFile == "") != *keyless {
-		return fmt.Errorf("%w: need --cert, --tenant, --origin, and --key or --keyless", errUsage)
+	if certFile == "" || meta.Tenant == "" || meta.Origin == "" || (keyFile == "") != *keyless || *keyless != (len(servers) > 0) {
+		return fmt.Errorf("%w: need --cert, --tenant, --origin, and --key or --keyless with --key-server", errUsage)
 	}
 	pemBytes, err := os.ReadFile(certFile)
 	if err != nil {
@@ -106,7 +108,7 @@ func runImport(ctx context.Context, e *env, args []string) error {
 	}
 	b := &keystore.Bundle{Meta: meta, Chain: chain}
 	if *keyless {
-		b.Meta.Route = keystore.RouteKeyless
+		b.Meta.Route, b.Meta.KeyServers = keystore.RouteKeyless, servers
 	} else {
 		keyPEM, err := os.ReadFile(keyFile)
 		if err != nil {
@@ -138,7 +140,7 @@ func runShow(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer store.Close()
-	entry, err := store.Lookup(ctx, e.flags.Arg(0))
+	entry, err := store.Lookup(ctx, e.args[0])
 	if err != nil {
 		return err
 	}
@@ -154,6 +156,9 @@ func runShow(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(w, "  not after: %s\n", c.Leaf.NotAfter.UTC().Format(time.RFC3339))
 		fmt.Fprintf(w, "  origin:    %s\n", c.Meta.Origin)
 		fmt.Fprintf(w, "  route:     %s\n", route)
+		if len(c.Meta.KeyServers) > 0 {
+			fmt.Fprintf(w, "  key servers: %s\n", strings.Join(c.Meta.KeyServers, ", "))
+		}
 		fmt.Fprintf(w, "  policy:    %s\n", cmp.Or(c.Meta.Policy, "(none: fleet key)"))
 		fmt.Fprintf(w, "  version:   %d\n", c.Meta.Version)
 		fmt.Fprintf(w, "  ocsp:      %s\n", map[bool]string{true: "stapled", false: "none"}[len(c.OCSP) > 0])
@@ -190,9 +195,9 @@ func runRemove(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer store.Close()
-	if err := store.Remove(ctx, e.flags.Arg(0)); err != nil {
+	if err := store.Remove(ctx, e.args[0]); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "removed %s\n", e.flags.Arg(0))
+	fmt.Fprintf(e.stdout, "removed %s\n", e.args[0])
 	return nil
 }

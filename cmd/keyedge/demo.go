@@ -52,6 +52,11 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	keylessCfg, stopKeyServer, err := demoKeyless(ctx, dir, ca, originURL)
+	if err != nil {
+		return err
+	}
+	defer stopKeyServer()
 	edgeAddr, err := freeAddr(o.listen)
 	if err != nil {
 		return err
@@ -61,7 +66,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfgPath := filepath.Join(dir, "edge.yaml")
-	cfgText := fmt.Sprintf(demoConfig, edgeAddr, metricsAddr)
+	cfgText := fmt.Sprintf(demoConfig, edgeAddr, metricsAddr) + keylessCfg
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		return err
 	}
@@ -78,13 +83,14 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	_, port, _ := net.SplitHostPort(edgeAddr)
 	fmt.Fprintf(stdout, "  origin    %s\n", originURL)
 	fmt.Fprintf(stdout, "  edge      https://%s   (config %s)\n", edgeAddr, cfgPath)
+	fmt.Fprintf(stdout, "  keyless   %s is signed by a key server holding its key in %s\n", keylessHost, filepath.Join(dir, "keyserver-keys"))
 	fmt.Fprintf(stdout, "  metrics   %s\n\n", n.metricsURL())
 
 	fmt.Fprintln(stdout, "self-check, one request per kind of tenant:")
 	failed := selfCheck(ctx, stdout, ca, edgeAddr)
 
 	fmt.Fprintln(stdout, "\ntry:")
-	for _, host := range []string{certs.TenantName(1, demoDomain), "www." + certs.TenantName(10, demoDomain), certs.TenantName(100, demoDomain)} {
+	for _, host := range []string{certs.TenantName(1, demoDomain), "www." + certs.TenantName(10, demoDomain), certs.TenantName(100, demoDomain), keylessHost} {
 		fmt.Fprintf(stdout, "  curl --cacert %s --resolve %s:%s:127.0.0.1 https://%s:%s/\n",
 			filepath.Join(dir, "testca.pem"), host, port, host, port)
 	}
@@ -197,6 +203,7 @@ func selfCheck(ctx context.Context, w io.Writer, ca *certs.CA, edgeAddr string) 
 		{certs.TenantName(1, demoDomain), "ECDSA tenant", false},
 		{"www." + certs.TenantName(10, demoDomain), "wildcard", false},
 		{certs.TenantName(100, demoDomain), "RSA tenant", false},
+		{keylessHost, "keyless tenant", false},
 		{"unknown." + demoDomain, "unknown name", true},
 	}
 	failed := 0
@@ -212,10 +219,10 @@ func selfCheck(ctx context.Context, w io.Writer, ca *certs.CA, edgeAddr string) 
 		}
 		if err != nil {
 			failed++
-			fmt.Fprintf(w, "  FAIL %-24s %-13s %v\n", c.host, c.kind, err)
+			fmt.Fprintf(w, "  FAIL %-24s %-15s %v\n", c.host, c.kind, err)
 			continue
 		}
-		fmt.Fprintf(w, "  ok   %-24s %-13s %s\n", c.host, c.kind, line)
+		fmt.Fprintf(w, "  ok   %-24s %-15s %s\n", c.host, c.kind, line)
 	}
 	return failed
 }

@@ -67,6 +67,10 @@ func startNode(ctx context.Context, cfg *edge.Config, logOut io.Writer) (*node, 
 		return nil, err
 	}
 	opts.Store, opts.Logger, opts.Registerer = n.store, n.log, reg
+	if opts.Keyless, err = cfg.KeylessClient(n.log); err != nil {
+		n.store.Close()
+		return nil, err
+	}
 	if n.srv, err = edge.NewServer(opts); err != nil {
 		n.store.Close()
 		return nil, err

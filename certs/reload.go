@@ -1,0 +1,76 @@
+package certs
+
+import (
+	"crypto/tls"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
+
+// KeyPairFile is a certificate and key on disk that are re-read when
+// either file changes, so a short-lived identity renewed by an external
+// job (keyctl identity, a cron entry, a secrets sidecar) is picked up
+// without a restart. Use its methods as tls.Config.GetCertificate or
+// GetClientCertificate. It is safe for concurrent use.
+type KeyPairFile struct {
+	CertFile, KeyFile string
+
+	mu      sync.Mutex // guards the fields below
+	cert    *tls.Certificate
+	stamp   string    // modification times and sizes of the files loaded
+	checked time.Time // last time the files were stat'ed
+}
+
+// recheck is how often the files are stat'ed for changes.
+const recheck = time.Second
+
+// Load returns the current key pair, reading the files when they have
+// changed. A file that fails to load keeps the previous pair in use and
+// reports the error only when there is none.
+func (k *KeyPairFile) Load() (*tls.Certificate, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.cert != nil && time.Since(k.checked) < recheck {
+		return k.cert, nil
+	}
+	k.checked = time.Now()
+	stamp, err := fileStamp(k.CertFile, k.KeyFile)
+	if err == nil && stamp == k.stamp {
+		return k.cert, nil
+	}
+	var cert tls.Certificate
+	if err == nil {
+		cert, err = tls.LoadX509KeyPair(k.CertFile, k.KeyFile)
+	}
+	if err != nil {
+		if k.cert != nil {
+			return k.cert, nil
+		}
+		return nil, fmt.Errorf("certs: failed to load key pair %s: %w", k.CertFile, err)
+	}
+	k.cert, k.stamp = &cert, stamp
+	return k.cert, nil
+}
+
+// GetCertificate has the signature of tls.Config.GetCertificate.
+func (k *KeyPairFile) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return k.Load()
+}
+
+// GetClientCertificate has the signature of tls.Config.GetClientCertificate.
+func (k *KeyPairFile) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return k.Load()
+}
+
+func fileStamp(paths ...string) (string, error) {
+	var s string
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return "", err
+		}
+		s += fmt.Sprintf("%d/%d;", fi.ModTime().UnixNano(), fi.Size())
+	}
+	return s, nil
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/keyserver"
+	"github.com/keyedge/keyedge/keystore"
+)
+
+// keylessHost is the demo tenant whose key only its key server holds.
+const keylessHost = "keyless." + demoDomain
+
+// demoKeyless sets up what a keyless tenant needs: an identity CA with
+// mTLS identities for the edge and for a key server, the tenant's key in
+// the key server's directory (never in the edge's keystore), the key
+// server itself on 127.0.0.1, and the tenant's certificate in the
+// keystore with route keyless. It returns the edge.yaml lines for it
+// and a function stopping the key server.
+func demoKeyless(ctx context.Context, dir string, ca *certs.CA, originURL string) (string, func(), error) {
+	idCA, err := certs.NewCA("keyedge demo identity CA")
+	if err != nil {
+		return "", nil, err
+	}
+	if err := idCA.Write(filepath.Join(dir, "identity-ca.pem"), filepath.Join(dir, "identity-ca.key")); err != nil {
+		return "", nil, err
+	}
+	edgeID, err := idCA.Issue(certs.LeafSpec{Names: []string{"edge.demo"}, ClientAuth: true})
+	if err != nil {
+		return "", nil, err
+	}
+	if err := writePEMPair(filepath.Join(dir, "edge-identity"), edgeID); err != nil {
+		return "", nil, err
+	}
+	ksID, err := idCA.Issue(certs.LeafSpec{Names: []string{"keyserver.demo"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	if err != nil {
+		return "", nil, err
+	}
+
+	tenant, err := ca.Issue(certs.LeafSpec{Names: []string{keylessHost}})
+	if err != nil {
+		return "", nil, err
+	}
+	keysDir := filepath.Join(dir, "keyserver-keys")
+	if err := os.Mkdir(keysDir, 0o700); err != nil {
+		return "", nil, err
+	}
+	if err := writePEMPair(filepath.Join(keysDir, "keyless"), tenant); err != nil {
+		return "", nil, err
+	}
+
+	keys, err := keyserver.NewDirSource(keysDir, keyserver.DirOptions{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return "", nil, err
+	}
+	clientCAs := x509.NewCertPool()
+	clientCAs.AddCert(idCA.Certificate())
+	srv, err := keyserver.NewServer(keyserver.Config{
+		Keys:      keys,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: ksID.Chain, PrivateKey: ksID.Key}}, ClientCAs: clientCAs},
+		Logger:    slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		keys.Close()
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		keys.Close()
+		return "", nil, err
+	}
+	go srv.Serve(ln)
+	stop := func() {
+		srv.Shutdown(context.Background())
+		keys.Close()
+	}
+
+	store, err := keystore.Open(ctx, keystore.Options{Storage: &certmagic.FileStorage{Path: filepath.Join(dir, "keystore")}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		stop()
+		return "", nil, err
+	}
+	defer store.Close()
+	_, err = store.Put(ctx, &keystore.Bundle{
+		Meta:  keystore.Meta{Tenant: "keyless", Origin: originURL, Route: keystore.RouteKeyless, KeyServers: []string{ln.Addr().String()}},
+		Chain: tenant.Chain,
+	})
+	if err != nil {
+		stop()
+		return "", nil, err
+	}
+	cfg := "keyless:\n  cert_file: edge-identity.pem\n  key_file: edge-identity.key\n  ca_file: identity-ca.pem\n"
+	return cfg, stop, nil
+}
+
+// writePEMPair writes a chain to <base>.pem and its key to <base>.key (0600).
+func writePEMPair(base string, leaf *certs.Leaf) error {
+	var chain []byte
+	for _, der := range leaf.Chain {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(leaf.Key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(base+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return fmt.Errorf("writing %s.key: %w", base, err)
+	}
+	return os.WriteFile(base+".pem", chain, 0o644)
+}

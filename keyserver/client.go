@@ -1,0 +1,312 @@
+package keyserver
+
+import (
+	"cmp"
+	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/keyedge/keyedge/keyserver/wire"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ClientConfig configures a Client. Zero values get the defaults in
+// brackets.
+type ClientConfig struct {
+	// TLSConfig holds the client's identity (Certificates or
+	// GetClientCertificate, so a renewed certificate file can be picked
+	// up without a restart) and the key servers' CA (RootCAs). Required.
+	TLSConfig *tls.Config
+
+	Timeout        time.Duration // per request when the context has no deadline [5s]
+	DialTimeout    time.Duration // [3s]
+	ConnsPerServer int           // connections kept to each key server [2]
+	MaxInFlight    int           // requests in flight per connection [256]
+	PingInterval   time.Duration // health check of idle servers [5s]
+
+	Logger *slog.Logger
+}
+
+// Client signs through key servers speaking the Keyless SSL protocol. It
+// keeps a small pool of multiplexed mutual-TLS connections to each server
+// it has been asked to use, checks their health with pings, measures
+// their latency, and fails over between the servers that hold a key. It
+// is safe for concurrent use.
+type Client struct {
+	cfg     ClientConfig
+	log     *slog.Logger
+	metrics *clientMetrics
+
+	mu      sync.Mutex // guards servers, closed
+	servers map[string]*remote
+	closed  bool
+}
+
+// Endpoint is a key server holding a key: its address and preference
+// (lower is preferred; equal preferences are ordered by latency).
+type Endpoint struct {
+	Addr       string
+	Preference int
+}
+
+// NewClient returns a Client. Connections are made on first use.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.TLSConfig == nil {
+		return nil, errors.New("keyserver: ClientConfig.TLSConfig is nil")
+	}
+	cfg.TLSConfig = cfg.TLSConfig.Clone()
+	cfg.TLSConfig.MinVersion = max(cfg.TLSConfig.MinVersion, tls.VersionTLS12)
+	if len(cfg.TLSConfig.CurvePreferences) == 0 {
+		cfg.TLSConfig.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256}
+	}
+	cfg.Timeout = cmp.Or(cfg.Timeout, 5*time.Second)
+	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, 3*time.Second)
+	cfg.ConnsPerServer = cmp.Or(cfg.ConnsPerServer, 2)
+	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, 256)
+	cfg.PingInterval = cmp.Or(cfg.PingInterval, 5*time.Second)
+	c := &Client{cfg: cfg, log: cfg.Logger, metrics: newClientMetrics(), servers: map[string]*remote{}}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	return c, nil
+}
+
+// Collectors returns the client's metrics for the caller to register.
+func (c *Client) Collectors() []prometheus.Collector { return c.metrics.collectors() }
+
+// Close closes every connection; requests in flight fail.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	servers := c.servers
+	c.servers = map[string]*remote{}
+	c.mu.Unlock()
+	for _, r := range servers {
+		r.close()
+	}
+	return nil
+}
+
+// remote returns the pool for addr, creating it on first use.
+func (c *Client) remote(addr string) (*remote, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errClientClosed
+	}
+	r, ok := c.servers[addr]
+	if !ok {
+		r = newRemote(c, addr)
+		c.servers[addr] = r
+	}
+	return r, nil
+}
+
+var errClientClosed = errors.New("keyserver: client closed")
+
+// KeyRef names a key to the key servers: its SKI (always sent), and the
+// certificate ID and server name when known, which servers use when
+// they index keys by certificate.
+type KeyRef struct {
+	CertID string
+	SNI    string
+}
+
+// Key returns a crypto.Signer for the private key of pub held by the key
+// servers, usable as tls.Certificate.PrivateKey. For an RSA key it is
+// also a crypto.Decrypter. Signatures use ctx for their deadline and
+// cancellation (with Timeout if ctx has no deadline).
+func (c *Client) Key(ctx context.Context, pub crypto.PublicKey, ref KeyRef, servers []Endpoint) (crypto.Signer, error) {
+	if len(servers) == 0 {
+		return nil, errors.New("keyserver: no key servers for key")
+	}
+	ski, err := SKI(pub)
+	if err != nil {
+		return nil, err
+	}
+	k := &RemoteKey{c: c, ctx: ctx, pub: pub, ski: ski[:], ref: ref, servers: servers}
+	if _, ok := pub.(*rsa.PublicKey); ok {
+		return &RemoteRSAKey{k}, nil
+	}
+	return k, nil
+}
+
+// RemoteKey is a private key held by key servers.
+type RemoteKey struct {
+	c       *Client
+	ctx     context.Context
+	pub     crypto.PublicKey
+	ski     []byte
+	ref     KeyRef
+	servers []Endpoint
+}
+
+// RemoteRSAKey is a RemoteKey for RSA, which can also decrypt.
+type RemoteRSAKey struct{ *RemoteKey }
+
+// Public returns the public key.
+func (k *RemoteKey) Public() crypto.PublicKey { return k.pub }
+
+// Sign asks the key servers to sign digest, trying them in order of
+// preference and measured latency, skipping those that are down, and
+// failing over to the next on a connection failure or a server that
+// does not hold the key. rand is ignored: the server has its own.
+func (k *RemoteKey) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	op, err := wire.SignOp(k.pub, opts)
+	if err != nil {
+		return nil, err
+	}
+	return k.do(op, digest)
+}
+
+// Decrypt decrypts an RSA PKCS#1 v1.5 ciphertext through a raw RSA
+// decryption on the key server; the padding is checked here in constant
+// time. OAEP and other options are not supported.
+func (k *RemoteRSAKey) Decrypt(_ io.Reader, msg []byte, opts crypto.DecrypterOpts) ([]byte, error) {
+	switch opts.(type) {
+	case nil, *rsa.PKCS1v15DecryptOptions:
+	default:
+		return nil, fmt.Errorf("keyserver: unsupported decryption options %T", opts)
+	}
+	em, err := k.do(wire.OpRSADecrypt, msg)
+	if err != nil {
+		return nil, err
+	}
+	n := k.pub.(*rsa.PublicKey).Size()
+	if len(em) != n {
+		return nil, errors.New("keyserver: decryption result has the wrong size")
+	}
+	// EM = 0x00 || 0x02 || PS (≥ 8 nonzero bytes) || 0x00 || M
+	good := subtle.ConstantTimeByteEq(em[0], 0) & subtle.ConstantTimeByteEq(em[1], 2)
+	index, looking := 0, 1
+	for i := 2; i < len(em); i++ {
+		zero := subtle.ConstantTimeByteEq(em[i], 0)
+		index = subtle.ConstantTimeSelect(looking&zero, i, index)
+		looking = subtle.ConstantTimeSelect(zero, 0, looking)
+	}
+	good &= subtle.ConstantTimeLessOrEq(10, index) & (looking ^ 1)
+	if good != 1 {
+		return nil, rsa.ErrDecryption
+	}
+	return em[index+1:], nil
+}
+
+// do sends one request for this key and returns the response payload.
+func (k *RemoteKey) do(op wire.Op, payload []byte) ([]byte, error) {
+	ctx := k.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, k.c.cfg.Timeout)
+		defer cancel()
+	}
+	start := time.Now()
+	req := &wire.Message{Opcode: op, Payload: payload, SKI: k.ski, CertID: k.ref.CertID, SNI: k.ref.SNI}
+	var errs []error
+	for _, r := range k.c.order(k.servers) {
+		resp, err := r.do(ctx, req)
+		if err == nil {
+			err = resp.ResponseError()
+		}
+		if err == nil {
+			k.c.metrics.observe("ok", time.Since(start))
+			return resp.Payload, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", r.addr, err))
+		// Another server may hold the key or be reachable; a crypto
+		// error or a bad request would fail there too.
+		if ctx.Err() != nil || !retryable(err) {
+			break
+		}
+		k.c.metrics.failovers.Inc()
+	}
+	err := fmt.Errorf("keyserver: %s failed: %w", op, errors.Join(errs...))
+	k.c.metrics.observe(resultOf(err), time.Since(start))
+	return nil, err
+}
+
+// retryable reports whether a failed request may succeed on another server.
+func retryable(err error) bool {
+	var we wire.Error
+	if errors.As(err, &we) {
+		return we == wire.ErrKeyNotFound || we == wire.ErrInternal || we == wire.ErrRead
+	}
+	return true // transport failures
+}
+
+func resultOf(err error) string {
+	var we wire.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.As(err, &we) && we == wire.ErrKeyNotFound:
+		return "key_not_found"
+	case errors.As(err, &we):
+		return "error_response"
+	}
+	return "unavailable"
+}
+
+// order returns the pools for servers: healthy ones by preference then
+// latency, then the ones marked down (tried last, in case all are).
+func (c *Client) order(servers []Endpoint) []*remote {
+	type cand struct {
+		r    *remote
+		pref int
+		up   bool
+		rtt  time.Duration
+	}
+	cands := make([]cand, 0, len(servers))
+	for _, s := range servers {
+		r, err := c.remote(s.Addr)
+		if err != nil {
+			continue
+		}
+		up, rtt := r.health()
+		cands = append(cands, cand{r, s.Preference, up, rtt})
+	}
+	slices.SortStableFunc(cands, func(a, b cand) int {
+		if a.up != b.up {
+			if a.up {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(a.pref, b.pref), cmp.Compare(measured(a.rtt), measured(b.rtt)))
+	})
+	out := make([]*remote, len(cands))
+	for i, cd := range cands {
+		out[i] = cd.r
+	}
+	return out
+}
+
+// measured orders a server not measured yet (rtt 0) after measured
+// ones; its ping loop measures it within PingInterval.
+func measured(rtt time.Duration) time.Duration {
+	if rtt == 0 {
+		return math.MaxInt64
+	}
+	return rtt
+}
+
+// Ping sends a ping to the key server at addr and returns the round trip.
+func (c *Client) Ping(ctx context.Context, addr string) (time.Duration, error) {
+	r, err := c.remote(addr)
+	if err != nil {
+		return 0, err
+	}
+	return r.ping(ctx)
+}

@@ -1,0 +1,343 @@
+package keyserver
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyedge/keyedge/certs"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// clientWorld is an identity CA, a directory of keys, and key servers
+// on 127.0.0.1 serving them, for testing the Client against real
+// servers over mutual TLS.
+type clientWorld struct {
+	ca      *certs.CA
+	keysDir string
+	keys    map[certs.KeyType]*certs.Leaf
+}
+
+func newClientWorld(t *testing.T) *clientWorld {
+	t.Helper()
+	ca, err := certs.NewCA("keyless identity CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &clientWorld{ca: ca, keysDir: t.TempDir(), keys: map[certs.KeyType]*certs.Leaf{}}
+	for _, kt := range []certs.KeyType{certs.ECDSAP256, certs.RSA2048, certs.Ed25519} {
+		leaf, err := ca.Issue(certs.LeafSpec{Names: []string{string(kt) + ".tenant.example"}, KeyType: kt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(leaf.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(w.keysDir, string(kt)+".key")
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		w.keys[kt] = leaf
+	}
+	return w
+}
+
+// identity issues an mTLS certificate from the world's CA.
+func (w *clientWorld) identity(t *testing.T, name string) tls.Certificate {
+	t.Helper()
+	leaf, err := w.ca.Issue(certs.LeafSpec{Names: []string{name}, ClientAuth: true, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: leaf.Chain, PrivateKey: leaf.Key}
+}
+
+func (w *clientWorld) pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(w.ca.Certificate())
+	return p
+}
+
+// startServer runs a key server over the world's keys; keys wraps the
+// source (nil: as is). It returns the address and a stop function that
+// closes the server abruptly.
+func (w *clientWorld) startServer(t *testing.T, wrap func(KeySource) KeySource) (string, func()) {
+	t.Helper()
+	src, err := NewDirSource(w.keysDir, DirOptions{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	var keys KeySource = src
+	if wrap != nil {
+		keys = wrap(src)
+	}
+	srv, err := NewServer(Config{
+		Keys:      keys,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{w.identity(t, "keyserver.test")}, ClientCAs: w.pool()},
+		Logger:    slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel() // no grace: connections close now
+			srv.Shutdown(ctx)
+		})
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
+}
+
+func (w *clientWorld) client(t *testing.T, cfg ClientConfig) *Client {
+	t.Helper()
+	if cfg.TLSConfig == nil {
+		cfg.TLSConfig = &tls.Config{Certificates: []tls.Certificate{w.identity(t, "edge.test")}, RootCAs: w.pool()}
+	}
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	c, err := NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func (w *clientWorld) key(t *testing.T, c *Client, ctx context.Context, kt certs.KeyType, addrs ...string) crypto.Signer {
+	t.Helper()
+	var eps []Endpoint
+	for _, a := range addrs {
+		eps = append(eps, Endpoint{Addr: a})
+	}
+	k, err := c.Key(ctx, w.keys[kt].Key.Public(), KeyRef{SNI: w.keys[kt].Cert.DNSNames[0]}, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestClientSignsEveryKind(t *testing.T) {
+	w := newClientWorld(t)
+	addr, _ := w.startServer(t, nil)
+	c := w.client(t, ClientConfig{})
+	msg := []byte("the handshake transcript")
+	sum256, sum384 := sha256.Sum256(msg), sha512.Sum384(msg)
+	tests := []struct {
+		kt     certs.KeyType
+		digest []byte
+		opts   crypto.SignerOpts
+		verify func(pub crypto.PublicKey, sig []byte) bool
+	}{
+		{certs.ECDSAP256, sum256[:], crypto.SHA256, func(p crypto.PublicKey, s []byte) bool {
+			return ecdsa.VerifyASN1(p.(*ecdsa.PublicKey), sum256[:], s)
+		}},
+		{certs.ECDSAP256, sum384[:], crypto.SHA384, func(p crypto.PublicKey, s []byte) bool {
+			return ecdsa.VerifyASN1(p.(*ecdsa.PublicKey), sum384[:], s)
+		}},
+		{certs.RSA2048, sum256[:], crypto.SHA256, func(p crypto.PublicKey, s []byte) bool {
+			return rsa.VerifyPKCS1v15(p.(*rsa.PublicKey), crypto.SHA256, sum256[:], s) == nil
+		}},
+		{certs.RSA2048, sum256[:], &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: rsa.PSSSaltLengthEqualsHash}, func(p crypto.PublicKey, s []byte) bool {
+			return rsa.VerifyPSS(p.(*rsa.PublicKey), crypto.SHA256, sum256[:], s, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}) == nil
+		}},
+		{certs.Ed25519, msg, crypto.Hash(0), func(p crypto.PublicKey, s []byte) bool {
+			return ed25519.Verify(p.(ed25519.PublicKey), msg, s)
+		}},
+	}
+	for _, tt := range tests {
+		k := w.key(t, c, context.Background(), tt.kt, addr)
+		sig, err := k.Sign(rand.Reader, tt.digest, tt.opts)
+		if err != nil {
+			t.Errorf("%s %v: %v", tt.kt, tt.opts.HashFunc(), err)
+			continue
+		}
+		if !tt.verify(k.Public(), sig) {
+			t.Errorf("%s %v: signature does not verify", tt.kt, tt.opts.HashFunc())
+		}
+	}
+
+	// RSA keys also decrypt (PKCS#1 v1.5), checking the padding locally.
+	k := w.key(t, c, context.Background(), certs.RSA2048, addr)
+	dec, ok := k.(crypto.Decrypter)
+	if !ok {
+		t.Fatal("remote RSA key is not a crypto.Decrypter")
+	}
+	ct, err := rsa.EncryptPKCS1v15(rand.Reader, k.Public().(*rsa.PublicKey), []byte("premaster secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := dec.Decrypt(rand.Reader, ct, nil)
+	if err != nil || string(pt) != "premaster secret" {
+		t.Errorf("Decrypt = %q, %v", pt, err)
+	}
+	garbage := make([]byte, len(ct))
+	garbage[len(garbage)-1] = 7
+	if _, err := dec.Decrypt(rand.Reader, garbage, nil); err == nil {
+		t.Error("Decrypt of a ciphertext without valid padding succeeded")
+	}
+	if _, ok := w.key(t, c, context.Background(), certs.ECDSAP256, addr).(crypto.Decrypter); ok {
+		t.Error("a remote ECDSA key claims to decrypt")
+	}
+}
+
+func TestClientManyInFlightOnOneConnection(t *testing.T) {
+	w := newClientWorld(t)
+	addr, _ := w.startServer(t, nil)
+	c := w.client(t, ClientConfig{ConnsPerServer: 1, MaxInFlight: 1000})
+	k := w.key(t, c, context.Background(), certs.ECDSAP256, addr)
+	digest := sha256.Sum256([]byte("x"))
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 1000 {
+		wg.Go(func() {
+			sig, err := k.Sign(rand.Reader, digest[:], crypto.SHA256)
+			if err != nil || !ecdsa.VerifyASN1(k.Public().(*ecdsa.PublicKey), digest[:], sig) {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d of 1000 concurrent signatures failed", n)
+	}
+	if n := len(c.servers[addr].conns); n != 1 {
+		t.Errorf("%d connections, want 1", n)
+	}
+}
+
+// TestClientFailover: the preferred server dies under load; every
+// signature still succeeds, the in-flight ones by retrying on the other.
+func TestClientFailover(t *testing.T) {
+	w := newClientWorld(t)
+	first, stopFirst := w.startServer(t, nil)
+	second, _ := w.startServer(t, nil)
+	c := w.client(t, ClientConfig{})
+	digest := sha256.Sum256([]byte("x"))
+	// Warm up so the first server is healthy and measured.
+	if _, err := w.key(t, c, context.Background(), certs.ECDSAP256, first, second).Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var done, failed atomic.Int64
+	for range 8 {
+		wg.Go(func() {
+			for range 150 {
+				k := w.key(t, c, context.Background(), certs.ECDSAP256, first, second)
+				if _, err := k.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+					failed.Add(1)
+					t.Log(err)
+				}
+				if done.Add(1) == 300 {
+					stopFirst()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d of %d signatures failed across the failover", n, done.Load())
+	}
+	if testutil.ToFloat64(c.metrics.failovers) == 0 {
+		t.Error("no failover counted although the first server died")
+	}
+	if up, _ := c.servers[first].health(); up {
+		t.Error("dead server still marked up")
+	}
+}
+
+// blockingSource holds every request until release closes.
+type blockingSource struct {
+	KeySource
+	release chan struct{}
+}
+
+func (b *blockingSource) Key(ctx context.Context, r KeyRequest) (*Key, error) {
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return b.KeySource.Key(ctx, r)
+}
+
+func TestClientDeadline(t *testing.T) {
+	w := newClientWorld(t)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	addr, _ := w.startServer(t, func(k KeySource) KeySource { return &blockingSource{k, release} })
+	c := w.client(t, ClientConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	k := w.key(t, c, ctx, certs.ECDSAP256, addr)
+	digest := sha256.Sum256([]byte("x"))
+	_, err := k.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("slow key server: %v, want a deadline error", err)
+	}
+}
+
+func TestClientRefusedIdentities(t *testing.T) {
+	w := newClientWorld(t)
+	addr, _ := w.startServer(t, nil)
+	other, err := certs.NewCA("another CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := other.Issue(certs.LeafSpec{Names: []string{"edge.test"}, ClientAuth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPool := x509.NewCertPool()
+	otherPool.AddCert(other.Certificate())
+	tests := map[string]*tls.Config{
+		"client cert from the wrong CA": {Certificates: []tls.Certificate{{Certificate: stranger.Chain, PrivateKey: stranger.Key}}, RootCAs: w.pool()},
+		"no client cert":                {RootCAs: w.pool()},
+		"server from an untrusted CA":   {Certificates: []tls.Certificate{w.identity(t, "edge.test")}, RootCAs: otherPool},
+	}
+	digest := sha256.Sum256([]byte("x"))
+	for name, cfg := range tests {
+		c := w.client(t, ClientConfig{TLSConfig: cfg, Timeout: 2 * time.Second})
+		if _, err := w.key(t, c, context.Background(), certs.ECDSAP256, addr).Sign(rand.Reader, digest[:], crypto.SHA256); err == nil {
+			t.Errorf("%s: signature made", name)
+		}
+	}
+}
+
+func TestClientPing(t *testing.T) {
+	w := newClientWorld(t)
+	addr, stop := w.startServer(t, nil)
+	c := w.client(t, ClientConfig{})
+	if rtt, err := c.Ping(context.Background(), addr); err != nil || rtt <= 0 {
+		t.Fatalf("Ping = %v, %v", rtt, err)
+	}
+	stop()
+	if _, err := c.Ping(context.Background(), addr); err == nil {
+		t.Fatal("ping of a stopped server succeeded")
+	}
+}

@@ -1,0 +1,34 @@
+// Package keyserver is the key server customers run on their own
+// machines so that keyedge terminates TLS for them without holding
+// their private keys, and the client the edge uses to reach it.
+//
+// The server speaks the Keyless SSL protocol (package wire) over mutual
+// TLS: the edge sends the digest to sign (or, for RSA key exchange, the
+// ciphertext to decrypt) and names the key by SKI, certificate ID or
+// server name; the server answers with the signature. Many requests
+// share one connection and are answered as they complete, so out of
+// order.
+//
+// A Server takes its keys from a KeySource: DirSource serves a
+// directory of key files with hot reload, KeystoreSource a keyedge
+// keystore. An Authorizer says which client certificates may use which
+// keys; a client asking for a key it may not use is told the key does
+// not exist, and the denial is logged and counted.
+//
+//	keys, err := keyserver.NewDirSource("/etc/keyserver/keys", keyserver.DirOptions{})
+//	...
+//	srv, err := keyserver.NewServer(keyserver.Config{
+//		Keys:      keys,
+//		TLSConfig: &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: edgeCAs},
+//	})
+//	...
+//	go srv.Serve(ln)
+//	...
+//	srv.Shutdown(ctx) // answers the requests already read, then closes
+//
+// Metrics are keyedge_keyserver_requests_total{op,result},
+// keyedge_keyserver_sign_seconds{family}, keyedge_keyserver_connections,
+// keyedge_keyserver_connections_total{result} and
+// keyedge_keyserver_denials_total. Logs name clients by certificate
+// common name or SPKI hash and never contain key bytes or payloads.
+package keyserver
