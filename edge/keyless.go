@@ -9,9 +9,9 @@ import (
 )
 
 // KeylessRoute signs certificates whose meta says RouteKeyless through
-// the key servers the meta lists, with client (the fastest healthy one,
-// failing over to the others), and every other certificate with its
-// local key.
+// the key servers the meta lists, with client: the first healthy one in
+// the tenant's order of preference, failing over to the next. Every
+// other certificate is signed with its local key.
 func KeylessRoute(client *keyserver.Client) RouteFunc {
 	return func(ctx context.Context, c *keystore.Cert) (crypto.Signer, error) {
 		if c.Meta.Route != keystore.RouteKeyless {
@@ -19,7 +19,7 @@ func KeylessRoute(client *keyserver.Client) RouteFunc {
 		}
 		servers := make([]keyserver.Endpoint, len(c.Meta.KeyServers))
 		for i, addr := range c.Meta.KeyServers {
-			servers[i] = keyserver.Endpoint{Addr: addr}
+			servers[i] = keyserver.Endpoint{Addr: addr, Preference: i}
 		}
 		ref := keyserver.KeyRef{CertID: c.ID}
 		if len(c.Leaf.DNSNames) > 0 {
