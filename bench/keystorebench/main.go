@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	mrand "math/rand/v2"
 	"os"
@@ -159,21 +160,25 @@ type heapResult struct {
 }
 
 type results struct {
-	Label      string      `json:"label,omitempty"`
-	Keystore   string      `json:"keystore"`
-	Names      int         `json:"names"`
-	GoVersion  string      `json:"go_version"`
-	GOMAXPROCS int         `json:"gomaxprocs"`
-	Start      time.Time   `json:"start"`
-	Seconds    float64     `json:"seconds"`
-	Open       openResult  `json:"open"`
-	Cold       coldResult  `json:"cold"`
-	ColdDisk   *coldResult `json:"cold_disk,omitempty"`
-	Warm       warmResult  `json:"warm"`
-	ColdSign   signResult  `json:"cold_sign"`
-	ColdSignD  *signResult `json:"cold_sign_disk,omitempty"`
-	Heap       heapResult  `json:"heap"`
-	Notes      []string    `json:"notes,omitempty"`
+	Label      string    `json:"label,omitempty"`
+	Keystore   string    `json:"keystore"`
+	Names      int       `json:"names"`
+	GoVersion  string    `json:"go_version"`
+	GOMAXPROCS int       `json:"gomaxprocs"`
+	Start      time.Time `json:"start"`
+	Seconds    float64   `json:"seconds"`
+	LoadAvg    [2]string `json:"loadavg"` // /proc/loadavg at start and end
+	// OtherCPU is, per step, the CPU time other processes used, as a
+	// percentage of the machine's capacity: other work skews every figure.
+	OtherCPU  map[string]float64 `json:"other_cpu_percent"`
+	Open      openResult         `json:"open"`
+	Cold      coldResult         `json:"cold"`
+	ColdDisk  *coldResult        `json:"cold_disk,omitempty"`
+	Warm      warmResult         `json:"warm"`
+	ColdSign  signResult         `json:"cold_sign"`
+	ColdSignD *signResult        `json:"cold_sign_disk,omitempty"`
+	Heap      heapResult         `json:"heap"`
+	Notes     []string           `json:"notes,omitempty"`
 }
 
 type bench struct {
@@ -221,9 +226,9 @@ func (b *bench) open(ctx context.Context, maxEntries int, maxBytes int64) (*keys
 	return s, reg, time.Since(start), err
 }
 
-// metric returns the sum of the samples of a metric family whose labels
-// include the given name=value pairs.
-func metric(reg *prometheus.Registry, family string, labels ...string) (float64, error) {
+// metric returns the sum of a metric family's samples (counters and
+// gauges) that carry the label name=value, or all of them if name is "".
+func metric(reg *prometheus.Registry, family, name, value string) (float64, error) {
 	mfs, err := reg.Gather()
 	if err != nil {
 		return 0, err
@@ -233,25 +238,637 @@ func metric(reg *prometheus.Registry, family string, labels ...string) (float64,
 		if mf.GetName() != family {
 			continue
 		}
-	sample:
 		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				if !slices.ContainsFunc(m.GetLabel(), func(l interface {
-					GetName() string
-					GetValue() string
-				}) bool {
-					return false
-				}) && !hasLabel(m.GetLabel(), labels[i], labels[i+1]) {
-					continue sample
-				}
+			match := name == ""
+			for _, l := range m.GetLabel() {
+				match = match || l.GetName() == name && l.GetValue() == value
 			}
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
+			if match {
+				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 			}
 		}
 	}
 	return sum, nil
+}
+
+func (b *bench) note(format string, args ...any) {
+	b.res.Notes = append(b.res.Notes, fmt.Sprintf(format, args...))
+}
+
+// ecdsa reports whether tenant i has an ECDSA certificate.
+func (b *bench) ecdsa(i int) bool { return b.cfg.rsaEvery <= 0 || i%b.cfg.rsaEvery != 0 }
+
+// sample returns k distinct random tenant names (fewer if the keystore
+// has fewer), only ECDSA tenants if ecdsaOnly.
+func (b *bench) sample(what string, k int, ecdsaOnly bool) []string {
+	n := b.cfg.names
+	ok := func(i int) bool { return !ecdsaOnly || b.ecdsa(i) }
+	eligible := n
+	if ecdsaOnly && b.cfg.rsaEvery > 0 {
+		eligible = n - (n+b.cfg.rsaEvery-1)/b.cfg.rsaEvery
+	}
+	if k > eligible {
+		b.note("%s: %d names asked for, the keystore has %d eligible: using %d", what, k, eligible, eligible)
+		k = eligible
+	}
+	var idx []int
+	if 2*k >= eligible {
+		for i := range n {
+			if ok(i) {
+				idx = append(idx, i)
+			}
+		}
+		b.rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+		idx = idx[:k]
+	} else {
+		seen := make(map[int]bool, k)
+		for len(idx) < k { // terminates: k < eligible/2
+			i := b.rng.IntN(n)
+			if ok(i) && !seen[i] {
+				seen[i] = true
+				idx = append(idx, i)
+			}
+		}
+	}
+	names := make([]string, len(idx))
+	for j, i := range idx {
+		names[j] = certs.TenantName(i, b.cfg.domain)
+	}
+	return names
+}
+
+// parallel runs fn(i) for i in [0, n) on workers goroutines and returns
+// the first error.
+func parallel(n, workers int, fn func(i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || errs[w] != nil {
+					return
+				}
+				errs[w] = fn(i)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// ioWorkers is the parallelism of fills whose latency is not measured;
+// more than GOMAXPROCS, since they may wait on the disk.
+func ioWorkers() int { return 4 * runtime.GOMAXPROCS(0) }
+
+func lookupOne(ctx context.Context, s *keystore.Store, name string) (*keystore.Cert, error) {
+	e, err := s.Lookup(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("lookup %s: %w", name, err)
+	}
+	if len(e.Certs) == 0 {
+		return nil, fmt.Errorf("lookup %s: no certificate", name)
+	}
+	return e.Certs[0], nil
+}
+
+// prewarm reads names (and their keys, if keys) through a Store of its
+// own, so their files are in the page cache but in no measured Store.
+func (b *bench) prewarm(ctx context.Context, names []string, keys bool) error {
+	s, _, _, err := b.open(ctx, 0, 0)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return parallel(len(names), ioWorkers(), func(i int) error {
+		c, err := lookupOne(ctx, s, names[i])
+		if err == nil && keys {
+			_, err = c.PrivateKey(ctx)
+		}
+		return err
+	})
+}
+
+func dropCaches() error {
+	unix.Sync()
+	f, err := os.OpenFile("/proc/sys/vm/drop_caches", os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString("3\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// rss returns the process's resident set size from /proc/self/status.
+func rss() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// cpuSample is the machine's busy and total CPU time (/proc/stat, in
+// clock ticks) and this process's CPU time.
+type cpuSample struct {
+	busy, total float64 // ticks
+	self        time.Duration
+}
+
+func readCPU() cpuSample {
+	var c cpuSample
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+		c.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return c
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	for i := 1; i < len(f) && i <= 8; i++ {
+		v, _ := strconv.ParseFloat(f[i], 64)
+		c.total += v
+		if i != 4 && i != 5 { // idle, iowait
+			c.busy += v
+		}
+	}
+	return c
+}
+
+// otherCPU returns the CPU other processes used between two samples, in
+// percent of the machine (USER_HZ is 100 on Linux).
+func otherCPU(a, b cpuSample) float64 {
+	total := b.total - a.total
+	if total <= 0 {
+		return 0
+	}
+	other := (b.busy - a.busy) - (b.self-a.self).Seconds()*100
+	return max(0, 100*other/total)
+}
+
+// loadavg returns the first three fields of /proc/loadavg.
+func loadavg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+func heapAfterGC() runtime.MemStats {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC() // a second cycle frees what the first one's finalizers and weak pointers released
+	runtime.ReadMemStats(&ms)
+	return ms
+}
+
+func (b *bench) run(ctx context.Context, w io.Writer) error {
+	b.res.Start = time.Now()
+	b.res.LoadAvg[0] = loadavg()
+	if b.cfg.dropCaches {
+		// Check the file opens for writing without dropping anything yet:
+		// the first Open below is timed with the page cache warm.
+		f, err := os.OpenFile("/proc/sys/vm/drop_caches", os.O_WRONLY, 0)
+		if err != nil {
+			b.note("page cache cannot be dropped (%v): no disk-cold figures, page cache warm", err)
+			b.cfg.dropCaches = false
+		} else {
+			f.Close()
+		}
+	}
+	steps := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"open", b.measureOpen},
+		{"cold lookups, page cache dropped", b.measureColdDisk},
+		{"cold lookups", b.measureCold},
+		{"warm lookups", b.measureWarm},
+		{"cold lookup + key + sign, page cache dropped", b.measureSignDisk},
+		{"cold lookup + key + sign", b.measureSign},
+		{"heap per cached tenant", b.measureHeap},
+	}
+	b.res.OtherCPU = map[string]float64{}
+	for _, st := range steps {
+		if strings.Contains(st.name, "dropped") && !b.cfg.dropCaches {
+			continue
+		}
+		t := time.Now()
+		c0 := readCPU()
+		if err := st.fn(ctx); err != nil {
+			return fmt.Errorf("%s: %w", st.name, err)
+		}
+		other := otherCPU(c0, readCPU())
+		b.res.OtherCPU[st.name] = math.Round(other*10) / 10
+		fmt.Fprintf(os.Stderr, "keystorebench: %s: %v (other processes: %.1f%% CPU)\n", st.name, time.Since(t).Round(time.Millisecond), other)
+	}
+	b.res.Seconds = time.Since(b.res.Start).Seconds()
+	b.res.LoadAvg[1] = loadavg()
+	b.print(w)
+	if b.cfg.jsonPath != "" {
+		data, err := json.MarshalIndent(&b.res, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(b.cfg.jsonPath, append(data, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// measureOpen times Open (and Close, untimed) opens times.
+func (b *bench) measureOpen(ctx context.Context) error {
+	ds := make([]time.Duration, b.cfg.opens)
+	for i := range ds {
+		s, _, d, err := b.open(ctx, 0, 0)
+		if err != nil {
+			return err
+		}
+		s.Close()
+		ds[i] = d
+	}
+	first := ds[0]
+	slices.Sort(ds)
+	b.res.Open = openResult{Runs: len(ds), FirstNs: int64(first), MedianNs: int64(ds[len(ds)/2]), MinNs: int64(ds[0]), MaxNs: int64(ds[len(ds)-1])}
+	return nil
+}
+
+// coldLookups looks up each name once on a Store that has not seen it,
+// timing each lookup, and checks the Store counted every one as a miss.
+func (b *bench) coldLookups(ctx context.Context, s *keystore.Store, reg *prometheus.Registry, names []string, pageCache string) (*coldResult, error) {
+	runtime.GC()
+	ds := make([]time.Duration, len(names))
+	for i, name := range names {
+		t := time.Now()
+		_, err := lookupOne(ctx, s, name)
+		ds[i] = time.Since(t)
+		if err != nil {
+			return nil, err
+		}
+	}
+	misses, err := metric(reg, "keyedge_keystore_lookups_total", "result", "miss")
+	if err != nil {
+		return nil, err
+	}
+	if int(misses) != len(names) {
+		return nil, fmt.Errorf("%d of %d cold lookups were misses: not a cold measurement", int(misses), len(names))
+	}
+	return &coldResult{PageCache: pageCache, Lookup: summarise(ds), Misses: int(misses)}, nil
+}
+
+// measureColdDisk drops the page cache, times one Open, and makes cold
+// lookups on that Store: files and directories come from the disk (the
+// 256 bucket directories are soon cached again).
+func (b *bench) measureColdDisk(ctx context.Context) error {
+	if !b.cfg.dropCaches {
+		return nil
+	}
+	names := b.sample("cold lookups, page cache dropped", b.cfg.n, false)
+	if err := dropCaches(); err != nil {
+		return err
+	}
+	s, reg, d, err := b.open(ctx, 0, 0)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	b.res.Open.AfterDropNs = int64(d)
+	b.res.ColdDisk, err = b.coldLookups(ctx, s, reg, names, "dropped")
+	return err
+}
+
+// measureCold makes cold lookups of names whose files were read once by
+// another Store: the page cache holds them, the measured Store does not.
+func (b *bench) measureCold(ctx context.Context) error {
+	names := b.sample("cold lookups", b.cfg.n, false)
+	if err := b.prewarm(ctx, names, false); err != nil {
+		return err
+	}
+	s, reg, _, err := b.open(ctx, 0, 0)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	r, err := b.coldLookups(ctx, s, reg, names, "warm")
+	if r != nil {
+		b.res.Cold = *r
+	}
+	return err
+}
+
+const warmBatch = 1000
+
+// measureWarm times lookups of cached names, in batches of warmBatch
+// (one lookup is below the clock's useful resolution), then with every
+// goroutine looking up at once.
+func (b *bench) measureWarm(ctx context.Context) error {
+	names := b.sample("warm lookups", b.cfg.warmNames, false)
+	s, reg, _, err := b.open(ctx, 0, 0)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	for _, name := range names {
+		if _, err := lookupOne(ctx, s, name); err != nil {
+			return err
+		}
+	}
+	missesBefore, err := metric(reg, "keyedge_keystore_lookups_total", "result", "miss")
+	if err != nil {
+		return err
+	}
+	r := warmResult{Names: len(names), Batches: b.cfg.warmBatches, BatchSize: warmBatch}
+	means := make([]float64, r.Batches)
+	var ms0, ms1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms0)
+	start := time.Now()
+	k := 0
+	for bi := range means {
+		t := time.Now()
+		for range warmBatch {
+			if _, err := s.Lookup(ctx, names[k]); err != nil {
+				return err
+			}
+			if k++; k == len(names) {
+				k = 0
+			}
+		}
+		means[bi] = float64(time.Since(t)) / warmBatch
+	}
+	total := time.Since(start)
+	runtime.ReadMemStats(&ms1)
+	ops := float64(r.Batches * warmBatch)
+	r.MeanNs = float64(total) / ops
+	r.AllocsPerOp = float64(ms1.Mallocs-ms0.Mallocs) / ops
+	r.BytesPerOp = float64(ms1.TotalAlloc-ms0.TotalAlloc) / ops
+	slices.Sort(means)
+	r.BatchP50Ns = means[len(means)/2]
+	r.BatchP99Ns = means[max(int(math.Ceil(.99*float64(len(means))))-1, 0)]
+	r.BatchMaxNs = means[len(means)-1]
+
+	r.Goroutines = runtime.GOMAXPROCS(0)
+	perG := r.Batches * warmBatch / r.Goroutines
+	start = time.Now()
+	err = parallel(r.Goroutines, r.Goroutines, func(g int) error {
+		for j := range perG {
+			if _, err := s.Lookup(ctx, names[(g*7919+j)%len(names)]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	r.ParallelNsOp = float64(time.Since(start)) / float64(perG*r.Goroutines)
+	if err != nil {
+		return err
+	}
+	missesAfter, err := metric(reg, "keyedge_keystore_lookups_total", "result", "miss")
+	if err != nil {
+		return err
+	}
+	if missesAfter != missesBefore {
+		return fmt.Errorf("%d warm lookups read storage: not a warm measurement", int(missesAfter-missesBefore))
+	}
+	b.res.Warm = r
+	return nil
+}
+
+// signLookups times, per name, a cold lookup, the first PrivateKey (read
+// and unseal) and one signature: a cold tenant's first handshake.
+func (b *bench) signLookups(ctx context.Context, s *keystore.Store, names []string, pageCache string) (*signResult, error) {
+	digest := sha256.Sum256([]byte("keystorebench handshake transcript"))
+	var total, look, open, sign []time.Duration
+	runtime.GC()
+	for _, name := range names {
+		t0 := time.Now()
+		c, err := lookupOne(ctx, s, name)
+		if err != nil {
+			return nil, err
+		}
+		t1 := time.Now()
+		key, err := c.PrivateKey(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		t2 := time.Now()
+		if _, err := key.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+			return nil, fmt.Errorf("%s: sign: %w", name, err)
+		}
+		t3 := time.Now()
+		total = append(total, t3.Sub(t0))
+		look = append(look, t1.Sub(t0))
+		open = append(open, t2.Sub(t1))
+		sign = append(sign, t3.Sub(t2))
+	}
+	return &signResult{PageCache: pageCache, Total: summarise(total), Lookup: summarise(look), KeyOpen: summarise(open), Sign: summarise(sign)}, nil
+}
+
+func (b *bench) measureSignDisk(ctx context.Context) error {
+	if !b.cfg.dropCaches {
+		return nil
+	}
+	names := b.sample("cold sign, page cache dropped", b.cfg.signN, true)
+	if err := dropCaches(); err != nil {
+		return err
+	}
+	s, _, _, err := b.open(ctx, 0, 0)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	b.res.ColdSignD, err = b.signLookups(ctx, s, names, "dropped")
+	return err
+}
+
+func (b *bench) measureSign(ctx context.Context) error {
+	names := b.sample("cold sign", b.cfg.signN, true)
+	if err := b.prewarm(ctx, names, true); err != nil {
+		return err
+	}
+	s, _, _, err := b.open(ctx, 0, 0)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	r, err := b.signLookups(ctx, s, names, "warm")
+	if r != nil {
+		b.res.ColdSign = *r
+	}
+	return err
+}
+
+// measureHeap loads cache ECDSA tenants into one Store sized to hold
+// them all and divides the live heap it gained by their number; then
+// opens the keys of cacheKeys of them.
+func (b *bench) measureHeap(ctx context.Context) error {
+	names := b.sample("heap", b.cfg.cache, true)
+	n := len(names)
+	// Bounds far above n, and MaxBytes/MaxEntries (the minimum weight of
+	// an entry) at 1 KiB, below any Cert.size(), so that the cache_bytes
+	// gauge reports the sum of the estimates and nothing is evicted.
+	s, reg, _, err := b.open(ctx, 64*n, 64<<10*int64(n))
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	r := heapResult{Tenants: n}
+	ms0 := heapAfterGC()
+	r.RSSBeforeBytes = rss()
+	t := time.Now()
+	if err := parallel(n, ioWorkers(), func(i int) error {
+		_, err := lookupOne(ctx, s, names[i])
+		return err
+	}); err != nil {
+		return err
+	}
+	r.LoadNs = int64(time.Since(t))
+	// Gathering runs the caches' pending maintenance, then reads them.
+	certEntries, err := metric(reg, "keyedge_keystore_cache_entries", "cache", "certs")
+	if err != nil {
+		return err
+	}
+	nameEntries, _ := metric(reg, "keyedge_keystore_cache_entries", "cache", "names")
+	estBytes, _ := metric(reg, "keyedge_keystore_cache_bytes", "", "")
+	evictions, _ := metric(reg, "keyedge_keystore_cache_evictions_total", "", "")
+	r.CertEntries, r.NameEntries = int(certEntries), int(nameEntries)
+	if r.CertEntries != n || r.NameEntries != n || evictions != 0 {
+		return fmt.Errorf("cache holds %d certs and %d names after loading %d tenants (%d evictions)", r.CertEntries, r.NameEntries, n, int(evictions))
+	}
+	r.EstBytesPerCert = estBytes / certEntries
+	ms1 := heapAfterGC()
+	r.HeapDeltaBytes = int64(ms1.HeapAlloc) - int64(ms0.HeapAlloc)
+	r.BytesPerTenant = float64(r.HeapDeltaBytes) / float64(n)
+
+	r.KeyTenants = min(b.cfg.cacheKeys, n)
+	if r.KeyTenants > 0 {
+		if err := parallel(r.KeyTenants, ioWorkers(), func(i int) error {
+			c, err := lookupOne(ctx, s, names[i])
+			if err == nil {
+				_, err = c.PrivateKey(ctx)
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+		ms2 := heapAfterGC()
+		r.KeyBytesPerTen = float64(int64(ms2.HeapAlloc)-int64(ms1.HeapAlloc)) / float64(r.KeyTenants)
+	}
+	r.RSSAfterBytes = rss()
+	if certEntries, err = metric(reg, "keyedge_keystore_cache_entries", "cache", "certs"); err != nil || int(certEntries) != n {
+		return fmt.Errorf("cache lost entries while keys were opened (%d of %d left): %v", int(certEntries), n, err)
+	}
+	runtime.KeepAlive(s)
+	b.res.Heap = r
+	return nil
+}
+
+func fmtNs[T int64 | float64](v T) string {
+	ns := float64(v)
+	switch {
+	case ns == 0:
+		return "-"
+	case ns < 1e3:
+		return fmt.Sprintf("%.0f ns", ns)
+	case ns < 1e6:
+		return fmt.Sprintf("%.1f µs", ns/1e3)
+	case ns < 1e9:
+		return fmt.Sprintf("%.2f ms", ns/1e6)
+	}
+	return fmt.Sprintf("%.2f s", ns/1e9)
+}
+
+func fmtBytes(v float64) string {
+	switch {
+	case v >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", v/(1<<30))
+	case v >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", v/(1<<20))
+	case v >= 1<<10:
+		return fmt.Sprintf("%.2f KiB", v/(1<<10))
+	}
+	return fmt.Sprintf("%.0f B", v)
+}
+
+func (b *bench) print(w io.Writer) {
+	r := &b.res
+	fmt.Fprintf(w, "keystore %s: %d tenants; %s, GOMAXPROCS %d; %.1fs\n", r.Keystore, r.Names, r.GoVersion, r.GOMAXPROCS, r.Seconds)
+	if r.Label != "" {
+		fmt.Fprintf(w, "label: %s\n", r.Label)
+	}
+	fmt.Fprintf(w, "load average: %s at start, %s at end\n", r.LoadAvg[0], r.LoadAvg[1])
+	fmt.Fprintf(w, "CPU used by other processes, %% of the machine:")
+	for _, st := range slices.Sorted(maps.Keys(r.OtherCPU)) {
+		fmt.Fprintf(w, " %s %.1f;", st, r.OtherCPU[st])
+	}
+	fmt.Fprintln(w)
+	pc := "page cache warm"
+	if b.cfg.dropCaches {
+		pc = "page cache warm (a second run with it dropped is below)"
+	}
+	fmt.Fprintf(w, "cold figures: %s\n\n", pc)
+	fmt.Fprintf(w, "%-46s %10s %10s %10s %10s %10s\n", "figure", "p50", "p90", "p99", "max", "mean")
+	row := func(name string, d dist) {
+		fmt.Fprintf(w, "%-46s %10s %10s %10s %10s %10s\n", name, fmtNs(d.P50Ns), fmtNs(d.P90Ns), fmtNs(d.P99Ns), fmtNs(d.MaxNs), fmtNs(d.MeanNs))
+	}
+	o := r.Open
+	fmt.Fprintf(w, "%-46s %10s %10s %10s %10s %10s\n", fmt.Sprintf("Open (%d runs; p50 = median)", o.Runs), fmtNs(o.MedianNs), "", "", fmtNs(o.MaxNs), "")
+	fmt.Fprintf(w, "%-46s %10s\n", "Open, first of the process", fmtNs(o.FirstNs))
+	if o.AfterDropNs != 0 {
+		fmt.Fprintf(w, "%-46s %10s\n", "Open, page cache dropped", fmtNs(o.AfterDropNs))
+	}
+	row(fmt.Sprintf("cold lookup, page cache warm (n=%d)", r.Cold.Lookup.N), r.Cold.Lookup)
+	if r.ColdDisk != nil {
+		row(fmt.Sprintf("cold lookup, page cache dropped (n=%d)", r.ColdDisk.Lookup.N), r.ColdDisk.Lookup)
+	}
+	wm := r.Warm
+	fmt.Fprintf(w, "%-46s %10s %10s %10s %10s %10s\n", fmt.Sprintf("warm lookup (batches of %d, %d names)", wm.BatchSize, wm.Names),
+		fmtNs(wm.BatchP50Ns), "", fmtNs(wm.BatchP99Ns), fmtNs(wm.BatchMaxNs), fmtNs(wm.MeanNs))
+	fmt.Fprintf(w, "%-46s %10s %10s %10s %10s %10s\n", fmt.Sprintf("warm lookup, %d goroutines (wall / lookups)", wm.Goroutines), "", "", "", "", fmtNs(wm.ParallelNsOp))
+	for _, sr := range []*signResult{&r.ColdSign, r.ColdSignD} {
+		if sr == nil {
+			continue
+		}
+		pc := "page cache " + sr.PageCache
+		row(fmt.Sprintf("cold lookup+key+sign, %s (n=%d)", pc, sr.Total.N), sr.Total)
+		row("  of which lookup", sr.Lookup)
+		row("  of which PrivateKey (read, unseal, parse)", sr.KeyOpen)
+		row("  of which ECDSA P-256 sign", sr.Sign)
+	}
+	h := r.Heap
+	fmt.Fprintf(w, "\nwarm lookup allocations: %.1f allocs, %.0f B per lookup\n", wm.AllocsPerOp, wm.BytesPerOp)
+	fmt.Fprintf(w, "heap: %d ECDSA tenants cached (%d certs, %d names; filled in %s): %s live heap, %s per tenant\n",
+		h.Tenants, h.CertEntries, h.NameEntries, fmtNs(h.LoadNs), fmtBytes(float64(h.HeapDeltaBytes)), fmtBytes(h.BytesPerTenant))
+	fmt.Fprintf(w, "      Cert.size() estimate (cache_bytes gauge / certs): %s per cert (measured minus estimate: %+.0f B)\n",
+		fmtBytes(h.EstBytesPerCert), h.BytesPerTenant-h.EstBytesPerCert)
+	if h.KeyTenants > 0 {
+		fmt.Fprintf(w, "      opened private key: +%s per tenant (%d tenants), not counted by Cert.size()\n", fmtBytes(h.KeyBytesPerTen), h.KeyTenants)
+	}
+	fmt.Fprintf(w, "      process RSS: %s with the empty Store, %s with the tenants and keys loaded\n", fmtBytes(float64(h.RSSBeforeBytes)), fmtBytes(float64(h.RSSAfterBytes)))
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	// One line for scripts: figures in ns and bytes.
+	fmt.Fprintf(w, "summary: tenants=%d open_median_ns=%d open_first_ns=%d cold_p50_ns=%d cold_p99_ns=%d", r.Names, o.MedianNs, o.FirstNs, r.Cold.Lookup.P50Ns, r.Cold.Lookup.P99Ns)
+	if r.ColdDisk != nil {
+		fmt.Fprintf(w, " open_dropped_ns=%d cold_disk_p50_ns=%d cold_disk_p99_ns=%d", o.AfterDropNs, r.ColdDisk.Lookup.P50Ns, r.ColdDisk.Lookup.P99Ns)
+	}
+	fmt.Fprintf(w, " warm_mean_ns=%.0f warm_batch_p99_ns=%.0f warm_parallel_ns=%.0f sign_p50_ns=%d sign_p99_ns=%d heap_bytes_per_tenant=%.0f est_bytes_per_cert=%.0f key_bytes_per_tenant=%.0f\n",
+		wm.MeanNs, wm.BatchP99Ns, wm.ParallelNsOp, r.ColdSign.Total.P50Ns, r.ColdSign.Total.P99Ns, h.BytesPerTenant, h.EstBytesPerCert, h.KeyBytesPerTen)
 }
