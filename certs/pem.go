@@ -80,33 +80,42 @@ func parseKey(pemBytes []byte) (crypto.Signer, error) {
 		if block == nil {
 			return nil, errors.New("no private key PEM block found")
 		}
-		var key any
-		var err error
-		switch block.Type {
-		case "EC PARAMETERS":
+		if block.Type == "EC PARAMETERS" {
 			continue
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(block.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		default:
-			return nil, fmt.Errorf("PEM block %q is not a supported private key", block.Type)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("parsing %s: %w", block.Type, err)
-		}
-		switch key := key.(type) {
-		case *ecdsa.PrivateKey:
-			return key, nil
-		case *rsa.PrivateKey:
-			return key, nil
-		case ed25519.PrivateKey:
-			return key, nil
-		}
-		return nil, fmt.Errorf("unsupported private key type %T", key)
+		return ParsePrivateKey(block.Type, block.Bytes)
 	}
+}
+
+// ParsePrivateKey parses the DER of a private key in the encoding a PEM
+// block type names: "PRIVATE KEY" (PKCS#8), "EC PRIVATE KEY" (SEC 1) or
+// "RSA PRIVATE KEY" (PKCS#1). Only ECDSA, RSA and Ed25519 keys are
+// returned. Errors never include key bytes.
+func ParsePrivateKey(pemType string, der []byte) (crypto.Signer, error) {
+	var key any
+	var err error
+	switch pemType {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(der)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(der)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(der)
+	default:
+		return nil, fmt.Errorf("PEM block %q is not a supported private key", pemType)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", pemType, err)
+	}
+	switch key := key.(type) {
+	case *ecdsa.PrivateKey:
+		return key, nil
+	case *rsa.PrivateKey:
+		return key, nil
+	case ed25519.PrivateKey:
+		return key, nil
+	}
+	return nil, fmt.Errorf("unsupported private key type %T", key)
 }
 
 // KeyMatchesCert returns an error wrapping [ErrKeyMismatch] unless the public

@@ -204,6 +204,25 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	return os.Rename(f.Name(), path)
 }
 
+// WritePEM writes the chain to certFile (0644) and the private key, as
+// PKCS#8, to keyFile (0600, never readable by others at any moment),
+// each replaced atomically.
+func (l *Leaf) WritePEM(certFile, keyFile string) error {
+	var chain []byte
+	for _, der := range l.Chain {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(l.Key)
+	if err != nil {
+		return fmt.Errorf("certs: encoding key: %w", err)
+	}
+	defer clear(der)
+	if err := writeFileAtomic(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return writeFileAtomic(certFile, chain, 0o644)
+}
+
 // Certificate returns the CA certificate, for adding to trust pools.
 // It is shared, and must not be modified.
 func (ca *CA) Certificate() *x509.Certificate {

@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -363,16 +362,9 @@ func TestKeyPairFileReloads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var chain []byte
-		for _, der := range leaf.Chain {
-			chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(leaf.Key)
-		if err != nil {
+		if err := leaf.WritePEM(filepath.Join(dir, "id.pem"), filepath.Join(dir, "id.key")); err != nil {
 			t.Fatal(err)
 		}
-		os.WriteFile(filepath.Join(dir, "id.pem"), chain, 0o644)
-		os.WriteFile(filepath.Join(dir, "id.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 	}
 	write("first.example")
 	k := &KeyPairFile{CertFile: filepath.Join(dir, "id.pem"), KeyFile: filepath.Join(dir, "id.key")}

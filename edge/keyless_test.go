@@ -106,13 +106,17 @@ func (kw *keylessWorld) startKeyServer(t *testing.T, name string) (string, *os.P
 		t.Fatal(err)
 	}
 	for kt, leaf := range kw.tenants {
-		writePair(t, filepath.Join(keys, string(kt)), leaf)
+		if err := leaf.WritePEM(filepath.Join(keys, string(kt)+".pem"), filepath.Join(keys, string(kt)+".key")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	id, err := kw.idCA.Issue(certs.LeafSpec{Names: []string{name + ".test"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	writePair(t, filepath.Join(dir, "server"), id)
+	if err := id.WritePEM(filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: kw.idCA.Certificate().Raw}), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -158,24 +162,6 @@ func (kw *keylessWorld) putKeyless(t *testing.T, addrs ...string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-func writePair(t *testing.T, base string, leaf *certs.Leaf) {
-	t.Helper()
-	var chain []byte
-	for _, der := range leaf.Chain {
-		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(leaf.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(base+".pem", chain, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(base+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -11,11 +11,9 @@ import (
 	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -47,12 +45,7 @@ func newClientWorld(t *testing.T) *clientWorld {
 		if err != nil {
 			t.Fatal(err)
 		}
-		der, err := x509.MarshalPKCS8PrivateKey(leaf.Key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(w.keysDir, string(kt)+".key")
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		if err := leaf.WritePEM(filepath.Join(w.keysDir, string(kt)+".pem"), filepath.Join(w.keysDir, string(kt)+".key")); err != nil {
 			t.Fatal(err)
 		}
 		w.keys[kt] = leaf

@@ -5,9 +5,6 @@ import (
 	"cmp"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -25,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keystore"
 )
 
@@ -521,7 +519,7 @@ func (f *dirFile) indexed() *dirFile {
 func parseKeyFile(data []byte) (crypto.Signer, *x509.Certificate, error) {
 	if !bytes.Contains(data, []byte("-----BEGIN")) {
 		for _, t := range []string{"PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"} {
-			if s, err := parsePrivateKey(t, data); err == nil {
+			if s, err := certs.ParsePrivateKey(t, data); err == nil {
 				return s, nil, nil
 			}
 		}
@@ -552,7 +550,7 @@ func parseKeyFile(data []byte) (crypto.Signer, *x509.Certificate, error) {
 			if signer != nil {
 				return nil, nil, errors.New("more than one private key")
 			}
-			if signer, err = parsePrivateKey(block.Type, block.Bytes); err != nil {
+			if signer, err = certs.ParsePrivateKey(block.Type, block.Bytes); err != nil {
 				return nil, nil, err
 			}
 		case "ENCRYPTED PRIVATE KEY":
@@ -569,35 +567,6 @@ func parseKeyFile(data []byte) (crypto.Signer, *x509.Certificate, error) {
 		}
 	}
 	return signer, leaf, nil
-}
-
-// parsePrivateKey parses a DER private key of the encoding a PEM type
-// names. The error never includes key bytes.
-func parsePrivateKey(pemType string, der []byte) (crypto.Signer, error) {
-	var (
-		key any
-		err error
-	)
-	switch pemType {
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(der)
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(der)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(der)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("parsing %s: %w", pemType, err)
-	}
-	switch key := key.(type) {
-	case *ecdsa.PrivateKey:
-		return key, nil
-	case *rsa.PrivateKey:
-		return key, nil
-	case ed25519.PrivateKey:
-		return key, nil
-	}
-	return nil, fmt.Errorf("unsupported private key type %T", key)
 }
 
 func publicKeyEqual(a, b crypto.PublicKey) bool {

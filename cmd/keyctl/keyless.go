@@ -2,12 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -79,56 +75,10 @@ func runIdentity(_ context.Context, e *env, args []string) error {
 	if base == "" {
 		base = name
 	}
-	if err := writeLeafPEM(base, leaf); err != nil {
+	if err := leaf.WritePEM(base+".pem", base+".key"); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "identity %s: %s.pem and %s.key, valid until %s, issued by %s.pem\n",
 		name, base, base, leaf.Cert.NotAfter.UTC().Format(time.RFC3339), *caPrefix)
 	return nil
-}
-
-// writeLeafPEM writes a chain to <base>.pem and its key to <base>.key,
-// the key created 0600 and replaced atomically.
-func writeLeafPEM(base string, leaf *certs.Leaf) error {
-	var chain []byte
-	for _, der := range leaf.Chain {
-		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(leaf.Key)
-	if err != nil {
-		return err
-	}
-	if err := writeFile0600(base+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err != nil {
-		return err
-	}
-	return os.WriteFile(base+".pem", chain, 0o644)
-}
-
-func writeFile0600(path string, data []byte) error {
-	tmp, err := os.CreateTemp(dirOf(path), ".tmp-key-*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return errors.Join(errors.New("failed to write "+path), err)
-	}
-	return nil
-}
-
-func dirOf(path string) string {
-	if i := strings.LastIndexByte(path, '/'); i >= 0 {
-		return path[:i+1]
-	}
-	return "."
 }

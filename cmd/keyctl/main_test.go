@@ -1,9 +1,6 @@
 package main
 
 import (
-	"crypto/x509"
-	"encoding/pem"
-	"os"
 	"testing"
 
 	"github.com/keyedge/keyedge/certs"
@@ -43,12 +40,5 @@ func testLeaf(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	leaf, err := ca.Issue(certs.LeafSpec{Names: []string{args[1], "www." + args[1]}})
 	ts.Check(err)
-	var chain []byte
-	for _, der := range leaf.Chain {
-		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(leaf.Key)
-	ts.Check(err)
-	ts.Check(os.WriteFile(ts.MkAbs(args[2]+".pem"), chain, 0o644))
-	ts.Check(os.WriteFile(ts.MkAbs(args[2]+".key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600))
+	ts.Check(leaf.WritePEM(ts.MkAbs(args[2]+".pem"), ts.MkAbs(args[2]+".key")))
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -38,7 +36,7 @@ func demoKeyless(ctx context.Context, dir string, ca *certs.CA, originURL string
 	if err != nil {
 		return "", nil, err
 	}
-	if err := writePEMPair(filepath.Join(dir, "edge-identity"), edgeID); err != nil {
+	if err := edgeID.WritePEM(filepath.Join(dir, "edge-identity.pem"), filepath.Join(dir, "edge-identity.key")); err != nil {
 		return "", nil, err
 	}
 	ksID, err := idCA.Issue(certs.LeafSpec{Names: []string{"keyserver.demo"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
@@ -54,7 +52,7 @@ func demoKeyless(ctx context.Context, dir string, ca *certs.CA, originURL string
 	if err := os.Mkdir(keysDir, 0o700); err != nil {
 		return "", nil, err
 	}
-	if err := writePEMPair(filepath.Join(keysDir, "keyless"), tenant); err != nil {
+	if err := tenant.WritePEM(filepath.Join(keysDir, "keyless.pem"), filepath.Join(keysDir, "keyless.key")); err != nil {
 		return "", nil, err
 	}
 
@@ -100,20 +98,4 @@ func demoKeyless(ctx context.Context, dir string, ca *certs.CA, originURL string
 	}
 	cfg := "keyless:\n  cert_file: edge-identity.pem\n  key_file: edge-identity.key\n  ca_file: identity-ca.pem\n"
 	return cfg, stop, nil
-}
-
-// writePEMPair writes a chain to <base>.pem and its key to <base>.key (0600).
-func writePEMPair(base string, leaf *certs.Leaf) error {
-	var chain []byte
-	for _, der := range leaf.Chain {
-		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(leaf.Key)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(base+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		return fmt.Errorf("writing %s.key: %w", base, err)
-	}
-	return os.WriteFile(base+".pem", chain, 0o644)
 }

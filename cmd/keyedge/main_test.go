@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -67,7 +66,7 @@ func mkworld(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(ca.Write(filepath.Join(dir, "testca.pem"), filepath.Join(dir, "testca.key")))
 	fallback, err := ca.Issue(certs.LeafSpec{Names: []string{"fallback.invalid"}})
 	ts.Check(err)
-	writeLeaf(ts, fallback, filepath.Join(dir, "fallback"))
+	ts.Check(fallback.WritePEM(filepath.Join(dir, "fallback.pem"), filepath.Join(dir, "fallback.key")))
 
 	store, err := keystore.Open(context.Background(), keystore.Options{
 		Storage: &certmagic.FileStorage{Path: filepath.Join(dir, "keystore")},
@@ -82,17 +81,6 @@ func mkworld(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Setenv("EDGE", addr)
 	cfg := fmt.Sprintf("listen: %s\nmetrics_listen: \"off\"\nkeystore: keystore\nfleet_key_file: fleet.key\nlimits:\n  drain_timeout: 5s\n", addr)
 	ts.Check(os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte(cfg), 0o600))
-}
-
-func writeLeaf(ts *testscript.TestScript, leaf *certs.Leaf, base string) {
-	var chain []byte
-	for _, der := range leaf.Chain {
-		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(leaf.Key)
-	ts.Check(err)
-	ts.Check(os.WriteFile(base+".pem", chain, 0o644))
-	ts.Check(os.WriteFile(base+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600))
 }
 
 // fetch SNI [HOST] GETs https://HOST/ from the edge at $EDGE with SNI

@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -144,20 +143,9 @@ func mkworld(dir string) (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// writePEM writes base.pem (the chain) and base.key (PKCS#8, 0600).
+// writePEM writes dir/base.pem (the chain) and dir/base.key (0600).
 func writePEM(dir, base string, l *certs.Leaf) error {
-	var chain []byte
-	for _, der := range l.Chain {
-		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(l.Key)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, base+".pem"), chain, 0o644); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, base+".key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	return l.WritePEM(filepath.Join(dir, base+".pem"), filepath.Join(dir, base+".key"))
 }
 
 // sign connects to addr as client (dir/<client>.pem/.key), retrying
