@@ -47,7 +47,7 @@ func (w *world) release() { w.slowOnce.Do(func() { close(w.slow) }) }
 // a wildcard, whose origin answers "origin <X-Forwarded-Host>" with the
 // X-Forwarded-For it saw in the X-Seen-For header; its /slow waits for
 // release.
-func newWorld(t *testing.T, n int, opts Options) *world {
+func newWorld(t testing.TB, n int, opts Options) *world {
 	t.Helper()
 	w := &world{dir: t.TempDir(), reg: prometheus.NewRegistry()}
 	var err error
@@ -93,7 +93,7 @@ func newWorld(t *testing.T, n int, opts Options) *world {
 	return w
 }
 
-func (w *world) openStore(t *testing.T) *keystore.Store {
+func (w *world) openStore(t testing.TB) *keystore.Store {
 	t.Helper()
 	s, err := keystore.Open(context.Background(), keystore.Options{
 		Storage:      &certmagic.FileStorage{Path: w.dir},
@@ -110,7 +110,7 @@ func (w *world) openStore(t *testing.T) *keystore.Store {
 }
 
 // serve runs srv on a fresh 127.0.0.1 port until the test ends.
-func serve(t *testing.T, srv *Server) string {
+func serve(t testing.TB, srv *Server) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -141,7 +141,7 @@ func (w *world) handshake(cfg *tls.Config) (*tls.Conn, error) {
 }
 
 // client is an HTTP client that sends every request to the edge.
-func (w *world) client(t *testing.T, h2 bool) *http.Client {
+func (w *world) client(t testing.TB, h2 bool) *http.Client {
 	t.Helper()
 	tr := &http.Transport{
 		TLSClientConfig:   w.tlsConfig(""),
@@ -158,7 +158,7 @@ func (w *world) client(t *testing.T, h2 bool) *http.Client {
 }
 
 // get fetches https://host/path through the edge and returns the body.
-func (w *world) get(t *testing.T, c *http.Client, host, path string) (*http.Response, string) {
+func (w *world) get(t testing.TB, c *http.Client, host, path string) (*http.Response, string) {
 	t.Helper()
 	resp, err := c.Get("https://" + host + path)
 	if err != nil {
@@ -173,7 +173,7 @@ func (w *world) get(t *testing.T, c *http.Client, host, path string) (*http.Resp
 }
 
 // leafFor issues a certificate from the world's CA.
-func (w *world) leafFor(t *testing.T, kt certs.KeyType, names ...string) *certs.Leaf {
+func (w *world) leafFor(t testing.TB, kt certs.KeyType, names ...string) *certs.Leaf {
 	t.Helper()
 	leaf, err := w.ca.Issue(certs.LeafSpec{Names: names, KeyType: kt})
 	if err != nil {
@@ -183,7 +183,7 @@ func (w *world) leafFor(t *testing.T, kt certs.KeyType, names ...string) *certs.
 }
 
 // put stores a certificate for names through the writer store.
-func (w *world) put(t *testing.T, kt certs.KeyType, origin string, names ...string) string {
+func (w *world) put(t testing.TB, kt certs.KeyType, origin string, names ...string) string {
 	t.Helper()
 	leaf := w.leafFor(t, kt, names...)
 	ids, err := w.writer.Put(context.Background(), &keystore.Bundle{
@@ -198,7 +198,7 @@ func (w *world) put(t *testing.T, kt certs.KeyType, origin string, names ...stri
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {

@@ -30,7 +30,7 @@ var keyserverBin struct {
 	err  error
 }
 
-func keyserverBinary(t *testing.T) string {
+func keyserverBinary(t testing.TB) string {
 	t.Helper()
 	keyserverBin.once.Do(func() {
 		dir, err := os.MkdirTemp("", "keyedge-edge-test-")
@@ -67,7 +67,7 @@ type keylessWorld struct {
 	tenants map[certs.KeyType]*certs.Leaf // tenant certificates and keys, by key type
 }
 
-func newKeylessWorld(t *testing.T, opts Options) *keylessWorld {
+func newKeylessWorld(t testing.TB, opts Options) *keylessWorld {
 	t.Helper()
 	kw := &keylessWorld{dir: t.TempDir(), tenants: map[certs.KeyType]*certs.Leaf{}}
 	var err error
@@ -98,7 +98,7 @@ func newKeylessWorld(t *testing.T, opts Options) *keylessWorld {
 
 // startKeyServer runs a key server process holding every tenant key and
 // returns its address and process.
-func (kw *keylessWorld) startKeyServer(t *testing.T, name string) (string, *os.Process) {
+func (kw *keylessWorld) startKeyServer(t testing.TB, name string) (string, *os.Process) {
 	t.Helper()
 	dir := filepath.Join(kw.dir, name)
 	keys := filepath.Join(dir, "keys")
@@ -152,7 +152,7 @@ func (kw *keylessWorld) startKeyServer(t *testing.T, name string) (string, *os.P
 
 // putKeyless stores every tenant's certificate, without its key, as
 // signed by the key servers at addrs.
-func (kw *keylessWorld) putKeyless(t *testing.T, addrs ...string) {
+func (kw *keylessWorld) putKeyless(t testing.TB, addrs ...string) {
 	t.Helper()
 	for _, leaf := range kw.tenants {
 		_, err := kw.writer.Put(context.Background(), &keystore.Bundle{
@@ -276,7 +276,7 @@ func TestKeylessSlowKeyServer(t *testing.T) {
 
 // metricValue is the value of the counter name (with the given value of
 // its one label, or unlabelled) in the edge's registry.
-func metricValue(t *testing.T, w *world, name, label string) float64 {
+func metricValue(t testing.TB, w *world, name, label string) float64 {
 	t.Helper()
 	mfs, err := w.reg.Gather()
 	if err != nil {
