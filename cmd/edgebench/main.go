@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		origin     = fs.String("serve-origin", "", "run the benchmark origin on this address until killed")
 		quietLoad  = fs.Float64("wait-quiet", 0, "before the run, wait (up to -wait-quiet-for) until the machine's load is at most this many cores (0: don't)")
 		quietFor   = fs.Duration("wait-quiet-for", time.Minute, "longest wait for -wait-quiet")
-		maxOther   = fs.Float64("max-other-load", 0, "exit with status 3 when other processes used more than this many cores during the run (0: no limit)")
+		maxOther   = fs.Float64("max-other-load", 0, "exit with status 3 when other processes used more than this many cores during the run (0: no limit); with -summarize, leave such runs out of the figures")
 	)
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:443", "host:port of the edge")
 	fs.StringVar(&cfg.Mode, "mode", bench.ModeHandshake, "handshake (new connection and full handshake per request) or keepalive")
@@ -124,7 +124,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 			results = append(results, r)
 		}
-		bench.Summarize(stdout, results)
+		bench.Summarize(stdout, results, *maxOther)
 		return 0
 	}
 	if fs.NArg() > 0 {

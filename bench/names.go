@@ -1,0 +1,135 @@
+package bench
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+
+	"github.com/keyedge/keyedge/certs"
+)
+
+// Name distributions.
+const (
+	DistZipf    = "zipf"    // rank k (from 0) with weight (k+1)^-ZipfS
+	DistUniform = "uniform" // every name equally likely
+)
+
+// DefaultZipfS is the Zipf exponent used when Config.ZipfS is zero.
+const DefaultZipfS = 1.1
+
+// ReadNames reads server names from a file, one a line; blank lines and
+// lines starting with '#' are skipped.
+func ReadNames(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("bench: names: %w", err)
+	}
+	defer f.Close()
+	var names []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		names = append(names, line)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("bench: names %s: %w", path, err)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("bench: names %s: no names", path)
+	}
+	return names, nil
+}
+
+// TenantNames returns the names of generated tenants 0…n-1 under domain,
+// as certs.GenerateTenants names them.
+func TenantNames(n int, domain string) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = certs.TenantName(i, domain)
+	}
+	return names
+}
+
+// picker draws names from a list: by Zipf rank (the first name is the
+// most popular) or uniformly. Each worker has its own, seeded from the
+// run's seed and the worker's number, so a run's sequence of choices per
+// worker is reproducible.
+type picker struct {
+	names []string
+	zipf  *rand.Zipf
+	rng   *rand.Rand
+}
+
+func newPicker(names []string, dist string, s float64, seed, stream uint64) (*picker, error) {
+	if len(names) == 0 {
+		return nil, errors.New("bench: no server names")
+	}
+	p := &picker{names: names, rng: rand.New(rand.NewPCG(seed, stream))}
+	switch dist {
+	case DistZipf, "":
+		if s <= 1 {
+			return nil, fmt.Errorf("bench: zipf exponent %v must be > 1", s)
+		}
+		p.zipf = rand.NewZipf(p.rng, s, 1, uint64(len(names)-1))
+	case DistUniform:
+	default:
+		return nil, fmt.Errorf("bench: unknown distribution %q (want zipf or uniform)", dist)
+	}
+	return p, nil
+}
+
+func (p *picker) index() int {
+	if len(p.names) == 1 {
+		return 0
+	}
+	if p.zipf != nil {
+		return int(p.zipf.Uint64())
+	}
+	return p.rng.IntN(len(p.names))
+}
+
+func (p *picker) pick() string { return p.names[p.index()] }
+
+var curveNames = map[string]tls.CurveID{
+	"X25519MLKEM768": tls.X25519MLKEM768,
+	"X25519":         tls.X25519,
+	"P-256":          tls.CurveP256,
+	"P-384":          tls.CurveP384,
+	"P-521":          tls.CurveP521,
+}
+
+// curveName spells a group as ParseCurves and edge.yaml do.
+func curveName(id tls.CurveID) string {
+	for name, v := range curveNames {
+		if v == id {
+			return name
+		}
+	}
+	return id.String()
+}
+
+// ParseCurves parses a comma-separated list of key exchange groups, in
+// the spelling of edge.yaml: X25519MLKEM768, X25519, P-256, P-384, P-521.
+// An empty string is nil: crypto/tls's defaults.
+func ParseCurves(list string) ([]tls.CurveID, error) {
+	var ids []tls.CurveID
+	for _, n := range strings.Split(list, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		id, ok := curveNames[n]
+		if !ok {
+			return nil, fmt.Errorf("bench: unknown curve %q (want X25519MLKEM768, X25519, P-256, P-384 or P-521)", n)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
