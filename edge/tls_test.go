@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -333,5 +334,24 @@ func TestCorruptTenantFailsCleanly(t *testing.T) {
 			t.Fatalf("%s affected by another tenant's corrupt key: %v", host, err)
 		}
 		conn.Close()
+	}
+}
+
+func TestOCSPStapleFromKeystore(t *testing.T) {
+	w := newWorld(t, 0, Options{})
+	leaf := w.leafFor(t, certs.ECDSAP256, "stapled.example.com")
+	staple := []byte("an OCSP response stored beside the certificate")
+	if _, err := w.writer.Put(context.Background(), &keystore.Bundle{
+		Meta: keystore.Meta{Tenant: "stapled", Origin: w.origin.URL}, Chain: leaf.Chain, Key: leaf.Key, OCSP: staple,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := w.handshake(w.tlsConfig("stapled.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if got := conn.ConnectionState().OCSPResponse; string(got) != string(staple) {
+		t.Errorf("stapled %q, want the keystore's staple", got)
 	}
 }

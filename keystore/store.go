@@ -393,7 +393,7 @@ func (c *Cert) size() int64 {
 
 // certOverhead is the measured heap of a parsed ECDSA leaf and the Cert
 // around it beyond the DER lengths counted in size.
-const certOverhead = 4096
+const certOverhead = 2900
 
 // PrivateKey returns the certificate's private key, reading and unsealing
 // it on first use; the key then stays with the cached Cert. It fails with
