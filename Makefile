@@ -15,9 +15,12 @@ test: lint
 demo: build
 	$(BIN)/keyedge demo
 
+# Figures and what limits them: bench/RESULTS.md. BENCH_QUICK=1 for a short run.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	bash bench/keystore.sh
+	bash bench/edge.sh
+	bash bench/keyless.sh
 
 # Every fuzz target, one at a time (go test -fuzz takes one per run).
 FUZZ_TARGETS := ./keystore:FuzzNormalizeName ./keystore:FuzzParseNameFile ./keystore:FuzzParseRecord \
