@@ -246,11 +246,14 @@ func proxyCheckOrigin(u *url.URL) error {
 }
 
 // proxyRewrite points the outbound request at the origin and replaces the
-// forwarding headers (ReverseProxy has already removed the client's).
+// forwarding headers (ReverseProxy has already removed the client's
+// X-Forwarded-* and Forwarded; X-Real-IP, which some origins trust as
+// the client address, is removed here).
 func proxyRewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(pr.In.Context().Value(proxyRouteKey{}).(*proxyRoute).origin)
 	pr.SetXForwarded()
 	pr.Out.Header.Set("Forwarded", proxyForwarded(pr.In))
+	pr.Out.Header.Del("X-Real-Ip")
 }
 
 // proxyForwarded returns the RFC 7239 Forwarded element for r: the client

@@ -223,6 +223,7 @@ func TestProxyForwardingHeaders(t *testing.T) {
 			"X-Forwarded-Host":  {"admin.tenant.example"},
 			"X-Forwarded-Proto": {"http"},
 			"Forwarded":         {"for=203.0.113.1;host=admin.tenant.example;proto=https"},
+			"X-Real-Ip":         {"203.0.113.9"},
 		},
 		wantURI: "/",
 		want: map[string]string{
@@ -230,6 +231,7 @@ func TestProxyForwardingHeaders(t *testing.T) {
 			"X-Forwarded-Host":  proxyTestHost,
 			"X-Forwarded-Proto": "https",
 			"Forwarded":         "for=192.0.2.7;host=www.tenant.example;proto=https",
+			"X-Real-Ip":         "",
 		},
 	}, {
 		name:       "IPv6 client and host with port",
