@@ -74,7 +74,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	cfg.ConnsPerServer = cmp.Or(cfg.ConnsPerServer, 2)
 	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, 256)
 	cfg.PingInterval = cmp.Or(cfg.PingInterval, 5*time.Second)
-	c := &Client{cfg: cfg, log: cfg.Logger, metrics: newClientMetrics(), servers: map[string]*remote{}}
+	c := &Client{cfg: cfg, log: cfg.Logger, metrics: newClientMetrics(cfg.TLSConfig), servers: map[string]*remote{}}
 	if c.log == nil {
 		c.log = slog.Default()
 	}

@@ -1,6 +1,8 @@
 package keyserver
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,10 +14,15 @@ type clientMetrics struct {
 	requests  *prometheus.CounterVec // result
 	seconds   prometheus.Histogram
 	failovers prometheus.Counter
+	expiry    prometheus.GaugeFunc // the client identity's NotAfter
 }
 
-func newClientMetrics() *clientMetrics {
+func newClientMetrics(tlsConfig *tls.Config) *clientMetrics {
 	return &clientMetrics{
+		expiry: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyedge_keyless_client_identity_expiry_timestamp_seconds",
+			Help: "When the certificate this node presents to key servers expires (Unix time; 0 if unknown). Alert well before: renew it with keyctl identity, and the node picks it up without a restart.",
+		}, func() float64 { return identityExpiry(tlsConfig) }),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyedge_keyless_client_requests_total",
 			Help: "Remote key operations by result: ok, key_not_found, error_response, timeout, unavailable (no server answered).",
@@ -33,7 +40,29 @@ func newClientMetrics() *clientMetrics {
 }
 
 func (m *clientMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.seconds, m.failovers}
+	return []prometheus.Collector{m.requests, m.seconds, m.failovers, m.expiry}
+}
+
+// identityExpiry is the NotAfter of the client certificate cfg presents.
+func identityExpiry(cfg *tls.Config) float64 {
+	var cert *tls.Certificate
+	switch {
+	case cfg.GetClientCertificate != nil:
+		cert, _ = cfg.GetClientCertificate(&tls.CertificateRequestInfo{})
+	case len(cfg.Certificates) > 0:
+		cert = &cfg.Certificates[0]
+	}
+	if cert == nil || len(cert.Certificate) == 0 {
+		return 0
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return 0
+		}
+	}
+	return float64(leaf.NotAfter.Unix())
 }
 
 func (m *clientMetrics) observe(result string, d time.Duration) {

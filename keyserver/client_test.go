@@ -334,3 +334,16 @@ func TestClientPing(t *testing.T) {
 		t.Fatal("ping of a stopped server succeeded")
 	}
 }
+
+func TestClientIdentityExpiryMetric(t *testing.T) {
+	w := newClientWorld(t)
+	id := w.identity(t, "edge.test")
+	c := w.client(t, ClientConfig{TLSConfig: &tls.Config{Certificates: []tls.Certificate{id}, RootCAs: w.pool()}})
+	leaf, err := x509.ParseCertificate(id.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(c.metrics.expiry); got != float64(leaf.NotAfter.Unix()) {
+		t.Errorf("identity expiry gauge = %v, want %v", got, leaf.NotAfter.Unix())
+	}
+}
