@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -292,9 +293,11 @@ func (c *config) authorizer() (*keyserver.Authorizer, error) {
 	return a, nil
 }
 
+// tlsConfig serves the key server's certificate from its files, re-read
+// when they change, so a renewed certificate needs no restart.
 func (c *config) tlsConfig() (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(c.path(c.CertFile), c.path(c.KeyFile))
-	if err != nil {
+	identity := &certs.KeyPairFile{CertFile: c.path(c.CertFile), KeyFile: c.path(c.KeyFile)}
+	if _, err := identity.Load(); err != nil {
 		return nil, fmt.Errorf("server certificate: %w", err)
 	}
 	pem, err := os.ReadFile(c.path(c.ClientCAFile))
@@ -305,7 +308,7 @@ func (c *config) tlsConfig() (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("client CAs: no certificate in %s", c.ClientCAFile)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool}, nil
+	return &tls.Config{GetCertificate: identity.GetCertificate, ClientCAs: pool}, nil
 }
 
 // keySource opens keys_dir or the keystore; the function returned
