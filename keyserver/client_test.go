@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -33,7 +34,7 @@ type clientWorld struct {
 	keys    map[certs.KeyType]*certs.Leaf
 }
 
-func newClientWorld(t *testing.T) *clientWorld {
+func newClientWorld(t testing.TB) *clientWorld {
 	t.Helper()
 	ca, err := certs.NewCA("keyless identity CA")
 	if err != nil {
@@ -54,7 +55,7 @@ func newClientWorld(t *testing.T) *clientWorld {
 }
 
 // identity issues an mTLS certificate from the world's CA.
-func (w *clientWorld) identity(t *testing.T, name string) tls.Certificate {
+func (w *clientWorld) identity(t testing.TB, name string) tls.Certificate {
 	t.Helper()
 	leaf, err := w.ca.Issue(certs.LeafSpec{Names: []string{name}, ClientAuth: true, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	if err != nil {
@@ -72,7 +73,7 @@ func (w *clientWorld) pool() *x509.CertPool {
 // startServer runs a key server over the world's keys; keys wraps the
 // source (nil: as is). It returns the address and a stop function that
 // closes the server abruptly.
-func (w *clientWorld) startServer(t *testing.T, wrap func(KeySource) KeySource) (string, func()) {
+func (w *clientWorld) startServer(t testing.TB, wrap func(KeySource) KeySource) (string, func()) {
 	t.Helper()
 	src, err := NewDirSource(w.keysDir, DirOptions{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -108,7 +109,7 @@ func (w *clientWorld) startServer(t *testing.T, wrap func(KeySource) KeySource) 
 	return ln.Addr().String(), stop
 }
 
-func (w *clientWorld) client(t *testing.T, cfg ClientConfig) *Client {
+func (w *clientWorld) client(t testing.TB, cfg ClientConfig) *Client {
 	t.Helper()
 	if cfg.TLSConfig == nil {
 		cfg.TLSConfig = &tls.Config{Certificates: []tls.Certificate{w.identity(t, "edge.test")}, RootCAs: w.pool()}
@@ -122,7 +123,7 @@ func (w *clientWorld) client(t *testing.T, cfg ClientConfig) *Client {
 	return c
 }
 
-func (w *clientWorld) key(t *testing.T, c *Client, ctx context.Context, kt certs.KeyType, addrs ...string) crypto.Signer {
+func (w *clientWorld) key(t testing.TB, c *Client, ctx context.Context, kt certs.KeyType, addrs ...string) crypto.Signer {
 	t.Helper()
 	var eps []Endpoint
 	for _, a := range addrs {
@@ -345,5 +346,37 @@ func TestClientIdentityExpiryMetric(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(c.metrics.expiry); got != float64(leaf.NotAfter.Unix()) {
 		t.Errorf("identity expiry gauge = %v, want %v", got, leaf.NotAfter.Unix())
+	}
+}
+
+// BenchmarkClientSign measures the product client against a key server
+// in the same process, on one connection and on several, with 64
+// signatures in flight: compare with BenchmarkInProcessECDSA.
+//
+//	go test -run '^$' -bench ClientSign -benchtime 2s ./keyserver
+func BenchmarkClientSign(b *testing.B) {
+	w := newClientWorld(b)
+	addr, _ := w.startServer(b, nil)
+	digest := sha256.Sum256([]byte("bench"))
+	for _, conns := range []int{1, 4} {
+		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
+			c := w.client(b, ClientConfig{ConnsPerServer: conns})
+			k := w.key(b, c, context.Background(), certs.ECDSAP256, addr)
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for range 64 {
+				wg.Go(func() {
+					for next.Add(1) <= int64(b.N) {
+						if _, err := k.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sig/s")
+		})
 	}
 }
