@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -32,6 +33,8 @@ type clientWorld struct {
 	ca      *certs.CA
 	keysDir string
 	keys    map[certs.KeyType]*certs.Leaf
+
+	requestTimeout time.Duration // the servers' Config.RequestTimeout
 }
 
 func newClientWorld(t testing.TB) *clientWorld {
@@ -85,9 +88,10 @@ func (w *clientWorld) startServer(t testing.TB, wrap func(KeySource) KeySource) 
 		keys = wrap(src)
 	}
 	srv, err := NewServer(Config{
-		Keys:      keys,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{w.identity(t, "keyserver.test")}, ClientCAs: w.pool()},
-		Logger:    slog.New(slog.DiscardHandler),
+		Keys:           keys,
+		RequestTimeout: w.requestTimeout,
+		TLSConfig:      &tls.Config{Certificates: []tls.Certificate{w.identity(t, "keyserver.test")}, ClientCAs: w.pool()},
+		Logger:         slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -293,6 +297,22 @@ func TestClientDeadline(t *testing.T) {
 	_, err := k.Sign(rand.Reader, digest[:], crypto.SHA256)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("slow key server: %v, want a deadline error", err)
+	}
+}
+
+// TestServerRequestTimeout: a key lookup that hangs is answered with an
+// internal error at the server's request timeout, not left waiting.
+func TestServerRequestTimeout(t *testing.T) {
+	w := newClientWorld(t)
+	w.requestTimeout = 200 * time.Millisecond
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	addr, _ := w.startServer(t, func(k KeySource) KeySource { return &blockingSource{k, release} })
+	c := w.client(t, ClientConfig{Timeout: 10 * time.Second})
+	digest := sha256.Sum256([]byte("x"))
+	_, err := w.key(t, c, context.Background(), certs.ECDSAP256, addr).Sign(rand.Reader, digest[:], crypto.SHA256)
+	if !errors.Is(err, wire.ErrInternal) {
+		t.Fatalf("hung key lookup: %v, want the server's ErrInternal", err)
 	}
 }
 

@@ -210,7 +210,9 @@ func (c *serverConn) work(j job) {
 // handle answers one request; it holds a slot of sem, which writeLoop
 // frees.
 func (c *serverConn) handle(m *wire.Message, bp *[]byte) {
-	resp, result := c.srv.answer(c.ctx, c, m)
+	ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.RequestTimeout)
+	resp, result := c.srv.answer(ctx, c, m)
+	cancel()
 	c.srv.metrics.requests.WithLabelValues(opLabel(m.Opcode), result).Inc()
 	c.queue(resp) // encodes resp, which may alias the buffer
 	bufPool.Put(bp)

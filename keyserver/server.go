@@ -47,6 +47,7 @@ type Config struct {
 	IdleTimeout      time.Duration // a connection with no request for this long is closed [5m]
 	WriteTimeout     time.Duration // writing responses; a peer not reading for this long is dropped [10s]
 	HandshakeTimeout time.Duration // [10s]
+	RequestTimeout   time.Duration // finding the key and answering one request; then ErrInternal [10s]
 
 	Logger     *slog.Logger          // [slog.Default()]
 	Registerer prometheus.Registerer // receives the keyedge_keyserver_* metrics if set
@@ -110,6 +111,7 @@ func NewServer(cfg Config) (*Server, error) {
 	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, 5*time.Minute)
 	cfg.WriteTimeout = orDefault(cfg.WriteTimeout, 10*time.Second)
 	cfg.HandshakeTimeout = orDefault(cfg.HandshakeTimeout, 10*time.Second)
+	cfg.RequestTimeout = orDefault(cfg.RequestTimeout, 10*time.Second)
 	s := &Server{
 		cfg:       cfg,
 		tls:       t,
