@@ -9,6 +9,7 @@
 //	certs/<id2>/<id>/record      meta (tenant, origin, policy, route, version), DER chain, OCSP staple
 //	certs/<id2>/<id>/key.sealed  the private key, sealed at rest
 //	changes/head, changes/<seq>  the change journal
+//	trash/<id>                   replaced certificates awaiting deletion (Options.DeleteGrace)
 //
 // Lookup normalises the name (so a hostile SNI never becomes a path),
 // tries the exact name and then its one-label wildcard, and keeps what

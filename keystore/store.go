@@ -52,6 +52,11 @@ type Options struct {
 	// load, is remembered before storage is asked again. Default 1s.
 	NegativeTTL time.Duration
 
+	// DeleteGrace is how long a certificate replaced by a renewal stays
+	// in storage, so a handshake that chose it just before the renewal
+	// can still open its key. Default 1m.
+	DeleteGrace time.Duration
+
 	// PollInterval is how often the change journal is read; with
 	// NegativeTTL it bounds how long a changed certificate can be served
 	// stale. Default 500ms.
@@ -74,6 +79,7 @@ type Store struct {
 	sealer       Sealer
 	negativeTTL  time.Duration
 	pollInterval time.Duration
+	deleteGrace  time.Duration
 	log          *slog.Logger
 	metrics      *metrics
 
@@ -142,6 +148,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		sealer:       opts.Sealer,
 		negativeTTL:  cmp.Or(opts.NegativeTTL, defaultNegativeTTL),
 		pollInterval: cmp.Or(opts.PollInterval, defaultPollInterval),
+		deleteGrace:  cmp.Or(opts.DeleteGrace, time.Minute),
 		log:          opts.Logger,
 		metrics:      newMetrics(),
 		done:         make(chan struct{}),

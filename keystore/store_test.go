@@ -323,7 +323,7 @@ func TestEntryBound(t *testing.T) {
 // the default bound, without restart.
 func TestInvalidation(t *testing.T) {
 	f := newFixture(t)
-	writer := f.open(t, keystore.Options{})
+	writer := f.open(t, keystore.Options{DeleteGrace: time.Millisecond})
 	node := f.open(t, keystore.Options{}) // defaults: 500ms poll, 1s negative TTL
 	ctx := context.Background()
 
@@ -357,7 +357,8 @@ func TestInvalidation(t *testing.T) {
 		_, err := node.Lookup(ctx, "new.example.com")
 		return err == nil
 	})
-	// The replaced certificate had no other name: it is gone from disk.
+	// The replaced certificate had no other name: after its grace, the
+	// next write (the Remove and Put above) deleted it from disk.
 	if _, err := os.Stat(filepath.Join(f.dir, "certs", old[:2], old)); !os.IsNotExist(err) {
 		t.Errorf("replaced certificate %s still on disk: %v", old, err)
 	}

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"slices"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -192,7 +194,7 @@ func (s *Store) write(ctx context.Context, ps []*prepared) error {
 		c.ids = append(c.ids, p.id)
 	}
 	for _, old := range slices.Concat(replaced...) {
-		if err := s.deleteIfOrphan(ctx, old); err != nil {
+		if err := s.retire(ctx, old); err != nil {
 			return err
 		}
 		c.ids = append(c.ids, old)
@@ -200,11 +202,58 @@ func (s *Store) write(ctx context.Context, ps []*prepared) error {
 	return s.commit(ctx, c)
 }
 
-// commit journals c and drops its entries from this node's caches at once.
+// commit journals c, drops its entries from this node's caches at once,
+// and deletes retired certificates whose grace has passed.
 func (s *Store) commit(ctx context.Context, c change) error {
 	err := s.appendChange(ctx, c)
 	s.invalidate(c)
+	if serr := s.sweep(ctx); err == nil {
+		err = serr
+	}
 	return err
+}
+
+// A certificate a renewal replaced is not deleted at once: handshakes on
+// other nodes may have chosen it just before and still need its key. It
+// is retired (trash/<id> holds the time) and deleted by a later write
+// once DeleteGrace has passed, if no name refers to it again by then.
+const trashDir = "trash"
+
+func (s *Store) retire(ctx context.Context, id string) error {
+	stamp := []byte(time.Now().UTC().Format(time.RFC3339Nano))
+	if err := s.storage.Store(ctx, trashDir+"/"+id, stamp); err != nil {
+		return fmt.Errorf("keystore: failed to retire certificate %s: %w", id, err)
+	}
+	return nil
+}
+
+// sweep deletes retired certificates older than DeleteGrace.
+func (s *Store) sweep(ctx context.Context) error {
+	keys, err := s.storage.List(ctx, trashDir, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("keystore: failed to list retired certificates: %w", err)
+	}
+	for _, key := range keys {
+		id := path.Base(key)
+		data, err := s.storage.Load(ctx, key)
+		if err != nil {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, string(data))
+		if err == nil && time.Since(at) < s.deleteGrace || !isCertID(id) {
+			continue
+		}
+		if err := s.deleteIfOrphan(ctx, id); err != nil {
+			return err
+		}
+		if err := s.storage.Delete(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("keystore: failed to clear retired certificate %s: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // writeCert writes a certificate's sealed key and then its record, with
