@@ -4,7 +4,7 @@
 # with 1 tenant and with TENANTS tenants on disk, Zipf-distributed names,
 # in the same run. Figures: bench/RESULTS.md.
 #
-# Two keystores are generated under bench/out (reused when their
+# Two keystores are generated under bench/_out (reused when their
 # GENERATED marker matches), each served by its own `keyedge serve`; a
 # minimal origin (`edgebench -serve-origin`) answers behind both. The
 # edges run on CPU 0, edgebench and the origin on CPU 1 (taskset, when
@@ -59,7 +59,7 @@ base=${PORT_BASE:-18440}
 quiet_for=${QUIET_FOR:-20s}
 max_other=${MAX_OTHER:-0.2}
 origin_addr="127.0.0.1:$((base + 20))"
-out="$root/bench/out"
+out="$root/bench/_out"
 res="$out/edge-results"
 mkdir -p "$out"
 rm -rf "$res"

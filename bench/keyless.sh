@@ -21,7 +21,7 @@ rounds=${ROUNDS:-3}
 conc=${CONCURRENCY:-16}
 base=${PORT_BASE:-18540}
 edge_port=$base ks_port=$((base + 1)) metrics_port=$((base + 10)) origin_addr="127.0.0.1:$((base + 20))"
-out="$root/bench/out/keyless"
+out="$root/bench/_out/keyless"
 res="$out/results"
 
 if command -v taskset >/dev/null; then

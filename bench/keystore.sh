@@ -7,7 +7,7 @@
 #
 # Environment:
 #   TENANTS      tenants to generate (default 1000000; BENCH_QUICK=1: 100000)
-#   WORKDIR      where to generate them (default bench/out/keystore-$TENANTS);
+#   WORKDIR      where to generate them (default bench/_out/keystore-$TENANTS);
 #                reused when its GENERATED marker records the same count
 #   N            cold lookups per measurement (default 10000)
 #   SIGN_N       cold lookup + key + sign measurements (default 5000)
@@ -24,7 +24,7 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
 else
 	tenants=${TENANTS:-1000000}
 fi
-out="$root/bench/out"
+out="$root/bench/_out"
 work=${WORKDIR:-$out/keystore-$tenants}
 small="$out/keystore-1000"
 n=${N:-10000}
