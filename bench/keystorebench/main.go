@@ -47,6 +47,9 @@ type config struct {
 	cache, cacheKeys, opens                     int
 	seed                                        uint64
 	dropCaches                                  bool
+	maxOther                                    float64
+	retries                                     int
+	quietWait                                   time.Duration
 }
 
 func main() {
@@ -67,9 +70,12 @@ func main() {
 	flag.BoolVar(&c.dropCaches, "drop-caches", false, "also measure with the page cache dropped (root, writable /proc/sys/vm/drop_caches)")
 	flag.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&c.label, "label", "", "free text recorded in the results")
+	flag.Float64Var(&c.maxOther, "max-other-cpu", 10, "a step during which other processes used more than this percentage of the machine's CPU is disturbed: it is repeated")
+	flag.IntVar(&c.retries, "retries", 2, "times a disturbed step is repeated; the least disturbed attempt is kept")
+	flag.DurationVar(&c.quietWait, "quiet-wait", time.Minute, "before each step, wait at most this long for other processes to use less than -max-other-cpu")
 	flag.Parse()
 	if flag.NArg() != 0 || c.names <= 0 || c.n <= 0 || c.signN <= 0 || c.warmNames <= 0 ||
-		c.warmBatches <= 0 || c.cache <= 0 || c.cacheKeys < 0 || c.opens <= 0 {
+		c.warmBatches <= 0 || c.cache <= 0 || c.cacheKeys < 0 || c.opens <= 0 || c.retries < 0 || c.quietWait < 0 {
 		fmt.Fprintln(os.Stderr, "keystorebench: -names is required and every count must be positive")
 		flag.Usage()
 		os.Exit(2)
@@ -121,14 +127,18 @@ type coldResult struct {
 	PageCache string `json:"page_cache"` // "warm": files read once by another Store first; "dropped"
 	Lookup    dist   `json:"lookup"`
 	Misses    int    `json:"misses"` // lookups the Store counted as loaded from storage; must equal lookup.n
+	// DiskReads is read requests completed by the keystore's block
+	// device per lookup (/proc/diskstats), when the page cache was dropped.
+	DiskReads float64 `json:"disk_reads_per_lookup,omitempty"`
 }
 
 type signResult struct {
-	PageCache string `json:"page_cache"`
-	Total     dist   `json:"total"` // Lookup + PrivateKey + Sign
-	Lookup    dist   `json:"lookup"`
-	KeyOpen   dist   `json:"key_open"`
-	Sign      dist   `json:"sign"`
+	PageCache string  `json:"page_cache"`
+	Total     dist    `json:"total"` // Lookup + PrivateKey + Sign
+	Lookup    dist    `json:"lookup"`
+	KeyOpen   dist    `json:"key_open"`
+	Sign      dist    `json:"sign"`
+	DiskReads float64 `json:"disk_reads_per_op,omitempty"` // as in coldResult
 }
 
 type warmResult struct {
@@ -171,6 +181,7 @@ type results struct {
 	// OtherCPU is, per step, the CPU time other processes used, as a
 	// percentage of the machine's capacity: other work skews every figure.
 	OtherCPU  map[string]float64 `json:"other_cpu_percent"`
+	Attempts  map[string]int     `json:"attempts"` // per step; above 1 when a step was disturbed
 	Open      openResult         `json:"open"`
 	Cold      coldResult         `json:"cold"`
 	ColdDisk  *coldResult        `json:"cold_disk,omitempty"`
@@ -252,7 +263,9 @@ func metric(reg *prometheus.Registry, family, name, value string) (float64, erro
 }
 
 func (b *bench) note(format string, args ...any) {
-	b.res.Notes = append(b.res.Notes, fmt.Sprintf(format, args...))
+	if n := fmt.Sprintf(format, args...); !slices.Contains(b.res.Notes, n) {
+		b.res.Notes = append(slices.Clip(b.res.Notes), n)
+	}
 }
 
 // ecdsa reports whether tenant i has an ECDSA certificate.
@@ -350,6 +363,31 @@ func (b *bench) prewarm(ctx context.Context, names []string, keys bool) error {
 	})
 }
 
+// diskReads returns the read requests completed so far by the block
+// device holding the keystore (/proc/diskstats), or -1 if unknown.
+func (b *bench) diskReads() int64 {
+	var st unix.Stat_t
+	if unix.Stat(b.cfg.keystore, &st) != nil {
+		return -1
+	}
+	data, err := os.ReadFile("/proc/diskstats")
+	if err != nil {
+		return -1
+	}
+	major, minor := strconv.Itoa(int(unix.Major(st.Dev))), strconv.Itoa(int(unix.Minor(st.Dev)))
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line) // major minor name reads-completed ...
+		if len(f) > 3 && f[0] == major && f[1] == minor {
+			n, err := strconv.ParseInt(f[3], 10, 64)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
+}
+
 func dropCaches() error {
 	unix.Sync()
 	f, err := os.OpenFile("/proc/sys/vm/drop_caches", os.O_WRONLY, 0)
@@ -420,6 +458,19 @@ func otherCPU(a, b cpuSample) float64 {
 	return max(0, 100*other/total)
 }
 
+// waitQuiet waits, at most quietWait, until other processes use at most
+// maxOther percent of the machine over a second.
+func (b *bench) waitQuiet() {
+	deadline := time.Now().Add(b.cfg.quietWait)
+	for {
+		c0 := readCPU()
+		time.Sleep(time.Second)
+		if other := otherCPU(c0, readCPU()); other <= b.cfg.maxOther || time.Now().After(deadline) {
+			return
+		}
+	}
+}
+
 // loadavg returns the first three fields of /proc/loadavg.
 func loadavg() string {
 	data, err := os.ReadFile("/proc/loadavg")
@@ -453,30 +504,51 @@ func (b *bench) run(ctx context.Context, w io.Writer) error {
 		}
 	}
 	steps := []struct {
-		name string
-		fn   func(context.Context) error
+		name   string
+		fn     func(context.Context) error
+		timing bool // a latency figure, which other processes skew
 	}{
-		{"open", b.measureOpen},
-		{"cold lookups, page cache dropped", b.measureColdDisk},
-		{"cold lookups", b.measureCold},
-		{"warm lookups", b.measureWarm},
-		{"cold lookup + key + sign, page cache dropped", b.measureSignDisk},
-		{"cold lookup + key + sign", b.measureSign},
-		{"heap per cached tenant", b.measureHeap},
+		{"open", b.measureOpen, true},
+		{"cold lookups, page cache dropped", b.measureColdDisk, true},
+		{"cold lookups", b.measureCold, true},
+		{"warm lookups", b.measureWarm, true},
+		{"cold lookup + key + sign, page cache dropped", b.measureSignDisk, true},
+		{"cold lookup + key + sign", b.measureSign, true},
+		{"heap per cached tenant", b.measureHeap, false},
 	}
-	b.res.OtherCPU = map[string]float64{}
+	b.res.OtherCPU, b.res.Attempts = map[string]float64{}, map[string]int{}
 	for _, st := range steps {
 		if strings.Contains(st.name, "dropped") && !b.cfg.dropCaches {
 			continue
 		}
-		t := time.Now()
-		c0 := readCPU()
-		if err := st.fn(ctx); err != nil {
-			return fmt.Errorf("%s: %w", st.name, err)
+		// Each attempt starts from the results before the step; the least
+		// disturbed one is kept.
+		before, best, bestOther := b.res, b.res, math.Inf(1)
+		for attempt := 1; attempt <= 1+b.cfg.retries; attempt++ {
+			if st.timing {
+				b.waitQuiet()
+			}
+			b.res = before
+			t := time.Now()
+			c0 := readCPU()
+			if err := st.fn(ctx); err != nil {
+				return fmt.Errorf("%s: %w", st.name, err)
+			}
+			other := otherCPU(c0, readCPU())
+			fmt.Fprintf(os.Stderr, "keystorebench: %s: %v (other processes: %.1f%% CPU)\n", st.name, time.Since(t).Round(time.Millisecond), other)
+			if other < bestOther {
+				best, bestOther = b.res, other
+			}
+			b.res.Attempts[st.name] = attempt
+			if other <= b.cfg.maxOther || !st.timing {
+				break
+			}
 		}
-		other := otherCPU(c0, readCPU())
-		b.res.OtherCPU[st.name] = math.Round(other*10) / 10
-		fmt.Fprintf(os.Stderr, "keystorebench: %s: %v (other processes: %.1f%% CPU)\n", st.name, time.Since(t).Round(time.Millisecond), other)
+		b.res = best
+		b.res.OtherCPU[st.name] = math.Round(bestOther*10) / 10
+		if bestOther > b.cfg.maxOther && st.timing {
+			b.note("%s: other processes used %.0f%% of the CPU even in the least disturbed of %d attempts", st.name, bestOther, b.res.Attempts[st.name])
+		}
 	}
 	b.res.Seconds = time.Since(b.res.Start).Seconds()
 	b.res.LoadAvg[1] = loadavg()
@@ -550,7 +622,11 @@ func (b *bench) measureColdDisk(ctx context.Context) error {
 	}
 	defer s.Close()
 	b.res.Open.AfterDropNs = int64(d)
+	r0 := b.diskReads()
 	b.res.ColdDisk, err = b.coldLookups(ctx, s, reg, names, "dropped")
+	if err == nil && r0 >= 0 {
+		b.res.ColdDisk.DiskReads = float64(b.diskReads()-r0) / float64(len(names))
+	}
 	return err
 }
 
@@ -693,7 +769,11 @@ func (b *bench) measureSignDisk(ctx context.Context) error {
 		return err
 	}
 	defer s.Close()
+	r0 := b.diskReads()
 	b.res.ColdSignD, err = b.signLookups(ctx, s, names, "dropped")
+	if err == nil && r0 >= 0 {
+		b.res.ColdSignD.DiskReads = float64(b.diskReads()-r0) / float64(len(names))
+	}
 	return err
 }
 
@@ -813,9 +893,9 @@ func (b *bench) print(w io.Writer) {
 		fmt.Fprintf(w, "label: %s\n", r.Label)
 	}
 	fmt.Fprintf(w, "load average: %s at start, %s at end\n", r.LoadAvg[0], r.LoadAvg[1])
-	fmt.Fprintf(w, "CPU used by other processes, %% of the machine:")
+	fmt.Fprintf(w, "CPU used by other processes, %% of the machine (attempts):")
 	for _, st := range slices.Sorted(maps.Keys(r.OtherCPU)) {
-		fmt.Fprintf(w, " %s %.1f;", st, r.OtherCPU[st])
+		fmt.Fprintf(w, " %s %.1f (%d);", st, r.OtherCPU[st], r.Attempts[st])
 	}
 	fmt.Fprintln(w)
 	pc := "page cache warm"
@@ -836,6 +916,9 @@ func (b *bench) print(w io.Writer) {
 	row(fmt.Sprintf("cold lookup, page cache warm (n=%d)", r.Cold.Lookup.N), r.Cold.Lookup)
 	if r.ColdDisk != nil {
 		row(fmt.Sprintf("cold lookup, page cache dropped (n=%d)", r.ColdDisk.Lookup.N), r.ColdDisk.Lookup)
+		if r.ColdDisk.DiskReads > 0 {
+			fmt.Fprintf(w, "  %.1f disk reads per lookup\n", r.ColdDisk.DiskReads)
+		}
 	}
 	wm := r.Warm
 	fmt.Fprintf(w, "%-46s %10s %10s %10s %10s %10s\n", fmt.Sprintf("warm lookup (batches of %d, %d names)", wm.BatchSize, wm.Names),
@@ -850,6 +933,9 @@ func (b *bench) print(w io.Writer) {
 		row("  of which lookup", sr.Lookup)
 		row("  of which PrivateKey (read, unseal, parse)", sr.KeyOpen)
 		row("  of which ECDSA P-256 sign", sr.Sign)
+		if sr.DiskReads > 0 {
+			fmt.Fprintf(w, "  %.1f disk reads per lookup+key+sign\n", sr.DiskReads)
+		}
 	}
 	h := r.Heap
 	fmt.Fprintf(w, "\nwarm lookup allocations: %.1f allocs, %.0f B per lookup\n", wm.AllocsPerOp, wm.BytesPerOp)
@@ -867,7 +953,7 @@ func (b *bench) print(w io.Writer) {
 	// One line for scripts: figures in ns and bytes.
 	fmt.Fprintf(w, "summary: tenants=%d open_median_ns=%d open_first_ns=%d cold_p50_ns=%d cold_p99_ns=%d", r.Names, o.MedianNs, o.FirstNs, r.Cold.Lookup.P50Ns, r.Cold.Lookup.P99Ns)
 	if r.ColdDisk != nil {
-		fmt.Fprintf(w, " open_dropped_ns=%d cold_disk_p50_ns=%d cold_disk_p99_ns=%d", o.AfterDropNs, r.ColdDisk.Lookup.P50Ns, r.ColdDisk.Lookup.P99Ns)
+		fmt.Fprintf(w, " open_dropped_ns=%d cold_disk_p50_ns=%d cold_disk_p99_ns=%d cold_disk_reads=%.2f", o.AfterDropNs, r.ColdDisk.Lookup.P50Ns, r.ColdDisk.Lookup.P99Ns, r.ColdDisk.DiskReads)
 	}
 	fmt.Fprintf(w, " warm_mean_ns=%.0f warm_batch_p99_ns=%.0f warm_parallel_ns=%.0f sign_p50_ns=%d sign_p99_ns=%d heap_bytes_per_tenant=%.0f est_bytes_per_cert=%.0f key_bytes_per_tenant=%.0f\n",
 		wm.MeanNs, wm.BatchP99Ns, wm.ParallelNsOp, r.ColdSign.Total.P50Ns, r.ColdSign.Total.P99Ns, h.BytesPerTenant, h.EstBytesPerCert, h.KeyBytesPerTen)
