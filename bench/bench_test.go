@@ -53,10 +53,9 @@ func startEdge(t *testing.T) *testEdge {
 		t.Fatal(err)
 	}
 	store, err := keystore.Open(ctx, keystore.Options{
-		Storage: &certmagic.FileStorage{Path: t.TempDir()},
-		Sealer:  fleet,
-		Opener:  fleet,
-		Logger:  slog.New(slog.DiscardHandler),
+		Storage:  &certmagic.FileStorage{Path: t.TempDir()},
+		FleetKey: fleet,
+		Logger:   slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -97,8 +97,7 @@ func (w *world) openStore(t testing.TB) *keystore.Store {
 	t.Helper()
 	s, err := keystore.Open(context.Background(), keystore.Options{
 		Storage:      &certmagic.FileStorage{Path: w.dir},
-		Sealer:       w.fleet,
-		Opener:       w.fleet,
+		FleetKey:     w.fleet,
 		PollInterval: 50 * time.Millisecond,
 		Logger:       slog.New(slog.DiscardHandler),
 	})

@@ -99,7 +99,8 @@ type KeystoreSource struct {
 }
 
 // NewKeystoreSource returns a KeySource over s, which the caller opened
-// with an Opener (keystore.ReadFleetKeyFile) and closes after the
+// with the keys it may open (Options.FleetKey, and Options.NodeKey for
+// keys with a geo policy admitting this key server) and closes after the
 // server stops.
 func NewKeystoreSource(s *keystore.Store) *KeystoreSource {
 	return &KeystoreSource{store: s}

@@ -341,10 +341,9 @@ func TestKeystoreSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	store, err := keystore.Open(context.Background(), keystore.Options{
-		Storage: &certmagic.FileStorage{Path: t.TempDir()},
-		Sealer:  fleet,
-		Opener:  fleet,
-		Logger:  quietLogger(),
+		Storage:  &certmagic.FileStorage{Path: t.TempDir()},
+		FleetKey: fleet,
+		Logger:   quietLogger(),
 	})
 	if err != nil {
 		t.Fatal(err)

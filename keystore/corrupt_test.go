@@ -110,7 +110,7 @@ func TestOtherFleetKeyCannotOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := f.open(t, keystore.Options{Opener: otherFleet})
+	s := f.open(t, keystore.Options{FleetKey: otherFleet})
 	e, err := s.Lookup(context.Background(), "fleet.example.com")
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@
 //	certs/<id2>/<id>/key.sealed  the private key, sealed at rest
 //	changes/head, changes/<seq>  the change journal
 //	trash/<id>                   replaced certificates awaiting deletion (Options.DeleteGrace)
+//	geo/params                   the geo master key's public parameters
+//	policies/<policy ID>         one key pair per distinct geo policy, sealed under the policy
 //
 // Lookup normalises the name (so a hostile SNI never becomes a path),
 // tries the exact name and then its one-label wildcard, and keeps what
@@ -23,8 +25,12 @@
 // a renewed or removed certificate is served within PollInterval plus
 // NegativeTTL on every node, at a cost that follows the rate of change.
 //
-// Private keys are sealed by a Sealer and opened by an Opener. FleetKey
-// implements both with HPKE over the hybrid post-quantum KEM
-// ML-KEM-768+X25519; the sealed file names its recipient, which is where
-// per-policy keys plug in.
+// Private keys are sealed at rest with HPKE over the hybrid post-quantum
+// KEM ML-KEM-768+X25519: keys with no geo policy to the FleetKey every
+// node holds, keys with a policy (Meta.Policy, see package geo) to a
+// per-policy key whose private half is itself sealed under the policy
+// with CP-ABE (policy.go). A node opens a restricted key only when its
+// NodeKey's attributes satisfy the policy; otherwise PrivateKey fails
+// with ErrCannotOpen and the edge signs through a key server the policy
+// admits. Policy keys open once per node, in the background at Open.
 package keystore

@@ -25,9 +25,8 @@ func Example() {
 		log.Fatal(err)
 	}
 	store, err := keystore.Open(ctx, keystore.Options{
-		Storage: &certmagic.FileStorage{Path: dir},
-		Sealer:  fleet,
-		Opener:  fleet,
+		Storage:  &certmagic.FileStorage{Path: dir},
+		FleetKey: fleet,
 	})
 	if err != nil {
 		log.Fatal(err)

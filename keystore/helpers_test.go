@@ -88,17 +88,14 @@ func newFixture(t testing.TB) *fixture {
 }
 
 // open opens a Store on the fixture's directory; opts fields left zero
-// get the fixture's storage, sealer and opener.
+// get the fixture's storage and fleet key.
 func (f *fixture) open(t testing.TB, opts keystore.Options) *keystore.Store {
 	t.Helper()
 	if opts.Storage == nil {
 		opts.Storage = &certmagic.FileStorage{Path: f.dir}
 	}
-	if opts.Sealer == nil {
-		opts.Sealer = f.fleet
-	}
-	if opts.Opener == nil {
-		opts.Opener = f.fleet
+	if opts.FleetKey == nil {
+		opts.FleetKey = f.fleet
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -17,6 +17,9 @@ type metrics struct {
 	evictions      *prometheus.CounterVec // cache: names, certs
 	journal        *prometheus.CounterVec // event: applied, reset, error
 
+	policyOpens       *prometheus.CounterVec // result: ok, not_admitted, error
+	policyOpenSeconds prometheus.Histogram   // CP-ABE opens of policy keys
+
 	// The lookups children, resolved once: the hot path does not hash labels.
 	hits, misses, negative, errors prometheus.Counter
 }
@@ -49,6 +52,15 @@ func newMetrics() *metrics {
 			Name: "keyedge_keystore_journal_events_total",
 			Help: "Change journal events: applied (an entry invalidated its names), reset (a gap cleared the cache), error.",
 		}, []string{"event"}),
+		policyOpens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyedge_keystore_policy_key_opens_total",
+			Help: "Attempts to open a geo policy key with this node's attribute key, by result: ok, not_admitted (the policy excludes this node), error.",
+		}, []string{"result"}),
+		policyOpenSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "keyedge_keystore_policy_key_open_seconds",
+			Help:    "Time taken by successful CP-ABE opens of geo policy keys (once per policy per node).",
+			Buckets: prometheus.ExponentialBuckets(1e-3, 2, 12),
+		}),
 	}
 	m.hits, m.misses = m.lookups.WithLabelValues("hit"), m.lookups.WithLabelValues("miss")
 	m.negative, m.errors = m.lookups.WithLabelValues("negative"), m.lookups.WithLabelValues("error")
@@ -89,7 +101,7 @@ func (m *metrics) register(r prometheus.Registerer, s *Store) error {
 			Help: "Estimated heap bytes held by cached certificates (the weight bounded by MaxBytes).",
 		}, func() float64 { s.certs.CleanUp(); return float64(s.certs.WeightedSize()) }),
 	}
-	for _, c := range append(gauges, m.lookups, m.loadSeconds, m.keyOpenSeconds, m.loadErrors, m.evictions, m.journal) {
+	for _, c := range append(gauges, m.lookups, m.loadSeconds, m.keyOpenSeconds, m.loadErrors, m.evictions, m.journal, m.policyOpens, m.policyOpenSeconds) {
 		if err := r.Register(c); err != nil {
 			return fmt.Errorf("keystore: failed to register metrics (one Store per registry): %w", err)
 		}

@@ -1,38 +1,25 @@
 package keystore
 
 import (
-	"bytes"
 	"crypto/hpke"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
+
+	"github.com/keyedge/keyedge/internal/secretfile"
 )
 
-// A Sealer seals a private key (PKCS#8 DER) for storage at rest. The
-// sealed bytes are bound to certID, so a sealed key copied next to
-// another certificate does not open.
-type Sealer interface {
-	Seal(certID string, key []byte) ([]byte, error)
-}
-
-// An Opener recovers a private key sealed by a Sealer. It returns an
-// error wrapping ErrCannotOpen when this node holds no key for the
-// recipient the file was sealed to (a key restricted to other places).
-type Opener interface {
-	Open(certID string, sealed []byte) ([]byte, error)
-}
-
-// ErrCannotOpen is returned by an Opener that holds no key for the
-// recipient a sealed key names. The caller must sign elsewhere.
+// ErrCannotOpen is returned when this node holds no key for the
+// recipient a sealed key names: no fleet key, or a policy that does not
+// admit the node's attributes. The caller must sign elsewhere.
 var ErrCannotOpen = errors.New("keystore: sealed key is not addressed to this node")
 
 // Sealed key file layout (key.sealed), all integers big-endian:
 //
 //	magic     [4]byte "KES1"
 //	recipLen  uint8   length of recipient, 1..64
-//	recipient [recipLen]byte  who can open it: "fleet", or a policy key's ID
+//	recipient [recipLen]byte  who can open it: "fleet", or "policy:" and a policy ID
 //	kem, kdf, aead uint16     the HPKE suite (RFC 9180 identifiers)
 //	sealed    []byte  HPKE single-shot enc || ciphertext of the PKCS#8 DER
 //
@@ -80,26 +67,29 @@ func parseSealed(data []byte) (sealedHeader, []byte, error) {
 // FleetRecipient is the recipient name of keys sealed to the fleet key.
 const FleetRecipient = "fleet"
 
-// FleetKey seals and opens unrestricted tenant keys. It is an HPKE key
-// pair for the hybrid post-quantum KEM ML-KEM-768+X25519, with
-// HKDF-SHA256 and ChaCha20-Poly1305, so keys at rest stay sealed against
-// a future quantum adversary holding today's files. Every node of a fleet
-// holds the same FleetKey (a 0600 file written by keyctl init).
+// FleetKey seals and opens unrestricted tenant keys (those with no geo
+// policy). Every node of a fleet holds the same FleetKey (a 0600 file
+// written by keyctl init). Restricted keys are sealed the same way to a
+// per-policy key instead (see policy.go).
 type FleetKey struct {
 	priv hpke.PrivateKey
 }
 
+// Tenant keys are sealed with HPKE over the hybrid post-quantum KEM
+// ML-KEM-768+X25519, with HKDF-SHA256 and ChaCha20-Poly1305, so keys at
+// rest stay sealed against a future quantum adversary holding today's
+// files.
 var (
-	fleetKEM  = hpke.MLKEM768X25519()
-	fleetKDF  = hpke.HKDFSHA256()
-	fleetAEAD = hpke.ChaCha20Poly1305()
+	sealKEM  = hpke.MLKEM768X25519()
+	sealKDF  = hpke.HKDFSHA256()
+	sealAEAD = hpke.ChaCha20Poly1305()
 )
 
 const fleetPEMType = "KEYEDGE FLEET KEY"
 
 // GenerateFleetKey creates a new random fleet key.
 func GenerateFleetKey() (*FleetKey, error) {
-	priv, err := fleetKEM.GenerateKey()
+	priv, err := sealKEM.GenerateKey()
 	if err != nil {
 		return nil, fmt.Errorf("keystore: failed to generate fleet key: %w", err)
 	}
@@ -112,7 +102,7 @@ func ParseFleetKey(pemBytes []byte) (*FleetKey, error) {
 	if block == nil || block.Type != fleetPEMType {
 		return nil, fmt.Errorf("keystore: fleet key: no %q PEM block", fleetPEMType)
 	}
-	priv, err := fleetKEM.NewPrivateKey(block.Bytes)
+	priv, err := sealKEM.NewPrivateKey(block.Bytes)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: fleet key: %w", err)
 	}
@@ -128,36 +118,26 @@ func (k *FleetKey) MarshalPEM() ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: fleetPEMType, Bytes: b}), nil
 }
 
-func (k *FleetKey) header() sealedHeader {
-	return sealedHeader{FleetRecipient, fleetKEM.ID(), fleetKDF.ID(), fleetAEAD.ID()}
-}
-
-// Seal implements Sealer.
-func (k *FleetKey) Seal(certID string, key []byte) ([]byte, error) {
-	h := k.header()
-	ct, err := hpke.Seal(k.priv.PublicKey(), fleetKDF, fleetAEAD, h.info(certID), key)
+// sealTo seals a tenant's PKCS#8 key to an HPKE public key of the
+// keystore's suite, under the named recipient.
+func sealTo(pub hpke.PublicKey, recipient, certID string, key []byte) ([]byte, error) {
+	h := sealedHeader{recipient, sealKEM.ID(), sealKDF.ID(), sealAEAD.ID()}
+	ct, err := hpke.Seal(pub, sealKDF, sealAEAD, h.info(certID), key)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: failed to seal key: %w", err)
 	}
 	return append(h.append(nil), ct...), nil
 }
 
-// Open implements Opener.
-func (k *FleetKey) Open(certID string, sealed []byte) ([]byte, error) {
-	h, ct, err := parseSealed(sealed)
-	if err != nil {
-		return nil, err
-	}
-	want := k.header()
-	if h.recipient != want.recipient {
-		return nil, fmt.Errorf("%w (sealed to %q)", ErrCannotOpen, h.recipient)
-	}
-	if !bytes.Equal(h.append(nil), want.append(nil)) {
+// openWith opens a sealed key file whose header has been parsed, with the
+// private key of the recipient it names.
+func openWith(priv hpke.PrivateKey, h sealedHeader, ct []byte, certID string) ([]byte, error) {
+	if h.kem != sealKEM.ID() || h.kdf != sealKDF.ID() || h.aead != sealAEAD.ID() {
 		return nil, fmt.Errorf("%w: unsupported HPKE suite %#04x/%#04x/%#04x", errMalformed, h.kem, h.kdf, h.aead)
 	}
-	key, err := hpke.Open(k.priv, fleetKDF, fleetAEAD, h.info(certID), ct)
+	key, err := hpke.Open(priv, sealKDF, sealAEAD, h.info(certID), ct)
 	if err != nil {
-		return nil, fmt.Errorf("%w: sealed key does not open (tampered, or sealed for another certificate or fleet key)", errMalformed)
+		return nil, fmt.Errorf("%w: sealed key does not open (tampered, or sealed for another certificate or key)", errMalformed)
 	}
 	return key, nil
 }
@@ -165,14 +145,7 @@ func (k *FleetKey) Open(certID string, sealed []byte) ([]byte, error) {
 // ReadFleetKeyFile reads a fleet key file, refusing one that other users
 // could read.
 func ReadFleetKeyFile(path string) (*FleetKey, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: failed to read fleet key: %w", err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("keystore: fleet key %s is accessible by other users (mode %v); chmod 600 it", path, fi.Mode().Perm())
-	}
-	data, err := os.ReadFile(path)
+	data, err := secretfile.Read(path)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: failed to read fleet key: %w", err)
 	}
@@ -186,19 +159,7 @@ func WriteFleetKeyFile(path string, k *FleetKey) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("keystore: failed to create fleet key: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
+	if err := secretfile.Write(path, data); err != nil {
 		return fmt.Errorf("keystore: failed to write fleet key: %w", err)
 	}
 	return nil

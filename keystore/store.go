@@ -4,15 +4,18 @@ import (
 	"cmp"
 	"context"
 	"crypto"
+	"crypto/hpke"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/maypok86/otter/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -32,13 +35,15 @@ type Options struct {
 	// directory on local disk.
 	Storage certmagic.Storage
 
-	// Opener unseals private keys for local signing. Nil means this node
-	// signs nothing locally: PrivateKey fails with ErrCannotOpen.
-	Opener Opener
+	// FleetKey seals and opens keys with no geo policy. Nil: this node
+	// opens none of them (PrivateKey fails with ErrCannotOpen) and Put
+	// refuses them.
+	FleetKey *FleetKey
 
-	// Sealer seals private keys written by Put. Nil makes Put refuse
-	// certificates with a local key.
-	Sealer Sealer
+	// NodeKey opens keys whose geo policy admits this node's attributes.
+	// Nil: this node opens no restricted key. Open starts opening, in the
+	// background, the policy keys this node is admitted to.
+	NodeKey *geo.NodeKey
 
 	// MaxEntries bounds the number of cached certificates, and separately
 	// the number of cached names. Default 100,000.
@@ -75,8 +80,8 @@ type Options struct {
 // for concurrent use.
 type Store struct {
 	storage      certmagic.Storage
-	opener       Opener
-	sealer       Sealer
+	fleet        *FleetKey
+	nodeKey      *geo.NodeKey
 	negativeTTL  time.Duration
 	pollInterval time.Duration
 	deleteGrace  time.Duration
@@ -85,6 +90,7 @@ type Store struct {
 
 	names    *otter.Cache[string, *nameEntry] // name → certificate refs, or a remembered miss
 	certs    *otter.Cache[string, *Cert]      // certificate ID → loaded record
+	policies *otter.Cache[string, *policyKey] // policy ID → loaded, perhaps opened, policy key
 	reported *otter.Cache[string, string]     // file → last error logged for it
 
 	writeMu sync.Mutex // serialises this process's writers before the storage lock
@@ -111,11 +117,12 @@ type Entry struct {
 // Cert is one stored certificate, parsed and ready for a handshake.
 // Its fields must not be modified.
 type Cert struct {
-	ID    string
-	Meta  Meta
-	Chain [][]byte // DER, leaf first
-	Leaf  *x509.Certificate
-	OCSP  []byte
+	ID     string
+	Meta   Meta
+	Policy *geo.Policy // Meta.Policy parsed; nil when unrestricted
+	Chain  [][]byte    // DER, leaf first
+	Leaf   *x509.Certificate
+	OCSP   []byte
 
 	store *Store
 	err   error // load failure, remembered for NegativeTTL
@@ -144,8 +151,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		storage:      opts.Storage,
-		opener:       opts.Opener,
-		sealer:       opts.Sealer,
+		fleet:        opts.FleetKey,
+		nodeKey:      opts.NodeKey,
 		negativeTTL:  cmp.Or(opts.NegativeTTL, defaultNegativeTTL),
 		pollInterval: cmp.Or(opts.PollInterval, defaultPollInterval),
 		deleteGrace:  cmp.Or(opts.DeleteGrace, time.Minute),
@@ -182,6 +189,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}),
 		OnDeletion: countEvictions[*nameEntry](s.metrics.evictions.WithLabelValues("names")),
 	})
+	s.policies = s.newPolicyCache()
 	s.reported = otter.Must(&otter.Options[string, string]{MaximumSize: 10_000})
 	if err := s.metrics.register(opts.Registerer, s); err != nil {
 		return nil, err
@@ -194,6 +202,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	tailCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stop = stop
 	go s.follow(tailCtx)
+	if s.nodeKey != nil {
+		go s.warmPolicies(tailCtx)
+	}
 	return s, nil
 }
 
@@ -360,7 +371,14 @@ func (s *Store) loadCert(ctx context.Context, id string) (*Cert, error) {
 			leaf *x509.Certificate
 		)
 		if r, leaf, err = parseRecord(id, data); err == nil {
-			return &Cert{ID: id, Meta: r.Meta, Chain: r.Chain, Leaf: leaf, OCSP: r.OCSP, store: s}, nil
+			c := &Cert{ID: id, Meta: r.Meta, Chain: r.Chain, Leaf: leaf, OCSP: r.OCSP, store: s}
+			if r.Policy == "" {
+				return c, nil
+			}
+			if c.Policy, err = geo.ParsePolicy(r.Policy); err == nil {
+				return c, nil
+			}
+			err = fmt.Errorf("%w: %w", errMalformed, err)
 		}
 	}
 	if ctx.Err() != nil {
@@ -404,7 +422,7 @@ const certOverhead = 2900
 
 // PrivateKey returns the certificate's private key, reading and unsealing
 // it on first use; the key then stays with the cached Cert. It fails with
-// ErrCannotOpen when this node cannot open the key (no Opener, or a key
+// ErrCannotOpen when this node cannot open the key (no fleet key, or a key
 // sealed for elsewhere) and with ErrCorrupt when the file is bad or does
 // not match the certificate. Failures are remembered for NegativeTTL.
 func (c *Cert) PrivateKey(ctx context.Context) (crypto.Signer, error) {
@@ -431,32 +449,50 @@ func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {
 	if c.Meta.Route == RouteKeyless {
 		return nil, fmt.Errorf("%w: certificate %s is keyless", ErrCannotOpen, c.ID)
 	}
-	if s.opener == nil {
-		return nil, fmt.Errorf("%w: no opener configured", ErrCannotOpen)
-	}
 	key := sealedKey(c.ID)
+	subject := fmt.Sprintf("%s of tenant %q", c.ID, c.Meta.Tenant)
 	data, err := s.storage.Load(ctx, key)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		return nil, s.failed("key", c.ID, key, err)
+		return nil, s.failed("key", subject, key, err)
 	}
-	der, err := s.opener.Open(c.ID, data)
-	if errors.Is(err, ErrCannotOpen) {
-		return nil, fmt.Errorf("certificate %s: %w", c.ID, err)
-	}
+	h, ct, err := parseSealed(data)
 	if err != nil {
-		return nil, s.failed("key", c.ID, key, err)
+		return nil, s.failed("key", subject, key, err)
+	}
+	var opener hpke.PrivateKey
+	switch pid, ok := strings.CutPrefix(h.recipient, policyRecipient); {
+	case h.recipient == FleetRecipient:
+		if s.fleet == nil {
+			return nil, fmt.Errorf("%w: certificate %s: no fleet key configured", ErrCannotOpen, c.ID)
+		}
+		opener = s.fleet.priv
+	case ok:
+		pk, err := s.policyKey(ctx, pid)
+		if err != nil {
+			return nil, err
+		}
+		if pk.priv == nil {
+			return nil, fmt.Errorf("certificate %s: %w", c.ID, pk.err)
+		}
+		opener = pk.priv
+	default:
+		return nil, s.failed("key", subject, key, fmt.Errorf("%w: sealed to unknown recipient %q", errMalformed, h.recipient))
+	}
+	der, err := openWith(opener, h, ct, c.ID)
+	if err != nil {
+		return nil, s.failed("key", subject, key, err)
 	}
 	defer clear(der)
 	priv, err := x509.ParsePKCS8PrivateKey(der)
 	if err != nil {
-		return nil, s.failed("key", c.ID, key, fmt.Errorf("%w: %v", errMalformed, err))
+		return nil, s.failed("key", subject, key, fmt.Errorf("%w: %v", errMalformed, err))
 	}
 	signer, ok := priv.(crypto.Signer)
 	if !ok || !publicKeysEqual(signer.Public(), c.Leaf.PublicKey) {
-		return nil, s.failed("key", c.ID, key, fmt.Errorf("%w: key does not match certificate", errMalformed))
+		return nil, s.failed("key", subject, key, fmt.Errorf("%w: key does not match certificate", errMalformed))
 	}
 	return signer, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keystore"
+	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -140,16 +141,17 @@ func TestPutRefusesBadBundles(t *testing.T) {
 	if _, err := s.Lookup(context.Background(), "keyless.example.com"); !errors.Is(err, keystore.ErrNotFound) {
 		t.Errorf("after failed batches, keyless.example.com: %v, want ErrNotFound", err)
 	}
-	refusing := f.open(t, keystore.Options{Sealer: refusingSealer{}})
-	if _, err := refusing.Put(context.Background(), f.bundle(t, "", "x.example.com")); err == nil {
-		t.Error("Put succeeded although the sealer refused")
+	// A policy is checked, and needs the keystore's geo parameters.
+	badPolicy := f.bundle(t, "", "x.example.com")
+	badPolicy.Meta.Policy = "region: eu &&"
+	if _, err := s.Put(context.Background(), badPolicy); !errors.Is(err, geo.ErrSyntax) {
+		t.Errorf("bad policy: Put error = %v, want geo.ErrSyntax", err)
+	}
+	badPolicy.Meta.Policy = "region: eu"
+	if _, err := s.Put(context.Background(), badPolicy); !errors.Is(err, keystore.ErrNoGeo) {
+		t.Errorf("policy without geo parameters: Put error = %v, want ErrNoGeo", err)
 	}
 }
-
-// refusingSealer is a Sealer that fails, to check Put surfaces its error.
-type refusingSealer struct{}
-
-func (refusingSealer) Seal(string, []byte) ([]byte, error) { return nil, errors.New("sealer refused") }
 
 func TestKeylessHasNoKey(t *testing.T) {
 	f := newFixture(t)

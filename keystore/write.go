@@ -11,12 +11,13 @@ import (
 	"slices"
 	"time"
 
+	"github.com/keyedge/keyedge/keystore/geo"
 	"golang.org/x/sync/errgroup"
 )
 
-// ErrNoSealer is returned by Put for a locally signed certificate when the
-// Store has no Sealer to protect its key at rest.
-var ErrNoSealer = errors.New("keystore: no sealer configured for private keys")
+// ErrNoSealer is returned by Put for a locally signed certificate with no
+// geo policy when the Store has no FleetKey to seal its key at rest.
+var ErrNoSealer = errors.New("keystore: no fleet key configured to seal private keys")
 
 // Bundle is a certificate to store.
 type Bundle struct {
@@ -45,34 +46,36 @@ type prepared struct {
 
 // Put stores certificates and returns their IDs, in order. Each bundle is
 // checked first (a parseable leaf with valid DNS names, a key that
-// matches it, a sealer for it): one bad bundle fails the call before
-// anything is written. A certificate replaces, for each of its names, the
+// matches it, a valid geo policy, a key to seal it to): one bad bundle
+// fails the call before anything is written. A key with a policy is
+// sealed to that policy's key, created on first use. A certificate replaces, for each of its names, the
 // stored certificate of the same key algorithm; a replaced certificate
 // no name refers to any more is deleted. Every file is written
 // atomically, keys before the records and names that refer to them, so a
 // reader never sees a name without its certificate. All nodes following
 // the journal see the change within their PollInterval.
 func (s *Store) Put(ctx context.Context, bundles ...*Bundle) ([]string, error) {
-	ps := make([]*prepared, len(bundles))
-	for i, b := range bundles {
-		p, err := s.prepare(b)
-		if err != nil {
-			return nil, err
+	ids := make([]string, len(bundles))
+	err := s.locked(ctx, func() error {
+		ps := make([]*prepared, len(bundles))
+		for i, b := range bundles {
+			p, err := s.prepare(ctx, b)
+			if err != nil {
+				return err
+			}
+			ps[i], ids[i] = p, p.id
 		}
-		ps[i] = p
-	}
-	ids := make([]string, len(ps))
-	for i, p := range ps {
-		ids[i] = p.id
-	}
-	err := s.locked(ctx, func() error { return s.write(ctx, ps) })
+		return s.write(ctx, ps)
+	})
 	if err != nil {
 		return nil, err
 	}
 	return ids, nil
 }
 
-func (s *Store) prepare(b *Bundle) (*prepared, error) {
+// prepare checks a bundle and seals its key. The caller holds the write
+// lock, which creating a policy key needs.
+func (s *Store) prepare(ctx context.Context, b *Bundle) (*prepared, error) {
 	if len(b.Chain) == 0 {
 		return nil, errors.New("keystore: empty certificate chain")
 	}
@@ -87,6 +90,13 @@ func (s *Store) prepare(b *Bundle) (*prepared, error) {
 	}
 	if p.names, err = leafNames(leaf); err != nil {
 		return nil, err
+	}
+	var pol *geo.Policy
+	if b.Meta.Policy != "" {
+		if pol, err = geo.ParsePolicy(b.Meta.Policy); err != nil {
+			return nil, fmt.Errorf("keystore: %s: %w", p.names[0], err)
+		}
+		p.record.Policy = pol.String()
 	}
 	switch b.Meta.Route {
 	case RouteKeyless:
@@ -107,16 +117,13 @@ func (s *Store) prepare(b *Bundle) (*prepared, error) {
 	if !publicKeysEqual(b.Key.Public(), leaf.PublicKey) {
 		return nil, fmt.Errorf("keystore: %s: private key does not match certificate", p.names[0])
 	}
-	if s.sealer == nil {
-		return nil, ErrNoSealer
-	}
 	der, err := x509.MarshalPKCS8PrivateKey(b.Key)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: failed to encode private key: %w", err)
 	}
 	defer clear(der)
-	if p.sealed, err = s.sealer.Seal(p.id, der); err != nil {
-		return nil, err
+	if p.sealed, err = s.sealFor(ctx, pol, p.id, der); err != nil {
+		return nil, fmt.Errorf("keystore: %s: %w", p.names[0], err)
 	}
 	return p, nil
 }
@@ -459,13 +466,9 @@ func (s *Store) SetRoute(ctx context.Context, nameOrID string, route Route, keyS
 		}
 		var c change
 		for _, id := range ids {
-			data, err := s.storage.Load(ctx, recordKey(id))
+			r, leaf, err := s.readRecord(ctx, id)
 			if err != nil {
-				return fmt.Errorf("keystore: failed to read record %s: %w", id, err)
-			}
-			r, leaf, err := parseRecord(id, data)
-			if err != nil {
-				return fmt.Errorf("%w: record %s: %w", ErrCorrupt, id, err)
+				return err
 			}
 			hasKey := s.storage.Exists(ctx, sealedKey(id))
 			if route == RouteLocal && !hasKey {
@@ -475,12 +478,8 @@ func (s *Store) SetRoute(ctx context.Context, nameOrID string, route Route, keyS
 				return fmt.Errorf("keystore: certificate %s still has its key in the keystore; confirm deleting it once the key server holds it", id)
 			}
 			r.Route, r.KeyServers, r.Version = route, keyServers, r.Version+1
-			out, err := r.marshal()
-			if err != nil {
+			if err := s.writeRecord(ctx, id, r); err != nil {
 				return err
-			}
-			if err := s.storage.Store(ctx, recordKey(id), out); err != nil {
-				return fmt.Errorf("keystore: failed to write record %s: %w", id, err)
 			}
 			if route == RouteKeyless && hasKey {
 				if err := s.storage.Delete(ctx, sealedKey(id)); err != nil {
@@ -493,4 +492,29 @@ func (s *Store) SetRoute(ctx context.Context, nameOrID string, route Route, keyS
 		}
 		return s.commit(ctx, c)
 	})
+}
+
+// readRecord reads and parses a stored record for a writer.
+func (s *Store) readRecord(ctx context.Context, id string) (*record, *x509.Certificate, error) {
+	data, err := s.storage.Load(ctx, recordKey(id))
+	if err != nil {
+		return nil, nil, fmt.Errorf("keystore: failed to read record %s: %w", id, err)
+	}
+	r, leaf, err := parseRecord(id, data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: record %s: %w", ErrCorrupt, id, err)
+	}
+	return r, leaf, nil
+}
+
+// writeRecord stores a record; the caller bumps its version.
+func (s *Store) writeRecord(ctx context.Context, id string, r *record) error {
+	out, err := r.marshal()
+	if err != nil {
+		return err
+	}
+	if err := s.storage.Store(ctx, recordKey(id), out); err != nil {
+		return fmt.Errorf("keystore: failed to write record %s: %w", id, err)
+	}
+	return nil
 }

@@ -228,7 +228,7 @@ func (b *bench) open(ctx context.Context, maxEntries int, maxBytes int64) (*keys
 	start := time.Now()
 	s, err := keystore.Open(ctx, keystore.Options{
 		Storage:    &certmagic.FileStorage{Path: b.cfg.keystore},
-		Opener:     b.fleet,
+		FleetKey:   b.fleet,
 		MaxEntries: maxEntries,
 		MaxBytes:   maxBytes,
 		Logger:     b.log,

@@ -152,10 +152,9 @@ func (e *env) open(ctx context.Context, storage certmagic.Storage) (*keystore.St
 		storage = &certmagic.FileStorage{Path: e.keystore}
 	}
 	return keystore.Open(ctx, keystore.Options{
-		Storage: storage,
-		Sealer:  fleet,
-		Opener:  fleet,
-		Logger:  slog.New(slog.NewTextHandler(e.stderr, nil)),
+		Storage:  storage,
+		FleetKey: fleet,
+		Logger:   slog.New(slog.NewTextHandler(e.stderr, nil)),
 	})
 }
 

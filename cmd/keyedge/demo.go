@@ -142,7 +142,7 @@ func demoKeystore(ctx context.Context, dir string, count int, originURL string, 
 		return nil, err
 	}
 	bulk := keystore.NewBulkFileStorage(filepath.Join(dir, "keystore"))
-	store, err := keystore.Open(ctx, keystore.Options{Storage: bulk, Sealer: fleet, Opener: fleet, Logger: slog.New(slog.DiscardHandler)})
+	store, err := keystore.Open(ctx, keystore.Options{Storage: bulk, FleetKey: fleet, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
 	}

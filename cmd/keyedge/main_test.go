@@ -70,7 +70,7 @@ func mkworld(ts *testscript.TestScript, neg bool, args []string) {
 
 	store, err := keystore.Open(context.Background(), keystore.Options{
 		Storage: &certmagic.FileStorage{Path: filepath.Join(dir, "keystore")},
-		Sealer:  fleet, Opener: fleet, Logger: slog.New(slog.DiscardHandler),
+		FleetKey: fleet, Logger: slog.New(slog.DiscardHandler),
 	})
 	ts.Check(err)
 	defer store.Close()

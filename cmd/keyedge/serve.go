@@ -49,8 +49,7 @@ func startNode(ctx context.Context, cfg *edge.Config, logOut io.Writer) (*node, 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.store, err = keystore.Open(ctx, keystore.Options{
 		Storage:      &certmagic.FileStorage{Path: cfg.Path(cfg.Keystore)},
-		Opener:       fleet,
-		Sealer:       fleet,
+		FleetKey:     fleet,
 		MaxEntries:   cfg.Cache.MaxEntries,
 		MaxBytes:     cfg.Cache.MaxBytes,
 		NegativeTTL:  cfg.Cache.NegativeTTL,

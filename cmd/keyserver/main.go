@@ -331,7 +331,7 @@ func (c *config) keySource(ctx context.Context, log *slog.Logger, reg prometheus
 	}
 	store, err := keystore.Open(ctx, keystore.Options{
 		Storage:    &certmagic.FileStorage{Path: dir},
-		Opener:     fleet,
+		FleetKey:   fleet,
 		Logger:     log,
 		Registerer: reg,
 	})

@@ -126,7 +126,7 @@ func mkworld(dir string) (string, error) {
 		return "", err
 	}
 	ctx := context.Background()
-	store, err := keystore.Open(ctx, keystore.Options{Storage: &certmagic.FileStorage{Path: filepath.Join(dir, "keystore")}, Sealer: fleet})
+	store, err := keystore.Open(ctx, keystore.Options{Storage: &certmagic.FileStorage{Path: filepath.Join(dir, "keystore")}, FleetKey: fleet})
 	if err != nil {
 		return "", err
 	}

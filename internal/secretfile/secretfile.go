@@ -1,0 +1,58 @@
+// Package secretfile reads and writes files holding secrets: the fleet
+// key, the geo master key, node attribute keys. A secret file is written
+// once with mode 0600 and never overwritten, since replacing a key would
+// strand everything sealed to it; a file other users can read is refused.
+package secretfile
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+)
+
+// ErrExposed is returned by Read for a file that users other than its
+// owner can access.
+var ErrExposed = errors.New("secret file is accessible by other users")
+
+// Read returns the contents of the secret file at path, refusing one
+// whose mode lets group or others access it.
+func Read(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s has mode %v; chmod 600 it", ErrExposed, path, fi.Mode().Perm())
+	}
+	return os.ReadFile(path)
+}
+
+// Write creates path with mode 0600 and writes data, synced to disk. It
+// fails with an error wrapping fs.ErrExist when path already exists, and
+// leaves no partial file behind on any failure.
+func Write(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
+}
+
+// Exists reports whether path exists. Errors other than absence count as
+// existing, so a caller never overwrites a file it could not stat.
+func Exists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, fs.ErrNotExist)
+}

@@ -1,0 +1,363 @@
+package keystore
+
+import (
+	"bytes"
+	"context"
+	"crypto/hpke"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"time"
+
+	"github.com/keyedge/keyedge/keystore/geo"
+	"github.com/maypok86/otter/v2"
+)
+
+// A key with a geo policy (Meta.Policy) is sealed in two layers, so the
+// slow CP-ABE decryption runs once per policy on a node, not once per key:
+//
+//	geo/params           public parameters of the geo master key (keyctl init)
+//	policies/<policyID>  per distinct policy: an HPKE public key, and its
+//	                     private key's seed sealed by package geo under the
+//	                     policy
+//
+// The tenant key is sealed with HPKE to its policy's public key (recipient
+// "policy:<policyID>"), so once a node has opened the policy key, each
+// tenant key costs one HPKE open. A node whose attributes the policy does
+// not admit cannot open the policy key, and so none of its tenant keys.
+// Policy files never change once written: a policy ID is the hash of the
+// policy's canonical text.
+const (
+	geoParamsKey    = "geo/params"
+	policiesPrefix  = "policies"
+	policyRecipient = "policy:"
+)
+
+func policyFileKey(id string) string { return policiesPrefix + "/" + id }
+
+// ErrNoGeo is returned when a certificate with a policy is stored in a
+// keystore that has no geo parameters.
+var ErrNoGeo = errors.New("keystore: keystore has no geo parameters (keyctl init creates them)")
+
+// policyFile is the on-disk form of policies/<id>.
+type policyFile struct {
+	Policy string `json:"policy"`
+	Public []byte `json:"public"` // HPKE public key
+	Sealed []byte `json:"sealed"` // geo-sealed HPKE private key seed
+}
+
+// policyKey is a loaded policy file. pub is set whenever the file parsed;
+// priv only when this node opened it. err says why not: missing, corrupt
+// (wrapping ErrCorrupt), or not for this node (wrapping ErrCannotOpen).
+type policyKey struct {
+	policy  *geo.Policy
+	pub     hpke.PublicKey
+	priv    hpke.PrivateKey
+	sealed  []byte
+	missing bool
+	err     error
+}
+
+func (s *Store) newPolicyCache() *otter.Cache[string, *policyKey] {
+	return otter.Must(&otter.Options[string, *policyKey]{
+		MaximumSize: 10_000,
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *policyKey]) time.Duration {
+			if e.Value.pub == nil {
+				return s.negativeTTL
+			}
+			return positiveTTL
+		}),
+	})
+}
+
+// policyKey returns the policy key with the given ID, loading and (with
+// a NodeKey that satisfies its policy) opening it on first use. However
+// many handshakes ask at once, a node opens each policy key once.
+func (s *Store) policyKey(ctx context.Context, id string) (*policyKey, error) {
+	return s.policies.Get(ctx, id, otter.LoaderFunc[string, *policyKey](s.loadPolicyKey))
+}
+
+func (s *Store) loadPolicyKey(ctx context.Context, id string) (*policyKey, error) {
+	key := policyFileKey(id)
+	data, err := s.storage.Load(ctx, key)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return &policyKey{missing: true, err: s.failed("policy", id, key, err)}, nil
+	}
+	pk := new(policyKey)
+	if err == nil {
+		err = pk.parse(id, data)
+	}
+	if err != nil {
+		return &policyKey{err: s.failed("policy", id, key, err)}, nil
+	}
+	if s.nodeKey == nil {
+		pk.err = fmt.Errorf("%w: key restricted to %q and this node has no node key", ErrCannotOpen, pk.policy)
+		return pk, nil
+	}
+	start := time.Now()
+	seed, err := s.nodeKey.Open(pk.policy, pk.sealed)
+	switch {
+	case errors.Is(err, geo.ErrNotAdmitted):
+		s.metrics.policyOpens.WithLabelValues("not_admitted").Inc()
+		pk.err = fmt.Errorf("%w: %w", ErrCannotOpen, err)
+		return pk, nil
+	case err == nil:
+		pk.priv, err = sealKEM.NewPrivateKey(seed)
+		clear(seed)
+	}
+	if err == nil && !bytes.Equal(pk.priv.PublicKey().Bytes(), pk.pub.Bytes()) {
+		err = fmt.Errorf("%w: sealed private key does not match the public key", errMalformed)
+	}
+	if err != nil {
+		s.metrics.policyOpens.WithLabelValues("error").Inc()
+		pk.priv, pk.err = nil, s.failed("policy", id, key, err)
+		return pk, nil
+	}
+	s.metrics.policyOpens.WithLabelValues("ok").Inc()
+	s.metrics.policyOpenSeconds.Observe(time.Since(start).Seconds())
+	return pk, nil
+}
+
+// parse decodes a policy file and checks it belongs under id.
+func (pk *policyKey) parse(id string, data []byte) error {
+	var f policyFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	pol, err := geo.ParsePolicy(f.Policy)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	if pol.ID() != id {
+		return fmt.Errorf("%w: policy %q does not hash to %s", errMalformed, pol, id)
+	}
+	pub, err := sealKEM.NewPublicKey(f.Public)
+	if err != nil {
+		return fmt.Errorf("%w: public key: %v", errMalformed, err)
+	}
+	pk.policy, pk.pub, pk.sealed = pol, pub, f.Sealed
+	return nil
+}
+
+// warmPolicies opens, in the background after Open, the policy keys this
+// node may open, so the first handshake of a restricted tenant does not
+// wait for a CP-ABE decryption. There is one file per distinct policy,
+// not per tenant.
+func (s *Store) warmPolicies(ctx context.Context) {
+	keys, err := s.storage.List(ctx, policiesPrefix, false)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) && ctx.Err() == nil {
+			s.log.Warn("keystore: cannot list policy keys to warm up", "err", err)
+		}
+		return
+	}
+	for _, k := range keys {
+		id := k[strings.LastIndexByte(k, '/')+1:]
+		if _, err := s.policyKey(ctx, id); err != nil {
+			return // ctx done
+		}
+	}
+}
+
+// sealFor seals a tenant key for storage: to the fleet key when pol is
+// nil, else to pol's policy key, which it creates on first use. The
+// caller holds the write lock, so two writers never create rival keys
+// for one policy.
+func (s *Store) sealFor(ctx context.Context, pol *geo.Policy, certID string, der []byte) ([]byte, error) {
+	if pol == nil {
+		if s.fleet == nil {
+			return nil, ErrNoSealer
+		}
+		return sealTo(s.fleet.priv.PublicKey(), FleetRecipient, certID, der)
+	}
+	pub, err := s.policyPublicKey(ctx, pol)
+	if err != nil {
+		return nil, err
+	}
+	return sealTo(pub, policyRecipient+pol.ID(), certID, der)
+}
+
+// policyPublicKey returns pol's policy public key, creating the policy
+// key when the keystore has none yet. The caller holds the write lock.
+func (s *Store) policyPublicKey(ctx context.Context, pol *geo.Policy) (hpke.PublicKey, error) {
+	pk, err := s.policyKey(ctx, pol.ID())
+	if err != nil {
+		return nil, err
+	}
+	if pk.pub != nil {
+		return pk.pub, nil
+	}
+	if !pk.missing {
+		return nil, pk.err
+	}
+	params, err := s.geoParams(ctx)
+	if err != nil {
+		return nil, err
+	}
+	priv, err := sealKEM.GenerateKey()
+	if err != nil {
+		return nil, fmt.Errorf("keystore: failed to generate policy key: %w", err)
+	}
+	seed, err := priv.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("keystore: failed to generate policy key: %w", err)
+	}
+	defer clear(seed)
+	sealed, err := params.Seal(pol, seed)
+	if err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(policyFile{Policy: pol.String(), Public: priv.PublicKey().Bytes(), Sealed: sealed})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.storage.Store(ctx, policyFileKey(pol.ID()), data); err != nil {
+		return nil, fmt.Errorf("keystore: failed to write policy key %s: %w", pol.ID(), err)
+	}
+	s.policies.Invalidate(pol.ID())
+	return priv.PublicKey(), nil
+}
+
+func (s *Store) geoParams(ctx context.Context) (*geo.Params, error) {
+	data, err := s.storage.Load(ctx, geoParamsKey)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNoGeo
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keystore: failed to read geo parameters: %w", err)
+	}
+	return geo.ParseParams(data)
+}
+
+// SetGeoParams stores the public parameters of the geo master key, which
+// sealing keys under policies needs. It is done once per keystore (keyctl
+// init); storing different parameters over existing ones fails, since
+// policy keys sealed with the old ones would then not match new node keys.
+func (s *Store) SetGeoParams(ctx context.Context, params *geo.Params) error {
+	data, err := params.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return s.locked(ctx, func() error {
+		old, err := s.storage.Load(ctx, geoParamsKey)
+		switch {
+		case err == nil && bytes.Equal(old, data):
+			return nil
+		case err == nil:
+			return errors.New("keystore: keystore already has geo parameters of another master key")
+		case !errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("keystore: failed to read geo parameters: %w", err)
+		}
+		return s.storage.Store(ctx, geoParamsKey, data)
+	})
+}
+
+// SetPolicy restricts where the keys of a name's certificates (or one
+// certificate, by ID) may be used, re-sealing each key under the new
+// policy; an empty policy lifts the restriction (the key is sealed to the
+// fleet key). Opening a key sealed under a policy needs the geo master
+// key; a fleet-sealed key needs only the fleet key.
+//
+// Each new sealed key is written atomically over the old one before the
+// record names the new policy, so at every moment the stored key opens
+// for the nodes of one of the two policies. Nodes see the change within
+// PollInterval, with no restart.
+func (s *Store) SetPolicy(ctx context.Context, nameOrID, policy string, master *geo.MasterKey) error {
+	var pol *geo.Policy
+	if policy != "" {
+		var err error
+		if pol, err = geo.ParsePolicy(policy); err != nil {
+			return err
+		}
+	}
+	return s.locked(ctx, func() error {
+		ids, err := s.resolveIDs(ctx, nameOrID)
+		if err != nil {
+			return err
+		}
+		var c change
+		for _, id := range ids {
+			r, leaf, err := s.readRecord(ctx, id)
+			if err != nil {
+				return err
+			}
+			if r.Route == RouteKeyless {
+				return fmt.Errorf("keystore: certificate %s is keyless: its key is on the tenant's key server, not in the keystore", id)
+			}
+			der, err := s.adminOpen(ctx, id, master)
+			if err != nil {
+				return err
+			}
+			sealed, err := s.sealFor(ctx, pol, id, der)
+			clear(der)
+			if err != nil {
+				return err
+			}
+			if err := s.storage.Store(ctx, sealedKey(id), sealed); err != nil {
+				return fmt.Errorf("keystore: failed to write key of %s: %w", id, err)
+			}
+			r.Policy, r.Version = "", r.Version+1
+			if pol != nil {
+				r.Policy = pol.String()
+			}
+			if err := s.writeRecord(ctx, id, r); err != nil {
+				return err
+			}
+			names, _ := leafNames(leaf)
+			c.names = append(c.names, names...)
+			c.ids = append(c.ids, id)
+		}
+		return s.commit(ctx, c)
+	})
+}
+
+// adminOpen returns a stored key's PKCS#8 DER, opened with the fleet key
+// or, for a policy-sealed key, the geo master key.
+func (s *Store) adminOpen(ctx context.Context, id string, master *geo.MasterKey) ([]byte, error) {
+	data, err := s.storage.Load(ctx, sealedKey(id))
+	if err != nil {
+		return nil, fmt.Errorf("keystore: failed to read key of %s: %w", id, err)
+	}
+	h, ct, err := parseSealed(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: key %s: %w", ErrCorrupt, id, err)
+	}
+	var priv hpke.PrivateKey
+	switch pid, ok := strings.CutPrefix(h.recipient, policyRecipient); {
+	case h.recipient == FleetRecipient && s.fleet != nil:
+		priv = s.fleet.priv
+	case ok && master != nil:
+		pk, err := s.policyKey(ctx, pid)
+		if err != nil {
+			return nil, err
+		}
+		if pk.pub == nil {
+			return nil, pk.err
+		}
+		seed, err := master.Open(pk.policy, pk.sealed)
+		if err != nil {
+			return nil, fmt.Errorf("%w: policy key %s: %w", ErrCorrupt, pid, err)
+		}
+		priv, err = sealKEM.NewPrivateKey(seed)
+		clear(seed)
+		if err != nil {
+			return nil, fmt.Errorf("%w: policy key %s: %w", ErrCorrupt, pid, err)
+		}
+	default:
+		return nil, fmt.Errorf("%w: key of %s is sealed to %q (a policy key needs the geo master key)", ErrCannotOpen, id, h.recipient)
+	}
+	der, err := openWith(priv, h, ct, id)
+	if err != nil {
+		return nil, fmt.Errorf("%w: key %s: %w", ErrCorrupt, id, err)
+	}
+	if _, err := x509.ParsePKCS8PrivateKey(der); err != nil {
+		return nil, fmt.Errorf("%w: key %s: %w", ErrCorrupt, id, err)
+	}
+	return der, nil
+}
