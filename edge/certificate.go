@@ -11,17 +11,6 @@ import (
 	"github.com/keyedge/keyedge/keystore"
 )
 
-// A RouteFunc returns the signer that makes a certificate's handshake
-// signatures: the local key, or a key server's. It is called when the
-// first signature of a handshake is needed, with the handshake's context.
-type RouteFunc func(ctx context.Context, c *keystore.Cert) (crypto.Signer, error)
-
-// LocalRoute signs with the certificate's own key from the keystore,
-// read and unsealed on first use.
-func LocalRoute(ctx context.Context, c *keystore.Cert) (crypto.Signer, error) {
-	return c.PrivateKey(ctx)
-}
-
 // getCertificate is the tls.Config hook: it finds the client's server
 // name in the keystore and picks, among the name's certificates, the
 // first the client supports in the order ECDSA, Ed25519, RSA. An unknown
@@ -78,23 +67,23 @@ func (s *Server) tlsCertificate(ctx context.Context, c *keystore.Cert) *tls.Cert
 		Certificate: c.Chain,
 		Leaf:        c.Leaf,
 		OCSPStaple:  c.OCSP,
-		PrivateKey:  &handshakeSigner{ctx: ctx, cert: c, route: s.route},
+		PrivateKey:  &handshakeSigner{ctx: ctx, cert: c, router: s.router},
 	}
 }
 
 // handshakeSigner is the crypto.Signer of one handshake: it reports the
 // certificate's public key, and resolves the real signer through the
-// route only when asked to sign, bounded by the handshake's context.
+// router only when asked to sign, bounded by the handshake's context.
 type handshakeSigner struct {
-	ctx   context.Context
-	cert  *keystore.Cert
-	route RouteFunc
+	ctx    context.Context
+	cert   *keystore.Cert
+	router *router
 }
 
 func (h *handshakeSigner) Public() crypto.PublicKey { return h.cert.Leaf.PublicKey }
 
 func (h *handshakeSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	signer, err := h.route(h.ctx, h.cert)
+	signer, err := h.router.signer(h.ctx, h.cert)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keyserver"
+	"github.com/keyedge/keyedge/keystore/geo"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -69,6 +71,19 @@ type Config struct {
 		Timeout  time.Duration `yaml:"timeout"` // per signature when the handshake has no sooner deadline [5s]
 	} `yaml:"keyless"`
 
+	// Geo places this node for keys with a geo policy: its attributes, the
+	// attribute key `keyctl node-key` issued for them, and the directory
+	// of key servers that sign for restricted keys this node may not open.
+	Geo struct {
+		Attributes  string `yaml:"attributes"`    // e.g. "region: eu, country: de, dc: fra1"
+		NodeKeyFile string `yaml:"node_key_file"` // mode 0600, issued for exactly these attributes
+		KeyServers  []struct {
+			Addr       string `yaml:"addr"`       // host:port
+			Attributes string `yaml:"attributes"` // where it runs, as its own node key says
+			Preference int    `yaml:"preference"` // lower first [0]
+		} `yaml:"key_servers"`
+	} `yaml:"geo"`
+
 	Cache struct {
 		MaxEntries   int           `yaml:"max_entries"`   // [100000]
 		MaxBytes     int64         `yaml:"max_bytes"`     // [256 MiB]
@@ -109,6 +124,9 @@ func (c *Config) check() error {
 		return errors.New("keyless needs cert_file, key_file and ca_file together")
 	}
 	if _, err := c.Level(); err != nil {
+		return err
+	}
+	if _, _, err := c.geo(); err != nil {
 		return err
 	}
 	if _, err := parseCurves(c.Curves); err != nil {
@@ -170,7 +188,57 @@ func (c *Config) Options() (Options, error) {
 		MaxHeaderBytes:    c.Limits.MaxHeaderBytes,
 	}
 	o.Proxy = ProxyConfig{OriginTimeout: c.Origin.Timeout, DialTimeout: c.Origin.DialTimeout}
+	o.Node, o.KeyServers, _ = c.geo()
 	return o, nil
+}
+
+// geo parses the geo section.
+func (c *Config) geo() (geo.Attributes, []KeyServer, error) {
+	g := c.Geo
+	node, err := geo.ParseAttributes(g.Attributes)
+	if err != nil {
+		return node, nil, fmt.Errorf("geo.attributes: %w", err)
+	}
+	if g.NodeKeyFile != "" && g.Attributes == "" {
+		return node, nil, errors.New("geo.node_key_file needs geo.attributes (the attributes it was issued for)")
+	}
+	if len(g.KeyServers) > 0 && c.Keyless.CertFile == "" {
+		return node, nil, errors.New("geo.key_servers needs the keyless section (this node's identity to key servers)")
+	}
+	servers := make([]KeyServer, len(g.KeyServers))
+	for i, ks := range g.KeyServers {
+		if _, _, err := net.SplitHostPort(ks.Addr); err != nil {
+			return node, nil, fmt.Errorf("geo.key_servers[%d].addr: %w", i, err)
+		}
+		attrs, err := geo.ParseAttributes(ks.Attributes)
+		if err != nil {
+			return node, nil, fmt.Errorf("geo.key_servers[%d].attributes: %w", i, err)
+		}
+		servers[i] = KeyServer{Addr: ks.Addr, Attributes: attrs, Preference: ks.Preference}
+	}
+	return node, servers, nil
+}
+
+// NodeKey reads the node's geo attribute key, or returns nil when the
+// config names none. A key issued for other attributes than the
+// configured ones is an error: the node would route by attributes its
+// key cannot honour.
+func (c *Config) NodeKey() (*geo.NodeKey, error) {
+	if c.Geo.NodeKeyFile == "" {
+		return nil, nil
+	}
+	k, err := geo.ReadNodeKeyFile(c.Path(c.Geo.NodeKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	node, _, err := c.geo()
+	if err != nil {
+		return nil, err
+	}
+	if !k.Attributes().Equal(node) {
+		return nil, fmt.Errorf("edge: node key %s was issued for %q, but geo.attributes are %q", c.Geo.NodeKeyFile, k.Attributes(), node)
+	}
+	return k, nil
 }
 
 // KeylessClient makes the client for keyless tenants' key servers, or

@@ -20,6 +20,13 @@ func TestLoadConfigExample(t *testing.T) {
 	if got := c.Path(c.Keystore); got != filepath.Join("testdata", "keystore") {
 		t.Errorf("keystore path %q, want it relative to the file", got)
 	}
+	node, servers, err := c.geo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node.String() != "country: de, dc: fra1, region: eu" || len(servers) != 2 || servers[1].Attributes.String() != "country: us, dc: iad1, region: us" {
+		t.Errorf("geo: node %q, key servers %+v", node, servers)
+	}
 }
 
 func TestLoadConfigErrors(t *testing.T) {
@@ -33,6 +40,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		"bad duration":     "keystore: k\nfleet_key_file: f\nlimits:\n  idle_timeout: soon\n",
 		"half a fallback":  "keystore: k\nfleet_key_file: f\nfallback:\n  cert_file: c.pem\n",
 		"not yaml":         "{{{",
+		"bad attributes":   "keystore: k\nfleet_key_file: f\ngeo:\n  attributes: \"region eu\"\n",
+		"key, no attrs":    "keystore: k\nfleet_key_file: f\ngeo:\n  node_key_file: n.key\n",
+		"servers, no id":   "keystore: k\nfleet_key_file: f\ngeo:\n  key_servers:\n    - addr: 127.0.0.1:1\n      attributes: \"region: eu\"\n",
 	}
 	for name, text := range tests {
 		path := filepath.Join(t.TempDir(), "edge.yaml")

@@ -9,10 +9,15 @@
 // name's certificates the first the client supports wins, ECDSA before
 // RSA. Nothing on the handshake path scans the tenants.
 //
-// Signing goes through a RouteFunc, called with the handshake's context
-// only when the handshake needs its signature: LocalRoute opens the
-// tenant's sealed key from the keystore; a keyless route asks a key
-// server instead.
+// The signature is routed only when the handshake needs it, under the
+// handshake's context: a tenant's key is opened from the keystore when
+// it has no geo policy or its policy admits this node's attributes
+// (Options.Node); a keyless tenant's signature goes to its own key
+// servers; a restricted key this node may not open goes to the key
+// servers of the directory (Options.KeyServers) whose attributes the
+// policy admits, most preferred first, failing over in order. With none,
+// the handshake fails and keyedge_edge_route_decisions_total{route="none"}
+// counts it.
 //
 // Key exchange offers X25519MLKEM768, X25519 and P-256 by default, with
 // crypto/tls preferring the hybrid post-quantum group; TLS 1.2 is limited

@@ -135,8 +135,13 @@ func (w *world) tlsConfig(serverName string) *tls.Config {
 
 // handshake dials the edge and completes a TLS handshake.
 func (w *world) handshake(cfg *tls.Config) (*tls.Conn, error) {
+	return w.handshakeTo(w.addr, cfg)
+}
+
+// handshakeTo dials an edge at addr and completes a TLS handshake.
+func (w *world) handshakeTo(addr string, cfg *tls.Config) (*tls.Conn, error) {
 	d := &net.Dialer{Timeout: 5 * time.Second}
-	return tls.DialWithDialer(d, "tcp", w.addr, cfg)
+	return tls.DialWithDialer(d, "tcp", addr, cfg)
 }
 
 // client is an HTTP client that sends every request to the edge.

@@ -20,6 +20,7 @@ import (
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // keyserverBin is cmd/keyserver, built once for this package's tests:
@@ -63,6 +64,7 @@ func TestMain(m *testing.M) {
 type keylessWorld struct {
 	*world
 	idCA    *certs.CA
+	edgeID  *certs.Leaf // edges' mTLS identity to key servers
 	dir     string
 	tenants map[certs.KeyType]*certs.Leaf // tenant certificates and keys, by key type
 }
@@ -74,21 +76,10 @@ func newKeylessWorld(t testing.TB, opts Options) *keylessWorld {
 	if kw.idCA, err = certs.NewCA("keyless identity CA"); err != nil {
 		t.Fatal(err)
 	}
-	edgeID, err := kw.idCA.Issue(certs.LeafSpec{Names: []string{"edge.test"}, ClientAuth: true})
-	if err != nil {
+	if kw.edgeID, err = kw.idCA.Issue(certs.LeafSpec{Names: []string{"edge.test"}, ClientAuth: true}); err != nil {
 		t.Fatal(err)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(kw.idCA.Certificate())
-	client, err := keyserver.NewClient(keyserver.ClientConfig{
-		TLSConfig:    &tls.Config{Certificates: []tls.Certificate{{Certificate: edgeID.Chain, PrivateKey: edgeID.Key}}, RootCAs: roots},
-		PingInterval: 200 * time.Millisecond,
-		Logger:       slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Keyless = client
+	opts.Keyless = kw.keylessClient(t)
 	kw.world = newWorld(t, 0, opts)
 	for _, kt := range []certs.KeyType{certs.ECDSAP256, certs.RSA2048, certs.Ed25519} {
 		kw.tenants[kt] = kw.leafFor(t, kt, string(kt)+".keyless.example")
@@ -96,12 +87,27 @@ func newKeylessWorld(t testing.TB, opts Options) *keylessWorld {
 	return kw
 }
 
+// keylessClient is a key server client with the edges' identity.
+func (kw *keylessWorld) keylessClient(t testing.TB) *keyserver.Client {
+	t.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(kw.idCA.Certificate())
+	client, err := keyserver.NewClient(keyserver.ClientConfig{
+		TLSConfig:    &tls.Config{Certificates: []tls.Certificate{{Certificate: kw.edgeID.Chain, PrivateKey: kw.edgeID.Key}}, RootCAs: roots},
+		PingInterval: 200 * time.Millisecond,
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client
+}
+
 // startKeyServer runs a key server process holding every tenant key and
 // returns its address and process.
 func (kw *keylessWorld) startKeyServer(t testing.TB, name string) (string, *os.Process) {
 	t.Helper()
-	dir := filepath.Join(kw.dir, name)
-	keys := filepath.Join(dir, "keys")
+	keys := filepath.Join(kw.dir, name, "keys")
 	if err := os.MkdirAll(keys, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +115,18 @@ func (kw *keylessWorld) startKeyServer(t testing.TB, name string) (string, *os.P
 		if err := leaf.WritePEM(filepath.Join(keys, string(kt)+".pem"), filepath.Join(keys, string(kt)+".key")); err != nil {
 			t.Fatal(err)
 		}
+	}
+	return kw.startKeyServerWith(t, name, "keys_dir: keys\n")
+}
+
+// startKeyServerWith runs a key server process whose keys come from
+// source, the config lines naming them (keys_dir, or keystore and its
+// keys), and returns its address and process.
+func (kw *keylessWorld) startKeyServerWith(t testing.TB, name, source string) (string, *os.Process) {
+	t.Helper()
+	dir := filepath.Join(kw.dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
 	}
 	id, err := kw.idCA.Issue(certs.LeafSpec{Names: []string{name + ".test"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	if err != nil {
@@ -126,7 +144,7 @@ func (kw *keylessWorld) startKeyServer(t testing.TB, name string) (string, *os.P
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cfg := fmt.Sprintf("listen: %s\ncert_file: server.pem\nkey_file: server.key\nclient_ca_file: ca.pem\nkeys_dir: keys\nlog_level: warn\nauthorize:\n  - clients: [\"dns:edge.test\"]\n    keys: [\"*\"]\n", addr)
+	cfg := fmt.Sprintf("listen: %s\ncert_file: server.pem\nkey_file: server.key\nclient_ca_file: ca.pem\n%slog_level: warn\nauthorize:\n  - clients: [\"dns:edge.test\"]\n    keys: [\"*\"]\n", addr, source)
 	if err := os.WriteFile(filepath.Join(dir, "keyserver.yaml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +208,7 @@ func TestKeylessHandshakes(t *testing.T) {
 		t.Fatalf("TLS 1.2 RSA keyless: %v", err)
 	}
 	conn.Close()
-	if n := metricValue(t, kw.world, "keyedge_keyless_client_requests_total", "ok"); n < 4 {
+	if n := metricValue(t, kw.reg, "keyedge_keyless_client_requests_total", "ok"); n < 4 {
 		t.Errorf("%v remote signatures counted, want ≥ 4", n)
 	}
 }
@@ -232,7 +250,7 @@ func TestKeylessFailoverOnKill(t *testing.T) {
 	if n := failed.Load(); n != 0 {
 		t.Fatalf("%d of %d handshakes failed when a key server died", n, done.Load())
 	}
-	if metricValue(t, kw.world, "keyedge_keyless_client_failovers_total", "") == 0 {
+	if metricValue(t, kw.reg, "keyedge_keyless_client_failovers_total", "") == 0 {
 		t.Error("no failover counted: the kill did not land mid-load")
 	}
 }
@@ -275,10 +293,10 @@ func TestKeylessSlowKeyServer(t *testing.T) {
 }
 
 // metricValue is the value of the counter name (with the given value of
-// its one label, or unlabelled) in the edge's registry.
-func metricValue(t testing.TB, w *world, name, label string) float64 {
+// its one label, or unlabelled) in an edge's registry.
+func metricValue(t testing.TB, reg prometheus.Gatherer, name, label string) float64 {
 	t.Helper()
-	mfs, err := w.reg.Gather()
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

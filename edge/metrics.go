@@ -15,6 +15,17 @@ type metrics struct {
 	selections       *prometheus.CounterVec // result: tenant, fallback, unknown, error
 	openConns        prometheus.Gauge
 	refused          prometheus.Counter // over MaxConns
+	routes           *prometheus.CounterVec
+}
+
+// routeCounters are the keyedge_edge_route_decisions_total children,
+// resolved once so the handshake path hashes no labels.
+type routeCounters struct {
+	local, keyless, none prometheus.Counter
+}
+
+func (m *metrics) routeCounters() routeCounters {
+	return routeCounters{m.routes.WithLabelValues("local"), m.routes.WithLabelValues("keyless"), m.routes.WithLabelValues("none")}
 }
 
 func newMetrics() *metrics {
@@ -40,11 +51,15 @@ func newMetrics() *metrics {
 			Name: "keyedge_edge_refused_connections_total",
 			Help: "Connections closed at accept because max_conns were open.",
 		}),
+		routes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyedge_edge_route_decisions_total",
+			Help: "Where handshake signatures were routed: local (this node's key), keyless (a key server), none (no key server this node may use; the handshake fails).",
+		}, []string{"route"}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.handshakes, m.handshakeSeconds, m.selections, m.openConns, m.refused}
+	return []prometheus.Collector{m.handshakes, m.handshakeSeconds, m.selections, m.openConns, m.refused, m.routes}
 }
 
 func (m *metrics) observeHandshake(c *tls.Conn, err, ctxErr error, d time.Duration) {

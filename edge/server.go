@@ -17,8 +17,10 @@ import (
 
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
+	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 )
 
 // Options configures a Server. Every field but Store has a working zero
@@ -27,13 +29,20 @@ type Options struct {
 	// Store is the keystore certificates and origins come from. Required.
 	Store *keystore.Store
 
-	// Route picks the signer for a certificate's handshakes [LocalRoute,
-	// or KeylessRoute(Keyless) when Keyless is set].
-	Route RouteFunc
-
-	// Keyless signs keyless tenants' handshakes through their key
-	// servers. The Server registers its metrics and closes it on Shutdown.
+	// Keyless signs through key servers: keyless tenants' own, and the
+	// KeyServers directory's for geo-restricted keys this node may not
+	// open. The Server registers its metrics and closes it on Shutdown.
+	// Nil: handshakes needing a key server fail with ErrNoKeyServer.
 	Keyless *keyserver.Client
+
+	// Node is this node's geo attributes; Store's NodeKey should be issued
+	// for them. A key whose policy admits them is signed locally, any
+	// other restricted key through a KeyServers entry its policy admits.
+	Node geo.Attributes
+
+	// KeyServers is the directory of key servers that sign for
+	// geo-restricted keys, with the attributes each runs under.
+	KeyServers []KeyServer
 
 	// Fallback is served to clients without SNI or with a name no tenant
 	// has. Nil refuses them with an unrecognized_name alert.
@@ -105,7 +114,7 @@ var tls12Suites = []uint16{
 type Server struct {
 	// Static after NewServer.
 	store     *keystore.Store
-	route     RouteFunc
+	router    *router
 	keyless   *keyserver.Client // nil without keyless tenants
 	tlsConfig *tls.Config
 	trusted   []netip.Prefix
@@ -131,21 +140,21 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	s := &Server{
 		store:   opts.Store,
-		route:   opts.Route,
 		keyless: opts.Keyless,
 		trusted: opts.TrustedProxies,
 		metrics: newMetrics(),
 		log:     opts.Logger,
 	}
-	switch {
-	case s.route != nil:
-	case opts.Keyless != nil:
-		s.route = KeylessRoute(opts.Keyless)
-	default:
-		s.route = LocalRoute
-	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	s.router = &router{
+		node:      opts.Node,
+		directory: opts.KeyServers,
+		client:    opts.Keyless,
+		decisions: s.metrics.routeCounters(),
+		log:       s.log,
+		logEvery:  rate.Sometimes{Interval: 10 * time.Second},
 	}
 	if opts.Proxy.Logger == nil {
 		opts.Proxy.Logger = s.log

@@ -69,7 +69,7 @@ func mkworld(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(fallback.WritePEM(filepath.Join(dir, "fallback.pem"), filepath.Join(dir, "fallback.key")))
 
 	store, err := keystore.Open(context.Background(), keystore.Options{
-		Storage: &certmagic.FileStorage{Path: filepath.Join(dir, "keystore")},
+		Storage:  &certmagic.FileStorage{Path: filepath.Join(dir, "keystore")},
 		FleetKey: fleet, Logger: slog.New(slog.DiscardHandler),
 	})
 	ts.Check(err)

@@ -45,11 +45,16 @@ func startNode(ctx context.Context, cfg *edge.Config, logOut io.Writer) (*node, 
 	if err != nil {
 		return nil, err
 	}
+	nodeKey, err := cfg.NodeKey()
+	if err != nil {
+		return nil, err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.store, err = keystore.Open(ctx, keystore.Options{
 		Storage:      &certmagic.FileStorage{Path: cfg.Path(cfg.Keystore)},
 		FleetKey:     fleet,
+		NodeKey:      nodeKey,
 		MaxEntries:   cfg.Cache.MaxEntries,
 		MaxBytes:     cfg.Cache.MaxBytes,
 		NegativeTTL:  cfg.Cache.NegativeTTL,

@@ -36,6 +36,7 @@ import (
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
+	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -50,7 +51,8 @@ type config struct {
 	ClientCAFile  string `yaml:"client_ca_file"` // CAs of the client (edge) certificates (PEM)
 	KeysDir       string `yaml:"keys_dir"`       // a directory of key files, or:
 	Keystore      string `yaml:"keystore"`       // a keyedge keystore directory,
-	FleetKeyFile  string `yaml:"fleet_key_file"` // with the fleet key that opens its keys
+	FleetKeyFile  string `yaml:"fleet_key_file"` // with the fleet key that opens its keys,
+	NodeKeyFile   string `yaml:"node_key_file"`  // and this server's geo node key, for keys with a policy
 	Authorize     []rule `yaml:"authorize"`      // absent: every client may use every key
 	MaxInFlight   int    `yaml:"max_in_flight"`  // per connection [256]
 	MetricsListen string `yaml:"metrics_listen"` // host:port for /metrics, or "off" ["off"]
@@ -240,8 +242,8 @@ func (c *config) check() error {
 		return errors.New("set exactly one of keys_dir and keystore")
 	case c.Keystore != "" && c.FleetKeyFile == "":
 		return errors.New("keystore needs fleet_key_file")
-	case c.KeysDir != "" && c.FleetKeyFile != "":
-		return errors.New("fleet_key_file goes with keystore, not keys_dir")
+	case c.KeysDir != "" && (c.FleetKeyFile != "" || c.NodeKeyFile != ""):
+		return errors.New("fleet_key_file and node_key_file go with keystore, not keys_dir")
 	case c.MaxInFlight < 0:
 		return errors.New("max_in_flight must not be negative")
 	}
@@ -325,6 +327,12 @@ func (c *config) keySource(ctx context.Context, log *slog.Logger, reg prometheus
 	if err != nil {
 		return nil, nil, err
 	}
+	var nodeKey *geo.NodeKey
+	if c.NodeKeyFile != "" {
+		if nodeKey, err = geo.ReadNodeKeyFile(c.path(c.NodeKeyFile)); err != nil {
+			return nil, nil, err
+		}
+	}
 	dir := c.path(c.Keystore)
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return nil, nil, fmt.Errorf("no keystore at %s", dir)
@@ -332,6 +340,7 @@ func (c *config) keySource(ctx context.Context, log *slog.Logger, reg prometheus
 	store, err := keystore.Open(ctx, keystore.Options{
 		Storage:    &certmagic.FileStorage{Path: dir},
 		FleetKey:   fleet,
+		NodeKey:    nodeKey,
 		Logger:     log,
 		Registerer: reg,
 	})

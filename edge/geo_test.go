@@ -1,0 +1,274 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/secretfile"
+	"github.com/keyedge/keyedge/keystore"
+	"github.com/keyedge/keyedge/keystore/geo"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// geoNode is one edge node of a geo test: its own keystore view, node
+// key, key server client and metrics, over the shared keystore files.
+type geoNode struct {
+	attrs string
+	store *keystore.Store
+	addr  string
+	reg   *prometheus.Registry
+}
+
+// geoWorld is three edge nodes (EU, US, APAC) and two key server
+// processes (EU, US) sharing one keystore, with one geo master key.
+type geoWorld struct {
+	*keylessWorld
+	master     *geo.MasterKey
+	nodes      map[string]*geoNode
+	keyServers map[string]*os.Process
+}
+
+func newGeoWorld(t *testing.T) *geoWorld {
+	t.Helper()
+	gw := &geoWorld{keylessWorld: newKeylessWorld(t, Options{}), nodes: map[string]*geoNode{}, keyServers: map[string]*os.Process{}}
+	var err error
+	if gw.master, err = geo.GenerateMasterKey(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := gw.writer.SetGeoParams(ctx, &gw.master.Params); err != nil {
+		t.Fatal(err)
+	}
+	fleetPEM, err := gw.fleet.MarshalPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := secretfile.Write(filepath.Join(gw.dir, "fleet.key"), fleetPEM); err != nil {
+		t.Fatal(err)
+	}
+
+	// Key servers read the same keystore, each with its own node key.
+	var directory []KeyServer
+	for _, ks := range []struct{ name, attrs string }{
+		{"ks-eu", "region: eu, country: nl"},
+		{"ks-us", "region: us, country: us"},
+	} {
+		keyFile := filepath.Join(gw.dir, ks.name+".node.key")
+		gw.writeNodeKey(t, keyFile, ks.attrs)
+		source := "keystore: " + gw.world.dir + "\nfleet_key_file: " + filepath.Join(gw.dir, "fleet.key") + "\nnode_key_file: " + keyFile + "\n"
+		addr, proc := gw.startKeyServerWith(t, ks.name, source)
+		gw.keyServers[ks.name] = proc
+		directory = append(directory, KeyServer{Addr: addr, Attributes: mustAttributes(t, ks.attrs)})
+	}
+
+	for name, attrs := range map[string]string{
+		"eu":   "region: eu, country: de",
+		"us":   "region: us, country: us",
+		"apac": "region: apac, country: jp",
+	} {
+		a := mustAttributes(t, attrs)
+		nk, err := gw.master.NodeKey(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := &geoNode{attrs: attrs, reg: prometheus.NewRegistry()}
+		if n.store, err = keystore.Open(ctx, keystore.Options{
+			Storage:      &certmagic.FileStorage{Path: gw.world.dir},
+			FleetKey:     gw.fleet,
+			NodeKey:      nk,
+			PollInterval: 20 * time.Millisecond,
+			Logger:       slog.New(slog.DiscardHandler),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.store.Close() })
+		srv, err := NewServer(Options{
+			Store:      n.store,
+			Keyless:    gw.keylessClient(t),
+			Node:       a,
+			KeyServers: directory,
+			Logger:     slog.New(slog.DiscardHandler),
+			Registerer: n.reg,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.addr = serve(t, srv)
+		gw.nodes[name] = n
+	}
+	return gw
+}
+
+func (gw *geoWorld) writeNodeKey(t testing.TB, path, attrs string) {
+	t.Helper()
+	k, err := gw.master.NodeKey(mustAttributes(t, attrs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := k.MarshalPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := secretfile.Write(path, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustAttributes(t testing.TB, s string) geo.Attributes {
+	t.Helper()
+	a, err := geo.ParseAttributes(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// putRestricted stores a locally signed tenant under policy.
+func (gw *geoWorld) putRestricted(t testing.TB, host, policy string) string {
+	t.Helper()
+	leaf := gw.leafFor(t, certs.ECDSAP256, host)
+	ids, err := gw.writer.Put(context.Background(), &keystore.Bundle{
+		Meta:  keystore.Meta{Tenant: host, Origin: gw.origin.URL, Policy: policy},
+		Chain: leaf.Chain,
+		Key:   leaf.Key,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids[0]
+}
+
+// route completes a handshake for host on node and returns the route the
+// node took ("local", "keyless" or "none"), from its route metrics.
+func (gw *geoWorld) route(t testing.TB, node, host string) (string, error) {
+	t.Helper()
+	n := gw.nodes[node]
+	before := map[string]float64{}
+	for _, r := range []string{"local", "keyless", "none"} {
+		before[r] = metricValue(t, n.reg, "keyedge_edge_route_decisions_total", r)
+	}
+	conn, err := gw.handshakeTo(n.addr, gw.tlsConfig(host))
+	if err == nil {
+		conn.Close()
+	}
+	for _, r := range []string{"local", "keyless", "none"} {
+		if metricValue(t, n.reg, "keyedge_edge_route_decisions_total", r) > before[r] {
+			return r, err
+		}
+	}
+	return "", err
+}
+
+// TestGeoRouting: three edge nodes and two key servers; each restricted
+// key is signed where its policy allows and nowhere else.
+func TestGeoRouting(t *testing.T) {
+	gw := newGeoWorld(t)
+	gw.putRestricted(t, "eu.geo.test", "region: eu")
+	gw.putRestricted(t, "notus.geo.test", "not country: us")
+	gw.putRestricted(t, "us.geo.test", "region: us")
+	gw.putRestricted(t, "mars.geo.test", "region: mars")
+	gw.put(t, certs.ECDSAP256, gw.origin.URL, "open.geo.test")
+
+	tests := []struct {
+		host, node, want string
+	}{
+		{"eu.geo.test", "eu", "local"},
+		{"eu.geo.test", "us", "keyless"}, // via ks-eu
+		{"eu.geo.test", "apac", "keyless"},
+		{"notus.geo.test", "eu", "local"},
+		{"notus.geo.test", "apac", "local"},
+		{"notus.geo.test", "us", "keyless"}, // ks-eu, country: nl
+		{"us.geo.test", "eu", "keyless"},    // via ks-us
+		{"us.geo.test", "us", "local"},
+		{"open.geo.test", "us", "local"},
+		{"mars.geo.test", "eu", "none"}, // no node, no key server admitted
+	}
+	for _, tt := range tests {
+		got, err := gw.route(t, tt.node, tt.host)
+		if got != tt.want {
+			t.Errorf("%s on the %s node: route %q (%v), want %q", tt.host, tt.node, got, err, tt.want)
+		}
+		if (err != nil) != (tt.want == "none") {
+			t.Errorf("%s on the %s node: handshake error %v", tt.host, tt.node, err)
+		}
+	}
+
+	// The US node holds the sealed EU key on disk but cannot open it:
+	// its attribute key fails the CP-ABE layer.
+	e, err := gw.nodes["us"].store.Lookup(context.Background(), "eu.geo.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Certs[0].PrivateKey(context.Background()); !errors.Is(err, keystore.ErrCannotOpen) || !errors.Is(err, geo.ErrNotAdmitted) {
+		t.Errorf("US node opening the EU key: %v, want ErrCannotOpen from geo.ErrNotAdmitted", err)
+	}
+
+	// With the EU key server gone, the US node has nowhere to sign the
+	// EU key: the US key server reads the same files but is not admitted.
+	gw.keyServers["ks-eu"].Kill()
+	if _, err := gw.route(t, "us", "eu.geo.test"); err == nil {
+		t.Error("EU key signed for the US node with the EU key server down")
+	}
+	if r, err := gw.route(t, "us", "us.geo.test"); r != "local" || err != nil {
+		t.Errorf("US key on the US node after the EU key server died: %q, %v", r, err)
+	}
+}
+
+// TestGeoPolicyChange: a policy change moves signing between nodes on
+// the running fleet, with no restart.
+func TestGeoPolicyChange(t *testing.T) {
+	gw := newGeoWorld(t)
+	gw.putRestricted(t, "move.geo.test", "region: eu")
+	if r, err := gw.route(t, "eu", "move.geo.test"); r != "local" || err != nil {
+		t.Fatalf("before: EU node route %q, %v", r, err)
+	}
+	if err := gw.writer.SetPolicy(context.Background(), "move.geo.test", "region: us", gw.master); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "EU node signs through the US key server", func() bool {
+		r, err := gw.route(t, "eu", "move.geo.test")
+		return r == "keyless" && err == nil
+	})
+	if r, err := gw.route(t, "us", "move.geo.test"); r != "local" || err != nil {
+		t.Errorf("after: US node route %q, %v, want local", r, err)
+	}
+}
+
+// TestGeoTamperedKey: a tampered sealed key fails that tenant's
+// handshakes with an error naming it, and no other tenant's.
+func TestGeoTamperedKey(t *testing.T) {
+	gw := newGeoWorld(t)
+	id := gw.putRestricted(t, "tampered.geo.test", "region: eu")
+	gw.putRestricted(t, "fine.geo.test", "region: eu")
+	keyFile := filepath.Join(gw.world.dir, "certs", id[:2], id, "key.sealed")
+	data, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)-1] ^= 1
+	if err := os.WriteFile(keyFile, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw.route(t, "eu", "tampered.geo.test"); err == nil {
+		t.Error("handshake with a tampered key succeeded")
+	}
+	e, err := gw.nodes["eu"].store.Lookup(context.Background(), "tampered.geo.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.Certs[0].PrivateKey(context.Background())
+	if !errors.Is(err, keystore.ErrCorrupt) || !strings.Contains(err.Error(), "tampered.geo.test") {
+		t.Errorf("tampered key error %v, want ErrCorrupt naming the tenant", err)
+	}
+	if r, err := gw.route(t, "eu", "fine.geo.test"); r != "local" || err != nil {
+		t.Errorf("another tenant under the same policy: route %q, %v", r, err)
+	}
+}

@@ -1,0 +1,112 @@
+package edge
+
+import (
+	"cmp"
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/keyedge/keyedge/keyserver"
+	"github.com/keyedge/keyedge/keystore"
+	"github.com/keyedge/keyedge/keystore/geo"
+	"golang.org/x/time/rate"
+)
+
+// ErrNoKeyServer is returned when a handshake needs a key server and none
+// is available to this node: a keyless tenant on a node with no keyless
+// client, or a geo-restricted key whose policy excludes this node and
+// admits none of the key servers in the directory.
+var ErrNoKeyServer = errors.New("edge: no key server this node may use for the certificate")
+
+// KeyServer is an entry of the key server directory: a key server that
+// can sign for geo-restricted keys whose policy admits its attributes.
+type KeyServer struct {
+	Addr       string         // host:port
+	Attributes geo.Attributes // where it runs, as its node key says
+	Preference int            // lower is preferred; latency orders equals
+}
+
+// router decides, per certificate, where its handshake signatures are
+// made (DESIGN.md, "Data flow", step 3):
+//
+//   - a keyless tenant: through the key servers its record lists;
+//   - no geo policy: the local key;
+//   - a policy admitting this node: the local key, opened through the
+//     policy key;
+//   - otherwise: the directory's key servers the policy admits, most
+//     preferred first, with failover by the keyless client.
+type router struct {
+	node      geo.Attributes
+	directory []KeyServer
+	client    *keyserver.Client // nil: no keyless signing
+	decisions routeCounters
+	log       *slog.Logger
+	logEvery  rate.Sometimes // refusals are logged at most this often; metrics count all
+
+	admitted sync.Map // policy ID → []keyserver.Endpoint
+}
+
+// signer returns the signer for c's handshake signature.
+func (r *router) signer(ctx context.Context, c *keystore.Cert) (crypto.Signer, error) {
+	if c.Meta.Route == keystore.RouteKeyless {
+		servers := make([]keyserver.Endpoint, len(c.Meta.KeyServers))
+		for i, addr := range c.Meta.KeyServers {
+			servers[i] = keyserver.Endpoint{Addr: addr, Preference: i}
+		}
+		return r.remote(ctx, c, servers)
+	}
+	if c.Policy == nil || c.Policy.Admits(r.node) {
+		key, err := c.PrivateKey(ctx)
+		if err == nil {
+			r.decisions.local.Inc()
+			return key, nil
+		}
+		// A key this node cannot open after all (its node key does not
+		// match its configured attributes, or the key is moving to
+		// another policy) may still be signed by an admitted key server.
+		if c.Policy == nil || !errors.Is(err, keystore.ErrCannotOpen) {
+			return nil, err
+		}
+	}
+	return r.remote(ctx, c, r.admittedServers(c.Policy))
+}
+
+// remote signs through the first reachable of servers.
+func (r *router) remote(ctx context.Context, c *keystore.Cert, servers []keyserver.Endpoint) (crypto.Signer, error) {
+	if r.client == nil || len(servers) == 0 {
+		r.decisions.none.Inc()
+		err := fmt.Errorf("%w: certificate %s of tenant %q (policy %q)", ErrNoKeyServer, c.ID, c.Meta.Tenant, c.Meta.Policy)
+		r.logEvery.Do(func() {
+			r.log.Warn("edge: handshake refused: no key server for the certificate", "cert", c.ID, "tenant", c.Meta.Tenant, "policy", c.Meta.Policy, "keyless_client", r.client != nil)
+		})
+		return nil, err
+	}
+	r.decisions.keyless.Inc()
+	ref := keyserver.KeyRef{CertID: c.ID}
+	if len(c.Leaf.DNSNames) > 0 {
+		ref.SNI = c.Leaf.DNSNames[0]
+	}
+	return r.client.Key(ctx, c.Leaf.PublicKey, ref, servers)
+}
+
+// admittedServers returns the directory entries whose attributes pol
+// admits, most preferred first. The answer is kept per policy: the
+// directory does not change while the server runs.
+func (r *router) admittedServers(pol *geo.Policy) []keyserver.Endpoint {
+	if v, ok := r.admitted.Load(pol.ID()); ok {
+		return v.([]keyserver.Endpoint)
+	}
+	var servers []keyserver.Endpoint
+	for _, ks := range r.directory {
+		if pol.Admits(ks.Attributes) {
+			servers = append(servers, keyserver.Endpoint{Addr: ks.Addr, Preference: ks.Preference})
+		}
+	}
+	slices.SortStableFunc(servers, func(a, b keyserver.Endpoint) int { return cmp.Compare(a.Preference, b.Preference) })
+	r.admitted.Store(pol.ID(), servers)
+	return servers
+}
