@@ -1,15 +1,18 @@
-// Command keyctl manages a keyedge keystore: create the fleet key,
-// generate test tenants, import certificates, inspect and remove them.
+// Command keyctl manages a keyedge keystore: create the fleet and geo
+// master keys, generate test tenants, import certificates, inspect and
+// remove them, restrict where keys may be used and issue node keys.
 //
 // Usage:
 //
-//	keyctl init        [--keystore DIR] [--fleet-key FILE]
+//	keyctl init        [--keystore DIR] [--fleet-key FILE] [--geo-master FILE]
 //	keyctl gen-tenants --count N [--wildcard-every K] [--rsa-every K] [--domain D] [--origin URL] [--ca PREFIX]
-//	keyctl import      --cert chain.pem --key key.pem --tenant T --origin URL
+//	keyctl import      --cert chain.pem --key key.pem --tenant T --origin URL [--policy P]
 //	keyctl show        NAME
 //	keyctl ls
 //	keyctl rm          NAME|ID
 //	keyctl route       NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]
+//	keyctl node-key    --attrs "region: eu, country: de" [--out FILE] [--geo-master FILE]
+//	keyctl policy      set NAME|ID "POLICY" [--geo-master FILE] | check "POLICY"
 //	keyctl identity    NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]
 //
 // Every command takes --keystore (default $KEYEDGE_KEYSTORE or
@@ -29,6 +32,7 @@ import (
 	"syscall"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/keystore"
 )
 
@@ -41,13 +45,15 @@ type command struct {
 }
 
 var commands = []command{
-	{"init", "", "create the keystore directory and a new fleet key (0600)", runInit},
+	{"init", "", "create the keystore directory, a fleet key and a geo master key (0600 each)", runInit},
 	{"gen-tenants", "--count N [flags]", "generate N test tenants signed by a test CA", runGenTenants},
 	{"import", "--cert FILE --key FILE --tenant T --origin URL", "store a certificate chain and its key", runImport},
 	{"show", "NAME", "show the certificates serving NAME (never key bytes)", runShow},
 	{"ls", "", "list every stored name, streaming", runList},
 	{"rm", "NAME|ID", "remove a certificate by ID, or every certificate serving NAME", runRemove},
 	{"route", "NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]", "choose where a certificate's handshakes are signed", runRoute},
+	{"node-key", "--attrs \"region: eu, dc: fra1\" [--out FILE]", "issue a node's geo attribute key from the geo master key", runNodeKey},
+	{"policy", "set NAME|ID \"POLICY\" | check \"POLICY\"", "restrict where a key may be used (\"\" lifts it), re-sealing it; or check a policy", runPolicy},
 	{"identity", "NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]", "issue an mTLS identity for an edge or a key server", runIdentity},
 }
 
@@ -97,6 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		default:
 			fmt.Fprintf(stderr, "keyctl %s: %v\n", c.name, err)
+			printSyntaxError(stderr, err)
 			return 1
 		}
 	}
@@ -158,24 +165,31 @@ func (e *env) open(ctx context.Context, storage certmagic.Storage) (*keystore.St
 	})
 }
 
-func runInit(_ context.Context, e *env, args []string) error {
+// runInit creates what is missing of the keystore directory, the fleet
+// key and the geo master key, and keeps whatever exists.
+func runInit(ctx context.Context, e *env, args []string) error {
+	master := e.geoMasterFlag()
 	if err := e.parse(args, 0); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(e.keystore, 0o700); err != nil {
 		return err
 	}
-	if _, err := os.Stat(e.fleetKey); err == nil {
-		fmt.Fprintf(e.stdout, "keystore %s ready; fleet key %s exists, kept\n", e.keystore, e.fleetKey)
-		return nil
+	if secretfile.Exists(e.fleetKey) {
+		fmt.Fprintf(e.stdout, "fleet key %s exists, kept\n", e.fleetKey)
+	} else {
+		k, err := keystore.GenerateFleetKey()
+		if err != nil {
+			return err
+		}
+		if err := keystore.WriteFleetKeyFile(e.fleetKey, k); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "new fleet key written to %s (0600): keep it secret, every node needs it\n", e.fleetKey)
 	}
-	k, err := keystore.GenerateFleetKey()
-	if err != nil {
+	if err := initGeo(ctx, e, *master); err != nil {
 		return err
 	}
-	if err := keystore.WriteFleetKeyFile(e.fleetKey, k); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "keystore %s ready; new fleet key written to %s (0600): keep it secret, every node needs it\n", e.keystore, e.fleetKey)
+	fmt.Fprintf(e.stdout, "keystore %s ready\n", e.keystore)
 	return nil
 }

@@ -21,6 +21,7 @@ func TestScript(t *testing.T) {
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("KEYEDGE_KEYSTORE", "")
 			env.Setenv("KEYEDGE_FLEET_KEY", "")
+			env.Setenv("KEYEDGE_GEO_MASTER", "")
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){

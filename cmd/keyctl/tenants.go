@@ -92,6 +92,7 @@ func runImport(ctx context.Context, e *env, args []string) error {
 	e.flags.StringVar(&keyFile, "key", "", "PEM private key of the leaf (required unless --keyless)")
 	e.flags.StringVar(&meta.Tenant, "tenant", "", "tenant name (required)")
 	e.flags.StringVar(&meta.Origin, "origin", "", "origin URL requests are proxied to (required)")
+	e.flags.StringVar(&meta.Policy, "policy", "", `geo policy restricting where the key may be used, e.g. "region: eu and not country: ru"`)
 	if err := e.parse(args, 0); err != nil {
 		return err
 	}
