@@ -17,6 +17,7 @@ type TenantSpec struct {
 	First  int    // index of the first tenant
 	Domain string // parent domain of the names; default "keyedge.test"
 	Origin string // origin URL written into every tenant's meta
+	Policy string // geo policy of every tenant's key; "" for none
 
 	// WildcardEvery gives every K-th tenant the extra SAN "*.t<i>.<Domain>"
 	// (0: none). RSAEvery makes every K-th tenant RSA-2048 instead of
@@ -100,7 +101,7 @@ func (ca *CA) tenant(i int, domain string, spec TenantSpec) (*keystore.Bundle, e
 		return nil, err
 	}
 	return &keystore.Bundle{
-		Meta:  keystore.Meta{Tenant: fmt.Sprintf("t%d", i), Origin: spec.Origin},
+		Meta:  keystore.Meta{Tenant: fmt.Sprintf("t%d", i), Origin: spec.Origin, Policy: spec.Policy},
 		Chain: leaf.Chain,
 		Key:   leaf.Key,
 	}, nil

@@ -16,6 +16,11 @@ func (e *env) geoMasterFlag() *string {
 	return e.flags.String("geo-master", envOr("KEYEDGE_GEO_MASTER", "geo-master.key"), "geo master key file (0600): issues node keys, re-seals keys between policies; never on an edge")
 }
 
+// policyFlag adds --policy, the geo policy of the keys a command stores.
+func (e *env) policyFlag(p *string) {
+	e.flags.StringVar(p, "policy", "", `geo policy restricting where keys may be used, e.g. "region: eu and not country: ru"`)
+}
+
 // initGeo creates the geo master key when there is none, and stores its
 // public parameters in the keystore.
 func initGeo(ctx context.Context, e *env, path string) error {

@@ -23,6 +23,7 @@ func runGenTenants(ctx context.Context, e *env, args []string) error {
 	e.flags.IntVar(&spec.RSAEvery, "rsa-every", 0, "make every K-th tenant RSA-2048 (0: none, all ECDSA P-256)")
 	e.flags.StringVar(&spec.Domain, "domain", "keyedge.test", "tenants are named t<i>.<domain>")
 	e.flags.StringVar(&spec.Origin, "origin", "http://127.0.0.1:8080", "origin URL of every tenant")
+	e.policyFlag(&spec.Policy)
 	e.flags.IntVar(&spec.Workers, "workers", 0, "parallel generators (default: number of CPUs)")
 	e.flags.StringVar(&caPrefix, "ca", "testca", "test CA files <prefix>.pem and <prefix>.key, created if missing")
 	if err := e.parse(args, 0); err != nil {
@@ -92,7 +93,7 @@ func runImport(ctx context.Context, e *env, args []string) error {
 	e.flags.StringVar(&keyFile, "key", "", "PEM private key of the leaf (required unless --keyless)")
 	e.flags.StringVar(&meta.Tenant, "tenant", "", "tenant name (required)")
 	e.flags.StringVar(&meta.Origin, "origin", "", "origin URL requests are proxied to (required)")
-	e.flags.StringVar(&meta.Policy, "policy", "", `geo policy restricting where the key may be used, e.g. "region: eu and not country: ru"`)
+	e.policyFlag(&meta.Policy)
 	if err := e.parse(args, 0); err != nil {
 		return err
 	}
