@@ -27,7 +27,7 @@ bench:
 # minimising one large wire frame stalls a short run.
 FUZZ_TARGETS := ./keystore:FuzzNormalizeName ./keystore:FuzzParseNameFile ./keystore:FuzzParseRecord \
 	./keystore:FuzzOpenSealed ./keystore:FuzzParseChange ./certs:FuzzParseChainPEM \
-	./keyserver/wire:FuzzReadMessage
+	./keyserver/wire:FuzzReadMessage ./keystore/geo:FuzzParsePolicy ./keystore/geo:FuzzParseAttributes
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -52,11 +52,16 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	keylessCfg, stopKeyServer, err := demoKeyless(ctx, dir, ca, originURL)
+	idCA, keylessCfg, stopKeyServer, err := demoKeyless(ctx, dir, ca, originURL)
 	if err != nil {
 		return err
 	}
 	defer stopKeyServer()
+	geoCfg, stopGeoKeyServer, err := demoGeo(ctx, dir, ca, idCA, originURL)
+	if err != nil {
+		return err
+	}
+	defer stopGeoKeyServer()
 	edgeAddr, err := freeAddr(o.listen)
 	if err != nil {
 		return err
@@ -66,7 +71,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfgPath := filepath.Join(dir, "edge.yaml")
-	cfgText := fmt.Sprintf(demoConfig, edgeAddr, metricsAddr) + keylessCfg
+	cfgText := fmt.Sprintf(demoConfig, edgeAddr, metricsAddr) + keylessCfg + geoCfg
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		return err
 	}
@@ -84,17 +89,21 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  origin    %s\n", originURL)
 	fmt.Fprintf(stdout, "  edge      https://%s   (config %s)\n", edgeAddr, cfgPath)
 	fmt.Fprintf(stdout, "  keyless   %s is signed by a key server holding its key in %s\n", keylessHost, filepath.Join(dir, "keyserver-keys"))
+	fmt.Fprintf(stdout, "  geo       this edge is %q: %s (policy region: eu) is signed here, %s (region: us) by a key server at %q\n", demoEdgeAttrs, geoEUHost, geoUSHost, demoKSAttrs)
 	fmt.Fprintf(stdout, "  metrics   %s\n\n", n.metricsURL())
 
 	fmt.Fprintln(stdout, "self-check, one request per kind of tenant:")
 	failed := selfCheck(ctx, stdout, ca, edgeAddr)
+	if err := printRoutes(ctx, stdout, n.metricsURL()); err != nil {
+		return err
+	}
 
 	fmt.Fprintln(stdout, "\ntry:")
-	for _, host := range []string{certs.TenantName(1, demoDomain), "www." + certs.TenantName(10, demoDomain), certs.TenantName(100, demoDomain), keylessHost} {
+	for _, host := range []string{certs.TenantName(1, demoDomain), "www." + certs.TenantName(10, demoDomain), certs.TenantName(100, demoDomain), keylessHost, geoUSHost} {
 		fmt.Fprintf(stdout, "  curl --cacert %s --resolve %s:%s:127.0.0.1 https://%s:%s/\n",
 			filepath.Join(dir, "testca.pem"), host, port, host, port)
 	}
-	fmt.Fprintf(stdout, "  curl -s %s | grep ^keyedge_\n", n.metricsURL())
+	fmt.Fprintf(stdout, "  curl -s %s | grep -E '^keyedge_(edge_route|keystore_policy)'\n", n.metricsURL())
 	fmt.Fprintf(stdout, "  %s --keystore %s --fleet-key %s show %s\n",
 		keyctlPath(), filepath.Join(dir, "keystore"), filepath.Join(dir, "fleet.key"), certs.TenantName(42, demoDomain))
 	if failed > 0 {
@@ -204,6 +213,8 @@ func selfCheck(ctx context.Context, w io.Writer, ca *certs.CA, edgeAddr string) 
 		{"www." + certs.TenantName(10, demoDomain), "wildcard", false},
 		{certs.TenantName(100, demoDomain), "RSA tenant", false},
 		{keylessHost, "keyless tenant", false},
+		{geoEUHost, "geo, signed here", false},
+		{geoUSHost, "geo, key server", false},
 		{"unknown." + demoDomain, "unknown name", true},
 	}
 	failed := 0
@@ -219,10 +230,10 @@ func selfCheck(ctx context.Context, w io.Writer, ca *certs.CA, edgeAddr string) 
 		}
 		if err != nil {
 			failed++
-			fmt.Fprintf(w, "  FAIL %-24s %-15s %v\n", c.host, c.kind, err)
+			fmt.Fprintf(w, "  FAIL %-24s %-17s %v\n", c.host, c.kind, err)
 			continue
 		}
-		fmt.Fprintf(w, "  ok   %-24s %-15s %s\n", c.host, c.kind, line)
+		fmt.Fprintf(w, "  ok   %-24s %-17s %s\n", c.host, c.kind, line)
 	}
 	return failed
 }
@@ -259,6 +270,32 @@ func checkOne(ctx context.Context, roots *x509.CertPool, edgeAddr, host string) 
 	leaf := resp.TLS.PeerCertificates[0]
 	return fmt.Sprintf("%s %s %s %s %s: %s", resp.Proto, tls.VersionName(resp.TLS.Version), resp.TLS.CurveID,
 		leaf.PublicKeyAlgorithm, resp.Status, strings.TrimSpace(string(body))), nil
+}
+
+// printRoutes prints the edge's route decisions, scraped from its
+// metrics: how many signatures were made here and by key servers.
+func printRoutes(ctx context.Context, w io.Writer, metricsURL string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	var routes []string
+	for line := range strings.Lines(string(body)) {
+		if rest, ok := strings.CutPrefix(line, "keyedge_edge_route_decisions_total{route="); ok {
+			routes = append(routes, strings.Replace(strings.TrimSpace(rest), "} ", "=", 1))
+		}
+	}
+	fmt.Fprintf(w, "  signatures by route (keyedge_edge_route_decisions_total): %s\n", strings.Join(routes, " "))
+	return nil
 }
 
 // keyctlPath is keyctl beside this binary (as make build puts it), or

@@ -22,80 +22,91 @@ const keylessHost = "keyless." + demoDomain
 // mTLS identities for the edge and for a key server, the tenant's key in
 // the key server's directory (never in the edge's keystore), the key
 // server itself on 127.0.0.1, and the tenant's certificate in the
-// keystore with route keyless. It returns the edge.yaml lines for it
-// and a function stopping the key server.
-func demoKeyless(ctx context.Context, dir string, ca *certs.CA, originURL string) (string, func(), error) {
+// keystore with route keyless. It returns the identity CA, the edge.yaml
+// lines for it and a function stopping the key server.
+func demoKeyless(ctx context.Context, dir string, ca *certs.CA, originURL string) (*certs.CA, string, func(), error) {
 	idCA, err := certs.NewCA("keyedge demo identity CA")
 	if err != nil {
-		return "", nil, err
+		return nil, "", nil, err
 	}
 	if err := idCA.Write(filepath.Join(dir, "identity-ca.pem"), filepath.Join(dir, "identity-ca.key")); err != nil {
-		return "", nil, err
+		return nil, "", nil, err
 	}
 	edgeID, err := idCA.Issue(certs.LeafSpec{Names: []string{"edge.demo"}, ClientAuth: true})
 	if err != nil {
-		return "", nil, err
+		return nil, "", nil, err
 	}
 	if err := edgeID.WritePEM(filepath.Join(dir, "edge-identity.pem"), filepath.Join(dir, "edge-identity.key")); err != nil {
-		return "", nil, err
-	}
-	ksID, err := idCA.Issue(certs.LeafSpec{Names: []string{"keyserver.demo"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
-	if err != nil {
-		return "", nil, err
+		return nil, "", nil, err
 	}
 
 	tenant, err := ca.Issue(certs.LeafSpec{Names: []string{keylessHost}})
 	if err != nil {
-		return "", nil, err
+		return nil, "", nil, err
 	}
 	keysDir := filepath.Join(dir, "keyserver-keys")
 	if err := os.Mkdir(keysDir, 0o700); err != nil {
-		return "", nil, err
+		return nil, "", nil, err
 	}
 	if err := tenant.WritePEM(filepath.Join(keysDir, "keyless.pem"), filepath.Join(keysDir, "keyless.key")); err != nil {
-		return "", nil, err
+		return nil, "", nil, err
 	}
-
 	keys, err := keyserver.NewDirSource(keysDir, keyserver.DirOptions{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
+		return nil, "", nil, err
+	}
+	addr, stop, err := startDemoKeyServer(idCA, keys, keys.Close)
+	if err != nil {
+		return nil, "", nil, err
+	}
+
+	store, err := keystore.Open(ctx, keystore.Options{Storage: &certmagic.FileStorage{Path: filepath.Join(dir, "keystore")}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		stop()
+		return nil, "", nil, err
+	}
+	defer store.Close()
+	_, err = store.Put(ctx, &keystore.Bundle{
+		Meta:  keystore.Meta{Tenant: "keyless", Origin: originURL, Route: keystore.RouteKeyless, KeyServers: []string{addr}},
+		Chain: tenant.Chain,
+	})
+	if err != nil {
+		stop()
+		return nil, "", nil, err
+	}
+	cfg := "keyless:\n  cert_file: edge-identity.pem\n  key_file: edge-identity.key\n  ca_file: identity-ca.pem\n"
+	return idCA, cfg, stop, nil
+}
+
+// startDemoKeyServer runs a key server over keys on 127.0.0.1, with an
+// identity from idCA, accepting edges with identities from idCA. It
+// returns its address and a function that stops it and then calls
+// closeKeys.
+func startDemoKeyServer(idCA *certs.CA, keys keyserver.KeySource, closeKeys func() error) (string, func(), error) {
+	id, err := idCA.Issue(certs.LeafSpec{Names: []string{"keyserver.demo"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	if err != nil {
+		closeKeys()
 		return "", nil, err
 	}
 	clientCAs := x509.NewCertPool()
 	clientCAs.AddCert(idCA.Certificate())
 	srv, err := keyserver.NewServer(keyserver.Config{
 		Keys:      keys,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: ksID.Chain, PrivateKey: ksID.Key}}, ClientCAs: clientCAs},
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: id.Chain, PrivateKey: id.Key}}, ClientCAs: clientCAs},
 		Logger:    slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
-		keys.Close()
+		closeKeys()
 		return "", nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		keys.Close()
+		closeKeys()
 		return "", nil, err
 	}
 	go srv.Serve(ln)
-	stop := func() {
+	return ln.Addr().String(), func() {
 		srv.Shutdown(context.Background())
-		keys.Close()
-	}
-
-	store, err := keystore.Open(ctx, keystore.Options{Storage: &certmagic.FileStorage{Path: filepath.Join(dir, "keystore")}, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		stop()
-		return "", nil, err
-	}
-	defer store.Close()
-	_, err = store.Put(ctx, &keystore.Bundle{
-		Meta:  keystore.Meta{Tenant: "keyless", Origin: originURL, Route: keystore.RouteKeyless, KeyServers: []string{ln.Addr().String()}},
-		Chain: tenant.Chain,
-	})
-	if err != nil {
-		stop()
-		return "", nil, err
-	}
-	cfg := "keyless:\n  cert_file: edge-identity.pem\n  key_file: edge-identity.key\n  ca_file: identity-ca.pem\n"
-	return cfg, stop, nil
+		closeKeys()
+	}, nil
 }
