@@ -36,6 +36,9 @@ const (
 	policyRecipient = "policy:"
 )
 
+// openedPolicyTTL is, in effect, forever.
+const openedPolicyTTL = 365 * 24 * time.Hour
+
 func policyFileKey(id string) string { return policiesPrefix + "/" + id }
 
 // ErrNoGeo is returned when a certificate with a policy is stored in a
@@ -64,11 +67,16 @@ type policyKey struct {
 func (s *Store) newPolicyCache() *otter.Cache[string, *policyKey] {
 	return otter.Must(&otter.Options[string, *policyKey]{
 		MaximumSize: 10_000,
+		// Policy files never change, so an opened policy key is kept as
+		// long as the cache has room: reopening costs a CP-ABE decryption.
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *policyKey]) time.Duration {
-			if e.Value.pub == nil {
+			switch {
+			case e.Value.pub == nil:
 				return s.negativeTTL
+			case e.Value.priv == nil:
+				return positiveTTL
 			}
-			return positiveTTL
+			return openedPolicyTTL
 		}),
 	})
 }
