@@ -10,11 +10,27 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
 )
 
 // ErrKeyMismatch is returned, wrapped, by [KeyMatchesCert] and [LoadCA] when a
 // private key does not belong to a certificate.
 var ErrKeyMismatch = errors.New("certs: private key does not match certificate")
+
+// ReadCertPool reads a PEM file of CA certificates into a pool, for
+// verifying peers (key servers, edges, an ACME CA's HTTPS). A file with
+// no certificate is an error.
+func ReadCertPool(path string) (*x509.CertPool, error) {
+	pemBytes, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("certs: %s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
 
 // ParseChainPEM parses a PEM bundle of "CERTIFICATE" blocks, leaf first, and
 // returns their DER in the same order.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 
+	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keystore"
 )
 
@@ -23,6 +24,9 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 		return st.fallback, nil
 	}
 	entry, err := s.store.Lookup(hello.Context(), hello.ServerName)
+	if errors.Is(err, keystore.ErrNotFound) && s.acme != nil {
+		entry, err = s.obtainOnDemand(hello)
+	}
 	if errors.Is(err, keystore.ErrNotFound) || errors.Is(err, keystore.ErrBadName) {
 		s.metrics.selections.WithLabelValues(fallbackResult(st.fallback)).Inc()
 		return st.fallback, nil
@@ -50,6 +54,20 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 	// Nothing fits the client: offer one anyway, and let the handshake
 	// fail with the alert crypto/tls chooses.
 	return first, nil
+}
+
+// obtainOnDemand asks ACME for a certificate for a name the keystore has
+// none for, within the handshake's deadline, and looks the name up again.
+// The Manager refuses names that are not known tenants', and rate-limits
+// the rest, before anything reaches the CA.
+func (s *Server) obtainOnDemand(hello *tls.ClientHelloInfo) (*keystore.Entry, error) {
+	if err := s.acme.OnDemand(hello.Context(), hello.ServerName); err != nil {
+		if !errors.Is(err, certs.ErrNotAllowed) {
+			s.log.Warn("edge: on-demand certificate not obtained", "err", err)
+		}
+		return nil, keystore.ErrNotFound
+	}
+	return s.store.Lookup(hello.Context(), hello.ServerName)
 }
 
 func fallbackResult(fallback *tls.Certificate) string {

@@ -3,7 +3,6 @@ package edge
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,9 +14,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keyserver"
+	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -84,6 +87,26 @@ type Config struct {
 		} `yaml:"key_servers"`
 	} `yaml:"geo"`
 
+	// ACME obtains and renews certificates of the names declared for it
+	// (keyctl issue) from an ACME CA, answering HTTP-01 on http_listen
+	// (which otherwise redirects to https) and TLS-ALPN-01 on listen.
+	// Every node of a fleet must name the same CA: challenge tokens and
+	// the account are stored under it. Unset ca: ACME off, no port 80.
+	ACME struct {
+		CA            string        `yaml:"ca"`             // directory URL, e.g. Let's Encrypt staging
+		Email         string        `yaml:"email"`          // account contact for expiry notices
+		CARootFile    string        `yaml:"ca_root_file"`   // PEM roots for the CA's HTTPS [system roots]
+		HTTPListen    string        `yaml:"http_listen"`    // HTTP-01 and the https redirect [:80]
+		RenewalWindow float64       `yaml:"renewal_window"` // last fraction of the lifetime [0.333]
+		CheckInterval time.Duration `yaml:"check_interval"` // renewal and OCSP pass, jittered [1h]
+		OnDemand      struct {
+			Enabled   bool    `yaml:"enabled"`    // obtain in the handshake [false]
+			AllowURL  string  `yaml:"allow_url"`  // ask this URL (?domain=NAME, 200 = yes) [only declared names]
+			PerMinute float64 `yaml:"per_minute"` // orders per minute, all names [1]
+			Burst     int     `yaml:"burst"`      // [5]
+		} `yaml:"on_demand"`
+	} `yaml:"acme"`
+
 	Cache struct {
 		MaxEntries   int           `yaml:"max_entries"`   // [100000]
 		MaxBytes     int64         `yaml:"max_bytes"`     // [256 MiB]
@@ -128,6 +151,9 @@ func (c *Config) check() error {
 	}
 	if _, _, err := c.geo(); err != nil {
 		return err
+	}
+	if a := c.ACME; a.CA == "" && (a.Email != "" || a.CARootFile != "" || a.HTTPListen != "" || a.OnDemand.Enabled) {
+		return errors.New("acme settings need acme.ca")
 	}
 	if _, err := parseCurves(c.Curves); err != nil {
 		return err
@@ -251,19 +277,56 @@ func (c *Config) KeylessClient(log *slog.Logger) (*keyserver.Client, error) {
 	if _, err := identity.Load(); err != nil {
 		return nil, fmt.Errorf("edge: keyless identity: %w", err)
 	}
-	caPEM, err := os.ReadFile(c.Path(c.Keyless.CAFile))
+	roots, err := certs.ReadCertPool(c.Path(c.Keyless.CAFile))
 	if err != nil {
 		return nil, fmt.Errorf("edge: keyless CA: %w", err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("edge: keyless CA %s: no certificates", c.Keyless.CAFile)
 	}
 	return keyserver.NewClient(keyserver.ClientConfig{
 		TLSConfig: &tls.Config{RootCAs: roots, GetClientCertificate: identity.GetClientCertificate},
 		Timeout:   c.Keyless.Timeout,
 		Logger:    log,
 	})
+}
+
+// ACMEManager makes the ACME manager of a node whose keystore is store
+// over storage, answering challenges on the node's bound listeners
+// httpAddr (port 80) and tlsAddr (443). It returns nil when ACME is off.
+func (c *Config) ACMEManager(store *keystore.Store, storage certmagic.Storage, httpAddr, tlsAddr net.Addr, log *slog.Logger, reg prometheus.Registerer) (*certs.Manager, error) {
+	a := c.ACME
+	if a.CA == "" {
+		return nil, nil
+	}
+	opts := certs.ACMEOptions{
+		Store: store, Storage: storage, CA: a.CA, Email: a.Email,
+		RenewalWindow: a.RenewalWindow, CheckInterval: a.CheckInterval,
+		Logger: log, Registerer: reg,
+	}
+	if a.CARootFile != "" {
+		roots, err := certs.ReadCertPool(c.Path(a.CARootFile))
+		if err != nil {
+			return nil, fmt.Errorf("edge: acme.ca_root_file: %w", err)
+		}
+		opts.TrustedRoots = roots
+	}
+	// certmagic opens its own challenge listener unless one is bound at
+	// the ports it is told; tell it the node's own.
+	if ta, ok := tlsAddr.(*net.TCPAddr); ok && ta.Port != 443 {
+		opts.TLSPort = ta.Port
+	}
+	if ha, ok := httpAddr.(*net.TCPAddr); ok && ha.Port != 80 {
+		opts.HTTPPort = ha.Port
+	}
+	if p := a.OnDemand; p.Enabled {
+		opts.OnDemand = &certs.OnDemandPolicy{Rate: rate.Limit(p.PerMinute / 60), Burst: p.Burst}
+		if p.AllowURL != "" {
+			allow, err := certs.AllowURL(nil, p.AllowURL)
+			if err != nil {
+				return nil, fmt.Errorf("edge: acme.on_demand.allow_url: %w", err)
+			}
+			opts.OnDemand.Allow = allow
+		}
+	}
+	return certs.NewManager(opts)
 }
 
 // ReadTicketKeys reads session ticket keys: 64 hex digits a line, newest

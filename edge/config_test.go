@@ -1,12 +1,18 @@
 package edge
 
 import (
+	"context"
 	"crypto/tls"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/keystore"
 )
 
 func TestLoadConfigExample(t *testing.T) {
@@ -42,6 +48,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		"not yaml":         "{{{",
 		"bad attributes":   "keystore: k\nfleet_key_file: f\ngeo:\n  attributes: \"region eu\"\n",
 		"key, no attrs":    "keystore: k\nfleet_key_file: f\ngeo:\n  node_key_file: n.key\n",
+		"acme, no ca":      "keystore: k\nfleet_key_file: f\nacme:\n  email: a@b.c\n",
 		"servers, no id":   "keystore: k\nfleet_key_file: f\ngeo:\n  key_servers:\n    - addr: 127.0.0.1:1\n      attributes: \"region: eu\"\n",
 	}
 	for name, text := range tests {
@@ -99,5 +106,37 @@ func TestConfigOptions(t *testing.T) {
 	if len(o.Curves) != 1 || o.Curves[0] != tls.X25519 || o.MinVersion != tls.VersionTLS13 ||
 		len(o.TrustedProxies) != 1 || o.TrustedProxies[0].String() != "10.1.2.3/32" {
 		t.Errorf("options %+v", o)
+	}
+}
+
+func TestACMEManagerFromConfig(t *testing.T) {
+	c, err := LoadConfig("testdata/edge.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	storage := &certmagic.FileStorage{Path: dir}
+	fleet, err := keystore.GenerateFleetKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := keystore.Open(context.Background(), keystore.Options{Storage: storage, FleetKey: fleet, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
+	m, err := c.ACMEManager(store, storage, addr, addr, slog.New(slog.DiscardHandler), nil)
+	if err != nil || m == nil {
+		t.Fatalf("ACMEManager = %v, %v", m, err)
+	}
+	m.Close()
+	c.ACME.CA = ""
+	if m, err := c.ACMEManager(store, storage, addr, addr, nil, nil); m != nil || err != nil {
+		t.Errorf("without acme.ca: %v, %v; want ACME off", m, err)
+	}
+	c.ACME.CA, c.ACME.OnDemand.Enabled, c.ACME.OnDemand.AllowURL = "https://ca.example/dir", true, "ftp://nope"
+	if _, err := c.ACMEManager(store, storage, addr, addr, nil, nil); err == nil {
+		t.Error("a non-http allow_url was accepted")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
@@ -43,6 +44,12 @@ type Options struct {
 	// KeyServers is the directory of key servers that sign for
 	// geo-restricted keys, with the attributes each runs under.
 	KeyServers []KeyServer
+
+	// ACME answers TLS-ALPN-01 challenges in the handshake and, with its
+	// on-demand policy, obtains certificates for names without one. Nil:
+	// no ACME. The caller runs its renewal loop (Run) and Closes it; the
+	// port-80 listener is NewHTTPServer's.
+	ACME *certs.Manager
 
 	// Fallback is served to clients without SNI or with a name no tenant
 	// has. Nil refuses them with an unrecognized_name alert.
@@ -115,6 +122,7 @@ type Server struct {
 	// Static after NewServer.
 	store     *keystore.Store
 	router    *router
+	acme      *certs.Manager // nil without ACME
 	keyless   *keyserver.Client // nil without keyless tenants
 	tlsConfig *tls.Config
 	trusted   []netip.Prefix
@@ -141,6 +149,7 @@ func NewServer(opts Options) (*Server, error) {
 	s := &Server{
 		store:   opts.Store,
 		keyless: opts.Keyless,
+		acme:    opts.ACME,
 		trusted: opts.TrustedProxies,
 		metrics: newMetrics(),
 		log:     opts.Logger,
@@ -173,6 +182,10 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	if len(opts.TicketKeys) > 0 {
 		s.tlsConfig.SetSessionTicketKeys(opts.TicketKeys)
+	}
+	if s.acme != nil {
+		// nil, nil for every ClientHello but a CA's TLS-ALPN-01 validation.
+		s.tlsConfig.GetConfigForClient = s.acme.GetChallengeConfig
 	}
 	s.proxy = NewProxy(opts.Proxy, s.origin)
 	var protocols http.Protocols

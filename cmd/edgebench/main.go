@@ -17,7 +17,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +30,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/bench"
+	"github.com/keyedge/keyedge/certs"
 )
 
 func main() {
@@ -160,14 +160,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageErr("-origin-pid: %v", err)
 	}
 	if *caFile != "" {
-		pemBytes, err := os.ReadFile(*caFile)
-		if err != nil {
+		if cfg.RootCAs, err = certs.ReadCertPool(*caFile); err != nil {
 			fmt.Fprintf(stderr, "edgebench: %v\n", err)
-			return 1
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pemBytes) {
-			fmt.Fprintf(stderr, "edgebench: %s holds no PEM certificate\n", *caFile)
 			return 1
 		}
 	}

@@ -13,6 +13,7 @@
 //	keyctl route       NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]
 //	keyctl node-key    --attrs "region: eu, country: de" [--out FILE] [--geo-master FILE]
 //	keyctl policy      set NAME|ID "POLICY" [--geo-master FILE] | check "POLICY"
+//	keyctl issue       NAME[,SAN]... --origin URL [--ca URL] [--email E] [--defer] ...
 //	keyctl identity    NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]
 //
 // Every command takes --keystore (default $KEYEDGE_KEYSTORE or
@@ -54,6 +55,7 @@ var commands = []command{
 	{"route", "NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]", "choose where a certificate's handshakes are signed", runRoute},
 	{"node-key", "--attrs \"region: eu, dc: fra1\" [--out FILE]", "issue a node's geo attribute key from the geo master key", runNodeKey},
 	{"policy", "set NAME|ID \"POLICY\" | check \"POLICY\"", "restrict where a key may be used (\"\" lifts it), re-sealing it; or check a policy", runPolicy},
+	{"issue", "NAME[,SAN]... --origin URL [--ca URL] [--email E] [--tenant T] [--ca-root FILE] [--http-addr A] [--tls-addr A] [--defer]", "obtain certificates from an ACME CA into the keystore; the edges renew them", runIssue},
 	{"identity", "NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]", "issue an mTLS identity for an edge or a key server", runIdentity},
 }
 
@@ -127,6 +129,9 @@ func envOr(name, def string) string {
 	return def
 }
 
+// anyArgs is parse's positional count for commands taking any number.
+const anyArgs = -1
+
 // parse parses flags, which may come before, between or after the
 // positional arguments, and checks how many of those there are.
 func (e *env) parse(args []string, positional int) error {
@@ -140,7 +145,7 @@ func (e *env) parse(args []string, positional int) error {
 		e.args = append(e.args, e.flags.Arg(0))
 		args = e.flags.Args()[1:]
 	}
-	if len(e.args) != positional {
+	if positional != anyArgs && len(e.args) != positional {
 		return fmt.Errorf("%w: want %d argument(s), got %d", errUsage, positional, len(e.args))
 	}
 	return nil

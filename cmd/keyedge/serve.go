@@ -11,10 +11,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/edge"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,16 +32,27 @@ type node struct {
 	store   *keystore.Store
 	srv     *edge.Server
 	ln      net.Listener
-	metrics *http.Server // nil when metrics_listen is "off"
-	served  chan error   // Serve's result
+	metrics *http.Server   // nil when metrics_listen is "off"
+	acme    *certs.Manager // nil when ACME is off
+	http    *http.Server   // port 80, with ACME
+	stop    func()         // ends the ACME renewal loop
+	served  chan error     // Serve's result
 }
 
 // startNode opens the keystore and starts serving cfg.
-func startNode(ctx context.Context, cfg *edge.Config, logOut io.Writer) (*node, error) {
-	n := &node{cfg: cfg, level: new(slog.LevelVar), served: make(chan error, 1)}
+func startNode(ctx context.Context, cfg *edge.Config, logOut io.Writer) (_ *node, err error) {
+	n := &node{cfg: cfg, level: new(slog.LevelVar), served: make(chan error, 1), stop: func() {}}
 	lvl, _ := cfg.Level()
 	n.level.Set(lvl)
 	n.log = slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: n.level}))
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for _, f := range slices.Backward(undo) {
+				f()
+			}
+		}
+	}()
 
 	fleet, err := keystore.ReadFleetKeyFile(cfg.Path(cfg.FleetKeyFile))
 	if err != nil {
@@ -51,8 +64,9 @@ func startNode(ctx context.Context, cfg *edge.Config, logOut io.Writer) (*node, 
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	storage := &certmagic.FileStorage{Path: cfg.Path(cfg.Keystore)}
 	n.store, err = keystore.Open(ctx, keystore.Options{
-		Storage:      &certmagic.FileStorage{Path: cfg.Path(cfg.Keystore)},
+		Storage:      storage,
 		FleetKey:     fleet,
 		NodeKey:      nodeKey,
 		MaxEntries:   cfg.Cache.MaxEntries,
@@ -65,29 +79,39 @@ func startNode(ctx context.Context, cfg *edge.Config, logOut io.Writer) (*node, 
 	if err != nil {
 		return nil, err
 	}
+	undo = append(undo, func() { n.store.Close() })
 	opts, err := cfg.Options()
 	if err != nil {
-		n.store.Close()
 		return nil, err
 	}
 	opts.Store, opts.Logger, opts.Registerer = n.store, n.log, reg
 	if opts.Keyless, err = cfg.KeylessClient(n.log); err != nil {
-		n.store.Close()
 		return nil, err
+	}
+	// Listeners are bound before the ACME manager starts, so it answers
+	// challenges on them instead of opening its own.
+	if n.ln, err = net.Listen("tcp", cmp.Or(cfg.Listen, ":443")); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { n.ln.Close() })
+	var httpLn net.Listener
+	if cfg.ACME.CA != "" {
+		if httpLn, err = net.Listen("tcp", cmp.Or(cfg.ACME.HTTPListen, ":80")); err != nil {
+			return nil, fmt.Errorf("acme: %w", err)
+		}
+		undo = append(undo, func() { httpLn.Close() })
+		if n.acme, err = cfg.ACMEManager(n.store, storage, httpLn.Addr(), n.ln.Addr(), n.log, reg); err != nil {
+			return nil, err
+		}
+		undo = append(undo, func() { n.acme.Close() })
+		opts.ACME = n.acme
 	}
 	if n.srv, err = edge.NewServer(opts); err != nil {
-		n.store.Close()
-		return nil, err
-	}
-	if n.ln, err = net.Listen("tcp", cmp.Or(cfg.Listen, ":443")); err != nil {
-		n.store.Close()
 		return nil, err
 	}
 	if addr := cmp.Or(cfg.MetricsListen, "127.0.0.1:9090"); addr != "off" {
 		mln, err := net.Listen("tcp", addr)
 		if err != nil {
-			n.ln.Close()
-			n.store.Close()
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
 		mux := http.NewServeMux()
@@ -98,6 +122,14 @@ func startNode(ctx context.Context, cfg *edge.Config, logOut io.Writer) (*node, 
 	}
 	go func() { n.served <- n.srv.Serve(n.ln) }()
 	n.log.Info("edge listening", "addr", n.ln.Addr().String(), "keystore", cfg.Path(cfg.Keystore))
+	if n.acme != nil {
+		n.http = edge.NewHTTPServer(n.acme, opts.Limits, n.log)
+		go n.http.Serve(httpLn)
+		runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		n.stop = stop
+		go n.acme.Run(runCtx)
+		n.log.Info("acme on", "ca", cfg.ACME.CA, "http", httpLn.Addr().String(), "on_demand", cfg.ACME.OnDemand.Enabled)
+	}
 	return n, nil
 }
 
@@ -137,9 +169,16 @@ func (n *node) shutdown() error {
 	n.log.Info("draining", "timeout", timeout)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	n.stop()
+	if n.http != nil {
+		n.http.Shutdown(ctx)
+	}
 	err := n.srv.Shutdown(ctx)
 	if n.metrics != nil {
 		n.metrics.Close()
+	}
+	if n.acme != nil {
+		n.acme.Close()
 	}
 	n.store.Close()
 	if serr := <-n.served; !errors.Is(serr, http.ErrServerClosed) && err == nil {

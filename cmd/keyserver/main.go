@@ -18,7 +18,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -302,13 +301,9 @@ func (c *config) tlsConfig() (*tls.Config, error) {
 	if _, err := identity.Load(); err != nil {
 		return nil, fmt.Errorf("server certificate: %w", err)
 	}
-	pem, err := os.ReadFile(c.path(c.ClientCAFile))
+	pool, err := certs.ReadCertPool(c.path(c.ClientCAFile))
 	if err != nil {
 		return nil, fmt.Errorf("client CAs: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("client CAs: no certificate in %s", c.ClientCAFile)
 	}
 	return &tls.Config{GetCertificate: identity.GetCertificate, ClientCAs: pool}, nil
 }

@@ -1,0 +1,75 @@
+package certs
+
+import (
+	"crypto/tls"
+	"net"
+	"net/http"
+
+	"github.com/keyedge/keyedge/keystore"
+	"github.com/mholt/acmez/v3"
+)
+
+// HTTPHandler is the handler of the edge's port-80 listener. It answers
+// the CA's HTTP-01 requests for orders of any node sharing the storage
+// (from this process's memory, else from the challenge tokens in
+// storage) and passes every other request to fallback; nil fallback
+// redirects to the same URL over https (RedirectToHTTPS).
+func (m *Manager) HTTPHandler(fallback http.Handler) http.Handler {
+	if fallback == nil {
+		fallback = http.HandlerFunc(RedirectToHTTPS)
+	}
+	return m.issuer.HTTPChallengeHandler(fallback)
+}
+
+// RedirectToHTTPS answers a plain-HTTP request with a permanent redirect
+// to the same host, path and query over https, the host's port dropped
+// (the edge serves TLS on 443): 301 for GET and HEAD, 308 otherwise so
+// clients keep the method and body.
+func RedirectToHTTPS(w http.ResponseWriter, r *http.Request) {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == "" {
+		http.Error(w, "missing Host", http.StatusBadRequest)
+		return
+	}
+	u := *r.URL
+	u.Scheme, u.Host = "https", host
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		http.Redirect(w, r, u.String(), http.StatusMovedPermanently)
+		return
+	}
+	http.Redirect(w, r, u.String(), http.StatusPermanentRedirect)
+}
+
+// IsTLSALPNChallenge reports whether hello is a CA's TLS-ALPN-01
+// validation: a server name and acme-tls/1 as the only ALPN protocol
+// (RFC 8737).
+func IsTLSALPNChallenge(hello *tls.ClientHelloInfo) bool {
+	return hello.ServerName != "" && len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acmez.ACMETLS1Protocol
+}
+
+// GetChallengeConfig has the signature of tls.Config.GetConfigForClient.
+// For a TLS-ALPN-01 validation it returns a config that negotiates
+// acme-tls/1 and presents the challenge certificate of an order by any
+// node sharing the storage; for every other ClientHello it returns nil,
+// nil, so the edge's own config goes on. A validation for a name with no
+// pending challenge fails the handshake.
+func (m *Manager) GetChallengeConfig(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	if !IsTLSALPNChallenge(hello) || m.issuer.DisableTLSALPNChallenge {
+		return nil, nil
+	}
+	if _, err := keystore.NormalizeName(hello.ServerName); err != nil {
+		return nil, err // never let a hostile name near storage
+	}
+	cert, err := m.magic.GetCertificate(hello)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{*cert},
+		NextProtos:   []string{acmez.ACMETLS1Protocol},
+		MinVersion:   tls.VersionTLS12,
+	}, nil
+}

@@ -1,0 +1,123 @@
+package certs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"iter"
+	"path"
+	"time"
+)
+
+// The managed index is one small JSON file per managed certificate, named
+// by its primary name and bucketed like the keystore's name index:
+//
+//	acme/managed/<h2>/<name>    h2 = first 2 hex of sha256(name)
+//
+// It is what the renewal loop walks (never the whole keystore), the state
+// nodes re-read under a name's lock before ordering, and where the
+// fleet-wide backoff of a failing name lives. certmagic keeps its own
+// ACME state beside it, under acme/<CA>/.
+const managedDir = "acme/managed"
+
+// errNotManaged is returned by loadEntry for a name with no entry.
+var errNotManaged = errors.New("certs: name is not managed by ACME")
+
+// managedEntry is one file of the managed index.
+type managedEntry struct {
+	// Declared by Request.
+	Names  []string `json:"names"` // primary first
+	Tenant string   `json:"tenant"`
+	Origin string   `json:"origin,omitempty"`
+
+	// The certificate obtained last; CertID is empty until one is.
+	CertID    string    `json:"cert_id,omitempty"`
+	Covered   []string  `json:"covered,omitempty"` // the Names it was ordered for
+	NotBefore time.Time `json:"not_before,omitzero"`
+	NotAfter  time.Time `json:"not_after,omitzero"`
+	Orders    int       `json:"orders,omitempty"` // certificates obtained so far
+
+	// OCSPNext is when the staple should be fetched again (zero: at the
+	// next pass, if the certificate names a responder).
+	OCSPNext time.Time `json:"ocsp_next,omitzero"`
+
+	// Backoff after failed orders.
+	Failures  int       `json:"failures,omitempty"`
+	RetryAt   time.Time `json:"retry_at,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
+}
+
+func managedKey(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return managedDir + "/" + hex.EncodeToString(sum[:1]) + "/" + name
+}
+
+// loadEntry reads the entry of a normalised name from storage, never a
+// cache, so a node sees what another stored before it took the lock.
+func (m *Manager) loadEntry(ctx context.Context, name string) (*managedEntry, error) {
+	data, err := m.storage.Load(ctx, managedKey(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", errNotManaged, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("certs: failed to read ACME entry of %s: %w", name, err)
+	}
+	var e managedEntry
+	if err := json.Unmarshal(data, &e); err != nil || len(e.Names) == 0 || e.Names[0] != name {
+		return nil, fmt.Errorf("certs: corrupt ACME entry %s", managedKey(name))
+	}
+	return &e, nil
+}
+
+func (m *Manager) storeEntry(ctx context.Context, e *managedEntry) error {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("certs: failed to encode ACME entry of %s: %w", e.Names[0], err)
+	}
+	if err := m.storage.Store(ctx, managedKey(e.Names[0]), data); err != nil {
+		return fmt.Errorf("certs: failed to write ACME entry of %s: %w", e.Names[0], err)
+	}
+	return nil
+}
+
+func (m *Manager) deleteEntry(ctx context.Context, name string) error {
+	err := m.storage.Delete(ctx, managedKey(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %s", errNotManaged, name)
+	}
+	if err != nil {
+		return fmt.Errorf("certs: failed to delete ACME entry of %s: %w", name, err)
+	}
+	return nil
+}
+
+// managedNames yields every managed primary name, one bucket of the
+// index at a time, so memory stays bounded by a bucket.
+func (m *Manager) managedNames(ctx context.Context) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		buckets, err := m.storage.List(ctx, managedDir, false)
+		if errors.Is(err, fs.ErrNotExist) {
+			return
+		}
+		if err != nil {
+			yield("", fmt.Errorf("certs: failed to list ACME index: %w", err))
+			return
+		}
+		for _, b := range buckets {
+			keys, err := m.storage.List(ctx, b, false)
+			if err != nil {
+				yield("", fmt.Errorf("certs: failed to list ACME index: %w", err))
+				return
+			}
+			for _, k := range keys {
+				if !yield(path.Base(k), nil) {
+					return
+				}
+			}
+		}
+	}
+}
