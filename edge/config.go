@@ -20,8 +20,8 @@ import (
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/time/rate"
 )
 
 // Config is the edge.yaml file of `keyedge serve`. Relative paths are

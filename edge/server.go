@@ -122,7 +122,7 @@ type Server struct {
 	// Static after NewServer.
 	store     *keystore.Store
 	router    *router
-	acme      *certs.Manager // nil without ACME
+	acme      *certs.Manager    // nil without ACME
 	keyless   *keyserver.Client // nil without keyless tenants
 	tlsConfig *tls.Config
 	trusted   []netip.Prefix
