@@ -167,7 +167,10 @@ func NewManager(opts ACMEOptions) (*Manager, error) {
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return m.magic, nil },
 		Logger:           nop,
 	})
-	m.magic = certmagic.New(m.cache, certmagic.Config{Storage: opts.Storage, Logger: nop})
+	// certmagic's storage seals its private keys (the ACME account key)
+	// with the fleet key, as tenant keys are.
+	secrets := opts.Store.SealSecrets(opts.Storage, isACMEPrivateKey)
+	m.magic = certmagic.New(m.cache, certmagic.Config{Storage: secrets, Logger: nop})
 	m.issuer = certmagic.NewACMEIssuer(m.magic, certmagic.ACMEIssuer{
 		CA:                      opts.CA,
 		Email:                   opts.Email,
@@ -186,6 +189,12 @@ func NewManager(opts ACMEOptions) (*Manager, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// isACMEPrivateKey reports whether a storage key is one of certmagic's
+// private keys (acme/<CA>/users/<email>/<name>.key).
+func isACMEPrivateKey(key string) bool {
+	return strings.HasPrefix(key, "acme/") && strings.HasSuffix(key, ".key")
 }
 
 // Close stops certmagic's cache goroutine. It does not stop Run, which
@@ -231,9 +240,9 @@ func (m *Manager) declare(ctx context.Context, req Request) (*managedEntry, erro
 		return nil, errors.New("certs: ACME request without a tenant")
 	}
 	var e *managedEntry
-	err = m.withNameLock(ctx, names[0], func() error {
+	err = withNameLock(ctx, m.storage, m.log, names[0], func() error {
 		old, err := m.loadEntry(ctx, names[0])
-		if err != nil && !errors.Is(err, errNotManaged) {
+		if err != nil && !errors.Is(err, ErrNotManaged) {
 			return err
 		}
 		e = &managedEntry{}
@@ -246,14 +255,16 @@ func (m *Manager) declare(ctx context.Context, req Request) (*managedEntry, erro
 	return e, err
 }
 
-// Forget stops managing name: the renewal loop no longer renews it. The
-// certificate stays in the keystore until removed (keyctl rm).
-func (m *Manager) Forget(ctx context.Context, name string) error {
+// Unmanage stops ACME management of name fleet-wide: no node renews it
+// or obtains it on demand any more. It returns an error wrapping
+// ErrNotManaged for a name that was not managed. The certificate stays in
+// the keystore until removed (keyctl rm unmanages and removes).
+func Unmanage(ctx context.Context, storage certmagic.Storage, name string) error {
 	name, err := keystore.NormalizeName(name)
 	if err != nil {
 		return err
 	}
-	return m.withNameLock(ctx, name, func() error { return m.deleteEntry(ctx, name) })
+	return withNameLock(ctx, storage, slog.Default(), name, func() error { return deleteEntry(ctx, storage, name) })
 }
 
 // normalizeNames normalises and de-duplicates names, keeping the first
@@ -298,7 +309,7 @@ const (
 func (m *Manager) issue(ctx context.Context, primary string, kind orderKind, revokedID string) (*managedEntry, error) {
 	v, err, _ := m.flight.Do(primary, func() (any, error) {
 		var out *managedEntry
-		err := m.withNameLock(ctx, primary, func() error {
+		err := withNameLock(ctx, m.storage, m.log, primary, func() error {
 			e, err := m.loadEntry(ctx, primary)
 			if err != nil {
 				return err
@@ -437,14 +448,14 @@ func (m *Manager) backoff(n int) time.Duration {
 
 // withNameLock runs fn holding the fleet-wide issuance lock of name, the
 // one certmagic itself takes for a name ("issue_cert_"+name).
-func (m *Manager) withNameLock(ctx context.Context, name string, fn func() error) error {
+func withNameLock(ctx context.Context, storage certmagic.Storage, log *slog.Logger, name string, fn func() error) error {
 	key := "issue_cert_" + name
-	if err := m.storage.Lock(ctx, key); err != nil {
+	if err := storage.Lock(ctx, key); err != nil {
 		return fmt.Errorf("certs: failed to lock %s: %w", name, err)
 	}
 	defer func() {
-		if err := m.storage.Unlock(context.WithoutCancel(ctx), key); err != nil {
-			m.log.Error("certs: failed to unlock", "name", name, "err", err)
+		if err := storage.Unlock(context.WithoutCancel(ctx), key); err != nil {
+			log.Error("certs: failed to unlock", "name", name, "err", err)
 		}
 	}()
 	return fn()

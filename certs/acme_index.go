@@ -11,6 +11,8 @@ import (
 	"iter"
 	"path"
 	"time"
+
+	"github.com/caddyserver/certmagic"
 )
 
 // The managed index is one small JSON file per managed certificate, named
@@ -24,8 +26,8 @@ import (
 // ACME state beside it, under acme/<CA>/.
 const managedDir = "acme/managed"
 
-// errNotManaged is returned by loadEntry for a name with no entry.
-var errNotManaged = errors.New("certs: name is not managed by ACME")
+// ErrNotManaged is returned for a name ACME does not manage.
+var ErrNotManaged = errors.New("certs: name is not managed by ACME")
 
 // managedEntry is one file of the managed index.
 type managedEntry struct {
@@ -61,7 +63,7 @@ func managedKey(name string) string {
 func (m *Manager) loadEntry(ctx context.Context, name string) (*managedEntry, error) {
 	data, err := m.storage.Load(ctx, managedKey(name))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", errNotManaged, name)
+		return nil, fmt.Errorf("%w: %s", ErrNotManaged, name)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("certs: failed to read ACME entry of %s: %w", name, err)
@@ -84,12 +86,14 @@ func (m *Manager) storeEntry(ctx context.Context, e *managedEntry) error {
 	return nil
 }
 
-func (m *Manager) deleteEntry(ctx context.Context, name string) error {
-	err := m.storage.Delete(ctx, managedKey(name))
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: %s", errNotManaged, name)
+// deleteEntry removes the entry of name; the caller holds its lock.
+// (FileStorage deletes a missing key without an error, hence Exists.)
+func deleteEntry(ctx context.Context, storage certmagic.Storage, name string) error {
+	if !storage.Exists(ctx, managedKey(name)) {
+		return fmt.Errorf("%w: %s", ErrNotManaged, name)
 	}
-	if err != nil {
+	err := storage.Delete(ctx, managedKey(name))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("certs: failed to delete ACME entry of %s: %w", name, err)
 	}
 	return nil

@@ -62,7 +62,7 @@ func (m *Manager) OnDemand(ctx context.Context, serverName string) error {
 	}
 	e, err := m.loadEntry(ctx, name)
 	switch {
-	case errors.Is(err, errNotManaged):
+	case errors.Is(err, ErrNotManaged):
 		if m.onDemand.Allow == nil {
 			m.metrics.onDemand.WithLabelValues("refused").Inc()
 			return fmt.Errorf("%w: %s is not declared for ACME", ErrNotAllowed, name)

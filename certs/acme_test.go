@@ -273,7 +273,7 @@ func TestObtainChallenges(t *testing.T) {
 }
 
 // assertNoPlainTenantKey fails if any stored file holds an unsealed
-// private key, except certmagic's ACME account key (acme/<CA>/users/).
+// private key: tenant keys and certmagic's ACME account key alike.
 func assertNoPlainTenantKey(t *testing.T, dir string) {
 	t.Helper()
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -285,7 +285,7 @@ func assertNoPlainTenantKey(t *testing.T, dir string) {
 		if err != nil {
 			return err
 		}
-		if strings.Contains(string(data), "PRIVATE KEY") && !strings.Contains(filepath.ToSlash(rel), "/users/") {
+		if strings.Contains(string(data), "PRIVATE KEY") {
 			t.Errorf("%s holds an unsealed private key", rel)
 		}
 		return nil

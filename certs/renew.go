@@ -143,7 +143,7 @@ func (m *Manager) refreshOCSP(ctx context.Context, e *managedEntry, now time.Tim
 		return e, err
 	}
 	var out *managedEntry
-	err = m.withNameLock(ctx, e.Names[0], func() error {
+	err = withNameLock(ctx, m.storage, m.log, e.Names[0], func() error {
 		cur, err := m.loadEntry(ctx, e.Names[0])
 		if err != nil {
 			return err

@@ -1,12 +1,14 @@
 package keystore
 
 import (
+	"context"
 	"crypto/hpke"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/internal/secretfile"
 )
 
@@ -163,4 +165,55 @@ func WriteFleetKeyFile(path string, k *FleetKey) error {
 		return fmt.Errorf("keystore: failed to write fleet key: %w", err)
 	}
 	return nil
+}
+
+// SealSecrets returns storage with the values under keys that secret
+// selects sealed to the Store's fleet key at rest, and opened on Load.
+// certmagic keeps a private key of its own, the ACME account key, in the
+// storage it is given; through SealSecrets it is sealed like a tenant
+// key. Without a fleet key, storing a secret fails with ErrNoSealer.
+func (s *Store) SealSecrets(storage certmagic.Storage, secret func(key string) bool) certmagic.Storage {
+	return &sealedStorage{Storage: storage, fleet: s.fleet, secret: secret}
+}
+
+type sealedStorage struct {
+	certmagic.Storage
+	fleet  *FleetKey
+	secret func(key string) bool
+}
+
+// sealInfo binds a sealed value to its storage key, as a tenant key is
+// bound to its certificate ID.
+func sealInfo(key string) string { return "storage:" + key }
+
+func (s *sealedStorage) Store(ctx context.Context, key string, value []byte) error {
+	if s.secret(key) {
+		if s.fleet == nil {
+			return ErrNoSealer
+		}
+		sealed, err := sealTo(s.fleet.priv.PublicKey(), FleetRecipient, sealInfo(key), value)
+		if err != nil {
+			return err
+		}
+		value = sealed
+	}
+	return s.Storage.Store(ctx, key, value)
+}
+
+func (s *sealedStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	data, err := s.Storage.Load(ctx, key)
+	if err != nil || !s.secret(key) {
+		return data, err
+	}
+	if s.fleet == nil {
+		return nil, fmt.Errorf("%w: %s: no fleet key configured", ErrCannotOpen, key)
+	}
+	h, ct, err := parseSealed(data)
+	if err == nil {
+		data, err = openWith(s.fleet.priv, h, ct, sealInfo(key))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, key, err)
+	}
+	return data, nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/schollz/progressbar/v3"
@@ -192,12 +193,25 @@ func runRemove(ctx context.Context, e *env, args []string) error {
 	if err := e.parse(args, 1); err != nil {
 		return err
 	}
-	store, err := e.open(ctx, nil)
+	storage := &certmagic.FileStorage{Path: e.keystore}
+	store, err := e.open(ctx, storage)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	if err := store.Remove(ctx, e.args[0]); err != nil {
+	// Unmanaged first, so no edge renews the name back between the two.
+	unmanaged := certs.Unmanage(ctx, storage, e.args[0])
+	switch {
+	case unmanaged == nil:
+		fmt.Fprintf(e.stdout, "%s is no longer renewed by ACME\n", e.args[0])
+	case !errors.Is(unmanaged, certs.ErrNotManaged) && !errors.Is(unmanaged, keystore.ErrBadName):
+		return unmanaged
+	}
+	err = store.Remove(ctx, e.args[0])
+	if errors.Is(err, keystore.ErrNotFound) && unmanaged == nil {
+		return nil // declared for ACME, never obtained
+	}
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "removed %s\n", e.args[0])
