@@ -12,16 +12,17 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/edge"
+	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // node is one running edge: its keystore, server and listeners.
@@ -37,6 +38,7 @@ type node struct {
 	http    *http.Server   // port 80, with ACME
 	stop    func()         // ends the ACME renewal loop
 	served  chan error     // Serve's result
+	ready   atomic.Bool    // /readyz: serving, not draining
 }
 
 // startNode opens the keystore and starts serving cfg.
@@ -114,13 +116,12 @@ func startNode(ctx context.Context, cfg *edge.Config, logOut io.Writer) (_ *node
 		if err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		n.metrics = &http.Server{Handler: ops.Handler(reg, &n.ready), ReadHeaderTimeout: 10 * time.Second}
 		go n.metrics.Serve(mln)
 		n.log.Info("metrics listening", "addr", "http://"+mln.Addr().String()+"/metrics")
 	}
 	go func() { n.served <- n.srv.Serve(n.ln) }()
+	n.ready.Store(true)
 	n.log.Info("edge listening", "addr", n.ln.Addr().String(), "keystore", cfg.Path(cfg.Keystore))
 	if n.acme != nil {
 		n.http = edge.NewHTTPServer(n.acme, opts.Limits, n.log)
@@ -166,6 +167,7 @@ func (n *node) reload(path string) {
 // the drain timeout, then close everything.
 func (n *node) shutdown() error {
 	timeout := cmp.Or(n.cfg.Limits.DrainTimeout, 30*time.Second)
+	n.ready.Store(false)
 	n.log.Info("draining", "timeout", timeout)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

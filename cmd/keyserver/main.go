@@ -28,17 +28,18 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -54,7 +55,7 @@ type config struct {
 	NodeKeyFile   string `yaml:"node_key_file"`  // and this server's geo node key, for keys with a policy
 	Authorize     []rule `yaml:"authorize"`      // absent: every client may use every key
 	MaxInFlight   int    `yaml:"max_in_flight"`  // per connection [256]
-	MetricsListen string `yaml:"metrics_listen"` // host:port for /metrics, or "off" ["off"]
+	MetricsListen string `yaml:"metrics_listen"` // host:port for /metrics, /healthz, /readyz, or "off" ["off"]
 	LogLevel      string `yaml:"log_level"`      // debug, info, warn, error ["info"]
 
 	dir string // of the file, for relative paths
@@ -138,21 +139,21 @@ func serve(ctx context.Context, cfg *config, path string, log *slog.Logger, leve
 	if err != nil {
 		return err
 	}
+	var ready atomic.Bool // /readyz: serving, not draining
 	if cfg.MetricsListen != "off" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("metrics: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		metrics := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		metrics := &http.Server{Handler: ops.Handler(reg, &ready), ReadHeaderTimeout: 10 * time.Second}
 		go metrics.Serve(mln)
 		defer metrics.Close()
 		log.Info("keyserver: metrics listening", "addr", "http://"+mln.Addr().String()+"/metrics")
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	ready.Store(true)
 	if auth == nil {
 		log.Warn("keyserver: no authorize rules: every client with a certificate from client_ca_file may use every key")
 	}
@@ -169,6 +170,7 @@ wait:
 			break wait
 		}
 	}
+	ready.Store(false)
 	log.Info("keyserver: shutting down", "timeout", shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()

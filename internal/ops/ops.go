@@ -1,0 +1,31 @@
+// Package ops serves what operators and orchestrators poll on a
+// process's metrics listener: Prometheus metrics, liveness and readiness.
+package ops
+
+import (
+	"net/http"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Handler serves /metrics from reg, /healthz (200 while the process
+// serves HTTP at all: a liveness probe) and /readyz (200 while ready is
+// set, 503 otherwise: a readiness probe, which a draining process fails
+// so load balancers stop sending it connections).
+func Handler(reg prometheus.Gatherer, ready *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	return mux
+}
