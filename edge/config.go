@@ -3,7 +3,6 @@ package edge
 import (
 	"bytes"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -38,9 +36,15 @@ type Config struct {
 		KeyFile  string `yaml:"key_file"`  // PEM private key, mode 0600
 	} `yaml:"fallback"` // served for no or unknown SNI; unset: unrecognized_name
 
-	// SessionTicketKeysFile holds 32-byte keys in hex, one per line,
-	// newest first. Unset: per-process random keys.
-	SessionTicketKeysFile string `yaml:"session_ticket_keys_file"`
+	// SessionTickets derive the fleet's session ticket keys from a shared
+	// secret (see TicketKeys), so sessions resume on any node. Unset:
+	// per-process random keys.
+	SessionTickets struct {
+		SecretFile         string        `yaml:"secret_file"`          // hex, >= 32 bytes, mode 0600 (keyctl ticket-secret)
+		PreviousSecretFile string        `yaml:"previous_secret_file"` // the secret being rotated out: decrypts only
+		Rotation           time.Duration `yaml:"rotation"`             // epoch length [1h]
+		Accept             int           `yaml:"accept"`               // previous epochs still resumed [2]
+	} `yaml:"session_tickets"`
 
 	Curves        []string `yaml:"curves"`          // [X25519MLKEM768, X25519, P-256]
 	MinTLSVersion string   `yaml:"min_tls_version"` // "1.2" or "1.3" [1.2]
@@ -152,6 +156,9 @@ func (c *Config) check() error {
 	if _, _, err := c.geo(); err != nil {
 		return err
 	}
+	if st := c.SessionTickets; st.SecretFile == "" && (st.PreviousSecretFile != "" || st.Rotation != 0 || st.Accept != 0) {
+		return errors.New("session_tickets settings need session_tickets.secret_file")
+	}
 	if a := c.ACME; a.CA == "" && (a.Email != "" || a.CARootFile != "" || a.HTTPListen != "" || a.OnDemand.Enabled) {
 		return errors.New("acme settings need acme.ca")
 	}
@@ -198,8 +205,17 @@ func (c *Config) Options() (Options, error) {
 		}
 		o.Fallback = &cert
 	}
-	if c.SessionTicketKeysFile != "" {
-		if o.TicketKeys, err = ReadTicketKeys(c.Path(c.SessionTicketKeysFile)); err != nil {
+	if st := c.SessionTickets; st.SecretFile != "" {
+		o.Tickets = &TicketKeys{Period: st.Rotation, Accept: st.Accept}
+		if o.Tickets.Secret, err = ReadTicketSecret(c.Path(st.SecretFile)); err != nil {
+			return o, err
+		}
+		if st.PreviousSecretFile != "" {
+			if o.Tickets.Previous, err = ReadTicketSecret(c.Path(st.PreviousSecretFile)); err != nil {
+				return o, err
+			}
+		}
+		if err := o.Tickets.check(); err != nil {
 			return o, err
 		}
 	}
@@ -327,38 +343,6 @@ func (c *Config) ACMEManager(store *keystore.Store, storage certmagic.Storage, h
 		}
 	}
 	return certs.NewManager(opts)
-}
-
-// ReadTicketKeys reads session ticket keys: 64 hex digits a line, newest
-// first, '#' comments allowed. The file must not be readable by others.
-func ReadTicketKeys(path string) ([][32]byte, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("edge: ticket keys: %w", err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("edge: ticket keys %s are accessible by other users (mode %v)", path, fi.Mode().Perm())
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("edge: ticket keys: %w", err)
-	}
-	var keys [][32]byte
-	for i, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		var k [32]byte
-		if n, err := hex.Decode(k[:], []byte(line)); err != nil || n != 32 || len(line) != 64 {
-			return nil, fmt.Errorf("edge: ticket keys %s line %d: want 64 hex digits", path, i+1)
-		}
-		keys = append(keys, k)
-	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("edge: ticket keys %s: no keys", path)
-	}
-	return keys, nil
 }
 
 var curveNames = map[string]tls.CurveID{

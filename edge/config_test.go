@@ -62,7 +62,7 @@ func TestLoadConfigErrors(t *testing.T) {
 	}
 }
 
-func TestReadTicketKeys(t *testing.T) {
+func TestReadTicketSecret(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, text string, mode os.FileMode) string {
 		p := filepath.Join(dir, name)
@@ -71,18 +71,22 @@ func TestReadTicketKeys(t *testing.T) {
 		}
 		return p
 	}
-	good := write("good", "# newest first\n"+strings.Repeat("ab", 32)+"\n\n"+strings.Repeat("01", 32)+"\n", 0o600)
-	keys, err := ReadTicketKeys(good)
-	if err != nil || len(keys) != 2 || keys[0][0] != 0xab || keys[1][0] != 0x01 {
-		t.Fatalf("ReadTicketKeys = %x, %v", keys, err)
+	good := write("good", strings.Repeat("ab", 32)+"\n", 0o600)
+	secret, err := ReadTicketSecret(good)
+	if err != nil || len(secret) != 32 || secret[0] != 0xab {
+		t.Fatalf("ReadTicketSecret = %x, %v", secret, err)
 	}
-	for name, p := range map[string]string{
-		"world readable": write("open", strings.Repeat("ab", 32)+"\n", 0o644),
-		"short key":      write("short", "abcd\n", 0o600),
-		"not hex":        write("nothex", strings.Repeat("zz", 32)+"\n", 0o600),
-		"empty":          write("empty", "# nothing\n", 0o600),
+	for name, tc := range map[string]struct {
+		text string
+		mode os.FileMode
+	}{
+		"short":     {strings.Repeat("ab", 31), 0o600},
+		"not hex":   {strings.Repeat("zz", 32), 0o600},
+		"exposed":   {strings.Repeat("ab", 32), 0o644},
+		"empty":     {"", 0o600},
+		"two lines": {strings.Repeat("ab", 32) + "\n" + strings.Repeat("cd", 32), 0o600},
 	} {
-		if _, err := ReadTicketKeys(p); err == nil {
+		if _, err := ReadTicketSecret(write(name, tc.text, tc.mode)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

@@ -21,45 +21,70 @@ type tlsListener struct {
 	srv    *Server
 	config *tls.Config
 
-	ready  chan net.Conn   // handshaken connections for Accept
-	ctx    context.Context // canceled by Close, ending handshakes in flight
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // the accept loop and handshakes in flight
+	ready      chan net.Conn   // handshaken connections for Accept
+	ctx        context.Context // canceled by Close, ending handshakes in flight
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup // the accept loop and handshakes in flight
+	acceptDone chan struct{}  // closed when the accept loop has returned
+	drained    chan struct{}  // closed when, after that, every handshake has ended
 }
 
 func newTLSListener(inner net.Listener, srv *Server, config *tls.Config) *tlsListener {
 	l := &tlsListener{
-		inner:  inner,
-		srv:    srv,
-		config: config,
-		ready:  make(chan net.Conn),
+		inner:      inner,
+		srv:        srv,
+		config:     config,
+		ready:      make(chan net.Conn),
+		acceptDone: make(chan struct{}),
+		drained:    make(chan struct{}),
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
 	go l.acceptLoop()
+	go func() {
+		<-l.acceptDone
+		l.wg.Wait()
+		close(l.drained)
+	}()
 	return l
 }
 
-// Accept returns the next connection whose handshake succeeded.
+// Accept returns the next connection whose handshake succeeded. After
+// stopAccepting it still returns the connections whose handshakes were
+// in flight, then net.ErrClosed.
 func (l *tlsListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.ready:
 		return c, nil
+	case <-l.drained:
+		return nil, net.ErrClosed
 	case <-l.ctx.Done():
 		return nil, net.ErrClosed
 	}
 }
 
+// stopAccepting closes the TCP listener but lets the handshakes in
+// flight finish, so a draining server serves every connection it
+// accepted; drained is closed when they have. (With the socket shared by
+// a successor process, connections not yet accepted go to it.)
+func (l *tlsListener) stopAccepting() error {
+	return l.inner.Close()
+}
+
 // Close stops accepting; handshakes in progress are abandoned.
 func (l *tlsListener) Close() error {
 	l.cancel()
-	return l.inner.Close()
+	if err := l.inner.Close(); !errors.Is(err, net.ErrClosed) {
+		return err // nil too
+	}
+	return nil // stopAccepting closed it already
 }
 
 func (l *tlsListener) Addr() net.Addr { return l.inner.Addr() }
 
 func (l *tlsListener) acceptLoop() {
 	defer l.wg.Done()
+	defer close(l.acceptDone)
 	var backoff time.Duration
 	for {
 		raw, err := l.inner.Accept()

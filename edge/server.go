@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,10 +56,10 @@ type Options struct {
 	// has. Nil refuses them with an unrecognized_name alert.
 	Fallback *tls.Certificate
 
-	// TicketKeys encrypt session tickets; the first encrypts, all
-	// decrypt. Empty: crypto/tls's own random, rotating keys, so tickets
-	// resume only on this process.
-	TicketKeys [][32]byte
+	// Tickets derives the session ticket keys from the fleet's secret,
+	// so sessions resume on any node. Nil: crypto/tls's own random,
+	// rotating keys, so tickets resume only on this process.
+	Tickets *TicketKeys
 
 	// Curves are the key exchanges offered [X25519MLKEM768, X25519,
 	// P-256]. crypto/tls applies its own preference order among them,
@@ -133,12 +134,25 @@ type Server struct {
 
 	settings atomic.Pointer[settings] // replaced whole by Reload
 	open     atomic.Int64             // client connections open
+
+	ticketsChanged chan struct{} // Reload wakes the ticket rotation
+	done           chan struct{} // closed by Shutdown
+
+	mu        sync.Mutex // guards listeners
+	listeners []*tlsListener
+
+	// HTTP/1 connections that have not yet read their first request.
+	// net/http drops a request it reads after Shutdown has begun, so
+	// Shutdown lets these read theirs first.
+	fresh      sync.Map // net.Conn → struct{}
+	freshCount atomic.Int64
 }
 
 // settings are the options Reload can change on a running server.
 type settings struct {
 	fallback *tls.Certificate
 	limits   Limits
+	tickets  *TicketKeys // nil: crypto/tls's own keys
 }
 
 // NewServer returns a Server; call Serve to run it.
@@ -153,6 +167,9 @@ func NewServer(opts Options) (*Server, error) {
 		trusted: opts.TrustedProxies,
 		metrics: newMetrics(),
 		log:     opts.Logger,
+
+		ticketsChanged: make(chan struct{}, 1),
+		done:           make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -169,7 +186,12 @@ func NewServer(opts Options) (*Server, error) {
 		opts.Proxy.Logger = s.log
 	}
 	limits := opts.Limits.withDefaults()
-	s.settings.Store(&settings{fallback: opts.Fallback, limits: limits})
+	if opts.Tickets != nil {
+		if err := opts.Tickets.check(); err != nil {
+			return nil, err
+		}
+	}
+	s.settings.Store(&settings{fallback: opts.Fallback, limits: limits, tickets: opts.Tickets})
 	s.tlsConfig = &tls.Config{
 		MinVersion:       cmp.Or(opts.MinVersion, tls.VersionTLS12),
 		CurvePreferences: opts.Curves,
@@ -180,9 +202,10 @@ func NewServer(opts Options) (*Server, error) {
 	if len(s.tlsConfig.CurvePreferences) == 0 {
 		s.tlsConfig.CurvePreferences = DefaultCurves
 	}
-	if len(opts.TicketKeys) > 0 {
-		s.tlsConfig.SetSessionTicketKeys(opts.TicketKeys)
+	if opts.Tickets != nil {
+		s.tlsConfig.SetSessionTicketKeys(opts.Tickets.Keys(time.Now()))
 	}
+	go s.rotateTickets()
 	if s.acme != nil {
 		// nil, nil for every ClientHello but a CA's TLS-ALPN-01 validation.
 		s.tlsConfig.GetConfigForClient = s.acme.GetChallengeConfig
@@ -199,6 +222,7 @@ func NewServer(opts Options) (*Server, error) {
 		IdleTimeout:       limits.IdleTimeout,
 		MaxHeaderBytes:    limits.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnState:         s.trackNew,
 	}
 	if r := opts.Registerer; r != nil {
 		collectors := append(s.metrics.collectors(), s.proxy.Collectors()...)
@@ -224,7 +248,18 @@ func (s *Server) Serve(l net.Listener) error {
 			ReadHeaderTimeout: s.settings.Load().limits.HandshakeTimeout,
 		}
 	}
-	return s.http.Serve(newTLSListener(l, s, s.tlsConfig))
+	tl := newTLSListener(l, s, s.tlsConfig)
+	s.mu.Lock()
+	s.listeners = append(s.listeners, tl)
+	s.mu.Unlock()
+	err := s.http.Serve(tl)
+	select {
+	case <-s.done:
+		// Shutdown closed the listener before telling net/http.
+		return http.ErrServerClosed
+	default:
+		return err
+	}
 }
 
 // proxyPolicy requires a PROXY header from trusted networks and refuses
@@ -240,9 +275,29 @@ func (s *Server) proxyPolicy(o proxyproto.ConnPolicyOptions) (proxyproto.Policy,
 	return proxyproto.REJECT, nil
 }
 
-// Shutdown stops accepting connections and waits for requests in flight
-// to finish until ctx ends; then it closes what is left.
+// Shutdown stops accepting connections, lets the handshakes in flight
+// finish and waits for requests in flight to finish until ctx ends; then
+// it closes what is left. No connection the server accepted is dropped
+// unless ctx ends first.
 func (s *Server) Shutdown(ctx context.Context) error {
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+	s.mu.Lock()
+	listeners := s.listeners
+	s.mu.Unlock()
+	for _, l := range listeners {
+		l.stopAccepting()
+	}
+	for _, l := range listeners {
+		select {
+		case <-l.drained:
+		case <-ctx.Done():
+		}
+	}
+	s.awaitFirstRequests(ctx)
 	err := s.http.Shutdown(ctx)
 	if err != nil {
 		s.http.Close()
@@ -254,17 +309,88 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// trackNew is the http.Server's ConnState hook: it counts the HTTP/1
+// connections that have not read a request yet. (HTTP/2 connections
+// leave StateNew without a hook call; their graceful shutdown is
+// GOAWAY's.)
+func (s *Server) trackNew(c net.Conn, state http.ConnState) {
+	if state == http.StateNew {
+		if tc, ok := c.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
+			return
+		}
+		s.fresh.Store(c, struct{}{})
+		s.freshCount.Add(1)
+		return
+	}
+	if _, ok := s.fresh.LoadAndDelete(c); ok {
+		s.freshCount.Add(-1)
+	}
+}
+
+// awaitFirstRequests waits, at most ReadHeaderTimeout or until ctx ends,
+// for fresh HTTP/1 connections to read their first request.
+func (s *Server) awaitFirstRequests(ctx context.Context) {
+	deadline := time.NewTimer(s.settings.Load().limits.ReadHeaderTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for s.freshCount.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+	// A connection marks itself active just before net/http checks for
+	// shutdown: let that check pass.
+	time.Sleep(10 * time.Millisecond)
+}
+
 // Reload applies the options that can change without a restart: the
-// fallback certificate, ticket keys, the handshake timeout and MaxConns.
-// Other fields of opts are ignored.
+// fallback certificate, the session ticket secrets (a fleet secret
+// rotation), the handshake timeout and MaxConns. Other fields of opts are
+// ignored. Invalid ticket settings are logged and the old ones kept.
 func (s *Server) Reload(opts Options) {
 	old := s.settings.Load()
 	limits := old.limits
 	limits.HandshakeTimeout = cmp.Or(opts.Limits.HandshakeTimeout, 10*time.Second)
 	limits.MaxConns = cmp.Or(opts.Limits.MaxConns, 10_000)
-	s.settings.Store(&settings{fallback: opts.Fallback, limits: limits})
-	if len(opts.TicketKeys) > 0 {
-		s.tlsConfig.SetSessionTicketKeys(opts.TicketKeys)
+	tickets := opts.Tickets
+	if tickets != nil {
+		if err := tickets.check(); err != nil {
+			s.log.Error("edge: reload: keeping the previous session ticket settings", "err", err)
+			tickets = old.tickets
+		}
+	}
+	s.settings.Store(&settings{fallback: opts.Fallback, limits: limits, tickets: tickets})
+	select {
+	case s.ticketsChanged <- struct{}{}:
+	default:
+	}
+}
+
+// rotateTickets installs the ticket keys of each new epoch as it begins,
+// and at once after a Reload, until Shutdown. Without fleet tickets it
+// only waits: crypto/tls rotates its own keys.
+func (s *Server) rotateTickets() {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		if t := s.settings.Load().tickets; t != nil {
+			now := time.Now()
+			s.tlsConfig.SetSessionTicketKeys(t.Keys(now))
+			timer.Reset(time.Until(t.next(now)))
+		} else {
+			timer.Stop()
+		}
+		select {
+		case <-timer.C:
+		case <-s.ticketsChanged:
+		case <-s.done:
+			return
+		}
 	}
 }
 

@@ -202,38 +202,6 @@ func TestHTTPVersions(t *testing.T) {
 	}
 }
 
-func TestSessionResumptionWithTicketKeys(t *testing.T) {
-	keys := [][32]byte{{1, 2, 3}}
-	w := newWorld(t, 2, Options{TicketKeys: keys})
-	// A second edge on the same keystore with the same ticket keys.
-	other, err := NewServer(Options{Store: w.store, TicketKeys: keys})
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherAddr := serve(t, other)
-
-	cache := tls.NewLRUClientSessionCache(4)
-	dial := func(addr string) tls.ConnectionState {
-		cfg := w.tlsConfig("t1.keyedge.test")
-		cfg.ClientSessionCache = cache
-		conn, err := tls.Dial("tcp", addr, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		// TLS 1.3 tickets arrive after the handshake: read to receive them.
-		conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		conn.Read(make([]byte, 1))
-		return conn.ConnectionState()
-	}
-	if dial(w.addr).DidResume {
-		t.Fatal("first connection resumed")
-	}
-	if !dial(otherAddr).DidResume {
-		t.Error("session from one edge did not resume on another with the same ticket keys")
-	}
-}
-
 func TestHandshakeTimeout(t *testing.T) {
 	w := newWorld(t, 1, Options{Limits: Limits{HandshakeTimeout: 200 * time.Millisecond}})
 	conn, err := net.Dial("tcp", w.addr)

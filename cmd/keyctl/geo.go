@@ -141,3 +141,17 @@ func printSyntaxError(w io.Writer, err error) {
 	}
 	fmt.Fprintf(w, "    %s\n    %s^\n", se.Input, strings.Repeat(" ", se.Column-1))
 }
+
+func runTicketSecret(_ context.Context, e *env, args []string) error {
+	out := e.flags.String("out", "ticket.secret", "file to write the secret to (0600, must not exist)")
+	if err := e.parse(args, 0); err != nil {
+		return err
+	}
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	if err := secretfile.Write(*out, []byte(hex.EncodeToString(secret)+"\n")); err != nil {
+		return fmt.Errorf("failed to write ticket secret: %w", err)
+	}
+	fmt.Fprintf(e.stdout, "session ticket secret written to %s (0600): give every edge of the fleet the same file (session_tickets.secret_file)\n", *out)
+	return nil
+}

@@ -14,6 +14,7 @@
 //	keyctl node-key    --attrs "region: eu, country: de" [--out FILE] [--geo-master FILE]
 //	keyctl policy      set NAME|ID "POLICY" [--geo-master FILE] | check "POLICY"
 //	keyctl issue       NAME[,SAN]... --origin URL [--ca URL] [--email E] [--defer] ...
+//	keyctl ticket-secret [--out FILE]
 //	keyctl identity    NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]
 //
 // Every command takes --keystore (default $KEYEDGE_KEYSTORE or
@@ -56,6 +57,7 @@ var commands = []command{
 	{"node-key", "--attrs \"region: eu, dc: fra1\" [--out FILE]", "issue a node's geo attribute key from the geo master key", runNodeKey},
 	{"policy", "set NAME|ID \"POLICY\" | check \"POLICY\"", "restrict where a key may be used (\"\" lifts it), re-sealing it; or check a policy", runPolicy},
 	{"issue", "NAME[,SAN]... --origin URL [--ca URL] [--email E] [--tenant T] [--ca-root FILE] [--http-addr A] [--tls-addr A] [--defer]", "obtain certificates from an ACME CA into the keystore; the edges renew them", runIssue},
+	{"ticket-secret", "[--out FILE]", "create the fleet's session ticket secret (0600)", runTicketSecret},
 	{"identity", "NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]", "issue an mTLS identity for an edge or a key server", runIdentity},
 }
 

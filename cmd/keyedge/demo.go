@@ -79,7 +79,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	n, err := startNode(ctx, cfg, stderr)
+	n, err := startNode(ctx, cfg, net.Listen, stderr)
 	if err != nil {
 		return err
 	}

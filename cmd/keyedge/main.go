@@ -2,14 +2,17 @@
 //
 // Usage:
 //
-//	keyedge serve --config edge.yaml
+//	keyedge serve --config edge.yaml [--pid-file FILE]
 //	keyedge demo [--tenants N] [--check]
 //
 // serve terminates TLS for every tenant in the configured keystore and
 // proxies to their origins. SIGTERM or SIGINT drains (stop accepting,
 // finish requests in flight up to limits.drain_timeout); SIGHUP reloads
-// the fallback certificate, ticket keys, log level, handshake timeout
-// and max_conns without dropping connections.
+// the fallback certificate, session ticket secrets, log level, handshake
+// timeout and max_conns without dropping connections; SIGUSR2 restarts
+// with no downtime: a new process of the (possibly replaced) executable
+// takes over the listening sockets, and this one drains once it is
+// ready. --pid-file keeps the serving process's PID, for systemd.
 //
 // demo builds everything on one machine in a temp dir: a keystore of
 // generated tenants, an origin and an edge on 127.0.0.1, and prints what
@@ -33,7 +36,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: keyedge serve --config edge.yaml | keyedge demo [--tenants N] [--check]")
+		fmt.Fprintln(stderr, "usage: keyedge serve --config edge.yaml [--pid-file FILE] | keyedge demo [--tenants N] [--check]")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -44,10 +47,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs := flag.NewFlagSet("keyedge serve", flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		config := fs.String("config", "edge.yaml", "config file")
+		pidFile := fs.String("pid-file", "", "write the serving process's PID here (kept current across SIGUSR2 restarts)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
-		err = serve(ctx, *config, stderr)
+		err = serve(ctx, *config, *pidFile, stderr)
 	case "demo":
 		fs := flag.NewFlagSet("keyedge demo", flag.ContinueOnError)
 		fs.SetOutput(stderr)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/cloudflare/tableflip"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/edge"
 	"github.com/keyedge/keyedge/internal/ops"
@@ -41,8 +42,13 @@ type node struct {
 	ready   atomic.Bool    // /readyz: serving, not draining
 }
 
-// startNode opens the keystore and starts serving cfg.
-func startNode(ctx context.Context, cfg *edge.Config, logOut io.Writer) (_ *node, err error) {
+// listenFunc opens a listener: net.Listen, or a tableflip Upgrader's
+// Listen, which hands over the listeners of the process it replaces.
+type listenFunc func(network, addr string) (net.Listener, error)
+
+// startNode opens the keystore and starts serving cfg, on listeners
+// from listen.
+func startNode(ctx context.Context, cfg *edge.Config, listen listenFunc, logOut io.Writer) (_ *node, err error) {
 	n := &node{cfg: cfg, level: new(slog.LevelVar), served: make(chan error, 1), stop: func() {}}
 	lvl, _ := cfg.Level()
 	n.level.Set(lvl)
@@ -92,13 +98,13 @@ func startNode(ctx context.Context, cfg *edge.Config, logOut io.Writer) (_ *node
 	}
 	// Listeners are bound before the ACME manager starts, so it answers
 	// challenges on them instead of opening its own.
-	if n.ln, err = net.Listen("tcp", cmp.Or(cfg.Listen, ":443")); err != nil {
+	if n.ln, err = listen("tcp", cmp.Or(cfg.Listen, ":443")); err != nil {
 		return nil, err
 	}
 	undo = append(undo, func() { n.ln.Close() })
 	var httpLn net.Listener
 	if cfg.ACME.CA != "" {
-		if httpLn, err = net.Listen("tcp", cmp.Or(cfg.ACME.HTTPListen, ":80")); err != nil {
+		if httpLn, err = listen("tcp", cmp.Or(cfg.ACME.HTTPListen, ":80")); err != nil {
 			return nil, fmt.Errorf("acme: %w", err)
 		}
 		undo = append(undo, func() { httpLn.Close() })
@@ -112,7 +118,7 @@ func startNode(ctx context.Context, cfg *edge.Config, logOut io.Writer) (_ *node
 		return nil, err
 	}
 	if addr := cmp.Or(cfg.MetricsListen, "127.0.0.1:9090"); addr != "off" {
-		mln, err := net.Listen("tcp", addr)
+		mln, err := listen("tcp", addr)
 		if err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
@@ -190,22 +196,50 @@ func (n *node) shutdown() error {
 }
 
 // serve runs `keyedge serve` until SIGTERM or SIGINT (ctx) ends it.
-func serve(ctx context.Context, path string, logOut io.Writer) error {
+// SIGHUP reloads the config; SIGUSR2 starts the same executable anew
+// (tableflip), hands it the listening sockets and, once it is ready,
+// drains this process: no connection is refused during the swap. With
+// pidFile set, the PID of the process serving is kept there.
+func serve(ctx context.Context, path, pidFile string, logOut io.Writer) error {
 	cfg, err := edge.LoadConfig(path)
 	if err != nil {
 		return err
 	}
-	n, err := startNode(ctx, cfg, logOut)
+	upg, err := tableflip.New(tableflip.Options{PIDFile: pidFile})
 	if err != nil {
 		return err
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	defer upg.Stop()
+	n, err := startNode(ctx, cfg, upg.Listen, logOut)
+	if err != nil {
+		return err
+	}
+	if err := upg.Ready(); err != nil {
+		n.shutdown()
+		return err
+	}
+	if upg.HasParent() {
+		n.log.Info("took over the listeners from the previous process")
+	}
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(signals)
 	for {
 		select {
-		case <-hup:
-			n.reload(path)
+		case sig := <-signals:
+			if sig == syscall.SIGHUP {
+				n.reload(path)
+				continue
+			}
+			n.log.Info("SIGUSR2: starting a new process to take over")
+			go func() {
+				if err := upg.Upgrade(); err != nil {
+					n.log.Error("upgrade failed; this process keeps serving", "err", err)
+				}
+			}()
+		case <-upg.Exit():
+			n.log.Info("the new process is ready; draining this one")
+			return n.shutdown()
 		case err := <-n.served:
 			n.served <- err
 			n.shutdown()

@@ -1,0 +1,108 @@
+package edge
+
+import (
+	"cmp"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/keyedge/keyedge/internal/secretfile"
+)
+
+// TicketKeys derives the session ticket keys of a fleet from a shared
+// secret, one key per epoch of Period: HKDF-SHA256 over the secret with
+// the epoch number as info. Every node computes the same keys with no
+// coordination, so a session resumes on any node of the fleet; keys
+// rotate at each epoch boundary, the previous Accept epochs still
+// decrypt, and an older ticket gets a full handshake.
+//
+// The secret itself is rotated with an overlap: give the new secret as
+// Secret and the old one as Previous on every node (its keys decrypt,
+// never encrypt), then drop Previous once every node has the new one.
+type TicketKeys struct {
+	Secret   []byte        // the fleet secret, at least 32 bytes
+	Previous []byte        // the secret being rotated out, or nil
+	Period   time.Duration // epoch length [1h]
+	Accept   int           // previous epochs whose tickets still resume [2]
+}
+
+// minSecret is the shortest fleet secret accepted.
+const minSecret = 32
+
+// ErrWeakSecret is returned for a ticket secret shorter than 32 bytes.
+var ErrWeakSecret = errors.New("edge: session ticket secret shorter than 32 bytes")
+
+func (t *TicketKeys) period() time.Duration { return cmp.Or(t.Period, time.Hour) }
+func (t *TicketKeys) accept() int           { return cmp.Or(t.Accept, 2) }
+
+// check validates the secrets and the period.
+func (t *TicketKeys) check() error {
+	if len(t.Secret) < minSecret || (t.Previous != nil && len(t.Previous) < minSecret) {
+		return ErrWeakSecret
+	}
+	if t.Period < 0 || t.Accept < 0 || t.period() < time.Second {
+		return fmt.Errorf("edge: session ticket period %v / accept %d out of range", t.Period, t.Accept)
+	}
+	return nil
+}
+
+// epoch is the number of the epoch containing now.
+func (t *TicketKeys) epoch(now time.Time) int64 {
+	return now.UnixNano() / int64(t.period())
+}
+
+// next is when the epoch after now's begins.
+func (t *TicketKeys) next(now time.Time) time.Time {
+	return time.Unix(0, (t.epoch(now)+1)*int64(t.period()))
+}
+
+// Keys returns the ticket keys at time now, for tls.Config's
+// SetSessionTicketKeys: the current epoch's key of Secret first (it
+// encrypts), then the keys that still decrypt: the next epoch's (so a
+// node whose clock runs slightly behind accepts a ticket from one ahead),
+// the Accept previous epochs', and the same epochs of Previous.
+func (t *TicketKeys) Keys(now time.Time) [][32]byte {
+	e := t.epoch(now)
+	var keys [][32]byte
+	for _, secret := range [][]byte{t.Secret, t.Previous} {
+		if secret == nil {
+			continue
+		}
+		keys = append(keys, ticketKey(secret, e), ticketKey(secret, e+1))
+		for i := int64(1); i <= int64(t.accept()); i++ {
+			keys = append(keys, ticketKey(secret, e-i))
+		}
+	}
+	return keys
+}
+
+func ticketKey(secret []byte, epoch int64) [32]byte {
+	info := binary.BigEndian.AppendUint64([]byte("keyedge session ticket key v1\x00"), uint64(epoch))
+	b, err := hkdf.Key(sha256.New, secret, nil, string(info), 32)
+	if err != nil {
+		panic(err) // only for lengths HKDF-SHA256 cannot produce
+	}
+	return [32]byte(b)
+}
+
+// ReadTicketSecret reads a fleet ticket secret: hex digits (at least 64,
+// that is 32 bytes) on one line, from a file only its owner may read.
+func ReadTicketSecret(path string) ([]byte, error) {
+	data, err := secretfile.Read(path)
+	if err != nil {
+		return nil, fmt.Errorf("edge: session ticket secret: %w", err)
+	}
+	secret, err := hex.DecodeString(strings.TrimSpace(string(data)))
+	if err != nil {
+		return nil, fmt.Errorf("edge: session ticket secret %s: not hex", path)
+	}
+	if len(secret) < minSecret {
+		return nil, fmt.Errorf("%w: %s", ErrWeakSecret, path)
+	}
+	return secret, nil
+}

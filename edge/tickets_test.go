@@ -1,0 +1,126 @@
+package edge
+
+import (
+	"bytes"
+	"crypto/tls"
+	"slices"
+	"testing"
+	"time"
+)
+
+var (
+	secretA = bytes.Repeat([]byte{0xa1}, 32)
+	secretB = bytes.Repeat([]byte{0xb2}, 32)
+)
+
+func TestTicketKeysRotate(t *testing.T) {
+	tk := &TicketKeys{Secret: secretA, Period: time.Hour, Accept: 2}
+	t0 := time.Date(2026, 11, 28, 10, 30, 0, 0, time.UTC)
+	now := tk.Keys(t0)
+	if len(now) != 4 {
+		t.Fatalf("%d keys, want current, next and 2 previous", len(now))
+	}
+	if !slices.Equal(now, tk.Keys(t0.Add(29*time.Minute))) {
+		t.Error("keys changed within an epoch")
+	}
+	if got := tk.next(t0); !got.Equal(time.Date(2026, 11, 28, 11, 0, 0, 0, time.UTC)) {
+		t.Errorf("next epoch at %v, want 11:00", got)
+	}
+	// The key encrypting now decrypts for Accept more epochs, then not.
+	for h, want := range []bool{true, true, true, false} {
+		later := tk.Keys(t0.Add(time.Duration(h) * time.Hour))
+		if slices.Contains(later, now[0]) != want {
+			t.Errorf("%dh later: current key accepted = %v, want %v", h, !want, want)
+		}
+		if h > 0 && later[0] == now[0] {
+			t.Errorf("%dh later: still encrypting with the old key", h)
+		}
+	}
+	// A node whose clock is ahead encrypts with the next epoch's key,
+	// which this node already accepts.
+	if ahead := tk.Keys(t0.Add(time.Hour)); !slices.Contains(now, ahead[0]) {
+		t.Error("a ticket from a node one epoch ahead is not accepted")
+	}
+	// Another secret shares nothing; as Previous it decrypts, never encrypts.
+	other := (&TicketKeys{Secret: secretB}).Keys(t0)
+	for _, k := range other {
+		if slices.Contains(now, k) {
+			t.Fatal("two secrets derived a common key")
+		}
+	}
+	rotating := (&TicketKeys{Secret: secretB, Previous: secretA}).Keys(t0)
+	if rotating[0] != other[0] || !slices.Contains(rotating, now[0]) {
+		t.Error("during a secret rotation: want the new secret to encrypt and the old one to decrypt")
+	}
+	for _, bad := range []*TicketKeys{{Secret: secretA[:31]}, {Secret: secretA, Previous: []byte("short")}, {Secret: secretA, Period: time.Millisecond}} {
+		if bad.check() == nil {
+			t.Errorf("check accepted %+v", bad)
+		}
+	}
+}
+
+// TestFleetSessionResumption: three edge nodes with one fleet secret
+// resume each other's sessions; a node with another secret, or one
+// rotating to a new secret without the old, does a full handshake; a
+// node rotating with the old secret as Previous resumes; and once the
+// epochs accepted have passed, a ticket no longer resumes anywhere.
+func TestFleetSessionResumption(t *testing.T) {
+	fleet := &TicketKeys{Secret: secretA, Period: time.Second, Accept: 1}
+	w := newWorld(t, 1, Options{Tickets: fleet})
+	node := func(tk *TicketKeys) string {
+		srv, err := NewServer(Options{Store: w.store, Tickets: tk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return serve(t, srv)
+	}
+	b, c := node(fleet), node(fleet)
+	rotating := node(&TicketKeys{Secret: secretB, Previous: secretA, Period: time.Second})
+	stranger := node(&TicketKeys{Secret: secretB, Period: time.Second})
+
+	// Start right after an epoch boundary, so the checks below run
+	// within the ticket's epoch and the next.
+	time.Sleep(time.Until(fleet.next(time.Now())) + 10*time.Millisecond)
+	cache := tls.NewLRUClientSessionCache(4)
+	dial := func(addr string) bool {
+		t.Helper()
+		cfg := w.tlsConfig("t0.keyedge.test")
+		cfg.ClientSessionCache = cache
+		conn, err := w.handshakeTo(addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		// TLS 1.3 tickets arrive after the handshake: read to get them.
+		conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		conn.Read(make([]byte, 1))
+		return conn.ConnectionState().DidResume
+	}
+	if dial(w.addr) {
+		t.Fatal("the first connection resumed")
+	}
+	for _, tc := range []struct {
+		name, addr string
+		want       bool
+	}{
+		{"node B", b, true},
+		{"node C", c, true},
+		{"a node rotating to a new secret, old one kept", rotating, true},
+		{"a node with another secret", stranger, false},
+	} {
+		// Each full handshake replaces the cached session: start again
+		// from a ticket of the first node.
+		cache.Put("t0.keyedge.test", nil)
+		dial(w.addr)
+		if got := dial(tc.addr); got != tc.want {
+			t.Errorf("%s: resumed = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
+	cache.Put("t0.keyedge.test", nil)
+	dial(w.addr)
+	time.Sleep(time.Until(fleet.next(fleet.next(fleet.next(time.Now())))) + 50*time.Millisecond)
+	if dial(b) {
+		t.Error("a ticket three epochs old resumed with accept: 1")
+	}
+}
