@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/backend"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
@@ -27,7 +28,9 @@ import (
 type Config struct {
 	Listen        string `yaml:"listen"`         // TLS address [:443]
 	MetricsListen string `yaml:"metrics_listen"` // /metrics address [127.0.0.1:9090]; "off" disables
-	Keystore      string `yaml:"keystore"`       // keystore directory (required)
+	Keystore      string `yaml:"keystore"`       // keystore directory, or redis[s]://host:port/db[?prefix=P] shared by a fleet (required)
+	// KeystorePasswordFile holds the Redis keystore's password (0600).
+	KeystorePasswordFile string `yaml:"keystore_password_file"`
 	FleetKeyFile  string `yaml:"fleet_key_file"` // fleet key, mode 0600 (required)
 	LogLevel      string `yaml:"log_level"`      // debug, info, warn, error [info]
 
@@ -170,6 +173,15 @@ func (c *Config) check() error {
 	}
 	_, err := parsePrefixes(c.ProxyProtocol.TrustedCIDRs)
 	return err
+}
+
+// KeystoreLocation is the keystore's directory, resolved relative to the
+// file, or its Redis URL as written.
+func (c *Config) KeystoreLocation() string {
+	if backend.IsURL(c.Keystore) {
+		return c.Keystore
+	}
+	return c.Path(c.Keystore)
 }
 
 // Path resolves p relative to the config file.

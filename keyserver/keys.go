@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/keystore"
 )
 
@@ -495,8 +496,8 @@ func readDirFile(path string, info fs.FileInfo) (*dirFile, error) {
 	if signer == nil {
 		return f, nil
 	}
-	if perm := info.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("holds a private key but is accessible by other users (mode %v); chmod 600 it", perm)
+	if !secretfile.Private(info) {
+		return nil, fmt.Errorf("holds a private key but is accessible by other users (mode %v); chmod 600 it", info.Mode().Perm())
 	}
 	ski, err := SKI(signer.Public())
 	if err != nil {

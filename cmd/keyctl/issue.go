@@ -56,7 +56,10 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		}
 	}
 
-	storage := &certmagic.FileStorage{Path: e.keystore}
+	storage, err := e.storage(ctx)
+	if err != nil {
+		return err
+	}
 	store, err := e.open(ctx, storage)
 	if err != nil {
 		return err

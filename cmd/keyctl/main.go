@@ -34,6 +34,7 @@ import (
 	"syscall"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/internal/backend"
 	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/keystore"
 )
@@ -63,12 +64,14 @@ var commands = []command{
 
 // env is what every command shares: its flags and standard streams.
 type env struct {
-	flags    *flag.FlagSet
-	keystore string
-	fleetKey string
-	args     []string // positional arguments, after parse
-	stdout   io.Writer
-	stderr   io.Writer
+	flags        *flag.FlagSet
+	keystore     string // a directory or a Redis URL
+	passwordFile string // the Redis keystore's password
+	fleetKey     string
+	args         []string // positional arguments, after parse
+	stdout       io.Writer
+	stderr       io.Writer
+	release      []func() error // run when the command returns
 }
 
 func main() {
@@ -89,13 +92,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		e := &env{flags: flag.NewFlagSet("keyctl "+c.name, flag.ContinueOnError), stdout: stdout, stderr: stderr}
 		e.flags.SetOutput(stderr)
-		e.flags.StringVar(&e.keystore, "keystore", envOr("KEYEDGE_KEYSTORE", "keystore"), "keystore directory")
+		e.flags.StringVar(&e.keystore, "keystore", envOr("KEYEDGE_KEYSTORE", "keystore"), "keystore directory, or redis://host:port/db URL of a shared one")
+		e.flags.StringVar(&e.passwordFile, "keystore-password-file", os.Getenv("KEYEDGE_KEYSTORE_PASSWORD_FILE"), "file holding the Redis keystore's password (0600)")
 		e.flags.StringVar(&e.fleetKey, "fleet-key", envOr("KEYEDGE_FLEET_KEY", "fleet.key"), "fleet key file (0600)")
 		e.flags.Usage = func() {
 			fmt.Fprintf(stderr, "usage: keyctl %s %s\n  %s\n\nflags:\n", c.name, c.args, c.help)
 			e.flags.PrintDefaults()
 		}
 		err := c.run(ctx, e, args[1:])
+		for _, release := range e.release {
+			release()
+		}
 		switch {
 		case err == nil:
 			return 0
@@ -153,17 +160,34 @@ func (e *env) parse(args []string, positional int) error {
 	return nil
 }
 
-// open opens the keystore with the fleet key as sealer and opener.
-func (e *env) open(ctx context.Context, storage certmagic.Storage) (*keystore.Store, error) {
-	if fi, err := os.Stat(e.keystore); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("no keystore at %s (run keyctl init first)", e.keystore)
+// storage opens the storage --keystore names: a directory, which must
+// exist (keyctl init creates it), or a Redis URL. It is released when
+// the command returns.
+func (e *env) storage(ctx context.Context) (certmagic.Storage, error) {
+	if !backend.IsURL(e.keystore) {
+		if fi, err := os.Stat(e.keystore); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("no keystore at %s (run keyctl init first)", e.keystore)
+		}
 	}
+	st, release, err := backend.Open(ctx, e.keystore, e.passwordFile)
+	if err != nil {
+		return nil, err
+	}
+	e.release = append(e.release, release)
+	return st, nil
+}
+
+// open opens the keystore over storage (nil: e.storage) with the fleet
+// key.
+func (e *env) open(ctx context.Context, storage certmagic.Storage) (*keystore.Store, error) {
 	fleet, err := keystore.ReadFleetKeyFile(e.fleetKey)
 	if err != nil {
 		return nil, err
 	}
 	if storage == nil {
-		storage = &certmagic.FileStorage{Path: e.keystore}
+		if storage, err = e.storage(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return keystore.Open(ctx, keystore.Options{
 		Storage:  storage,
@@ -179,8 +203,10 @@ func runInit(ctx context.Context, e *env, args []string) error {
 	if err := e.parse(args, 0); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(e.keystore, 0o700); err != nil {
-		return err
+	if !backend.IsURL(e.keystore) {
+		if err := os.MkdirAll(e.keystore, 0o700); err != nil {
+			return err
+		}
 	}
 	if secretfile.Exists(e.fleetKey) {
 		fmt.Fprintf(e.stdout, "fleet key %s exists, kept\n", e.fleetKey)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/backend"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/schollz/progressbar/v3"
 )
@@ -39,8 +40,13 @@ func runGenTenants(ctx context.Context, e *env, args []string) error {
 	}
 	// Generated tenants are written without a per-file fsync and flushed
 	// once at the end: a million fsyncs would take most of an hour.
-	bulk := keystore.NewBulkFileStorage(e.keystore)
-	store, err := e.open(ctx, bulk)
+	var bulk *keystore.BulkFileStorage
+	var storage certmagic.Storage
+	if !backend.IsURL(e.keystore) {
+		bulk = keystore.NewBulkFileStorage(e.keystore)
+		storage = bulk
+	}
+	store, err := e.open(ctx, storage)
 	if err != nil {
 		return err
 	}
@@ -58,8 +64,10 @@ func runGenTenants(ctx context.Context, e *env, args []string) error {
 	)
 	err = ca.GenerateTenants(ctx, store, spec, func(done int) { bar.Set(done) })
 	bar.Finish()
-	if serr := bulk.Sync(); err == nil {
-		err = serr
+	if bulk != nil {
+		if serr := bulk.Sync(); err == nil {
+			err = serr
+		}
 	}
 	if err != nil {
 		return err
@@ -193,7 +201,10 @@ func runRemove(ctx context.Context, e *env, args []string) error {
 	if err := e.parse(args, 1); err != nil {
 		return err
 	}
-	storage := &certmagic.FileStorage{Path: e.keystore}
+	storage, err := e.storage(ctx)
+	if err != nil {
+		return err
+	}
 	store, err := e.open(ctx, storage)
 	if err != nil {
 		return err

@@ -16,10 +16,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"github.com/cloudflare/tableflip"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/edge"
+	"github.com/keyedge/keyedge/internal/backend"
 	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +38,7 @@ type node struct {
 	acme    *certs.Manager // nil when ACME is off
 	http    *http.Server   // port 80, with ACME
 	stop    func()         // ends the ACME renewal loop
+	release func() error   // releases the keystore's storage
 	served  chan error     // Serve's result
 	ready   atomic.Bool    // /readyz: serving, not draining
 }
@@ -72,7 +73,12 @@ func startNode(ctx context.Context, cfg *edge.Config, listen listenFunc, logOut 
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	storage := &certmagic.FileStorage{Path: cfg.Path(cfg.Keystore)}
+	storage, releaseStorage, err := backend.Open(ctx, cfg.KeystoreLocation(), cfg.Path(cfg.KeystorePasswordFile))
+	if err != nil {
+		return nil, err
+	}
+	n.release = releaseStorage
+	undo = append(undo, func() { n.release() })
 	n.store, err = keystore.Open(ctx, keystore.Options{
 		Storage:      storage,
 		FleetKey:     fleet,
@@ -128,7 +134,7 @@ func startNode(ctx context.Context, cfg *edge.Config, listen listenFunc, logOut 
 	}
 	go func() { n.served <- n.srv.Serve(n.ln) }()
 	n.ready.Store(true)
-	n.log.Info("edge listening", "addr", n.ln.Addr().String(), "keystore", cfg.Path(cfg.Keystore))
+	n.log.Info("edge listening", "addr", n.ln.Addr().String(), "keystore", storage)
 	if n.acme != nil {
 		n.http = edge.NewHTTPServer(n.acme, opts.Limits, n.log)
 		go n.http.Serve(httpLn)
@@ -189,6 +195,7 @@ func (n *node) shutdown() error {
 		n.acme.Close()
 	}
 	n.store.Close()
+	n.release()
 	if serr := <-n.served; !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
 	}

@@ -32,8 +32,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/backend"
 	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
@@ -45,18 +45,19 @@ import (
 
 // config is keyserver.yaml.
 type config struct {
-	Listen        string `yaml:"listen"`         // [":2407"]
-	CertFile      string `yaml:"cert_file"`      // server certificate chain (PEM)
-	KeyFile       string `yaml:"key_file"`       // its private key (PEM)
-	ClientCAFile  string `yaml:"client_ca_file"` // CAs of the client (edge) certificates (PEM)
-	KeysDir       string `yaml:"keys_dir"`       // a directory of key files, or:
-	Keystore      string `yaml:"keystore"`       // a keyedge keystore directory,
-	FleetKeyFile  string `yaml:"fleet_key_file"` // with the fleet key that opens its keys,
-	NodeKeyFile   string `yaml:"node_key_file"`  // and this server's geo node key, for keys with a policy
-	Authorize     []rule `yaml:"authorize"`      // absent: every client may use every key
-	MaxInFlight   int    `yaml:"max_in_flight"`  // per connection [256]
-	MetricsListen string `yaml:"metrics_listen"` // host:port for /metrics, /healthz, /readyz, or "off" ["off"]
-	LogLevel      string `yaml:"log_level"`      // debug, info, warn, error ["info"]
+	Listen               string `yaml:"listen"`                 // [":2407"]
+	CertFile             string `yaml:"cert_file"`              // server certificate chain (PEM)
+	KeyFile              string `yaml:"key_file"`               // its private key (PEM)
+	ClientCAFile         string `yaml:"client_ca_file"`         // CAs of the client (edge) certificates (PEM)
+	KeysDir              string `yaml:"keys_dir"`               // a directory of key files, or:
+	Keystore             string `yaml:"keystore"`               // a keyedge keystore directory or redis:// URL,
+	KeystorePasswordFile string `yaml:"keystore_password_file"` // the Redis keystore's password,
+	FleetKeyFile         string `yaml:"fleet_key_file"`         // with the fleet key that opens its keys,
+	NodeKeyFile          string `yaml:"node_key_file"`          // and this server's geo node key, for keys with a policy
+	Authorize            []rule `yaml:"authorize"`              // absent: every client may use every key
+	MaxInFlight          int    `yaml:"max_in_flight"`          // per connection [256]
+	MetricsListen        string `yaml:"metrics_listen"`         // host:port for /metrics, /healthz, /readyz, or "off" ["off"]
+	LogLevel             string `yaml:"log_level"`              // debug, info, warn, error ["info"]
 
 	dir string // of the file, for relative paths
 }
@@ -243,8 +244,8 @@ func (c *config) check() error {
 		return errors.New("set exactly one of keys_dir and keystore")
 	case c.Keystore != "" && c.FleetKeyFile == "":
 		return errors.New("keystore needs fleet_key_file")
-	case c.KeysDir != "" && (c.FleetKeyFile != "" || c.NodeKeyFile != ""):
-		return errors.New("fleet_key_file and node_key_file go with keystore, not keys_dir")
+	case c.KeysDir != "" && (c.FleetKeyFile != "" || c.NodeKeyFile != "" || c.KeystorePasswordFile != ""):
+		return errors.New("fleet_key_file, node_key_file and keystore_password_file go with keystore, not keys_dir")
 	case c.MaxInFlight < 0:
 		return errors.New("max_in_flight must not be negative")
 	}
@@ -330,19 +331,27 @@ func (c *config) keySource(ctx context.Context, log *slog.Logger, reg prometheus
 			return nil, nil, err
 		}
 	}
-	dir := c.path(c.Keystore)
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return nil, nil, fmt.Errorf("no keystore at %s", dir)
+	location := c.Keystore
+	if !backend.IsURL(location) {
+		location = c.path(location)
+		if fi, err := os.Stat(location); err != nil || !fi.IsDir() {
+			return nil, nil, fmt.Errorf("no keystore at %s", location)
+		}
+	}
+	storage, release, err := backend.Open(ctx, location, c.path(c.KeystorePasswordFile))
+	if err != nil {
+		return nil, nil, err
 	}
 	store, err := keystore.Open(ctx, keystore.Options{
-		Storage:    &certmagic.FileStorage{Path: dir},
+		Storage:    storage,
 		FleetKey:   fleet,
 		NodeKey:    nodeKey,
 		Logger:     log,
 		Registerer: reg,
 	})
 	if err != nil {
+		release()
 		return nil, nil, err
 	}
-	return keyserver.NewKeystoreSource(store), func() { store.Close() }, nil
+	return keyserver.NewKeystoreSource(store), func() { store.Close(); release() }, nil
 }

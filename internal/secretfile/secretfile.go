@@ -9,20 +9,45 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
+	"syscall"
 )
 
 // ErrExposed is returned by Read for a file that users other than its
 // owner can access.
 var ErrExposed = errors.New("secret file is accessible by other users")
 
+// Private reports whether a file's mode keeps it to its owner: no access
+// for others and none for the group, except read access in one shape,
+// that of a Kubernetes Secret mounted for a non-root pod: owned by root,
+// group-readable by a group this process is in (the pod's fsGroup).
+func Private(fi fs.FileInfo) bool {
+	perm := fi.Mode().Perm()
+	switch {
+	case perm&0o037 != 0:
+		return false // group write or execute, or anything for others
+	case perm&0o040 == 0:
+		return true
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid != 0 {
+		return false
+	}
+	if uint32(os.Getegid()) == st.Gid {
+		return true
+	}
+	groups, _ := os.Getgroups()
+	return slices.Contains(groups, int(st.Gid))
+}
+
 // Read returns the contents of the secret file at path, refusing one
-// whose mode lets group or others access it.
+// that is not Private.
 func Read(path string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
+	if !Private(fi) {
 		return nil, fmt.Errorf("%w: %s has mode %v; chmod 600 it", ErrExposed, path, fi.Mode().Perm())
 	}
 	return os.ReadFile(path)

@@ -1,0 +1,69 @@
+// Package backend opens the storage a keystore lives in from the location
+// a configuration names: a directory (certmagic.FileStorage, one node's
+// disk) or a redis:// or rediss:// URL (redisstore, shared by a fleet).
+// Every command that takes a keystore accepts both.
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/internal/secretfile"
+	"github.com/keyedge/keyedge/keystore/redisstore"
+	"github.com/redis/go-redis/v9"
+)
+
+// IsURL reports whether location names a Redis keystore rather than a
+// directory.
+func IsURL(location string) bool {
+	return strings.HasPrefix(location, "redis://") || strings.HasPrefix(location, "rediss://")
+}
+
+// Open returns the storage at location, and a function releasing it. A
+// Redis URL is redis[s]://[user@]host:port[/db][?prefix=P] (go-redis's
+// options are accepted in the query too); its password, if any, comes
+// from passwordFile, never from the URL, which lives in configuration
+// files. The Redis server is pinged, so a wrong address fails here.
+func Open(ctx context.Context, location, passwordFile string) (certmagic.Storage, func() error, error) {
+	if !IsURL(location) {
+		if passwordFile != "" {
+			return nil, nil, errors.New("a password file goes with a redis:// keystore, not a directory")
+		}
+		return &certmagic.FileStorage{Path: location}, func() error { return nil }, nil
+	}
+	u, err := url.Parse(location)
+	if err != nil {
+		return nil, nil, fmt.Errorf("keystore URL: %w", err)
+	}
+	if _, set := u.User.Password(); set {
+		return nil, nil, errors.New("keystore URL: put the Redis password in keystore_password_file, not in the URL")
+	}
+	q := u.Query()
+	prefix := q.Get("prefix")
+	q.Del("prefix")
+	u.RawQuery = q.Encode()
+	opts, err := redis.ParseURL(u.String())
+	if err != nil {
+		return nil, nil, fmt.Errorf("keystore URL: %w", err)
+	}
+	if passwordFile != "" {
+		pw, err := secretfile.Read(passwordFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("keystore password: %w", err)
+		}
+		opts.Password = strings.TrimSpace(string(pw))
+	}
+	client := redis.NewClient(opts)
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := client.Ping(pingCtx).Err(); err != nil {
+		client.Close()
+		return nil, nil, fmt.Errorf("keystore %s: %w", u.Redacted(), err)
+	}
+	return redisstore.New(client, redisstore.Options{Prefix: prefix}), client.Close, nil
+}

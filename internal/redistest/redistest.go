@@ -1,0 +1,81 @@
+// Package redistest runs a real redis-server on 127.0.0.1 for tests.
+package redistest
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is a redis-server process that lives as long as the test.
+type Server struct {
+	Addr     string
+	cmd      *exec.Cmd
+	password string
+}
+
+// passwordIn returns the value of --requirepass in args, if any.
+func passwordIn(args []string) string {
+	for i, a := range args {
+		if a == "--requirepass" && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
+// Start runs redis-server (no persistence) on a free port of 127.0.0.1,
+// with extra server arguments (such as "--requirepass", "pw"), until the
+// test ends. Without the binary it skips the test, unless
+// KEYEDGE_REQUIRE_REDIS is set (as .ci/run does, having installed it),
+// in which case the test fails.
+func Start(t testing.TB, args ...string) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("KEYEDGE_REQUIRE_REDIS") != "" {
+			t.Fatalf("redis-server not found, and KEYEDGE_REQUIRE_REDIS is set: %v", err)
+		}
+		t.Skip("redis-server not installed (apt-get install redis-server; .ci/run does)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	s.cmd = exec.Command(bin, append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port),
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--loglevel", "warning"}, args...)...)
+	s.password = passwordIn(args)
+	s.cmd.Stderr = os.Stderr
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+	})
+	c := s.Client(t)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if err := c.Ping(context.Background()).Err(); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("redis-server on %s not answering: %v", s.Addr, err)
+		}
+	}
+	return s
+}
+
+// Client returns a new client of the server, closed when the test ends.
+func (s *Server) Client(t testing.TB) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, Password: s.password})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
