@@ -31,8 +31,8 @@ type Config struct {
 	Keystore      string `yaml:"keystore"`       // keystore directory, or redis[s]://host:port/db[?prefix=P] shared by a fleet (required)
 	// KeystorePasswordFile holds the Redis keystore's password (0600).
 	KeystorePasswordFile string `yaml:"keystore_password_file"`
-	FleetKeyFile  string `yaml:"fleet_key_file"` // fleet key, mode 0600 (required)
-	LogLevel      string `yaml:"log_level"`      // debug, info, warn, error [info]
+	FleetKeyFile         string `yaml:"fleet_key_file"` // fleet key, mode 0600 (required)
+	LogLevel             string `yaml:"log_level"`      // debug, info, warn, error [info]
 
 	Fallback struct {
 		CertFile string `yaml:"cert_file"` // PEM chain, leaf first

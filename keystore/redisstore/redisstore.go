@@ -42,7 +42,7 @@ type Storage struct {
 	ns      string // "{prefix}:"
 	lockTTL time.Duration
 
-	mu    sync.Mutex          // guards locks
+	mu    sync.Mutex           // guards locks
 	locks map[string]*heldLock // locks this Storage holds, by name
 }
 
