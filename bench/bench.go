@@ -1,10 +1,12 @@
 // Package bench is edgebench's load generator: it drives HTTPS requests
-// at a TLS edge, either one full handshake per request or over persistent
-// connections, with server names drawn from a Zipf or uniform
-// distribution, and measures rate, latency, errors, the key exchange
-// groups negotiated and the CPU time the server spent.
+// at a TLS edge (one full or resumed handshake per request, or over
+// persistent connections) with server names drawn from a Zipf, uniform
+// or sequential distribution, or signing requests straight at a Keyless
+// SSL key server, and measures rate, latency, errors, what the
+// handshakes negotiated and the CPU time the server spent.
 //
-// Scripts and figures are beside it: bench/edge.sh, bench/RESULTS.md.
+// Scripts and figures are beside it: bench/matrix.sh, bench/edge.sh,
+// bench/keyless.sh, bench/RESULTS.md.
 package bench
 
 import (
@@ -20,6 +22,8 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +41,23 @@ const (
 	// worker starts; a connection that fails or is closed by the server
 	// is replaced by a new one for the same name.
 	ModeKeepAlive = "keepalive"
+	// ModeResumed is ModeHandshake with a session cache per worker: a
+	// name's first handshake on a worker is a full one, later ones offer
+	// the session ticket the server sent and resume. Run fails with
+	// ErrNotResumed when no handshake resumed.
+	ModeResumed = "resumed"
+	// ModeKeyless sends signing requests straight to a key server
+	// (Config.Keyless) over keyserver.Client's mutual-TLS connections,
+	// Concurrency in flight; no edge and no names are involved.
+	ModeKeyless = "keyless"
 )
+
+// Modes lists the modes, in the order -h names them.
+var Modes = []string{ModeHandshake, ModeResumed, ModeKeepAlive, ModeKeyless}
+
+// ErrNotResumed is returned, with the Result, by a ModeResumed run in
+// which handshakes completed but none resumed a session.
+var ErrNotResumed = errors.New("bench: no handshake resumed a session")
 
 // Error kinds, the keys of Result.Errors.
 const (
@@ -46,17 +66,18 @@ const (
 	ErrStatus    = "http-status" // a response other than 200
 	ErrRead      = "read"        // sending the request or reading the response failed
 	ErrTimeout   = "timeout"     // Config.Timeout passed at any stage
+	ErrSign      = "sign"        // ModeKeyless: the key server's answer was an error or a bad signature
 )
 
 // ErrorKinds lists the error kinds in report order.
-var ErrorKinds = []string{ErrDial, ErrHandshake, ErrStatus, ErrRead, ErrTimeout}
+var ErrorKinds = []string{ErrDial, ErrHandshake, ErrStatus, ErrRead, ErrTimeout, ErrSign}
 
 // Config describes a run.
 type Config struct {
-	Addr  string   // host:port of the edge (required)
-	Mode  string   // ModeHandshake [default] or ModeKeepAlive
-	Names []string // server names (SNI and Host) to draw from (required)
-	Dist  string   // DistZipf [default] or DistUniform
+	Addr  string   // host:port of the edge (required but in ModeKeyless)
+	Mode  string   // one of Modes [ModeHandshake]
+	Names []string // server names (SNI and Host) to draw from (required but in ModeKeyless)
+	Dist  string   // DistZipf [default], DistUniform or DistSequential
 	ZipfS float64  // Zipf exponent [DefaultZipfS]
 	Seed  uint64   // seed of the name draws [1]
 
@@ -66,10 +87,23 @@ type Config struct {
 	// Curves are the client's key exchange preferences. Nil: crypto/tls's
 	// defaults (X25519MLKEM768 first).
 	Curves []tls.CurveID
-	HTTP2  bool   // keep-alive mode over HTTP/2 instead of HTTP/1.1
-	Path   string // request path ["/"]
+	// TLSVersion, if set, is the only TLS version the client offers
+	// (tls.VersionTLS12 or tls.VersionTLS13); zero offers both.
+	TLSVersion uint16
+	// CertKeys, if set, are the server certificate key types the client
+	// accepts (see ParseCertKeys): a handshake with any other fails. In
+	// TLS 1.2 the client also offers only the cipher suites for them, so
+	// a server holding several certificates for a name picks one of
+	// these. crypto/tls does not let a TLS 1.3 client restrict its
+	// signature_algorithms, so there the names must be chosen to match.
+	CertKeys []x509.PublicKeyAlgorithm
+	HTTP2    bool   // keep-alive mode over HTTP/2 instead of HTTP/1.1
+	Path     string // request path ["/"]
 
-	Concurrency int // parallel workers (connections in keep-alive mode) [1]
+	Concurrency int // parallel workers (connections in keep-alive mode, signatures in flight in keyless mode) [1]
+
+	// Keyless is the key server and key of ModeKeyless.
+	Keyless *Keyless
 
 	// A run ends when Duration has passed or Requests requests have been
 	// made, whichever comes first; requests in flight then finish (each
@@ -134,11 +168,27 @@ type Result struct {
 	Groups        map[string]int64 `json:"groups"`
 	Versions      map[string]int64 `json:"versions"`
 	Protocols     map[string]int64 `json:"protocols"`
+	// CertKeys counts the key types of the server certificates the
+	// completed handshakes verified, e.g. "ECDSA P-256", "RSA-2048".
+	CertKeys map[string]int64 `json:"cert_keys"`
+	// Resumed handshakes resumed a session; ResumeOffered offered one
+	// (ModeResumed). ResumedShare is Resumed over Handshakes.
+	Resumed       int64   `json:"resumed"`
+	ResumeOffered int64   `json:"resume_offered"`
+	ResumedShare  float64 `json:"resumed_share"`
+	// TLSVersion and AcceptedCertKeys are Config.TLSVersion and
+	// Config.CertKeys, when set.
+	TLSVersion       string   `json:"tls_version,omitempty"`
+	AcceptedCertKeys []string `json:"accepted_cert_keys,omitempty"`
+	// SignKey is the type of the key signed with in ModeKeyless, e.g.
+	// "ECDSA P-256" (Addr is the key server's).
+	SignKey string `json:"sign_key,omitempty"`
 
 	// Latency is per successful request: in handshake mode from the
 	// start of the TCP connect to the end of the response body; in
 	// keep-alive mode from sending the request to the end of the body
-	// (a new connection's handshake is not included). Handshake is the
+	// (a new connection's handshake is not included); in keyless mode
+	// one signature, from asking to the answer. Handshake is the
 	// TLS handshake alone (ClientHello to Finished), for every completed
 	// handshake.
 	Latency   Percentiles `json:"latency"`
@@ -190,6 +240,8 @@ type shared struct {
 	cfg     *Config
 	parent  context.Context // the caller's: its end aborts requests in flight
 	stop    context.Context // ends when no new request may start
+	signer  *signer         // ModeKeyless
+	next    atomic.Uint64   // DistSequential's next name
 	tickets atomic.Int64
 	ok      atomic.Int64
 	errs    atomic.Int64
@@ -205,14 +257,19 @@ func (s *shared) take() bool {
 
 // Run drives load at cfg.Addr until the run's bounds and returns what it
 // measured. It returns an error only when the run cannot start or its
-// measurements cannot be read; failed requests are counted in the Result.
+// measurements cannot be read, or (with the Result) ErrNotResumed;
+// failed requests are counted in the Result.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
-	if cfg.Addr == "" {
-		return nil, errors.New("bench: no address")
-	}
 	cfg.Mode = cmp.Or(cfg.Mode, ModeHandshake)
-	if cfg.Mode != ModeHandshake && cfg.Mode != ModeKeepAlive {
-		return nil, fmt.Errorf("bench: unknown mode %q (want handshake or keepalive)", cfg.Mode)
+	switch {
+	case !slices.Contains(Modes, cfg.Mode):
+		return nil, fmt.Errorf("bench: unknown mode %q (want one of %s)", cfg.Mode, strings.Join(Modes, ", "))
+	case cfg.Mode == ModeKeyless && cfg.Keyless == nil:
+		return nil, errors.New("bench: keyless mode needs Config.Keyless")
+	case cfg.Mode == ModeKeyless:
+		cfg.Addr = cfg.Keyless.Addr
+	case cfg.Addr == "":
+		return nil, errors.New("bench: no address")
 	}
 	if cfg.HTTP2 && cfg.Mode != ModeKeepAlive {
 		return nil, errors.New("bench: HTTP/2 is for keep-alive mode only")
@@ -230,13 +287,24 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cfg.Duration = 10 * time.Second
 	}
 
+	sh := &shared{cfg: &cfg, parent: ctx}
 	workers := make([]*worker, cfg.Concurrency)
 	for i := range workers {
-		p, err := newPicker(cfg.Names, cfg.Dist, cfg.ZipfS, cfg.Seed, uint64(i))
-		if err != nil {
-			return nil, err
+		var p *picker
+		if cfg.Mode != ModeKeyless {
+			var err error
+			if p, err = newPicker(cfg.Names, cfg.Dist, cfg.ZipfS, cfg.Seed, uint64(i), &sh.next); err != nil {
+				return nil, err
+			}
 		}
 		workers[i] = newWorker(&cfg, p)
+	}
+	if cfg.Mode == ModeKeyless {
+		var err error
+		if sh.signer, err = cfg.Keyless.open(ctx, cfg.Timeout); err != nil {
+			return nil, err
+		}
+		defer sh.signer.close()
 	}
 
 	var metricsBefore map[string]float64
@@ -267,7 +335,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		stop, cancel = context.WithTimeout(ctx, cfg.Duration)
 	}
 	defer cancel()
-	sh := &shared{cfg: &cfg, parent: ctx, stop: stop}
+	sh.stop = stop
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		w.sh = sh
@@ -291,6 +359,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		ClockTicks: ClockTicks(), ServerPIDs: cfg.ServerPIDs,
 		Errors: make(map[string]int64), ErrorSamples: make(map[string]string), Statuses: make(map[int]int64),
 		Groups: make(map[string]int64), Versions: make(map[string]int64), Protocols: make(map[string]int64),
+		CertKeys: make(map[string]int64),
+	}
+	if cfg.TLSVersion != 0 {
+		r.TLSVersion = tls.VersionName(cfg.TLSVersion)
+	}
+	for _, k := range cfg.CertKeys {
+		r.AcceptedCertKeys = append(r.AcceptedCertKeys, k.String())
+	}
+	if sh.signer != nil {
+		r.SignKey = sh.signer.keyType
 	}
 	if cfg.Dist == DistZipf {
 		r.ZipfS = cfg.ZipfS
@@ -309,6 +387,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r.Latency, r.Handshake = latency.Summary(), handshake.Summary()
 	r.Rate = float64(r.Requests) / elapsed.Seconds()
 	r.HandshakeRate = float64(r.Handshakes) / elapsed.Seconds()
+	if r.Handshakes > 0 {
+		r.ResumedShare = float64(r.Resumed) / float64(r.Handshakes)
+	}
+	if r.Resumed < r.ResumeOffered {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("the server declined %d of the %d sessions offered", r.ResumeOffered-r.Resumed, r.ResumeOffered))
+	}
 
 	if len(cfg.ServerPIDs) > 0 {
 		after, err := snapshotCPU(cfg.ServerPIDs)
@@ -354,6 +438,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		} else {
 			r.Metrics = metricsDelta(metricsBefore, after)
 		}
+	}
+	if cfg.Mode == ModeResumed && r.Handshakes > 0 && r.Resumed == 0 {
+		return r, fmt.Errorf("%w (%d handshakes, %d offered a session)", ErrNotResumed, r.Handshakes, r.ResumeOffered)
 	}
 	return r, nil
 }
@@ -403,6 +490,9 @@ type worker struct {
 	groups    map[string]int64
 	versions  map[string]int64
 	protos    map[string]int64
+	certKeys  map[string]int64
+	resumed   int64
+	offered   *offerCounter // ModeResumed: the session cache's hits
 }
 
 func newWorker(cfg *Config, p *picker) *worker {
@@ -412,9 +502,11 @@ func newWorker(cfg *Config, p *picker) *worker {
 		base: &tls.Config{
 			RootCAs:          cfg.RootCAs,
 			CurvePreferences: cfg.Curves,
-			MinVersion:       tls.VersionTLS12,
+			MinVersion:       cmp.Or(cfg.TLSVersion, tls.VersionTLS12),
+			MaxVersion:       cfg.TLSVersion,
 			NextProtos:       []string{"http/1.1"},
-			// No ClientSessionCache: every handshake is a full one.
+			// No ClientSessionCache but in ModeResumed: every handshake
+			// is a full one.
 		},
 		br:        bufio.NewReaderSize(nil, 4096),
 		latency:   NewHistogram(),
@@ -425,17 +517,49 @@ func newWorker(cfg *Config, p *picker) *worker {
 		groups:    make(map[string]int64),
 		versions:  make(map[string]int64),
 		protos:    make(map[string]int64),
+		certKeys:  make(map[string]int64),
 	}
 	if cfg.HTTP2 {
 		w.base.NextProtos = []string{"h2"}
 	}
+	if len(cfg.CertKeys) > 0 {
+		w.base.CipherSuites = tls12Suites(cfg.CertKeys)
+		w.base.VerifyConnection = acceptCertKeys(cfg.CertKeys)
+	}
+	if cfg.Mode == ModeResumed {
+		w.offered = &offerCounter{ClientSessionCache: tls.NewLRUClientSessionCache(min(len(cfg.Names), sessionCacheSize))}
+		w.base.ClientSessionCache = w.offered
+	}
 	return w
+}
+
+// sessionCacheSize bounds a ModeResumed worker's session cache: names
+// beyond it are drawn again only after their session was evicted, and
+// get a full handshake then.
+const sessionCacheSize = 1024
+
+// offerCounter is a client session cache that counts the handshakes
+// that found a session to offer. A worker's handshakes run one at a
+// time, so the count needs no lock.
+type offerCounter struct {
+	tls.ClientSessionCache
+	hits int64
+}
+
+func (c *offerCounter) Get(key string) (*tls.ClientSessionState, bool) {
+	s, ok := c.ClientSessionCache.Get(key)
+	if ok {
+		c.hits++
+	}
+	return s, ok
 }
 
 func (w *worker) run() {
 	switch {
-	case w.cfg.Mode == ModeHandshake:
+	case w.cfg.Mode == ModeHandshake || w.cfg.Mode == ModeResumed:
 		w.runHandshakes()
+	case w.cfg.Mode == ModeKeyless:
+		w.runKeyless()
 	case w.cfg.HTTP2:
 		w.runKeepAliveH2()
 	default:
@@ -443,7 +567,8 @@ func (w *worker) run() {
 	}
 }
 
-// runHandshakes: connect, handshake, one GET, close; again.
+// runHandshakes: connect, handshake (full, or resumed in ModeResumed),
+// one GET, close; again.
 func (w *worker) runHandshakes() {
 	for w.sh.take() {
 		start := time.Now()
@@ -531,7 +656,7 @@ func (w *worker) getH2(tr *http.Transport, url string) error {
 	return nil
 }
 
-// connect dials the edge and completes a full TLS handshake for name.
+// connect dials the edge and completes a TLS handshake for name.
 func (w *worker) connect(ctx context.Context, name string) (*tls.Conn, error) {
 	deadline := time.Now().Add(w.cfg.Timeout)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
@@ -557,6 +682,12 @@ func (w *worker) connect(ctx context.Context, name string) (*tls.Conn, error) {
 	w.groups[curveName(cs.CurveID)]++
 	w.versions[tls.VersionName(cs.Version)]++
 	w.protos[cmp.Or(cs.NegotiatedProtocol, "(none)")]++
+	if len(cs.PeerCertificates) > 0 {
+		w.certKeys[certKeyName(cs.PeerCertificates[0])]++
+	}
+	if cs.DidResume {
+		w.resumed++
+	}
 	w.connMu.Unlock()
 	if w.cfg.HTTP2 {
 		raw.SetDeadline(time.Time{}) // net/http sets its own per request
@@ -639,6 +770,10 @@ func (w *worker) mergeInto(r *Result, latency, handshake *Histogram) {
 	r.Requests += w.ok
 	r.Aborted += w.aborted
 	r.Handshakes += w.conns
+	r.Resumed += w.resumed
+	if w.offered != nil {
+		r.ResumeOffered += w.offered.hits
+	}
 	for k, v := range w.errors {
 		r.Errors[k] += v
 	}
@@ -658,5 +793,39 @@ func (w *worker) mergeInto(r *Result, latency, handshake *Histogram) {
 	}
 	for k, v := range w.protos {
 		r.Protocols[k] += v
+	}
+	for k, v := range w.certKeys {
+		r.CertKeys[k] += v
+	}
+}
+
+// WaitReady makes one request as cfg describes (the first name, a new
+// connection) every few milliseconds until one succeeds or within has
+// passed, for measuring how long a server takes to start serving. It
+// returns when the success came, or an error with the last failure.
+func WaitReady(ctx context.Context, cfg Config, within time.Duration) (time.Time, error) {
+	cfg.Concurrency, cfg.Requests, cfg.Duration = 1, 1, 0
+	cfg.Names = cfg.Names[:min(len(cfg.Names), 1)]
+	cfg.ServerPIDs, cfg.OriginPIDs, cfg.MetricsURL, cfg.Progress = nil, nil, "", nil
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	cfg.Timeout = min(cmp.Or(cfg.Timeout, within), within)
+	last := errors.New("no attempt")
+	for {
+		r, err := Run(ctx, cfg)
+		switch {
+		case err != nil:
+			return time.Time{}, err
+		case r.Requests == 1:
+			return r.Start.Add(time.Duration(r.Seconds * float64(time.Second))), nil
+		}
+		for k, msg := range r.ErrorSamples {
+			last = fmt.Errorf("%s: %s", k, msg)
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("bench: %s not serving after %v: %w", cfg.Addr, within, last)
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 }

@@ -6,106 +6,22 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
-	"github.com/keyedge/keyedge/edge"
-	"github.com/keyedge/keyedge/keystore"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/keyedge/keyedge/bench/benchtest"
 )
 
-const testTenants = 20
-
-// testEdge is an edge on 127.0.0.1 over a keystore of testTenants
-// generated tenants whose origin is OriginHandler, but for /missing,
-// which is a 404.
-type testEdge struct {
-	addr       string
-	metricsURL string
-	roots      *x509.CertPool
-	names      []string
-}
-
-func startEdge(t *testing.T) *testEdge {
+// startEdge starts an edge, its origin (OriginHandler, but for /missing,
+// a 404) and a key server on 127.0.0.1.
+func startEdge(t *testing.T) *benchtest.World {
 	t.Helper()
-	ctx := context.Background()
-	originLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/", OriginHandler())
-	mux.Handle("/missing", http.NotFoundHandler())
-	origin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go origin.Serve(originLn)
-	t.Cleanup(func() { origin.Close() })
-
-	fleet, err := keystore.GenerateFleetKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := keystore.Open(ctx, keystore.Options{
-		Storage:  &certmagic.FileStorage{Path: t.TempDir()},
-		FleetKey: fleet,
-		Logger:   slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	ca, err := certs.NewCA("bench test CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := certs.TenantSpec{Count: testTenants, Origin: "http://" + originLn.Addr().String()}
-	if err := ca.GenerateTenants(ctx, store, spec, nil); err != nil {
-		t.Fatal(err)
-	}
-
-	reg := prometheus.NewRegistry()
-	srv, err := edge.NewServer(edge.Options{Store: store, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-		if err := <-served; err != http.ErrServerClosed {
-			t.Errorf("Serve returned %v", err)
-		}
-	})
-
-	mln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	msrv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
-	go msrv.Serve(mln)
-	t.Cleanup(func() { msrv.Close() })
-
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Certificate())
-	return &testEdge{
-		addr:       ln.Addr().String(),
-		metricsURL: "http://" + mln.Addr().String() + "/metrics",
-		roots:      roots,
-		names:      TenantNames(testTenants, "keyedge.test"),
-	}
+	return benchtest.Start(t, OriginHandler())
 }
 
 // checkCounts asserts a run made want requests without an error and that
@@ -145,15 +61,15 @@ func TestRunHandshake(t *testing.T) {
 	e := startEdge(t)
 	var progress bytes.Buffer
 	r, err := Run(context.Background(), Config{
-		Addr:             e.addr,
+		Addr:             e.Addr,
 		Mode:             ModeHandshake,
-		Names:            e.names,
-		RootCAs:          e.roots,
+		Names:            e.Names,
+		RootCAs:          e.Roots,
 		Concurrency:      4,
 		Requests:         60,
 		Duration:         time.Minute,
 		ServerPIDs:       []int{os.Getpid()}, // the edge runs in this process
-		MetricsURL:       e.metricsURL,
+		MetricsURL:       e.MetricsURL,
 		Progress:         &progress,
 		ProgressInterval: 10 * time.Millisecond,
 	})
@@ -187,7 +103,7 @@ func TestRunHandshake(t *testing.T) {
 func TestRunHandshakeClassicalCurve(t *testing.T) {
 	e := startEdge(t)
 	r, err := Run(context.Background(), Config{
-		Addr: e.addr, Names: e.names, RootCAs: e.roots, Dist: DistUniform,
+		Addr: e.Addr, Names: e.Names, RootCAs: e.Roots, Dist: DistUniform,
 		Curves: []tls.CurveID{tls.X25519}, Concurrency: 2, Requests: 10,
 	})
 	if err != nil {
@@ -204,7 +120,7 @@ func TestRunKeepAlive(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
 		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) {
 			r, err := Run(context.Background(), Config{
-				Addr: e.addr, Mode: ModeKeepAlive, HTTP2: h2, Names: e.names, RootCAs: e.roots,
+				Addr: e.Addr, Mode: ModeKeepAlive, HTTP2: h2, Names: e.Names, RootCAs: e.Roots,
 				Concurrency: 3, Requests: 90,
 			})
 			if err != nil {
@@ -230,7 +146,7 @@ func TestRunDurationBound(t *testing.T) {
 	e := startEdge(t)
 	start := time.Now()
 	r, err := Run(context.Background(), Config{
-		Addr: e.addr, Mode: ModeKeepAlive, Names: e.names, RootCAs: e.roots,
+		Addr: e.Addr, Mode: ModeKeepAlive, Names: e.Names, RootCAs: e.Roots,
 		Concurrency: 2, Duration: 200 * time.Millisecond,
 	})
 	if err != nil {
@@ -251,7 +167,7 @@ func TestRunCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(200*time.Millisecond, cancel)
 	start := time.Now()
-	r, err := Run(ctx, Config{Addr: e.addr, Names: e.names, RootCAs: e.roots, Concurrency: 4, Duration: time.Minute})
+	r, err := Run(ctx, Config{Addr: e.Addr, Names: e.Names, RootCAs: e.Roots, Concurrency: 4, Duration: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,13 +195,13 @@ func TestRunErrors(t *testing.T) {
 		cfg  Config
 		kind string
 	}{
-		{"dial", Config{Addr: closed, Names: e.names, RootCAs: e.roots}, ErrDial},
-		{"untrusted", Config{Addr: e.addr, Names: e.names, RootCAs: x509.NewCertPool()}, ErrHandshake},
-		{"unknown name", Config{Addr: e.addr, Names: []string{"nobody.keyedge.test"}, RootCAs: e.roots}, ErrHandshake},
-		{"status", Config{Addr: e.addr, Names: e.names, RootCAs: e.roots, Mode: ModeKeepAlive, Path: "/missing"}, ErrStatus},
-		{"h2 status", Config{Addr: e.addr, Names: e.names, RootCAs: e.roots, Mode: ModeKeepAlive, HTTP2: true, Path: "/missing"}, ErrStatus},
-		{"handshake status", Config{Addr: e.addr, Names: e.names, RootCAs: e.roots, Path: "/missing"}, ErrStatus},
-		{"h2 dial", Config{Addr: closed, Names: e.names, RootCAs: e.roots, Mode: ModeKeepAlive, HTTP2: true}, ErrDial},
+		{"dial", Config{Addr: closed, Names: e.Names, RootCAs: e.Roots}, ErrDial},
+		{"untrusted", Config{Addr: e.Addr, Names: e.Names, RootCAs: x509.NewCertPool()}, ErrHandshake},
+		{"unknown name", Config{Addr: e.Addr, Names: []string{"nobody.keyedge.test"}, RootCAs: e.Roots}, ErrHandshake},
+		{"status", Config{Addr: e.Addr, Names: e.Names, RootCAs: e.Roots, Mode: ModeKeepAlive, Path: "/missing"}, ErrStatus},
+		{"h2 status", Config{Addr: e.Addr, Names: e.Names, RootCAs: e.Roots, Mode: ModeKeepAlive, HTTP2: true, Path: "/missing"}, ErrStatus},
+		{"handshake status", Config{Addr: e.Addr, Names: e.Names, RootCAs: e.Roots, Path: "/missing"}, ErrStatus},
+		{"h2 dial", Config{Addr: closed, Names: e.Names, RootCAs: e.Roots, Mode: ModeKeepAlive, HTTP2: true}, ErrDial},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -421,7 +337,7 @@ func TestPicker(t *testing.T) {
 		t.Fatalf("names[7] = %q", names[7])
 	}
 	draw := func(dist string, seed uint64) []int {
-		p, err := newPicker(names, dist, DefaultZipfS, seed, 3)
+		p, err := newPicker(names, dist, DefaultZipfS, seed, 3, new(atomic.Uint64))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -449,11 +365,18 @@ func TestPicker(t *testing.T) {
 			break
 		}
 	}
-	one, err := newPicker([]string{"only"}, DistZipf, DefaultZipfS, 1, 0)
+	// In turn: 100,000 draws over 1,000 names take each 100 times.
+	for i, c := range draw(DistSequential, 1) {
+		if c != 100 {
+			t.Errorf("seq: name %d drawn %d times of 100000, want 100", i, c)
+			break
+		}
+	}
+	one, err := newPicker([]string{"only"}, DistZipf, DefaultZipfS, 1, 0, nil)
 	if err != nil || one.pick() != "only" {
 		t.Errorf("single name: %v", err)
 	}
-	if _, err := newPicker(names, DistZipf, 1, 1, 0); err == nil {
+	if _, err := newPicker(names, DistZipf, 1, 1, 0, nil); err == nil {
 		t.Error("zipf s=1 accepted")
 	}
 }

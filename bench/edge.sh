@@ -26,7 +26,9 @@
 #   CONCURRENCY  edgebench -c (default 16)
 #   SEED         seed of the Zipf name draws (default 1)
 #   PORT_BASE    edges listen on PORT_BASE and +1, their metrics on +10
-#                and +11, the origin on +20 (default 18440)
+#                and +11 (default 18440)
+#   ORIGIN_ADDR  the origin (default 127.0.0.1:18460, as in the generated
+#                keystores; see bench/lib.sh)
 #   QUIET        before each run, wait (up to QUIET_FOR, default 20s) until
 #                the machine is using at most this many cores (default 0.3;
 #                BENCH_QUICK=1: 0, no wait)
@@ -38,9 +40,9 @@
 # On a quiet machine a full run takes about 6 minutes (plus 1-2 minutes
 # to generate the 100,000 tenants the first time), a quick one under 2.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	tenants=${TENANTS:-10000}
 	duration=${DURATION:-3s}
@@ -58,35 +60,12 @@ seed=${SEED:-1}
 base=${PORT_BASE:-18440}
 quiet_for=${QUIET_FOR:-20s}
 max_other=${MAX_OTHER:-0.2}
-origin_addr="127.0.0.1:$((base + 20))"
-out="$root/bench/_out"
 res="$out/edge-results"
-mkdir -p "$out"
 rm -rf "$res"
 mkdir -p "$res"
 
-# Command prefixes, not functions: a backgrounded function would be a
-# subshell, and $! its PID rather than the server's. taskset execs.
-if command -v taskset >/dev/null; then
-	pinning="edges on CPU 0; edgebench and the origin on CPU 1 (taskset)"
-	pin0=(taskset -c 0)
-	pin1=(taskset -c 1)
-else
-	pinning="none (no taskset): every process on every CPU"
-	pin0=()
-	pin1=()
-fi
-
 echo "== machine"
-echo "date:       $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "cpus:       $(nproc) x $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
-echo "memory:     $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-echo "kernel:     $(uname -sr)"
-echo "go:         $(go version)"
-echo "commit:     $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
-echo "clock tick: $(getconf CLK_TCK 2>/dev/null || echo '?') Hz"
-echo "load:       $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) before the run"
-echo "pinning:    $pinning"
+print_machine
 echo "runs:       $rounds rounds x 3 scenarios x 2 keystores, $duration each, concurrency $conc, seed $seed"
 echo "quiet:      wait up to $quiet_for for load <= $quiet cores before a run (0: no wait); repeat a run (up to $retries times) if others used > $max_other cores"
 
@@ -96,67 +75,6 @@ echo "== build"
 go build -o bin/ ./cmd/keyedge ./cmd/keyctl ./cmd/edgebench
 echo "bin/keyedge bin/keyctl bin/edgebench"
 
-# gen DIR COUNT: a keystore of COUNT ECDSA P-256 tenants in DIR (keyctl
-# init + gen-tenants), whose origin is the benchmark origin; reused when
-# DIR/GENERATED records the same count and origin.
-gen() {
-	local dir=$1 count=$2
-	local marker="$dir/GENERATED"
-	if [ -f "$marker" ] && grep -qx "count=$count" "$marker" && grep -qx "origin=http://$origin_addr" "$marker"; then
-		echo "reusing $dir"
-		sed 's/^/  /' "$marker"
-		return
-	fi
-	rm -rf "$dir"
-	mkdir -p "$dir"
-	echo "generating $count tenants in $dir"
-	local start end
-	start=$(date +%s.%N)
-	if ! (cd "$dir" && "$root/bin/keyctl" init >/dev/null &&
-		"$root/bin/keyctl" gen-tenants --count "$count" --origin "http://$origin_addr" >gen.out 2>gen.err); then
-		tail -5 "$dir/gen.err" >&2
-		echo "generation failed" >&2
-		exit 1
-	fi
-	end=$(date +%s.%N)
-	{
-		echo "count=$count"
-		echo "origin=http://$origin_addr"
-		echo "generated_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-		echo "command=keyctl gen-tenants --count $count --origin http://$origin_addr"
-		echo "wall_seconds=$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.1f", b - a}')"
-		echo "files=$(find "$dir/keystore" -type f | wc -l)"
-		echo "keyctl: $(cat "$dir/gen.out")"
-	} >"$marker"
-	sed 's/^/  /' "$marker"
-}
-
-# config DIR PORT METRICS_PORT: DIR/edge.yaml.
-config() {
-	cat >"$1/edge.yaml" <<EOF
-# written by bench/edge.sh
-listen: 127.0.0.1:$2
-metrics_listen: 127.0.0.1:$3
-keystore: keystore
-fleet_key_file: fleet.key
-log_level: warn
-limits:
-  drain_timeout: 2s
-EOF
-}
-
-# wait_port PORT: until something listens on 127.0.0.1:PORT (10 s).
-wait_port() {
-	for _ in $(seq 100); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	echo "nothing listening on 127.0.0.1:$1" >&2
-	return 1
-}
-
 echo
 echo "== keystores"
 kdirs=("$out/edge-tenants-1" "$out/edge-tenants-$tenants")
@@ -165,8 +83,8 @@ labels=("1 tenant" "$tenants tenants")
 ports=($((base)) $((base + 1)))
 mports=($((base + 10)) $((base + 11)))
 for i in 0 1; do
-	gen "${kdirs[$i]}" "${counts[$i]}"
-	config "${kdirs[$i]}" "${ports[$i]}" "${mports[$i]}"
+	gen_tenants "${kdirs[$i]}" "${counts[$i]}"
+	edge_config "${kdirs[$i]}/edge.yaml" "${ports[$i]}" "${mports[$i]}"
 done
 
 edge_pid=
@@ -195,7 +113,7 @@ stop_edge() {
 
 "${pin1[@]}" bin/edgebench -serve-origin "$origin_addr" 2>"$res/origin.log" &
 origin_pid=$!
-wait_port $((base + 20))
+wait_port "${origin_addr##*:}"
 
 scenarios=("handshake, hybrid" "handshake, X25519" "keep-alive")
 scenario_flags=(

@@ -3,8 +3,10 @@
 # handshakes per second, per CPU-second of the serving side (the edge,
 # plus the key server when keyless), and handshake latency, for one
 # ECDSA P-256 tenant signed locally and one signed by a key server
-# process over mutual TLS on loopback, in the same run, interleaved
-# round by round. Figures: bench/RESULTS.md.
+# process over mutual TLS on loopback; and signatures per second and per
+# key server CPU-second driven straight at the key server (edgebench
+# -mode keyless, the edge's client, ECDSA P-256 and RSA-2048 keys). All
+# in the same run, interleaved round by round. Figures: bench/RESULTS.md.
 #
 # The edge and the key server run on CPU 0, edgebench and the origin on
 # CPU 1 (taskset, when present), so the serving side's CPU is measured
@@ -13,9 +15,9 @@
 # Environment: DURATION (default 10s; BENCH_QUICK=1: 3s), ROUNDS
 # (default 3), CONCURRENCY (default 16), PORT_BASE (default 18540).
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then duration=${DURATION:-3s}; else duration=${DURATION:-10s}; fi
 rounds=${ROUNDS:-3}
 conc=${CONCURRENCY:-16}
@@ -24,24 +26,12 @@ edge_port=$base ks_port=$((base + 1)) metrics_port=$((base + 10)) origin_addr="1
 out="$root/bench/_out/keyless"
 res="$out/results"
 
-if command -v taskset >/dev/null; then
-	pinning="edge and key server on CPU 0; edgebench and the origin on CPU 1 (taskset)"
-	pin0=(taskset -c 0)
-	pin1=(taskset -c 1)
-else
-	pinning="none (no taskset)"
-	pin0=()
-	pin1=()
-fi
-
 echo "== machine"
-echo "cpus:    $(nproc) x $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
-echo "go:      $(go version)"
-echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) before the run"
-echo "pinning: $pinning"
-echo "runs:    $rounds rounds x {local, keyless}, handshake mode, $duration each, concurrency $conc"
+print_machine
+echo "servers:    the edge and the key server share CPU 0 (when pinned)"
+echo "runs:       $rounds rounds x {local, keyless handshakes; keyless signing ECDSA, RSA}, $duration each, concurrency $conc"
 
-go build -o bin/ ./cmd/keyedge ./cmd/keyctl ./cmd/keyserver ./cmd/edgebench
+go build -o bin/ ./cmd/keyedge ./cmd/keyctl ./cmd/keyserver ./cmd/edgebench ./bench/pemexport
 
 rm -rf "$out"
 mkdir -p "$out/keys" "$res"
@@ -52,6 +42,13 @@ cd "$out"
 "$root/bin/keyctl" init >/dev/null
 "$root/bin/keyctl" gen-tenants --count 1 --domain local.test --origin "http://$origin_addr" >/dev/null
 "$root/bin/keyctl" identity keyless.test --ca testca --out keys/tenant >/dev/null
+# An RSA-2048 key for the signing runs: a generated tenant's, as a PEM
+# file (chain and key) in the key server's directory.
+mkdir rsa
+(cd rsa && "$root/bin/keyctl" init >/dev/null &&
+	"$root/bin/keyctl" gen-tenants --count 1 --rsa-every 1 --domain rsa.keyless.test --origin "http://$origin_addr" >/dev/null)
+"$root/bin/pemexport" -keystore rsa/keystore -fleet-key rsa/fleet.key -tenants 1 -domain rsa.keyless.test -out keys >/dev/null
+mv keys/t0.rsa.keyless.test.rsa.pem keys/rsa.pem
 "$root/bin/keyctl" import --cert keys/tenant.pem --keyless --key-server "127.0.0.1:$ks_port" \
 	--tenant keyless --origin "http://$origin_addr" >/dev/null
 "$root/bin/keyctl" identity edge.bench >/dev/null
@@ -81,14 +78,6 @@ YAML
 echo t0.local.test >local.names
 echo keyless.test >keyless.names
 
-wait_port() {
-	for _ in $(seq 100); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.1
-	done
-	echo "nothing listening on 127.0.0.1:$1" >&2
-	return 1
-}
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 
@@ -100,7 +89,7 @@ pids+=($ks_pid)
 "${pin0[@]}" "$root/bin/keyedge" serve --config edge.yaml 2>"$res/edge.log" &
 edge_pid=$!
 pids+=($edge_pid)
-wait_port $((base + 20))
+wait_port "${origin_addr##*:}"
 wait_port "$ks_port"
 wait_port "$edge_port"
 
@@ -118,8 +107,20 @@ for round in $(seq "$rounds"); do
 			-label "$route signing" -scenario "handshake" -json "$res/$name.json" -q | tee "$res/$name.txt"
 		files+=("$res/$name.json")
 	done
+	for key in tenant rsa; do
+		name="sign-$key-r$round"
+		label="ECDSA P-256 key"
+		[ "$key" = rsa ] && label="RSA-2048 key"
+		echo
+		echo "-- round $round, keyless signing straight at the key server, key keys/$key.pem"
+		"${pin1[@]}" "$root/bin/edgebench" -mode keyless -key-server "127.0.0.1:$ks_port" \
+			-identity-cert edge.bench.pem -identity-key edge.bench.key -key-server-ca identity-ca.pem \
+			-key-cert "keys/$key.pem" -c "$conc" -duration "$duration" -server-pid "$ks_pid" \
+			-label "$label" -scenario "keyless signatures" -json "$res/$name.json" -q | tee "$res/$name.txt"
+		files+=("$res/$name.json")
+	done
 done
 
 echo
-echo "== summary (per server CPU-s counts the edge, and for keyless the key server too)"
-"$root/bin/edgebench" -summarize "${files[@]}"
+echo "== summary (per server CPU-s counts the edge, and for keyless the key server too; for keyless signatures, the key server alone)"
+"$root/bin/edgebench" -summarize -plot "$res/keyless.svg" "${files[@]}" | tee "$res/summary.md"

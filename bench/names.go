@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/keyedge/keyedge/certs"
 )
@@ -16,6 +17,10 @@ import (
 const (
 	DistZipf    = "zipf"    // rank k (from 0) with weight (k+1)^-ZipfS
 	DistUniform = "uniform" // every name equally likely
+	// DistSequential takes the names in order, shared by the workers and
+	// from the first again after the last: N draws cover min(N, names)
+	// distinct names (e.g. to fill the edge's cache with that many).
+	DistSequential = "seq"
 )
 
 // DefaultZipfS is the Zipf exponent used when Config.ZipfS is zero.
@@ -58,16 +63,18 @@ func TenantNames(n int, domain string) []string {
 }
 
 // picker draws names from a list: by Zipf rank (the first name is the
-// most popular) or uniformly. Each worker has its own, seeded from the
-// run's seed and the worker's number, so a run's sequence of choices per
-// worker is reproducible.
+// most popular), uniformly, or in turn. Each worker has its own, seeded
+// from the run's seed and the worker's number, so a run's sequence of
+// random choices per worker is reproducible; in turn, the workers share
+// next.
 type picker struct {
 	names []string
 	zipf  *rand.Zipf
 	rng   *rand.Rand
+	next  *atomic.Uint64 // DistSequential
 }
 
-func newPicker(names []string, dist string, s float64, seed, stream uint64) (*picker, error) {
+func newPicker(names []string, dist string, s float64, seed, stream uint64, next *atomic.Uint64) (*picker, error) {
 	if len(names) == 0 {
 		return nil, errors.New("bench: no server names")
 	}
@@ -79,8 +86,10 @@ func newPicker(names []string, dist string, s float64, seed, stream uint64) (*pi
 		}
 		p.zipf = rand.NewZipf(p.rng, s, 1, uint64(len(names)-1))
 	case DistUniform:
+	case DistSequential:
+		p.next = next
 	default:
-		return nil, fmt.Errorf("bench: unknown distribution %q (want zipf or uniform)", dist)
+		return nil, fmt.Errorf("bench: unknown distribution %q (want zipf, uniform or seq)", dist)
 	}
 	return p, nil
 }
@@ -91,6 +100,9 @@ func (p *picker) index() int {
 	}
 	if p.zipf != nil {
 		return int(p.zipf.Uint64())
+	}
+	if p.next != nil {
+		return int((p.next.Add(1) - 1) % uint64(len(p.names)))
 	}
 	return p.rng.IntN(len(p.names))
 }

@@ -50,12 +50,22 @@ func WriteText(w io.Writer, r *Result) {
 	if r.Label != "" || r.Scenario != "" {
 		fmt.Fprintf(w, "%s  %s\n", r.Label, r.Scenario)
 	}
-	fmt.Fprintf(w, "edgebench %s (%s) to %s: %d names (%s, seed %d), concurrency %d, curves %s\n",
-		r.Mode, proto, r.Addr, r.Names, dist, r.Seed, r.Concurrency, curves)
+	unit := "req/s"
+	if r.Mode == ModeKeyless {
+		unit = "signatures/s"
+		fmt.Fprintf(w, "edgebench keyless to key server %s: %s key, concurrency %d\n", r.Addr, r.SignKey, r.Concurrency)
+	} else {
+		fmt.Fprintf(w, "edgebench %s (%s) to %s: %d names (%s, seed %d), concurrency %d, curves %s\n",
+			r.Mode, proto, r.Addr, r.Names, dist, r.Seed, r.Concurrency, curves)
+	}
 	row := func(k, format string, a ...any) { fmt.Fprintf(w, "  %-14s %s\n", k, fmt.Sprintf(format, a...)) }
+	if r.TLSVersion != "" || len(r.AcceptedCertKeys) > 0 {
+		row("client offers", "%s; accepts certificate keys %s", cmp.Or(r.TLSVersion, "TLS 1.2 and 1.3"),
+			cmp.Or(strings.Join(r.AcceptedCertKeys, ", "), "any"))
+	}
 	row("wall time", "%.2f s", r.Seconds)
 	row("requests", "%d ok, %d errors, %d aborted", r.Requests, r.Errs(), r.Aborted)
-	row("rate", "%.1f req/s", r.Rate)
+	row("rate", "%.1f %s", r.Rate, unit)
 	var errs []string
 	for _, k := range ErrorKinds {
 		errs = append(errs, fmt.Sprintf("%s %d", k, r.Errors[k]))
@@ -70,8 +80,13 @@ func WriteText(w io.Writer, r *Result) {
 	}
 	row("latency ms", "%s", percentileRow(r.Latency))
 	row("handshake ms", "%s", percentileRow(r.Handshake))
-	row("handshakes", "%d (%.1f/s): %s; %s; %s", r.Handshakes, r.HandshakeRate,
-		countList(r.Groups), countList(r.Versions), countList(r.Protocols))
+	if r.Mode != ModeKeyless {
+		row("handshakes", "%d (%.1f/s): %s; %s; %s; certificates %s", r.Handshakes, r.HandshakeRate,
+			countList(r.Groups), countList(r.Versions), countList(r.Protocols), countList(r.CertKeys))
+	}
+	if r.Mode == ModeResumed {
+		row("resumed", "%d of %d handshakes (%.1f%%); %d offered a session", r.Resumed, r.Handshakes, 100*r.ResumedShare, r.ResumeOffered)
+	}
 	if len(r.ServerPIDs) > 0 {
 		row("server cpu", "%.2f s (%.2f cores, pids %v): %.0f requests and %.0f handshakes per server CPU-second",
 			r.ServerCPU, r.ServerCores, r.ServerPIDs, r.RequestsPerServerCPU, r.HandshakesPerServerCPU)
@@ -145,6 +160,47 @@ func spreadOf(xs []float64) spread {
 
 func (s spread) format(prec int) string {
 	return fmt.Sprintf("%.*f (%.*f–%.*f)", prec, s.med, prec, s.lo, prec, s.hi)
+}
+
+// groupRuns groups results by scenario and label, scenarios in the order
+// they first appear, labels within a scenario likewise.
+func groupRuns(results []*Result) []*group {
+	var groups []*group
+	find := func(r *Result) *group {
+		for _, g := range groups {
+			if g.scenario == r.Scenario && g.label == r.Label {
+				return g
+			}
+		}
+		g := &group{scenario: r.Scenario, label: r.Label}
+		groups = append(groups, g)
+		return g
+	}
+	for _, r := range results {
+		g := find(r)
+		g.runs = append(g.runs, r)
+	}
+	order := make(map[string]int)
+	for i, g := range groups {
+		if _, ok := order[g.scenario]; !ok {
+			order[g.scenario] = i
+		}
+	}
+	slices.SortStableFunc(groups, func(a, b *group) int {
+		return cmp.Compare(order[a.scenario], order[b.scenario])
+	})
+	return groups
+}
+
+func rate(r *Result) float64 { return r.Rate }
+
+// perCPU is what a run made per server CPU-second: handshakes in the
+// handshake modes, requests (signatures) in the others.
+func perCPU(r *Result) float64 {
+	if r.Mode == ModeHandshake || r.Mode == ModeResumed {
+		return r.HandshakesPerServerCPU
+	}
+	return r.RequestsPerServerCPU
 }
 
 // group is the runs of one scenario and label.
@@ -242,55 +298,31 @@ func Summarize(w io.Writer, results []*Result, maxOther float64) {
 			return fmt.Sprintf("%d of %d", len(g.runs), totals[[2]string{g.scenario, g.label}])
 		}
 	}
-	var groups []*group
-	find := func(r *Result) *group {
-		for _, g := range groups {
-			if g.scenario == r.Scenario && g.label == r.Label {
-				return g
-			}
-		}
-		g := &group{scenario: r.Scenario, label: r.Label}
-		groups = append(groups, g)
-		return g
-	}
-	for _, r := range results {
-		g := find(r)
-		g.runs = append(g.runs, r)
-	}
-	order := make(map[string]int)
-	for i, g := range groups {
-		if _, ok := order[g.scenario]; !ok {
-			order[g.scenario] = i
-		}
-	}
-	slices.SortStableFunc(groups, func(a, b *group) int {
-		return cmp.Compare(order[a.scenario], order[b.scenario])
-	})
-
-	rate := func(r *Result) float64 { return r.Rate }
-	perCPU := func(r *Result) float64 {
-		if r.Mode == ModeHandshake {
-			return r.HandshakesPerServerCPU
-		}
-		return r.RequestsPerServerCPU
-	}
-	fmt.Fprintln(w, "| scenario | keystore | runs | req/s median (min–max) | per server CPU-s median (min–max) | server cores | client cores | CPUs busy | other load (cores) | handshake p50 / p99 ms | request p50 / p99 ms | group | keystore misses/run | errors |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|")
+	groups := groupRuns(results)
+	fmt.Fprintln(w, "| scenario | label | runs | req/s median (min–max) | per server CPU-s median (min–max) | server cores | client cores | CPUs busy | other load (cores) | handshake p50 / p99 ms | request p50 / p99 ms | group | certificate | resumed | keystore misses/run | errors |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---|---:|---:|---:|")
 	for _, g := range groups {
 		hs := "–"
-		if g.runs[0].Mode == ModeHandshake {
+		if m := g.runs[0].Mode; m == ModeHandshake || m == ModeResumed {
 			hs = fmt.Sprintf("%.2f / %.2f", g.figure(func(r *Result) float64 { return r.Handshake.P50 }).med,
 				g.figure(func(r *Result) float64 { return r.Handshake.P99 }).med)
 		}
 		var errs int64
-		groupsSeen := make(map[string]int64)
+		groupsSeen, certsSeen := make(map[string]int64), make(map[string]int64)
 		for _, r := range g.runs {
 			errs += r.Errs()
 			for k, v := range r.Groups {
 				groupsSeen[k] += v
 			}
+			for k, v := range r.CertKeys {
+				certsSeen[k] += v
+			}
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %.2f | %.2f | %s | %.2f | %s | %.2f / %.2f | %s | %.0f | %d |\n",
+		resumed := "–"
+		if g.runs[0].Mode == ModeResumed {
+			resumed = fmt.Sprintf("%.0f%%", 100*g.figure(func(r *Result) float64 { return r.ResumedShare }).med)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %.2f | %.2f | %s | %.2f | %s | %.2f / %.2f | %s | %s | %s | %.0f | %d |\n",
 			g.scenario, g.label, runsOf(g),
 			g.figure(rate).format(0), g.figure(perCPU).format(0),
 			g.figure(func(r *Result) float64 { return r.ServerCores }).med,
@@ -300,7 +332,7 @@ func Summarize(w io.Writer, results []*Result, maxOther float64) {
 			hs,
 			g.figure(func(r *Result) float64 { return r.Latency.P50 }).med,
 			g.figure(func(r *Result) float64 { return r.Latency.P99 }).med,
-			shareList(groupsSeen),
+			shareList(groupsSeen), shareList(certsSeen), resumed,
 			g.figure(func(r *Result) float64 { return r.Metrics[`keyedge_keystore_lookups_total{result="miss"}`] }).med,
 			errs)
 	}

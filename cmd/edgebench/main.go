@@ -1,18 +1,24 @@
-// Command edgebench drives HTTPS load at a keyedge edge and reports the
-// rate, latency percentiles, errors by kind, the key exchange groups
-// negotiated and, given the server's PID, the server's CPU time.
+// Command edgebench drives HTTPS load at a TLS edge (keyedge, or any
+// HTTPS server), or signing load at a Keyless SSL key server, and reports
+// the rate, latency percentiles, errors by kind, what the handshakes
+// negotiated and, given the server's PIDs, the server's CPU time.
 //
 // Usage:
 //
 //	edgebench -addr HOST:PORT (-names FILE | -tenants N [-domain D]) [flags]
-//	edgebench -summarize RESULT.json...
+//	edgebench -mode keyless -key-server HOST:PORT -identity-cert F -identity-key F -key-server-ca F -key-cert F [flags]
+//	edgebench -summarize [-plot FILE] RESULT.json...
 //
 // -mode handshake makes a new TCP connection and a full TLS handshake for
-// every request (no resumption); -mode keepalive keeps -c connections
-// busy. The run ends after -duration or -requests, whichever comes
-// first. -json writes the result for `edgebench -summarize`, which prints
-// a markdown table of medians over several results. bench/edge.sh runs
-// the edge benchmark with it; see bench/RESULTS.md.
+// every request (no resumption); -mode resumed does the same with a
+// session cache, so after a name's first handshake per worker the rest
+// resume (it fails when none did); -mode keepalive keeps -c connections
+// busy; -mode keyless keeps -c signatures in flight to a key server. The
+// run ends after -duration or -requests, whichever comes first, and
+// prints a progress line every second on stderr (-q: none). -json writes
+// the result for `edgebench -summarize`, which prints a markdown table of
+// medians over several results; -plot draws them (SVG or PNG).
+// bench/matrix.sh runs the benchmarks with it; see bench/RESULTS.md.
 package main
 
 import (
@@ -41,7 +47,7 @@ func main() {
 }
 
 // hiddenFlags are for bench/edge.sh, not shown in -h.
-var hiddenFlags = map[string]bool{"serve-origin": true}
+var hiddenFlags = map[string]bool{"serve-origin": true, "ready-within": true, "started-at": true}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("edgebench", flag.ContinueOnError)
@@ -62,14 +68,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		quietLoad  = fs.Float64("wait-quiet", 0, "before the run, wait (up to -wait-quiet-for) until the machine's load is at most this many cores (0: don't)")
 		quietFor   = fs.Duration("wait-quiet-for", time.Minute, "longest wait for -wait-quiet")
 		maxOther   = fs.Float64("max-other-load", 0, "exit with status 3 when other processes used more than this many cores during the run (0: no limit); with -summarize, leave such runs out of the figures")
+		plotFile   = fs.String("plot", "", "draw the result (with -summarize: every result) to this .svg or .png file")
+		tlsVersion = fs.String("tls", "", "offer only this TLS version: 1.2 or 1.3 (default both)")
+		certKeys   = fs.String("sig", "", "server certificate key types (so signature algorithms) to accept, e.g. ecdsa or rsa; with -tls 1.2 only their cipher suites are offered (default any)")
+		keyServer  = fs.String("key-server", "", "keyless mode: host:port of the key server")
+		idCert     = fs.String("identity-cert", "", "keyless mode: PEM certificate chain of the client's mTLS identity")
+		idKey      = fs.String("identity-key", "", "keyless mode: PEM key of the client's mTLS identity")
+		ksCA       = fs.String("key-server-ca", "", "keyless mode: PEM CA of the key server's certificate")
+		keyCert    = fs.String("key-cert", "", "keyless mode: PEM certificate of the key to sign with (the key server finds it by its SKI)")
+		keyConns   = fs.Int("key-conns", 0, "keyless mode: connections to the key server (default the edge's, 2)")
+		ready      = fs.Duration("ready-within", 0, "instead of a run, retry one request until it succeeds, up to this long, and print ready_seconds")
+		startedAt  = fs.Int64("started-at", 0, "with -ready-within: the server's start, Unix nanoseconds; ready_seconds counts from it")
 	)
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:443", "host:port of the edge")
-	fs.StringVar(&cfg.Mode, "mode", bench.ModeHandshake, "handshake (new connection and full handshake per request) or keepalive")
+	fs.StringVar(&cfg.Mode, "mode", bench.ModeHandshake, "handshake (new connection and full handshake per request), resumed (the same, resuming sessions), keepalive, or keyless (signatures from a key server)")
 	fs.BoolVar(&cfg.HTTP2, "h2", false, "keepalive over HTTP/2 instead of HTTP/1.1")
-	fs.StringVar(&cfg.Dist, "dist", bench.DistZipf, "name distribution: zipf or uniform")
+	fs.StringVar(&cfg.Dist, "dist", bench.DistZipf, "name distribution: zipf, uniform or seq (in turn)")
 	fs.Float64Var(&cfg.ZipfS, "zipf-s", bench.DefaultZipfS, "Zipf exponent (> 1)")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the name draws")
-	fs.IntVar(&cfg.Concurrency, "c", 16, "concurrent requests (connections in keepalive mode)")
+	fs.IntVar(&cfg.Concurrency, "c", 16, "concurrent requests (connections in keepalive mode, signatures in flight in keyless mode)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "stop after this long (0: only -requests bounds the run)")
 	fs.Int64Var(&cfg.Requests, "requests", 0, "stop after this many requests (0: only -duration bounds the run)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "bound on each request, connect and handshake included")
@@ -78,7 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Label, "label", "", "label of the run in reports, e.g. \"100000 tenants\"")
 	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario of the run in reports, e.g. \"handshake\"")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgebench -addr HOST:PORT (-names FILE | -tenants N) [flags]\n       edgebench -summarize RESULT.json...\n\nflags:")
+		fmt.Fprintln(stderr, "usage: edgebench -addr HOST:PORT (-names FILE | -tenants N) [flags]\n       edgebench -mode keyless -key-server HOST:PORT -identity-cert F -identity-key F -key-server-ca F -key-cert F [flags]\n       edgebench -summarize [-plot FILE] RESULT.json...\n\nflags:")
 		fs.VisitAll(func(f *flag.Flag) {
 			if hiddenFlags[f.Name] {
 				return
@@ -125,6 +142,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			results = append(results, r)
 		}
 		bench.Summarize(stdout, results, *maxOther)
+		if *plotFile != "" {
+			if err := bench.WritePlot(*plotFile, results); err != nil {
+				fmt.Fprintf(stderr, "edgebench: %v\n", err)
+				return 1
+			}
+		}
 		return 0
 	}
 	if fs.NArg() > 0 {
@@ -132,6 +155,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	switch {
+	case cfg.Mode == bench.ModeKeyless:
+		if *keyServer == "" || *idCert == "" || *idKey == "" || *ksCA == "" || *keyCert == "" {
+			return usageErr("keyless mode needs -key-server, -identity-cert, -identity-key, -key-server-ca and -key-cert")
+		}
+		k, err := bench.LoadKeyless(*keyServer, *idCert, *idKey, *ksCA, *keyCert)
+		if err != nil {
+			fmt.Fprintf(stderr, "edgebench: %v\n", err)
+			return 1
+		}
+		k.Conns = *keyConns
+		cfg.Keyless = k
 	case *namesFile != "" && *tenants > 0:
 		return usageErr("-names and -tenants exclude each other")
 	case *namesFile != "":
@@ -153,6 +187,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cfg.Curves, err = bench.ParseCurves(*curves); err != nil {
 		return usageErr("%v", err)
 	}
+	if cfg.TLSVersion, err = bench.ParseTLSVersion(*tlsVersion); err != nil {
+		return usageErr("%v", err)
+	}
+	if cfg.CertKeys, err = bench.ParseCertKeys(*certKeys); err != nil {
+		return usageErr("%v", err)
+	}
 	if cfg.ServerPIDs, err = parsePIDs(*serverPIDs); err != nil {
 		return usageErr("-server-pid: %v", err)
 	}
@@ -167,6 +207,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if !*quiet {
 		cfg.Progress = stderr
+	}
+	if *ready > 0 {
+		since := time.Now()
+		if *startedAt > 0 {
+			since = time.Unix(0, *startedAt)
+		}
+		at, err := bench.WaitReady(ctx, cfg, *ready)
+		if err != nil {
+			fmt.Fprintf(stderr, "edgebench: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "ready_seconds=%.4f\n", at.Sub(since).Seconds())
+		return 0
 	}
 
 	if *quietLoad > 0 {
@@ -189,6 +242,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	bench.WriteText(stdout, res)
 	if *jsonFile != "" {
 		if werr := bench.WriteJSON(*jsonFile, res); werr != nil {
+			fmt.Fprintf(stderr, "edgebench: %v\n", werr)
+			return 1
+		}
+	}
+	if *plotFile != "" {
+		if werr := bench.WritePlot(*plotFile, []*bench.Result{res}); werr != nil {
 			fmt.Fprintf(stderr, "edgebench: %v\n", werr)
 			return 1
 		}

@@ -1,0 +1,414 @@
+#!/usr/bin/env bash
+# bench/matrix.sh (make bench): keyedge side by side with nginx and
+# HAProxy (Debian's packages, installed when missing), same machine, same
+# run, same certificates. Figures: bench/RESULTS.md.
+#
+# Every server under test runs on CPU 0 (one nginx worker, one HAProxy
+# thread, keyedge with GOMAXPROCS 1 by its affinity), edgebench and the
+# origin on CPU 1 (taskset). Every run starts a fresh server. Servers are
+# interleaved round by round (A B C A B C ...), ROUNDS rounds; the
+# tables give medians and min–max. TLS 1.3 only; the peers have session
+# tickets and their session cache off, and edgebench offers no session in
+# the handshake scenarios, so every handshake is a full one. All three
+# proxy to the same origin (`edgebench -serve-origin`, 3-byte body).
+#
+#   1   full handshakes/s and per server CPU-second, client X25519 only:
+#       keyedge 1 tenant, keyedge TENANTS tenants lazily loaded (Zipf
+#       names), nginx and HAProxy with 1 certificate; ECDSA P-256, and
+#       RSA-2048 (1 tenant / 1 certificate each, edgebench -sig rsa)
+#   2   the same, the client offering X25519MLKEM768 first (nginx and
+#       HAProxy on OpenSSL 3.0 have no ML-KEM: they negotiate X25519)
+#   3   keep-alive: CONCURRENCY HTTP/1.1 connections, small responses
+#       through each proxy to the origin
+#   4   start-up time (to the first successful request for the last
+#       tenant's name) and RSS with SIZES tenants: keyedge vs nginx (one
+#       server block per certificate) and HAProxy (`crt` directory); a
+#       server whose start-up time, scaled linearly from the size before,
+#       would pass STARTUP_LIMIT seconds is not started at that size
+#   5   keyless vs local signing: bench/keyless.sh
+#   6   memory per cached tenant: keyedge's RSS and Go heap before and
+#       after CACHE_N handshakes over CACHE_N distinct names (each loads a
+#       tenant and opens its key), against the peers' RSS per certificate
+#       between the two smallest SIZES of scenario 4
+#
+# Environment (defaults; BENCH_QUICK=1 defaults in brackets):
+#   ROUNDS 3 [3], DURATION 8s [2s], CONCURRENCY 16, TENANTS 100000
+#   [10000], SIZES "1000 10000 100000" ["1000 10000"], CACHE_N 20000
+#   [2000], STARTUP_LIMIT 60 [10], QUIET 0.3 [0] (before a run, wait up
+#   to 10 s for the machine to use at most this many cores), MAX_OTHER
+#   0.2 [0] (summaries leave out runs during which other processes used
+#   more cores), PORT_BASE 18640, PEERS 1 (0: keyedge alone).
+set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+	duration=${DURATION:-2s} many=${TENANTS:-10000} sizes=${SIZES:-"1000 10000"}
+	cache_n=${CACHE_N:-2000} startup_limit=${STARTUP_LIMIT:-10} quiet=${QUIET:-0} max_other=${MAX_OTHER:-0}
+else
+	duration=${DURATION:-8s} many=${TENANTS:-100000} sizes=${SIZES:-"1000 10000 100000"}
+	cache_n=${CACHE_N:-20000} startup_limit=${STARTUP_LIMIT:-60} quiet=${QUIET:-0.3} max_other=${MAX_OTHER:-0.2}
+fi
+rounds=${ROUNDS:-3}
+conc=${CONCURRENCY:-16}
+port=${PORT_BASE:-18640}
+mport=$((port + 10))
+peers=${PEERS:-1}
+res="$out/matrix"
+[ "${BENCH_QUICK:-0}" = 1 ] && res="$out/matrix-quick" # keeps a full run's results
+rm -rf "$res"
+mkdir -p "$res"
+started=$(date +%s)
+
+echo "== machine"
+print_machine
+echo "runs:       $rounds rounds; $duration per load run, concurrency $conc; $many tenants for the many-tenant keystore; start-up at $sizes tenants"
+
+echo
+echo "== build"
+go build -o bin/ ./cmd/keyedge ./cmd/keyctl ./cmd/keyserver ./cmd/edgebench ./bench/pemexport
+echo "bin/keyedge bin/keyctl bin/keyserver bin/edgebench bin/pemexport"
+
+echo
+echo "== peers"
+if [ "$peers" = 1 ] && ! { command -v nginx && command -v haproxy; } >/dev/null; then
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+		echo "installing nginx and haproxy (apt-get)"
+		apt-get update -qq >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy >/dev/null
+		# A package's own service, if its install started one, competes for
+		# the CPUs: stop it (by its PID file, nothing broader).
+		for f in /run/nginx.pid /run/haproxy.pid; do
+			[ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+		done
+	else
+		echo "nginx or haproxy missing and cannot install them (not root, or no apt-get): keyedge alone"
+		peers=0
+	fi
+fi
+if [ "$peers" = 1 ]; then
+	echo "nginx:      $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(nginx -V 2>&1 | grep -o 'running with OpenSSL [^)]*')"
+	echo "haproxy:    $(haproxy -v | head -1)"
+	echo "            $(haproxy -vv 2>/dev/null | grep 'Running on OpenSSL')"
+	echo "ML-KEM:     OpenSSL $(openssl version | cut -d' ' -f2) has no ML-KEM groups, so nginx and HAProxy here offer X25519 at best"
+fi
+
+echo
+echo "== keystores and PEM files (reused when already generated)"
+k1="$out/edge-tenants-1"
+kmany="$out/edge-tenants-$many"
+krsa="$out/edge-tenants-rsa-1"
+gen_tenants "$k1" 1
+gen_tenants "$kmany" "$many"
+gen_tenants "$krsa" 1 --rsa-every 1 --domain rsa.keyedge.test
+for n in $sizes; do
+	gen_tenants "$out/edge-tenants-$n" "$n"
+done
+# pems DIR N DOMAIN: DIR/pem holds tenants t0…t<N-1>'s certificates and
+# keys, exported from DIR's keystore, so the peers serve exactly what
+# keyedge serves; DIR/pem.exported records N once done (not in DIR/pem,
+# which HAProxy loads whole).
+pems() {
+	if ! grep -qx "$2" "$1/pem.exported" 2>/dev/null; then
+		bin/pemexport -keystore "$1/keystore" -fleet-key "$1/fleet.key" -tenants "$2" -domain "$3" -out "$1/pem"
+		echo "$2" >"$1/pem.exported"
+	fi
+}
+
+# Servers. start_server KIND DIR N DOMAIN TYPE starts KIND (keyedge,
+# nginx or haproxy) on CPU 0 serving tenants t0…t<N-1>.DOMAIN of the
+# keystore in DIR (the peers: their TYPE PEM files from DIR/pem), sets
+# srv_pid and cpu_pids (the processes whose CPU time counts: nginx's
+# master and worker), and waits for its port.
+srv_pid=
+origin_pid=
+cleanup() {
+	for p in $srv_pid $origin_pid; do
+		kill "$p" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+start_server() {
+	local kind=$1 dir=$2 n=$3 domain=$4 typ=$5
+	local run="$res/$kind"
+	mkdir -p "$run"
+	case $kind in
+	keyedge)
+		edge_config "$dir/matrix-edge.yaml" "$port" "$mport" 'min_tls_version: "1.3"'
+		"${pin0[@]}" bin/keyedge serve --config "$dir/matrix-edge.yaml" 2>>"$run/log" &
+		srv_pid=$!
+		;;
+	nginx)
+		pems "$dir" "$n" "$domain"
+		nginx_conf "$run" "$dir/pem" "$n" "$domain" "$typ"
+		"${pin0[@]}" nginx -p "$run" -e "$run/error.log" -c "$run/nginx.conf" 2>>"$run/log" &
+		srv_pid=$!
+		;;
+	haproxy)
+		pems "$dir" "$n" "$domain"
+		haproxy_conf "$run" "$dir/pem" "$n" "$typ"
+		"${pin0[@]}" haproxy -db -f "$run/haproxy.cfg" 2>>"$run/log" &
+		srv_pid=$!
+		;;
+	esac
+	cpu_pids=$srv_pid
+}
+
+# ready KIND DIR N DOMAIN: waits (up to 10 minutes, while the server
+# runs) until the server started last answers a request for its last
+# tenant, t<N-1>.DOMAIN, and prints the seconds since $t0 (Unix ns,
+# taken just before the start).
+ready() {
+	local names="$res/last-name" secs=
+	echo "t$(($3 - 1)).$4" >"$names"
+	for _ in $(seq 300); do
+		if ! kill -0 "$srv_pid" 2>/dev/null; then
+			echo "$1 exited while starting: $res/$1/log" >&2
+			tail -5 "$res/$1/log" >&2
+			exit 1
+		fi
+		secs=$("${pin1[@]}" bin/edgebench -addr "127.0.0.1:$port" -names "$names" -ca "$2/testca.pem" -tls 1.3 \
+			-ready-within 2s -started-at "$t0" -q 2>/dev/null | sed -n 's/^ready_seconds=//p')
+		[ -n "$secs" ] && break
+	done
+	if [ -z "$secs" ]; then
+		echo "$1 not serving $(cat "$names") after 10 minutes" >&2
+		exit 1
+	fi
+	echo "$secs"
+	if [ "$1" = nginx ]; then
+		cpu_pids="$srv_pid,$(pgrep -d, -P "$srv_pid")"
+	fi
+}
+
+stop_server() {
+	kill -TERM "$srv_pid" 2>/dev/null || true
+	wait "$srv_pid" 2>/dev/null || true
+	srv_pid=
+}
+
+# nginx_conf RUN PEMDIR N DOMAIN TYPE: RUN/nginx.conf, one server block
+# per tenant.
+nginx_conf() {
+	local run=$1 pem=$2 n=$3 domain=$4 typ=$5
+	mkdir -p "$run/tmp"
+	{
+		cat <<CONF
+# written by bench/matrix.sh
+daemon off;
+master_process on;
+worker_processes 1;
+pid $run/nginx.pid;
+error_log $run/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $run/tmp/body;
+  proxy_temp_path $run/tmp/proxy;
+  fastcgi_temp_path $run/tmp/fastcgi;
+  uwsgi_temp_path $run/tmp/uwsgi;
+  scgi_temp_path $run/tmp/scgi;
+  server_names_hash_max_size 1048576;
+  server_names_hash_bucket_size 128;
+  keepalive_requests 10000000;
+  ssl_protocols TLSv1.3;
+  ssl_session_tickets off;
+  ssl_session_cache off;
+  upstream origin { server $origin_addr; keepalive 32; }
+CONF
+		awk -v n="$n" -v port="$port" -v pem="$pem" -v domain="$domain" -v typ="$typ" 'BEGIN {
+			for (i = 0; i < n; i++) {
+				f = pem "/t" i "." domain "." typ ".pem"
+				printf "  server {\n    listen 127.0.0.1:%d ssl http2;\n    server_name t%d.%s;\n", port, i, domain
+				printf "    ssl_certificate %s;\n    ssl_certificate_key %s;\n", f, f
+				printf "    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }\n  }\n"
+			}
+		}'
+		echo "}"
+	} >"$run/nginx.conf"
+}
+
+# haproxy_conf RUN PEMDIR N TYPE: RUN/haproxy.cfg, the certificates by
+# `crt`: the one file when N is 1, else the directory.
+haproxy_conf() {
+	local run=$1 pem=$2 n=$3 typ=$4
+	local crt=$pem
+	if [ "$n" = 1 ]; then
+		crt=$(ls "$pem"/t0.*."$typ".pem)
+	fi
+	cat >"$run/haproxy.cfg" <<CONF
+# written by bench/matrix.sh
+global
+  nbthread 1
+  maxconn 8000
+  tune.ssl.cachesize 0
+  ssl-default-bind-options ssl-min-ver TLSv1.3 no-tls-tickets
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  timeout http-keep-alive 30s
+frontend fe
+  bind 127.0.0.1:$port ssl crt $crt alpn h2,http/1.1
+  default_backend origin
+backend origin
+  http-reuse always
+  server origin $origin_addr
+CONF
+}
+
+"${pin1[@]}" bin/edgebench -serve-origin "$origin_addr" 2>"$res/origin.log" &
+origin_pid=$!
+wait_port "${origin_addr##*:}"
+
+# Scenarios 1-3: "KIND|DIR|N|DOMAIN|TYPE|LABEL" per server.
+hs=("keyedge|$k1|1|keyedge.test|ecdsa|keyedge, 1 tenant"
+	"keyedge|$kmany|$many|keyedge.test|ecdsa|keyedge, $many tenants (Zipf)")
+rsa=("keyedge|$krsa|1|rsa.keyedge.test|rsa|keyedge, 1 tenant")
+ka=("keyedge|$k1|1|keyedge.test|ecdsa|keyedge, 1 tenant")
+if [ "$peers" = 1 ]; then
+	hs+=("nginx|$k1|1|keyedge.test|ecdsa|nginx, 1 certificate" "haproxy|$k1|1|keyedge.test|ecdsa|HAProxy, 1 certificate")
+	rsa+=("nginx|$krsa|1|rsa.keyedge.test|rsa|nginx, 1 certificate" "haproxy|$krsa|1|rsa.keyedge.test|rsa|HAProxy, 1 certificate")
+	ka+=("nginx|$k1|1|keyedge.test|ecdsa|nginx, 1 certificate" "haproxy|$k1|1|keyedge.test|ecdsa|HAProxy, 1 certificate")
+fi
+scenarios=("1 handshakes, X25519, ECDSA P-256" "1 handshakes, X25519, RSA-2048" "2 handshakes, X25519MLKEM768 offered" "3 keep-alive through the proxy")
+scenario_flags=("-mode handshake -curves X25519 -sig ecdsa" "-mode handshake -curves X25519 -sig rsa"
+	"-mode handshake -curves X25519MLKEM768,X25519 -sig ecdsa" "-mode keepalive -curves X25519")
+scenario_servers=(hs rsa hs ka)
+declare -A files
+
+for round in $(seq "$rounds"); do
+	echo
+	echo "== scenarios 1-3, round $round of $rounds"
+	for s in "${!scenarios[@]}"; do
+		declare -n list=${scenario_servers[$s]}
+		for i in "${!list[@]}"; do
+			IFS='|' read -r kind dir n domain typ label <<<"${list[$i]}"
+			name="s$s-$kind-$i-r$round"
+			metrics=()
+			[ "$kind" = keyedge ] && metrics=(-metrics "http://127.0.0.1:$mport/metrics")
+			t0=$(date +%s%N)
+			start_server "$kind" "$dir" "$n" "$domain" "$typ"
+			ready "$kind" "$dir" "$n" "$domain" >/dev/null
+			# shellcheck disable=SC2086 # scenario_flags are words
+			"${pin1[@]}" bin/edgebench -addr "127.0.0.1:$port" ${scenario_flags[$s]} -tls 1.3 \
+				-tenants "$n" -domain "$domain" -dist zipf -c "$conc" -duration "$duration" -ca "$dir/testca.pem" \
+				-server-pid "$cpu_pids" -origin-pid "$origin_pid" "${metrics[@]}" \
+				-wait-quiet "$quiet" -wait-quiet-for 10s \
+				-label "$label" -scenario "${scenarios[$s]}" -json "$res/$name.json" -q >"$res/$name.txt" || {
+				cat "$res/$name.txt"
+				exit 1
+			}
+			stop_server
+			files[$s]+=" $res/$name.json"
+			awk -v l="${scenarios[$s]}: $label" '/^  rate/ {r = $2 " " $3} /^  server cpu/ {c = $(NF-7)} /^  requests/ {e = $4 " errors"} END {printf "%-70s %s, %s per server CPU-s (handshakes or requests), %s\n", l, r, c, e}' "$res/$name.txt"
+		done
+		unset -n list
+	done
+done
+
+echo
+echo "== scenario 4: start-up time and RSS, $rounds rounds"
+# A server whose start-up, scaled linearly to the next size, would take
+# more than STARTUP_LIMIT seconds is not started at that size.
+declare -A too_slow skip_from last_secs last_n
+echo "kind n round ready_seconds rss_kib" >"$res/startup.txt"
+for round in $(seq "$rounds"); do
+	for n in $sizes; do
+		kinds=(keyedge)
+		[ "$peers" = 1 ] && kinds+=(nginx haproxy)
+		for kind in "${kinds[@]}"; do
+			if [ -n "${skip_from[$kind]:-}" ] && [ "$n" -ge "${skip_from[$kind]}" ]; then
+				continue
+			fi
+			if [ -n "${last_n[$kind]:-}" ] && [ "$n" -gt "${last_n[$kind]}" ] &&
+				awk -v s="${last_secs[$kind]}" -v a="${last_n[$kind]}" -v b="$n" -v l="$startup_limit" 'BEGIN {exit !(s * b / a > l)}'; then
+				too_slow[$kind]="started in ${last_secs[$kind]} s with ${last_n[$kind]} tenants: at that rate $n would take more than $startup_limit s, so it was not started with $n or more"
+				skip_from[$kind]=$n
+				continue
+			fi
+			dir="$out/edge-tenants-$n"
+			t0=$(date +%s%N)
+			start_server "$kind" "$dir" "$n" keyedge.test ecdsa
+			secs=$(ready "$kind" "$dir" "$n" keyedge.test)
+			rss=$(rss_kib "$srv_pid")
+			stop_server
+			echo "$kind $n $round $secs $rss" | tee -a "$res/startup.txt"
+			last_secs[$kind]=$secs last_n[$kind]=$n
+		done
+	done
+done
+for kind in "${!too_slow[@]}"; do
+	echo "$kind ${too_slow[$kind]}" | tee -a "$res/startup-skipped.txt"
+done
+
+echo
+echo "== scenario 6: memory per cached tenant (keyedge, $many-tenant keystore, $cache_n tenants loaded), $rounds rounds"
+heap() { curl -s "http://127.0.0.1:$mport/metrics" | awk '/^go_memstats_heap_inuse_bytes / {print $2}'; }
+echo "round rss_before_kib rss_after_kib heap_before heap_after misses" >"$res/cache.txt"
+for round in $(seq "$rounds"); do
+	t0=$(date +%s%N)
+	start_server keyedge "$kmany" "$many" keyedge.test ecdsa
+	ready keyedge "$kmany" 1 keyedge.test >/dev/null
+	rss0=$(rss_kib "$srv_pid") heap0=$(heap)
+	"${pin1[@]}" bin/edgebench -addr "127.0.0.1:$port" -mode handshake -curves X25519 -tenants "$cache_n" -dist seq \
+		-requests "$cache_n" -duration 600s -c "$conc" -ca "$kmany/testca.pem" -metrics "http://127.0.0.1:$mport/metrics" \
+		-label "cache fill" -scenario "6 memory" -json "$res/cache-r$round.json" -q >"$res/cache-r$round.txt"
+	rss1=$(rss_kib "$srv_pid") heap1=$(heap)
+	misses=$(grep -o 'keyedge_keystore_lookups_total{result="miss"} +[0-9]*' "$res/cache-r$round.txt" | grep -o '[0-9]*$' || echo 0)
+	stop_server
+	echo "$round $rss0 $rss1 $heap0 $heap1 $misses" | tee -a "$res/cache.txt"
+done
+
+echo
+echo "== scenario 5: keyless vs local signing (bench/keyless.sh)"
+DURATION=$duration ROUNDS=$rounds bash bench/keyless.sh >"$res/keyless.txt" 2>&1 || {
+	tail -20 "$res/keyless.txt"
+	exit 1
+}
+sed -n '/^== summary/,$p' "$res/keyless.txt"
+
+echo
+echo "== summary: medians (min–max) over $rounds rounds; JSON, text and SVG plots in $res"
+for s in "${!scenarios[@]}"; do
+	echo
+	echo "### ${scenarios[$s]}"
+	echo
+	# shellcheck disable=SC2086 # a list of files
+	bin/edgebench -summarize -max-other-load "$max_other" -plot "$res/plot-s$s.svg" ${files[$s]}
+done | tee "$res/summary.md"
+
+{
+	echo
+	echo "### 4 start-up: seconds to the first response for the last tenant, and RSS then (median, min–max of $rounds)"
+	echo
+	echo "| server | tenants | start-up s | RSS MiB | RSS per certificate KiB (vs the smallest size) |"
+	echo "|---|---:|---:|---:|---:|"
+	awk 'NR > 1 {k = $1 " " $2; s[k] = s[k] " " $4; r[k] = r[k] " " $5; if (!(k in seen)) {seen[k] = 1; order[++m] = k}}
+		function med(list, lo, hi,   a, n, i, j, t) {
+			n = split(list, a, " ")
+			for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) {t = a[i]; a[i] = a[j]; a[j] = t}
+			lo = a[1]; hi = a[n]
+			return (n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2) "|" lo "|" hi
+		}
+		END {
+			for (i = 1; i <= m; i++) {
+				split(order[i], kn, " "); split(med(s[order[i]]), S, "|"); split(med(r[order[i]]), R, "|")
+				if (!(kn[1] in base)) {base[kn[1]] = R[1]; basen[kn[1]] = kn[2]; per = "–"}
+				else per = sprintf("%.1f", (R[1] - base[kn[1]]) / (kn[2] - basen[kn[1]]))
+				printf "| %s | %d | %.3f (%.3f–%.3f) | %.1f (%.1f–%.1f) | %s |\n", kn[1], kn[2], S[1], S[2], S[3], R[1] / 1024, R[2] / 1024, R[3] / 1024, per
+			}
+		}' "$res/startup.txt"
+	[ -f "$res/startup-skipped.txt" ] && sed 's/^/- not measured further: /' "$res/startup-skipped.txt"
+	echo
+	echo "### 6 keyedge memory per cached tenant ($cache_n distinct names, keys opened), per round"
+	echo
+	echo "| round | tenants loaded (keystore misses) | RSS before → after MiB | RSS per tenant KiB | Go heap in use before → after MiB | heap per tenant KiB |"
+	echo "|---:|---:|---:|---:|---:|---:|"
+	awk 'NR > 1 && $6 > 0 {printf "| %d | %d | %.1f → %.1f | %.2f | %.1f → %.1f | %.2f |\n", $1, $6, $2/1024, $3/1024, ($3-$2)/$6, $4/1048576, $5/1048576, ($5-$4)/1024/$6}' "$res/cache.txt"
+} | tee -a "$res/summary.md"
+echo
+echo "matrix took $(($(date +%s) - started)) s"

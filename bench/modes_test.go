@@ -1,0 +1,221 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyedge/keyedge/certs"
+)
+
+// In resumed mode each worker's first handshake per name is full and
+// the rest resume the edge's tickets.
+func TestRunResumed(t *testing.T) {
+	e := startEdge(t)
+	names := e.Names[:2]
+	r, err := Run(context.Background(), Config{
+		Addr: e.Addr, Mode: ModeResumed, Names: names, Dist: DistSequential, RootCAs: e.Roots,
+		Concurrency: 2, Requests: 40,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCounts(t, r, 40)
+	// Sequential names over 2 workers: each worker may meet both names,
+	// so 2 to 4 full handshakes.
+	if full := r.Handshakes - r.Resumed; full < 2 || full > 4 || r.Resumed != r.ResumeOffered {
+		t.Errorf("%d handshakes, %d resumed, %d offered; want 2–4 full and every offered session resumed", r.Handshakes, r.Resumed, r.ResumeOffered)
+	}
+	if r.ResumedShare < 0.9 {
+		t.Errorf("resumed share %.2f", r.ResumedShare)
+	}
+}
+
+// A server that never resumes fails a resumed run with ErrNotResumed.
+func TestRunResumedNeverResumes(t *testing.T) {
+	leaf, roots := selfSigned(t, "plain.test")
+	ln := serveTLS(t, &tls.Config{Certificates: []tls.Certificate{leaf}, SessionTicketsDisabled: true})
+	r, err := Run(context.Background(), Config{
+		Addr: ln, Mode: ModeResumed, Names: []string{"plain.test"}, RootCAs: roots, Requests: 5,
+	})
+	if !errors.Is(err, ErrNotResumed) || r == nil || r.Resumed != 0 || r.Handshakes != 5 {
+		t.Fatalf("Run = %+v, %v; want 5 full handshakes and ErrNotResumed", r, err)
+	}
+}
+
+func TestRunCertKeys(t *testing.T) {
+	e := startEdge(t)
+	cases := []struct {
+		name    string
+		names   []string
+		keys    string
+		version uint16
+		want    string // the certificate key type of every handshake, or "" for handshake errors
+	}{
+		{"ecdsa", e.Names, "ecdsa", 0, "ECDSA P-256"},
+		{"rsa", e.RSANames, "rsa", 0, "RSA-2048"},
+		{"rsa over TLS 1.2", e.RSANames, "rsa", tls.VersionTLS12, "RSA-2048"},
+		{"rsa wanted, ecdsa served", e.Names, "rsa", 0, ""},
+		{"rsa suites only, ecdsa tenant", e.Names, "rsa", tls.VersionTLS12, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			keys, err := ParseCertKeys(c.keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := Run(context.Background(), Config{
+				Addr: e.Addr, Names: c.names, RootCAs: e.Roots, CertKeys: keys, TLSVersion: c.version,
+				Concurrency: 2, Requests: 6,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.want == "" {
+				if r.Errors[ErrHandshake] != 6 {
+					t.Errorf("errors %v; want 6 handshake errors", r.Errors)
+				}
+				return
+			}
+			checkCounts(t, r, 6)
+			if r.CertKeys[c.want] != 6 {
+				t.Errorf("certificate keys %v, want %s for all 6", r.CertKeys, c.want)
+			}
+			if c.version == tls.VersionTLS12 && r.Versions["TLS 1.2"] != 6 {
+				t.Errorf("versions %v, want TLS 1.2", r.Versions)
+			}
+		})
+	}
+}
+
+func TestRunKeyless(t *testing.T) {
+	e := startEdge(t)
+	for _, certFile := range []string{e.ECDSAKeyCert, e.RSAKeyCert} {
+		t.Run(filepath.Base(certFile), func(t *testing.T) {
+			k, err := LoadKeyless(e.KeyServer, e.IdentityCert, e.IdentityKey, e.KeyServerCA, certFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := Run(context.Background(), Config{Mode: ModeKeyless, Keyless: k, Concurrency: 4, Requests: 50})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkCounts(t, r, 50)
+			if r.Handshakes != 0 || r.Addr != e.KeyServer || r.SignKey == "" {
+				t.Errorf("handshakes %d, addr %s, key %q", r.Handshakes, r.Addr, r.SignKey)
+			}
+		})
+	}
+}
+
+// A key the key server does not hold is a sign error per request.
+func TestRunKeylessUnknownKey(t *testing.T) {
+	e := startEdge(t)
+	k, err := LoadKeyless(e.KeyServer, e.IdentityCert, e.IdentityKey, e.KeyServerCA, e.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Run(context.Background(), Config{Mode: ModeKeyless, Keyless: k, Requests: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Errors[ErrSign] != 3 || r.Requests != 0 {
+		t.Errorf("errors %v, %d ok; want 3 sign errors", r.Errors, r.Requests)
+	}
+}
+
+func TestRunModeConfigErrors(t *testing.T) {
+	for _, cfg := range []Config{
+		{Mode: ModeKeyless},
+		{Mode: ModeKeyless, Keyless: &Keyless{Addr: "127.0.0.1:1"}},
+		{Addr: "127.0.0.1:1", Names: []string{"a"}, Mode: ModeResumed, HTTP2: true},
+	} {
+		if _, err := Run(context.Background(), cfg); err == nil {
+			t.Errorf("Run(%+v) succeeded", cfg)
+		}
+	}
+}
+
+func TestParseCertKeysAndVersion(t *testing.T) {
+	if k, err := ParseCertKeys("ECDSA, rsa"); err != nil || len(k) != 2 || k[0] != x509.ECDSA || k[1] != x509.RSA {
+		t.Errorf("ParseCertKeys = %v, %v", k, err)
+	}
+	if _, err := ParseCertKeys("dsa"); err == nil {
+		t.Error("dsa accepted")
+	}
+	for in, want := range map[string]uint16{"": 0, "1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13} {
+		if v, err := ParseTLSVersion(in); err != nil || v != want {
+			t.Errorf("ParseTLSVersion(%q) = %v, %v", in, v, err)
+		}
+	}
+	if _, err := ParseTLSVersion("1.1"); err == nil {
+		t.Error("TLS 1.1 accepted")
+	}
+}
+
+func TestWritePlot(t *testing.T) {
+	mk := func(label string, rate, p50 float64) *Result {
+		return &Result{Label: label, Scenario: "handshake", Mode: ModeHandshake, Rate: rate, HandshakesPerServerCPU: 2 * rate,
+			Latency: Percentiles{P50: p50, P90: 2 * p50, P99: 4 * p50, P999: 8 * p50}}
+	}
+	results := []*Result{mk("a", 100, 1), mk("a", 120, 2), mk("b", 50, 0)}
+	dir := t.TempDir()
+	for _, name := range []string{"p.svg", "p.png"} {
+		path := filepath.Join(dir, name)
+		if err := WritePlot(path, results); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(name, ".svg") && !strings.Contains(string(data), "<svg") ||
+			strings.HasSuffix(name, ".png") && !strings.HasPrefix(string(data), "\x89PNG") {
+			t.Errorf("%s is not what its name says (%d bytes)", name, len(data))
+		}
+	}
+	if err := WritePlot(filepath.Join(dir, "p.pdf"), results); err == nil {
+		t.Error("a .pdf plot was written")
+	}
+	if err := WritePlot(filepath.Join(dir, "none.svg"), nil); err == nil {
+		t.Error("a plot of nothing was written")
+	}
+}
+
+// selfSigned is a certificate for name and a pool trusting its CA.
+func selfSigned(t *testing.T, name string) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	ca, err := certs.NewCA("plain test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue(certs.LeafSpec{Names: []string{name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	return tls.Certificate{Certificate: leaf.Chain, PrivateKey: leaf.Key}, roots
+}
+
+// serveTLS serves OriginHandler over TLS with cfg on 127.0.0.1 until the
+// test ends and returns its address.
+func serveTLS(t *testing.T, cfg *tls.Config) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: OriginHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(tls.NewListener(ln, cfg))
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
