@@ -284,44 +284,28 @@ func (s *Store) SetPolicy(ctx context.Context, nameOrID, policy string, master *
 			return err
 		}
 	}
-	return s.locked(ctx, func() error {
-		ids, err := s.resolveIDs(ctx, nameOrID)
+	return s.updateRecords(ctx, nameOrID, func(id string, r *record) (func() error, error) {
+		if r.Route == RouteKeyless {
+			return nil, fmt.Errorf("keystore: certificate %s is keyless: its key is on the tenant's key server, not in the keystore", id)
+		}
+		der, err := s.adminOpen(ctx, id, master)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		var c change
-		for _, id := range ids {
-			r, leaf, err := s.readRecord(ctx, id)
-			if err != nil {
-				return err
-			}
-			if r.Route == RouteKeyless {
-				return fmt.Errorf("keystore: certificate %s is keyless: its key is on the tenant's key server, not in the keystore", id)
-			}
-			der, err := s.adminOpen(ctx, id, master)
-			if err != nil {
-				return err
-			}
-			sealed, err := s.sealFor(ctx, pol, id, der)
-			clear(der)
-			if err != nil {
-				return err
-			}
-			if err := s.storage.Store(ctx, sealedKey(id), sealed); err != nil {
-				return fmt.Errorf("keystore: failed to write key of %s: %w", id, err)
-			}
-			r.Policy, r.Version = "", r.Version+1
-			if pol != nil {
-				r.Policy = pol.String()
-			}
-			if err := s.writeRecord(ctx, id, r); err != nil {
-				return err
-			}
-			names, _ := leafNames(leaf)
-			c.names = append(c.names, names...)
-			c.ids = append(c.ids, id)
+		sealed, err := s.sealFor(ctx, pol, id, der)
+		clear(der)
+		if err != nil {
+			return nil, err
 		}
-		return s.commit(ctx, c)
+		// The new sealed key is in place before the record names its policy.
+		if err := s.storage.Store(ctx, sealedKey(id), sealed); err != nil {
+			return nil, fmt.Errorf("keystore: failed to write key of %s: %w", id, err)
+		}
+		r.Policy = ""
+		if pol != nil {
+			r.Policy = pol.String()
+		}
+		return nil, nil
 	})
 }
 

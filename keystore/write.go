@@ -459,6 +459,35 @@ func (s *Store) SetRoute(ctx context.Context, nameOrID string, route Route, keyS
 	case route != RouteLocal && route != RouteKeyless:
 		return fmt.Errorf("keystore: unknown route %q", route)
 	}
+	return s.updateRecords(ctx, nameOrID, func(id string, r *record) (func() error, error) {
+		hasKey := s.storage.Exists(ctx, sealedKey(id))
+		if route == RouteLocal && !hasKey {
+			return nil, fmt.Errorf("keystore: certificate %s has no key in the keystore; import it with its key instead", id)
+		}
+		if route == RouteKeyless && hasKey && !deleteKey {
+			return nil, fmt.Errorf("keystore: certificate %s still has its key in the keystore; confirm deleting it once the key server holds it", id)
+		}
+		r.Route, r.KeyServers = route, keyServers
+		if route != RouteKeyless || !hasKey {
+			return nil, nil
+		}
+		// The key goes once the record no longer needs it.
+		return func() error {
+			if err := s.storage.Delete(ctx, sealedKey(id)); err != nil {
+				return fmt.Errorf("keystore: failed to delete key of %s: %w", id, err)
+			}
+			return nil
+		}, nil
+	})
+}
+
+// updateRecords applies update to the record of each certificate of a
+// name (or of one certificate, by ID), under the write lock: it reads
+// the record, lets update modify it (or fail, which stops before this
+// record is written), writes it with its version bumped, runs what
+// update returned to do after the write, if anything, and journals every
+// name and ID touched.
+func (s *Store) updateRecords(ctx context.Context, nameOrID string, update func(id string, r *record) (after func() error, err error)) error {
 	return s.locked(ctx, func() error {
 		ids, err := s.resolveIDs(ctx, nameOrID)
 		if err != nil {
@@ -470,20 +499,17 @@ func (s *Store) SetRoute(ctx context.Context, nameOrID string, route Route, keyS
 			if err != nil {
 				return err
 			}
-			hasKey := s.storage.Exists(ctx, sealedKey(id))
-			if route == RouteLocal && !hasKey {
-				return fmt.Errorf("keystore: certificate %s has no key in the keystore; import it with its key instead", id)
+			after, err := update(id, r)
+			if err != nil {
+				return err
 			}
-			if route == RouteKeyless && hasKey && !deleteKey {
-				return fmt.Errorf("keystore: certificate %s still has its key in the keystore; confirm deleting it once the key server holds it", id)
-			}
-			r.Route, r.KeyServers, r.Version = route, keyServers, r.Version+1
+			r.Version++
 			if err := s.writeRecord(ctx, id, r); err != nil {
 				return err
 			}
-			if route == RouteKeyless && hasKey {
-				if err := s.storage.Delete(ctx, sealedKey(id)); err != nil {
-					return fmt.Errorf("keystore: failed to delete key of %s: %w", id, err)
+			if after != nil {
+				if err := after(); err != nil {
+					return err
 				}
 			}
 			names, _ := leafNames(leaf)

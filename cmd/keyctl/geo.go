@@ -37,12 +37,8 @@ func initGeo(ctx context.Context, e *env, path string) error {
 		if m, err = geo.GenerateMasterKey(); err != nil {
 			return err
 		}
-		data, err := m.MarshalPEM()
-		if err != nil {
+		if err := geo.WriteMasterKeyFile(path, m); err != nil {
 			return err
-		}
-		if err := secretfile.Write(path, data); err != nil {
-			return fmt.Errorf("failed to write geo master key: %w", err)
 		}
 		fmt.Fprintf(e.stdout, "new geo master key written to %s (0600): keep it with keyctl, never on an edge node\n", path)
 	}
@@ -76,12 +72,8 @@ func runNodeKey(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	data, err := k.MarshalPEM()
-	if err != nil {
+	if err := geo.WriteNodeKeyFile(*out, k); err != nil {
 		return err
-	}
-	if err := secretfile.Write(*out, data); err != nil {
-		return fmt.Errorf("failed to write node key: %w", err)
 	}
 	fmt.Fprintf(e.stdout, "node key for %q written to %s (0600): install it on that node only, with geo.attributes set to the same\n", a, *out)
 	return nil

@@ -56,11 +56,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		}
 	}
 
-	storage, err := e.storage(ctx)
-	if err != nil {
-		return err
-	}
-	store, err := e.open(ctx, storage)
+	store, storage, err := e.openWithStorage(ctx)
 	if err != nil {
 		return err
 	}

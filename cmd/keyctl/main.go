@@ -177,6 +177,17 @@ func (e *env) storage(ctx context.Context) (certmagic.Storage, error) {
 	return st, nil
 }
 
+// openWithStorage opens the keystore of --keystore, and returns its
+// storage too, for commands that also use it directly.
+func (e *env) openWithStorage(ctx context.Context) (*keystore.Store, certmagic.Storage, error) {
+	storage, err := e.storage(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := e.open(ctx, storage)
+	return store, storage, err
+}
+
 // open opens the keystore over storage (nil: e.storage) with the fleet
 // key.
 func (e *env) open(ctx context.Context, storage certmagic.Storage) (*keystore.Store, error) {

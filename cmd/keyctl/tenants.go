@@ -201,11 +201,7 @@ func runRemove(ctx context.Context, e *env, args []string) error {
 	if err := e.parse(args, 1); err != nil {
 		return err
 	}
-	storage, err := e.storage(ctx)
-	if err != nil {
-		return err
-	}
-	store, err := e.open(ctx, storage)
+	store, storage, err := e.openWithStorage(ctx)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
-	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
@@ -33,11 +32,7 @@ func demoGeo(ctx context.Context, dir string, ca, idCA *certs.CA, originURL stri
 	if err != nil {
 		return "", nil, err
 	}
-	masterPEM, err := master.MarshalPEM()
-	if err != nil {
-		return "", nil, err
-	}
-	if err := secretfile.Write(filepath.Join(dir, "geo-master.key"), masterPEM); err != nil {
+	if err := geo.WriteMasterKeyFile(filepath.Join(dir, "geo-master.key"), master); err != nil {
 		return "", nil, err
 	}
 	if err := writeNodeKey(master, demoEdgeAttrs, filepath.Join(dir, "node.key")); err != nil {
@@ -97,9 +92,5 @@ func writeNodeKey(master *geo.MasterKey, attrs, path string) error {
 	if err != nil {
 		return err
 	}
-	data, err := k.MarshalPEM()
-	if err != nil {
-		return err
-	}
-	return secretfile.Write(path, data)
+	return geo.WriteNodeKeyFile(path, k)
 }

@@ -287,3 +287,28 @@ func ReadNodeKeyFile(path string) (*NodeKey, error) {
 	}
 	return ParseNodeKey(data)
 }
+
+// WriteMasterKeyFile writes m to a new 0600 file. It never overwrites
+// one: that would strand every policy key sealed with it.
+func WriteMasterKeyFile(path string, m *MasterKey) error {
+	data, err := m.MarshalPEM()
+	if err != nil {
+		return err
+	}
+	if err := secretfile.Write(path, data); err != nil {
+		return fmt.Errorf("geo: failed to write master key: %w", err)
+	}
+	return nil
+}
+
+// WriteNodeKeyFile writes k to a new 0600 file; it never overwrites one.
+func WriteNodeKeyFile(path string, k *NodeKey) error {
+	data, err := k.MarshalPEM()
+	if err != nil {
+		return err
+	}
+	if err := secretfile.Write(path, data); err != nil {
+		return fmt.Errorf("geo: failed to write node key: %w", err)
+	}
+	return nil
+}

@@ -93,8 +93,11 @@ func TestKeyFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	masterPath := filepath.Join(dir, "geo-master.key")
-	if err := secretfile.Write(masterPath, masterPEM); err != nil {
+	if err := WriteMasterKeyFile(masterPath, m); err != nil {
 		t.Fatal(err)
+	}
+	if err := WriteMasterKeyFile(masterPath, m); err == nil {
+		t.Error("WriteMasterKeyFile overwrote a master key")
 	}
 	m2, err := ReadMasterKeyFile(masterPath)
 	if err != nil {
@@ -109,7 +112,7 @@ func TestKeyFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodePath := filepath.Join(dir, "node.key")
-	if err := secretfile.Write(nodePath, nodePEM); err != nil {
+	if err := WriteNodeKeyFile(nodePath, node); err != nil {
 		t.Fatal(err)
 	}
 	node2, err := ReadNodeKeyFile(nodePath)
