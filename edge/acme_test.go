@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/pebbletest"
 	"github.com/keyedge/keyedge/keystore"
@@ -24,17 +23,7 @@ import (
 // certmagic's layout) is answered, anything else is redirected to https.
 // Issuance end to end against Pebble is tested in package certs.
 func TestHTTPServerACME(t *testing.T) {
-	dir := t.TempDir()
-	storage := &certmagic.FileStorage{Path: dir}
-	fleet, err := keystore.GenerateFleetKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := keystore.Open(context.Background(), keystore.Options{Storage: storage, FleetKey: fleet, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store, storage := tempStore(t)
 	m, err := certs.NewManager(certs.ACMEOptions{Store: store, Storage: storage, CA: "https://ca.keyedge.test/dir", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -115,16 +104,8 @@ func newACMEEdge(t *testing.T, opts certs.ACMEOptions) *acmeEdge {
 	}
 	httpPort, tlsPort := httpLn.Addr().(*net.TCPAddr).Port, tlsLn.Addr().(*net.TCPAddr).Port
 	e := &acmeEdge{pebble: pebbletest.Start(t, pebbletest.Config{HTTPPort: httpPort, TLSPort: tlsPort})}
-	fleet, err := keystore.GenerateFleetKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	storage := &certmagic.FileStorage{Path: t.TempDir()}
-	if e.store, err = keystore.Open(context.Background(), keystore.Options{Storage: storage, FleetKey: fleet, Logger: slog.New(slog.DiscardHandler)}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.store.Close() })
-	opts.Store, opts.Storage, opts.CA, opts.TrustedRoots = e.store, storage, e.pebble.URL, e.pebble.Roots
+	e.store, opts.Storage = tempStore(t)
+	opts.Store, opts.CA, opts.TrustedRoots = e.store, e.pebble.URL, e.pebble.Roots
 	opts.ChallengeHost, opts.HTTPPort, opts.TLSPort = "127.0.0.1", httpPort, tlsPort
 	opts.Logger = slog.New(slog.DiscardHandler)
 	if e.m, err = certs.NewManager(opts); err != nil {

@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"context"
 	"crypto/tls"
 	"log/slog"
 	"net"
@@ -10,9 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/keystore"
 )
 
 func TestLoadConfigExample(t *testing.T) {
@@ -118,17 +114,7 @@ func TestACMEManagerFromConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	storage := &certmagic.FileStorage{Path: dir}
-	fleet, err := keystore.GenerateFleetKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := keystore.Open(context.Background(), keystore.Options{Storage: storage, FleetKey: fleet, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store, storage := tempStore(t)
 	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
 	m, err := c.ACMEManager(store, storage, addr, addr, slog.New(slog.DiscardHandler), nil)
 	if err != nil || m == nil {

@@ -212,3 +212,20 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() boo
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// tempStore opens a keystore with a new fleet key in a temporary
+// directory, closed when the test ends, and returns it with its storage.
+func tempStore(t testing.TB) (*keystore.Store, certmagic.Storage) {
+	t.Helper()
+	storage := &certmagic.FileStorage{Path: t.TempDir()}
+	fleet, err := keystore.GenerateFleetKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := keystore.Open(context.Background(), keystore.Options{Storage: storage, FleetKey: fleet, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store, storage
+}
