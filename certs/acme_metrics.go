@@ -3,6 +3,7 @@ package certs
 import (
 	"fmt"
 
+	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -41,13 +42,8 @@ func newACMEMetrics() *acmeMetrics {
 }
 
 func (m *acmeMetrics) register(r prometheus.Registerer) error {
-	if r == nil {
-		return nil
-	}
-	for _, c := range []prometheus.Collector{m.certificates, m.ocsp, m.onDemand, m.managed, m.minDaysToExpiry} {
-		if err := r.Register(c); err != nil {
-			return fmt.Errorf("certs: failed to register ACME metrics: %w", err)
-		}
+	if err := ops.Register(r, m.certificates, m.ocsp, m.onDemand, m.managed, m.minDaysToExpiry); err != nil {
+		return fmt.Errorf("certs: failed to register ACME metrics: %w", err)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
@@ -224,16 +225,12 @@ func NewServer(opts Options) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		ConnState:         s.trackNew,
 	}
-	if r := opts.Registerer; r != nil {
-		collectors := append(s.metrics.collectors(), s.proxy.Collectors()...)
-		if opts.Keyless != nil {
-			collectors = append(collectors, opts.Keyless.Collectors()...)
-		}
-		for _, c := range collectors {
-			if err := r.Register(c); err != nil {
-				return nil, fmt.Errorf("edge: failed to register metrics: %w", err)
-			}
-		}
+	collectors := append(s.metrics.collectors(), s.proxy.Collectors()...)
+	if opts.Keyless != nil {
+		collectors = append(collectors, opts.Keyless.Collectors()...)
+	}
+	if err := ops.Register(opts.Registerer, collectors...); err != nil {
+		return nil, fmt.Errorf("edge: failed to register metrics: %w", err)
 	}
 	return s, nil
 }

@@ -3,6 +3,7 @@ package keyserver
 import (
 	"fmt"
 
+	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -55,13 +56,8 @@ func newServerMetrics() *serverMetrics {
 }
 
 func (m *serverMetrics) register(r prometheus.Registerer) error {
-	if r == nil {
-		return nil
-	}
-	for _, c := range []prometheus.Collector{m.requests, m.signSeconds, m.conns, m.connsTotal, m.denials} {
-		if err := r.Register(c); err != nil {
-			return fmt.Errorf("keyserver: failed to register metrics: %w", err)
-		}
+	if err := ops.Register(r, m.requests, m.signSeconds, m.conns, m.connsTotal, m.denials); err != nil {
+		return fmt.Errorf("keyserver: failed to register metrics: %w", err)
 	}
 	return nil
 }

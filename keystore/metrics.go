@@ -3,6 +3,7 @@ package keystore
 import (
 	"fmt"
 
+	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/maypok86/otter/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -101,10 +102,9 @@ func (m *metrics) register(r prometheus.Registerer, s *Store) error {
 			Help: "Estimated heap bytes held by cached certificates (the weight bounded by MaxBytes).",
 		}, func() float64 { s.certs.CleanUp(); return float64(s.certs.WeightedSize()) }),
 	}
-	for _, c := range append(gauges, m.lookups, m.loadSeconds, m.keyOpenSeconds, m.loadErrors, m.evictions, m.journal, m.policyOpens, m.policyOpenSeconds) {
-		if err := r.Register(c); err != nil {
-			return fmt.Errorf("keystore: failed to register metrics (one Store per registry): %w", err)
-		}
+	err := ops.Register(r, append(gauges, m.lookups, m.loadSeconds, m.keyOpenSeconds, m.loadErrors, m.evictions, m.journal, m.policyOpens, m.policyOpenSeconds)...)
+	if err != nil {
+		return fmt.Errorf("keystore: failed to register metrics (one Store per registry): %w", err)
 	}
 	return nil
 }

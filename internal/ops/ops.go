@@ -29,3 +29,18 @@ func Handler(reg prometheus.Gatherer, ready *atomic.Bool) http.Handler {
 	})
 	return mux
 }
+
+// Register registers every collector with r, stopping at the first
+// failure (a second Store, Server or Manager on one registry, say). A nil
+// r registers nothing: metrics are optional everywhere.
+func Register(r prometheus.Registerer, collectors ...prometheus.Collector) error {
+	if r == nil {
+		return nil
+	}
+	for _, c := range collectors {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
