@@ -71,5 +71,8 @@ func (m *Manager) GetChallengeConfig(hello *tls.ClientHelloInfo) (*tls.Config, e
 		Certificates: []tls.Certificate{*cert},
 		NextProtos:   []string{acmez.ACMETLS1Protocol},
 		MinVersion:   tls.VersionTLS12,
+		// A validation connection never resumes a tenant's session, nor
+		// leaves a ticket behind.
+		SessionTicketsDisabled: true,
 	}, nil
 }

@@ -16,6 +16,7 @@ type metrics struct {
 	openConns        prometheus.Gauge
 	refused          prometheus.Counter // over MaxConns
 	routes           *prometheus.CounterVec
+	resumptions      *prometheus.CounterVec // result of a ticket offered
 }
 
 // routeCounters are the keyedge_edge_route_decisions_total children,
@@ -55,11 +56,15 @@ func newMetrics() *metrics {
 			Name: "keyedge_edge_route_decisions_total",
 			Help: "Where handshake signatures were routed: local (this node's key), keyless (a key server), none (no key server this node may use; the handshake fails).",
 		}, []string{"route"}),
+		resumptions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyedge_edge_session_resumptions_total",
+			Help: "Session tickets offered by clients that decrypted, by result: resumed; or refused (full handshake) because the ticket was for another name (other_name), the name has no tenant now (unknown_name), a certificate it was issued under was removed or replaced (certificate_changed), it carries no tenant binding (unbound), or the keystore failed (error).",
+		}, []string{"result"}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.handshakes, m.handshakeSeconds, m.selections, m.openConns, m.refused, m.routes}
+	return []prometheus.Collector{m.handshakes, m.handshakeSeconds, m.selections, m.openConns, m.refused, m.routes, m.resumptions}
 }
 
 func (m *metrics) observeHandshake(c *tls.Conn, err, ctxErr error, d time.Duration) {

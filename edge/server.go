@@ -151,9 +151,10 @@ type Server struct {
 
 // settings are the options Reload can change on a running server.
 type settings struct {
-	fallback *tls.Certificate
-	limits   Limits
-	tickets  *TicketKeys // nil: crypto/tls's own keys
+	fallback   *tls.Certificate
+	fallbackID string // fallbackID(fallback), for session bindings
+	limits     Limits
+	tickets    *TicketKeys // nil: crypto/tls's own keys
 }
 
 // NewServer returns a Server; call Serve to run it.
@@ -192,13 +193,15 @@ func NewServer(opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.settings.Store(&settings{fallback: opts.Fallback, limits: limits, tickets: opts.Tickets})
+	s.settings.Store(&settings{fallback: opts.Fallback, fallbackID: fallbackID(opts.Fallback), limits: limits, tickets: opts.Tickets})
 	s.tlsConfig = &tls.Config{
 		MinVersion:       cmp.Or(opts.MinVersion, tls.VersionTLS12),
 		CurvePreferences: opts.Curves,
 		CipherSuites:     tls12Suites,
 		NextProtos:       []string{"h2", "http/1.1"},
 		GetCertificate:   s.getCertificate,
+		WrapSession:      s.wrapSession,
+		UnwrapSession:    s.unwrapSession,
 	}
 	if len(s.tlsConfig.CurvePreferences) == 0 {
 		s.tlsConfig.CurvePreferences = DefaultCurves
@@ -361,7 +364,7 @@ func (s *Server) Reload(opts Options) {
 			tickets = old.tickets
 		}
 	}
-	s.settings.Store(&settings{fallback: opts.Fallback, limits: limits, tickets: tickets})
+	s.settings.Store(&settings{fallback: opts.Fallback, fallbackID: fallbackID(opts.Fallback), limits: limits, tickets: tickets})
 	select {
 	case s.ticketsChanged <- struct{}{}:
 	default:
