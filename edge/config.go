@@ -56,6 +56,7 @@ type Config struct {
 		HandshakeTimeout  time.Duration `yaml:"handshake_timeout"`   // [10s]
 		ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"` // [10s]
 		IdleTimeout       time.Duration `yaml:"idle_timeout"`        // [120s]
+		TunnelIdleTimeout time.Duration `yaml:"tunnel_idle_timeout"` // upgraded (WebSocket) connection without traffic [5m]
 		MaxConns          int           `yaml:"max_conns"`           // [10000]
 		MaxHeaderBytes    int           `yaml:"max_header_bytes"`    // [65536]
 		DrainTimeout      time.Duration `yaml:"drain_timeout"`       // SIGTERM grace [30s]
@@ -241,7 +242,7 @@ func (c *Config) Options() (Options, error) {
 		MaxConns:          c.Limits.MaxConns,
 		MaxHeaderBytes:    c.Limits.MaxHeaderBytes,
 	}
-	o.Proxy = ProxyConfig{OriginTimeout: c.Origin.Timeout, DialTimeout: c.Origin.DialTimeout}
+	o.Proxy = ProxyConfig{OriginTimeout: c.Origin.Timeout, DialTimeout: c.Origin.DialTimeout, TunnelIdleTimeout: c.Limits.TunnelIdleTimeout}
 	o.Node, o.KeyServers, _ = c.geo()
 	return o, nil
 }

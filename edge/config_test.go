@@ -91,7 +91,8 @@ func TestReadTicketSecret(t *testing.T) {
 func TestConfigOptions(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "edge.yaml")
-	text := "keystore: k\nfleet_key_file: f\ncurves: [X25519]\nmin_tls_version: \"1.3\"\nproxy_protocol:\n  trusted_cidrs: [10.1.2.3]\n"
+	text := "keystore: k\nfleet_key_file: f\ncurves: [X25519]\nmin_tls_version: \"1.3\"\nproxy_protocol:\n  trusted_cidrs: [10.1.2.3]\n" +
+		"limits:\n  tunnel_idle_timeout: 90s\n"
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +105,7 @@ func TestConfigOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(o.Curves) != 1 || o.Curves[0] != tls.X25519 || o.MinVersion != tls.VersionTLS13 ||
-		len(o.TrustedProxies) != 1 || o.TrustedProxies[0].String() != "10.1.2.3/32" {
+		len(o.TrustedProxies) != 1 || o.TrustedProxies[0].String() != "10.1.2.3/32" || o.Proxy.TunnelIdleTimeout != 90*time.Second {
 		t.Errorf("options %+v", o)
 	}
 }

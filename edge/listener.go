@@ -129,6 +129,10 @@ func (l *tlsListener) handshake(raw *trackedConn, timeout time.Duration) {
 	l.srv.metrics.observeHandshake(conn, err, ctx.Err(), time.Since(start))
 	if err != nil {
 		l.srv.log.Debug("edge: handshake failed", "remote", raw.RemoteAddr(), "err", err)
+		var rhe tls.RecordHeaderError
+		if errors.As(err, &rhe) && rhe.Conn != nil && looksLikeHTTP(rhe.RecordHeader) {
+			answerPlainHTTP(rhe.Conn)
+		}
 		conn.Close()
 		return
 	}
@@ -139,11 +143,53 @@ func (l *tlsListener) handshake(raw *trackedConn, timeout time.Duration) {
 	}
 }
 
+// plainHTTPResponse answers a client that sent plain HTTP to the TLS
+// port, as net/http's own TLS server does.
+const plainHTTPResponse = "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n" +
+	"Client sent an HTTP request to an HTTPS server.\n"
+
+// plainHTTPLinger bounds answering a plain-HTTP client and reading what
+// is left of its request.
+const plainHTTPLinger = time.Second
+
+// looksLikeHTTP reports whether the first five bytes of a connection,
+// read as a TLS record header, are the start of a plain HTTP request (as
+// net/http decides).
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
+}
+
+// answerPlainHTTP writes plainHTTPResponse to conn, then half-closes it
+// and reads the rest of the request until the client closes: closing
+// with the request unread would reset the connection, and the client
+// could lose the answer.
+func answerPlainHTTP(conn net.Conn) {
+	conn.SetDeadline(time.Now().Add(plainHTTPLinger))
+	if _, err := io.WriteString(conn, plainHTTPResponse); err != nil {
+		return
+	}
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		io.Copy(io.Discard, io.LimitReader(conn, 64<<10))
+	}
+}
+
 // trackedConn counts a connection open until its first Close.
 type trackedConn struct {
 	net.Conn
 	srv  *Server
 	once sync.Once
+}
+
+// CloseWrite half-closes the connection, when it can.
+func (c *trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 func (c *trackedConn) Close() error {

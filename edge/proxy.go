@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -44,14 +45,19 @@ type ProxyConfig struct {
 	// before it is closed. [90s]
 	IdleConnTimeout time.Duration
 
+	// TunnelIdleTimeout closes a connection switched to another
+	// protocol (WebSocket) once no byte has passed either way for this
+	// long, as IdleTimeout does to idle keep-alive connections. [5m]
+	TunnelIdleTimeout time.Duration
+
 	// OriginRootCAs are the certificate authorities trusted to sign
 	// https origins' certificates. [system roots]
 	OriginRootCAs *x509.CertPool
 
 	// Logger receives origin failures at Warn, with the request's host,
 	// the origin and the error; client-side outcomes (no tenant for the
-	// host, misdirected requests, clients going away) at Debug.
-	// [slog.Default()]
+	// host, misdirected, malformed or refused requests, clients going
+	// away) at Debug. [slog.Default()]
 	Logger *slog.Logger
 }
 
@@ -84,15 +90,24 @@ var (
 // an RFC 7239 Forwarded header describing the client, and never the
 // client's own values of those headers, so a client cannot spoof them.
 // The Host header is the origin's host. WebSocket and other HTTP/1.1
-// upgrades pass through.
+// upgrades pass through, but for h2c's, which is removed; an upgraded
+// connection closes after TunnelIdleTimeout without traffic.
+//
+// The proxy answers some requests itself: TRACE and TRACK get a 405; an
+// HTTP/2 request whose Host conflicts with its :authority, or that has
+// conflicting content-length values, and a request naming no host get a
+// 400, and so does a request whose body breaks its framing before the
+// origin has answered. After a request with a chunked HTTP/1 body, the
+// connection closes (RFC 9112, section 6.1).
 //
 // A Proxy is safe for concurrent use.
 type Proxy struct {
-	origin    OriginFunc
-	log       *slog.Logger
-	metrics   *proxyMetrics
-	transport *http.Transport // shared by all tenants; Close drains it
-	rp        *httputil.ReverseProxy
+	origin     OriginFunc
+	tunnelIdle time.Duration // TunnelIdleTimeout
+	log        *slog.Logger
+	metrics    *proxyMetrics
+	transport  *http.Transport // shared by all tenants; Close drains it
+	rp         *httputil.ReverseProxy
 }
 
 // proxyFlushInterval bounds how long response bytes wait in the server's
@@ -121,11 +136,14 @@ func NewProxy(cfg ProxyConfig, origin OriginFunc) *Proxy {
 	if cfg.IdleConnTimeout <= 0 {
 		cfg.IdleConnTimeout = 90 * time.Second
 	}
+	if cfg.TunnelIdleTimeout <= 0 {
+		cfg.TunnelIdleTimeout = 5 * time.Minute
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 
-	p := &Proxy{origin: origin, log: cfg.Logger, metrics: newProxyMetrics()}
+	p := &Proxy{origin: origin, tunnelIdle: cfg.TunnelIdleTimeout, log: cfg.Logger, metrics: newProxyMetrics()}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout}
 	p.transport = &http.Transport{
 		// No Proxy: origins are reached directly, whatever HTTP_PROXY says.
@@ -164,6 +182,7 @@ type proxyRouteKey struct{}
 type proxyRoute struct {
 	origin *url.URL
 	host   string
+	body   *clientBody // nil without a request body
 }
 
 // ServeHTTP forwards r to its origin and copies the origin's response to
@@ -171,9 +190,17 @@ type proxyRoute struct {
 // error naming the status and the cause, never the origin's address or an
 // internal error.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	pw := &proxyWriter{ResponseWriter: w}
+	pw := &proxyWriter{ResponseWriter: w, tunnelIdle: p.tunnelIdle, mustClose: mustClose(r)}
 	defer p.countRequest(pw)
 
+	if err := checkRequest(r); err != nil {
+		reason := proxyReasonBadRequest
+		if errors.Is(err, errMethodNotAllowed) {
+			reason = proxyReasonNotAllowed
+		}
+		p.fail(pw, r, reason, &proxyRoute{host: r.Host}, err)
+		return
+	}
 	origin, err := p.origin(r)
 	if err == nil {
 		err = proxyCheckOrigin(origin)
@@ -191,6 +218,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	route := &proxyRoute{origin: origin, host: r.Host}
+	if r.Body != nil && r.Body != http.NoBody {
+		route.body = &clientBody{ReadCloser: r.Body}
+		r.Body = route.body
+	}
+	stripH2C(r.Header)
 	r = r.WithContext(context.WithValue(r.Context(), proxyRouteKey{}, route))
 	// ReverseProxy panics with http.ErrAbortHandler when the response
 	// body cannot be copied, because the client went away or the origin
@@ -219,8 +251,9 @@ var errProxyAborted = errors.New("edge: response aborted mid-body")
 //     origin (connection setup and request body included) to its response
 //     headers.
 //   - keyedge_proxy_errors_total{reason}: failures by reason: unreachable,
-//     timeout, no_origin, misdirected, canceled (the client went away) or
-//     other.
+//     timeout, no_origin, misdirected, bad_request (malformed: a host or
+//     length conflict, no host, a broken body), not_allowed (TRACE),
+//     canceled (the client went away) or other.
 //
 // No label carries a hostname, so the series are bounded however many
 // tenants there are.
@@ -302,6 +335,8 @@ const (
 	proxyReasonTimeout     = "timeout"
 	proxyReasonNoOrigin    = "no_origin"
 	proxyReasonMisdirected = "misdirected"
+	proxyReasonBadRequest  = "bad_request"
+	proxyReasonNotAllowed  = "not_allowed"
 	proxyReasonCanceled    = "canceled"
 	proxyReasonOther       = "other"
 )
@@ -310,11 +345,22 @@ const (
 // (or a protocol switch) failed.
 func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
 	route := r.Context().Value(proxyRouteKey{}).(*proxyRoute)
-	p.fail(w.(*proxyWriter), r, proxyErrorReason(r.Context(), err), route, err)
+	bodyErr := route.body.readErr()
+	reason := proxyErrorReason(r.Context(), bodyErr, err)
+	if bodyErr != nil {
+		err = fmt.Errorf("%w (reading the request body: %w)", err, bodyErr)
+	}
+	p.fail(w.(*proxyWriter), r, reason, route, err)
 }
 
-// proxyErrorReason classifies an origin round-trip error.
-func proxyErrorReason(ctx context.Context, err error) string {
+// proxyErrorReason classifies an origin round-trip error, given the error
+// reading the client's request body gave, if any. A body that ended
+// before its length or broke its chunked framing is the client's error; a
+// client that went away mid-body is canceled.
+func proxyErrorReason(ctx context.Context, bodyErr, err error) string {
+	if bodyErr != nil && (ctx.Err() == nil || errors.Is(bodyErr, io.ErrUnexpectedEOF)) {
+		return proxyReasonBadRequest
+	}
 	switch ctxErr := ctx.Err(); {
 	case errors.Is(ctxErr, context.Canceled):
 		return proxyReasonCanceled
@@ -350,6 +396,9 @@ func (p *Proxy) fail(w *proxyWriter, r *http.Request, reason string, route *prox
 	if w.hijacked {
 		return
 	}
+	if reason == proxyReasonNotAllowed {
+		w.Header().Set("Allow", allowedMethods)
+	}
 	code, msg := proxyFailureResponse(reason)
 	http.Error(w, msg, code)
 }
@@ -366,6 +415,10 @@ func proxyFailureResponse(reason string) (int, string) {
 		return http.StatusNotFound, "404 Not Found: no site is configured for this host"
 	case proxyReasonMisdirected:
 		return http.StatusMisdirectedRequest, "421 Misdirected Request: this host is not served on this connection"
+	case proxyReasonBadRequest:
+		return http.StatusBadRequest, "400 Bad Request: malformed request"
+	case proxyReasonNotAllowed:
+		return http.StatusMethodNotAllowed, "405 Method Not Allowed"
 	default:
 		return http.StatusBadGateway, "502 Bad Gateway"
 	}
@@ -377,7 +430,7 @@ func (p *Proxy) record(ctx context.Context, reason string, route *proxyRoute, er
 	p.metrics.errors.WithLabelValues(reason).Inc()
 	level := slog.LevelWarn
 	switch reason {
-	case proxyReasonNoOrigin, proxyReasonMisdirected, proxyReasonCanceled:
+	case proxyReasonNoOrigin, proxyReasonMisdirected, proxyReasonBadRequest, proxyReasonNotAllowed, proxyReasonCanceled:
 		level = slog.LevelDebug
 	}
 	if !p.log.Enabled(ctx, level) {
@@ -409,6 +462,9 @@ func (p *Proxy) countRequest(w *proxyWriter) {
 // what the client got. It is used by one request's goroutine only.
 type proxyWriter struct {
 	http.ResponseWriter
+	tunnelIdle time.Duration // a hijacked connection's idle timeout
+	mustClose  bool          // close the client's connection after the response
+
 	code       int  // first final (non-1xx) status written; 0 until then
 	hijacked   bool // the connection was taken over for a protocol switch
 	clientGone bool // the client went away before any response
@@ -416,27 +472,37 @@ type proxyWriter struct {
 
 func (w *proxyWriter) WriteHeader(code int) {
 	if w.code == 0 && code >= 200 {
-		w.code = code
+		w.final(code)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *proxyWriter) Write(b []byte) (int, error) {
 	if w.code == 0 {
-		w.code = http.StatusOK
+		w.final(http.StatusOK)
 	}
 	return w.ResponseWriter.Write(b)
 }
 
+// final records the response's status just before its header is sent.
+func (w *proxyWriter) final(code int) {
+	w.code = code
+	if w.mustClose {
+		w.Header().Set("Connection", "close") // net/http closes after the response
+	}
+}
+
 // Hijack takes over the connection for a protocol switch; ReverseProxy
-// then writes the origin's 101 response itself.
+// then writes the origin's 101 response itself, and tunnels through the
+// connection until either side closes or it is idle for tunnelIdle.
 func (w *proxyWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.hijacked = true
-		w.code = http.StatusSwitchingProtocols
+	if err != nil {
+		return conn, brw, err
 	}
-	return conn, brw, err
+	w.hijacked = true
+	w.code = http.StatusSwitchingProtocols
+	return newIdleConn(conn, w.tunnelIdle), brw, nil
 }
 
 // Unwrap lets http.ResponseController reach the server's writer, to flush.
@@ -499,7 +565,7 @@ func newProxyMetrics() *proxyMetrics {
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyedge_proxy_errors_total",
-			Help: "Proxy failures by reason: unreachable, timeout, no_origin, misdirected, canceled, other.",
+			Help: "Proxy failures by reason: unreachable, timeout, no_origin, misdirected, bad_request, not_allowed, canceled, other.",
 		}, []string{"reason"}),
 	}
 	for i := range m.codes {
@@ -507,7 +573,7 @@ func newProxyMetrics() *proxyMetrics {
 	}
 	// Every reason is exported from the start, at zero.
 	for _, reason := range []string{proxyReasonUnreachable, proxyReasonTimeout, proxyReasonNoOrigin,
-		proxyReasonMisdirected, proxyReasonCanceled, proxyReasonOther} {
+		proxyReasonMisdirected, proxyReasonBadRequest, proxyReasonNotAllowed, proxyReasonCanceled, proxyReasonOther} {
 		m.errors.WithLabelValues(reason)
 	}
 	return m

@@ -108,7 +108,7 @@ func (pt *proxyTest) checkCounts(t *testing.T, name, label string, values []stri
 
 var (
 	proxyTestCodes   = []string{"1xx", "2xx", "3xx", "4xx", "5xx"}
-	proxyTestReasons = []string{"unreachable", "timeout", "no_origin", "misdirected", "canceled", "other"}
+	proxyTestReasons = []string{"unreachable", "timeout", "no_origin", "misdirected", "bad_request", "not_allowed", "canceled", "other"}
 )
 
 // upstreamCount returns how many origin response times were observed.
@@ -172,19 +172,30 @@ func proxyTestWait[T any](t *testing.T, ch <-chan T, what string) T {
 
 // proxyEcho is what the echo origin saw of a request.
 type proxyEcho struct {
-	Host   string
-	URI    string
-	Proto  string
-	Header http.Header
+	Host             string
+	URI              string
+	Proto            string
+	Header           http.Header
+	ContentLength    int64
+	TransferEncoding []string
+	Body             string
 }
 
-// proxyEchoHandler answers with what it saw of the request, and with a
-// hop-by-hop header the proxy must not pass back.
+// proxyEchoHandler answers with what it saw of the request, body
+// included, and with a hop-by-hop header the proxy must not pass back.
 func proxyEchoHandler(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
 	w.Header().Set("Connection", "X-Resp-Secret")
 	w.Header().Set("X-Resp-Secret", "1")
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(proxyEcho{Host: r.Host, URI: r.RequestURI, Proto: r.Proto, Header: r.Header})
+	json.NewEncoder(w).Encode(proxyEcho{
+		Host: r.Host, URI: r.RequestURI, Proto: r.Proto, Header: r.Header,
+		ContentLength: r.ContentLength, TransferEncoding: r.TransferEncoding, Body: string(body),
+	})
 }
 
 func TestProxyForwardingHeaders(t *testing.T) {
