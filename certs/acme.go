@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
-	"golang.org/x/time/rate"
 )
 
 // ErrWildcard is returned for a wildcard name: HTTP-01 and TLS-ALPN-01,
@@ -119,8 +118,7 @@ type Manager struct {
 	interval   time.Duration
 	retryBase  time.Duration
 	retryMax   time.Duration
-	onDemand   *OnDemandPolicy
-	limiter    *rate.Limiter // nil without OnDemand
+	onDemand   *onDemandGuard // nil without OnDemand
 	httpClient *http.Client
 	log        *slog.Logger
 	metrics    *acmeMetrics
@@ -152,13 +150,12 @@ func NewManager(opts ACMEOptions) (*Manager, error) {
 		interval:   cmp.Or(opts.CheckInterval, time.Hour),
 		retryBase:  cmp.Or(opts.RetryBase, time.Minute),
 		retryMax:   cmp.Or(opts.RetryMax, 6*time.Hour),
-		onDemand:   opts.OnDemand,
 		httpClient: cmp.Or(opts.HTTPClient, &http.Client{Timeout: 10 * time.Second}),
 		log:        cmp.Or(opts.Logger, slog.Default()),
 		metrics:    newACMEMetrics(),
 	}
-	if m.onDemand != nil {
-		m.limiter = m.onDemand.limiter()
+	if opts.OnDemand != nil {
+		m.onDemand = opts.OnDemand.guard()
 	}
 	// certmagic logs through zap; its messages are dropped and the
 	// Manager logs what it does itself through slog.
@@ -252,6 +249,9 @@ func (m *Manager) declare(ctx context.Context, req Request) (*managedEntry, erro
 		e.Names, e.Tenant, e.Origin = names, req.Tenant, req.Origin
 		return m.storeEntry(ctx, e)
 	})
+	if err == nil && m.onDemand != nil {
+		m.onDemand.refused.Invalidate(names[0])
+	}
 	return e, err
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/keystore"
+	"github.com/maypok86/otter/v2"
 	"golang.org/x/time/rate"
 )
 
@@ -19,12 +20,14 @@ import (
 // tenant's: nothing is sent to the CA.
 var ErrNotAllowed = errors.New("certs: on-demand issuance not allowed for this name")
 
-// ErrRateLimited is returned by OnDemand when the fleet node's on-demand
-// budget is spent, or the name is backing off after a failed order.
+// ErrRateLimited is returned by OnDemand when this node's on-demand
+// budget (of checks or of orders) is spent, or the name is backing off
+// after a failed order.
 var ErrRateLimited = errors.New("certs: on-demand issuance rate limited")
 
 // OnDemandPolicy guards obtaining certificates during handshakes, so a
-// flood of random SNIs cannot make the edge spam the CA.
+// flood of random SNIs can make the edge spam neither the CA nor its
+// storage nor the operator's allow service.
 type OnDemandPolicy struct {
 	// Allow decides whether a name without a certificate may be ordered,
 	// and with which tenant and origin. Nil allows only names declared
@@ -36,22 +39,91 @@ type OnDemandPolicy struct {
 	// together [1 per minute, burst 5]. Allowed names only consume it.
 	Rate  rate.Limit
 	Burst int
+
+	// CheckRate and CheckBurst bound, all names together, the decisions
+	// that need I/O: reading a name's ACME entry from storage, and
+	// calling Allow for a name that has none [10 per second, burst 20].
+	// Past them a name gets ErrRateLimited without any I/O, so a flood of
+	// distinct unknown names costs at most this budget, not a storage
+	// read and an HTTP call each. A declared name's first handshake
+	// draws on the same budget.
+	CheckRate  rate.Limit
+	CheckBurst int
+
+	// RefusedTTL is how long a name that was refused (not declared, or
+	// refused by Allow) is refused again at once, without storage or
+	// Allow [1m]. Up to 10,000 such names are remembered. A name declared
+	// through this Manager is forgotten at once; one declared by another
+	// node waits out the TTL here. A refusal caused by the caller's
+	// context ending is not remembered.
+	RefusedTTL time.Duration
+
+	// Now is the clock of the rate limits, the refusal memory and the
+	// backoff check [time.Now].
+	Now func() time.Time
 }
 
-func (p *OnDemandPolicy) limiter() *rate.Limiter {
-	return rate.NewLimiter(cmp.Or(p.Rate, rate.Every(time.Minute)), cmp.Or(p.Burst, 5))
+// maxRefused bounds the names an onDemandGuard remembers as refused.
+const maxRefused = 10_000
+
+// onDemandGuard is an OnDemandPolicy in force. Static after NewManager;
+// its limiters and cache are safe for concurrent use.
+type onDemandGuard struct {
+	allow   func(ctx context.Context, name string) (Request, error) // nil: declared names only
+	orders  *rate.Limiter                                           // CA orders
+	checks  *rate.Limiter                                           // storage reads and Allow calls
+	refused *otter.Cache[string, struct{}]                          // names refused within RefusedTTL
+	now     func() time.Time
+}
+
+func (p *OnDemandPolicy) guard() *onDemandGuard {
+	now := p.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &onDemandGuard{
+		allow:  p.Allow,
+		orders: rate.NewLimiter(cmp.Or(p.Rate, rate.Every(time.Minute)), cmp.Or(p.Burst, 5)),
+		checks: rate.NewLimiter(cmp.Or(p.CheckRate, 10), cmp.Or(p.CheckBurst, 20)),
+		refused: otter.Must(&otter.Options[string, struct{}]{
+			MaximumSize:      maxRefused,
+			ExpiryCalculator: otter.ExpiryWriting[string, struct{}](cmp.Or(p.RefusedTTL, time.Minute)),
+			Clock:            otterClock(now),
+		}),
+		now: now,
+	}
+}
+
+// otterClock makes a clock function an otter.Clock. It does not tick:
+// expired names are dropped when read or evicted by the size bound.
+type otterClock func() time.Time
+
+func (c otterClock) NowNano() int64                      { return c().UnixNano() }
+func (c otterClock) Tick(time.Duration) <-chan time.Time { return nil }
+
+// refuse records that name was refused, unless ctx ended: a refusal the
+// caller's deadline caused says nothing about the name.
+func (g *onDemandGuard) refuse(ctx context.Context, name string) {
+	if ctx.Err() == nil {
+		g.refused.Set(name, struct{}{})
+	}
 }
 
 // OnDemand obtains a certificate for a server name that has none, during
 // a handshake: the edge calls it when the keystore has no certificate for
 // the name, and looks the name up again on success. It returns
 // ErrNotAllowed unless the policy allows the name (nothing reaches the
-// CA then), ErrRateLimited when the rate is spent or the name is backing
-// off, and the order's error otherwise. It is bounded by ctx, the
-// handshake's deadline. Without an OnDemand policy it returns
-// ErrNotAllowed.
+// CA then), ErrRateLimited when the check or order budget is spent or
+// the name is backing off, and the order's error otherwise. It is
+// bounded by ctx, the handshake's deadline. Without an OnDemand policy it
+// returns ErrNotAllowed.
+//
+// The order of the steps is the point: a name refused recently is
+// refused from memory, then the check budget is taken, and only then are
+// storage and Allow asked; the order budget is taken before the CA is.
 func (m *Manager) OnDemand(ctx context.Context, serverName string) error {
-	if m.onDemand == nil {
+	g := m.onDemand
+	if g == nil {
 		m.metrics.onDemand.WithLabelValues("refused").Inc()
 		return ErrNotAllowed
 	}
@@ -60,26 +132,24 @@ func (m *Manager) OnDemand(ctx context.Context, serverName string) error {
 		m.metrics.onDemand.WithLabelValues("refused").Inc()
 		return fmt.Errorf("%w: %w", ErrNotAllowed, err)
 	}
+	if _, ok := g.refused.GetIfPresent(name); ok {
+		m.metrics.onDemand.WithLabelValues("refused").Inc()
+		return fmt.Errorf("%w: %s was refused recently", ErrNotAllowed, name)
+	}
+	if !g.checks.AllowN(g.now(), 1) {
+		m.metrics.onDemand.WithLabelValues("rate_limited").Inc()
+		return fmt.Errorf("%w: too many names without a certificate", ErrRateLimited)
+	}
 	e, err := m.loadEntry(ctx, name)
 	switch {
 	case errors.Is(err, ErrNotManaged):
-		if m.onDemand.Allow == nil {
-			m.metrics.onDemand.WithLabelValues("refused").Inc()
-			return fmt.Errorf("%w: %s is not declared for ACME", ErrNotAllowed, name)
-		}
-		req, err := m.onDemand.Allow(ctx, name)
+		req, err := m.allowOnDemand(ctx, name)
 		if err != nil {
+			g.refuse(ctx, name)
 			m.metrics.onDemand.WithLabelValues("refused").Inc()
-			return fmt.Errorf("%w: %s: %w", ErrNotAllowed, name, err)
+			return err
 		}
-		if len(req.Names) == 0 {
-			req.Names = []string{name}
-		}
-		if req.Names[0] != name {
-			m.metrics.onDemand.WithLabelValues("refused").Inc()
-			return fmt.Errorf("%w: allow hook answered for %q, not %s", ErrNotAllowed, req.Names[0], name)
-		}
-		if !m.limiter.Allow() {
+		if !g.orders.AllowN(g.now(), 1) {
 			m.metrics.onDemand.WithLabelValues("rate_limited").Inc()
 			return ErrRateLimited
 		}
@@ -90,15 +160,15 @@ func (m *Manager) OnDemand(ctx context.Context, serverName string) error {
 	case err != nil:
 		m.metrics.onDemand.WithLabelValues("error").Inc()
 		return err
-	case time.Now().Before(e.RetryAt):
+	case g.now().Before(e.RetryAt):
 		m.metrics.onDemand.WithLabelValues("rate_limited").Inc()
 		return fmt.Errorf("%w: %s is backing off until %s", ErrRateLimited, name, e.RetryAt.UTC().Format(time.RFC3339))
-	case e.CertID != "" && !m.needsOrder(e, orderOnDemand, time.Now()):
+	case e.CertID != "" && !m.needsOrder(e, orderOnDemand, g.now()):
 		// Obtained by another node since this node's keystore cache
 		// said the name had none: nothing to order.
 		m.metrics.onDemand.WithLabelValues("obtained").Inc()
 		return nil
-	case !m.limiter.Allow():
+	case !g.orders.AllowN(g.now(), 1):
 		m.metrics.onDemand.WithLabelValues("rate_limited").Inc()
 		return ErrRateLimited
 	}
@@ -108,6 +178,26 @@ func (m *Manager) OnDemand(ctx context.Context, serverName string) error {
 	}
 	m.metrics.onDemand.WithLabelValues("obtained").Inc()
 	return nil
+}
+
+// allowOnDemand asks the policy's Allow about a name that is not
+// managed, and returns the request to declare, or an error wrapping
+// ErrNotAllowed.
+func (m *Manager) allowOnDemand(ctx context.Context, name string) (Request, error) {
+	if m.onDemand.allow == nil {
+		return Request{}, fmt.Errorf("%w: %s is not declared for ACME", ErrNotAllowed, name)
+	}
+	req, err := m.onDemand.allow(ctx, name)
+	if err != nil {
+		return Request{}, fmt.Errorf("%w: %s: %w", ErrNotAllowed, name, err)
+	}
+	if len(req.Names) == 0 {
+		req.Names = []string{name}
+	}
+	if req.Names[0] != name {
+		return Request{}, fmt.Errorf("%w: allow hook answered for %q, not %s", ErrNotAllowed, req.Names[0], name)
+	}
+	return req, nil
 }
 
 // AllowURL returns an OnDemandPolicy.Allow that asks the operator's

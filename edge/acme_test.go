@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -193,4 +194,62 @@ func TestEdgeACME(t *testing.T) {
 			t.Errorf("%d orders, want 1", n)
 		}
 	})
+}
+
+// warnCounter is a slog.Handler counting the records at WARN and above.
+type warnCounter struct{ n atomic.Int64 }
+
+func (h *warnCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (h *warnCounter) Handle(context.Context, slog.Record) error {
+	h.n.Add(1)
+	return nil
+}
+func (h *warnCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *warnCounter) WithGroup(string) slog.Handler      { return h }
+
+// TestACMEOnDemandLogsRateLimited: handshakes for a declared name whose
+// order failed (the CA is unreachable, so the name backs off) each fail
+// on-demand issuance, and the edge logs that a few times, not once per
+// handshake. The bound is loose: it fails only if 50 local handshakes
+// take minutes.
+func TestACMEOnDemandLogsRateLimited(t *testing.T) {
+	store, storage := tempStore(t)
+	m, err := certs.NewManager(certs.ACMEOptions{
+		Store: store, Storage: storage, CA: "https://127.0.0.1:1/directory",
+		Logger: slog.New(slog.DiscardHandler), OnDemand: &certs.OnDemandPolicy{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Declare(context.Background(), certs.Request{Names: []string{"declared.example.test"}, Tenant: "declared"}); err != nil {
+		t.Fatal(err)
+	}
+	warns := &warnCounter{}
+	srv, err := NewServer(Options{Store: store, ACME: m, Logger: slog.New(warns)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	defer func() {
+		srv.Shutdown(context.Background())
+		<-done
+	}()
+	const handshakes = 50
+	for range handshakes {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 30 * time.Second}, "tcp", ln.Addr().String(),
+			&tls.Config{ServerName: "declared.example.test", InsecureSkipVerify: true})
+		if err == nil {
+			conn.Close()
+			t.Fatal("handshake succeeded without a certificate")
+		}
+	}
+	if n := warns.n.Load(); n == 0 || n >= 10 {
+		t.Errorf("%d handshakes logged %d warnings, want a few", handshakes, n)
+	}
 }

@@ -58,12 +58,16 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 
 // obtainOnDemand asks ACME for a certificate for a name the keystore has
 // none for, within the handshake's deadline, and looks the name up again.
-// The Manager refuses names that are not known tenants', and rate-limits
-// the rest, before anything reaches the CA.
+// The Manager refuses names that are not known tenants' (silently: that
+// is what random SNIs get) and rate-limits the rest, before storage, the
+// allow service or the CA is asked. Other failures are logged at most
+// every 10s.
 func (s *Server) obtainOnDemand(hello *tls.ClientHelloInfo) (*keystore.Entry, error) {
 	if err := s.acme.OnDemand(hello.Context(), hello.ServerName); err != nil {
 		if !errors.Is(err, certs.ErrNotAllowed) {
-			s.log.Warn("edge: on-demand certificate not obtained", "err", err)
+			s.onDemandLog.Do(func() {
+				s.log.Warn("edge: on-demand certificate not obtained (logged at most every 10s)", "err", err)
+			})
 		}
 		return nil, keystore.ErrNotFound
 	}

@@ -112,6 +112,11 @@ type Config struct {
 			AllowURL  string  `yaml:"allow_url"`  // ask this URL (?domain=NAME, 200 = yes) [only declared names]
 			PerMinute float64 `yaml:"per_minute"` // orders per minute, all names [1]
 			Burst     int     `yaml:"burst"`      // [5]
+			// Storage reads and allow_url calls for names without a
+			// certificate, all names together; past them, no I/O.
+			ChecksPerSecond float64       `yaml:"checks_per_second"` // [10]
+			CheckBurst      int           `yaml:"check_burst"`       // [20]
+			RefusedTTL      time.Duration `yaml:"refused_ttl"`       // a refused name is refused from memory [1m]
 		} `yaml:"on_demand"`
 	} `yaml:"acme"`
 
@@ -165,6 +170,9 @@ func (c *Config) check() error {
 	}
 	if a := c.ACME; a.CA == "" && (a.Email != "" || a.CARootFile != "" || a.HTTPListen != "" || a.OnDemand.Enabled) {
 		return errors.New("acme settings need acme.ca")
+	}
+	if o := c.ACME.OnDemand; o.PerMinute < 0 || o.Burst < 0 || o.ChecksPerSecond < 0 || o.CheckBurst < 0 || o.RefusedTTL < 0 {
+		return errors.New("acme.on_demand: rates, bursts and refused_ttl must not be negative")
 	}
 	if _, err := parseCurves(c.Curves); err != nil {
 		return err
@@ -346,7 +354,10 @@ func (c *Config) ACMEManager(store *keystore.Store, storage certmagic.Storage, h
 		opts.HTTPPort = ha.Port
 	}
 	if p := a.OnDemand; p.Enabled {
-		opts.OnDemand = &certs.OnDemandPolicy{Rate: rate.Limit(p.PerMinute / 60), Burst: p.Burst}
+		opts.OnDemand = &certs.OnDemandPolicy{
+			Rate: rate.Limit(p.PerMinute / 60), Burst: p.Burst,
+			CheckRate: rate.Limit(p.ChecksPerSecond), CheckBurst: p.CheckBurst, RefusedTTL: p.RefusedTTL,
+		}
 		if p.AllowURL != "" {
 			allow, err := certs.AllowURL(nil, p.AllowURL)
 			if err != nil {

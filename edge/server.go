@@ -136,6 +136,11 @@ type Server struct {
 	settings atomic.Pointer[settings] // replaced whole by Reload
 	open     atomic.Int64             // client connections open
 
+	// onDemandLog spaces out the warnings of failed on-demand issuance
+	// (a flood of handshakes fails alike); keyedge_acme_on_demand_total
+	// counts every failure.
+	onDemandLog rate.Sometimes
+
 	ticketsChanged chan struct{} // Reload wakes the ticket rotation
 	done           chan struct{} // closed by Shutdown
 
@@ -169,6 +174,8 @@ func NewServer(opts Options) (*Server, error) {
 		trusted: opts.TrustedProxies,
 		metrics: newMetrics(),
 		log:     opts.Logger,
+
+		onDemandLog: rate.Sometimes{Interval: 10 * time.Second},
 
 		ticketsChanged: make(chan struct{}, 1),
 		done:           make(chan struct{}),

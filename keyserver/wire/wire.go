@@ -9,11 +9,14 @@
 //	item    tag(1)  length(2)  data(length)
 //
 // The header's length counts the body only. Every message is padded with
-// a padding item (tag 0x20, zero bytes) so that header and body together
-// are at least 1024 bytes, hiding the size of what is signed. Decoding
-// skips unknown tags and refuses a known tag seen twice. A body is at
-// most 65535 bytes, the most the length field can say, so a reader never
-// allocates more than that for one message.
+// one padding item (tag 0x20, zero bytes) so that header and body
+// together are at least 1024 bytes, hiding the size of what is signed.
+// Items are written in the order gokeyless writes them, so a message
+// encodes to the same bytes as in the reference implementation.
+// Decoding skips unknown tags, however often they occur, and refuses a
+// known tag (padding included) seen twice. A body is at most 65535
+// bytes, the most the length field can say, so a reader never allocates
+// more than that for one message.
 package wire
 
 import (
@@ -51,8 +54,17 @@ const (
 	TagCustomFuncName   Tag = 0x13
 	TagExtraPayload     Tag = 0x14
 	TagRequestContext   Tag = 0x16
-	TagComplianceRegion Tag = 0x17
+	TagComplianceRegion Tag = 0x17 // one byte, a ComplianceRegion
 	TagPadding          Tag = 0x20
+)
+
+// ComplianceRegion names the regulatory region a key server must keep a
+// request in. It travels as one byte; zero means none and is not encoded.
+type ComplianceRegion byte
+
+// Compliance regions.
+const (
+	ComplianceRegionFedRAMPHigh ComplianceRegion = 0x01
 )
 
 // Message is one request or response. Zero-valued fields are not encoded.
@@ -70,7 +82,7 @@ type Message struct {
 	CustomFuncName   string
 	ExtraPayload     []byte
 	RequestContext   []byte
-	ComplianceRegion string
+	ComplianceRegion ComplianceRegion
 }
 
 // Encoding and framing errors. Malformed bodies are reported as
@@ -80,8 +92,8 @@ var (
 	ErrTruncated = errors.New("wire: truncated message")
 )
 
-// item encodes one TLV item.
-func appendItem(b []byte, t Tag, data []byte) []byte {
+// appendItem appends one TLV item.
+func appendItem[T string | []byte](b []byte, t Tag, data T) []byte {
 	b = append(b, byte(t))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(data)))
 	return append(b, data...)
@@ -97,21 +109,23 @@ func addrBytes(a netip.Addr) []byte {
 }
 
 // AppendBinary appends the encoded message, header and padding included,
-// to b. Items are written in the order gokeyless writes them, so the
+// to b. The items that are set follow gokeyless's order (its
+// Operation.MarshalBinary): opcode, payload, extra payload, SKI,
+// certificate digest, client IP, server IP, SNI, certificate ID, custom
+// function name, request context, compliance region, padding. So the
 // bytes match a reference peer's for the same message.
 func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 	start := len(b)
 	b = append(b, VersionMajor, VersionMinor, 0, 0, 0, 0, 0, 0)
 	binary.BigEndian.PutUint32(b[start+4:], m.ID)
 	b = appendItem(b, TagOpcode, []byte{byte(m.Opcode)})
-	if len(m.Payload) > 0 {
-		b = appendItem(b, TagPayload, m.Payload)
-	}
-	if len(m.SKI) > 0 {
-		b = appendItem(b, TagSKI, m.SKI)
-	}
-	if len(m.CertDigest) > 0 {
-		b = appendItem(b, TagCertDigest, m.CertDigest)
+	for _, it := range []struct {
+		tag  Tag
+		data []byte
+	}{{TagPayload, m.Payload}, {TagExtraPayload, m.ExtraPayload}, {TagSKI, m.SKI}, {TagCertDigest, m.CertDigest}} {
+		if len(it.data) > 0 {
+			b = appendItem(b, it.tag, it.data)
+		}
 	}
 	if m.ClientIP.IsValid() {
 		b = appendItem(b, TagClientIP, addrBytes(m.ClientIP))
@@ -124,19 +138,14 @@ func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 		data string
 	}{{TagSNI, m.SNI}, {TagCertID, m.CertID}, {TagCustomFuncName, m.CustomFuncName}} {
 		if it.data != "" {
-			b = append(b, byte(it.tag))
-			b = binary.BigEndian.AppendUint16(b, uint16(len(it.data)))
-			b = append(b, it.data...)
+			b = appendItem(b, it.tag, it.data)
 		}
-	}
-	if len(m.ExtraPayload) > 0 {
-		b = appendItem(b, TagExtraPayload, m.ExtraPayload)
 	}
 	if len(m.RequestContext) > 0 {
 		b = appendItem(b, TagRequestContext, m.RequestContext)
 	}
-	if m.ComplianceRegion != "" {
-		b = appendItem(b, TagComplianceRegion, []byte(m.ComplianceRegion))
+	if m.ComplianceRegion != 0 {
+		b = appendItem(b, TagComplianceRegion, []byte{byte(m.ComplianceRegion)})
 	}
 	// Pad to PaddedLen; within 3 bytes of it, the padding item's own
 	// header overshoots by a byte or two, as in gokeyless.
@@ -202,13 +211,14 @@ func (m *Message) UnmarshalBody(h Header, body []byte) error {
 		}
 		data := body[3 : 3+n]
 		body = body[3+n:]
-		if seen[tag] && tag != TagPadding {
+		known, err := m.setItem(tag, data)
+		if err != nil {
+			return err
+		}
+		if known && seen[tag] {
 			return fmt.Errorf("%w: item %#02x repeated", ErrFormat, byte(tag))
 		}
 		seen[tag] = true
-		if err := m.setItem(tag, data); err != nil {
-			return err
-		}
 		hasOpcode = hasOpcode || tag == TagOpcode
 	}
 	if !hasOpcode {
@@ -217,29 +227,31 @@ func (m *Message) UnmarshalBody(h Header, body []byte) error {
 	return nil
 }
 
-func (m *Message) setItem(tag Tag, data []byte) error {
+// setItem stores one item's data in m. It reports whether tag is one of
+// this protocol version's tags; unknown tags are skipped.
+func (m *Message) setItem(tag Tag, data []byte) (known bool, err error) {
 	switch tag {
 	case TagOpcode:
 		if len(data) != 1 {
-			return fmt.Errorf("%w: opcode item of %d bytes", ErrFormat, len(data))
+			return true, fmt.Errorf("%w: opcode item of %d bytes", ErrFormat, len(data))
 		}
 		m.Opcode = Op(data[0])
 	case TagPayload:
 		m.Payload = data
 	case TagSKI:
 		if len(data) != 20 {
-			return fmt.Errorf("%w: SKI of %d bytes", ErrFormat, len(data))
+			return true, fmt.Errorf("%w: SKI of %d bytes", ErrFormat, len(data))
 		}
 		m.SKI = data
 	case TagCertDigest:
 		if len(data) != 32 {
-			return fmt.Errorf("%w: certificate digest of %d bytes", ErrFormat, len(data))
+			return true, fmt.Errorf("%w: certificate digest of %d bytes", ErrFormat, len(data))
 		}
 		m.CertDigest = data
 	case TagClientIP, TagServerIP:
 		a, ok := netip.AddrFromSlice(data)
 		if !ok {
-			return fmt.Errorf("%w: IP address of %d bytes", ErrFormat, len(data))
+			return true, fmt.Errorf("%w: IP address of %d bytes", ErrFormat, len(data))
 		}
 		if tag == TagClientIP {
 			m.ClientIP = a
@@ -257,10 +269,15 @@ func (m *Message) setItem(tag Tag, data []byte) error {
 	case TagRequestContext:
 		m.RequestContext = data
 	case TagComplianceRegion:
-		m.ComplianceRegion = string(data)
+		if len(data) != 1 {
+			return true, fmt.Errorf("%w: compliance region of %d bytes", ErrFormat, len(data))
+		}
+		m.ComplianceRegion = ComplianceRegion(data[0])
+	case TagPadding:
+	default:
+		return false, nil
 	}
-	// TagPadding and unknown tags are skipped.
-	return nil
+	return true, nil
 }
 
 // ReadMessage reads one message from r into buf (grown as needed, at

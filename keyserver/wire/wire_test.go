@@ -30,11 +30,15 @@ func goldenMessages() map[string]*Message {
 		"pong":        {ID: 1, Opcode: OpPong, Payload: []byte("hello")},
 		"response":    {ID: 7, Opcode: OpResponse, Payload: bytes.Repeat([]byte{0x30}, 72)},
 		"rsa-decrypt": {ID: 9, Opcode: OpRSADecrypt, Payload: bytes.Repeat([]byte{0x11}, 256), SKI: ski},
+		// Every item we model; TestReferenceEncoding builds the same
+		// frame by hand, the way the reference implementation does.
 		"full-request": {
 			ID: 0x01020304, Opcode: OpECDSASignSHA256, Payload: bytes.Repeat([]byte{0xAB}, 32), SKI: ski,
 			CertDigest: bytes.Repeat([]byte{0xCD}, 32),
 			ClientIP:   netip.MustParseAddr("192.0.2.1"), ServerIP: netip.MustParseAddr("2001:db8::1"),
-			SNI: "shop.example.com", CertID: "c1", ComplianceRegion: "eu",
+			SNI: "shop.example.com", CertID: "c1", CustomFuncName: "fn",
+			ExtraPayload: []byte{0xE1, 0xE2, 0xE3}, RequestContext: []byte{0xC0, 0xC1},
+			ComplianceRegion: ComplianceRegionFedRAMPHigh,
 		},
 	}
 	for op := Op(0); op < 0xFF; op++ {
@@ -161,6 +165,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"short SKI", frame(1, op, []byte{0x04, 0, 2, 1, 2}), ErrFormat},
 		{"short digest", frame(1, op, []byte{0x01, 0, 1, 1}), ErrFormat},
 		{"5-byte IP", frame(1, op, []byte{0x03, 0, 5, 1, 2, 3, 4, 5}), ErrFormat},
+		{"empty compliance region", frame(1, op, []byte{0x17, 0, 0}), ErrFormat},
+		{"2-byte compliance region", frame(1, op, []byte{0x17, 0, 2, 'e', 'u'}), ErrFormat},
 	}
 	for _, tt := range tests {
 		var m Message
@@ -173,9 +179,9 @@ func TestDecodeErrors(t *testing.T) {
 			t.Errorf("%s: header ID lost", tt.name)
 		}
 	}
-	// Unknown tags and repeated padding are skipped.
+	// Unknown tags are skipped.
 	var m Message
-	f := frame(1, op, []byte{0x7E, 0, 2, 9, 9}, []byte{0x20, 0, 0}, []byte{0x20, 0, 1, 0})
+	f := frame(1, op, []byte{0x7E, 0, 2, 9, 9}, []byte{0x20, 0, 1, 0})
 	h, _ := ParseHeader(f)
 	if err := m.UnmarshalBody(h, f[HeaderLen:]); err != nil || m.Opcode != OpECDSASignSHA256 {
 		t.Errorf("unknown tag: %v, %v", err, m.Opcode)
@@ -286,4 +292,104 @@ func FuzzReadMessage(f *testing.F) {
 			t.Fatalf("round trip changed the message:\n%+v\n%+v", m, m2)
 		}
 	})
+}
+
+// referenceFullRequest is the full-request vector built byte by byte the
+// way the reference implementation marshals a packet, without our
+// encoder: github.com/cloudflare/gokeyless, protocol/protocol.go,
+// Packet.MarshalBinary → Header.MarshalBinary then
+// Operation.MarshalBinary. That function writes one TLV per non-empty
+// field in this order: opcode 0x11, payload 0x12, extra 0x14, SKI 0x04,
+// certificate digest 0x01, client IP 0x03 (4 bytes for an IPv4
+// address), server IP 0x05, SNI 0x02, certificate ID 0x06, custom
+// function name 0x13, (Jaeger span 0x15, which we do not model), request
+// context 0x16, compliance region 0x17 (one byte, omitted when 0); then,
+// when header+body is under 1024 bytes, one padding item 0x20 of
+// 1024-8-len(body)-3 zero bytes (0 when that is negative). The header is
+// major 1, minor 0, body length (uint16), ID (uint32), big-endian.
+func referenceFullRequest() []byte {
+	item := func(tag byte, data ...byte) []byte {
+		return append([]byte{tag, byte(len(data) >> 8), byte(len(data))}, data...)
+	}
+	str := func(tag byte, s string) []byte { return item(tag, []byte(s)...) }
+	body := bytes.Join([][]byte{
+		item(0x11, 0x15), // ECDSA-SHA256
+		item(0x12, bytes.Repeat([]byte{0xAB}, 32)...),
+		item(0x14, 0xE1, 0xE2, 0xE3),
+		item(0x04, bytes.Repeat([]byte{0x5C}, 20)...),
+		item(0x01, bytes.Repeat([]byte{0xCD}, 32)...),
+		item(0x03, 192, 0, 2, 1),
+		item(0x05, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1),
+		str(0x02, "shop.example.com"),
+		str(0x06, "c1"),
+		str(0x13, "fn"),
+		item(0x16, 0xC0, 0xC1),
+		item(0x17, 0x01), // FedRAMP High
+	}, nil)
+	pad := max(1024-8-len(body)-3, 0)
+	body = append(body, item(0x20, make([]byte, pad)...)...)
+	return append([]byte{0x01, 0x00, byte(len(body) >> 8), byte(len(body)), 0x01, 0x02, 0x03, 0x04}, body...)
+}
+
+// TestReferenceEncoding pins byte equality with the reference encoder:
+// the golden full-request vector is the hand-built reference frame, and
+// decoding that frame and encoding it again gives the same bytes.
+func TestReferenceEncoding(t *testing.T) {
+	want := referenceFullRequest()
+	text, err := os.ReadFile(filepath.Join("testdata", "full-request.hex"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden, err := hex.DecodeString(strings.Join(strings.Fields(string(text)), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(golden, want) {
+		t.Errorf("testdata/full-request.hex is not the reference encoding:\n got %x\nwant %x", golden[:160], want[:160])
+	}
+	m, _, err := ReadMessage(bytes.NewReader(want), new([]byte))
+	if err != nil {
+		t.Fatalf("decoding the reference frame: %v", err)
+	}
+	got, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("re-encoding the reference frame differs:\n got %x\nwant %x", got[:160], want[:160])
+	}
+}
+
+// TestRepeatedTags: as the package documents, a known tag twice is a
+// format error (padding included: the reference writes one), and unknown
+// tags are skipped however often they occur.
+func TestRepeatedTags(t *testing.T) {
+	one := map[Tag][]byte{
+		TagCertDigest: make([]byte, 32), TagSNI: []byte("a"), TagClientIP: {1, 2, 3, 4},
+		TagSKI: make([]byte, 20), TagServerIP: {1, 2, 3, 4}, TagCertID: []byte("c"),
+		TagPayload: {1}, TagCustomFuncName: []byte("f"), TagExtraPayload: {1},
+		TagRequestContext: {1}, TagComplianceRegion: {1}, TagPadding: {},
+	}
+	decode := func(items ...[]byte) error {
+		body := append([]byte{byte(TagOpcode), 0, 1, byte(OpPing)}, bytes.Join(items, nil)...)
+		var m Message
+		return m.UnmarshalBody(Header{Major: 1, Length: uint16(len(body))}, body)
+	}
+	item := func(tag Tag, data []byte) []byte {
+		return append([]byte{byte(tag), byte(len(data) >> 8), byte(len(data))}, data...)
+	}
+	for tag, data := range one {
+		if err := decode(item(tag, data)); err != nil {
+			t.Errorf("tag %#02x once: %v", byte(tag), err)
+		}
+		if err := decode(item(tag, data), item(tag, data)); !errors.Is(err, ErrFormat) {
+			t.Errorf("tag %#02x twice: %v, want ErrFormat", byte(tag), err)
+		}
+	}
+	// 0x15 (the reference's Jaeger span) and 0x7E are not ours to read.
+	for _, tag := range []Tag{0x15, 0x7E} {
+		if err := decode(item(tag, []byte{9}), item(tag, []byte{9, 9})); err != nil {
+			t.Errorf("unknown tag %#02x twice: %v, want it skipped", byte(tag), err)
+		}
+	}
 }
