@@ -39,9 +39,10 @@ type ClientConfig struct {
 	// by the request's deadline [1s]. A server that accepts connections
 	// but does not answer (stopped, blackholed, overloaded) costs a
 	// request this much before the next server is tried, and is then
-	// skipped until a health check passes. The last server tried gets
-	// what remains of the request's deadline: there is nothing to save
-	// time for. Health checks are bounded by AttemptTimeout too.
+	// skipped until a health check passes. The last server tried, or
+	// the last one up when only servers marked down follow, gets what
+	// remains of the request's deadline: there is no better server to
+	// save time for. Health checks are bounded by AttemptTimeout too.
 	//
 	// The default leaves a warm server (milliseconds plus a round trip)
 	// and a cold one (TCP, TLS and the request: three round trips, under
@@ -163,7 +164,7 @@ type KeyRef struct {
 // servers, usable as tls.Certificate.PrivateKey. For an RSA key it is
 // also a crypto.Decrypter. Signatures use ctx for their deadline and
 // cancellation (with Timeout if ctx has no deadline), and AttemptTimeout
-// for each server but the last they try.
+// for each server they try but the last (see ClientConfig).
 func (c *Client) Key(ctx context.Context, pub crypto.PublicKey, ref KeyRef, servers []Endpoint) (crypto.Signer, error) {
 	if len(servers) == 0 {
 		return nil, errors.New("keyserver: no key servers for key")
@@ -254,11 +255,14 @@ func (k *RemoteKey) do(op wire.Op, payload []byte) ([]byte, error) {
 	start := time.Now()
 	req := &wire.Message{Opcode: op, Payload: payload, SKI: k.ski, CertID: k.ref.CertID, SNI: k.ref.SNI}
 	var errs []error
-	servers := k.c.order(k.servers)
+	servers, up := k.c.order(k.servers)
 	for i, r := range servers {
 		last := i == len(servers)-1
+		// The attempt timeout saves time for the servers after this one.
+		// The last server, or the last one up before those known to be
+		// down, may use all that is left.
 		timeout := k.c.cfg.AttemptTimeout
-		if last {
+		if last || i == up-1 {
 			timeout = 0
 		}
 		resp, err := r.do(ctx, req, timeout)
@@ -333,9 +337,10 @@ func resultOf(err error) string {
 	return "unavailable"
 }
 
-// order returns the pools for servers: healthy ones by preference then
-// latency, then the ones marked down (tried last, in case all are).
-func (c *Client) order(servers []Endpoint) []*remote {
+// order returns the pools for servers: the up ones by preference then
+// latency, then the ones marked down (tried last, in case all are), and
+// how many are up.
+func (c *Client) order(servers []Endpoint) ([]*remote, int) {
 	type cand struct {
 		r    *remote
 		pref int
@@ -360,11 +365,14 @@ func (c *Client) order(servers []Endpoint) []*remote {
 		}
 		return cmp.Or(cmp.Compare(a.pref, b.pref), cmp.Compare(measured(a.rtt), measured(b.rtt)))
 	})
-	out := make([]*remote, len(cands))
+	out, up := make([]*remote, len(cands)), 0
 	for i, cd := range cands {
 		out[i] = cd.r
+		if cd.up {
+			up++
+		}
 	}
-	return out
+	return out, up
 }
 
 // measured orders a server not measured yet (rtt 0) after measured

@@ -254,21 +254,36 @@ func testFailoverFromHungServer(t *testing.T, conns int) {
 	}
 }
 
-// TestClientLastServerGetsWholeDeadline: with no server left to fail
-// over to, the per-attempt timeout does not cut a slow answer short.
+// TestClientLastServerGetsWholeDeadline: when no server up is left to
+// fail over to, the per-attempt timeout does not cut a slow answer
+// short: the only server, or the last one up before one marked down,
+// gets what remains of the caller's deadline.
 func TestClientLastServerGetsWholeDeadline(t *testing.T) {
-	w := newClientWorld(t)
-	addr, _ := w.startServer(t, nil)
-	proxy := newStallProxy(t, addr)
-	c := w.client(t, ClientConfig{AttemptTimeout: time.Millisecond, PingInterval: time.Hour})
-	digest := sha256.Sum256([]byte("x"))
-	k := w.key(t, c, context.Background(), certs.ECDSAP256, proxy.addr())
-	// Stall the server for longer than the attempt timeout; the wait is
-	// released by a timer, not asserted.
-	proxy.stall()
-	time.AfterFunc(50*time.Millisecond, proxy.resume)
-	if _, err := k.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
-		t.Fatalf("single slow server: %v", err)
+	for _, withDown := range []bool{false, true} {
+		w := newClientWorld(t)
+		addr, _ := w.startServer(t, nil)
+		slow := newStallProxy(t, addr)
+		c := w.client(t, ClientConfig{AttemptTimeout: time.Millisecond, PingInterval: time.Hour})
+		addrs := []string{slow.addr()}
+		if withDown {
+			hung := newStallProxy(t, addr)
+			hung.stall()
+			if _, err := c.Ping(context.Background(), hung.addr()); err == nil {
+				t.Fatal("ping through a stalled proxy succeeded")
+			}
+			addrs = append(addrs, hung.addr())
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		k := w.key(t, c, ctx, certs.ECDSAP256, addrs...)
+		// Stall the server for longer than the attempt timeout; the wait
+		// is ended by a timer, not measured.
+		slow.stall()
+		time.AfterFunc(50*time.Millisecond, slow.resume)
+		digest := sha256.Sum256([]byte("x"))
+		if _, err := k.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+			t.Errorf("slow server, another marked down %v: %v", withDown, err)
+		}
 	}
 }
 
