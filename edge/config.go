@@ -76,10 +76,19 @@ type Config struct {
 	// certificate needs no restart) and the CA key servers' certificates
 	// chain to. Unset: keyless tenants fail their handshakes.
 	Keyless struct {
-		CertFile string        `yaml:"cert_file"`
-		KeyFile  string        `yaml:"key_file"`
-		CAFile   string        `yaml:"ca_file"`
-		Timeout  time.Duration `yaml:"timeout"` // per signature when the handshake has no sooner deadline [5s]
+		CertFile string `yaml:"cert_file"`
+		KeyFile  string `yaml:"key_file"`
+		CAFile   string `yaml:"ca_file"`
+		// AttemptTimeout bounds one try on one key server, dial included,
+		// before the next one is tried; a server that timed out is skipped
+		// until its health check passes. It must be shorter than
+		// limits.handshake_timeout. See keyserver.ClientConfig [1s].
+		AttemptTimeout time.Duration `yaml:"attempt_timeout"`
+		// Timeout bounds one signature, every key server tried included,
+		// when its caller sets no deadline. Handshakes always set one
+		// (limits.handshake_timeout), so it does not bound their
+		// signatures [5s].
+		Timeout time.Duration `yaml:"timeout"`
 	} `yaml:"keyless"`
 
 	// Geo places this node for keys with a geo policy: its attributes, the
@@ -159,6 +168,9 @@ func (c *Config) check() error {
 	if k := c.Keyless; (k.CertFile == "") != (k.KeyFile == "") || (k.CertFile == "") != (k.CAFile == "") {
 		return errors.New("keyless needs cert_file, key_file and ca_file together")
 	}
+	if err := c.checkKeylessTimeouts(); err != nil {
+		return err
+	}
 	if _, err := c.Level(); err != nil {
 		return err
 	}
@@ -182,6 +194,21 @@ func (c *Config) check() error {
 	}
 	_, err := parsePrefixes(c.ProxyProtocol.TrustedCIDRs)
 	return err
+}
+
+// checkKeylessTimeouts refuses negative keyless timeouts, and an attempt
+// timeout that leaves a handshake no time to fail over to a second key
+// server.
+func (c *Config) checkKeylessTimeouts() error {
+	k := c.Keyless
+	if k.AttemptTimeout < 0 || k.Timeout < 0 {
+		return errors.New("keyless timeouts must not be negative")
+	}
+	handshake := Limits{HandshakeTimeout: c.Limits.HandshakeTimeout}.withDefaults().HandshakeTimeout
+	if k.AttemptTimeout >= handshake {
+		return fmt.Errorf("keyless.attempt_timeout (%v) must be shorter than limits.handshake_timeout (%v), or a handshake never fails over to a second key server", k.AttemptTimeout, handshake)
+	}
+	return nil
 }
 
 // KeystoreLocation is the keystore's directory, resolved relative to the
@@ -319,9 +346,10 @@ func (c *Config) KeylessClient(log *slog.Logger) (*keyserver.Client, error) {
 		return nil, fmt.Errorf("edge: keyless CA: %w", err)
 	}
 	return keyserver.NewClient(keyserver.ClientConfig{
-		TLSConfig: &tls.Config{RootCAs: roots, GetClientCertificate: identity.GetClientCertificate},
-		Timeout:   c.Keyless.Timeout,
-		Logger:    log,
+		TLSConfig:      &tls.Config{RootCAs: roots, GetClientCertificate: identity.GetClientCertificate},
+		Timeout:        c.Keyless.Timeout,
+		AttemptTimeout: c.Keyless.AttemptTimeout,
+		Logger:         log,
 	})
 }
 

@@ -16,7 +16,8 @@ func TestLoadConfigExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != "127.0.0.1:8443" || c.Limits.HandshakeTimeout != 10*time.Second || c.Cache.PollInterval != 500*time.Millisecond {
+	if c.Listen != "127.0.0.1:8443" || c.Limits.HandshakeTimeout != 10*time.Second || c.Cache.PollInterval != 500*time.Millisecond ||
+		c.Keyless.AttemptTimeout != time.Second {
 		t.Errorf("parsed %+v", c)
 	}
 	if od := c.ACME.OnDemand; od.ChecksPerSecond != 10 || od.CheckBurst != 20 || od.RefusedTTL != time.Minute {
@@ -36,20 +37,23 @@ func TestLoadConfigExample(t *testing.T) {
 
 func TestLoadConfigErrors(t *testing.T) {
 	tests := map[string]string{
-		"unknown key":          "keystore: k\nfleet_key_file: f\nlisten_adress: x\n",
-		"missing keystore":     "fleet_key_file: f\n",
-		"bad curve":            "keystore: k\nfleet_key_file: f\ncurves: [X448]\n",
-		"bad version":          "keystore: k\nfleet_key_file: f\nmin_tls_version: \"1.1\"\n",
-		"bad cidr":             "keystore: k\nfleet_key_file: f\nproxy_protocol:\n  trusted_cidrs: [10.0.0.0/99]\n",
-		"bad level":            "keystore: k\nfleet_key_file: f\nlog_level: loud\n",
-		"bad duration":         "keystore: k\nfleet_key_file: f\nlimits:\n  idle_timeout: soon\n",
-		"half a fallback":      "keystore: k\nfleet_key_file: f\nfallback:\n  cert_file: c.pem\n",
-		"not yaml":             "{{{",
-		"negative check burst": "keystore: k\nfleet_key_file: f\nacme:\n  ca: https://ca.example/dir\n  on_demand:\n    check_burst: -1\n",
-		"bad attributes":       "keystore: k\nfleet_key_file: f\ngeo:\n  attributes: \"region eu\"\n",
-		"key, no attrs":        "keystore: k\nfleet_key_file: f\ngeo:\n  node_key_file: n.key\n",
-		"acme, no ca":          "keystore: k\nfleet_key_file: f\nacme:\n  email: a@b.c\n",
-		"servers, no id":       "keystore: k\nfleet_key_file: f\ngeo:\n  key_servers:\n    - addr: 127.0.0.1:1\n      attributes: \"region: eu\"\n",
+		"unknown key":              "keystore: k\nfleet_key_file: f\nlisten_adress: x\n",
+		"missing keystore":         "fleet_key_file: f\n",
+		"bad curve":                "keystore: k\nfleet_key_file: f\ncurves: [X448]\n",
+		"bad version":              "keystore: k\nfleet_key_file: f\nmin_tls_version: \"1.1\"\n",
+		"bad cidr":                 "keystore: k\nfleet_key_file: f\nproxy_protocol:\n  trusted_cidrs: [10.0.0.0/99]\n",
+		"bad level":                "keystore: k\nfleet_key_file: f\nlog_level: loud\n",
+		"bad duration":             "keystore: k\nfleet_key_file: f\nlimits:\n  idle_timeout: soon\n",
+		"half a fallback":          "keystore: k\nfleet_key_file: f\nfallback:\n  cert_file: c.pem\n",
+		"not yaml":                 "{{{",
+		"negative check burst":     "keystore: k\nfleet_key_file: f\nacme:\n  ca: https://ca.example/dir\n  on_demand:\n    check_burst: -1\n",
+		"bad attributes":           "keystore: k\nfleet_key_file: f\ngeo:\n  attributes: \"region eu\"\n",
+		"key, no attrs":            "keystore: k\nfleet_key_file: f\ngeo:\n  node_key_file: n.key\n",
+		"acme, no ca":              "keystore: k\nfleet_key_file: f\nacme:\n  email: a@b.c\n",
+		"servers, no id":           "keystore: k\nfleet_key_file: f\ngeo:\n  key_servers:\n    - addr: 127.0.0.1:1\n      attributes: \"region: eu\"\n",
+		"attempt >= handshake":     "keystore: k\nfleet_key_file: f\nkeyless:\n  attempt_timeout: 10s\n",
+		"attempt >= set handshake": "keystore: k\nfleet_key_file: f\nlimits:\n  handshake_timeout: 2s\nkeyless:\n  attempt_timeout: 3s\n",
+		"negative attempt":         "keystore: k\nfleet_key_file: f\nkeyless:\n  attempt_timeout: -1s\n",
 	}
 	for name, text := range tests {
 		path := filepath.Join(t.TempDir(), "edge.yaml")

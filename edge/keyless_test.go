@@ -6,11 +6,15 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -107,6 +111,13 @@ func (kw *keylessWorld) keylessClient(t testing.TB) *keyserver.Client {
 // returns its address and process.
 func (kw *keylessWorld) startKeyServer(t testing.TB, name string) (string, *os.Process) {
 	t.Helper()
+	return kw.startKeyServerWith(t, name, kw.tenantKeys(t, name))
+}
+
+// tenantKeys writes every tenant key into the keys directory of key
+// server name and returns the config line naming it.
+func (kw *keylessWorld) tenantKeys(t testing.TB, name string) string {
+	t.Helper()
 	keys := filepath.Join(kw.dir, name, "keys")
 	if err := os.MkdirAll(keys, 0o700); err != nil {
 		t.Fatal(err)
@@ -116,7 +127,19 @@ func (kw *keylessWorld) startKeyServer(t testing.TB, name string) (string, *os.P
 			t.Fatal(err)
 		}
 	}
-	return kw.startKeyServerWith(t, name, "keys_dir: keys\n")
+	return "keys_dir: keys\n"
+}
+
+// freeAddr returns a 127.0.0.1 address nothing listens on, for a process
+// to bind.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 // startKeyServerWith runs a key server process whose keys come from
@@ -138,12 +161,7 @@ func (kw *keylessWorld) startKeyServerWith(t testing.TB, name, source string) (s
 	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: kw.idCA.Certificate().Raw}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	cfg := fmt.Sprintf("listen: %s\ncert_file: server.pem\nkey_file: server.key\nclient_ca_file: ca.pem\n%slog_level: warn\nauthorize:\n  - clients: [\"dns:edge.test\"]\n    keys: [\"*\"]\n", addr, source)
 	if err := os.WriteFile(filepath.Join(dir, "keyserver.yaml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -250,9 +268,101 @@ func TestKeylessFailoverOnKill(t *testing.T) {
 	if n := failed.Load(); n != 0 {
 		t.Fatalf("%d of %d handshakes failed when a key server died", n, done.Load())
 	}
-	if metricValue(t, kw.reg, "keyedge_keyless_client_failovers_total", "") == 0 {
+	if metricValue(t, kw.reg, "keyedge_keyless_client_failovers_total", "unavailable") == 0 {
 		t.Error("no failover counted: the kill did not land mid-load")
 	}
+}
+
+// TestKeylessFailoverOnStop SIGSTOPs the preferred key server process
+// under load: it still accepts connections, but answers nothing. Every
+// handshake succeeds, signed by the second server after at most the
+// keyless client's attempt timeout (1s by default), well inside the
+// handshake deadline (10s by default, as here); after SIGCONT the
+// preferred server signs again once its health check passes.
+func TestKeylessFailoverOnStop(t *testing.T) {
+	kw := newKeylessWorld(t, Options{})
+	firstMetrics, secondMetrics := freeAddr(t), freeAddr(t)
+	first, firstProc := kw.startKeyServerWith(t, "ks1", kw.tenantKeys(t, "ks1")+"metrics_listen: "+firstMetrics+"\n")
+	second, _ := kw.startKeyServerWith(t, "ks2", kw.tenantKeys(t, "ks2")+"metrics_listen: "+secondMetrics+"\n")
+	kw.putKeyless(t, first, second)
+	host := kw.tenants[certs.ECDSAP256].Cert.DNSNames[0]
+	handshake := func() error {
+		conn, err := kw.handshake(kw.tlsConfig(host)) // a full handshake: one signature
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}
+	if err := handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if n := keyServerSignatures(t, secondMetrics); n != 0 {
+		t.Fatalf("second key server signed %v times before the preferred one stopped", n)
+	}
+
+	if err := firstProc.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	// Never leave a stopped process behind (startKeyServerWith's cleanup
+	// continues it too, before killing it).
+	t.Cleanup(func() { firstProc.Signal(syscall.SIGCONT) })
+	const workers, each = 5, 10
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				if err := handshake(); err != nil {
+					failed.Add(1)
+					t.Log(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d handshakes failed with the preferred key server stopped", n)
+	}
+	if n := keyServerSignatures(t, secondMetrics); n < workers*each {
+		t.Errorf("second key server signed %v times for %d handshakes", n, workers*each)
+	}
+	t.Logf("failovers on timeout: %v", metricValue(t, kw.reg, "keyedge_keyless_client_failovers_total", "timeout"))
+
+	if err := firstProc.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "preferred key server signing again", func() bool {
+		before := keyServerSignatures(t, secondMetrics)
+		return handshake() == nil && keyServerSignatures(t, secondMetrics) == before
+	})
+}
+
+// keyServerSignatures is the number of requests other than pings a key
+// server process answered successfully, read from its /metrics at addr.
+func keyServerSignatures(t testing.TB, addr string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for line := range strings.Lines(string(body)) {
+		if !strings.HasPrefix(line, "keyedge_keyserver_requests_total{") || !strings.Contains(line, `result="ok"`) || strings.Contains(line, `op="ping"`) {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(line[strings.LastIndexByte(line, ' '):]), 64)
+		if err != nil {
+			t.Fatalf("key server metrics: %q: %v", line, err)
+		}
+		n += v
+	}
+	return n
 }
 
 // TestKeylessSlowKeyServer: a key server that stops answering fails the

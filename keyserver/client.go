@@ -18,6 +18,7 @@ import (
 
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 )
 
 // ClientConfig configures a Client. Zero values get the defaults in
@@ -28,11 +29,35 @@ type ClientConfig struct {
 	// up without a restart) and the key servers' CA (RootCAs). Required.
 	TLSConfig *tls.Config
 
-	Timeout        time.Duration // per request when the context has no deadline [5s]
+	// Timeout bounds one request, every key server tried included, when
+	// its context has no deadline [5s]. A TLS handshake always has one
+	// (the server's handshake timeout), which then bounds the request.
+	Timeout time.Duration
+
+	// AttemptTimeout bounds one attempt on one key server, dial included,
+	// while another server is left to fail over to; it is also bounded
+	// by the request's deadline [1s]. A server that accepts connections
+	// but does not answer (stopped, blackholed, overloaded) costs a
+	// request this much before the next server is tried, and is then
+	// skipped until a health check passes. The last server tried, or
+	// the last one up when only servers marked down follow, gets what
+	// remains of the request's deadline: there is no better server to
+	// save time for. Health checks are bounded by AttemptTimeout too.
+	//
+	// The default leaves a warm server (milliseconds plus a round trip)
+	// and a cold one (TCP, TLS and the request: three round trips, under
+	// a second between continents) time to answer, while several
+	// failovers fit in a 10s handshake deadline.
+	AttemptTimeout time.Duration
+
 	DialTimeout    time.Duration // [3s]
 	ConnsPerServer int           // connections kept to each key server [2]
 	MaxInFlight    int           // requests in flight per connection [256]
-	PingInterval   time.Duration // health check of idle servers [5s]
+	PingInterval   time.Duration // health check of every server in use [5s]
+
+	// Time returns the current time, for the backoff of failing servers
+	// [time.Now]. Latencies are measured with the monotonic clock.
+	Time func() time.Time
 
 	Logger *slog.Logger
 }
@@ -43,9 +68,10 @@ type ClientConfig struct {
 // their latency, and fails over between the servers that hold a key. It
 // is safe for concurrent use.
 type Client struct {
-	cfg     ClientConfig
-	log     *slog.Logger
-	metrics *clientMetrics
+	cfg         ClientConfig
+	log         *slog.Logger
+	metrics     *clientMetrics
+	failoverLog rate.Sometimes // failovers are logged at most this often; metrics count all
 
 	mu      sync.Mutex // guards servers, closed
 	servers map[string]*remote
@@ -70,11 +96,19 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.TLSConfig.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256}
 	}
 	cfg.Timeout = cmp.Or(cfg.Timeout, 5*time.Second)
+	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, time.Second)
+	if cfg.Time == nil {
+		cfg.Time = time.Now
+	}
 	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, 3*time.Second)
 	cfg.ConnsPerServer = cmp.Or(cfg.ConnsPerServer, 2)
 	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, 256)
 	cfg.PingInterval = cmp.Or(cfg.PingInterval, 5*time.Second)
-	c := &Client{cfg: cfg, log: cfg.Logger, metrics: newClientMetrics(cfg.TLSConfig), servers: map[string]*remote{}}
+	c := &Client{
+		cfg: cfg, log: cfg.Logger, metrics: newClientMetrics(cfg.TLSConfig),
+		failoverLog: rate.Sometimes{Interval: logInterval},
+		servers:     map[string]*remote{},
+	}
 	if c.log == nil {
 		c.log = slog.Default()
 	}
@@ -114,6 +148,10 @@ func (c *Client) remote(addr string) (*remote, error) {
 
 var errClientClosed = errors.New("keyserver: client closed")
 
+// logInterval is how often at most the client logs failures and
+// failovers of one kind; its metrics count every one.
+const logInterval = 10 * time.Second
+
 // KeyRef names a key to the key servers: its SKI (always sent), and the
 // certificate ID and server name when known, which servers use when
 // they index keys by certificate.
@@ -125,7 +163,8 @@ type KeyRef struct {
 // Key returns a crypto.Signer for the private key of pub held by the key
 // servers, usable as tls.Certificate.PrivateKey. For an RSA key it is
 // also a crypto.Decrypter. Signatures use ctx for their deadline and
-// cancellation (with Timeout if ctx has no deadline).
+// cancellation (with Timeout if ctx has no deadline), and AttemptTimeout
+// for each server they try but the last (see ClientConfig).
 func (c *Client) Key(ctx context.Context, pub crypto.PublicKey, ref KeyRef, servers []Endpoint) (crypto.Signer, error) {
 	if len(servers) == 0 {
 		return nil, errors.New("keyserver: no key servers for key")
@@ -159,8 +198,9 @@ func (k *RemoteKey) Public() crypto.PublicKey { return k.pub }
 
 // Sign asks the key servers to sign digest, trying them in order of
 // preference and measured latency, skipping those that are down, and
-// failing over to the next on a connection failure or a server that
-// does not hold the key. rand is ignored: the server has its own.
+// failing over to the next on a connection failure, a server that does
+// not answer within AttemptTimeout, or one that does not hold the key.
+// rand is ignored: the server has its own.
 func (k *RemoteKey) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	op, err := wire.SignOp(k.pub, opts)
 	if err != nil {
@@ -215,8 +255,17 @@ func (k *RemoteKey) do(op wire.Op, payload []byte) ([]byte, error) {
 	start := time.Now()
 	req := &wire.Message{Opcode: op, Payload: payload, SKI: k.ski, CertID: k.ref.CertID, SNI: k.ref.SNI}
 	var errs []error
-	for _, r := range k.c.order(k.servers) {
-		resp, err := r.do(ctx, req)
+	servers, up := k.c.order(k.servers)
+	for i, r := range servers {
+		last := i == len(servers)-1
+		// The attempt timeout saves time for the servers after this one.
+		// The last server, or the last one up before those known to be
+		// down, may use all that is left.
+		timeout := k.c.cfg.AttemptTimeout
+		if last || i == up-1 {
+			timeout = 0
+		}
+		resp, err := r.do(ctx, req, timeout)
 		if err == nil {
 			err = resp.ResponseError()
 		}
@@ -227,14 +276,43 @@ func (k *RemoteKey) do(op wire.Op, payload []byte) ([]byte, error) {
 		errs = append(errs, fmt.Errorf("%s: %w", r.addr, err))
 		// Another server may hold the key or be reachable; a crypto
 		// error or a bad request would fail there too.
-		if ctx.Err() != nil || !retryable(err) {
+		if last || ctx.Err() != nil || !retryable(err) {
 			break
 		}
-		k.c.metrics.failovers.Inc()
+		k.c.failedOver(r.addr, servers[i+1].addr, err)
 	}
 	err := fmt.Errorf("keyserver: %s failed: %w", op, errors.Join(errs...))
 	k.c.metrics.observe(resultOf(err), time.Since(start))
 	return nil, err
+}
+
+// failedOver counts and logs a request moving from one server to the
+// next after err.
+func (c *Client) failedOver(from, to string, err error) {
+	reason := failoverReason(err)
+	c.metrics.failovers.WithLabelValues(reason).Inc()
+	c.failoverLog.Do(func() {
+		c.log.Warn("keyserver: request failed over to the next key server (logged at most every 10s)",
+			"from", from, "to", to, "reason", reason, "err", err)
+	})
+}
+
+// Failover reasons, the reason label of failovers_total.
+const (
+	failoverTimeout     = "timeout"        // no answer within AttemptTimeout
+	failoverUnavailable = "unavailable"    // no connection, or it failed
+	failoverError       = "error_response" // the server answered: key not found, read or internal error
+)
+
+func failoverReason(err error) string {
+	var we wire.Error
+	switch {
+	case errors.Is(err, errAttemptTimeout):
+		return failoverTimeout
+	case errors.As(err, &we):
+		return failoverError
+	}
+	return failoverUnavailable
 }
 
 // retryable reports whether a failed request may succeed on another server.
@@ -243,13 +321,13 @@ func retryable(err error) bool {
 	if errors.As(err, &we) {
 		return we == wire.ErrKeyNotFound || we == wire.ErrInternal || we == wire.ErrRead
 	}
-	return true // transport failures
+	return true // transport failures and attempt timeouts
 }
 
 func resultOf(err error) string {
 	var we wire.Error
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, errAttemptTimeout):
 		return "timeout"
 	case errors.As(err, &we) && we == wire.ErrKeyNotFound:
 		return "key_not_found"
@@ -259,9 +337,10 @@ func resultOf(err error) string {
 	return "unavailable"
 }
 
-// order returns the pools for servers: healthy ones by preference then
-// latency, then the ones marked down (tried last, in case all are).
-func (c *Client) order(servers []Endpoint) []*remote {
+// order returns the pools for servers: the up ones by preference then
+// latency, then the ones marked down (tried last, in case all are), and
+// how many are up.
+func (c *Client) order(servers []Endpoint) ([]*remote, int) {
 	type cand struct {
 		r    *remote
 		pref int
@@ -286,11 +365,14 @@ func (c *Client) order(servers []Endpoint) []*remote {
 		}
 		return cmp.Or(cmp.Compare(a.pref, b.pref), cmp.Compare(measured(a.rtt), measured(b.rtt)))
 	})
-	out := make([]*remote, len(cands))
+	out, up := make([]*remote, len(cands)), 0
 	for i, cd := range cands {
 		out[i] = cd.r
+		if cd.up {
+			up++
+		}
 	}
-	return out
+	return out, up
 }
 
 // measured orders a server not measured yet (rtt 0) after measured
@@ -302,7 +384,9 @@ func measured(rtt time.Duration) time.Duration {
 	return rtt
 }
 
-// Ping sends a ping to the key server at addr and returns the round trip.
+// Ping sends a ping to the key server at addr and returns the round
+// trip. It waits at most AttemptTimeout, and updates the server's health
+// as the background health checks do.
 func (c *Client) Ping(ctx context.Context, addr string) (time.Duration, error) {
 	r, err := c.remote(addr)
 	if err != nil {

@@ -13,12 +13,12 @@ import (
 type clientMetrics struct {
 	requests  *prometheus.CounterVec // result
 	seconds   prometheus.Histogram
-	failovers prometheus.Counter
-	expiry    prometheus.GaugeFunc // the client identity's NotAfter
+	failovers *prometheus.CounterVec // reason
+	expiry    prometheus.GaugeFunc   // the client identity's NotAfter
 }
 
 func newClientMetrics(tlsConfig *tls.Config) *clientMetrics {
-	return &clientMetrics{
+	m := &clientMetrics{
 		expiry: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keyedge_keyless_client_identity_expiry_timestamp_seconds",
 			Help: "When the certificate this node presents to key servers expires (Unix time; 0 if unknown). Alert well before: renew it with keyctl identity, and the node picks it up without a restart.",
@@ -32,11 +32,15 @@ func newClientMetrics(tlsConfig *tls.Config) *clientMetrics {
 			Help:    "Time for a remote key operation, failovers included.",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
 		}),
-		failovers: prometheus.NewCounter(prometheus.CounterOpts{
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyedge_keyless_client_failovers_total",
-			Help: "Requests retried on another key server after one failed.",
-		}),
+			Help: "Requests retried on the next key server, by reason: timeout (no answer within the attempt timeout), unavailable (no connection, or it failed), error_response (key not found, read or internal error).",
+		}, []string{"reason"}),
 	}
+	for _, reason := range []string{failoverTimeout, failoverUnavailable, failoverError} {
+		m.failovers.WithLabelValues(reason) // exported at 0 from the start
+	}
+	return m
 }
 
 func (m *clientMetrics) collectors() []prometheus.Collector {

@@ -118,7 +118,9 @@ func (w *clientWorld) client(t testing.TB, cfg ClientConfig) *Client {
 	if cfg.TLSConfig == nil {
 		cfg.TLSConfig = &tls.Config{Certificates: []tls.Certificate{w.identity(t, "edge.test")}, RootCAs: w.pool()}
 	}
-	cfg.Logger = slog.New(slog.DiscardHandler)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	c, err := NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -127,11 +129,12 @@ func (w *clientWorld) client(t testing.TB, cfg ClientConfig) *Client {
 	return c
 }
 
+// key is kt's key held by the servers at addrs, most preferred first.
 func (w *clientWorld) key(t testing.TB, c *Client, ctx context.Context, kt certs.KeyType, addrs ...string) crypto.Signer {
 	t.Helper()
 	var eps []Endpoint
-	for _, a := range addrs {
-		eps = append(eps, Endpoint{Addr: a})
+	for i, a := range addrs {
+		eps = append(eps, Endpoint{Addr: a, Preference: i})
 	}
 	k, err := c.Key(ctx, w.keys[kt].Key.Public(), KeyRef{SNI: w.keys[kt].Cert.DNSNames[0]}, eps)
 	if err != nil {
@@ -261,7 +264,7 @@ func TestClientFailover(t *testing.T) {
 	if n := failed.Load(); n != 0 {
 		t.Fatalf("%d of %d signatures failed across the failover", n, done.Load())
 	}
-	if testutil.ToFloat64(c.metrics.failovers) == 0 {
+	if testutil.ToFloat64(c.metrics.failovers.WithLabelValues(failoverUnavailable)) == 0 {
 		t.Error("no failover counted although the first server died")
 	}
 	if up, _ := c.servers[first].health(); up {

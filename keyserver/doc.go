@@ -26,6 +26,14 @@
 //	...
 //	srv.Shutdown(ctx) // answers the requests already read, then closes
 //
+// A Client signs through the key servers holding a key, most preferred
+// first. Each attempt on one server, dial included, is bounded by
+// ClientConfig.AttemptTimeout, the last one tried by the caller's
+// deadline alone; a server that does not answer in time is skipped until
+// its health check (a ping every PingInterval) passes, one that fails
+// fast for a doubling backoff. Its metrics are keyedge_keyless_client_*,
+// failovers counted by reason; failures are logged rate-limited.
+//
 // Metrics are keyedge_keyserver_requests_total{op,result},
 // keyedge_keyserver_sign_seconds{family}, keyedge_keyserver_connections,
 // keyedge_keyserver_connections_total{result} and

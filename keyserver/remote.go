@@ -11,64 +11,103 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/keyserver/wire"
+	"golang.org/x/time/rate"
 )
 
 // remote is the client's pool for one key server: up to ConnsPerServer
-// multiplexed connections, a health state with backoff, and a latency
-// estimate from pings and requests.
+// multiplexed connections, a health state, and a latency estimate from
+// pings and requests.
+//
+// Health: a server that fails fast (refused, reset, bad TLS) is down for
+// a backoff that doubles with each consecutive failure, then tried
+// again. A server that did not answer within AttemptTimeout is down
+// until a round trip succeeds: its health check (pingLoop), or a request
+// sent to it because no server was up. Retrying it after a backoff would
+// cost a request AttemptTimeout each time.
 type remote struct {
 	c    *Client
 	addr string
 
-	dialMu []sync.Mutex // one per slot of conns: a single dial at a time
+	dialing []chan struct{} // one per slot of conns, holding its single dial
 
-	mu        sync.Mutex // guards conns, next, failures, downUntil, rtt, closed
+	mu        sync.Mutex // guards conns, next, failures, downUntil, hung, rtt, closed
 	conns     []*clientConn
 	next      int
-	failures  int
-	downUntil time.Time
+	failures  int           // consecutive
+	downUntil time.Time     // backoff after a failure
+	hung      bool          // an attempt timed out: down until a round trip succeeds
 	rtt       time.Duration // EWMA of round trips
 	closed    bool
+
+	logEvery rate.Sometimes // failures are logged at most this often
 
 	stopPing context.CancelFunc
 }
 
 func newRemote(c *Client, addr string) *remote {
 	n := c.cfg.ConnsPerServer
-	r := &remote{c: c, addr: addr, conns: make([]*clientConn, n), dialMu: make([]sync.Mutex, n)}
+	r := &remote{
+		c: c, addr: addr,
+		conns:    make([]*clientConn, n),
+		dialing:  make([]chan struct{}, n),
+		logEvery: rate.Sometimes{Interval: logInterval},
+	}
+	for i := range r.dialing {
+		r.dialing[i] = make(chan struct{}, 1)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stopPing = cancel
 	go r.pingLoop(ctx)
 	return r
 }
 
-// health reports whether the server is up (not in backoff) and its RTT.
+// errAttemptTimeout marks a server's failure to answer within
+// AttemptTimeout; the error returned wraps the deadline error too.
+var errAttemptTimeout = errors.New("no answer within the attempt timeout")
+
+// health reports whether the server is up and its RTT.
 func (r *remote) health() (bool, time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return time.Now().After(r.downUntil), r.rtt
+	return !r.hung && r.c.cfg.Time().After(r.downUntil), r.rtt
 }
 
 // succeeded and failed update health after a round trip.
 func (r *remote) succeeded(rtt time.Duration) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.failures, r.downUntil = 0, time.Time{}
+	wasHung := r.hung
+	r.failures, r.downUntil, r.hung = 0, time.Time{}, false
 	if r.rtt == 0 {
 		r.rtt = rtt
 	} else {
 		r.rtt = (7*r.rtt + rtt) / 8
 	}
+	r.mu.Unlock()
+	if wasHung {
+		// At most once per hang, which took AttemptTimeout to find.
+		r.c.log.Info("keyserver: key server answering again", "addr", r.addr)
+	}
 }
 
-func (r *remote) failed(err error) {
+// failed marks the server down after err; timedOut says it did not
+// answer within AttemptTimeout.
+func (r *remote) failed(err error, timedOut bool) {
 	r.mu.Lock()
 	r.failures++
 	failures := r.failures
 	backoff := min(100*time.Millisecond<<min(failures-1, 7), 10*time.Second)
-	r.downUntil = time.Now().Add(backoff)
+	r.downUntil = r.c.cfg.Time().Add(backoff)
+	r.hung = r.hung || timedOut
+	hung := r.hung
 	r.mu.Unlock()
-	r.c.log.Warn("keyserver: key server failing", "addr", r.addr, "failures", failures, "retry_in", backoff, "err", err)
+	r.logEvery.Do(func() {
+		retry := "in " + backoff.String()
+		if hung {
+			retry = "after a health check passes"
+		}
+		r.c.log.Warn("keyserver: key server failing (logged at most every 10s)",
+			"addr", r.addr, "failures", failures, "retry", retry, "err", err)
+	})
 }
 
 // conn returns a live connection, round robin over the slots, dialing
@@ -81,8 +120,12 @@ func (r *remote) conn(ctx context.Context) (*clientConn, error) {
 	if cc, err := r.live(i); cc != nil || err != nil {
 		return cc, err
 	}
-	r.dialMu[i].Lock()
-	defer r.dialMu[i].Unlock()
+	select {
+	case r.dialing[i] <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-r.dialing[i] }()
 	if cc, err := r.live(i); cc != nil || err != nil {
 		return cc, err
 	}
@@ -131,9 +174,18 @@ func (r *remote) dial(ctx context.Context) (*clientConn, error) {
 	return cc, nil
 }
 
-// do sends req on a connection and waits for its response. The caller
-// owns the returned message.
-func (r *remote) do(ctx context.Context, req *wire.Message) (*wire.Message, error) {
+// do sends req on a connection and waits for its response, at most
+// timeout when it is not 0, and at most until ctx ends. The caller owns
+// the returned message. A failure marks the server down, unless ctx
+// ended first: the caller's deadline says nothing about the server.
+func (r *remote) do(ctx context.Context, req *wire.Message, timeout time.Duration) (*wire.Message, error) {
+	callerDeadline, callerHasDeadline := ctx.Deadline()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	deadline, hasDeadline := ctx.Deadline()
 	start := time.Now()
 	cc, err := r.conn(ctx)
 	if err == nil {
@@ -143,25 +195,34 @@ func (r *remote) do(ctx context.Context, req *wire.Message) (*wire.Message, erro
 			return resp, nil
 		}
 	}
-	if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
-		r.failed(err)
+	// The deadline is checked on the clock rather than through ctx.Err:
+	// a dial or write can fail on it as a socket deadline before ctx's
+	// own timer has fired.
+	switch {
+	case hasDeadline && !time.Now().Before(deadline):
+		if timeout > 0 && (!callerHasDeadline || deadline.Before(callerDeadline)) {
+			err = fmt.Errorf("%w (%v): %w", errAttemptTimeout, timeout, err)
+			r.failed(err, true)
+		}
+	case ctx.Err() == nil || !errors.Is(err, ctx.Err()):
+		r.failed(err, false)
 	}
 	return nil, err
 }
 
-// ping measures a round trip with a ping carrying random bytes, which
-// the server must echo.
+// ping measures a round trip, within AttemptTimeout, with a ping
+// carrying random bytes, which the server must echo.
 func (r *remote) ping(ctx context.Context) (time.Duration, error) {
 	payload := make([]byte, 8)
 	rand.Read(payload)
 	start := time.Now()
-	resp, err := r.do(ctx, &wire.Message{Opcode: wire.OpPing, Payload: payload})
+	resp, err := r.do(ctx, &wire.Message{Opcode: wire.OpPing, Payload: payload}, r.c.cfg.AttemptTimeout)
 	if err != nil {
 		return 0, err
 	}
 	if resp.Opcode != wire.OpPong || string(resp.Payload) != string(payload) {
 		err := fmt.Errorf("%w: bad pong", wire.ErrFormat)
-		r.failed(err)
+		r.failed(err, false)
 		return 0, err
 	}
 	return time.Since(start), nil
@@ -177,9 +238,7 @@ func (r *remote) pingLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			pctx, cancel := context.WithTimeout(ctx, r.c.cfg.Timeout)
-			r.ping(pctx)
-			cancel()
+			r.ping(ctx)
 		}
 	}
 }

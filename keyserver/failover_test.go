@@ -1,0 +1,354 @@
+package keyserver
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyedge/keyedge/certs"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// stallProxy forwards TCP connections to a key server and can stop
+// forwarding, in both directions, without closing anything: a key server
+// that is SIGSTOPped, blackholed or overloaded, as its clients see it.
+// Connections are accepted and bytes are read while it stalls, so dials
+// and writes succeed and only the answers never come; on resume the
+// bytes held back flow on.
+type stallProxy struct {
+	ln      net.Listener
+	backend string
+
+	mu      sync.Mutex // guards stalled, resumed
+	stalled bool
+	resumed chan struct{} // closed by resume
+}
+
+func newStallProxy(t testing.TB, backend string) *stallProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallProxy{ln: ln, backend: backend}
+	var conns sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		p.resume()
+		conns.Wait()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Go(func() { p.serve(c) })
+		}
+	}()
+	return p
+}
+
+func (p *stallProxy) addr() string { return p.ln.Addr().String() }
+
+// stall holds back every byte until resume.
+func (p *stallProxy) stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.stalled {
+		p.stalled, p.resumed = true, make(chan struct{})
+	}
+}
+
+func (p *stallProxy) resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stalled {
+		p.stalled = false
+		close(p.resumed)
+	}
+}
+
+// gate waits while the proxy stalls.
+func (p *stallProxy) gate() {
+	p.mu.Lock()
+	stalled, resumed := p.stalled, p.resumed
+	p.mu.Unlock()
+	if stalled {
+		<-resumed
+	}
+}
+
+// serve copies bytes both ways between c and a new connection to the
+// backend, through the gate, until either side closes.
+func (p *stallProxy) serve(c net.Conn) {
+	defer c.Close()
+	b, err := net.Dial("tcp", p.backend)
+	if err != nil {
+		return
+	}
+	defer b.Close()
+	copyGated := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				p.gate()
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		// Unblock the other direction's Read.
+		c.Close()
+		b.Close()
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { copyGated(b, c) })
+	copyGated(c, b)
+	wg.Wait()
+}
+
+// countingSource counts the key lookups a key server makes: one per
+// signature it is asked for, so a test can tell which server answered.
+type countingSource struct {
+	KeySource
+	n atomic.Int64
+}
+
+func (s *countingSource) Key(ctx context.Context, r KeyRequest) (*Key, error) {
+	s.n.Add(1)
+	return s.KeySource.Key(ctx, r)
+}
+
+// startCountingServer starts a key server whose lookups are counted.
+func (w *clientWorld) startCountingServer(t testing.TB) (string, *countingSource) {
+	t.Helper()
+	var src *countingSource
+	addr, _ := w.startServer(t, func(k KeySource) KeySource {
+		src = &countingSource{KeySource: k}
+		return src
+	})
+	return addr, src
+}
+
+// TestClientFailoverFromHungServer: the preferred key server accepts
+// connections but stops answering, on the connection in use and in the
+// TLS handshake of a new one. A signature whose context carries a
+// handshake's long deadline still succeeds through the second server,
+// well before that deadline, and later signatures skip the hung server,
+// however much time passes, until its health check passes again.
+func TestClientFailoverFromHungServer(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		conns int
+	}{
+		{"established connection", 1},
+		{"new connection", 2}, // the second signature dials the second slot
+	} {
+		t.Run(tt.name, func(t *testing.T) { testFailoverFromHungServer(t, tt.conns) })
+	}
+}
+
+func testFailoverFromHungServer(t *testing.T, conns int) {
+	w := newClientWorld(t)
+	firstAddr, first := w.startCountingServer(t)
+	second, secondSrc := w.startCountingServer(t)
+	proxy := newStallProxy(t, firstAddr)
+	hung := proxy.addr()
+	clock := newFakeClock()
+	// No background pings: the test runs the health checks itself.
+	c := w.client(t, ClientConfig{ConnsPerServer: conns, PingInterval: time.Hour, Time: clock.now})
+	digest := sha256.Sum256([]byte("x"))
+	sign := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := w.key(t, c, ctx, certs.ECDSAP256, hung, second).Sign(rand.Reader, digest[:], crypto.SHA256)
+		return err
+	}
+	ping := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := c.Ping(ctx, hung)
+		return err
+	}
+	up := func() bool {
+		up, _ := c.servers[hung].health()
+		return up
+	}
+	failovers := func() float64 { return testutil.ToFloat64(c.metrics.failovers.WithLabelValues(failoverTimeout)) }
+
+	if err := sign(); err != nil {
+		t.Fatal(err)
+	}
+	if n := first.n.Load(); n != 1 {
+		t.Fatalf("warm-up: preferred server made %d signatures, want 1", n)
+	}
+
+	proxy.stall()
+	if err := sign(); err != nil {
+		t.Fatalf("preferred key server hung: %v", err)
+	}
+	if n := secondSrc.n.Load(); n != 1 {
+		t.Fatalf("second server made %d signatures, want 1 (the failover)", n)
+	}
+	if up() {
+		t.Fatal("hung server still marked up")
+	}
+	if got := failovers(); got != 1 {
+		t.Errorf("failovers{reason=timeout} = %v, want 1", got)
+	}
+
+	// Later signatures go straight to the second server, however long
+	// the hung one stays silent: backoff alone would retry it.
+	clock.add(time.Hour)
+	for i := range 10 {
+		if err := sign(); err != nil {
+			t.Fatalf("signature %d after the failover: %v", i, err)
+		}
+	}
+	if n := secondSrc.n.Load(); n != 11 {
+		t.Errorf("second server made %d signatures, want 11: the hung server was tried again", n)
+	}
+	if got := failovers(); got != 1 {
+		t.Errorf("failovers{reason=timeout} = %v, want still 1", got)
+	}
+
+	// Its health check times out too, within the attempt timeout rather
+	// than the caller's deadline, and keeps it down.
+	if err := ping(); !errors.Is(err, errAttemptTimeout) {
+		t.Fatalf("ping of the hung server: %v, want the attempt timeout", err)
+	}
+	if up() {
+		t.Fatal("hung server marked up after a failed health check")
+	}
+
+	// It answers again: once a health check passes, it is preferred again.
+	proxy.resume()
+	var err error
+	for range 10 {
+		if err = ping(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("health check after the server resumed: %v", err)
+	}
+	before := secondSrc.n.Load()
+	if err := sign(); err != nil {
+		t.Fatal(err)
+	}
+	if secondSrc.n.Load() != before {
+		t.Error("recovered preferred server not used again")
+	}
+}
+
+// TestClientLastServerGetsWholeDeadline: when no server up is left to
+// fail over to, the per-attempt timeout does not cut a slow answer
+// short: the only server, or the last one up before one marked down,
+// gets what remains of the caller's deadline.
+func TestClientLastServerGetsWholeDeadline(t *testing.T) {
+	for _, withDown := range []bool{false, true} {
+		w := newClientWorld(t)
+		addr, _ := w.startServer(t, nil)
+		slow := newStallProxy(t, addr)
+		c := w.client(t, ClientConfig{AttemptTimeout: time.Millisecond, PingInterval: time.Hour})
+		addrs := []string{slow.addr()}
+		if withDown {
+			hung := newStallProxy(t, addr)
+			hung.stall()
+			if _, err := c.Ping(context.Background(), hung.addr()); err == nil {
+				t.Fatal("ping through a stalled proxy succeeded")
+			}
+			addrs = append(addrs, hung.addr())
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		k := w.key(t, c, ctx, certs.ECDSAP256, addrs...)
+		// Stall the server for longer than the attempt timeout; the wait
+		// is ended by a timer, not measured.
+		slow.stall()
+		time.AfterFunc(50*time.Millisecond, slow.resume)
+		digest := sha256.Sum256([]byte("x"))
+		if _, err := k.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+			t.Errorf("slow server, another marked down %v: %v", withDown, err)
+		}
+	}
+}
+
+// TestClientLogsFailuresRateLimited: a preferred server that refuses
+// every connection fails over every request (its backoff always over on
+// the test's clock); each failover is counted, but the failure and the
+// failover are each logged once, not once per request.
+func TestClientLogsFailuresRateLimited(t *testing.T) {
+	w := newClientWorld(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := ln.Addr().String()
+	ln.Close()
+	second, _ := w.startServer(t, nil)
+	clock := newFakeClock()
+	logs := &countingHandler{}
+	c := w.client(t, ClientConfig{PingInterval: time.Hour, Time: clock.now, Logger: slog.New(logs)})
+	digest := sha256.Sum256([]byte("x"))
+	const n = 20
+	for i := range n {
+		clock.add(time.Hour) // past any backoff: the refused server is tried first again
+		if _, err := w.key(t, c, context.Background(), certs.ECDSAP256, refused, second).Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+			t.Fatalf("signature %d: %v", i, err)
+		}
+	}
+	if got := testutil.ToFloat64(c.metrics.failovers.WithLabelValues(failoverUnavailable)); got != n {
+		t.Errorf("failovers{reason=unavailable} = %v, want %d", got, n)
+	}
+	// The interval is 10s of real time; n fast failures take far less.
+	if got := logs.warnings.Load(); got > 2 {
+		t.Errorf("%d warnings logged for %d failovers, want at most 2 (rate-limited)", got, n)
+	}
+}
+
+// countingHandler is a slog.Handler counting warnings.
+type countingHandler struct{ warnings atomic.Int64 }
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn {
+		h.warnings.Add(1)
+	}
+	return nil
+}
+
+// fakeClock is a ClientConfig.Time that moves only when told.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
