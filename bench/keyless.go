@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/keyserver"
 )
 
@@ -40,7 +41,7 @@ type Keyless struct {
 // as the key itself in a combined file, are skipped); the certificate's
 // first name is sent as the SNI.
 func LoadKeyless(addr, certFile, keyFile, caFile, keyCertFile string) (*Keyless, error) {
-	id, err := tls.LoadX509KeyPair(certFile, keyFile)
+	id, err := secretfile.KeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("bench: keyless identity: %w", err)
 	}

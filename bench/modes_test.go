@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/secretfile"
 )
 
 // In resumed mode each worker's first handshake per name is full and
@@ -218,4 +219,36 @@ func serveTLS(t *testing.T, cfg *tls.Config) string {
 	go srv.Serve(tls.NewListener(ln, cfg))
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// LoadKeyless refuses an identity key file other users can read.
+func TestLoadKeylessExposedKey(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := certs.NewCA("bench test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := ca.Write(caFile, filepath.Join(dir, "ca.key")); err != nil {
+		t.Fatal(err)
+	}
+	id, err := ca.Issue(certs.LeafSpec{Names: []string{"edgebench.test"}, ClientAuth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "id.pem"), filepath.Join(dir, "id.key")
+	if err := id.WritePEM(certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		mode os.FileMode
+		want error
+	}{{0o644, secretfile.ErrExposed}, {0o600, nil}} {
+		if err := os.Chmod(keyFile, tt.mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadKeyless("127.0.0.1:1", certFile, keyFile, caFile, certFile); !errors.Is(err, tt.want) {
+			t.Errorf("identity key mode %v: %v, want %v", tt.mode, err, tt.want)
+		}
+	}
 }

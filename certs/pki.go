@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/keyedge/keyedge/internal/secretfile"
 )
 
 // KeyType is a private key algorithm.
@@ -130,7 +132,9 @@ func newCA(certDER []byte, key crypto.Signer) (*CA, error) {
 // LoadCA reads a CA written by [CA.Write]: certPEMFile holds exactly one
 // "CERTIFICATE" block, and keyPEMFile holds the CA private key in any form
 // [ParseKeyPEM] accepts ([CA.Write] uses PKCS#8 "PRIVATE KEY").
-// It fails if the certificate is not a CA or the key does not match it.
+// It fails if the certificate is not a CA or the key does not match it,
+// and refuses a key file that other users can read (an error wrapping
+// secretfile.ErrExposed): whoever reads a CA key can issue certificates.
 func LoadCA(certPEMFile, keyPEMFile string) (*CA, error) {
 	certPEM, err := os.ReadFile(certPEMFile)
 	if err != nil {
@@ -143,10 +147,11 @@ func LoadCA(certPEMFile, keyPEMFile string) (*CA, error) {
 	if len(chain) != 1 {
 		return nil, fmt.Errorf("certs: CA certificate %s: holds %d certificates, want 1", certPEMFile, len(chain))
 	}
-	keyPEM, err := os.ReadFile(keyPEMFile)
+	keyPEM, err := secretfile.Read(keyPEMFile)
 	if err != nil {
 		return nil, fmt.Errorf("certs: reading CA key: %w", err)
 	}
+	defer clear(keyPEM)
 	key, err := parseKey(keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("certs: CA key %s: %w", keyPEMFile, err)

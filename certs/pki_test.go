@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyedge/keyedge/internal/secretfile"
 )
 
 func newTestCA(t testing.TB) *CA {
@@ -392,5 +394,86 @@ func TestKeyPairFileReloads(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond)
 	if got := name(); got != "second.example" {
 		t.Fatalf("after a broken renewal, loaded %q", got)
+	}
+}
+
+// TestKeyFilesExposed: every reader of a private key file in this
+// package refuses one that other users can read, with the fleet key's
+// rule (secretfile.ErrExposed), and accepts it once it is 0600 again.
+func TestKeyFilesExposed(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	caCert, caKey := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
+	if err := ca.Write(caCert, caKey); err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue(LeafSpec{Names: []string{"id.example"}, ClientAuth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idCert, idKey := filepath.Join(dir, "id.pem"), filepath.Join(dir, "id.key")
+	if err := leaf.WritePEM(idCert, idKey); err != nil {
+		t.Fatal(err)
+	}
+	readers := []struct {
+		name, key string
+		read      func() error
+	}{
+		{"LoadCA", caKey, func() error { _, err := LoadCA(caCert, caKey); return err }},
+		{"KeyPairFile", idKey, func() error { _, err := (&KeyPairFile{CertFile: idCert, KeyFile: idKey}).Load(); return err }},
+	}
+	for _, r := range readers {
+		for _, mode := range []os.FileMode{0o644, 0o604, 0o620} {
+			if err := os.Chmod(r.key, mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.read(); !errors.Is(err, secretfile.ErrExposed) {
+				t.Errorf("%s with key mode %v: %v, want secretfile.ErrExposed", r.name, mode, err)
+			}
+		}
+		if err := os.Chmod(r.key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.read(); err != nil {
+			t.Errorf("%s with key mode 0600: %v", r.name, err)
+		}
+	}
+}
+
+// TestKeyPairFileRefusesExposedRenewal: a renewed key pair whose key
+// file others can read is not picked up; the previous pair stays.
+func TestKeyPairFileRefusesExposedRenewal(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "id.pem"), filepath.Join(dir, "id.key")
+	write := func(name string) {
+		leaf, err := ca.Issue(LeafSpec{Names: []string{name}, ClientAuth: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := leaf.WritePEM(certFile, keyFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("first.example")
+	k := &KeyPairFile{CertFile: certFile, KeyFile: keyFile}
+	name := func() string {
+		c, err := k.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, _ := x509.ParseCertificate(c.Certificate[0])
+		return leaf.Subject.CommonName
+	}
+	if got := name(); got != "first.example" {
+		t.Fatalf("loaded %q", got)
+	}
+	write("second.example")
+	if err := os.Chmod(keyFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(recheck + 100*time.Millisecond) // past the next stat
+	if got := name(); got != "first.example" {
+		t.Fatalf("a renewal with a world-readable key was loaded (%q)", got)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/keyedge/keyedge/internal/secretfile"
 )
 
 // KeyPairFile is a certificate and key on disk that are re-read when
@@ -26,8 +28,10 @@ type KeyPairFile struct {
 const recheck = time.Second
 
 // Load returns the current key pair, reading the files when they have
-// changed. A file that fails to load keeps the previous pair in use and
-// reports the error only when there is none.
+// changed. A key file other users can read is refused (an error wrapping
+// secretfile.ErrExposed). A file that fails to load, or is refused,
+// keeps the previous pair in use and reports the error only when there
+// is none.
 func (k *KeyPairFile) Load() (*tls.Certificate, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -41,7 +45,7 @@ func (k *KeyPairFile) Load() (*tls.Certificate, error) {
 	}
 	var cert tls.Certificate
 	if err == nil {
-		cert, err = tls.LoadX509KeyPair(k.CertFile, k.KeyFile)
+		cert, err = secretfile.KeyPair(k.CertFile, k.KeyFile)
 	}
 	if err != nil {
 		if k.cert != nil {

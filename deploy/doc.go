@@ -26,10 +26,10 @@
 // images' base tags, the kubelet's and systemd's run-time behaviour are
 // outside what these tests can see.
 //
-// Known gap (needs a code change outside deploy/): Kubernetes mounts Secret
-// files group-readable (0440, group fsGroup) for a non-root pod, and
-// internal/secretfile.Read (fleet key, ticket secret, node key) and the key
-// server's key directory refuse any file its group can read. Until they
-// accept a root-owned, group-read-only file whose group is the process's,
-// the pods here cannot read their secrets.
+// Secret files: Kubernetes mounts them group-readable (0440, root:fsGroup)
+// for a non-root pod. Every secret and private key file the binaries read
+// (fleet key, ticket secret, node key, TLS and identity keys, the key
+// server's key directory) goes through internal/secretfile, which refuses
+// a file others can read but accepts exactly that shape: owned by root,
+// group-read-only, and the group is one the process is in.
 package deploy

@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/backend"
+	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
@@ -247,7 +248,7 @@ func (c *Config) Options() (Options, error) {
 	var o Options
 	var err error
 	if c.Fallback.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.Path(c.Fallback.CertFile), c.Path(c.Fallback.KeyFile))
+		cert, err := secretfile.KeyPair(c.Path(c.Fallback.CertFile), c.Path(c.Fallback.KeyFile))
 		if err != nil {
 			return o, fmt.Errorf("edge: fallback certificate: %w", err)
 		}

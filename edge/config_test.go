@@ -2,6 +2,7 @@ package edge
 
 import (
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/secretfile"
 )
 
 func TestLoadConfigExample(t *testing.T) {
@@ -137,5 +141,65 @@ func TestACMEManagerFromConfig(t *testing.T) {
 	c.ACME.CA, c.ACME.OnDemand.Enabled, c.ACME.OnDemand.AllowURL = "https://ca.example/dir", true, "ftp://nope"
 	if _, err := c.ACMEManager(store, storage, addr, addr, nil, nil); err == nil {
 		t.Error("a non-http allow_url was accepted")
+	}
+}
+
+// TestConfigKeyFilesExposed: the fallback key and the keyless identity
+// key are refused when other users can read them, as the fleet key is.
+func TestConfigKeyFilesExposed(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := certs.NewCA("config test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Write(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")); err != nil {
+		t.Fatal(err)
+	}
+	for _, base := range []string{"fallback", "identity"} {
+		leaf, err := ca.Issue(certs.LeafSpec{Names: []string{base + ".example"}, ClientAuth: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := leaf.WritePEM(filepath.Join(dir, base+".pem"), filepath.Join(dir, base+".key")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text := "keystore: k\nfleet_key_file: f\n" +
+		"fallback:\n  cert_file: fallback.pem\n  key_file: fallback.key\n" +
+		"keyless:\n  cert_file: identity.pem\n  key_file: identity.key\n  ca_file: ca.pem\n"
+	path := filepath.Join(dir, "edge.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		key  string
+		read func() error
+	}{
+		{"fallback.key", func() error { _, err := c.Options(); return err }},
+		{"identity.key", func() error {
+			client, err := c.KeylessClient(slog.New(slog.DiscardHandler))
+			if client != nil {
+				client.Close()
+			}
+			return err
+		}},
+	} {
+		key := filepath.Join(dir, tc.key)
+		if err := os.Chmod(key, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.read(); !errors.Is(err, secretfile.ErrExposed) {
+			t.Errorf("%s mode 0644: %v, want secretfile.ErrExposed", tc.key, err)
+		}
+		if err := os.Chmod(key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.read(); err != nil {
+			t.Errorf("%s mode 0600: %v", tc.key, err)
+		}
 	}
 }

@@ -56,8 +56,8 @@ type keySelector struct {
 }
 
 // NewAuthorizer validates rules. No rules means no client may use any
-// key; to let every verified client use every key, use a nil
-// *Authorizer or the rule {Clients: ["*"], Keys: ["*"]}.
+// key, as does a nil *Authorizer; to let every verified client use
+// every key, use AllowAll.
 func NewAuthorizer(rules []Rule) (*Authorizer, error) {
 	a := &Authorizer{rules: make([]rule, 0, len(rules))}
 	for i, r := range rules {
@@ -82,6 +82,14 @@ func NewAuthorizer(rules []Rule) (*Authorizer, error) {
 		a.rules = append(a.rules, out)
 	}
 	return a, nil
+}
+
+// AllowAll returns an Authorizer that lets every verified client use
+// every key: the rule {Clients: ["*"], Keys: ["*"]}. A key server should
+// use it only when every holder of a certificate from its client CA is
+// trusted with every key it holds.
+func AllowAll() *Authorizer {
+	return &Authorizer{rules: []rule{{clients: []clientSelector{{kind: "*"}}, keys: []keySelector{{kind: "*"}}}}}
 }
 
 func parseClientSelector(s string) (clientSelector, error) {
@@ -136,12 +144,9 @@ func parseKeySelector(s string) (keySelector, error) {
 }
 
 // Allowed reports whether client, a verified client certificate, may
-// use k. A nil Authorizer allows everything.
+// use k. A nil Authorizer allows nothing.
 func (a *Authorizer) Allowed(client *x509.Certificate, k *Key) bool {
-	if a == nil {
-		return true
-	}
-	if client == nil || k == nil {
+	if a == nil || client == nil || k == nil {
 		return false
 	}
 	var spki string // computed on first use

@@ -90,8 +90,11 @@ func TestAuthorizerAllowed(t *testing.T) {
 	}
 
 	var none *keyserver.Authorizer
-	if !none.Allowed(edgeA, bare) {
-		t.Error("nil Authorizer denied")
+	if none.Allowed(edgeA, bare) {
+		t.Error("nil Authorizer allowed")
+	}
+	if !keyserver.AllowAll().Allowed(edgeA, bare) {
+		t.Error("AllowAll denied")
 	}
 	empty, err := keyserver.NewAuthorizer(nil)
 	if err != nil {

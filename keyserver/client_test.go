@@ -88,10 +88,12 @@ func (w *clientWorld) startServer(t testing.TB, wrap func(KeySource) KeySource) 
 		keys = wrap(src)
 	}
 	srv, err := NewServer(Config{
-		Keys:           keys,
-		RequestTimeout: w.requestTimeout,
-		TLSConfig:      &tls.Config{Certificates: []tls.Certificate{w.identity(t, "keyserver.test")}, ClientCAs: w.pool()},
-		Logger:         slog.New(slog.DiscardHandler),
+		Keys:            keys,
+		Authorizer:      AllowAll(),
+		AllowRSADecrypt: true, // RemoteRSAKey.Decrypt is tested through it
+		RequestTimeout:  w.requestTimeout,
+		TLSConfig:       &tls.Config{Certificates: []tls.Certificate{w.identity(t, "keyserver.test")}, ClientCAs: w.pool()},
+		Logger:          slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)

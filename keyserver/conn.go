@@ -282,7 +282,9 @@ func (c *serverConn) draining() bool {
 }
 
 // abort closes the connection at once and cancels requests in flight.
+// The connection is closed first, so an answer a cancelled request
+// makes on its way out (an internal error) can no longer be written.
 func (c *serverConn) abort() {
-	c.cancel()
 	c.nc.Close()
+	c.cancel()
 }

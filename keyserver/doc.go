@@ -13,13 +13,21 @@
 // directory of key files with hot reload, KeystoreSource a keyedge
 // keystore. An Authorizer says which client certificates may use which
 // keys; a client asking for a key it may not use is told the key does
-// not exist, and the denial is logged and counted.
+// not exist, and the denial is counted and logged (rate-limited). A
+// Server without an Authorizer denies everything; AllowAll says
+// otherwise explicitly. Raw RSA decryption, which ECDHE handshakes never
+// need, is off unless Config.AllowRSADecrypt is set.
 //
 //	keys, err := keyserver.NewDirSource("/etc/keyserver/keys", keyserver.DirOptions{})
 //	...
+//	auth, err := keyserver.NewAuthorizer([]keyserver.Rule{
+//		{Clients: []string{"dns:edge-fra1.example.net"}, Keys: []string{"name:shop.example"}},
+//	})
+//	...
 //	srv, err := keyserver.NewServer(keyserver.Config{
-//		Keys:      keys,
-//		TLSConfig: &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: edgeCAs},
+//		Keys:       keys,
+//		Authorizer: auth,
+//		TLSConfig:  &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: edgeCAs},
 //	})
 //	...
 //	go srv.Serve(ln)

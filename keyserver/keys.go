@@ -496,8 +496,8 @@ func readDirFile(path string, info fs.FileInfo) (*dirFile, error) {
 	if signer == nil {
 		return f, nil
 	}
-	if !secretfile.Private(info) {
-		return nil, fmt.Errorf("holds a private key but is accessible by other users (mode %v); chmod 600 it", info.Mode().Perm())
+	if err := secretfile.Check(path, info); err != nil {
+		return nil, fmt.Errorf("holds a private key: %w", err)
 	}
 	ski, err := SKI(signer.Public())
 	if err != nil {

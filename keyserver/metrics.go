@@ -13,6 +13,7 @@ const (
 	resultOK          = "ok"
 	resultKeyNotFound = "key_not_found"
 	resultDenied      = "denied"
+	resultDisabled    = "disabled" // an opcode this server is configured not to serve
 	resultBadRequest  = "bad_request"
 	resultCryptoError = "crypto_error"
 	resultInternal    = "internal"
@@ -33,7 +34,7 @@ func newServerMetrics() *serverMetrics {
 	return &serverMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyedge_keyserver_requests_total",
-			Help: "Requests answered, by opcode and result (ok, key_not_found, denied, bad_request, crypto_error, internal).",
+			Help: "Requests answered, by opcode and result (ok, key_not_found, denied, disabled, bad_request, crypto_error, internal).",
 		}, []string{"op", "result"}),
 		signSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "keyedge_keyserver_sign_seconds",

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/ratelog"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -27,9 +28,18 @@ type Config struct {
 	// Keys finds the private keys requests name. Required.
 	Keys KeySource
 
-	// Authorizer says which clients may use which keys; nil lets every
-	// verified client use every key. Server.SetAuthorizer replaces it.
+	// Authorizer says which clients may use which keys; nil lets no
+	// client use any key (fail closed). To let every verified client use
+	// every key, say so: AllowAll(). Server.SetAuthorizer replaces it.
 	Authorizer *Authorizer
+
+	// AllowRSADecrypt answers the raw RSA decryption opcode, which only
+	// TLS RSA key exchange needs; keyedge edges negotiate ECDHE suites
+	// and never send it. It is a variable-time private key operation on
+	// a ciphertext the client chooses, so it is off unless set: a request
+	// for it is answered wire.ErrBadOpcode, as the reference server
+	// answers an operation it does not serve. [false]
+	AllowRSADecrypt bool
 
 	// TLSConfig holds the server's certificate(s) and the CA pool that
 	// client certificates must chain to (ClientCAs). Required. NewServer
@@ -49,6 +59,12 @@ type Config struct {
 	HandshakeTimeout time.Duration // [10s]
 	RequestTimeout   time.Duration // finding the key and answering one request; then ErrInternal [10s]
 
+	// LogInterval spaces the log lines about refused and failed requests:
+	// at most one per interval for each result (denied, disabled,
+	// crypto_error, internal), with the number left out since the last
+	// one; keyedge_keyserver_requests_total counts every request. [10s]
+	LogInterval time.Duration
+
 	Logger     *slog.Logger          // [slog.Default()]
 	Registerer prometheus.Registerer // receives the keyedge_keyserver_* metrics if set
 }
@@ -65,8 +81,9 @@ type Server struct {
 	tls     *tls.Config
 	log     *slog.Logger
 	metrics *serverMetrics
+	logs    ratelog.Limiter // refusals and failures, per result
 
-	auth atomic.Pointer[Authorizer] // nil allows all; swapped by SetAuthorizer
+	auth atomic.Pointer[Authorizer] // nil denies all; swapped by SetAuthorizer
 
 	mu        sync.Mutex // guards the fields below
 	listeners map[net.Listener]struct{}
@@ -120,6 +137,7 @@ func NewServer(cfg Config) (*Server, error) {
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*serverConn]struct{}{},
 		idle:      make(chan struct{}),
+		logs:      ratelog.Limiter{Interval: cfg.LogInterval},
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -146,7 +164,7 @@ func hardenTLS(c *tls.Config) {
 }
 
 // SetAuthorizer replaces the authorization rules for requests read from
-// now on; nil lets every verified client use every key.
+// now on; nil lets no client use any key.
 func (s *Server) SetAuthorizer(a *Authorizer) { s.auth.Store(a) }
 
 // Serve accepts connections on ln until Shutdown, and returns
@@ -268,6 +286,10 @@ func (s *Server) answer(ctx context.Context, c *serverConn, m *wire.Message) (*w
 		return wire.ErrorResponse(m.ID, wire.ErrUnexpectedOpcode), resultBadRequest
 	case op != wire.OpRSADecrypt && !op.IsSign():
 		return wire.ErrorResponse(m.ID, wire.ErrBadOpcode), resultBadRequest
+	case op == wire.OpRSADecrypt && !s.cfg.AllowRSADecrypt:
+		s.logs.Log(ctx, s.log, slog.LevelWarn, resultDisabled, "keyserver: raw RSA decryption refused: not enabled",
+			"client", c.id, "remote", c.remote, "ski", hex.EncodeToString(m.SKI), "sni", m.SNI)
+		return wire.ErrorResponse(m.ID, wire.ErrBadOpcode), resultDisabled
 	}
 	if h := op.Hash(); (h != 0 && len(m.Payload) != h.Size()) || (op == wire.OpRSADecrypt && len(m.Payload) == 0) {
 		return wire.ErrorResponse(m.ID, wire.ErrFormat), resultBadRequest
@@ -283,12 +305,12 @@ func (s *Server) answer(ctx context.Context, c *serverConn, m *wire.Message) (*w
 			"ski", hex.EncodeToString(m.SKI), "cert_id", m.CertID, "sni", m.SNI, "err", err)
 		return wire.ErrorResponse(m.ID, wire.ErrKeyNotFound), resultKeyNotFound
 	case err != nil:
-		s.log.Error("keyserver: key lookup failed", "client", c.id, "op", op.String(), "err", err)
+		s.logs.Log(ctx, s.log, slog.LevelError, resultInternal, "keyserver: key lookup failed", "client", c.id, "op", op.String(), "err", err)
 		return wire.ErrorResponse(m.ID, wire.ErrInternal), resultInternal
 	}
 	if !s.auth.Load().Allowed(c.peer, key) {
 		s.metrics.denials.Inc()
-		s.log.Warn("keyserver: client not authorized for key", "client", c.id, "remote", c.remote,
+		s.logs.Log(ctx, s.log, slog.LevelWarn, resultDenied, "keyserver: client not authorized for key", "client", c.id, "remote", c.remote,
 			"op", op.String(), "ski", hex.EncodeToString(key.SKI[:]), "cert_id", m.CertID, "sni", m.SNI)
 		return wire.ErrorResponse(m.ID, wire.ErrKeyNotFound), resultDenied
 	}
@@ -296,16 +318,13 @@ func (s *Server) answer(ctx context.Context, c *serverConn, m *wire.Message) (*w
 	start := time.Now()
 	out, werr, err := operate(key.Signer, op, m.Payload)
 	if err != nil {
-		level := slog.LevelWarn
+		level, result := slog.LevelWarn, resultCryptoError
 		if werr == wire.ErrInternal {
-			level = slog.LevelError
+			level, result = slog.LevelError, resultInternal
 		}
-		s.log.Log(ctx, level, "keyserver: key operation failed", "client", c.id, "op", op.String(),
+		s.logs.Log(ctx, s.log, level, result, "keyserver: key operation failed", "client", c.id, "op", op.String(),
 			"ski", hex.EncodeToString(key.SKI[:]), "err", err)
-		if werr == wire.ErrInternal {
-			return wire.ErrorResponse(m.ID, werr), resultInternal
-		}
-		return wire.ErrorResponse(m.ID, werr), resultCryptoError
+		return wire.ErrorResponse(m.ID, werr), result
 	}
 	s.metrics.signSeconds.WithLabelValues(family(op)).Observe(time.Since(start).Seconds())
 	return &wire.Message{ID: m.ID, Opcode: wire.OpResponse, Payload: out}, resultOK

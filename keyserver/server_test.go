@@ -183,12 +183,17 @@ type testServer struct {
 }
 
 // startServer starts a server with cfg; zero fields get the shared
-// keys in a DirSource, the test PKI and a fresh registry.
+// keys in a DirSource, the test PKI, a fresh registry and an Authorizer
+// allowing every client (a nil Authorizer denies all: see
+// TestNilAuthorizerDenies).
 func startServer(t testing.TB, cfg keyserver.Config) *testServer {
 	t.Helper()
 	p := newPKI(t)
 	if cfg.Keys == nil {
 		cfg.Keys, _ = dirSource(t)
+	}
+	if cfg.Authorizer == nil {
+		cfg.Authorizer = keyserver.AllowAll()
 	}
 	if cfg.TLSConfig == nil {
 		cfg.TLSConfig = p.serverTLS()
@@ -384,7 +389,7 @@ func TestSign(t *testing.T) {
 // as a TLS client of the key server would.
 func TestRSADecrypt(t *testing.T) {
 	k := keys(t)
-	ts := startServer(t, keyserver.Config{})
+	ts := startServer(t, keyserver.Config{AllowRSADecrypt: true})
 	c := ts.client(t)
 	secret := []byte("48 bytes of TLS 1.2 premaster secret, say......")
 	ct, err := rsa.EncryptPKCS1v15(rand.Reader, &k.rsa.PublicKey, secret)
@@ -548,11 +553,7 @@ func TestAuthorization(t *testing.T) {
 		t.Errorf("requests_total{result=denied} = %v, want 2", got)
 	}
 
-	all, err := keyserver.NewAuthorizer([]keyserver.Rule{{Clients: []string{"*"}, Keys: []string{"*"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.SetAuthorizer(all)
+	ts.SetAuthorizer(keyserver.AllowAll())
 	if err := mustDo(t, b, req()).ResponseError(); err != nil {
 		t.Errorf("after SetAuthorizer: %v", err)
 	}
@@ -634,7 +635,7 @@ func TestRSADecryptWithoutPrecomputation(t *testing.T) {
 	k := keys(t)
 	bare := &rsa.PrivateKey{PublicKey: k.rsa.PublicKey, D: k.rsa.D, Primes: k.rsa.Primes}
 	s := ski(t, bare.Public())
-	ts := startServer(t, keyserver.Config{Keys: mapSource{[20]byte(s): bare}})
+	ts := startServer(t, keyserver.Config{Keys: mapSource{[20]byte(s): bare}, AllowRSADecrypt: true})
 	c := ts.client(t)
 	secret := []byte("premaster")
 	ct, err := rsa.EncryptPKCS1v15(rand.Reader, &k.rsa.PublicKey, secret)

@@ -155,12 +155,15 @@ func (w *World) startKeyServer(t testing.TB, dir string, ca *certs.CA) {
 	}
 	keys, err := keyserver.NewDirSource(keysDir, keyserver.DirOptions{Logger: slog.New(slog.DiscardHandler)})
 	check(t, err)
+	auth, err := keyserver.NewAuthorizer([]keyserver.Rule{{Clients: []string{"dns:edgebench.test"}, Keys: []string{"*"}}})
+	check(t, err)
 	clientCAs := x509.NewCertPool()
 	clientCAs.AddCert(idCA.Certificate())
 	ks, err := keyserver.NewServer(keyserver.Config{
-		Keys:      keys,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: server.Chain, PrivateKey: server.Key}}, ClientCAs: clientCAs},
-		Logger:    slog.New(slog.DiscardHandler),
+		Keys:       keys,
+		Authorizer: auth,
+		TLSConfig:  &tls.Config{Certificates: []tls.Certificate{{Certificate: server.Chain, PrivateKey: server.Key}}, ClientCAs: clientCAs},
+		Logger:     slog.New(slog.DiscardHandler),
 	})
 	check(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

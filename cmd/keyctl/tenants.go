@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/backend"
+	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/schollz/progressbar/v3"
 )
@@ -121,10 +122,14 @@ func runImport(ctx context.Context, e *env, args []string) error {
 	if *keyless {
 		b.Meta.Route, b.Meta.KeyServers = keystore.RouteKeyless, servers
 	} else {
-		keyPEM, err := os.ReadFile(keyFile)
+		// The operator's own file, but held to the same rule as every
+		// key file a binary reads: a key others can read is exposed
+		// already, and importing it quietly would hide that.
+		keyPEM, err := secretfile.Read(keyFile)
 		if err != nil {
 			return err
 		}
+		defer clear(keyPEM)
 		if b.Key, err = certs.ParseKeyPEM(keyPEM); err != nil {
 			return fmt.Errorf("%s: %w", keyFile, err)
 		}

@@ -74,7 +74,7 @@ func demoGeo(ctx context.Context, dir string, ca, idCA *certs.CA, originURL stri
 	if err != nil {
 		return "", nil, err
 	}
-	addr, stop, err := startDemoKeyServer(idCA, keyserver.NewKeystoreSource(ksStore), ksStore.Close)
+	addr, stop, err := startDemoKeyServer(idCA, keyserver.NewKeystoreSource(ksStore), ksStore.Close, geoUSHost)
 	if err != nil {
 		return "", nil, err
 	}

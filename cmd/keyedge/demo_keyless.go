@@ -18,6 +18,10 @@ import (
 // keylessHost is the demo tenant whose key only its key server holds.
 const keylessHost = "keyless." + demoDomain
 
+// demoEdgeIdentity is the name in the demo edge's mTLS identity, which
+// the demo's key servers authorize.
+const demoEdgeIdentity = "edge.demo"
+
 // demoKeyless sets up what a keyless tenant needs: an identity CA with
 // mTLS identities for the edge and for a key server, the tenant's key in
 // the key server's directory (never in the edge's keystore), the key
@@ -32,7 +36,7 @@ func demoKeyless(ctx context.Context, dir string, ca *certs.CA, originURL string
 	if err := idCA.Write(filepath.Join(dir, "identity-ca.pem"), filepath.Join(dir, "identity-ca.key")); err != nil {
 		return nil, "", nil, err
 	}
-	edgeID, err := idCA.Issue(certs.LeafSpec{Names: []string{"edge.demo"}, ClientAuth: true})
+	edgeID, err := idCA.Issue(certs.LeafSpec{Names: []string{demoEdgeIdentity}, ClientAuth: true})
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -55,7 +59,7 @@ func demoKeyless(ctx context.Context, dir string, ca *certs.CA, originURL string
 	if err != nil {
 		return nil, "", nil, err
 	}
-	addr, stop, err := startDemoKeyServer(idCA, keys, keys.Close)
+	addr, stop, err := startDemoKeyServer(idCA, keys, keys.Close, keylessHost)
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -79,11 +83,16 @@ func demoKeyless(ctx context.Context, dir string, ca *certs.CA, originURL string
 }
 
 // startDemoKeyServer runs a key server over keys on 127.0.0.1, with an
-// identity from idCA, accepting edges with identities from idCA. It
-// returns its address and a function that stops it and then calls
-// closeKeys.
-func startDemoKeyServer(idCA *certs.CA, keys keyserver.KeySource, closeKeys func() error) (string, func(), error) {
+// identity from idCA, accepting edges with identities from idCA and
+// letting the demo edge, and only it, use the key of host. It returns
+// its address and a function that stops it and then calls closeKeys.
+func startDemoKeyServer(idCA *certs.CA, keys keyserver.KeySource, closeKeys func() error, host string) (string, func(), error) {
 	id, err := idCA.Issue(certs.LeafSpec{Names: []string{"keyserver.demo"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	if err != nil {
+		closeKeys()
+		return "", nil, err
+	}
+	auth, err := keyserver.NewAuthorizer([]keyserver.Rule{{Clients: []string{"dns:" + demoEdgeIdentity}, Keys: []string{"name:" + host}}})
 	if err != nil {
 		closeKeys()
 		return "", nil, err
@@ -91,9 +100,10 @@ func startDemoKeyServer(idCA *certs.CA, keys keyserver.KeySource, closeKeys func
 	clientCAs := x509.NewCertPool()
 	clientCAs.AddCert(idCA.Certificate())
 	srv, err := keyserver.NewServer(keyserver.Config{
-		Keys:      keys,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: id.Chain, PrivateKey: id.Key}}, ClientCAs: clientCAs},
-		Logger:    slog.New(slog.DiscardHandler),
+		Keys:       keys,
+		Authorizer: auth,
+		TLSConfig:  &tls.Config{Certificates: []tls.Certificate{{Certificate: id.Chain, PrivateKey: id.Key}}, ClientCAs: clientCAs},
+		Logger:     slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		closeKeys()

@@ -10,7 +10,9 @@
 // relative paths in it are relative to the file. SIGTERM and SIGINT
 // shut the server down gracefully (requests already read are answered,
 // for up to 10s); SIGHUP re-reads the file and applies its authorize
-// rules and log_level. Exit status is 2 for a usage error, 1 for a
+// rules (authorize, authorize_all) and log_level. Without authorize
+// rules every request is denied; raw RSA decryption is off unless
+// allow_rsa_decrypt is set. Exit status is 2 for a usage error, 1 for a
 // failure.
 package main
 
@@ -54,7 +56,9 @@ type config struct {
 	KeystorePasswordFile string `yaml:"keystore_password_file"` // the Redis keystore's password,
 	FleetKeyFile         string `yaml:"fleet_key_file"`         // with the fleet key that opens its keys,
 	NodeKeyFile          string `yaml:"node_key_file"`          // and this server's geo node key, for keys with a policy
-	Authorize            []rule `yaml:"authorize"`              // absent: every client may use every key
+	Authorize            []rule `yaml:"authorize"`              // absent or empty: no client may use any key
+	AuthorizeAll         bool   `yaml:"authorize_all"`          // instead of authorize: every client may use every key
+	AllowRSADecrypt      bool   `yaml:"allow_rsa_decrypt"`      // serve raw RSA decryption (RSA key exchange) [false]
 	MaxInFlight          int    `yaml:"max_in_flight"`          // per connection [256]
 	MetricsListen        string `yaml:"metrics_listen"`         // host:port for /metrics, /healthz, /readyz, or "off" ["off"]
 	LogLevel             string `yaml:"log_level"`              // debug, info, warn, error ["info"]
@@ -126,12 +130,13 @@ func serve(ctx context.Context, cfg *config, path string, log *slog.Logger, leve
 	}
 	defer closeKeys()
 	srv, err := keyserver.NewServer(keyserver.Config{
-		Keys:        keys,
-		Authorizer:  auth,
-		TLSConfig:   tlsConfig,
-		MaxInFlight: cfg.MaxInFlight,
-		Logger:      log,
-		Registerer:  reg,
+		Keys:            keys,
+		Authorizer:      auth,
+		AllowRSADecrypt: cfg.AllowRSADecrypt,
+		TLSConfig:       tlsConfig,
+		MaxInFlight:     cfg.MaxInFlight,
+		Logger:          log,
+		Registerer:      reg,
 	})
 	if err != nil {
 		return err
@@ -155,8 +160,9 @@ func serve(ctx context.Context, cfg *config, path string, log *slog.Logger, leve
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	ready.Store(true)
-	if auth == nil {
-		log.Warn("keyserver: no authorize rules: every client with a certificate from client_ca_file may use every key")
+	cfg.warnAuthorization(log)
+	if cfg.AllowRSADecrypt {
+		log.Warn("keyserver: allow_rsa_decrypt: raw RSA decryption (a variable-time private key operation) is served")
 	}
 	log.Info("keyserver: listening", "addr", ln.Addr().String())
 
@@ -185,8 +191,9 @@ wait:
 	return nil
 }
 
-// reloadConfig applies the authorize rules and log level of the file
-// at path; a file that does not load changes nothing.
+// reloadConfig applies the authorize rules (authorize, authorize_all)
+// and log level of the file at path; a file that does not load changes
+// nothing.
 func reloadConfig(path string, old *config, srv *keyserver.Server, log *slog.Logger, level *slog.LevelVar) {
 	cfg, err := loadConfig(path)
 	var auth *keyserver.Authorizer
@@ -199,11 +206,12 @@ func reloadConfig(path string, old *config, srv *keyserver.Server, log *slog.Log
 	}
 	srv.SetAuthorizer(auth)
 	level.Set(cfg.level())
-	old.Authorize, old.LogLevel = cfg.Authorize, cfg.LogLevel
+	old.Authorize, old.AuthorizeAll, old.LogLevel = cfg.Authorize, cfg.AuthorizeAll, cfg.LogLevel
 	if fmt.Sprint(*cfg) != fmt.Sprint(*old) {
-		log.Warn("keyserver: only authorize and log_level change on reload; restart for the rest")
+		log.Warn("keyserver: only authorize, authorize_all and log_level change on reload; restart for the rest")
 	}
-	log.Info("keyserver: reloaded authorization rules", "rules", len(cfg.Authorize))
+	log.Info("keyserver: reloaded authorization rules", "rules", len(cfg.Authorize), "authorize_all", cfg.AuthorizeAll)
+	cfg.warnAuthorization(log)
 }
 
 // loadConfig reads and checks a configuration file.
@@ -248,6 +256,8 @@ func (c *config) check() error {
 		return errors.New("fleet_key_file, node_key_file and keystore_password_file go with keystore, not keys_dir")
 	case c.MaxInFlight < 0:
 		return errors.New("max_in_flight must not be negative")
+	case c.AuthorizeAll && len(c.Authorize) > 0:
+		return errors.New("set authorize or authorize_all, not both")
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
@@ -280,11 +290,11 @@ func (c *config) level() slog.Level {
 	return l
 }
 
-// authorizer returns the rules, or nil (everything allowed) when the
-// file has no authorize key.
+// authorizer returns the rules: none (every request denied) when the
+// file has no authorize rules, all allowed only with authorize_all.
 func (c *config) authorizer() (*keyserver.Authorizer, error) {
-	if c.Authorize == nil {
-		return nil, nil
+	if c.AuthorizeAll {
+		return keyserver.AllowAll(), nil
 	}
 	rules := make([]keyserver.Rule, len(c.Authorize))
 	for i, r := range c.Authorize {
@@ -295,6 +305,17 @@ func (c *config) authorizer() (*keyserver.Authorizer, error) {
 		return nil, fmt.Errorf("authorize: %w", err)
 	}
 	return a, nil
+}
+
+// warnAuthorization warns of the two settings that make authorization
+// moot: no rules (a server that answers nothing) and authorize_all.
+func (c *config) warnAuthorization(log *slog.Logger) {
+	switch {
+	case c.AuthorizeAll:
+		log.Warn("keyserver: authorize_all: every client with a certificate from client_ca_file may use every key")
+	case len(c.Authorize) == 0:
+		log.Warn("keyserver: no authorize rules: every request is denied; add rules (or authorize_all: true)")
+	}
 }
 
 // tlsConfig serves the key server's certificate from its files, re-read

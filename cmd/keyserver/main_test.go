@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -153,6 +154,12 @@ func writePEM(dir, base string, l *certs.Leaf) error {
 // with the key serving shop.example, and returns "ok" if it verifies
 // or the error the server answered.
 func sign(dir, addr, client string) (string, error) {
+	return request(dir, addr, client, wire.OpECDSASignSHA256)
+}
+
+// request is sign with the opcode op; an answer to an opcode other than
+// an ECDSA signature is "ok" if it is not an error.
+func request(dir, addr, client string, op wire.Op) (string, error) {
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, client+".pem"), filepath.Join(dir, client+".key"))
 	if err != nil {
 		return "", err
@@ -177,7 +184,7 @@ func sign(dir, addr, client string) (string, error) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	digest := sha256.Sum256([]byte("end to end"))
-	req, err := (&wire.Message{ID: 1, Opcode: wire.OpECDSASignSHA256, Payload: digest[:], SNI: "shop.example"}).MarshalBinary()
+	req, err := (&wire.Message{ID: 1, Opcode: op, Payload: digest[:], SNI: "shop.example"}).MarshalBinary()
 	if err != nil {
 		return "", err
 	}
@@ -191,6 +198,9 @@ func sign(dir, addr, client string) (string, error) {
 	}
 	if err := resp.ResponseError(); err != nil {
 		return err.Error(), nil
+	}
+	if op != wire.OpECDSASignSHA256 {
+		return "ok", nil
 	}
 	shop, err := tls.LoadX509KeyPair(filepath.Join(dir, "keys", "shop.crt"), filepath.Join(dir, "keys", "shop.key"))
 	if err != nil {
@@ -294,5 +304,61 @@ func waitFor(t *testing.T, cond func() bool, logs fmt.Stringer) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out; log:\n%s", logs)
 		}
+	}
+}
+
+// TestKeyServerDefaults runs the server in process from configurations
+// that differ in what it allows, over real mutual TLS: without an
+// authorize section it denies every client, authorize_all (named, and
+// warned about at start) allows them all, and raw RSA decryption is off
+// unless allow_rsa_decrypt is set (then the request reaches the key,
+// which is not RSA: a crypto error).
+func TestKeyServerDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		name, settings string
+		op             wire.Op
+		want, log      string
+	}{
+		{"no authorize", "", wire.OpECDSASignSHA256, "keyless: key not found",
+			`level=WARN msg="keyserver: no authorize rules: every request is denied`},
+		{"empty authorize", "authorize: []\n", wire.OpECDSASignSHA256, "keyless: key not found",
+			`level=WARN msg="keyserver: no authorize rules: every request is denied`},
+		{"authorize_all", "authorize_all: true\n", wire.OpECDSASignSHA256, "ok",
+			`level=WARN msg="keyserver: authorize_all: every client with a certificate from client_ca_file may use every key"`},
+		{"rsa decrypt off", "authorize_all: true\n", wire.OpRSADecrypt, "keyless: bad opcode",
+			`level=WARN msg="keyserver: raw RSA decryption refused: not enabled" client=cn:edge-a.test`},
+		{"rsa decrypt on", "authorize_all: true\nallow_rsa_decrypt: true\n", wire.OpRSADecrypt, "keyless: cryptography failure",
+			`level=WARN msg="keyserver: allow_rsa_decrypt: raw RSA decryption (a variable-time private key operation) is served"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			addr, err := mkworld(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, "keyserver.yaml")
+			cfg := fmt.Sprintf("listen: %s\ncert_file: server.pem\nkey_file: server.key\nclient_ca_file: edge-ca.pem\nkeys_dir: keys\n%s", addr, tc.settings)
+			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			logs := &syncBuffer{}
+			done := make(chan int, 1)
+			go func() { done <- run(ctx, []string{"--config", path}, logs, nil) }()
+			got, err := request(dir, addr, "edge-a", tc.op)
+			cancel()
+			if code := <-done; code != 0 {
+				t.Errorf("run exited %d", code)
+			}
+			if err != nil || got != tc.want {
+				t.Errorf("request: %q, %v; want %q", got, err, tc.want)
+			}
+			if !strings.Contains(logs.String(), tc.log) {
+				t.Errorf("log lacks %s", tc.log)
+			}
+			if t.Failed() {
+				t.Logf("log:\n%s", logs)
+			}
+		})
 	}
 }

@@ -1,12 +1,20 @@
 // Package secretfile reads and writes files holding secrets: the fleet
-// key, the geo master key, node attribute keys. A secret file is written
-// once with mode 0600 and never overwritten, since replacing a key would
-// strand everything sealed to it; a file other users can read is refused.
+// key, the geo master key, node attribute keys, and every private key
+// file a keyedge binary reads (TLS keys, CA keys, identity keys). A
+// secret file is written once with mode 0600 and never overwritten,
+// since replacing a key would strand everything sealed to it; a file
+// other users can read is refused, with one rule and one message
+// (Private, ErrExposed) wherever it is read.
+//
+// It imports only the standard library, so that every package of ours,
+// certs included, may use it.
 package secretfile
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"slices"
@@ -40,17 +48,50 @@ func Private(fi fs.FileInfo) bool {
 	return slices.Contains(groups, int(st.Gid))
 }
 
+// Check returns an error wrapping ErrExposed, naming path and its mode,
+// unless fi (path's FileInfo) is Private. It is for callers that have
+// stat'ed the file already, such as a directory scan; others use Read.
+func Check(path string, fi fs.FileInfo) error {
+	if !Private(fi) {
+		return fmt.Errorf("%w: %s has mode %v; chmod 600 it", ErrExposed, path, fi.Mode().Perm())
+	}
+	return nil
+}
+
 // Read returns the contents of the secret file at path, refusing one
-// that is not Private.
+// that is not Private. The mode is checked on the open file, so a file
+// swapped in between the check and the read is not read.
 func Read(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	if !Private(fi) {
-		return nil, fmt.Errorf("%w: %s has mode %v; chmod 600 it", ErrExposed, path, fi.Mode().Perm())
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
 	}
-	return os.ReadFile(path)
+	if err := Check(path, fi); err != nil {
+		return nil, err
+	}
+	return io.ReadAll(f)
+}
+
+// KeyPair reads a PEM certificate chain from certFile and its private
+// key from keyFile, as tls.LoadX509KeyPair does, refusing a key file
+// that is not Private (an error wrapping ErrExposed). The certificate
+// file may be readable by anyone.
+func KeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyPEM, err := Read(keyFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	defer clear(keyPEM)
+	return tls.X509KeyPair(certPEM, keyPEM)
 }
 
 // Write creates path with mode 0600 and writes data, synced to disk. It
