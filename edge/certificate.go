@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"log/slog"
 
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keystore"
@@ -65,9 +66,7 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 func (s *Server) obtainOnDemand(hello *tls.ClientHelloInfo) (*keystore.Entry, error) {
 	if err := s.acme.OnDemand(hello.Context(), hello.ServerName); err != nil {
 		if !errors.Is(err, certs.ErrNotAllowed) {
-			s.onDemandLog.Do(func() {
-				s.log.Warn("edge: on-demand certificate not obtained (logged at most every 10s)", "err", err)
-			})
+			s.logs.Log(hello.Context(), s.log, slog.LevelWarn, "on_demand", "edge: on-demand certificate not obtained (logged at most every 10s)", "err", err)
 		}
 		return nil, keystore.ErrNotFound
 	}

@@ -10,10 +10,10 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/keyedge/keyedge/internal/ratelog"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
-	"golang.org/x/time/rate"
 )
 
 // ErrNoKeyServer is returned when a handshake needs a key server and none
@@ -45,7 +45,7 @@ type router struct {
 	client    *keyserver.Client // nil: no keyless signing
 	decisions routeCounters
 	log       *slog.Logger
-	logEvery  rate.Sometimes // refusals are logged at most this often; metrics count all
+	logs      *ratelog.Limiter // refusals are logged at most every 10s; metrics count all
 
 	admitted sync.Map // policy ID → []keyserver.Endpoint
 }
@@ -80,9 +80,7 @@ func (r *router) remote(ctx context.Context, c *keystore.Cert, servers []keyserv
 	if r.client == nil || len(servers) == 0 {
 		r.decisions.none.Inc()
 		err := fmt.Errorf("%w: certificate %s of tenant %q (policy %q)", ErrNoKeyServer, c.ID, c.Meta.Tenant, c.Meta.Policy)
-		r.logEvery.Do(func() {
-			r.log.Warn("edge: handshake refused: no key server for the certificate", "cert", c.ID, "tenant", c.Meta.Tenant, "policy", c.Meta.Policy, "keyless_client", r.client != nil)
-		})
+		r.logs.Log(ctx, r.log, slog.LevelWarn, "no_key_server", "edge: handshake refused: no key server for the certificate", "cert", c.ID, "tenant", c.Meta.Tenant, "policy", c.Meta.Policy, "keyless_client", r.client != nil)
 		return nil, err
 	}
 	r.decisions.keyless.Inc()

@@ -18,12 +18,12 @@ import (
 
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/ops"
+	"github.com/keyedge/keyedge/internal/ratelog"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 )
 
 // Options configures a Server. Every field but Store has a working zero
@@ -136,10 +136,10 @@ type Server struct {
 	settings atomic.Pointer[settings] // replaced whole by Reload
 	open     atomic.Int64             // client connections open
 
-	// onDemandLog spaces out the warnings of failed on-demand issuance
-	// (a flood of handshakes fails alike); keyedge_acme_on_demand_total
-	// counts every failure.
-	onDemandLog rate.Sometimes
+	// logs spaces out warnings a flood of handshakes would repeat
+	// (failed on-demand issuance, no key server for a certificate);
+	// metrics count every event.
+	logs ratelog.Limiter
 
 	ticketsChanged chan struct{} // Reload wakes the ticket rotation
 	done           chan struct{} // closed by Shutdown
@@ -175,8 +175,6 @@ func NewServer(opts Options) (*Server, error) {
 		metrics: newMetrics(),
 		log:     opts.Logger,
 
-		onDemandLog: rate.Sometimes{Interval: 10 * time.Second},
-
 		ticketsChanged: make(chan struct{}, 1),
 		done:           make(chan struct{}),
 	}
@@ -189,7 +187,7 @@ func NewServer(opts Options) (*Server, error) {
 		client:    opts.Keyless,
 		decisions: s.metrics.routeCounters(),
 		log:       s.log,
-		logEvery:  rate.Sometimes{Interval: 10 * time.Second},
+		logs:      &s.logs,
 	}
 	if opts.Proxy.Logger == nil {
 		opts.Proxy.Logger = s.log

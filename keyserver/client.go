@@ -16,9 +16,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/ratelog"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 )
 
 // ClientConfig configures a Client. Zero values get the defaults in
@@ -68,10 +68,10 @@ type ClientConfig struct {
 // their latency, and fails over between the servers that hold a key. It
 // is safe for concurrent use.
 type Client struct {
-	cfg         ClientConfig
-	log         *slog.Logger
-	metrics     *clientMetrics
-	failoverLog rate.Sometimes // failovers are logged at most this often; metrics count all
+	cfg     ClientConfig
+	log     *slog.Logger
+	metrics *clientMetrics
+	logs    ratelog.Limiter // failures and failovers are logged at most every logInterval; metrics count all
 
 	mu      sync.Mutex // guards servers, closed
 	servers map[string]*remote
@@ -106,8 +106,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	cfg.PingInterval = cmp.Or(cfg.PingInterval, 5*time.Second)
 	c := &Client{
 		cfg: cfg, log: cfg.Logger, metrics: newClientMetrics(cfg.TLSConfig),
-		failoverLog: rate.Sometimes{Interval: logInterval},
-		servers:     map[string]*remote{},
+		logs:    ratelog.Limiter{Interval: logInterval},
+		servers: map[string]*remote{},
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -291,10 +291,8 @@ func (k *RemoteKey) do(op wire.Op, payload []byte) ([]byte, error) {
 func (c *Client) failedOver(from, to string, err error) {
 	reason := failoverReason(err)
 	c.metrics.failovers.WithLabelValues(reason).Inc()
-	c.failoverLog.Do(func() {
-		c.log.Warn("keyserver: request failed over to the next key server (logged at most every 10s)",
-			"from", from, "to", to, "reason", reason, "err", err)
-	})
+	c.logs.Log(context.Background(), c.log, slog.LevelWarn, "failover", "keyserver: request failed over to the next key server (logged at most every 10s)",
+		"from", from, "to", to, "reason", reason, "err", err)
 }
 
 // Failover reasons, the reason label of failovers_total.

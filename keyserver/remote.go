@@ -6,12 +6,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/keyedge/keyedge/keyserver/wire"
-	"golang.org/x/time/rate"
 )
 
 // remote is the client's pool for one key server: up to ConnsPerServer
@@ -39,8 +39,6 @@ type remote struct {
 	rtt       time.Duration // EWMA of round trips
 	closed    bool
 
-	logEvery rate.Sometimes // failures are logged at most this often
-
 	stopPing context.CancelFunc
 }
 
@@ -48,9 +46,8 @@ func newRemote(c *Client, addr string) *remote {
 	n := c.cfg.ConnsPerServer
 	r := &remote{
 		c: c, addr: addr,
-		conns:    make([]*clientConn, n),
-		dialing:  make([]chan struct{}, n),
-		logEvery: rate.Sometimes{Interval: logInterval},
+		conns:   make([]*clientConn, n),
+		dialing: make([]chan struct{}, n),
 	}
 	for i := range r.dialing {
 		r.dialing[i] = make(chan struct{}, 1)
@@ -100,14 +97,12 @@ func (r *remote) failed(err error, timedOut bool) {
 	r.hung = r.hung || timedOut
 	hung := r.hung
 	r.mu.Unlock()
-	r.logEvery.Do(func() {
-		retry := "in " + backoff.String()
-		if hung {
-			retry = "after a health check passes"
-		}
-		r.c.log.Warn("keyserver: key server failing (logged at most every 10s)",
-			"addr", r.addr, "failures", failures, "retry", retry, "err", err)
-	})
+	retry := "in " + backoff.String()
+	if hung {
+		retry = "after a health check passes"
+	}
+	r.c.logs.Log(context.Background(), r.c.log, slog.LevelWarn, "server_failing "+r.addr, "keyserver: key server failing (logged at most every 10s)",
+		"addr", r.addr, "failures", failures, "retry", retry, "err", err)
 }
 
 // conn returns a live connection, round robin over the slots, dialing
