@@ -57,6 +57,12 @@ type Options struct {
 	// load, is remembered before storage is asked again. Default 1s.
 	NegativeTTL time.Duration
 
+	// KeyLoadTimeout bounds a private key load (read, policy key open,
+	// unseal). The load is shared by every caller waiting for the key and
+	// runs detached from their contexts, each of which bounds only its
+	// own wait. Default 10s.
+	KeyLoadTimeout time.Duration
+
 	// DeleteGrace is how long a certificate replaced by a renewal stays
 	// in storage, so a handshake that chose it just before the renewal
 	// can still open its key. Default 1m.
@@ -79,14 +85,15 @@ type Options struct {
 // opened, and loads a name's certificates on its first lookup. It is safe
 // for concurrent use.
 type Store struct {
-	storage      certmagic.Storage
-	fleet        *FleetKey
-	nodeKey      *geo.NodeKey
-	negativeTTL  time.Duration
-	pollInterval time.Duration
-	deleteGrace  time.Duration
-	log          *slog.Logger
-	metrics      *metrics
+	storage        certmagic.Storage
+	fleet          *FleetKey
+	nodeKey        *geo.NodeKey
+	negativeTTL    time.Duration
+	pollInterval   time.Duration
+	deleteGrace    time.Duration
+	keyLoadTimeout time.Duration
+	log            *slog.Logger
+	metrics        *metrics
 
 	names    *otter.Cache[string, *nameEntry] // name → certificate refs, or a remembered miss
 	certs    *otter.Cache[string, *Cert]      // certificate ID → loaded record
@@ -127,17 +134,19 @@ type Cert struct {
 	store *Store
 	err   error // load failure, remembered for NegativeTTL
 
-	mu       sync.Mutex // guards key, keyErr, keyErrAt
+	mu       sync.Mutex // guards key, keyErr, keyErrAt, keyLoad; never held across I/O
 	key      crypto.Signer
-	keyErr   error
+	keyErr   error // last load failure, remembered for NegativeTTL; never a timeout
 	keyErrAt time.Time
+	keyLoad  *keyLoad // the load in flight, if any
 }
 
 const (
-	defaultMaxEntries   = 100_000
-	defaultMaxBytes     = 256 << 20
-	defaultNegativeTTL  = time.Second
-	defaultPollInterval = 500 * time.Millisecond
+	defaultMaxEntries     = 100_000
+	defaultMaxBytes       = 256 << 20
+	defaultNegativeTTL    = time.Second
+	defaultPollInterval   = 500 * time.Millisecond
+	defaultKeyLoadTimeout = 10 * time.Second
 	// positiveTTL makes every cached entry re-read now and then, a safety
 	// net under the journal that costs one read per hot name per period.
 	positiveTTL = time.Hour
@@ -150,15 +159,16 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, errors.New("keystore: Options.Storage is nil")
 	}
 	s := &Store{
-		storage:      opts.Storage,
-		fleet:        opts.FleetKey,
-		nodeKey:      opts.NodeKey,
-		negativeTTL:  cmp.Or(opts.NegativeTTL, defaultNegativeTTL),
-		pollInterval: cmp.Or(opts.PollInterval, defaultPollInterval),
-		deleteGrace:  cmp.Or(opts.DeleteGrace, time.Minute),
-		log:          opts.Logger,
-		metrics:      newMetrics(),
-		done:         make(chan struct{}),
+		storage:        opts.Storage,
+		fleet:          opts.FleetKey,
+		nodeKey:        opts.NodeKey,
+		negativeTTL:    cmp.Or(opts.NegativeTTL, defaultNegativeTTL),
+		pollInterval:   cmp.Or(opts.PollInterval, defaultPollInterval),
+		deleteGrace:    cmp.Or(opts.DeleteGrace, time.Minute),
+		keyLoadTimeout: cmp.Or(opts.KeyLoadTimeout, defaultKeyLoadTimeout),
+		log:            opts.Logger,
+		metrics:        newMetrics(),
+		done:           make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -425,24 +435,66 @@ const certOverhead = 2900
 // ErrCannotOpen when this node cannot open the key (no fleet key, or a key
 // sealed for elsewhere) and with ErrCorrupt when the file is bad or does
 // not match the certificate. Failures are remembered for NegativeTTL.
+//
+// However many callers ask at once, the key is loaded once. The load runs
+// detached from the callers' contexts, bounded by KeyLoadTimeout: ctx
+// bounds only this caller's wait, and neither its end nor the load's
+// timeout is remembered as the key's error.
 func (c *Cert) PrivateKey(ctx context.Context) (crypto.Signer, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.key != nil {
+		defer c.mu.Unlock()
 		return c.key, nil
 	}
 	if c.keyErr != nil && time.Since(c.keyErrAt) < c.store.negativeTTL {
+		defer c.mu.Unlock()
 		return nil, c.keyErr
 	}
-	start := time.Now()
-	key, err := c.store.openKey(ctx, c)
-	c.store.metrics.keyOpenSeconds.Observe(time.Since(start).Seconds())
-	if err != nil {
-		c.keyErr, c.keyErrAt = err, time.Now()
-		return nil, err
+	l := c.keyLoad
+	if l == nil {
+		l = &keyLoad{done: make(chan struct{})}
+		c.keyLoad = l
+		go c.loadKey(context.WithoutCancel(ctx), l)
 	}
-	c.key, c.keyErr = key, nil
-	return key, nil
+	c.mu.Unlock()
+	select {
+	case <-l.done:
+		return l.key, l.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// keyLoad is one shared load of a Cert's private key; key and err are
+// set before done is closed.
+type keyLoad struct {
+	done chan struct{}
+	key  crypto.Signer
+	err  error
+}
+
+// loadKey runs l for c under its own deadline and publishes the result.
+// ctx carries the first caller's values, not its cancellation.
+func (c *Cert) loadKey(ctx context.Context, l *keyLoad) {
+	ctx, cancel := context.WithTimeout(ctx, c.store.keyLoadTimeout)
+	defer cancel()
+	start := time.Now()
+	l.key, l.err = c.store.openKey(ctx, c)
+	c.store.metrics.keyOpenSeconds.Observe(time.Since(start).Seconds())
+	if l.err != nil && ctx.Err() != nil {
+		// The load ran out of time: say so, whatever the storage said.
+		l.err = fmt.Errorf("keystore: loading key of %s: %w", c.ID, ctx.Err())
+	}
+	c.mu.Lock()
+	switch {
+	case l.err == nil:
+		c.key, c.keyErr = l.key, nil
+	case ctx.Err() == nil:
+		c.keyErr, c.keyErrAt = l.err, time.Now()
+	}
+	c.keyLoad = nil
+	c.mu.Unlock()
+	close(l.done)
 }
 
 func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {
