@@ -216,7 +216,6 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.Tickets != nil {
 		s.tlsConfig.SetSessionTicketKeys(opts.Tickets.Keys(time.Now()))
 	}
-	go s.rotateTickets()
 	if s.acme != nil {
 		// nil, nil for every ClientHello but a CA's TLS-ALPN-01 validation.
 		s.tlsConfig.GetConfigForClient = s.acme.GetChallengeConfig
@@ -242,6 +241,8 @@ func NewServer(opts Options) (*Server, error) {
 	if err := ops.Register(opts.Registerer, collectors...); err != nil {
 		return nil, fmt.Errorf("edge: failed to register metrics: %w", err)
 	}
+	// Last: from here NewServer cannot fail, so the goroutine cannot leak.
+	go s.rotateTickets()
 	return s, nil
 }
 
