@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -108,7 +109,9 @@ type Store struct {
 }
 
 // nameEntry is a names cache value. A nil refs means the name is absent
-// (err == nil) or its file failed to load (err != nil).
+// (err == nil) or its file failed to load (err != nil). refs with an err
+// are the usable part of a name whose other refs named certificates that
+// do not cover it. An entry with an err is kept for NegativeTTL.
 type nameEntry struct {
 	refs []nameRef
 	err  error
@@ -131,6 +134,7 @@ type Cert struct {
 	Leaf   *x509.Certificate
 	OCSP   []byte
 
+	names []string // the leaf's DNS names, normalised and sorted
 	store *Store
 	err   error // load failure, remembered for NegativeTTL
 
@@ -192,7 +196,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s.names = otter.Must(&otter.Options[string, *nameEntry]{
 		MaximumSize: maxEntries,
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *nameEntry]) time.Duration {
-			if e.Value.refs == nil {
+			if e.Value.refs == nil || e.Value.err != nil {
 				return s.negativeTTL
 			}
 			return positiveTTL
@@ -275,14 +279,11 @@ func (s *Store) lookup(ctx context.Context, serverName string) (e *Entry, loadSt
 	if err != nil {
 		return nil, loadStart, err
 	}
-	if ne.err != nil {
-		return nil, loadStart, ne.err
-	}
 	if ne.refs == nil {
-		return nil, loadStart, ErrNotFound
+		return nil, loadStart, cmpOr(ne.err, ErrNotFound)
 	}
 	e = &Entry{Name: name, Certs: make([]*Cert, 0, len(ne.refs))}
-	var firstErr error
+	var firstErr, uncovered error
 	for _, ref := range ne.refs {
 		c, ok := s.certs.GetIfPresent(ref.ID)
 		if !ok {
@@ -291,16 +292,53 @@ func (s *Store) lookup(ctx context.Context, serverName string) (e *Entry, loadSt
 				return nil, loadStart, err // ctx done
 			}
 		}
-		if c.err != nil {
+		switch {
+		case c.err != nil:
 			firstErr = cmpOr(firstErr, fmt.Errorf("%s: %w", name, c.err))
-			continue
+		case !c.covers(name):
+			uncovered = cmpOr(uncovered, fmt.Errorf("%w: certificate %s does not cover the name", errMalformed, c.ID))
+		default:
+			e.Certs = append(e.Certs, c)
 		}
-		e.Certs = append(e.Certs, c)
+	}
+	if uncovered != nil {
+		// A hand-edited or swapped name file: never serve another
+		// tenant's certificate. The name is corrupt until it is fixed,
+		// remembered (and counted and logged) once per NegativeTTL.
+		err := s.failed("name", name, nameKey(name), uncovered)
+		s.forgetUncovered(name, ne, e.Certs, err)
+		firstErr = cmpOr(firstErr, err)
 	}
 	if len(e.Certs) == 0 {
-		return nil, loadStart, firstErr
+		return nil, loadStart, cmpOr(firstErr, ne.err)
 	}
 	return e, loadStart, nil
+}
+
+// forgetUncovered replaces the cached entry ne of name, unless a newer
+// one replaced it meanwhile, by one that keeps only the refs of good,
+// which cover the name, and err, for NegativeTTL.
+func (s *Store) forgetUncovered(name string, ne *nameEntry, good []*Cert, err error) {
+	var refs []nameRef
+	for _, r := range ne.refs {
+		if slices.ContainsFunc(good, func(c *Cert) bool { return c.ID == r.ID }) {
+			refs = append(refs, r)
+		}
+	}
+	s.names.ComputeIfPresent(name, func(old *nameEntry) (*nameEntry, otter.ComputeOp) {
+		if old != ne {
+			return old, otter.CancelOp
+		}
+		return &nameEntry{refs: refs, err: err}, otter.WriteOp
+	})
+}
+
+// covers reports whether the certificate is valid for a normalised name
+// as stored: one of its DNS names, normalised, is name ("*.example.com"
+// for a wildcard entry).
+func (c *Cert) covers(name string) bool {
+	_, ok := slices.BinarySearch(c.names, name)
+	return ok
 }
 
 // markLoad records the start of the first storage read of a lookup.
@@ -382,6 +420,7 @@ func (s *Store) loadCert(ctx context.Context, id string) (*Cert, error) {
 		)
 		if r, leaf, err = parseRecord(id, data); err == nil {
 			c := &Cert{ID: id, Meta: r.Meta, Chain: r.Chain, Leaf: leaf, OCSP: r.OCSP, store: s}
+			c.names, _ = leafNames(leaf) // a name that fails to normalise covers nothing
 			if r.Policy == "" {
 				return c, nil
 			}
@@ -419,6 +458,9 @@ func (c *Cert) size() int64 {
 	n := int64(certOverhead) + int64(len(c.OCSP)) + int64(len(c.Meta.Tenant)+len(c.Meta.Origin)+len(c.Meta.Policy))
 	for _, der := range c.Chain {
 		n += int64(len(der))
+	}
+	for _, name := range c.names {
+		n += int64(len(name)) + 16
 	}
 	if len(c.Chain) > 0 {
 		n += 2 * int64(len(c.Chain[0]))
