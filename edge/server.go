@@ -147,11 +147,13 @@ type Server struct {
 	mu        sync.Mutex // guards listeners
 	listeners []*tlsListener
 
-	// HTTP/1 connections that have not yet read their first request.
-	// net/http drops a request it reads after Shutdown has begun, so
-	// Shutdown lets these read theirs first.
-	fresh      sync.Map // net.Conn → struct{}
-	freshCount atomic.Int64
+	// HTTP/1 connections whose first request has not reached the handler
+	// yet. net/http drops a request it reads after Shutdown has begun (it
+	// checks just after the connection turns active), so Shutdown lets
+	// these reach the handler, past that check, or close, first.
+	fresh      sync.Map      // net.Conn → struct{}
+	freshCount atomic.Int64  // entries in fresh
+	freshLeft  chan struct{} // 1-buffered: a fresh connection left fresh
 }
 
 // settings are the options Reload can change on a running server.
@@ -176,6 +178,7 @@ func NewServer(opts Options) (*Server, error) {
 		log:     opts.Logger,
 
 		ticketsChanged: make(chan struct{}, 1),
+		freshLeft:      make(chan struct{}, 1),
 		done:           make(chan struct{}),
 	}
 	if s.log == nil {
@@ -214,7 +217,6 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.Tickets != nil {
 		s.tlsConfig.SetSessionTicketKeys(opts.Tickets.Keys(time.Now()))
 	}
-	go s.rotateTickets()
 	if s.acme != nil {
 		// nil, nil for every ClientHello but a CA's TLS-ALPN-01 validation.
 		s.tlsConfig.GetConfigForClient = s.acme.GetChallengeConfig
@@ -224,7 +226,8 @@ func NewServer(opts Options) (*Server, error) {
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
 	s.http = &http.Server{
-		Handler:           s.proxy,
+		Handler:           s.firstRequestHandler(s.proxy),
+		ConnContext:       withConn,
 		TLSConfig:         s.tlsConfig,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: limits.ReadHeaderTimeout,
@@ -240,6 +243,8 @@ func NewServer(opts Options) (*Server, error) {
 	if err := ops.Register(opts.Registerer, collectors...); err != nil {
 		return nil, fmt.Errorf("edge: failed to register metrics: %w", err)
 	}
+	// Last: from here NewServer cannot fail, so the goroutine cannot leak.
+	go s.rotateTickets()
 	return s, nil
 }
 
@@ -315,42 +320,74 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // trackNew is the http.Server's ConnState hook: it counts the HTTP/1
-// connections that have not read a request yet. (HTTP/2 connections
+// connections that have not read a request yet, until their first
+// request reaches the handler (firstRequestHandler) or they go idle,
+// closed or hijacked without one. StateActive does not end it: net/http
+// reports it just before checking for shutdown. (HTTP/2 connections
 // leave StateNew without a hook call; their graceful shutdown is
 // GOAWAY's.)
 func (s *Server) trackNew(c net.Conn, state http.ConnState) {
-	if state == http.StateNew {
+	switch state {
+	case http.StateNew:
 		if tc, ok := c.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
 			return
 		}
 		s.fresh.Store(c, struct{}{})
 		s.freshCount.Add(1)
-		return
-	}
-	if _, ok := s.fresh.LoadAndDelete(c); ok {
-		s.freshCount.Add(-1)
+	case http.StateActive:
+	default:
+		s.notFresh(c)
 	}
 }
 
+// notFresh ends c's wait for its first request, if it was waiting, and
+// wakes awaitFirstRequests.
+func (s *Server) notFresh(c net.Conn) {
+	if _, ok := s.fresh.LoadAndDelete(c); ok {
+		s.freshCount.Add(-1)
+		select {
+		case s.freshLeft <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// connKey is the request context key of the connection a request came on.
+type connKey struct{}
+
+// withConn is the http.Server's ConnContext hook: it lets the handler
+// find a request's connection.
+func withConn(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// firstRequestHandler marks a request's connection as no longer fresh
+// before h serves it: by then net/http is past its shutdown check, so the
+// request is served even if Shutdown begins now.
+func (s *Server) firstRequestHandler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+			s.notFresh(c)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // awaitFirstRequests waits, at most ReadHeaderTimeout or until ctx ends,
-// for fresh HTTP/1 connections to read their first request.
+// for fresh HTTP/1 connections to bring their first request to the
+// handler, or to close.
 func (s *Server) awaitFirstRequests(ctx context.Context) {
 	deadline := time.NewTimer(s.settings.Load().limits.ReadHeaderTimeout)
 	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
 	for s.freshCount.Load() > 0 {
 		select {
-		case <-tick.C:
+		case <-s.freshLeft:
 		case <-deadline.C:
 			return
 		case <-ctx.Done():
 			return
 		}
 	}
-	// A connection marks itself active just before net/http checks for
-	// shutdown: let that check pass.
-	time.Sleep(10 * time.Millisecond)
 }
 
 // Reload applies the options that can change without a restart: the

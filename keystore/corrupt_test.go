@@ -182,3 +182,45 @@ func listFiles(t *testing.T, dir string) string {
 	}
 	return b.String()
 }
+
+// Swapped name files (each tenant's name pointing at the other's
+// certificate) serve neither tenant the other's certificate: a name whose
+// certificate does not cover it is corrupt for that name, counted and
+// logged once, and a wildcard is checked under its wildcard name.
+func TestNameFilesSwapped(t *testing.T) {
+	f := newFixture(t)
+	w := f.open(t, keystore.Options{})
+	put(t, w, f.bundle(t, "", "a.example.com"), f.bundle(t, "", "*.b.example.com"))
+	nameFile := func(n string) string { return filepath.Join(f.dir, "names", h2(n), n) }
+	a, err := os.ReadFile(nameFile("a.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, nameFile("*.b.example.com"), nameFile("a.example.com"))
+	write(t, nameFile("*.b.example.com"), string(a))
+
+	logs := &logCounter{}
+	reg := prometheus.NewRegistry()
+	s := f.open(t, keystore.Options{Logger: slog.New(logs), Registerer: reg, NegativeTTL: time.Hour})
+	for range 3 {
+		for _, sni := range []string{"a.example.com", "x.b.example.com"} {
+			e, err := s.Lookup(context.Background(), sni)
+			if !errors.Is(err, keystore.ErrCorrupt) {
+				var served []string
+				if e != nil {
+					served = e.Certs[0].Leaf.DNSNames
+				}
+				t.Fatalf("Lookup(%s) with swapped name files = %v (serving %v), want ErrCorrupt", sni, err, served)
+			}
+			if !strings.Contains(err.Error(), "does not cover") {
+				t.Errorf("Lookup(%s): %v, want it to say the certificate does not cover the name", sni, err)
+			}
+		}
+	}
+	if n := logs.errs.Load(); n != 2 {
+		t.Errorf("%d errors logged for two corrupt names looked up 3 times each, want 2", n)
+	}
+	if n := counterSum(t, reg, "keyedge_keystore_load_errors_total"); n != 2 {
+		t.Errorf("keyedge_keystore_load_errors_total = %v, want 2", n)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +58,12 @@ type Options struct {
 	// load, is remembered before storage is asked again. Default 1s.
 	NegativeTTL time.Duration
 
+	// KeyLoadTimeout bounds a private key load (read, policy key open,
+	// unseal). The load is shared by every caller waiting for the key and
+	// runs detached from their contexts, each of which bounds only its
+	// own wait. Default 10s.
+	KeyLoadTimeout time.Duration
+
 	// DeleteGrace is how long a certificate replaced by a renewal stays
 	// in storage, so a handshake that chose it just before the renewal
 	// can still open its key. Default 1m.
@@ -79,14 +86,15 @@ type Options struct {
 // opened, and loads a name's certificates on its first lookup. It is safe
 // for concurrent use.
 type Store struct {
-	storage      certmagic.Storage
-	fleet        *FleetKey
-	nodeKey      *geo.NodeKey
-	negativeTTL  time.Duration
-	pollInterval time.Duration
-	deleteGrace  time.Duration
-	log          *slog.Logger
-	metrics      *metrics
+	storage        certmagic.Storage
+	fleet          *FleetKey
+	nodeKey        *geo.NodeKey
+	negativeTTL    time.Duration
+	pollInterval   time.Duration
+	deleteGrace    time.Duration
+	keyLoadTimeout time.Duration
+	log            *slog.Logger
+	metrics        *metrics
 
 	names    *otter.Cache[string, *nameEntry] // name → certificate refs, or a remembered miss
 	certs    *otter.Cache[string, *Cert]      // certificate ID → loaded record
@@ -101,7 +109,9 @@ type Store struct {
 }
 
 // nameEntry is a names cache value. A nil refs means the name is absent
-// (err == nil) or its file failed to load (err != nil).
+// (err == nil) or its file failed to load (err != nil). refs with an err
+// are the usable part of a name whose other refs named certificates that
+// do not cover it. An entry with an err is kept for NegativeTTL.
 type nameEntry struct {
 	refs []nameRef
 	err  error
@@ -124,20 +134,23 @@ type Cert struct {
 	Leaf   *x509.Certificate
 	OCSP   []byte
 
+	names []string // the leaf's DNS names, normalised and sorted
 	store *Store
 	err   error // load failure, remembered for NegativeTTL
 
-	mu       sync.Mutex // guards key, keyErr, keyErrAt
+	mu       sync.Mutex // guards key, keyErr, keyErrAt, keyLoad; never held across I/O
 	key      crypto.Signer
-	keyErr   error
+	keyErr   error // last load failure, remembered for NegativeTTL; never a timeout
 	keyErrAt time.Time
+	keyLoad  *keyLoad // the load in flight, if any
 }
 
 const (
-	defaultMaxEntries   = 100_000
-	defaultMaxBytes     = 256 << 20
-	defaultNegativeTTL  = time.Second
-	defaultPollInterval = 500 * time.Millisecond
+	defaultMaxEntries     = 100_000
+	defaultMaxBytes       = 256 << 20
+	defaultNegativeTTL    = time.Second
+	defaultPollInterval   = 500 * time.Millisecond
+	defaultKeyLoadTimeout = 10 * time.Second
 	// positiveTTL makes every cached entry re-read now and then, a safety
 	// net under the journal that costs one read per hot name per period.
 	positiveTTL = time.Hour
@@ -150,15 +163,16 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, errors.New("keystore: Options.Storage is nil")
 	}
 	s := &Store{
-		storage:      opts.Storage,
-		fleet:        opts.FleetKey,
-		nodeKey:      opts.NodeKey,
-		negativeTTL:  cmp.Or(opts.NegativeTTL, defaultNegativeTTL),
-		pollInterval: cmp.Or(opts.PollInterval, defaultPollInterval),
-		deleteGrace:  cmp.Or(opts.DeleteGrace, time.Minute),
-		log:          opts.Logger,
-		metrics:      newMetrics(),
-		done:         make(chan struct{}),
+		storage:        opts.Storage,
+		fleet:          opts.FleetKey,
+		nodeKey:        opts.NodeKey,
+		negativeTTL:    cmp.Or(opts.NegativeTTL, defaultNegativeTTL),
+		pollInterval:   cmp.Or(opts.PollInterval, defaultPollInterval),
+		deleteGrace:    cmp.Or(opts.DeleteGrace, time.Minute),
+		keyLoadTimeout: cmp.Or(opts.KeyLoadTimeout, defaultKeyLoadTimeout),
+		log:            opts.Logger,
+		metrics:        newMetrics(),
+		done:           make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -182,7 +196,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s.names = otter.Must(&otter.Options[string, *nameEntry]{
 		MaximumSize: maxEntries,
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *nameEntry]) time.Duration {
-			if e.Value.refs == nil {
+			if e.Value.refs == nil || e.Value.err != nil {
 				return s.negativeTTL
 			}
 			return positiveTTL
@@ -265,14 +279,11 @@ func (s *Store) lookup(ctx context.Context, serverName string) (e *Entry, loadSt
 	if err != nil {
 		return nil, loadStart, err
 	}
-	if ne.err != nil {
-		return nil, loadStart, ne.err
-	}
 	if ne.refs == nil {
-		return nil, loadStart, ErrNotFound
+		return nil, loadStart, cmpOr(ne.err, ErrNotFound)
 	}
 	e = &Entry{Name: name, Certs: make([]*Cert, 0, len(ne.refs))}
-	var firstErr error
+	var firstErr, uncovered error
 	for _, ref := range ne.refs {
 		c, ok := s.certs.GetIfPresent(ref.ID)
 		if !ok {
@@ -281,16 +292,53 @@ func (s *Store) lookup(ctx context.Context, serverName string) (e *Entry, loadSt
 				return nil, loadStart, err // ctx done
 			}
 		}
-		if c.err != nil {
+		switch {
+		case c.err != nil:
 			firstErr = cmpOr(firstErr, fmt.Errorf("%s: %w", name, c.err))
-			continue
+		case !c.covers(name):
+			uncovered = cmpOr(uncovered, fmt.Errorf("%w: certificate %s does not cover the name", errMalformed, c.ID))
+		default:
+			e.Certs = append(e.Certs, c)
 		}
-		e.Certs = append(e.Certs, c)
+	}
+	if uncovered != nil {
+		// A hand-edited or swapped name file: never serve another
+		// tenant's certificate. The name is corrupt until it is fixed,
+		// remembered (and counted and logged) once per NegativeTTL.
+		err := s.failed("name", name, nameKey(name), uncovered)
+		s.forgetUncovered(name, ne, e.Certs, err)
+		firstErr = cmpOr(firstErr, err)
 	}
 	if len(e.Certs) == 0 {
-		return nil, loadStart, firstErr
+		return nil, loadStart, cmpOr(firstErr, ne.err)
 	}
 	return e, loadStart, nil
+}
+
+// forgetUncovered replaces the cached entry ne of name, unless a newer
+// one replaced it meanwhile, by one that keeps only the refs of good,
+// which cover the name, and err, for NegativeTTL.
+func (s *Store) forgetUncovered(name string, ne *nameEntry, good []*Cert, err error) {
+	var refs []nameRef
+	for _, r := range ne.refs {
+		if slices.ContainsFunc(good, func(c *Cert) bool { return c.ID == r.ID }) {
+			refs = append(refs, r)
+		}
+	}
+	s.names.ComputeIfPresent(name, func(old *nameEntry) (*nameEntry, otter.ComputeOp) {
+		if old != ne {
+			return old, otter.CancelOp
+		}
+		return &nameEntry{refs: refs, err: err}, otter.WriteOp
+	})
+}
+
+// covers reports whether the certificate is valid for a normalised name
+// as stored: one of its DNS names, normalised, is name ("*.example.com"
+// for a wildcard entry).
+func (c *Cert) covers(name string) bool {
+	_, ok := slices.BinarySearch(c.names, name)
+	return ok
 }
 
 // markLoad records the start of the first storage read of a lookup.
@@ -372,6 +420,7 @@ func (s *Store) loadCert(ctx context.Context, id string) (*Cert, error) {
 		)
 		if r, leaf, err = parseRecord(id, data); err == nil {
 			c := &Cert{ID: id, Meta: r.Meta, Chain: r.Chain, Leaf: leaf, OCSP: r.OCSP, store: s}
+			c.names, _ = leafNames(leaf) // a name that fails to normalise covers nothing
 			if r.Policy == "" {
 				return c, nil
 			}
@@ -410,6 +459,9 @@ func (c *Cert) size() int64 {
 	for _, der := range c.Chain {
 		n += int64(len(der))
 	}
+	for _, name := range c.names {
+		n += int64(len(name)) + 16
+	}
 	if len(c.Chain) > 0 {
 		n += 2 * int64(len(c.Chain[0]))
 	}
@@ -425,24 +477,66 @@ const certOverhead = 2900
 // ErrCannotOpen when this node cannot open the key (no fleet key, or a key
 // sealed for elsewhere) and with ErrCorrupt when the file is bad or does
 // not match the certificate. Failures are remembered for NegativeTTL.
+//
+// However many callers ask at once, the key is loaded once. The load runs
+// detached from the callers' contexts, bounded by KeyLoadTimeout: ctx
+// bounds only this caller's wait, and neither its end nor the load's
+// timeout is remembered as the key's error.
 func (c *Cert) PrivateKey(ctx context.Context) (crypto.Signer, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.key != nil {
+		defer c.mu.Unlock()
 		return c.key, nil
 	}
 	if c.keyErr != nil && time.Since(c.keyErrAt) < c.store.negativeTTL {
+		defer c.mu.Unlock()
 		return nil, c.keyErr
 	}
-	start := time.Now()
-	key, err := c.store.openKey(ctx, c)
-	c.store.metrics.keyOpenSeconds.Observe(time.Since(start).Seconds())
-	if err != nil {
-		c.keyErr, c.keyErrAt = err, time.Now()
-		return nil, err
+	l := c.keyLoad
+	if l == nil {
+		l = &keyLoad{done: make(chan struct{})}
+		c.keyLoad = l
+		go c.loadKey(context.WithoutCancel(ctx), l)
 	}
-	c.key, c.keyErr = key, nil
-	return key, nil
+	c.mu.Unlock()
+	select {
+	case <-l.done:
+		return l.key, l.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// keyLoad is one shared load of a Cert's private key; key and err are
+// set before done is closed.
+type keyLoad struct {
+	done chan struct{}
+	key  crypto.Signer
+	err  error
+}
+
+// loadKey runs l for c under its own deadline and publishes the result.
+// ctx carries the first caller's values, not its cancellation.
+func (c *Cert) loadKey(ctx context.Context, l *keyLoad) {
+	ctx, cancel := context.WithTimeout(ctx, c.store.keyLoadTimeout)
+	defer cancel()
+	start := time.Now()
+	l.key, l.err = c.store.openKey(ctx, c)
+	c.store.metrics.keyOpenSeconds.Observe(time.Since(start).Seconds())
+	if l.err != nil && ctx.Err() != nil {
+		// The load ran out of time: say so, whatever the storage said.
+		l.err = fmt.Errorf("keystore: loading key of %s: %w", c.ID, ctx.Err())
+	}
+	c.mu.Lock()
+	switch {
+	case l.err == nil:
+		c.key, c.keyErr = l.key, nil
+	case ctx.Err() == nil:
+		c.keyErr, c.keyErrAt = l.err, time.Now()
+	}
+	c.keyLoad = nil
+	c.mu.Unlock()
+	close(l.done)
 }
 
 func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {

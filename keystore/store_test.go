@@ -537,3 +537,41 @@ func TestSetRoute(t *testing.T) {
 		t.Error("switched back to local with no key in the keystore")
 	}
 }
+
+// Removing a tenant by a name in any case journals its normalised name,
+// so a follower drops just that name, not every cache.
+func TestRemoveJournalsNormalisedName(t *testing.T) {
+	f := newFixture(t)
+	writer := f.open(t, keystore.Options{})
+	put(t, writer, f.bundle(t, "", "shop.example.com"), f.bundle(t, "", "other.example.com"))
+	reg := prometheus.NewRegistry()
+	node := f.open(t, keystore.Options{Registerer: reg, PollInterval: 10 * time.Millisecond})
+	ctx := context.Background()
+	for _, n := range []string{"shop.example.com", "other.example.com"} {
+		if _, err := node.Lookup(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := writer.Remove(ctx, "Shop.Example.COM"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "follower read the journal entry", func() bool {
+		m := gather(t, reg)
+		return m[`keyedge_keystore_journal_events_total{event="applied"}`]+m[`keyedge_keystore_journal_events_total{event="reset"}`] > 0
+	})
+	m := gather(t, reg)
+	if n := m[`keyedge_keystore_journal_events_total{event="reset"}`]; n != 0 {
+		t.Errorf("the follower cleared its caches %v times: the entry named something it rejected", n)
+	}
+	hits := m[`keyedge_keystore_lookups_total{result="hit"}`]
+	if _, err := node.Lookup(ctx, "other.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if got := gather(t, reg)[`keyedge_keystore_lookups_total{result="hit"}`]; got != hits+1 {
+		t.Errorf("other.example.com was not served from the follower's cache after removing another tenant")
+	}
+	eventually(t, 10*time.Second, "removed name refused", func() bool {
+		_, err := node.Lookup(ctx, "shop.example.com")
+		return errors.Is(err, keystore.ErrNotFound)
+	})
+}

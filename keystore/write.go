@@ -375,7 +375,7 @@ func (s *Store) deleteCert(ctx context.Context, id string) error {
 // when nothing matches and ErrBadName for input that is neither.
 func (s *Store) Remove(ctx context.Context, nameOrID string) error {
 	return s.locked(ctx, func() error {
-		ids, err := s.resolveIDs(ctx, nameOrID)
+		name, ids, err := s.resolveIDs(ctx, nameOrID)
 		if err != nil {
 			return err
 		}
@@ -385,8 +385,8 @@ func (s *Store) Remove(ctx context.Context, nameOrID string) error {
 			if err != nil {
 				return err
 			}
-			if !isCertID(nameOrID) {
-				names = append(names, nameOrID)
+			if name != "" && !slices.Contains(names, name) {
+				names = append(names, name)
 			}
 			for _, n := range names {
 				if err := s.dropRef(ctx, n, id); err != nil {
@@ -403,30 +403,32 @@ func (s *Store) Remove(ctx context.Context, nameOrID string) error {
 	})
 }
 
-// resolveIDs turns Remove's argument into certificate IDs.
-func (s *Store) resolveIDs(ctx context.Context, nameOrID string) ([]string, error) {
+// resolveIDs turns a writer's name-or-ID argument into certificate IDs,
+// and a name into its normalised form (name is "" for an ID). Only the
+// normalised name may reach storage keys and the journal: followers
+// reject anything else.
+func (s *Store) resolveIDs(ctx context.Context, nameOrID string) (name string, ids []string, err error) {
 	if isCertID(nameOrID) {
 		if !s.storage.Exists(ctx, recordKey(nameOrID)) {
-			return nil, fmt.Errorf("%w: %s", ErrNotFound, nameOrID)
+			return "", nil, fmt.Errorf("%w: %s", ErrNotFound, nameOrID)
 		}
-		return []string{nameOrID}, nil
+		return "", []string{nameOrID}, nil
 	}
-	name, err := NormalizeName(nameOrID)
-	if err != nil {
-		return nil, err
+	if name, err = NormalizeName(nameOrID); err != nil {
+		return "", nil, err
 	}
 	refs, err := s.readName(ctx, name)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	if len(refs) == 0 {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
+		return "", nil, fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
-	ids := make([]string, len(refs))
+	ids = make([]string, len(refs))
 	for i, r := range refs {
 		ids[i] = r.ID
 	}
-	return ids, nil
+	return name, ids, nil
 }
 
 // dropRef removes id from a name file, deleting the file when empty.
@@ -489,7 +491,7 @@ func (s *Store) SetRoute(ctx context.Context, nameOrID string, route Route, keyS
 // name and ID touched.
 func (s *Store) updateRecords(ctx context.Context, nameOrID string, update func(id string, r *record) (after func() error, err error)) error {
 	return s.locked(ctx, func() error {
-		ids, err := s.resolveIDs(ctx, nameOrID)
+		_, ids, err := s.resolveIDs(ctx, nameOrID)
 		if err != nil {
 			return err
 		}

@@ -51,7 +51,11 @@ func ParseAttributes(s string) (Attributes, error) {
 		m[name.text] = value.text
 		i += 3
 	}
-	return attributesOf(m), nil
+	a := attributesOf(m)
+	if err := checkCanonical("attributes", s, a.String()); err != nil {
+		return Attributes{}, err
+	}
+	return a, nil
 }
 
 func attributesOf(m map[string]string) Attributes {

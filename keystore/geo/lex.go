@@ -58,8 +58,18 @@ var (
 	punctuation = map[byte]tokenKind{':': tokColon, ',': tokComma, '(': tokLParen, ')': tokRParen}
 )
 
-// maxInput bounds policy and attribute text; real policies are short.
+// maxInput bounds policy and attribute text, both as given and in the
+// canonical form that is stored (which can be longer: "a:b" becomes
+// "a: b"), so whatever is stored parses again; real policies are short.
 const maxInput = 1024
+
+// checkCanonical refuses input whose canonical form exceeds maxInput.
+func checkCanonical(what, input, canonical string) error {
+	if len(canonical) > maxInput {
+		return &SyntaxError{what, input, 1, fmt.Sprintf("canonical form is %d bytes, longer than %d", len(canonical), maxInput)}
+	}
+	return nil
+}
 
 // lex splits s into tokens. Identifiers are runs of ASCII letters,
 // digits and underscores, as tkn20 reads them, folded to lower case.

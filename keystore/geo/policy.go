@@ -37,6 +37,9 @@ func ParsePolicy(s string) (*Policy, error) {
 	if t := p.peek(); t.kind != tokEOF {
 		return nil, p.errorf(t, "unexpected %s after a complete policy; join terms with and/or", t.describe())
 	}
+	if err := checkCanonical("policy", s, b.String()); err != nil {
+		return nil, err
+	}
 	pol := &Policy{canonical: b.String()}
 	if err := pol.abe.FromString(pol.canonical); err != nil {
 		return nil, &SyntaxError{"policy", s, 1, err.Error()}

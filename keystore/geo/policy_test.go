@@ -185,3 +185,33 @@ func FuzzParseAttributes(f *testing.F) {
 		}
 	})
 }
+
+// The length limit applies to the canonical form a policy or attribute
+// set is stored in, not only to the text given: an input within the
+// limit whose canonical form is longer ("name:value" gains a space) is
+// refused, so what is stored always parses again.
+func TestCanonicalFormWithinLimit(t *testing.T) {
+	over := strings.Repeat("0", 465) + ":" + strings.Repeat("0", 558) // 1024 bytes; canonical 1025
+	at := strings.Repeat("0", 465) + ":" + strings.Repeat("0", 557)   // canonical 1024
+	for _, tt := range []struct {
+		what  string
+		parse func(string) (string, error)
+	}{
+		{"policy", func(s string) (string, error) {
+			p, err := ParsePolicy(s)
+			if err != nil {
+				return "", err
+			}
+			return p.String(), nil
+		}},
+		{"attributes", func(s string) (string, error) { a, err := ParseAttributes(s); return a.String(), err }},
+	} {
+		if _, err := tt.parse(over); !errors.Is(err, ErrSyntax) {
+			t.Errorf("%s of 1024 bytes with a 1025-byte canonical form: %v, want ErrSyntax", tt.what, err)
+		}
+		c, err := tt.parse(at)
+		if err != nil || len(c) != 1024 {
+			t.Errorf("%s with a 1024-byte canonical form: %d bytes, %v", tt.what, len(c), err)
+		}
+	}
+}
