@@ -63,6 +63,15 @@ func NormalizeName(name string) (string, error) {
 		return "", fmt.Errorf("%w: %v", ErrBadName, err)
 	}
 	ascii = strings.ToLower(ascii)
+	// Some names convert to A-labels that IDNA then refuses to read back
+	// (a label that mixes scripts under the Bidi rule, say "➵ℵ" →
+	// "xn--4db764o"). Such a name could never be stored: refuse it here,
+	// so the handshake path and the import path agree.
+	if ascii != name {
+		if again, err := lookupProfile.ToASCII(ascii); err != nil || again != ascii {
+			return "", fmt.Errorf("%w: %q does not read back as itself", ErrBadName, ascii)
+		}
+	}
 	if wildcard {
 		ascii = "*." + ascii
 	}
