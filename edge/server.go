@@ -437,9 +437,11 @@ func (s *Server) rotateTickets() {
 }
 
 // origin finds the origin of a request's host. The host must be the
-// connection's SNI, or a name whose certificate also covers the SNI (a
+// connection's SNI, or a name the SNI's certificate also covers (a
 // client reusing a connection for another name on the same certificate,
-// as HTTP/2 allows); anything else is misdirected.
+// as HTTP/2 allows); anything else is misdirected. The SNI's entry is
+// checked first, from the cache its handshake filled, so a stream of
+// made-up hosts on one connection costs the keystore nothing.
 func (s *Server) origin(r *http.Request) (*url.URL, error) {
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
@@ -452,15 +454,24 @@ func (s *Server) origin(r *http.Request) (*url.URL, error) {
 	if sni == "" {
 		return nil, ErrMisdirected
 	}
+	if !strings.EqualFold(strings.TrimSuffix(host, "."), strings.TrimSuffix(sni, ".")) {
+		conn, err := s.store.Lookup(r.Context(), sni)
+		if errors.Is(err, keystore.ErrNotFound) || errors.Is(err, keystore.ErrBadName) {
+			return nil, fmt.Errorf("%w: %v", ErrMisdirected, err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !coversName(conn, host) {
+			return nil, ErrMisdirected
+		}
+	}
 	entry, err := s.store.Lookup(r.Context(), host)
 	if errors.Is(err, keystore.ErrNotFound) || errors.Is(err, keystore.ErrBadName) {
 		return nil, fmt.Errorf("%w: %v", ErrNoOrigin, err)
 	}
 	if err != nil {
 		return nil, err
-	}
-	if !strings.EqualFold(strings.TrimSuffix(host, "."), strings.TrimSuffix(sni, ".")) && !coversName(entry, sni) {
-		return nil, ErrMisdirected
 	}
 	c := entry.Certs[0]
 	if c.Meta.Origin == "" {

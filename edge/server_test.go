@@ -3,14 +3,21 @@ package edge
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/keystore"
 	"github.com/pires/go-proxyproto"
 )
 
@@ -199,4 +206,65 @@ func TestReload(t *testing.T) {
 		t.Fatalf("after reload with a fallback: %v", err)
 	}
 	conn.Close()
+}
+
+// loadCounter is a storage that counts reads of name files.
+type loadCounter struct {
+	certmagic.Storage
+	names atomic.Int64
+}
+
+func (l *loadCounter) Load(ctx context.Context, key string) ([]byte, error) {
+	if strings.HasPrefix(key, "names/") {
+		l.names.Add(1)
+	}
+	return l.Storage.Load(ctx, key)
+}
+
+// TestMisdirectedHostsReadNothing: made-up Hosts on one keep-alive
+// connection are answered 421 from the connection's own certificate,
+// without reading the keystore for each, even on a keystore with no name
+// filter to refuse them.
+func TestMisdirectedHostsReadNothing(t *testing.T) {
+	w := newWorld(t, 0, Options{})
+	w.put(t, certs.ECDSAP256, w.origin.URL, "a.example.com", "b.example.com")
+	if err := os.Remove(filepath.Join(w.dir, "namefilter")); err != nil {
+		t.Fatal(err)
+	}
+	storage := &loadCounter{Storage: &certmagic.FileStorage{Path: w.dir}}
+	store, err := keystore.Open(context.Background(), keystore.Options{Storage: storage, FleetKey: w.fleet, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	srv, err := NewServer(Options{Store: store, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, srv)
+	tr := &http.Transport{
+		TLSClientConfig: w.tlsConfig("a.example.com"),
+		MaxConnsPerHost: 1,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}
+	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	defer tr.CloseIdleConnections()
+	const n = 500
+	for i := range n {
+		req, _ := http.NewRequest("GET", "https://a.example.com/", nil)
+		req.Host = fmt.Sprintf("made-up-%d.example.com", i)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMisdirectedRequest {
+			t.Fatalf("Host %s on a connection for a.example.com: %d, want 421", req.Host, resp.StatusCode)
+		}
+	}
+	if reads := storage.names.Load(); reads > 4 {
+		t.Errorf("%d made-up Hosts on one connection read %d name files, want the SNI's only", n, reads)
+	}
 }

@@ -122,12 +122,20 @@ func (s *Store) follow(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.poll(ctx); err != nil && ctx.Err() == nil {
-				s.metrics.journal.WithLabelValues("error").Inc()
-				s.log.Warn("keystore: failed to read change journal", "err", err)
-			}
+			s.pollNow(ctx)
+		case done := <-s.filter.kick:
+			s.catchUp(ctx, done)
 		}
 	}
+}
+
+// pollNow applies new journal entries and then tends the name filter.
+func (s *Store) pollNow(ctx context.Context) {
+	if err := s.poll(ctx); err != nil && ctx.Err() == nil {
+		s.metrics.journal.WithLabelValues("error").Inc()
+		s.log.Warn("keystore: failed to read change journal", "err", err)
+	}
+	s.tendFilter(ctx)
 }
 
 // poll applies the journal entries after the last one seen.
@@ -158,8 +166,10 @@ func (s *Store) poll(ctx context.Context) error {
 	return nil
 }
 
-// invalidate drops the cache entries for the names and IDs in c.
+// invalidate drops the cache entries for the names and IDs in c, and
+// adds its names to the name filter.
 func (s *Store) invalidate(c change) {
+	s.filterAdd(c.names)
 	for _, n := range c.names {
 		s.names.Invalidate(n)
 	}
@@ -173,6 +183,7 @@ func (s *Store) invalidate(c change) {
 func (s *Store) reset(why string) {
 	s.metrics.journal.WithLabelValues("reset").Inc()
 	s.log.Warn("keystore: cache cleared", "reason", why)
+	s.filterReset()
 	s.names.InvalidateAll()
 	s.certs.InvalidateAll()
 }

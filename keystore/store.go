@@ -103,6 +103,8 @@ type Store struct {
 
 	writeMu sync.Mutex // serialises this process's writers before the storage lock
 
+	filter filterState // which names storage may hold (filter.go)
+
 	journal journalState
 	stop    context.CancelFunc
 	done    chan struct{}
@@ -213,6 +215,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.journal.seen = head
+	if err := s.openFilter(ctx, opts.Registerer); err != nil {
+		return nil, err
+	}
 	tailCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stop = stop
 	go s.follow(tailCtx)
@@ -383,6 +388,9 @@ func cmpOr(a, b error) error {
 func (s *Store) nameRefs(ctx context.Context, name string, loadStart *time.Time) (*nameEntry, error) {
 	if ne, ok := s.names.GetIfPresent(name); ok {
 		return ne, nil
+	}
+	if !s.mayHold(ctx, name) && !s.mayHoldNow(ctx, name) {
+		return &nameEntry{}, nil
 	}
 	markLoad(loadStart)
 	return s.names.Get(ctx, name, otter.LoaderFunc[string, *nameEntry](s.loadName))

@@ -254,8 +254,15 @@ func TestSingleflight(t *testing.T) {
 	}
 }
 
+// TestNegativeCache: without a name filter to answer (here a keystore
+// written before it existed), an unknown name is read once per
+// NegativeTTL.
 func TestNegativeCache(t *testing.T) {
 	f := newFixture(t)
+	put(t, f.open(t, keystore.Options{}), f.bundle(t, "", "known.example.com"))
+	if err := os.Remove(filepath.Join(f.dir, filterFile)); err != nil {
+		t.Fatal(err)
+	}
 	cs := &countingStorage{Storage: &certmagic.FileStorage{Path: f.dir}}
 	s := f.open(t, keystore.Options{Storage: cs, NegativeTTL: time.Hour})
 	for range 100 {

@@ -183,6 +183,9 @@ func (s *Store) write(ctx context.Context, ps []*prepared) error {
 			byName[n] = replaceRef(byName[n], nameRef{p.id, p.alg})
 		}
 	}
+	if err := s.addToStoredFilter(ctx, names); err != nil {
+		return err
+	}
 	replaced := make([][]string, len(names))
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(writeParallelism)

@@ -9,6 +9,7 @@
 //	keyctl import      --cert chain.pem --key key.pem --tenant T --origin URL [--policy P]
 //	keyctl show        NAME
 //	keyctl ls
+//	keyctl reindex
 //	keyctl rm          NAME|ID
 //	keyctl route       NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]
 //	keyctl node-key    --attrs "region: eu, country: de" [--out FILE] [--geo-master FILE]
@@ -53,6 +54,7 @@ var commands = []command{
 	{"import", "--cert FILE --key FILE --tenant T --origin URL", "store a certificate chain and its key", runImport},
 	{"show", "NAME", "show the certificates serving NAME (never key bytes)", runShow},
 	{"ls", "", "list every stored name, streaming", runList},
+	{"reindex", "", "rebuild the name filter that keeps unknown names away from storage (a keystore from before it, or one reported corrupt)", runReindex},
 	{"rm", "NAME|ID", "remove a certificate by ID, or every certificate serving NAME", runRemove},
 	{"route", "NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]", "choose where a certificate's handshakes are signed", runRoute},
 	{"node-key", "--attrs \"region: eu, dc: fra1\" [--out FILE]", "issue a node's geo attribute key from the geo master key", runNodeKey},

@@ -202,6 +202,40 @@ func runList(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
+// runReindex rebuilds the name filter, showing progress: a spinner while
+// names are counted, then a bar while they are added.
+func runReindex(ctx context.Context, e *env, args []string) error {
+	if err := e.parse(args, 0); err != nil {
+		return err
+	}
+	store, err := e.open(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	bar := progressbar.NewOptions(-1,
+		progressbar.OptionSetWriter(e.stderr),
+		progressbar.OptionSetDescription("counting names"),
+		progressbar.OptionShowCount(),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+	start := time.Now()
+	n, err := store.RebuildNameFilter(ctx, func(done, total int) {
+		if total > 0 && bar.GetMax() != total {
+			bar.ChangeMax(total)
+			bar.Describe("indexing names")
+		}
+		bar.Set(done)
+	})
+	bar.Finish()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "name filter rebuilt: %d names in %v\n", n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
 func runRemove(ctx context.Context, e *env, args []string) error {
 	if err := e.parse(args, 1); err != nil {
 		return err
