@@ -66,7 +66,7 @@ func generated(b *testing.B, n int) (*fixture, []string) {
 // metricSum sums the samples of a counter or gauge family carrying the
 // label name=value (all samples when name is ""). Gathering runs the
 // caches' pending maintenance first.
-func metricSum(b *testing.B, reg *prometheus.Registry, family, name, value string) float64 {
+func metricSum(b testing.TB, reg *prometheus.Registry, family, name, value string) float64 {
 	b.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {

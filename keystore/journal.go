@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -69,26 +70,27 @@ func parseChange(data []byte) (change, error) {
 	return c, nil
 }
 
-// readHead returns the newest journal sequence, 0 for an empty journal.
-func (s *Store) readHead(ctx context.Context) (uint64, error) {
+// readHead returns the newest journal sequence; ok is false when there
+// is no head (a keystore never initialised, or one that vanished).
+func (s *Store) readHead(ctx context.Context) (seq uint64, ok bool, err error) {
 	data, err := s.storage.Load(ctx, headKey)
 	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
+		return 0, false, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("keystore: failed to read journal head: %w", err)
+		return 0, false, fmt.Errorf("keystore: failed to read journal head: %w", err)
 	}
-	seq, err := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
+	seq, err = strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("keystore: journal head: %w: %v", errMalformed, err)
+		return 0, true, fmt.Errorf("keystore: journal head: %w: %v", errMalformed, err)
 	}
-	return seq, nil
+	return seq, true, nil
 }
 
 // appendChange records c as the next journal entry and trims the oldest.
 // The caller holds the write lock.
 func (s *Store) appendChange(ctx context.Context, c change) error {
-	head, err := s.readHead(ctx)
+	head, _, err := s.readHead(ctx)
 	if err != nil {
 		return err
 	}
@@ -133,14 +135,30 @@ func (s *Store) follow(ctx context.Context) {
 func (s *Store) pollNow(ctx context.Context) {
 	if err := s.poll(ctx); err != nil && ctx.Err() == nil {
 		s.metrics.journal.WithLabelValues("error").Inc()
-		s.log.Warn("keystore: failed to read change journal", "err", err)
+		s.avail.logs.Log(ctx, s.log, slog.LevelWarn, "journal", "keystore: failed to read change journal (logged at most every 10s)", "err", err)
 	}
 	s.tendFilter(ctx)
 }
 
-// poll applies the journal entries after the last one seen.
+// poll applies the journal entries after the last one seen. It is also
+// the Store's health check: a head that cannot be read, or that is gone
+// from a keystore that had one, marks the storage unavailable (caches
+// kept: the journal cannot say what changed, but clearing them would
+// drop every tenant); a head read marks it available again.
 func (s *Store) poll(ctx context.Context) error {
-	head, err := s.readHead(ctx)
+	head, ok, err := s.readHead(ctx)
+	switch {
+	case err != nil && !errors.Is(err, errMalformed):
+		s.setDown(fmt.Errorf("%w: %w", ErrUnavailable, err))
+		return err
+	case !ok && s.avail.initialised.Load():
+		s.setDown(fmt.Errorf("%w: journal head %s missing: keystore moved or deleted?", ErrUnavailable, headKey))
+		return nil
+	case !ok:
+		return nil // not initialised yet: an empty keystore
+	}
+	s.avail.initialised.Store(true)
+	s.setUp()
 	if err != nil || head == s.journal.seen {
 		return err
 	}

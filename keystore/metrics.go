@@ -101,6 +101,15 @@ func (m *metrics) register(r prometheus.Registerer, s *Store) error {
 			Name: "keyedge_keystore_cache_bytes",
 			Help: "Estimated heap bytes held by cached certificates (the weight bounded by MaxBytes).",
 		}, func() float64 { s.certs.CleanUp(); return float64(s.certs.WeightedSize()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyedge_keystore_storage_up",
+			Help: "1 while the keystore's storage answers, 0 while it is unavailable (directory gone, Redis down): only cached tenants are served.",
+		}, func() float64 {
+			if s.Err() != nil {
+				return 0
+			}
+			return 1
+		}),
 	}
 	err := ops.Register(r, append(gauges, m.lookups, m.loadSeconds, m.keyOpenSeconds, m.loadErrors, m.evictions, m.journal, m.policyOpens, m.policyOpenSeconds)...)
 	if err != nil {

@@ -80,6 +80,13 @@ type Options struct {
 
 	// Registerer, if set, receives the keyedge_keystore_* metrics.
 	Registerer prometheus.Registerer
+
+	// RequireInit makes Open fail with ErrNotInitialised unless Storage
+	// holds an initialised keystore (one Init, or any write, has made: it
+	// has a journal head), so a server pointed at a wrong path or an
+	// unmounted volume refuses to start instead of serving nothing.
+	// Servers set it; tools that create keystores leave it unset.
+	RequireInit bool
 }
 
 // Store is a lazily loaded keystore: it reads nothing per tenant when
@@ -106,6 +113,7 @@ type Store struct {
 	filter filterState // which names storage may hold (filter.go)
 
 	journal journalState
+	avail   availability
 	stop    context.CancelFunc
 	done    chan struct{}
 }
@@ -210,10 +218,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := s.metrics.register(opts.Registerer, s); err != nil {
 		return nil, err
 	}
-	head, err := s.readHead(ctx)
+	head, ok, err := s.readHead(ctx)
 	if err != nil {
 		return nil, err
 	}
+	if !ok && opts.RequireInit {
+		return nil, fmt.Errorf("%w: no %s in %v (run keyctl init, or check the keystore location)", ErrNotInitialised, headKey, s.storage)
+	}
+	s.avail.initialised.Store(ok)
 	s.journal.seen = head
 	if err := s.openFilter(ctx, opts.Registerer); err != nil {
 		return nil, err
@@ -294,7 +306,7 @@ func (s *Store) lookup(ctx context.Context, serverName string) (e *Entry, loadSt
 		if !ok {
 			markLoad(&loadStart)
 			if c, err = s.certs.Get(ctx, ref.ID, otter.LoaderFunc[string, *Cert](s.loadCert)); err != nil {
-				return nil, loadStart, err // ctx done
+				return nil, loadStart, err // ctx done, or the storage unavailable
 			}
 		}
 		switch {
@@ -364,6 +376,9 @@ func (s *Store) CertByID(ctx context.Context, id string) (*Cert, error) {
 	c, ok := s.certs.GetIfPresent(id)
 	if !ok {
 		if !s.storage.Exists(ctx, recordKey(id)) {
+			if err := s.unavailable(ctx, recordKey(id), fs.ErrNotExist); err != nil {
+				return nil, err
+			}
 			return nil, fmt.Errorf("%w: certificate %s", ErrNotFound, id)
 		}
 		var err error
@@ -390,6 +405,12 @@ func (s *Store) nameRefs(ctx context.Context, name string, loadStart *time.Time)
 		return ne, nil
 	}
 	if !s.mayHold(ctx, name) && !s.mayHoldNow(ctx, name) {
+		// Absent from the filter as of the last journal entry read; if
+		// the journal cannot be read now, newer names cannot be known:
+		// the lookup failed, it did not find nothing.
+		if err := s.Err(); err != nil {
+			return nil, err
+		}
 		return &nameEntry{}, nil
 	}
 	markLoad(loadStart)
@@ -401,6 +422,11 @@ func (s *Store) nameRefs(ctx context.Context, name string, loadStart *time.Time)
 func (s *Store) loadName(ctx context.Context, name string) (*nameEntry, error) {
 	key := nameKey(name)
 	data, err := s.storage.Load(ctx, key)
+	if err != nil {
+		if uerr := s.unavailable(ctx, key, err); uerr != nil {
+			return nil, uerr // not cached: the next lookup asks again
+		}
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return &nameEntry{}, nil
 	}
@@ -421,6 +447,11 @@ func (s *Store) loadName(ctx context.Context, name string) (*nameEntry, error) {
 func (s *Store) loadCert(ctx context.Context, id string) (*Cert, error) {
 	key := recordKey(id)
 	data, err := s.storage.Load(ctx, key)
+	if err != nil {
+		if uerr := s.unavailable(ctx, key, err); uerr != nil {
+			return nil, uerr // not cached: the next lookup asks again
+		}
+	}
 	if err == nil {
 		var (
 			r    *record
@@ -557,6 +588,9 @@ func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err
+		}
+		if uerr := s.unavailable(ctx, key, err); uerr != nil {
+			return nil, uerr
 		}
 		return nil, s.failed("key", subject, key, err)
 	}

@@ -49,7 +49,7 @@ type command struct {
 }
 
 var commands = []command{
-	{"init", "", "create the keystore directory, a fleet key and a geo master key (0600 each)", runInit},
+	{"init", "", "create the keystore (directory and empty change journal), a fleet key and a geo master key (0600 each)", runInit},
 	{"gen-tenants", "--count N [flags]", "generate N test tenants signed by a test CA", runGenTenants},
 	{"import", "--cert FILE --key FILE --tenant T --origin URL", "store a certificate chain and its key", runImport},
 	{"show", "NAME", "show the certificates serving NAME (never key bytes)", runShow},
@@ -220,6 +220,13 @@ func runInit(ctx context.Context, e *env, args []string) error {
 		if err := os.MkdirAll(e.keystore, 0o700); err != nil {
 			return err
 		}
+	}
+	storage, err := e.storage(ctx)
+	if err != nil {
+		return err
+	}
+	if err := keystore.Init(ctx, storage); err != nil {
+		return err
 	}
 	if secretfile.Exists(e.fleetKey) {
 		fmt.Fprintf(e.stdout, "fleet key %s exists, kept\n", e.fleetKey)

@@ -89,6 +89,7 @@ func startNode(ctx context.Context, cfg *edge.Config, listen listenFunc, logOut 
 		PollInterval: cfg.Cache.PollInterval,
 		Logger:       n.log,
 		Registerer:   reg,
+		RequireInit:  true,
 	})
 	if err != nil {
 		return nil, err
@@ -128,7 +129,7 @@ func startNode(ctx context.Context, cfg *edge.Config, listen listenFunc, logOut 
 		if err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
-		n.metrics = &http.Server{Handler: ops.Handler(reg, &n.ready), ReadHeaderTimeout: 10 * time.Second}
+		n.metrics = &http.Server{Handler: ops.Handler(reg, &n.ready, n.store.Err), ReadHeaderTimeout: 10 * time.Second}
 		go n.metrics.Serve(mln)
 		n.log.Info("metrics listening", "addr", "http://"+mln.Addr().String()+"/metrics")
 	}

@@ -124,7 +124,7 @@ func serve(ctx context.Context, cfg *config, path string, log *slog.Logger, leve
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	keys, closeKeys, err := cfg.keySource(ctx, log, reg)
+	keys, keysErr, closeKeys, err := cfg.keySource(ctx, log, reg)
 	if err != nil {
 		return err
 	}
@@ -152,7 +152,7 @@ func serve(ctx context.Context, cfg *config, path string, log *slog.Logger, leve
 			ln.Close()
 			return fmt.Errorf("metrics: %w", err)
 		}
-		metrics := &http.Server{Handler: ops.Handler(reg, &ready), ReadHeaderTimeout: 10 * time.Second}
+		metrics := &http.Server{Handler: ops.Handler(reg, &ready, keysErr), ReadHeaderTimeout: 10 * time.Second}
 		go metrics.Serve(mln)
 		defer metrics.Close()
 		log.Info("keyserver: metrics listening", "addr", "http://"+mln.Addr().String()+"/metrics")
@@ -332,47 +332,49 @@ func (c *config) tlsConfig() (*tls.Config, error) {
 	return &tls.Config{GetCertificate: identity.GetCertificate, ClientCAs: pool}, nil
 }
 
-// keySource opens keys_dir or the keystore; the function returned
-// closes it.
-func (c *config) keySource(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) (keyserver.KeySource, func(), error) {
+// keySource opens keys_dir or the keystore. It returns the source, its
+// readiness check (nil while its storage answers) and a function closing
+// it.
+func (c *config) keySource(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) (keyserver.KeySource, func() error, func(), error) {
 	if c.KeysDir != "" {
 		d, err := keyserver.NewDirSource(c.path(c.KeysDir), keyserver.DirOptions{Logger: log})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return d, func() { d.Close() }, nil
+		return d, func() error { return nil }, func() { d.Close() }, nil
 	}
 	fleet, err := keystore.ReadFleetKeyFile(c.path(c.FleetKeyFile))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var nodeKey *geo.NodeKey
 	if c.NodeKeyFile != "" {
 		if nodeKey, err = geo.ReadNodeKeyFile(c.path(c.NodeKeyFile)); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	location := c.Keystore
 	if !backend.IsURL(location) {
 		location = c.path(location)
 		if fi, err := os.Stat(location); err != nil || !fi.IsDir() {
-			return nil, nil, fmt.Errorf("no keystore at %s", location)
+			return nil, nil, nil, fmt.Errorf("no keystore at %s", location)
 		}
 	}
 	storage, release, err := backend.Open(ctx, location, c.path(c.KeystorePasswordFile))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	store, err := keystore.Open(ctx, keystore.Options{
-		Storage:    storage,
-		FleetKey:   fleet,
-		NodeKey:    nodeKey,
-		Logger:     log,
-		Registerer: reg,
+		Storage:     storage,
+		FleetKey:    fleet,
+		NodeKey:     nodeKey,
+		Logger:      log,
+		Registerer:  reg,
+		RequireInit: true,
 	})
 	if err != nil {
 		release()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return keyserver.NewKeystoreSource(store), func() { store.Close(); release() }, nil
+	return keyserver.NewKeystoreSource(store), store.Err, func() { store.Close(); release() }, nil
 }

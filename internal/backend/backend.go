@@ -25,8 +25,10 @@ func IsURL(location string) bool {
 }
 
 // Open returns the storage at location, and a function releasing it. A
-// Redis URL is redis[s]://[user@]host:port[/db][?prefix=P] (go-redis's
-// options are accepted in the query too); its password, if any, comes
+// Redis URL is redis[s]://[user@]host:port[/db][?prefix=P&op_timeout=D]
+// (go-redis's options are accepted in the query too); op_timeout bounds
+// each call to Redis, retries included [1s] (see redisstore.Options). Its
+// password, if any, comes
 // from passwordFile, never from the URL, which lives in configuration
 // files. The Redis server is pinged, so a wrong address fails here.
 func Open(ctx context.Context, location, passwordFile string) (certmagic.Storage, func() error, error) {
@@ -45,7 +47,14 @@ func Open(ctx context.Context, location, passwordFile string) (certmagic.Storage
 	}
 	q := u.Query()
 	prefix := q.Get("prefix")
+	var opTimeout time.Duration
+	if v := q.Get("op_timeout"); v != "" {
+		if opTimeout, err = time.ParseDuration(v); err != nil || opTimeout <= 0 {
+			return nil, nil, fmt.Errorf("keystore URL: op_timeout %q: want a positive duration such as 500ms", v)
+		}
+	}
 	q.Del("prefix")
+	q.Del("op_timeout")
 	u.RawQuery = q.Encode()
 	opts, err := redis.ParseURL(u.String())
 	if err != nil {
@@ -58,6 +67,7 @@ func Open(ctx context.Context, location, passwordFile string) (certmagic.Storage
 		}
 		opts.Password = strings.TrimSpace(string(pw))
 	}
+	opts.ContextTimeoutEnabled = true // so op_timeout bounds socket reads and writes too
 	client := redis.NewClient(opts)
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -65,5 +75,5 @@ func Open(ctx context.Context, location, passwordFile string) (certmagic.Storage
 		client.Close()
 		return nil, nil, fmt.Errorf("keystore %s: %w", u.Redacted(), err)
 	}
-	return redisstore.New(client, redisstore.Options{Prefix: prefix}), client.Close, nil
+	return redisstore.New(client, redisstore.Options{Prefix: prefix, OpTimeout: opTimeout}), client.Close, nil
 }

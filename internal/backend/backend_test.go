@@ -53,6 +53,8 @@ func TestOpen(t *testing.T) {
 		{"redis://:hunter2@" + srv.Addr, "", "not in the URL"},
 		{"redis://127.0.0.1:1", "", "127.0.0.1:1"},
 		{"redis://" + srv.Addr + "/x", "", "keystore URL"},
+		{"redis://" + srv.Addr + "?op_timeout=-1s", "", "op_timeout"},
+		{"redis://" + srv.Addr + "?op_timeout=soon", "", "op_timeout"},
 		{t.TempDir(), pwFile, "goes with a redis:// keystore"},
 	} {
 		if _, _, err := Open(ctx, tc.location, tc.pw); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -12,9 +12,11 @@ import (
 
 // Handler serves /metrics from reg, /healthz (200 while the process
 // serves HTTP at all: a liveness probe) and /readyz (200 while ready is
-// set, 503 otherwise: a readiness probe, which a draining process fails
-// so load balancers stop sending it connections).
-func Handler(reg prometheus.Gatherer, ready *atomic.Bool) http.Handler {
+// set and every check returns nil, 503 with the first check's error
+// otherwise: a readiness probe, which a draining process, or one whose
+// keystore is unavailable, fails so load balancers stop sending it
+// connections).
+func Handler(reg prometheus.Gatherer, ready *atomic.Bool, checks ...func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -24,6 +26,12 @@ func Handler(reg prometheus.Gatherer, ready *atomic.Bool) http.Handler {
 		if !ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
+		}
+		for _, check := range checks {
+			if err := check(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
 		}
 		w.Write([]byte("ready\n"))
 	})

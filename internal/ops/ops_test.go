@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,7 +18,8 @@ func TestHandler(t *testing.T) {
 	reg.MustRegister(c)
 	c.Inc()
 	var ready atomic.Bool
-	srv := httptest.NewServer(Handler(reg, &ready))
+	var checkErr atomic.Pointer[error] // what the readiness check returns
+	srv := httptest.NewServer(Handler(reg, &ready, func() error { return *checkErr.Load() }))
 	defer srv.Close()
 	get := func(path string) (int, string) {
 		resp, err := http.Get(srv.URL + path)
@@ -31,17 +33,21 @@ func TestHandler(t *testing.T) {
 	tests := []struct {
 		path   string
 		ready  bool
+		check  error
 		status int
 		body   string
 	}{
-		{"/healthz", false, 200, "ok"},
-		{"/readyz", false, 503, "not ready"},
-		{"/readyz", true, 200, "ready"},
-		{"/metrics", true, 200, "keyedge_test_total 1"},
-		{"/other", true, 404, ""},
+		{"/healthz", false, nil, 200, "ok"},
+		{"/readyz", false, nil, 503, "not ready"},
+		{"/readyz", true, nil, 200, "ready"},
+		{"/readyz", true, errors.New("keystore: storage unavailable"), 503, "not ready: keystore: storage unavailable"},
+		{"/healthz", true, errors.New("keystore: storage unavailable"), 200, "ok"},
+		{"/metrics", true, nil, 200, "keyedge_test_total 1"},
+		{"/other", true, nil, 404, ""},
 	}
 	for _, tt := range tests {
 		ready.Store(tt.ready)
+		checkErr.Store(&tt.check)
 		status, body := get(tt.path)
 		if status != tt.status || !strings.Contains(body, tt.body) {
 			t.Errorf("GET %s (ready %v) = %d %q, want %d containing %q", tt.path, tt.ready, status, body, tt.status, tt.body)

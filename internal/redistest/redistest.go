@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,7 +17,8 @@ import (
 // Server is a redis-server process that lives as long as the test.
 type Server struct {
 	Addr     string
-	cmd      *exec.Cmd
+	cmd      *exec.Cmd // the running process; replaced by Restart
+	args     []string  // redis-server's command line
 	password string
 }
 
@@ -51,17 +53,25 @@ func Start(t testing.TB, args ...string) *Server {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-	s.cmd = exec.Command(bin, append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port),
-		"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--loglevel", "warning"}, args...)...)
+	s.args = append([]string{bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--loglevel", "warning"}, args...)
 	s.password = passwordIn(args)
-	s.cmd.Stderr = os.Stderr
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
 		s.cmd.Process.Kill()
 		s.cmd.Wait()
 	})
+	s.start(t)
+	return s
+}
+
+// start runs the process and waits until it answers.
+func (s *Server) start(t testing.TB) {
+	t.Helper()
+	s.cmd = exec.Command(s.args[0], s.args[1:]...)
+	s.cmd.Stderr = os.Stderr
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
 	c := s.Client(t)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if err := c.Ping(context.Background()).Err(); err == nil {
@@ -70,7 +80,43 @@ func Start(t testing.TB, args ...string) *Server {
 			t.Fatalf("redis-server on %s not answering: %v", s.Addr, err)
 		}
 	}
-	return s
+}
+
+// Pause stops the process (SIGSTOP): connections stay open and nothing
+// answers, as with a hung Redis. Resume continues it.
+func (s *Server) Pause(t testing.TB) { s.signal(t, syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume(t testing.TB) { s.signal(t, syscall.SIGCONT) }
+
+func (s *Server) signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Save writes the data to disk (SAVE), for Restart to load.
+func (s *Server) Save(t testing.TB) {
+	t.Helper()
+	if err := s.Client(t).Save(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Kill ends the process (SIGKILL): connections are refused until
+// Restart.
+func (s *Server) Kill(t testing.TB) {
+	t.Helper()
+	s.signal(t, os.Kill)
+	s.cmd.Wait()
+}
+
+// Restart starts a killed server again on the same address, with the
+// data of the last Save.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.start(t)
 }
 
 // Client returns a new client of the server, closed when the test ends.

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,14 +34,17 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
 )
 
 // Storage is a certmagic.Storage over a Redis client. It is safe for
 // concurrent use.
 type Storage struct {
-	client  redis.UniversalClient
-	ns      string // "{prefix}:"
-	lockTTL time.Duration
+	client    redis.UniversalClient
+	ns        string // "{prefix}:"
+	lockTTL   time.Duration
+	opTimeout time.Duration
+	breaker   *gobreaker.CircuitBreaker[struct{}]
 
 	mu    sync.Mutex           // guards locks
 	locks map[string]*heldLock // locks this Storage holds, by name
@@ -61,15 +65,35 @@ type Options struct {
 	// LockTTL is how long a lock survives its holder's crash; holders
 	// refresh it every third of it [1m].
 	LockTTL time.Duration
+
+	// OpTimeout bounds each call to Redis, retries included, so a hung
+	// or unreachable Redis costs a lookup this much at most, and nothing
+	// once the breaker is open [1s]. The client must honour context
+	// deadlines (redis.Options.ContextTimeoutEnabled).
+	OpTimeout time.Duration
+
+	// BreakerThreshold is how many consecutive calls must fail for want
+	// of Redis before calls fail at once [5]; BreakerOpenFor is how long
+	// they then do before one call tries Redis again [1s].
+	BreakerThreshold int
+	BreakerOpenFor   time.Duration
+
+	// Logger receives the breaker's changes of state, one line each
+	// [slog.Default()].
+	Logger *slog.Logger
 }
 
 // New returns a Storage using client.
 func New(client redis.UniversalClient, opts Options) *Storage {
+	opts.BreakerThreshold = cmp.Or(opts.BreakerThreshold, 5)
+	opts.BreakerOpenFor = cmp.Or(opts.BreakerOpenFor, time.Second)
 	return &Storage{
-		client:  client,
-		ns:      "{" + cmp.Or(opts.Prefix, "keyedge") + "}:",
-		lockTTL: cmp.Or(opts.LockTTL, time.Minute),
-		locks:   map[string]*heldLock{},
+		client:    client,
+		ns:        "{" + cmp.Or(opts.Prefix, "keyedge") + "}:",
+		lockTTL:   cmp.Or(opts.LockTTL, time.Minute),
+		opTimeout: cmp.Or(opts.OpTimeout, time.Second),
+		breaker:   newBreaker(opts, cmp.Or(opts.Logger, slog.Default())),
+		locks:     map[string]*heldLock{},
 	}
 }
 
@@ -139,7 +163,9 @@ func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
 	if key == "" {
 		return errors.New("redisstore: empty key")
 	}
-	err := storeScript.Run(ctx, s.client, nil, s.ns, key, value, time.Now().UnixMilli()).Err()
+	err := s.do(ctx, func(ctx context.Context) error {
+		return storeScript.Run(ctx, s.client, nil, s.ns, key, value, time.Now().UnixMilli()).Err()
+	})
 	if err != nil {
 		return fmt.Errorf("redisstore: store %s: %w", key, err)
 	}
@@ -149,7 +175,11 @@ func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
 // Load implements certmagic.Storage. A missing key is fs.ErrNotExist.
 func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 	key = cleanKey(key)
-	v, err := s.client.HGet(ctx, s.valueKey(key), "d").Bytes()
+	var v []byte
+	err := s.do(ctx, func(ctx context.Context) (err error) {
+		v, err = s.client.HGet(ctx, s.valueKey(key), "d").Bytes()
+		return err
+	})
 	if errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("redisstore: %s: %w", key, fs.ErrNotExist)
 	}
@@ -163,7 +193,10 @@ func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 // everything under it, and deleting a missing key is not an error.
 func (s *Storage) Delete(ctx context.Context, key string) error {
 	key = cleanKey(key)
-	if err := deleteScript.Run(ctx, s.client, nil, s.ns, key).Err(); err != nil {
+	err := s.do(ctx, func(ctx context.Context) error {
+		return deleteScript.Run(ctx, s.client, nil, s.ns, key).Err()
+	})
+	if err != nil {
 		return fmt.Errorf("redisstore: delete %s: %w", key, err)
 	}
 	return nil
@@ -172,7 +205,11 @@ func (s *Storage) Delete(ctx context.Context, key string) error {
 // Exists implements certmagic.Storage, for values and directories.
 func (s *Storage) Exists(ctx context.Context, key string) bool {
 	key = cleanKey(key)
-	n, err := s.client.Exists(ctx, s.valueKey(key), s.dirKey(key)).Result()
+	var n int64
+	err := s.do(ctx, func(ctx context.Context) (err error) {
+		n, err = s.client.Exists(ctx, s.valueKey(key), s.dirKey(key)).Result()
+		return err
+	})
 	return err == nil && n > 0
 }
 
@@ -181,7 +218,11 @@ func (s *Storage) Exists(ctx context.Context, key string) bool {
 // directory is fs.ErrNotExist.
 func (s *Storage) List(ctx context.Context, dir string, recursive bool) ([]string, error) {
 	dir = cleanKey(dir)
-	names, err := s.client.SMembers(ctx, s.dirKey(dir)).Result()
+	var names []string
+	err := s.do(ctx, func(ctx context.Context) (err error) {
+		names, err = s.client.SMembers(ctx, s.dirKey(dir)).Result()
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: list %s: %w", dir, err)
 	}
@@ -213,7 +254,11 @@ func (s *Storage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, erro
 	modified := pipe.HGet(ctx, s.valueKey(key), "m")
 	size := pipe.HStrLen(ctx, s.valueKey(key), "d")
 	isDir := pipe.Exists(ctx, s.dirKey(key))
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	err := s.do(ctx, func(ctx context.Context) error {
+		_, err := pipe.Exec(ctx)
+		return err
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return certmagic.KeyInfo{}, fmt.Errorf("redisstore: stat %s: %w", key, err)
 	}
 	if ms, err := modified.Result(); err == nil {
@@ -247,7 +292,11 @@ func (s *Storage) Lock(ctx context.Context, name string) error {
 	token := rand.Text()
 	wait := 10 * time.Millisecond
 	for {
-		ok, err := s.client.SetNX(ctx, s.lockKey(name), token, s.lockTTL).Result()
+		var ok bool
+		err := s.do(ctx, func(ctx context.Context) (err error) {
+			ok, err = s.client.SetNX(ctx, s.lockKey(name), token, s.lockTTL).Result()
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("redisstore: lock %s: %w", name, err)
 		}
@@ -298,7 +347,10 @@ func (s *Storage) Unlock(ctx context.Context, name string) error {
 	}
 	held.stop()
 	<-held.done
-	if err := unlockScript.Run(ctx, s.client, []string{s.lockKey(name)}, held.token).Err(); err != nil {
+	err := s.do(ctx, func(ctx context.Context) error {
+		return unlockScript.Run(ctx, s.client, []string{s.lockKey(name)}, held.token).Err()
+	})
+	if err != nil {
 		return fmt.Errorf("redisstore: unlock %s: %w", name, err)
 	}
 	return nil
