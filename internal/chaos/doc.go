@@ -14,9 +14,10 @@
 //
 // The binaries are built once per run, without -race (only the test
 // process needs it). Scenarios not in the fast subset call full(t) and
-// are skipped without KEYEDGE_CHAOS=1. Scenarios that need Redis start
-// it with internal/redistest and are skipped without redis-server,
-// unless KEYEDGE_REQUIRE_REDIS is set.
+// are skipped without KEYEDGE_CHAOS=1. A world with options.Redis keeps
+// its keystore in a redis-server started by internal/redistest (its
+// Process can be stopped or killed); such scenarios are skipped without
+// redis-server, unless KEYEDGE_REQUIRE_REDIS is set.
 //
 // # The world
 //
@@ -46,9 +47,10 @@
 // Adding one is a test function: newWorld, startLoad or run, the fault,
 // and allOK / allFailed on the report.
 //
-//   - TestKeyServerKilled (fast): the preferred key server is killed with
-//     SIGKILL under load; every request succeeds, and the keyless tenant
-//     is still served after the kill.
+//   - TestKeyServerKilled (fast over a keystore directory; over a Redis
+//     keystore in the full suite): the preferred key server is killed
+//     with SIGKILL under load; every request succeeds, and the keyless
+//     tenant is still served after the kill.
 //   - TestKeyServersAllDown: both key servers killed; only the keyless
 //     tenant fails, local tenants are all served; one key server
 //     restarted, the keyless tenant is served again without restarting

@@ -11,16 +11,24 @@ import (
 // TestKeyServerKilled kills the preferred key server with SIGKILL under
 // load while a second one is configured: every handshake, keyless ones
 // included, still succeeds, and the keyless tenant keeps being served
-// after the kill (by the second server).
+// after the kill (by the second server). It runs over a keystore
+// directory and, in the full suite, over a Redis keystore.
 func TestKeyServerKilled(t *testing.T) {
-	w := newWorld(t, options{})
-	l := w.startLoad(load{Hosts: w.hosts(), Requests: 400})
-	l.waitCompleted(t, 100)
-	w.keySrv[0].kill()
-	killedAt := l.completed()
-	rep := l.wait(t)
-	rep.allOK(t, "preferred key server killed under load", w.hosts()...)
-	rep.from(killedAt).allOK(t, "after the kill", keylessHost)
+	for _, redis := range []bool{false, true} {
+		t.Run(map[bool]string{false: "dir", true: "redis"}[redis], func(t *testing.T) {
+			if redis {
+				full(t)
+			}
+			w := newWorld(t, options{Redis: redis})
+			l := w.startLoad(load{Hosts: w.hosts(), Requests: 400})
+			l.waitCompleted(t, 100)
+			w.keySrv[0].kill()
+			killedAt := l.completed()
+			rep := l.wait(t)
+			rep.allOK(t, "preferred key server killed under load", w.hosts()...)
+			rep.from(killedAt).allOK(t, "after the kill", keylessHost)
+		})
+	}
 }
 
 // TestKeyServersAllDown kills both key servers: only the keyless tenant

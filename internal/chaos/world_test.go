@@ -20,6 +20,7 @@ import (
 
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/proctest"
+	"github.com/keyedge/keyedge/internal/redistest"
 )
 
 func TestMain(m *testing.M) { proctest.Main(m) }
@@ -55,6 +56,7 @@ type options struct {
 	KeyServers int           // key servers holding the keyless tenant's key, in preference order [2]
 	Timeout    time.Duration // hard bound on the scenario: then every process is killed and the test fails [2m]
 	EdgeConfig string        // extra lines for edge.yaml (top-level keys not written by the world)
+	Redis      bool          // keep the keystore in a redis-server (internal/redistest) instead of a directory
 }
 
 // world is one scenario's set of real processes on 127.0.0.1: an origin
@@ -68,9 +70,13 @@ type world struct {
 	local  []string // local tenants' names
 	keySrv []*keyServer
 	edge   *edgeNode
+	// keystore is the keystore's location, as keyctl and edge.yaml name
+	// it: "keystore" (a directory in dir) or a redis:// URL.
+	keystore string
+	redis    *redistest.Server // with options.Redis
 
-	mu    sync.Mutex // guards pids
-	pids  []int      // every process the scenario caused, for the watchdog
+	mu    sync.Mutex    // guards procs
+	procs []*os.Process // every process the scenario caused, for the watchdog
 	timer *time.Timer
 	// timedOut is set when the watchdog fired.
 	timedOut atomic.Bool
@@ -94,9 +100,15 @@ func newWorld(t *testing.T, opts options) *world {
 	w := &world{t: t, dir: t.TempDir(), bins: map[string]string{keyedgeCmd: bins[0], keyserverCmd: bins[1], keyctlCmd: bins[2]}}
 	w.startWatchdog(opts.Timeout)
 	w.origin = startOrigin(t)
+	w.keystore = "keystore"
+	if opts.Redis {
+		w.redis = redistest.Start(t)
+		w.track(w.redis.Process().Pid)
+		w.keystore = "redis://" + w.redis.Addr + "/0?prefix=chaos"
+	}
 
-	w.keyctl("init", "--keystore", "keystore", "--fleet-key", "fleet.key")
-	w.keyctl("gen-tenants", "--keystore", "keystore", "--fleet-key", "fleet.key",
+	w.keyctl("init", "--keystore", w.keystore, "--fleet-key", "fleet.key")
+	w.keyctl("gen-tenants", "--keystore", w.keystore, "--fleet-key", "fleet.key",
 		"--count", fmt.Sprint(opts.Tenants), "--origin", w.origin.URL, "--ca", "testca")
 	for i := range opts.Tenants {
 		w.local = append(w.local, certs.TenantName(i, "keyedge.test"))
@@ -113,7 +125,7 @@ func newWorld(t *testing.T, opts options) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	importArgs := []string{"import", "--keystore", "keystore", "--fleet-key", "fleet.key",
+	importArgs := []string{"import", "--keystore", w.keystore, "--fleet-key", "fleet.key",
 		"--cert", "keyless.pem", "--keyless", "--tenant", "keyless", "--origin", w.origin.URL}
 	for i := range opts.KeyServers {
 		ks := w.newKeyServer(fmt.Sprintf("ks%d", i+1), leaf)
@@ -142,9 +154,8 @@ func (w *world) startWatchdog(limit time.Duration) {
 		w.timedOut.Store(true)
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		for _, pid := range w.pids {
-			syscall.Kill(pid, syscall.SIGCONT)
-			syscall.Kill(pid, syscall.SIGKILL)
+		for _, p := range w.procs {
+			proctest.Kill(p)
 		}
 	})
 	w.t.Cleanup(func() {
@@ -155,12 +166,14 @@ func (w *world) startWatchdog(limit time.Duration) {
 	})
 }
 
-// track puts pid under the watchdog and kills it when the test ends.
+// track puts process pid under the watchdog, and kills it when the test
+// ends.
 func (w *world) track(pid int) {
+	w.t.Helper()
+	p := proctest.KillOnCleanup(w.t, pid)
 	w.mu.Lock()
-	w.pids = append(w.pids, pid)
+	w.procs = append(w.procs, p)
 	w.mu.Unlock()
-	proctest.KillOnCleanup(w.t, pid)
 }
 
 // start runs command cmd (keyedgeCmd, …) in the world's directory.
@@ -259,7 +272,7 @@ func (w *world) startEdge(extra string) *edgeNode {
 	e := &edgeNode{w: w, addr: proctest.FreeAddr(w.t), metrics: proctest.FreeAddr(w.t), pidFile: w.path("keyedge.pid")}
 	cfg := fmt.Sprintf(`listen: %s
 metrics_listen: %s
-keystore: keystore
+keystore: %s
 fleet_key_file: fleet.key
 keyless:
   cert_file: edge-identity.pem
@@ -267,7 +280,7 @@ keyless:
   ca_file: identity-ca.pem
 limits:
   drain_timeout: 10s
-%s`, e.addr, e.metrics, extra)
+%s`, e.addr, e.metrics, w.keystore, extra)
 	if err := os.WriteFile(w.path("edge.yaml"), []byte(cfg), 0o600); err != nil {
 		w.t.Fatal(err)
 	}
@@ -305,9 +318,13 @@ type tenantFiles struct {
 	name, record, sealed string
 }
 
-// filesOf finds the files of tenant name in the world's keystore.
+// filesOf finds the files of tenant name in the world's keystore
+// directory.
 func (w *world) filesOf(name string) tenantFiles {
 	w.t.Helper()
+	if w.redis != nil {
+		w.t.Fatal("filesOf: the keystore is in Redis")
+	}
 	sum := sha256.Sum256([]byte(name))
 	nameFile := filepath.Join(w.dir, "keystore", "names", hex.EncodeToString(sum[:1]), name)
 	data, err := os.ReadFile(nameFile)

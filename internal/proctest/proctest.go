@@ -134,12 +134,24 @@ func Exited(pid int) bool {
 
 // KillOnCleanup continues and kills process pid when the test ends: for
 // processes the test caused to exist without starting them itself (a
-// process's replacement after a SIGUSR2 upgrade, say).
-func KillOnCleanup(t testing.TB, pid int) {
-	t.Cleanup(func() {
-		syscall.Kill(pid, syscall.SIGCONT)
-		syscall.Kill(pid, syscall.SIGKILL)
-	})
+// process's replacement after a SIGUSR2 upgrade, say). The process is
+// found now, so on Linux (a pidfd) a later kill cannot reach another
+// process that reused the ID.
+func KillOnCleanup(t testing.TB, pid int) *os.Process {
+	t.Helper()
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		t.Fatalf("process %d: %v", pid, err)
+	}
+	t.Cleanup(func() { Kill(p) })
+	return p
+}
+
+// Kill continues p (in case it was stopped) and kills it with SIGKILL.
+// A process that has exited already is left alone.
+func Kill(p *os.Process) {
+	p.Signal(syscall.SIGCONT)
+	p.Kill()
 }
 
 // Process is a running command started by Start.
@@ -178,8 +190,7 @@ func Start(t testing.TB, name, dir, bin string, args ...string) *Process {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
-		p.Cmd.Process.Signal(syscall.SIGCONT)
-		p.Cmd.Process.Kill()
+		Kill(p.Cmd.Process)
 		<-p.done
 		if t.Failed() {
 			t.Logf("%s: end of %s:\n%s", name, p.Log, tail(p.Log, 4096))
