@@ -47,8 +47,7 @@ type outcome struct {
 
 // loadRun is a load in progress.
 type loadRun struct {
-	cancel   context.CancelFunc
-	finished chan struct{}
+	finished chan struct{} // closed when every worker has returned
 
 	mu       sync.Mutex // guards outcomes
 	outcomes []outcome  // in order of completion
@@ -65,7 +64,7 @@ func (w *world) startLoad(l load) *loadRun {
 	l.Requests = min(cmp.Or(l.Requests, 400), maxRequests)
 	l.Within = cmp.Or(l.Within, 10*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), l.Within)
-	r := &loadRun{cancel: cancel, finished: make(chan struct{})}
+	r := &loadRun{finished: make(chan struct{})}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range l.Workers {
