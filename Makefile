@@ -3,7 +3,7 @@ GO       ?= go
 BIN      := bin
 FUZZTIME ?= 60s
 
-.PHONY: build test demo bench bench-million fuzz lint
+.PHONY: build test chaos demo bench bench-million fuzz lint
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -14,6 +14,14 @@ build:
 test: lint
 	$(GO) test -race -count=1 ./...
 	$(MAKE) fuzz FUZZTIME=3000x
+
+# The chaos suite (internal/chaos; its doc.go lists the scenarios): real
+# keyedge, keyserver and keyctl processes on 127.0.0.1, one fault each
+# under a bounded load. make test runs its fast subset (the scenarios
+# that do not call full(t)); make chaos runs every scenario. Each
+# scenario has its own hard timeout; -timeout bounds the whole run.
+chaos:
+	KEYEDGE_CHAOS=1 $(GO) test -race -count=1 -timeout 10m -v ./internal/chaos/...
 
 demo: build
 	$(BIN)/keyedge demo

@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/proctest"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -202,16 +203,7 @@ func (w *world) put(t testing.TB, kt certs.KeyType, origin string, names ...stri
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+var eventually = proctest.Eventually
 
 // tempStore opens a keystore with a new fleet key in a temporary
 // directory, closed when the test ends, and returns it with its storage.

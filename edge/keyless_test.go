@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,46 +21,13 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/proctest"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// keyserverBin is cmd/keyserver, built once for this package's tests:
-// keyless tests run real key server processes.
-var keyserverBin struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-func keyserverBinary(t testing.TB) string {
-	t.Helper()
-	keyserverBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "keyedge-edge-test-")
-		if err != nil {
-			keyserverBin.err = err
-			return
-		}
-		keyserverBin.path = filepath.Join(dir, "keyserver")
-		out, err := exec.Command("go", "build", "-o", keyserverBin.path, "github.com/keyedge/keyedge/cmd/keyserver").CombinedOutput()
-		if err != nil {
-			keyserverBin.err = fmt.Errorf("go build cmd/keyserver: %v\n%s", err, out)
-		}
-	})
-	if keyserverBin.err != nil {
-		t.Fatal(keyserverBin.err)
-	}
-	return keyserverBin.path
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if keyserverBin.path != "" {
-		os.RemoveAll(filepath.Dir(keyserverBin.path))
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.Main(m) }
 
 // keylessWorld is a world whose keyless tenants' keys live only with key
 // server processes the test starts.
@@ -130,18 +96,6 @@ func (kw *keylessWorld) tenantKeys(t testing.TB, name string) string {
 	return "keys_dir: keys\n"
 }
 
-// freeAddr returns a 127.0.0.1 address nothing listens on, for a process
-// to bind.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // startKeyServerWith runs a key server process whose keys come from
 // source, the config lines naming them (keys_dir, or keystore and its
 // keys), and returns its address and process.
@@ -161,29 +115,15 @@ func (kw *keylessWorld) startKeyServerWith(t testing.TB, name, source string) (s
 	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: kw.idCA.Certificate().Raw}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := proctest.FreeAddr(t)
 	cfg := fmt.Sprintf("listen: %s\ncert_file: server.pem\nkey_file: server.key\nclient_ca_file: ca.pem\n%slog_level: warn\nauthorize:\n  - clients: [\"dns:edge.test\"]\n    keys: [\"*\"]\n", addr, source)
 	if err := os.WriteFile(filepath.Join(dir, "keyserver.yaml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(keyserverBinary(t), "--config", filepath.Join(dir, "keyserver.yaml"))
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGCONT)
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	eventually(t, 10*time.Second, "key server "+name+" listening", func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return addr, cmd.Process
+	bin := proctest.Build(t, "cmd/keyserver")[0]
+	p := proctest.Start(t, name, dir, bin, "--config", filepath.Join(dir, "keyserver.yaml"))
+	proctest.WaitListening(t, addr, 10*time.Second)
+	return addr, p.Cmd.Process
 }
 
 // putKeyless stores every tenant's certificate, without its key, as
@@ -281,7 +221,7 @@ func TestKeylessFailoverOnKill(t *testing.T) {
 // preferred server signs again once its health check passes.
 func TestKeylessFailoverOnStop(t *testing.T) {
 	kw := newKeylessWorld(t, Options{})
-	firstMetrics, secondMetrics := freeAddr(t), freeAddr(t)
+	firstMetrics, secondMetrics := proctest.FreeAddr(t), proctest.FreeAddr(t)
 	first, firstProc := kw.startKeyServerWith(t, "ks1", kw.tenantKeys(t, "ks1")+"metrics_listen: "+firstMetrics+"\n")
 	second, _ := kw.startKeyServerWith(t, "ks2", kw.tenantKeys(t, "ks2")+"metrics_listen: "+secondMetrics+"\n")
 	kw.putKeyless(t, first, second)

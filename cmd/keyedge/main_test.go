@@ -13,11 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,9 +34,8 @@ func TestScript(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"mkworld":          mkworld,
-			"fetch":            fetch,
-			"restartunderload": restartUnderLoad,
+			"mkworld": mkworld,
+			"fetch":   fetch,
 		},
 	})
 }
@@ -135,121 +130,4 @@ func fetch(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("fetch %s: %v", sni, lastErr)
 	}
 	fmt.Fprintf(ts.Stdout(), "refused: %v\n", lastErr)
-}
-
-// restartUnderLoad PIDFILE N makes N requests to the edge at $EDGE from
-// four clients, two opening a new connection (and TLS handshake) per
-// request and two keeping connections alive, and SIGUSR2s the edge (the
-// PID in PIDFILE) after the first quarter. It waits for PIDFILE to name
-// a new process and for the old one to exit before the last quarter, so
-// requests run before, during and after the swap, and fails if any
-// request failed. Both processes are killed when the script ends.
-//
-// The edge must run detached with its output in a file (sh -c '… &'):
-// the new process inherits the old one's standard streams, so a pipe
-// to testscript would never close.
-func restartUnderLoad(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 2 {
-		ts.Fatalf("usage: restartunderload PIDFILE N")
-	}
-	var n int
-	if _, err := fmt.Sscan(args[1], &n); err != nil {
-		ts.Fatalf("restartunderload: %v", err)
-	}
-	pidFile := ts.MkAbs(args[0])
-	readPID := func() int {
-		data, err := os.ReadFile(pidFile)
-		if err != nil {
-			return 0
-		}
-		pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-		return pid
-	}
-	oldPID := readPID()
-	for deadline := time.Now().Add(10 * time.Second); oldPID == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		oldPID = readPID()
-	}
-	if oldPID == 0 {
-		ts.Fatalf("no PID in %s", pidFile)
-	}
-	ts.Defer(func() { syscall.Kill(oldPID, syscall.SIGKILL) })
-	roots, err := certs.ReadCertPool(ts.MkAbs("testca.pem"))
-	ts.Check(err)
-	edgeAddr := ts.Getenv("EDGE")
-	client := func(keepAlive bool) *http.Client {
-		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-			TLSClientConfig:   &tls.Config{RootCAs: roots},
-			DisableKeepAlives: !keepAlive,
-			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, network, edgeAddr)
-			},
-		}}
-	}
-	var next, done, failed atomic.Int64
-	var firstErr atomic.Value
-	swapped := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range 4 {
-		c := client(i%2 == 0)
-		wg.Go(func() {
-			defer c.CloseIdleConnections()
-			for {
-				k := next.Add(1)
-				if k > int64(n) {
-					return
-				}
-				if k == int64(3*n/4) {
-					<-swapped // hold the last quarter until the old process is gone
-				}
-				host := fmt.Sprintf("t%d.keyedge.test", k%3)
-				resp, err := c.Get("https://" + host + "/")
-				if err == nil {
-					_, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if err == nil && resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("status %s", resp.Status)
-					}
-				}
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Errorf("request %d (keep-alive %v): %w", k, i%2 == 0, err))
-				}
-				done.Add(1)
-			}
-		})
-	}
-	for done.Load() < int64(n/4) {
-		time.Sleep(time.Millisecond)
-	}
-	ts.Check(syscall.Kill(oldPID, syscall.SIGUSR2))
-	deadline := time.Now().Add(30 * time.Second)
-	newPID := 0
-	for ; time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if newPID = readPID(); newPID != oldPID && newPID != 0 && exited(oldPID) {
-			break
-		}
-	}
-	close(swapped)
-	wg.Wait()
-	if newPID == oldPID || !exited(oldPID) {
-		ts.Fatalf("no new process took over within 30s (PID file says %d, old %d)", newPID, oldPID)
-	}
-	ts.Defer(func() { syscall.Kill(newPID, syscall.SIGKILL) })
-	fmt.Fprintf(ts.Stdout(), "%d requests, %d failed; PID %d replaced by %d\n", done.Load(), failed.Load(), oldPID, newPID)
-	if failed.Load() > 0 {
-		ts.Fatalf("%d of %d requests failed during the restart; first: %v", failed.Load(), done.Load(), firstErr.Load())
-	}
-}
-
-// exited reports whether process pid has exited (or is a zombie its
-// parent, the script, has not reaped yet).
-func exited(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	// The state follows the command name in parentheses.
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
 }

@@ -119,6 +119,10 @@ func (s *Server) Restart(t testing.TB) {
 	s.start(t)
 }
 
+// Process is the redis-server process, for tests that stop, continue or
+// kill it.
+func (s *Server) Process() *os.Process { return s.cmd.Process }
+
 // Client returns a new client of the server, closed when the test ends.
 func (s *Server) Client(t testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr, Password: s.password})

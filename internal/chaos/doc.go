@@ -1,0 +1,74 @@
+// Package chaos is keyedge's chaos suite: each scenario runs real
+// processes built from this repository — `keyedge serve`, `keyserver`,
+// `keyctl` — on 127.0.0.1 in a temporary directory, injects one fault
+// under a bounded load of real TLS handshakes and HTTP requests, and
+// asserts the invariant that must survive it. It only ever sends traffic
+// to 127.0.0.1. The package holds nothing but this documentation and its
+// tests.
+//
+// # Running it
+//
+//	make chaos                                   # every scenario (KEYEDGE_CHAOS=1)
+//	go test -race -count=1 ./internal/chaos/...  # the fast subset, as make test runs it
+//	KEYEDGE_CHAOS=1 go test -race -count=1 -run SIGUSR2 -v ./internal/chaos/
+//
+// The binaries are built once per run, without -race (only the test
+// process needs it). Scenarios not in the fast subset call full(t) and
+// are skipped without KEYEDGE_CHAOS=1. A world with options.Redis keeps
+// its keystore in a redis-server started by internal/redistest (its
+// Process can be stopped or killed); such scenarios are skipped without
+// redis-server, unless KEYEDGE_REQUIRE_REDIS is set.
+//
+// # The world
+//
+// newWorld (world_test.go) makes, with keyctl, a keystore of local
+// tenants t0…t<N-1>.keyedge.test and one keyless tenant,
+// keyless.keyedge.test, whose key only the key servers hold (ks1
+// preferred, then ks2); issues mTLS identities for the edge and the key
+// servers, and authorizes the edge's identity for that one key on each
+// key server; starts the key servers and `keyedge serve --pid-file` with
+// an edge.yaml, and waits for /readyz. The origin, in the test process,
+// answers "origin HOST" and holds requests to /hold until released. Every
+// process logs to a file in the world's directory, shown when the test
+// fails; every process is continued and killed when the test ends; and a
+// watchdog kills them all if the scenario outlives its hard timeout
+// (options.Timeout, 2 minutes by default), failing it.
+//
+// The load driver (load_test.go) runs at most Requests requests (≤ 2,000)
+// for at most Within (10 s by default) from a few clients, by default
+// one new connection — one full handshake — per request, to several
+// tenants in turn, and reports per tenant how many succeeded and failed
+// and the first error; report.from(n) keeps the requests that finished
+// after the first n, so a scenario can check what happened after the
+// fault. No assertion reads the wall clock: waits are bounded polls.
+//
+// # Scenarios
+//
+// Adding one is a test function: newWorld, startLoad or run, the fault,
+// and allOK / allFailed on the report.
+//
+//   - TestKeyServerKilled (fast over a keystore directory; over a Redis
+//     keystore in the full suite): the preferred key server is killed
+//     with SIGKILL under load; every request succeeds, and the keyless
+//     tenant is still served after the kill.
+//   - TestKeyServersAllDown: both key servers killed; only the keyless
+//     tenant fails, local tenants are all served; one key server
+//     restarted, the keyless tenant is served again without restarting
+//     the edge, and a new load has no failure.
+//   - TestKeyServerStopped: the preferred key server is SIGSTOPped under
+//     load; no request fails (the edge fails over after the keyless
+//     attempt timeout).
+//   - TestCorruptTenantFiles (fast): one tenant's record, another's
+//     key.sealed, a third's name file overwritten with garbage; every
+//     request to them fails, the other tenants are served, no keystore
+//     file is deleted and the garbage is left as it was.
+//   - TestSIGTERMDrains: SIGTERM with requests held at the origin and a
+//     load running; the held requests complete with the origin's answer,
+//     every request before the signal succeeded, the edge exits 0.
+//   - TestSIGHUPUnderLoad: three config reloads under load over new and
+//     kept-alive connections; no request fails.
+//   - TestSIGUSR2UnderLoad (fast): an in-place upgrade under load over
+//     new and kept-alive connections; no request fails or is refused,
+//     the PID file names the new process, the old one exits 0, the new
+//     one serves, and the log shows the hand-over with no error.
+package chaos
