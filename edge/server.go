@@ -95,6 +95,22 @@ type Limits struct {
 	MaxHeaderBytes    int           // request header size [64 KiB]
 }
 
+// check reports the limits that are negative, each by name; zero means
+// the default.
+func (l Limits) check() error {
+	err := errors.Join(
+		checkPositive("Limits.HandshakeTimeout", l.HandshakeTimeout),
+		checkPositive("Limits.ReadHeaderTimeout", l.ReadHeaderTimeout),
+		checkPositive("Limits.IdleTimeout", l.IdleTimeout),
+		checkPositive("Limits.MaxConns", l.MaxConns),
+		checkPositive("Limits.MaxHeaderBytes", l.MaxHeaderBytes),
+	)
+	if err != nil {
+		return fmt.Errorf("edge: %w", err)
+	}
+	return nil
+}
+
 func (l Limits) withDefaults() Limits {
 	l.HandshakeTimeout = cmp.Or(l.HandshakeTimeout, 10*time.Second)
 	l.ReadHeaderTimeout = cmp.Or(l.ReadHeaderTimeout, 10*time.Second)
@@ -191,6 +207,9 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	if opts.Proxy.Logger == nil {
 		opts.Proxy.Logger = s.log
+	}
+	if err := opts.Limits.check(); err != nil {
+		return nil, err
 	}
 	limits := opts.Limits.withDefaults()
 	if opts.Tickets != nil {
@@ -356,24 +375,26 @@ func (s *Server) awaitFirstRequests(ctx context.Context) {
 // Reload applies the options that can change without a restart: the
 // fallback certificate, the session ticket secrets (a fleet secret
 // rotation), the handshake timeout and MaxConns. Other fields of opts are
-// ignored. Invalid ticket settings are logged and the old ones kept.
-func (s *Server) Reload(opts Options) {
-	old := s.settings.Load()
-	limits := old.limits
-	limits.HandshakeTimeout = cmp.Or(opts.Limits.HandshakeTimeout, 10*time.Second)
-	limits.MaxConns = cmp.Or(opts.Limits.MaxConns, 10_000)
-	tickets := opts.Tickets
-	if tickets != nil {
-		if err := tickets.check(); err != nil {
-			s.log.Error("edge: reload: keeping the previous session ticket settings", "err", err)
-			tickets = old.tickets
+// ignored. Invalid limits or ticket settings change nothing: Reload
+// returns the error and the server keeps its settings.
+func (s *Server) Reload(opts Options) error {
+	if err := opts.Limits.check(); err != nil {
+		return err
+	}
+	if opts.Tickets != nil {
+		if err := opts.Tickets.check(); err != nil {
+			return err
 		}
 	}
-	s.settings.Store(&settings{fallback: opts.Fallback, fallbackID: fallbackID(opts.Fallback), limits: limits, tickets: tickets})
+	old := s.settings.Load()
+	limits, fresh := old.limits, opts.Limits.withDefaults()
+	limits.HandshakeTimeout, limits.MaxConns = fresh.HandshakeTimeout, fresh.MaxConns
+	s.settings.Store(&settings{fallback: opts.Fallback, fallbackID: fallbackID(opts.Fallback), limits: limits, tickets: opts.Tickets})
 	select {
 	case s.ticketsChanged <- struct{}{}:
 	default:
 	}
+	return nil
 }
 
 // rotateTickets installs the ticket keys of each new epoch as it begins,
