@@ -59,7 +59,9 @@ type Config struct {
 		ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"` // [10s]
 		IdleTimeout       time.Duration `yaml:"idle_timeout"`        // [120s]
 		TunnelIdleTimeout time.Duration `yaml:"tunnel_idle_timeout"` // upgraded (WebSocket) connection without traffic [5m]
+		BodyReadTimeout   time.Duration `yaml:"body_read_timeout"`   // between two reads of a request body, then 408 [60s]
 		MaxConns          int           `yaml:"max_conns"`           // [10000]
+		MaxConnsPerIP     int           `yaml:"max_conns_per_ip"`    // per client address (IPv6: /64) [256, at most max_conns/4]
 		MaxHeaderBytes    int           `yaml:"max_header_bytes"`    // [65536]
 		DrainTimeout      time.Duration `yaml:"drain_timeout"`       // SIGTERM grace [30s]
 	} `yaml:"limits"`
@@ -211,7 +213,9 @@ func (c *Config) checkNumbers() error {
 		checkPositive("limits.read_header_timeout", l.ReadHeaderTimeout),
 		checkPositive("limits.idle_timeout", l.IdleTimeout),
 		checkPositive("limits.tunnel_idle_timeout", l.TunnelIdleTimeout),
+		checkPositive("limits.body_read_timeout", l.BodyReadTimeout),
 		checkPositive("limits.max_conns", l.MaxConns),
+		checkPositive("limits.max_conns_per_ip", l.MaxConnsPerIP),
 		checkPositive("limits.max_header_bytes", l.MaxHeaderBytes),
 		checkPositive("limits.drain_timeout", l.DrainTimeout),
 		checkPositive("session_tickets.rotation", st.Rotation),
@@ -325,8 +329,14 @@ func (c *Config) Options() (Options, error) {
 		IdleTimeout:       c.Limits.IdleTimeout,
 		MaxConns:          c.Limits.MaxConns,
 		MaxHeaderBytes:    c.Limits.MaxHeaderBytes,
+		MaxConnsPerIP:     c.Limits.MaxConnsPerIP,
 	}
-	o.Proxy = ProxyConfig{OriginTimeout: c.Origin.Timeout, DialTimeout: c.Origin.DialTimeout, TunnelIdleTimeout: c.Limits.TunnelIdleTimeout}
+	o.Proxy = ProxyConfig{
+		OriginTimeout:     c.Origin.Timeout,
+		DialTimeout:       c.Origin.DialTimeout,
+		TunnelIdleTimeout: c.Limits.TunnelIdleTimeout,
+		BodyReadTimeout:   c.Limits.BodyReadTimeout,
+	}
 	o.Node, o.KeyServers, _ = c.geo()
 	return o, nil
 }

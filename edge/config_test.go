@@ -104,7 +104,7 @@ func TestConfigOptions(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "edge.yaml")
 	text := "keystore: k\nfleet_key_file: f\ncurves: [X25519]\nmin_tls_version: \"1.3\"\nproxy_protocol:\n  trusted_cidrs: [10.1.2.3]\n" +
-		"limits:\n  tunnel_idle_timeout: 90s\n"
+		"limits:\n  tunnel_idle_timeout: 90s\n  body_read_timeout: 20s\n  max_conns_per_ip: 64\n"
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,8 @@ func TestConfigOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(o.Curves) != 1 || o.Curves[0] != tls.X25519 || o.MinVersion != tls.VersionTLS13 ||
-		len(o.TrustedProxies) != 1 || o.TrustedProxies[0].String() != "10.1.2.3/32" || o.Proxy.TunnelIdleTimeout != 90*time.Second {
+		len(o.TrustedProxies) != 1 || o.TrustedProxies[0].String() != "10.1.2.3/32" || o.Proxy.TunnelIdleTimeout != 90*time.Second ||
+		o.Proxy.BodyReadTimeout != 20*time.Second || o.Limits.MaxConnsPerIP != 64 {
 		t.Errorf("options %+v", o)
 	}
 }
@@ -218,9 +219,9 @@ func TestLoadConfigBadNumbers(t *testing.T) {
 			[]string{"limits.handshake_timeout: must be positive, got -5s"}},
 		{"negative max_conns", base + "limits:\n  max_conns: -1\n", []string{"limits.max_conns: must be positive, got -1"}},
 		{"every limit", base + "limits:\n  read_header_timeout: -1s\n  idle_timeout: -1s\n  tunnel_idle_timeout: -1s\n" +
-			"  max_header_bytes: -1\n  drain_timeout: -1s\n",
+			"  max_header_bytes: -1\n  drain_timeout: -1s\n  body_read_timeout: -1s\n  max_conns_per_ip: -2\n",
 			[]string{"limits.read_header_timeout", "limits.idle_timeout", "limits.tunnel_idle_timeout",
-				"limits.max_header_bytes", "limits.drain_timeout"}},
+				"limits.max_header_bytes", "limits.drain_timeout", "limits.body_read_timeout", "limits.max_conns_per_ip: must be positive, got -2"}},
 		{"origin", base + "origin:\n  timeout: -1s\n  dial_timeout: -2s\n",
 			[]string{"origin.timeout: must be positive, got -1s", "origin.dial_timeout: must be positive, got -2s"}},
 		{"cache", base + "cache:\n  max_entries: -1\n  max_bytes: -1\n  negative_ttl: -1s\n  poll_interval: -1s\n",

@@ -207,6 +207,7 @@ func TestBadLimits(t *testing.T) {
 	bad := []Limits{
 		{HandshakeTimeout: -5 * time.Second},
 		{MaxConns: -1},
+		{MaxConnsPerIP: -1},
 		{ReadHeaderTimeout: -1},
 		{IdleTimeout: -1},
 		{MaxHeaderBytes: -1},
