@@ -123,8 +123,14 @@ func (l *tlsListener) handshake(raw *trackedConn, limits Limits) {
 	defer l.wg.Done()
 	// The client's address is known here, not in the accept loop: behind
 	// a PROXY protocol listener, RemoteAddr reads the header (within the
-	// handshake timeout), which must not stall other accepts.
-	if client, ok := clientPrefix(raw.RemoteAddr()); ok {
+	// handshake timeout), which must not stall other accepts. Close ends
+	// that read as it ends handshakes.
+	stop := context.AfterFunc(l.ctx, func() { raw.Close() })
+	addr := raw.RemoteAddr()
+	if !stop() {
+		return // closed by Close
+	}
+	if client, ok := clientPrefix(addr); ok {
 		if !l.srv.clients.acquire(client, limits.MaxConnsPerIP) {
 			l.srv.refuse(refusedPerIP, "max_conns_per_ip", limits.MaxConnsPerIP, "client", client.String())
 			raw.Close()

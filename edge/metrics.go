@@ -37,7 +37,7 @@ func (m *metrics) routeCounters() routeCounters {
 }
 
 func newMetrics() *metrics {
-	return &metrics{
+	m := &metrics{
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyedge_edge_handshakes_total",
 			Help: "TLS handshakes by result (ok; timeout; closed by the client; error, including names refused with unrecognized_name), TLS version and key exchange group.",
@@ -68,6 +68,10 @@ func newMetrics() *metrics {
 			Help: "Session tickets offered by clients that decrypted, by result: resumed; or refused (full handshake) because the ticket was for another name (other_name), the name has no tenant now (unknown_name), a certificate it was issued under was removed or replaced (certificate_changed), it carries no tenant binding (unbound), or the keystore failed (error).",
 		}, []string{"result"}),
 	}
+	// Every refusal reason is exported from the start, at zero.
+	m.refused.WithLabelValues(refusedMaxConns)
+	m.refused.WithLabelValues(refusedPerIP)
+	return m
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
