@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -58,7 +59,9 @@ type Config struct {
 		ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"` // [10s]
 		IdleTimeout       time.Duration `yaml:"idle_timeout"`        // [120s]
 		TunnelIdleTimeout time.Duration `yaml:"tunnel_idle_timeout"` // upgraded (WebSocket) connection without traffic [5m]
+		BodyReadTimeout   time.Duration `yaml:"body_read_timeout"`   // between two reads of a request body, then 408 [60s]
 		MaxConns          int           `yaml:"max_conns"`           // [10000]
+		MaxConnsPerIP     int           `yaml:"max_conns_per_ip"`    // per client address (IPv6: /64) [256, at most max_conns/4]
 		MaxHeaderBytes    int           `yaml:"max_header_bytes"`    // [65536]
 		DrainTimeout      time.Duration `yaml:"drain_timeout"`       // SIGTERM grace [30s]
 	} `yaml:"limits"`
@@ -151,6 +154,9 @@ func LoadConfig(path string) (*Config, error) {
 	dec.KnownFields(true)
 	c := &Config{dir: filepath.Dir(path)}
 	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) { // no YAML document at all, or only comments
+			return nil, fmt.Errorf("edge: config %s is empty", path)
+		}
 		return nil, fmt.Errorf("edge: config %s: %w", path, err)
 	}
 	if err := c.check(); err != nil {
@@ -159,54 +165,100 @@ func LoadConfig(path string) (*Config, error) {
 	return c, nil
 }
 
+// check validates the whole config and reports every problem it finds
+// at once, each naming its setting.
 func (c *Config) check() error {
+	var errs []error
 	if c.Keystore == "" || c.FleetKeyFile == "" {
-		return errors.New("keystore and fleet_key_file are required")
+		errs = append(errs, errors.New("keystore and fleet_key_file are required"))
 	}
 	if (c.Fallback.CertFile == "") != (c.Fallback.KeyFile == "") {
-		return errors.New("fallback needs both cert_file and key_file")
+		errs = append(errs, errors.New("fallback needs both cert_file and key_file"))
 	}
 	if k := c.Keyless; (k.CertFile == "") != (k.KeyFile == "") || (k.CertFile == "") != (k.CAFile == "") {
-		return errors.New("keyless needs cert_file, key_file and ca_file together")
+		errs = append(errs, errors.New("keyless needs cert_file, key_file and ca_file together"))
 	}
-	if err := c.checkKeylessTimeouts(); err != nil {
-		return err
-	}
+	errs = append(errs, c.checkNumbers(), c.checkKeylessTimeouts())
 	if _, err := c.Level(); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	if _, _, err := c.geo(); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	if st := c.SessionTickets; st.SecretFile == "" && (st.PreviousSecretFile != "" || st.Rotation != 0 || st.Accept != 0) {
-		return errors.New("session_tickets settings need session_tickets.secret_file")
+		errs = append(errs, errors.New("session_tickets settings need session_tickets.secret_file"))
 	}
 	if a := c.ACME; a.CA == "" && (a.Email != "" || a.CARootFile != "" || a.HTTPListen != "" || a.OnDemand.Enabled) {
-		return errors.New("acme settings need acme.ca")
-	}
-	if o := c.ACME.OnDemand; o.PerMinute < 0 || o.Burst < 0 || o.ChecksPerSecond < 0 || o.CheckBurst < 0 || o.RefusedTTL < 0 {
-		return errors.New("acme.on_demand: rates, bursts and refused_ttl must not be negative")
+		errs = append(errs, errors.New("acme settings need acme.ca"))
 	}
 	if _, err := parseCurves(c.Curves); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	if _, err := parseVersion(c.MinTLSVersion); err != nil {
-		return err
+		errs = append(errs, err)
 	}
-	_, err := parsePrefixes(c.ProxyProtocol.TrustedCIDRs)
-	return err
+	if _, err := parsePrefixes(c.ProxyProtocol.TrustedCIDRs); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
-// checkKeylessTimeouts refuses negative keyless timeouts, and an attempt
-// timeout that leaves a handshake no time to fail over to a second key
-// server.
+// checkNumbers checks every duration, count, size and rate of the file.
+// Zero is "unset" and gets the default; a negative value would disable
+// a limit or fail every handshake, so it is an error naming the setting.
+func (c *Config) checkNumbers() error {
+	l, st, a, od, cache := c.Limits, c.SessionTickets, c.ACME, c.ACME.OnDemand, c.Cache
+	errs := []error{
+		checkPositive("limits.handshake_timeout", l.HandshakeTimeout),
+		checkPositive("limits.read_header_timeout", l.ReadHeaderTimeout),
+		checkPositive("limits.idle_timeout", l.IdleTimeout),
+		checkPositive("limits.tunnel_idle_timeout", l.TunnelIdleTimeout),
+		checkPositive("limits.body_read_timeout", l.BodyReadTimeout),
+		checkPositive("limits.max_conns", l.MaxConns),
+		checkPositive("limits.max_conns_per_ip", l.MaxConnsPerIP),
+		checkPositive("limits.max_header_bytes", l.MaxHeaderBytes),
+		checkPositive("limits.drain_timeout", l.DrainTimeout),
+		checkPositive("session_tickets.rotation", st.Rotation),
+		checkPositive("session_tickets.accept", st.Accept),
+		checkPositive("origin.timeout", c.Origin.Timeout),
+		checkPositive("origin.dial_timeout", c.Origin.DialTimeout),
+		checkPositive("keyless.attempt_timeout", c.Keyless.AttemptTimeout),
+		checkPositive("keyless.timeout", c.Keyless.Timeout),
+		checkPositive("acme.check_interval", a.CheckInterval),
+		checkPositive("acme.on_demand.per_minute", od.PerMinute),
+		checkPositive("acme.on_demand.burst", od.Burst),
+		checkPositive("acme.on_demand.checks_per_second", od.ChecksPerSecond),
+		checkPositive("acme.on_demand.check_burst", od.CheckBurst),
+		checkPositive("acme.on_demand.refused_ttl", od.RefusedTTL),
+		checkPositive("cache.max_entries", cache.MaxEntries),
+		checkPositive("cache.max_bytes", cache.MaxBytes),
+		checkPositive("cache.negative_ttl", cache.NegativeTTL),
+		checkPositive("cache.poll_interval", cache.PollInterval),
+	}
+	if st.Rotation > 0 && st.Rotation < time.Second {
+		errs = append(errs, fmt.Errorf("session_tickets.rotation: must be at least 1s, got %v", st.Rotation))
+	}
+	if a.RenewalWindow < 0 || a.RenewalWindow >= 1 {
+		errs = append(errs, fmt.Errorf("acme.renewal_window: must be a fraction between 0 and 1, got %v", a.RenewalWindow))
+	}
+	return errors.Join(errs...)
+}
+
+// checkPositive reports a negative setting; zero means the default.
+func checkPositive[T int | int64 | float64 | time.Duration](name string, v T) error {
+	if v < 0 {
+		return fmt.Errorf("%s: must be positive, got %v", name, v)
+	}
+	return nil
+}
+
+// checkKeylessTimeouts refuses an attempt timeout that leaves a
+// handshake no time to fail over to a second key server. (checkNumbers
+// refuses negative ones.)
 func (c *Config) checkKeylessTimeouts() error {
 	k := c.Keyless
-	if k.AttemptTimeout < 0 || k.Timeout < 0 {
-		return errors.New("keyless timeouts must not be negative")
-	}
 	handshake := Limits{HandshakeTimeout: c.Limits.HandshakeTimeout}.withDefaults().HandshakeTimeout
-	if k.AttemptTimeout >= handshake {
+	if handshake > 0 && k.AttemptTimeout >= handshake {
 		return fmt.Errorf("keyless.attempt_timeout (%v) must be shorter than limits.handshake_timeout (%v), or a handshake never fails over to a second key server", k.AttemptTimeout, handshake)
 	}
 	return nil
@@ -277,8 +329,14 @@ func (c *Config) Options() (Options, error) {
 		IdleTimeout:       c.Limits.IdleTimeout,
 		MaxConns:          c.Limits.MaxConns,
 		MaxHeaderBytes:    c.Limits.MaxHeaderBytes,
+		MaxConnsPerIP:     c.Limits.MaxConnsPerIP,
 	}
-	o.Proxy = ProxyConfig{OriginTimeout: c.Origin.Timeout, DialTimeout: c.Origin.DialTimeout, TunnelIdleTimeout: c.Limits.TunnelIdleTimeout}
+	o.Proxy = ProxyConfig{
+		OriginTimeout:     c.Origin.Timeout,
+		DialTimeout:       c.Origin.DialTimeout,
+		TunnelIdleTimeout: c.Limits.TunnelIdleTimeout,
+		BodyReadTimeout:   c.Limits.BodyReadTimeout,
+	}
 	o.Node, o.KeyServers, _ = c.geo()
 	return o, nil
 }

@@ -104,7 +104,7 @@ func TestConfigOptions(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "edge.yaml")
 	text := "keystore: k\nfleet_key_file: f\ncurves: [X25519]\nmin_tls_version: \"1.3\"\nproxy_protocol:\n  trusted_cidrs: [10.1.2.3]\n" +
-		"limits:\n  tunnel_idle_timeout: 90s\n"
+		"limits:\n  tunnel_idle_timeout: 90s\n  body_read_timeout: 20s\n  max_conns_per_ip: 64\n"
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,8 @@ func TestConfigOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(o.Curves) != 1 || o.Curves[0] != tls.X25519 || o.MinVersion != tls.VersionTLS13 ||
-		len(o.TrustedProxies) != 1 || o.TrustedProxies[0].String() != "10.1.2.3/32" || o.Proxy.TunnelIdleTimeout != 90*time.Second {
+		len(o.TrustedProxies) != 1 || o.TrustedProxies[0].String() != "10.1.2.3/32" || o.Proxy.TunnelIdleTimeout != 90*time.Second ||
+		o.Proxy.BodyReadTimeout != 20*time.Second || o.Limits.MaxConnsPerIP != 64 {
 		t.Errorf("options %+v", o)
 	}
 }
@@ -201,5 +202,55 @@ func TestConfigKeyFilesExposed(t *testing.T) {
 		if err := tc.read(); err != nil {
 			t.Errorf("%s mode 0600: %v", tc.key, err)
 		}
+	}
+}
+
+// TestLoadConfigBadNumbers: every duration, count and size is checked,
+// and the error names each setting at fault, all of them at once.
+func TestLoadConfigBadNumbers(t *testing.T) {
+	const base = "keystore: k\nfleet_key_file: f\n"
+	tests := []struct {
+		name, text string
+		want       []string // substrings of the error, one per problem
+	}{
+		{"empty file", "", []string{"is empty"}},
+		{"only comments", "# nothing yet\n", []string{"is empty"}},
+		{"negative handshake timeout", base + "limits:\n  handshake_timeout: -5s\n",
+			[]string{"limits.handshake_timeout: must be positive, got -5s"}},
+		{"negative max_conns", base + "limits:\n  max_conns: -1\n", []string{"limits.max_conns: must be positive, got -1"}},
+		{"every limit", base + "limits:\n  read_header_timeout: -1s\n  idle_timeout: -1s\n  tunnel_idle_timeout: -1s\n" +
+			"  max_header_bytes: -1\n  drain_timeout: -1s\n  body_read_timeout: -1s\n  max_conns_per_ip: -2\n",
+			[]string{"limits.read_header_timeout", "limits.idle_timeout", "limits.tunnel_idle_timeout",
+				"limits.max_header_bytes", "limits.drain_timeout", "limits.body_read_timeout", "limits.max_conns_per_ip: must be positive, got -2"}},
+		{"origin", base + "origin:\n  timeout: -1s\n  dial_timeout: -2s\n",
+			[]string{"origin.timeout: must be positive, got -1s", "origin.dial_timeout: must be positive, got -2s"}},
+		{"cache", base + "cache:\n  max_entries: -1\n  max_bytes: -1\n  negative_ttl: -1s\n  poll_interval: -1s\n",
+			[]string{"cache.max_entries", "cache.max_bytes", "cache.negative_ttl", "cache.poll_interval"}},
+		{"session tickets", base + "session_tickets:\n  secret_file: s\n  rotation: -1h\n  accept: -1\n",
+			[]string{"session_tickets.rotation: must be positive, got -1h0m0s", "session_tickets.accept: must be positive, got -1"}},
+		{"keyless", base + "keyless:\n  timeout: -1s\n", []string{"keyless.timeout: must be positive, got -1s"}},
+		{"acme", base + "acme:\n  ca: https://ca.example/dir\n  renewal_window: 1.5\n  check_interval: -1h\n" +
+			"  on_demand:\n    per_minute: -1\n    burst: -1\n    checks_per_second: -1\n    refused_ttl: -1s\n",
+			[]string{"acme.renewal_window: must be a fraction between 0 and 1, got 1.5", "acme.check_interval",
+				"acme.on_demand.per_minute", "acme.on_demand.burst", "acme.on_demand.checks_per_second", "acme.on_demand.refused_ttl"}},
+		{"several at once", base + "limits:\n  handshake_timeout: -5s\n  max_conns: -1\ncurves: [X448]\n",
+			[]string{"limits.handshake_timeout", "limits.max_conns", "curves"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "edge.yaml")
+			if err := os.WriteFile(path, []byte(tt.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadConfig(path)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+		})
 	}
 }

@@ -130,16 +130,31 @@ func mustClose(r *http.Request) bool {
 
 // clientBody is a request body that remembers the first error reading it
 // gave, so a failed round trip can be blamed on the client when its body
-// broke: a bad chunk, or fewer bytes than its length before the end.
+// broke: a bad chunk, fewer bytes than its length before the end, or no
+// byte for the read timeout.
+//
+// With a timeout, each Read first moves the request's read deadline
+// (through the server's ResponseController) to timeout from now, so a
+// client that stops sending fails the Read with os.ErrDeadlineExceeded,
+// which aborts the origin round trip reading from it. At the end of the
+// body the deadline is cleared: net/http then waits for the next request
+// on the same connection, under its own timeouts.
 type clientBody struct {
 	io.ReadCloser
+	rc      *http.ResponseController // of the request; nil: no timeout
+	timeout time.Duration
 
-	mu  sync.Mutex // guards err: the transport reads, the handler asks
-	err error
+	mu       sync.Mutex // guards err, and rc against use after done
+	err      error
+	finished bool // the handler returned: rc must not be used
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
+	b.setDeadline(time.Now().Add(b.timeout))
 	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.setDeadline(time.Time{})
+	}
 	if err != nil && err != io.EOF {
 		b.mu.Lock()
 		if b.err == nil {
@@ -148,6 +163,31 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		b.mu.Unlock()
 	}
 	return n, err
+}
+
+// setDeadline sets the request's read deadline, unless the handler has
+// returned: the origin transport may still read the body then, but the
+// ResponseController may no longer be used.
+func (b *clientBody) setDeadline(t time.Time) {
+	if b.rc == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.finished {
+		b.rc.SetReadDeadline(t) // http.ErrNotSupported: the server has no deadlines, and no timeout applies
+	}
+}
+
+// finish is called when the handler returns: later reads no longer move
+// the deadline. Without a body it does nothing.
+func (b *clientBody) finish() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.finished = true
+	b.mu.Unlock()
 }
 
 // readErr returns the first error reading the body gave, other than
@@ -159,6 +199,12 @@ func (b *clientBody) readErr() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.err
+}
+
+// timedOut reports whether the client stopped sending its body for the
+// read timeout; false for a nil body.
+func (b *clientBody) timedOut() bool {
+	return errors.Is(b.readErr(), os.ErrDeadlineExceeded)
 }
 
 // idleConn is the client's connection once a protocol switch (WebSocket)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -104,21 +105,40 @@ func (l *tlsListener) acceptLoop() {
 		}
 		backoff = 0
 		st := l.srv.settings.Load()
-		if n := l.srv.open.Add(1); st.limits.MaxConns > 0 && n > int64(st.limits.MaxConns) {
+		if n := l.srv.open.Add(1); n > int64(st.limits.MaxConns) {
 			l.srv.open.Add(-1)
-			l.srv.metrics.refused.Inc()
+			l.srv.refuse(refusedMaxConns, "max_conns", st.limits.MaxConns)
 			raw.Close()
 			continue
 		}
 		l.srv.metrics.openConns.Inc()
 		l.wg.Add(1)
-		go l.handshake(&trackedConn{Conn: raw, srv: l.srv}, st.limits.HandshakeTimeout)
+		go l.handshake(&trackedConn{Conn: raw, srv: l.srv}, st.limits)
 	}
 }
 
-// handshake runs one TLS handshake and queues the connection for Accept.
-func (l *tlsListener) handshake(raw *trackedConn, timeout time.Duration) {
+// handshake admits a connection under the per-client limit, runs its TLS
+// handshake and queues it for Accept.
+func (l *tlsListener) handshake(raw *trackedConn, limits Limits) {
 	defer l.wg.Done()
+	// The client's address is known here, not in the accept loop: behind
+	// a PROXY protocol listener, RemoteAddr reads the header (within the
+	// handshake timeout), which must not stall other accepts. Close ends
+	// that read as it ends handshakes.
+	stop := context.AfterFunc(l.ctx, func() { raw.Close() })
+	addr := raw.RemoteAddr()
+	if !stop() {
+		return // closed by Close
+	}
+	if client, ok := clientPrefix(addr); ok {
+		if !l.srv.clients.acquire(client, limits.MaxConnsPerIP) {
+			l.srv.refuse(refusedPerIP, "max_conns_per_ip", limits.MaxConnsPerIP, "client", client.String())
+			raw.Close()
+			return
+		}
+		raw.client = client
+	}
+	timeout := limits.HandshakeTimeout
 	start := time.Now()
 	// HandshakeContext closes the connection when ctx ends: at the
 	// handshake timeout, or when the listener closes.
@@ -177,11 +197,13 @@ func answerPlainHTTP(conn net.Conn) {
 	}
 }
 
-// trackedConn counts a connection open until its first Close.
+// trackedConn counts a connection open, in all and for its client,
+// until its first Close.
 type trackedConn struct {
 	net.Conn
-	srv  *Server
-	once sync.Once
+	srv    *Server
+	client netip.Prefix // counted in srv.clients; invalid: not counted
+	once   sync.Once
 }
 
 // CloseWrite half-closes the connection, when it can.
@@ -196,6 +218,9 @@ func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.srv.open.Add(-1)
 		c.srv.metrics.openConns.Dec()
+		if c.client.IsValid() {
+			c.srv.clients.release(c.client)
+		}
 	})
 	return c.Conn.Close()
 }
@@ -211,4 +236,60 @@ func handshakeResult(err, ctxErr error) string {
 		return "closed"
 	}
 	return "error"
+}
+
+// clientConns counts the open connections of each client. Its map holds
+// only clients with connections open, so it is bounded by MaxConns.
+type clientConns struct {
+	mu   sync.Mutex // guards open
+	open map[netip.Prefix]int
+}
+
+// acquire counts a new connection of client, unless client already has
+// limit open.
+func (c *clientConns) acquire(client netip.Prefix, limit int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.open[client] >= limit {
+		return false
+	}
+	if c.open == nil {
+		c.open = map[netip.Prefix]int{}
+	}
+	c.open[client]++
+	return true
+}
+
+// release uncounts a connection acquire counted.
+func (c *clientConns) release(client netip.Prefix) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.open[client] <= 1 {
+		delete(c.open, client)
+		return
+	}
+	c.open[client]--
+}
+
+// clientPrefix is what a client address counts as for MaxConnsPerIP:
+// the IPv4 address, or the IPv6 address's /64, the smallest network an
+// IPv6 host is usually given (so a client cannot dodge the limit by
+// using more of its own addresses). ok is false for an address that is
+// not IP (a Unix socket).
+func clientPrefix(a net.Addr) (p netip.Prefix, ok bool) {
+	tcp, isTCP := a.(*net.TCPAddr)
+	if !isTCP {
+		return p, false
+	}
+	ip, isIP := netip.AddrFromSlice(tcp.IP)
+	if !isIP {
+		return p, false
+	}
+	ip = ip.Unmap()
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, err := ip.WithZone("").Prefix(bits)
+	return p, err == nil
 }

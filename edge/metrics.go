@@ -14,10 +14,17 @@ type metrics struct {
 	handshakeSeconds prometheus.Histogram   // successful handshakes
 	selections       *prometheus.CounterVec // result: tenant, fallback, unknown, error
 	openConns        prometheus.Gauge
-	refused          prometheus.Counter // over MaxConns
+	refused          *prometheus.CounterVec // reason: refusedMaxConns, refusedPerIP
 	routes           *prometheus.CounterVec
 	resumptions      *prometheus.CounterVec // result of a ticket offered
 }
+
+// Reasons for refusing a connection at accept, the values of
+// keyedge_edge_refused_connections_total's reason label.
+const (
+	refusedMaxConns = "max_conns"
+	refusedPerIP    = "per_ip"
+)
 
 // routeCounters are the keyedge_edge_route_decisions_total children,
 // resolved once so the handshake path hashes no labels.
@@ -30,7 +37,7 @@ func (m *metrics) routeCounters() routeCounters {
 }
 
 func newMetrics() *metrics {
-	return &metrics{
+	m := &metrics{
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyedge_edge_handshakes_total",
 			Help: "TLS handshakes by result (ok; timeout; closed by the client; error, including names refused with unrecognized_name), TLS version and key exchange group.",
@@ -48,10 +55,10 @@ func newMetrics() *metrics {
 			Name: "keyedge_edge_open_connections",
 			Help: "Client connections open, including those in the handshake.",
 		}),
-		refused: prometheus.NewCounter(prometheus.CounterOpts{
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyedge_edge_refused_connections_total",
-			Help: "Connections closed at accept because max_conns were open.",
-		}),
+			Help: "Connections closed at accept, by reason: max_conns (that many open), per_ip (max_conns_per_ip open from the client's address).",
+		}, []string{"reason"}),
 		routes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyedge_edge_route_decisions_total",
 			Help: "Where handshake signatures were routed: local (this node's key), keyless (a key server), none (no key server this node may use; the handshake fails).",
@@ -61,6 +68,10 @@ func newMetrics() *metrics {
 			Help: "Session tickets offered by clients that decrypted, by result: resumed; or refused (full handshake) because the ticket was for another name (other_name), the name has no tenant now (unknown_name), a certificate it was issued under was removed or replaced (certificate_changed), it carries no tenant binding (unbound), or the keystore failed (error).",
 		}, []string{"result"}),
 	}
+	// Every refusal reason is exported from the start, at zero.
+	m.refused.WithLabelValues(refusedMaxConns)
+	m.refused.WithLabelValues(refusedPerIP)
+	return m
 }
 
 func (m *metrics) collectors() []prometheus.Collector {

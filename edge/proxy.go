@@ -14,6 +14,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +50,15 @@ type ProxyConfig struct {
 	// protocol (WebSocket) once no byte has passed either way for this
 	// long, as IdleTimeout does to idle keep-alive connections. [5m]
 	TunnelIdleTimeout time.Duration
+
+	// BodyReadTimeout bounds the wait for each read of a request body,
+	// like nginx's client_body_timeout: a client that sends no byte of
+	// its body for this long gets a 408 (or, once the origin's response
+	// has begun, its response cut off), and the origin request it was
+	// streaming into is aborted, releasing that origin connection. It
+	// needs read deadlines from the server (net/http's HTTP/1 and
+	// HTTP/2 have them). [60s]
+	BodyReadTimeout time.Duration
 
 	// OriginRootCAs are the certificate authorities trusted to sign
 	// https origins' certificates. [system roots]
@@ -97,17 +107,20 @@ var (
 // HTTP/2 request whose Host conflicts with its :authority, or that has
 // conflicting content-length values, and a request naming no host get a
 // 400, and so does a request whose body breaks its framing before the
-// origin has answered. After a request with a chunked HTTP/1 body, the
-// connection closes (RFC 9112, section 6.1).
+// origin has answered. A request whose body stops arriving for
+// BodyReadTimeout gets a 408, and its origin request is aborted. After a
+// request with a chunked HTTP/1 body, or a 408, the connection closes
+// (RFC 9112, section 6.1).
 //
 // A Proxy is safe for concurrent use.
 type Proxy struct {
-	origin     OriginFunc
-	tunnelIdle time.Duration // TunnelIdleTimeout
-	log        *slog.Logger
-	metrics    *proxyMetrics
-	transport  *http.Transport // shared by all tenants; Close drains it
-	rp         *httputil.ReverseProxy
+	origin      OriginFunc
+	tunnelIdle  time.Duration // TunnelIdleTimeout
+	bodyTimeout time.Duration // BodyReadTimeout
+	log         *slog.Logger
+	metrics     *proxyMetrics
+	transport   *http.Transport // shared by all tenants; Close drains it
+	rp          *httputil.ReverseProxy
 }
 
 // proxyFlushInterval bounds how long response bytes wait in the server's
@@ -139,11 +152,14 @@ func NewProxy(cfg ProxyConfig, origin OriginFunc) *Proxy {
 	if cfg.TunnelIdleTimeout <= 0 {
 		cfg.TunnelIdleTimeout = 5 * time.Minute
 	}
+	if cfg.BodyReadTimeout <= 0 {
+		cfg.BodyReadTimeout = 60 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 
-	p := &Proxy{origin: origin, tunnelIdle: cfg.TunnelIdleTimeout, log: cfg.Logger, metrics: newProxyMetrics()}
+	p := &Proxy{origin: origin, tunnelIdle: cfg.TunnelIdleTimeout, bodyTimeout: cfg.BodyReadTimeout, log: cfg.Logger, metrics: newProxyMetrics()}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout}
 	p.transport = &http.Transport{
 		// No Proxy: origins are reached directly, whatever HTTP_PROXY says.
@@ -219,8 +235,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	route := &proxyRoute{origin: origin, host: r.Host}
 	if r.Body != nil && r.Body != http.NoBody {
-		route.body = &clientBody{ReadCloser: r.Body}
+		route.body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: p.bodyTimeout}
 		r.Body = route.body
+		defer route.body.finish()
 	}
 	stripH2C(r.Header)
 	r = r.WithContext(context.WithValue(r.Context(), proxyRouteKey{}, route))
@@ -230,7 +247,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	finished := false
 	defer func() {
 		if !finished {
-			p.record(r.Context(), proxyAbortReason(r), route, errProxyAborted)
+			p.record(r.Context(), proxyAbortReason(r, route), route, errProxyAborted)
 		}
 	}()
 	p.rp.ServeHTTP(pw, r)
@@ -252,7 +269,8 @@ var errProxyAborted = errors.New("edge: response aborted mid-body")
 //     headers.
 //   - keyedge_proxy_errors_total{reason}: failures by reason: unreachable,
 //     timeout, no_origin, misdirected, bad_request (malformed: a host or
-//     length conflict, no host, a broken body), not_allowed (TRACE),
+//     length conflict, no host, a broken body), body_timeout (the
+//     client stopped sending its request body; a 408), not_allowed (TRACE),
 //     canceled (the client went away) or other.
 //
 // No label carries a hostname, so the series are bounded however many
@@ -336,6 +354,7 @@ const (
 	proxyReasonNoOrigin    = "no_origin"
 	proxyReasonMisdirected = "misdirected"
 	proxyReasonBadRequest  = "bad_request"
+	proxyReasonBodyTimeout = "body_timeout"
 	proxyReasonNotAllowed  = "not_allowed"
 	proxyReasonCanceled    = "canceled"
 	proxyReasonOther       = "other"
@@ -358,6 +377,11 @@ func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
 // before its length or broke its chunked framing is the client's error; a
 // client that went away mid-body is canceled.
 func proxyErrorReason(ctx context.Context, bodyErr, err error) string {
+	// Before the context: a read deadline passing on an HTTP/1
+	// connection cancels the request's context too.
+	if errors.Is(bodyErr, os.ErrDeadlineExceeded) {
+		return proxyReasonBodyTimeout
+	}
 	if bodyErr != nil && (ctx.Err() == nil || errors.Is(bodyErr, io.ErrUnexpectedEOF)) {
 		return proxyReasonBadRequest
 	}
@@ -378,8 +402,13 @@ func proxyErrorReason(ctx context.Context, bodyErr, err error) string {
 	return proxyReasonOther
 }
 
-// proxyAbortReason classifies a response cut off mid-body.
-func proxyAbortReason(r *http.Request) string {
+// proxyAbortReason classifies a response cut off mid-body: the origin
+// had answered before the client's request body stalled, or the client
+// went away, or the origin failed.
+func proxyAbortReason(r *http.Request, route *proxyRoute) string {
+	if route.body.timedOut() {
+		return proxyReasonBodyTimeout
+	}
 	if r.Context().Err() != nil {
 		return proxyReasonCanceled
 	}
@@ -399,6 +428,9 @@ func (p *Proxy) fail(w *proxyWriter, r *http.Request, reason string, route *prox
 	if reason == proxyReasonNotAllowed {
 		w.Header().Set("Allow", allowedMethods)
 	}
+	if reason == proxyReasonBodyTimeout && r.ProtoMajor == 1 {
+		w.mustClose = true // the rest of the body may still come
+	}
 	code, msg := proxyFailureResponse(reason)
 	http.Error(w, msg, code)
 }
@@ -417,6 +449,8 @@ func proxyFailureResponse(reason string) (int, string) {
 		return http.StatusMisdirectedRequest, "421 Misdirected Request: this host is not served on this connection"
 	case proxyReasonBadRequest:
 		return http.StatusBadRequest, "400 Bad Request: malformed request"
+	case proxyReasonBodyTimeout:
+		return http.StatusRequestTimeout, "408 Request Timeout: the request body stopped arriving"
 	case proxyReasonNotAllowed:
 		return http.StatusMethodNotAllowed, "405 Method Not Allowed"
 	default:
@@ -430,7 +464,7 @@ func (p *Proxy) record(ctx context.Context, reason string, route *proxyRoute, er
 	p.metrics.errors.WithLabelValues(reason).Inc()
 	level := slog.LevelWarn
 	switch reason {
-	case proxyReasonNoOrigin, proxyReasonMisdirected, proxyReasonBadRequest, proxyReasonNotAllowed, proxyReasonCanceled:
+	case proxyReasonNoOrigin, proxyReasonMisdirected, proxyReasonBadRequest, proxyReasonBodyTimeout, proxyReasonNotAllowed, proxyReasonCanceled:
 		level = slog.LevelDebug
 	}
 	if !p.log.Enabled(ctx, level) {
@@ -565,7 +599,7 @@ func newProxyMetrics() *proxyMetrics {
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyedge_proxy_errors_total",
-			Help: "Proxy failures by reason: unreachable, timeout, no_origin, misdirected, bad_request, not_allowed, canceled, other.",
+			Help: "Proxy failures by reason: unreachable, timeout, no_origin, misdirected, bad_request, body_timeout, not_allowed, canceled, other.",
 		}, []string{"reason"}),
 	}
 	for i := range m.codes {
@@ -573,7 +607,7 @@ func newProxyMetrics() *proxyMetrics {
 	}
 	// Every reason is exported from the start, at zero.
 	for _, reason := range []string{proxyReasonUnreachable, proxyReasonTimeout, proxyReasonNoOrigin,
-		proxyReasonMisdirected, proxyReasonBadRequest, proxyReasonNotAllowed, proxyReasonCanceled, proxyReasonOther} {
+		proxyReasonMisdirected, proxyReasonBadRequest, proxyReasonBodyTimeout, proxyReasonNotAllowed, proxyReasonCanceled, proxyReasonOther} {
 		m.errors.WithLabelValues(reason)
 	}
 	return m

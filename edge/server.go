@@ -93,6 +93,30 @@ type Limits struct {
 	IdleTimeout       time.Duration // keep-alive between requests [120s]
 	MaxConns          int           // open client connections [10000]; more are closed at accept
 	MaxHeaderBytes    int           // request header size [64 KiB]
+
+	// MaxConnsPerIP bounds the open connections of one client address
+	// (an IPv6 client's /64), as the PROXY header names it when PROXY
+	// protocol is on, so one client cannot take all of MaxConns; more
+	// are closed at accept. [256, or MaxConns/4 if that is less, at
+	// least 1]
+	MaxConnsPerIP int
+}
+
+// check reports the limits that are negative, each by name; zero means
+// the default.
+func (l Limits) check() error {
+	err := errors.Join(
+		checkPositive("Limits.HandshakeTimeout", l.HandshakeTimeout),
+		checkPositive("Limits.ReadHeaderTimeout", l.ReadHeaderTimeout),
+		checkPositive("Limits.IdleTimeout", l.IdleTimeout),
+		checkPositive("Limits.MaxConns", l.MaxConns),
+		checkPositive("Limits.MaxHeaderBytes", l.MaxHeaderBytes),
+		checkPositive("Limits.MaxConnsPerIP", l.MaxConnsPerIP),
+	)
+	if err != nil {
+		return fmt.Errorf("edge: %w", err)
+	}
+	return nil
 }
 
 func (l Limits) withDefaults() Limits {
@@ -101,6 +125,7 @@ func (l Limits) withDefaults() Limits {
 	l.IdleTimeout = cmp.Or(l.IdleTimeout, 120*time.Second)
 	l.MaxConns = cmp.Or(l.MaxConns, 10_000)
 	l.MaxHeaderBytes = cmp.Or(l.MaxHeaderBytes, 64<<10)
+	l.MaxConnsPerIP = cmp.Or(l.MaxConnsPerIP, max(1, min(256, l.MaxConns/4)))
 	return l
 }
 
@@ -135,6 +160,7 @@ type Server struct {
 
 	settings atomic.Pointer[settings] // replaced whole by Reload
 	open     atomic.Int64             // client connections open
+	clients  clientConns              // client connections open, by client
 
 	// logs spaces out warnings a flood of handshakes would repeat
 	// (failed on-demand issuance, no key server for a certificate);
@@ -194,6 +220,9 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	if opts.Proxy.Logger == nil {
 		opts.Proxy.Logger = s.log
+	}
+	if err := opts.Limits.check(); err != nil {
+		return nil, err
 	}
 	limits := opts.Limits.withDefaults()
 	if opts.Tickets != nil {
@@ -319,6 +348,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// refuse counts a connection closed at accept for reason, and logs it,
+// at most once per interval for each reason.
+func (s *Server) refuse(reason, setting string, limit int, args ...any) {
+	s.metrics.refused.WithLabelValues(reason).Inc()
+	args = append([]any{setting, limit}, args...)
+	s.logs.Log(context.Background(), s.log, slog.LevelWarn, "refused_"+reason, "edge: connection refused at accept: limit reached", args...)
+}
+
 // trackNew is the http.Server's ConnState hook: it counts the HTTP/1
 // connections that have not read a request yet, until their first
 // request reaches the handler (firstRequestHandler) or they go idle,
@@ -392,25 +429,28 @@ func (s *Server) awaitFirstRequests(ctx context.Context) {
 
 // Reload applies the options that can change without a restart: the
 // fallback certificate, the session ticket secrets (a fleet secret
-// rotation), the handshake timeout and MaxConns. Other fields of opts are
-// ignored. Invalid ticket settings are logged and the old ones kept.
-func (s *Server) Reload(opts Options) {
-	old := s.settings.Load()
-	limits := old.limits
-	limits.HandshakeTimeout = cmp.Or(opts.Limits.HandshakeTimeout, 10*time.Second)
-	limits.MaxConns = cmp.Or(opts.Limits.MaxConns, 10_000)
-	tickets := opts.Tickets
-	if tickets != nil {
-		if err := tickets.check(); err != nil {
-			s.log.Error("edge: reload: keeping the previous session ticket settings", "err", err)
-			tickets = old.tickets
+// rotation), the handshake timeout, MaxConns and MaxConnsPerIP (for
+// connections accepted from then on). Other fields of opts are
+// ignored. Invalid limits or ticket settings change nothing: Reload
+// returns the error and the server keeps its settings.
+func (s *Server) Reload(opts Options) error {
+	if err := opts.Limits.check(); err != nil {
+		return err
+	}
+	if opts.Tickets != nil {
+		if err := opts.Tickets.check(); err != nil {
+			return err
 		}
 	}
-	s.settings.Store(&settings{fallback: opts.Fallback, fallbackID: fallbackID(opts.Fallback), limits: limits, tickets: tickets})
+	old := s.settings.Load()
+	limits, fresh := old.limits, opts.Limits.withDefaults()
+	limits.HandshakeTimeout, limits.MaxConns, limits.MaxConnsPerIP = fresh.HandshakeTimeout, fresh.MaxConns, fresh.MaxConnsPerIP
+	s.settings.Store(&settings{fallback: opts.Fallback, fallbackID: fallbackID(opts.Fallback), limits: limits, tickets: opts.Tickets})
 	select {
 	case s.ticketsChanged <- struct{}{}:
 	default:
 	}
+	return nil
 }
 
 // rotateTickets installs the ticket keys of each new epoch as it begins,

@@ -268,3 +268,31 @@ func TestMisdirectedHostsReadNothing(t *testing.T) {
 		t.Errorf("%d made-up Hosts on one connection read %d name files, want the SNI's only", n, reads)
 	}
 }
+
+// TestBadLimits: a negative limit is refused by NewServer and by Reload,
+// which then keeps the running settings, so handshakes go on.
+func TestBadLimits(t *testing.T) {
+	bad := []Limits{
+		{HandshakeTimeout: -5 * time.Second},
+		{MaxConns: -1},
+		{MaxConnsPerIP: -1},
+		{ReadHeaderTimeout: -1},
+		{IdleTimeout: -1},
+		{MaxHeaderBytes: -1},
+	}
+	store, _ := tempStore(t)
+	for _, l := range bad {
+		if _, err := NewServer(Options{Store: store, Limits: l}); err == nil {
+			t.Errorf("NewServer accepted %+v", l)
+		}
+	}
+	w := newWorld(t, 1, Options{})
+	if err := w.srv.Reload(Options{Limits: Limits{HandshakeTimeout: -5 * time.Second}}); err == nil || !strings.Contains(err.Error(), "HandshakeTimeout") {
+		t.Errorf("Reload with a negative handshake timeout: %v, want an error naming it", err)
+	}
+	conn, err := w.handshake(w.tlsConfig("t0.keyedge.test"))
+	if err != nil {
+		t.Fatalf("handshake after a refused reload: %v", err)
+	}
+	conn.Close()
+}

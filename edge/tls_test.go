@@ -224,7 +224,7 @@ func isTimeout(err error) bool {
 }
 
 func TestMaxConns(t *testing.T) {
-	w := newWorld(t, 1, Options{Limits: Limits{MaxConns: 2, HandshakeTimeout: 10 * time.Second}})
+	w := newWorld(t, 1, Options{Limits: Limits{MaxConns: 2, MaxConnsPerIP: 2, HandshakeTimeout: 10 * time.Second}})
 	var held []net.Conn
 	for range 2 {
 		c, err := net.Dial("tcp", w.addr)
@@ -244,7 +244,7 @@ func TestMaxConns(t *testing.T) {
 	if _, err := w.handshake(w.tlsConfig("t0.keyedge.test")); err == nil {
 		t.Fatal("third connection handshook over max_conns=2")
 	}
-	if testutil.ToFloat64(w.srv.metrics.refused) != 1 {
+	if testutil.ToFloat64(w.srv.metrics.refused.WithLabelValues(refusedMaxConns)) != 1 {
 		t.Error("refusal not counted")
 	}
 	held[0].Close()

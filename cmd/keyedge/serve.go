@@ -161,7 +161,9 @@ func (n *node) reload(path string) {
 	if err == nil {
 		var opts edge.Options
 		if opts, err = cfg.Options(); err == nil {
-			n.srv.Reload(opts)
+			err = n.srv.Reload(opts)
+		}
+		if err == nil {
 			lvl, _ := cfg.Level()
 			n.level.Set(lvl)
 		}

@@ -255,7 +255,7 @@ func (c *config) check() error {
 	case c.KeysDir != "" && (c.FleetKeyFile != "" || c.NodeKeyFile != "" || c.KeystorePasswordFile != ""):
 		return errors.New("fleet_key_file, node_key_file and keystore_password_file go with keystore, not keys_dir")
 	case c.MaxInFlight < 0:
-		return errors.New("max_in_flight must not be negative")
+		return fmt.Errorf("max_in_flight: must be positive, got %d", c.MaxInFlight)
 	case c.AuthorizeAll && len(c.Authorize) > 0:
 		return errors.New("set authorize or authorize_all, not both")
 	}

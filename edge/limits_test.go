@@ -1,0 +1,144 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/keyedge/keyedge/certs"
+	"github.com/pires/go-proxyproto"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestSlowRequestBody: a POST whose body stalls gets a 408 once no byte
+// has come for BodyReadTimeout, and its origin request is cut off (the
+// origin's read of the body fails), so the origin connection is not held
+// by the stalled client. It counts as the client's error.
+func TestSlowRequestBody(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) {
+			originRead := make(chan error, 1) // how the origin's read of the body ended
+			origin := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+				_, err := io.ReadAll(r.Body)
+				originRead <- err
+			}))
+			t.Cleanup(func() {
+				origin.CloseClientConnections() // a handler still reading ends
+				origin.Close()
+			})
+			w := newWorld(t, 0, Options{Proxy: ProxyConfig{BodyReadTimeout: 200 * time.Millisecond}})
+			w.put(t, certs.ECDSAP256, origin.URL, "upload.example.com")
+
+			// A hang guard, not a timing: the client's transport waits
+			// for its body to end before it gives up.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			body, stall := io.Pipe()
+			context.AfterFunc(ctx, func() { stall.CloseWithError(ctx.Err()) })
+			go stall.Write([]byte("the first bytes")) // and then nothing
+			req, err := http.NewRequestWithContext(ctx, "POST", "https://upload.example.com/", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ContentLength = 1000
+			resp, err := w.client(t, h2).Do(req)
+			if err != nil {
+				t.Fatalf("stalled POST: %v, want a 408", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestTimeout {
+				t.Errorf("stalled POST: %s, want 408", resp.Status)
+			}
+			select {
+			case err := <-originRead:
+				if err == nil {
+					t.Error("the origin read a whole body the client never sent")
+				}
+			case <-ctx.Done():
+				t.Fatal("the origin's request still waits for the stalled body")
+			}
+			errs := w.srv.proxy.metrics.errors
+			if got := testutil.ToFloat64(errs.WithLabelValues(proxyReasonBodyTimeout)); got != 1 {
+				t.Errorf("body_timeout errors = %v, want 1", got)
+			}
+			for _, reason := range []string{proxyReasonUnreachable, proxyReasonTimeout, proxyReasonOther, proxyReasonBadRequest} {
+				if got := testutil.ToFloat64(errs.WithLabelValues(reason)); got != 0 {
+					t.Errorf("%s errors = %v, want 0: a stalled client is not the origin's failure", reason, got)
+				}
+			}
+		})
+	}
+}
+
+// TestMaxConnsPerIP: past MaxConnsPerIP connections from one client
+// address (as the PROXY header names it) are refused at accept, while
+// other clients still connect. IPv6 clients count by /64.
+func TestMaxConnsPerIP(t *testing.T) {
+	w := newWorld(t, 1, Options{
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Limits:         Limits{MaxConnsPerIP: 2},
+	})
+	// dial connects as client through a PROXY header and handshakes.
+	dial := func(client string) (*tls.Conn, error) {
+		conn, err := net.Dial("tcp", w.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := net.TCPAddrFromAddrPort(netip.MustParseAddrPort(client))
+		if _, err := proxyproto.HeaderProxyFromAddrs(2, src, conn.RemoteAddr().(*net.TCPAddr)).WriteTo(conn); err != nil {
+			t.Fatal(err)
+		}
+		tc := tls.Client(conn, w.tlsConfig("t0.keyedge.test"))
+		tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			tc.Close()
+			return nil, err
+		}
+		tc.SetDeadline(time.Time{})
+		return tc, nil
+	}
+	var held []*tls.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	for _, client := range []string{"203.0.113.7:1000", "203.0.113.7:1001", "[2001:db8:1:2::1]:1000", "[2001:db8:1:2::2]:1000"} {
+		c, err := dial(client)
+		if err != nil {
+			t.Fatalf("client %s within the limit: %v", client, err)
+		}
+		held = append(held, c)
+	}
+	for _, client := range []string{"203.0.113.7:1002", "[2001:db8:1:2:ffff::3]:1000"} {
+		if c, err := dial(client); err == nil {
+			c.Close()
+			t.Errorf("client %s: connection over max_conns_per_ip=2 handshook", client)
+		}
+	}
+	for _, client := range []string{"198.51.100.9:1000", "[2001:db8:1:3::1]:1000"} {
+		c, err := dial(client)
+		if err != nil {
+			t.Fatalf("another client %s refused: %v", client, err)
+		}
+		c.Close()
+	}
+	if got := testutil.ToFloat64(w.srv.metrics.refused.WithLabelValues(refusedPerIP)); got != 2 {
+		t.Errorf("per_ip refusals = %v, want 2", got)
+	}
+	held[0].Close()
+	eventually(t, 5*time.Second, "a slot of 203.0.113.7 frees when one of its connections closes", func() bool {
+		c, err := dial("203.0.113.7:1003")
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
