@@ -76,6 +76,11 @@ func newWorld(t testing.TB, n int, opts Options) *world {
 	}))
 	t.Cleanup(w.origin.Close)
 	t.Cleanup(w.release)
+	// As keyctl init does, so binaries that require an initialised
+	// keystore (key servers started by tests) accept this one.
+	if err := keystore.Init(context.Background(), &certmagic.FileStorage{Path: w.dir}); err != nil {
+		t.Fatal(err)
+	}
 	w.store = w.openStore(t)
 	w.writer = w.openStore(t)
 	if n > 0 {
