@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strings"
 	"time"
 
@@ -270,12 +271,18 @@ func (s *Store) SetGeoParams(ctx context.Context, params *geo.Params) error {
 // certificate, by ID) may be used, re-sealing each key under the new
 // policy; an empty policy lifts the restriction (the key is sealed to the
 // fleet key). Opening a key sealed under a policy needs the geo master
-// key; a fleet-sealed key needs only the fleet key.
+// key; a fleet-sealed key needs only the fleet key. A key whose stored
+// policy no longer parses (written by an older version, or damaged) is
+// opened by the master key all the same, so it can always be moved to a
+// policy that parses, or to none.
 //
-// Each new sealed key is written atomically over the old one before the
-// record names the new policy, so at every moment the stored key opens
-// for the nodes of one of the two policies. Nodes see the change within
-// PollInterval, with no restart.
+// Every certificate's key is opened before anything is written, so a
+// policy, a certificate or a key that cannot be used fails the call
+// with nothing changed. Each new sealed key is then written atomically
+// over the old one before the record names the new policy, so at every
+// moment the stored key opens for the nodes of one of the two policies;
+// should a write fail, what was written is put back. Nodes see the
+// change within PollInterval, with no restart.
 func (s *Store) SetPolicy(ctx context.Context, nameOrID, policy string, master *geo.MasterKey) error {
 	var pol *geo.Policy
 	if policy != "" {
@@ -284,39 +291,127 @@ func (s *Store) SetPolicy(ctx context.Context, nameOrID, policy string, master *
 			return err
 		}
 	}
-	return s.updateRecords(ctx, nameOrID, func(id string, r *record) (func() error, error) {
-		if r.Route == RouteKeyless {
-			return nil, fmt.Errorf("keystore: certificate %s is keyless: its key is on the tenant's key server, not in the keystore", id)
-		}
-		der, err := s.adminOpen(ctx, id, master)
+	return s.locked(ctx, func() error {
+		_, ids, err := s.resolveIDs(ctx, nameOrID)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		sealed, err := s.sealFor(ctx, pol, id, der)
-		clear(der)
-		if err != nil {
-			return nil, err
+		moves := make([]*keyMove, 0, len(ids))
+		defer func() {
+			for _, m := range moves {
+				clear(m.der)
+			}
+		}()
+		for _, id := range ids {
+			m, err := s.openForMove(ctx, id, master)
+			if err != nil {
+				return err
+			}
+			moves = append(moves, m)
 		}
-		// The new sealed key is in place before the record names its policy.
-		if err := s.storage.Store(ctx, sealedKey(id), sealed); err != nil {
-			return nil, fmt.Errorf("keystore: failed to write key of %s: %w", id, err)
+		// Sealing may create pol's policy file: the first write.
+		newPolicyFile := pol != nil && !s.storage.Exists(ctx, policyFileKey(pol.ID()))
+		for _, m := range moves {
+			if m.sealed, err = s.sealFor(ctx, pol, m.id, m.der); err != nil {
+				return s.undoMoves(ctx, nil, false, newPolicyFile, pol, err)
+			}
 		}
-		r.Policy = ""
-		if pol != nil {
-			r.Policy = pol.String()
+		var c change
+		for i, m := range moves {
+			if err := s.storage.Store(ctx, sealedKey(m.id), m.sealed); err != nil {
+				return s.undoMoves(ctx, moves[:i+1], false, newPolicyFile, pol, fmt.Errorf("keystore: failed to write key of %s: %w", m.id, err))
+			}
+			m.record.Policy = ""
+			if pol != nil {
+				m.record.Policy = pol.String()
+			}
+			m.record.Version++
+			if err := s.writeRecord(ctx, m.id, m.record); err != nil {
+				return s.undoMoves(ctx, moves[:i+1], true, newPolicyFile, pol, err)
+			}
+			names, _ := leafNames(m.leaf)
+			c.names = append(c.names, names...)
+			c.ids = append(c.ids, m.id)
 		}
-		return nil, nil
+		return s.commit(ctx, c)
 	})
 }
 
-// adminOpen returns a stored key's PKCS#8 DER, opened with the fleet key
-// or, for a policy-sealed key, the geo master key.
-func (s *Store) adminOpen(ctx context.Context, id string, master *geo.MasterKey) ([]byte, error) {
-	data, err := s.storage.Load(ctx, sealedKey(id))
-	if err != nil {
+// keyMove is one certificate's key on its way to a new policy: what
+// is stored now, to put back if a write fails, and what replaces it.
+type keyMove struct {
+	id        string
+	leaf      *x509.Certificate
+	record    *record
+	oldRecord []byte // the record file as stored
+	oldSealed []byte // the key file as stored
+	der       []byte // the opened key; cleared when SetPolicy returns
+	sealed    []byte // the key sealed anew
+}
+
+// openForMove reads certificate id's record and key and opens the key
+// with the admin's keys, refusing a keyless certificate.
+func (s *Store) openForMove(ctx context.Context, id string, master *geo.MasterKey) (*keyMove, error) {
+	m := &keyMove{id: id}
+	var err error
+	if m.record, m.leaf, m.oldRecord, err = s.readRecord(ctx, id); err != nil {
+		return nil, err
+	}
+	if m.record.Route == RouteKeyless {
+		return nil, fmt.Errorf("keystore: certificate %s is keyless: its key is on the tenant's key server, not in the keystore", id)
+	}
+	if m.oldSealed, err = s.storage.Load(ctx, sealedKey(id)); err != nil {
 		return nil, fmt.Errorf("keystore: failed to read key of %s: %w", id, err)
 	}
-	h, ct, err := parseSealed(data)
+	if m.der, err = s.adminOpen(ctx, id, m.oldSealed, m.record.Policy, master); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// undoMoves puts back the key and record files of moves, which a failed
+// SetPolicy wrote (the last one's key only if lastKeyWritten: a failed
+// write may still have landed, so it is put back all the same), removes
+// pol's policy file if SetPolicy created it, and journals the
+// certificates it wrote, since nodes may have read them meanwhile. It
+// returns cause joined with anything it could not put back. It runs
+// even once ctx is done: the keystore must not stay half changed.
+func (s *Store) undoMoves(ctx context.Context, moves []*keyMove, lastKeyWritten, newPolicyFile bool, pol *geo.Policy, cause error) error {
+	ctx = context.WithoutCancel(ctx)
+	errs := []error{cause}
+	var c change
+	for i, m := range slices.Backward(moves) {
+		if err := s.storage.Store(ctx, recordKey(m.id), m.oldRecord); err != nil {
+			errs = append(errs, fmt.Errorf("keystore: failed to restore record of %s: %w", m.id, err))
+		}
+		if err := s.storage.Store(ctx, sealedKey(m.id), m.oldSealed); err != nil {
+			errs = append(errs, fmt.Errorf("keystore: failed to restore key of %s: %w", m.id, err))
+		}
+		if i == len(moves)-1 && !lastKeyWritten {
+			continue
+		}
+		names, _ := leafNames(m.leaf)
+		c.names = append(c.names, names...)
+		c.ids = append(c.ids, m.id)
+	}
+	if newPolicyFile {
+		if err := s.storage.Delete(ctx, policyFileKey(pol.ID())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("keystore: failed to remove new policy key %s: %w", pol.ID(), err))
+		}
+		s.policies.Invalidate(pol.ID())
+	}
+	if len(c.ids) > 0 {
+		errs = append(errs, s.commit(ctx, c))
+	}
+	return errors.Join(errs...)
+}
+
+// adminOpen opens certificate id's sealed key file with the fleet key
+// or, for a policy-sealed key, the geo master key, and returns its
+// PKCS#8 DER. recordPolicy is the policy the record names, which may
+// stand in for a damaged policy file's text.
+func (s *Store) adminOpen(ctx context.Context, id string, sealed []byte, recordPolicy string, master *geo.MasterKey) ([]byte, error) {
+	h, ct, err := parseSealed(sealed)
 	if err != nil {
 		return nil, fmt.Errorf("%w: key %s: %w", ErrCorrupt, id, err)
 	}
@@ -325,21 +420,8 @@ func (s *Store) adminOpen(ctx context.Context, id string, master *geo.MasterKey)
 	case h.recipient == FleetRecipient && s.fleet != nil:
 		priv = s.fleet.priv
 	case ok && master != nil:
-		pk, err := s.policyKey(ctx, pid)
-		if err != nil {
+		if priv, err = s.adminPolicyKey(ctx, pid, recordPolicy, master); err != nil {
 			return nil, err
-		}
-		if pk.pub == nil {
-			return nil, pk.err
-		}
-		seed, err := master.Open(pk.policy, pk.sealed)
-		if err != nil {
-			return nil, fmt.Errorf("%w: policy key %s: %w", ErrCorrupt, pid, err)
-		}
-		priv, err = sealKEM.NewPrivateKey(seed)
-		clear(seed)
-		if err != nil {
-			return nil, fmt.Errorf("%w: policy key %s: %w", ErrCorrupt, pid, err)
 		}
 	default:
 		return nil, fmt.Errorf("%w: key of %s is sealed to %q (a policy key needs the geo master key)", ErrCannotOpen, id, h.recipient)
@@ -349,7 +431,44 @@ func (s *Store) adminOpen(ctx context.Context, id string, master *geo.MasterKey)
 		return nil, fmt.Errorf("%w: key %s: %w", ErrCorrupt, id, err)
 	}
 	if _, err := x509.ParsePKCS8PrivateKey(der); err != nil {
+		clear(der)
 		return nil, fmt.Errorf("%w: key %s: %w", ErrCorrupt, id, err)
 	}
 	return der, nil
+}
+
+// adminPolicyKey opens policy key pid with the geo master key. Unlike a
+// node, it does not parse the policy: the admin layer needs only its
+// canonical text, which is the policy file's or, should that be
+// damaged, the record's, whichever hashes to pid. So a policy this
+// version refuses never locks the admin out of the keys sealed under it.
+func (s *Store) adminPolicyKey(ctx context.Context, pid, recordPolicy string, master *geo.MasterKey) (hpke.PrivateKey, error) {
+	key := policyFileKey(pid)
+	data, err := s.storage.Load(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: policy %s: %s: %w", ErrCorrupt, pid, key, err)
+	}
+	var f policyFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("%w: policy %s: %s: %w: %v", ErrCorrupt, pid, key, errMalformed, err)
+	}
+	var text string
+	switch {
+	case geo.PolicyID(f.Policy) == pid:
+		text = f.Policy
+	case geo.PolicyID(recordPolicy) == pid:
+		text = recordPolicy
+	default:
+		return nil, fmt.Errorf("%w: policy %s: %s: %w: neither its policy nor the record's hashes to its ID", ErrCorrupt, pid, key, errMalformed)
+	}
+	seed, err := master.OpenStored(text, f.Sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: policy %s: %s: %w", ErrCorrupt, pid, key, err)
+	}
+	defer clear(seed)
+	priv, err := sealKEM.NewPrivateKey(seed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: policy %s: %s: %w", ErrCorrupt, pid, key, err)
+	}
+	return priv, nil
 }

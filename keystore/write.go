@@ -500,7 +500,7 @@ func (s *Store) updateRecords(ctx context.Context, nameOrID string, update func(
 		}
 		var c change
 		for _, id := range ids {
-			r, leaf, err := s.readRecord(ctx, id)
+			r, leaf, _, err := s.readRecord(ctx, id)
 			if err != nil {
 				return err
 			}
@@ -525,17 +525,19 @@ func (s *Store) updateRecords(ctx context.Context, nameOrID string, update func(
 	})
 }
 
-// readRecord reads and parses a stored record for a writer.
-func (s *Store) readRecord(ctx context.Context, id string) (*record, *x509.Certificate, error) {
+// readRecord reads and parses a stored record for a writer, and
+// returns the file as stored too. It does not parse the record's
+// policy, so a writer can repair a record whose policy edges refuse.
+func (s *Store) readRecord(ctx context.Context, id string) (*record, *x509.Certificate, []byte, error) {
 	data, err := s.storage.Load(ctx, recordKey(id))
 	if err != nil {
-		return nil, nil, fmt.Errorf("keystore: failed to read record %s: %w", id, err)
+		return nil, nil, nil, fmt.Errorf("keystore: failed to read record %s: %w", id, err)
 	}
 	r, leaf, err := parseRecord(id, data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: record %s: %w", ErrCorrupt, id, err)
+		return nil, nil, nil, fmt.Errorf("%w: record %s: %w", ErrCorrupt, id, err)
 	}
-	return r, leaf, nil
+	return r, leaf, data, nil
 }
 
 // writeRecord stores a record; the caller bumps its version.

@@ -91,7 +91,7 @@ func (p *Params) Seal(pol *Policy, secret []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("geo: failed to seal under %q: %w", pol, err)
 	}
-	adminCT, err := hpke.Seal(p.admin, adminKDF, adminAEAD, adminInfo(pol), secret)
+	adminCT, err := hpke.Seal(p.admin, adminKDF, adminAEAD, adminInfo(pol.canonical), secret)
 	if err != nil {
 		return nil, fmt.Errorf("geo: failed to seal under %q: %w", pol, err)
 	}
@@ -102,7 +102,9 @@ func (p *Params) Seal(pol *Policy, secret []byte) ([]byte, error) {
 	return b.Bytes()
 }
 
-func adminInfo(pol *Policy) []byte { return []byte("keyedge geo seal v1\x00" + pol.canonical) }
+// adminInfo binds the admin layer to the canonical text of the policy
+// the secret is sealed under, and only to that text.
+func adminInfo(canonical string) []byte { return []byte("keyedge geo seal v1\x00" + canonical) }
 
 // parseSealed splits Seal's output into its CP-ABE and admin layers.
 func parseSealed(sealed []byte) (abeCT, adminCT []byte, err error) {
@@ -145,11 +147,21 @@ func (k *NodeKey) Open(pol *Policy, sealed []byte) ([]byte, error) {
 // Open opens any secret sealed under pol by Params.Seal with this
 // master key's parameters.
 func (m *MasterKey) Open(pol *Policy, sealed []byte) ([]byte, error) {
+	return m.OpenStored(pol.canonical, sealed)
+}
+
+// OpenStored is Open for a policy known only by its canonical text as
+// stored (Policy.String when the secret was sealed), which it does not
+// parse: a secret sealed under a policy this version refuses, such as
+// one an older version accepted, still opens, so that it can be sealed
+// anew under a policy that parses. The admin layer is bound to the
+// text: any other text fails with ErrBadSeal.
+func (m *MasterKey) OpenStored(canonical string, sealed []byte) ([]byte, error) {
 	_, adminCT, err := parseSealed(sealed)
 	if err != nil {
 		return nil, err
 	}
-	secret, err := hpke.Open(m.admin, adminKDF, adminAEAD, adminInfo(pol), adminCT)
+	secret, err := hpke.Open(m.admin, adminKDF, adminAEAD, adminInfo(canonical), adminCT)
 	if err != nil {
 		return nil, fmt.Errorf("%w: admin layer does not open", ErrBadSeal)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -76,6 +77,35 @@ func TestSealOpen(t *testing.T) {
 		if _, err := eu.Open(pol, sealed[:n]); !errors.Is(err, ErrBadSeal) {
 			t.Errorf("truncated to %d: error = %v, want ErrBadSeal", n, err)
 		}
+	}
+}
+
+// TestOpenStored opens, with the master key, a secret sealed under a
+// policy today's parser refuses (its canonical form is over the length
+// limit, as an older version allowed), by the stored text alone.
+func TestOpenStored(t *testing.T) {
+	m := testMaster()
+	long := "region: eu or pad: " + strings.Repeat("0", maxInput+1-len("region: eu or pad: "))
+	if _, err := ParsePolicy(long); err == nil {
+		t.Fatal("ParsePolicy accepted a canonical form over the limit")
+	}
+	legacy := &Policy{canonical: long}
+	if err := legacy.abe.FromString(long); err != nil {
+		t.Fatal(err)
+	}
+	secret := []byte("policy key seed, 32 bytes long..")
+	sealed, err := m.Params.Seal(legacy, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.OpenStored(long, sealed); err != nil || !bytes.Equal(got, secret) {
+		t.Errorf("OpenStored = %q, %v", got, err)
+	}
+	if _, err := m.OpenStored(long[:len(long)-1], sealed); !errors.Is(err, ErrBadSeal) {
+		t.Errorf("OpenStored with other text: error = %v, want ErrBadSeal", err)
+	}
+	if got, want := PolicyID(long), legacy.ID(); got != want {
+		t.Errorf("PolicyID = %s, Policy.ID = %s", got, want)
 	}
 }
 

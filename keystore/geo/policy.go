@@ -51,10 +51,15 @@ func ParsePolicy(s string) (*Policy, error) {
 // between terms. Policies with the same canonical form are the same policy.
 func (p *Policy) String() string { return p.canonical }
 
-// ID names the policy in storage: hex of the first 16 bytes of the
-// SHA-256 of its canonical form.
-func (p *Policy) ID() string {
-	sum := sha256.Sum256([]byte(p.canonical))
+// ID names the policy in storage: PolicyID of its canonical form.
+func (p *Policy) ID() string { return PolicyID(p.canonical) }
+
+// PolicyID is the storage name of the policy whose canonical form is
+// canonical: hex of the first 16 bytes of its SHA-256. It takes text,
+// not a Policy, so that stored text can be checked against its name
+// without being parsed.
+func PolicyID(canonical string) string {
+	sum := sha256.Sum256([]byte(canonical))
 	return hex.EncodeToString(sum[:16])
 }
 
