@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -160,4 +162,54 @@ func checkKeystoreFiles(t *testing.T, dir string) {
 			t.Errorf("orphan: %s (no name refers to certificate %s)", file, id)
 		}
 	}
+}
+
+// fillingStorage is a real FileStorage on a disk that fills the first
+// time a key under prefix is stored, and stays full until full is
+// cleared: every Store fails with ENOSPC meanwhile, deletes succeed.
+type fillingStorage struct {
+	certmagic.Storage
+	prefix string
+	filled atomic.Bool // the disk has filled once
+	full   atomic.Bool
+}
+
+func (f *fillingStorage) Store(ctx context.Context, key string, value []byte) error {
+	if strings.HasPrefix(key, f.prefix) && f.filled.CompareAndSwap(false, true) {
+		f.full.Store(true)
+	}
+	if f.full.Load() {
+		return &fs.PathError{Op: "write", Path: key, Err: syscall.ENOSPC}
+	}
+	return f.Storage.Store(ctx, key, value)
+}
+
+// TestPutNotUndone: a renewal whose journal entry cannot be written on a
+// disk that stays full cannot put its name file back either. Put says
+// so with ErrIncomplete, keeps the new certificate the name refers to
+// (never a name without its certificate), and completes when run again.
+func TestPutNotUndone(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	old := put(t, f.open(t, keystore.Options{}), f.bundle(t, certs.ECDSAP256, "renewed.example"))
+	st := &fillingStorage{Storage: &certmagic.FileStorage{Path: f.dir}, prefix: "changes/"}
+	writer := f.open(t, keystore.Options{Storage: st})
+
+	b := f.bundle(t, certs.ECDSAP256, "renewed.example")
+	_, err := writer.Put(ctx, b)
+	if !errors.Is(err, keystore.ErrIncomplete) {
+		t.Fatalf("Put on a disk that stays full = %v, want ErrIncomplete", err)
+	}
+	t.Logf("Put: %v", err)
+	checkKeystoreFiles(t, f.dir)
+	if got := lookupIDs(t, f.open(t, keystore.Options{}), "renewed.example"); len(got) != 1 {
+		t.Fatalf("after an incomplete renewal a fresh Store serves %v, want one certificate", got)
+	}
+
+	st.full.Store(false)
+	ids := put(t, writer, b)
+	if got := lookupIDs(t, f.open(t, keystore.Options{}), "renewed.example"); !slices.Equal(got, ids) || slices.Equal(got, old) {
+		t.Fatalf("after the renewal ran again a fresh Store serves %v, want %v", got, ids)
+	}
+	checkKeystoreFiles(t, f.dir)
 }

@@ -29,8 +29,10 @@ var ErrIncomplete = errors.New("keystore: write interrupted and not undone: the 
 // so a name file without its journal entry would be served by nodes
 // started later and by no running one. A Put that fails before the head
 // is written therefore undoes what it stored, newest first: the journal
-// entry, trash marks, name files (put back as they were), then the new
-// certificates' files. The name filter is left with the added names, a
+// entry, name files (put back as they were), trash marks, then the new
+// certificates' files; it stops at a step it cannot undo, so a name it
+// could not put back keeps the certificates it refers to (and the ones
+// it replaced stay retired). The name filter is left with the added names, a
 // superset being always correct (see filter.go). Undoing needs no space
 // for a new name (deletes only) and a page per restored name file for a
 // renewal, freed just before by the deletes of the later writes.

@@ -53,7 +53,9 @@ type prepared struct {
 // no name refers to any more is deleted. Every file is written
 // atomically, keys before the records and names that refer to them, so a
 // reader never sees a name without its certificate. All nodes following
-// the journal see the change within their PollInterval.
+// the journal see the change within their PollInterval. A Put that fails
+// leaves storage as it was (see undo.go), or returns ErrIncomplete when
+// it could not undo what it wrote.
 func (s *Store) Put(ctx context.Context, bundles ...*Bundle) ([]string, error) {
 	ids := make([]string, len(bundles))
 	err := s.locked(ctx, func() error {
@@ -175,9 +177,9 @@ func (s *Store) write(ctx context.Context, ps []*prepared) error {
 	return nil
 }
 
-// writeFiles stores keys and records, then name files, then retires the
-// certificates they replaced, recording each step in u, and returns the
-// change to journal.
+// writeFiles stores keys and records, retires the certificates the new
+// ones replace, then stores name files, recording each step in u, and
+// returns the change to journal.
 func (s *Store) writeFiles(ctx context.Context, ps []*prepared, u *undoLog) (change, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(writeParallelism)
@@ -202,13 +204,12 @@ func (s *Store) writeFiles(ctx context.Context, ps []*prepared, u *undoLog) (cha
 	if err := s.addToStoredFilter(ctx, names); err != nil {
 		return change{}, err
 	}
-	u.names = names
-	replaced := make([][]string, len(names))
+	updates := make([]*nameUpdate, len(names))
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(writeParallelism)
 	for i, n := range names {
 		g.Go(func() (err error) {
-			replaced[i], err = s.updateName(gctx, n, byName[n], u)
+			updates[i], err = s.mergeName(gctx, n, byName[n])
 			return err
 		})
 	}
@@ -216,15 +217,34 @@ func (s *Store) writeFiles(ctx context.Context, ps []*prepared, u *undoLog) (cha
 		return change{}, err
 	}
 
+	// Replaced certificates are retired before the names stop referring
+	// to them, so an undo that cannot put a name back leaves them retired.
 	c := change{names: names}
 	for _, p := range ps {
 		c.ids = append(c.ids, p.id)
 	}
-	for _, old := range slices.Concat(replaced...) {
-		if err := s.retire(ctx, old, u); err != nil {
-			return change{}, err
+	for _, up := range updates {
+		for _, old := range up.replaced {
+			if err := s.retire(ctx, old, u); err != nil {
+				return change{}, err
+			}
+			c.ids = append(c.ids, old)
 		}
-		c.ids = append(c.ids, old)
+	}
+
+	u.names = names
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(writeParallelism)
+	for _, up := range updates {
+		g.Go(func() error {
+			if err := s.store(gctx, u, nameKey(up.name), up.prev, formatNameFile(up.refs)); err != nil {
+				return fmt.Errorf("keystore: failed to write name %s: %w", up.name, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return change{}, err
 	}
 	return c, nil
 }
@@ -338,10 +358,18 @@ func replaceRef(refs []nameRef, r nameRef) []nameRef {
 	return append(refs, r)
 }
 
-// updateName merges add into a name file, recording its previous content
-// in u, and returns the IDs it replaced. An unreadable name file is
-// overwritten: the new refs are the truth.
-func (s *Store) updateName(ctx context.Context, name string, add []nameRef, u *undoLog) ([]string, error) {
+// nameUpdate is a name file's new content, with its previous content and
+// the IDs the new one no longer refers to.
+type nameUpdate struct {
+	name     string
+	prev     []byte // nil when the name is new
+	refs     []nameRef
+	replaced []string
+}
+
+// mergeName reads a name file and merges add into its refs. An
+// unreadable name file is overwritten: the new refs are the truth.
+func (s *Store) mergeName(ctx context.Context, name string, add []nameRef) (*nameUpdate, error) {
 	prev, err := s.load(ctx, nameKey(name))
 	if err != nil {
 		return nil, err
@@ -359,10 +387,7 @@ func (s *Store) updateName(ctx context.Context, name string, add []nameRef, u *u
 		}
 		refs = replaceRef(refs, r)
 	}
-	if err := s.store(ctx, u, nameKey(name), prev, formatNameFile(refs)); err != nil {
-		return nil, fmt.Errorf("keystore: failed to write name %s: %w", name, err)
-	}
-	return replaced, nil
+	return &nameUpdate{name: name, prev: prev, refs: refs, replaced: replaced}, nil
 }
 
 // readName returns a name file's refs; none, without error, if absent.
