@@ -412,7 +412,7 @@ func (s *Store) RebuildNameFilter(ctx context.Context, progress func(done, total
 			return err
 		}
 		s.filter.cur.Store(f)
-		return s.commit(ctx, change{})
+		return s.commit(ctx, change{}, nil)
 	})
 	return total, err
 }

@@ -88,8 +88,12 @@ func (s *Store) readHead(ctx context.Context) (seq uint64, ok bool, err error) {
 }
 
 // appendChange records c as the next journal entry and trims the oldest.
-// The caller holds the write lock.
-func (s *Store) appendChange(ctx context.Context, c change) error {
+// The entry is recorded in u, if not nil, to be deleted if the head
+// cannot be written; the head itself is not: a head Store that failed
+// left it as it was, or (a backend that lost its answer) moved it to an
+// entry an undo deletes, which followers answer by clearing their
+// caches. The caller holds the write lock.
+func (s *Store) appendChange(ctx context.Context, c change, u *undoLog) error {
 	head, _, err := s.readHead(ctx)
 	if err != nil {
 		return err
@@ -100,7 +104,7 @@ func (s *Store) appendChange(ctx context.Context, c change) error {
 	for s.storage.Exists(ctx, changeKey(seq)) {
 		seq++
 	}
-	if err := s.storage.Store(ctx, changeKey(seq), c.marshal()); err != nil {
+	if err := s.store(ctx, u, changeKey(seq), nil, c.marshal()); err != nil {
 		return fmt.Errorf("keystore: failed to write journal entry: %w", err)
 	}
 	if err := s.storage.Store(ctx, headKey, []byte(strconv.FormatUint(seq, 10)+"\n")); err != nil {

@@ -53,7 +53,9 @@ type prepared struct {
 // no name refers to any more is deleted. Every file is written
 // atomically, keys before the records and names that refer to them, so a
 // reader never sees a name without its certificate. All nodes following
-// the journal see the change within their PollInterval.
+// the journal see the change within their PollInterval. A Put that fails
+// leaves storage as it was (see undo.go), or returns ErrIncomplete when
+// it could not undo what it wrote.
 func (s *Store) Put(ctx context.Context, bundles ...*Bundle) ([]string, error) {
 	ids := make([]string, len(bundles))
 	err := s.locked(ctx, func() error {
@@ -150,6 +152,7 @@ func (s *Store) locked(ctx context.Context, fn func() error) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	if err := s.storage.Lock(ctx, writeLock); err != nil {
+		s.clearFailedLock(ctx, writeLock)
 		return fmt.Errorf("keystore: failed to take write lock: %w", err)
 	}
 	defer func() {
@@ -160,16 +163,31 @@ func (s *Store) locked(ctx context.Context, fn func() error) error {
 	return fn()
 }
 
-// write stores prepared bundles: keys and records, then name files, then
-// deletes orphaned certificates and appends one journal entry.
+// write stores prepared bundles and commits them (see undo.go): if it
+// fails before the commit point, it undoes what it stored.
 func (s *Store) write(ctx context.Context, ps []*prepared) error {
+	u := &undoLog{}
+	c, err := s.writeFiles(ctx, ps, u)
+	if err == nil {
+		err = s.commit(ctx, c, u)
+	}
+	if err != nil {
+		return s.undo(ctx, u, err)
+	}
+	return nil
+}
+
+// writeFiles stores keys and records, retires the certificates the new
+// ones replace, then stores name files, recording each step in u, and
+// returns the change to journal.
+func (s *Store) writeFiles(ctx context.Context, ps []*prepared, u *undoLog) (change, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(writeParallelism)
 	for _, p := range ps {
-		g.Go(func() error { return s.writeCert(gctx, p) })
+		g.Go(func() error { return s.writeCert(gctx, p, u) })
 	}
 	if err := g.Wait(); err != nil {
-		return err
+		return change{}, err
 	}
 
 	// Group by name, so a batch naming one host twice writes its file once.
@@ -184,43 +202,69 @@ func (s *Store) write(ctx context.Context, ps []*prepared) error {
 		}
 	}
 	if err := s.addToStoredFilter(ctx, names); err != nil {
-		return err
+		return change{}, err
 	}
-	replaced := make([][]string, len(names))
+	updates := make([]*nameUpdate, len(names))
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(writeParallelism)
 	for i, n := range names {
 		g.Go(func() (err error) {
-			replaced[i], err = s.updateName(gctx, n, byName[n])
+			updates[i], err = s.mergeName(gctx, n, byName[n])
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return err
+		return change{}, err
 	}
 
+	// Replaced certificates are retired before the names stop referring
+	// to them, so an undo that cannot put a name back leaves them retired.
 	c := change{names: names}
 	for _, p := range ps {
 		c.ids = append(c.ids, p.id)
 	}
-	for _, old := range slices.Concat(replaced...) {
-		if err := s.retire(ctx, old); err != nil {
-			return err
+	for _, up := range updates {
+		for _, old := range up.replaced {
+			if err := s.retire(ctx, old, u); err != nil {
+				return change{}, err
+			}
+			c.ids = append(c.ids, old)
 		}
-		c.ids = append(c.ids, old)
 	}
-	return s.commit(ctx, c)
+
+	u.names = names
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(writeParallelism)
+	for _, up := range updates {
+		g.Go(func() error {
+			if err := s.store(gctx, u, nameKey(up.name), up.prev, formatNameFile(up.refs)); err != nil {
+				return fmt.Errorf("keystore: failed to write name %s: %w", up.name, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return change{}, err
+	}
+	return c, nil
 }
 
-// commit journals c, drops its entries from this node's caches at once,
-// and deletes retired certificates whose grace has passed.
-func (s *Store) commit(ctx context.Context, c change) error {
-	err := s.appendChange(ctx, c)
+// commit journals c, the commit point of a write (recorded in u, if not
+// nil, up to the journal head), drops its entries from this node's
+// caches at once, and deletes retired certificates whose grace has
+// passed. Only a failure to journal is returned: once the head is
+// written the write is done, and a sweep that fails is retried by the
+// next write.
+func (s *Store) commit(ctx context.Context, c change, u *undoLog) error {
+	err := s.appendChange(ctx, c, u)
 	s.invalidate(c)
-	if serr := s.sweep(ctx); err == nil {
-		err = serr
+	if err != nil {
+		return err
 	}
-	return err
+	if err := s.sweep(ctx); err != nil {
+		s.log.Warn("keystore: failed to delete retired certificates; the next write retries", "err", err)
+	}
+	return nil
 }
 
 // A certificate a renewal replaced is not deleted at once: handshakes on
@@ -229,9 +273,14 @@ func (s *Store) commit(ctx context.Context, c change) error {
 // once DeleteGrace has passed, if no name refers to it again by then.
 const trashDir = "trash"
 
-func (s *Store) retire(ctx context.Context, id string) error {
+func (s *Store) retire(ctx context.Context, id string, u *undoLog) error {
+	key := trashDir + "/" + id
+	prev, err := s.load(ctx, key)
+	if err != nil {
+		return err
+	}
 	stamp := []byte(time.Now().UTC().Format(time.RFC3339Nano))
-	if err := s.storage.Store(ctx, trashDir+"/"+id, stamp); err != nil {
+	if err := s.store(ctx, u, key, prev, stamp); err != nil {
 		return fmt.Errorf("keystore: failed to retire certificate %s: %w", id, err)
 	}
 	return nil
@@ -267,16 +316,29 @@ func (s *Store) sweep(ctx context.Context) error {
 }
 
 // writeCert writes a certificate's sealed key and then its record, with
-// the version after the stored one.
-func (s *Store) writeCert(ctx context.Context, p *prepared) error {
+// the version after the stored one. A new certificate is undone by
+// deleting its directory, a stored one by putting its files back.
+func (s *Store) writeCert(ctx context.Context, p *prepared, u *undoLog) error {
+	old, err := s.load(ctx, recordKey(p.id))
+	if err != nil {
+		return err
+	}
 	p.record.Version = 1
-	if data, err := s.storage.Load(ctx, recordKey(p.id)); err == nil {
-		if old, _, err := parseRecord(p.id, data); err == nil {
-			p.record.Version = old.Version + 1
-		}
+	fileUndo := u
+	if old == nil {
+		u.add(certDir(p.id), nil)
+		fileUndo = nil
+	} else if r, _, err := parseRecord(p.id, old); err == nil {
+		p.record.Version = r.Version + 1
 	}
 	if p.sealed != nil {
-		if err := s.storage.Store(ctx, sealedKey(p.id), p.sealed); err != nil {
+		var prev []byte
+		if old != nil {
+			if prev, err = s.load(ctx, sealedKey(p.id)); err != nil {
+				return err
+			}
+		}
+		if err := s.store(ctx, fileUndo, sealedKey(p.id), prev, p.sealed); err != nil {
 			return fmt.Errorf("keystore: failed to write key of %s: %w", p.names[0], err)
 		}
 	}
@@ -284,7 +346,7 @@ func (s *Store) writeCert(ctx context.Context, p *prepared) error {
 	if err != nil {
 		return fmt.Errorf("keystore: failed to encode record of %s: %w", p.names[0], err)
 	}
-	if err := s.storage.Store(ctx, recordKey(p.id), data); err != nil {
+	if err := s.store(ctx, fileUndo, recordKey(p.id), old, data); err != nil {
 		return fmt.Errorf("keystore: failed to write record of %s: %w", p.names[0], err)
 	}
 	return nil
@@ -296,12 +358,25 @@ func replaceRef(refs []nameRef, r nameRef) []nameRef {
 	return append(refs, r)
 }
 
-// updateName merges add into a name file and returns the IDs it replaced.
-// An unreadable name file is overwritten: the new refs are the truth.
-func (s *Store) updateName(ctx context.Context, name string, add []nameRef) ([]string, error) {
-	refs, err := s.readName(ctx, name)
-	if err != nil && !errors.Is(err, errMalformed) {
+// nameUpdate is a name file's new content, with its previous content and
+// the IDs the new one no longer refers to.
+type nameUpdate struct {
+	name     string
+	prev     []byte // nil when the name is new
+	refs     []nameRef
+	replaced []string
+}
+
+// mergeName reads a name file and merges add into its refs. An
+// unreadable name file is overwritten: the new refs are the truth.
+func (s *Store) mergeName(ctx context.Context, name string, add []nameRef) (*nameUpdate, error) {
+	prev, err := s.load(ctx, nameKey(name))
+	if err != nil {
 		return nil, err
+	}
+	var refs []nameRef
+	if prev != nil {
+		refs, _ = parseNameFile(prev) // only errMalformed: overwritten
 	}
 	var replaced []string
 	for _, r := range add {
@@ -312,10 +387,7 @@ func (s *Store) updateName(ctx context.Context, name string, add []nameRef) ([]s
 		}
 		refs = replaceRef(refs, r)
 	}
-	if err := s.storage.Store(ctx, nameKey(name), formatNameFile(refs)); err != nil {
-		return nil, fmt.Errorf("keystore: failed to write name %s: %w", name, err)
-	}
-	return replaced, nil
+	return &nameUpdate{name: name, prev: prev, refs: refs, replaced: replaced}, nil
 }
 
 // readName returns a name file's refs; none, without error, if absent.
@@ -402,7 +474,7 @@ func (s *Store) Remove(ctx context.Context, nameOrID string) error {
 			c.names = append(c.names, names...)
 			c.ids = append(c.ids, id)
 		}
-		return s.commit(ctx, c)
+		return s.commit(ctx, c, nil)
 	})
 }
 
@@ -521,7 +593,7 @@ func (s *Store) updateRecords(ctx context.Context, nameOrID string, update func(
 			c.names = append(c.names, names...)
 			c.ids = append(c.ids, id)
 		}
-		return s.commit(ctx, c)
+		return s.commit(ctx, c, nil)
 	})
 }
 

@@ -20,7 +20,11 @@
 //
 // Every command takes --keystore (default $KEYEDGE_KEYSTORE or
 // ./keystore) and --fleet-key (default $KEYEDGE_FLEET_KEY or
-// ./fleet.key). Exit status is 2 for a usage error, 1 for a failure.
+// ./fleet.key). Exit status is 0 when the change is made (and, for a
+// write, journaled: every edge follows it), 1 for a failure that left
+// the keystore as it was, 2 for a usage error, and 3 for a write
+// interrupted and not undone (a disk still full): some edges may serve
+// part of it; run the command again once the cause is fixed.
 package main
 
 import (
@@ -110,6 +114,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 0
 		case errors.Is(err, flag.ErrHelp):
 			return 2
+		case errors.Is(err, keystore.ErrIncomplete):
+			fmt.Fprintf(stderr, "keyctl %s: %v\n", c.name, err)
+			return 3
 		case errors.Is(err, errUsage):
 			fmt.Fprintf(stderr, "keyctl %s: %v\n", c.name, err)
 			e.flags.Usage()

@@ -62,6 +62,13 @@
 //     key.sealed, a third's name file overwritten with garbage; every
 //     request to them fails, the other tenants are served, no keystore
 //     file is deleted and the garbage is left as it was.
+//   - TestImportOnFullDisk (fast; skipped where a tmpfs cannot be
+//     mounted): the keystore on a 1 MB tmpfs filled to leave 0…8 pages
+//     free while an edge serves it; each `keyctl import` of a new tenant
+//     exits 0 and the tenant is found by `keyctl show` and served, or
+//     exits 1 and leaves every keystore file as it was (no lock file,
+//     temporary file or orphan certificate) with the tenant neither
+//     found nor served; with the space back the import succeeds.
 //   - TestSIGTERMDrains: SIGTERM with requests held at the origin and a
 //     load running; the held requests complete with the origin's answer,
 //     every request before the signal succeeded, the edge exits 0.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -57,6 +58,10 @@ type options struct {
 	Timeout    time.Duration // hard bound on the scenario: then every process is killed and the test fails [2m]
 	EdgeConfig string        // extra lines for edge.yaml (top-level keys not written by the world)
 	Redis      bool          // keep the keystore in a redis-server (internal/redistest) instead of a directory
+	// KeystoreTmpfs, if not 0, keeps the keystore directory on a tmpfs
+	// of that many bytes (world.tmpfs), which a scenario can fill; the
+	// scenario is skipped where mounting one is not allowed.
+	KeystoreTmpfs int64
 }
 
 // world is one scenario's set of real processes on 127.0.0.1: an origin
@@ -74,6 +79,7 @@ type world struct {
 	// it: "keystore" (a directory in dir) or a redis:// URL.
 	keystore string
 	redis    *redistest.Server // with options.Redis
+	tmpfs    string            // with options.KeystoreTmpfs: the tmpfs holding the keystore directory
 
 	mu    sync.Mutex    // guards procs
 	procs []*os.Process // every process the scenario caused, for the watchdog
@@ -105,6 +111,10 @@ func newWorld(t *testing.T, opts options) *world {
 		w.redis = redistest.Start(t)
 		w.track(w.redis.Process().Pid)
 		w.keystore = "redis://" + w.redis.Addr + "/0?prefix=chaos"
+	}
+	if opts.KeystoreTmpfs > 0 {
+		w.tmpfs = proctest.Tmpfs(t, opts.KeystoreTmpfs)
+		w.keystore = filepath.Join(w.tmpfs, "keystore")
 	}
 
 	w.keyctl("init", "--keystore", w.keystore, "--fleet-key", "fleet.key")
@@ -187,15 +197,27 @@ func (w *world) start(name, cmd string, args ...string) *proctest.Process {
 // keyctl runs keyctl in the world's directory and returns its output.
 func (w *world) keyctl(args ...string) string {
 	w.t.Helper()
+	code, out := w.keyctlStatus(args...)
+	if code != 0 {
+		w.t.Fatalf("keyctl %s: exit status %d\n%s", strings.Join(args, " "), code, out)
+	}
+	return out
+}
+
+// keyctlStatus runs keyctl in the world's directory and returns its exit
+// status and output.
+func (w *world) keyctlStatus(args ...string) (int, string) {
+	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, w.bins[keyctlCmd], args...)
 	cmd.Dir = w.dir
 	out, err := cmd.CombinedOutput()
-	if err != nil {
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
 		w.t.Fatalf("keyctl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return string(out)
+	return cmd.ProcessState.ExitCode(), string(out)
 }
 
 // path is file name in the world's directory.
