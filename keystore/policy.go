@@ -333,7 +333,7 @@ func (s *Store) SetPolicy(ctx context.Context, nameOrID, policy string, master *
 			c.names = append(c.names, names...)
 			c.ids = append(c.ids, m.id)
 		}
-		return s.commit(ctx, c)
+		return s.commit(ctx, c, nil)
 	})
 }
 
@@ -401,7 +401,7 @@ func (s *Store) undoMoves(ctx context.Context, moves []*keyMove, lastKeyWritten,
 		s.policies.Invalidate(pol.ID())
 	}
 	if len(c.ids) > 0 {
-		errs = append(errs, s.commit(ctx, c))
+		errs = append(errs, s.commit(ctx, c, nil))
 	}
 	return errors.Join(errs...)
 }
