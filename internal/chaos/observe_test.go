@@ -43,11 +43,17 @@ func (e *edgeNode) metric(t *testing.T, series string) float64 {
 	return 0
 }
 
-// logLines is how many lines the edge has logged so far (the old
-// process's and, after an upgrade, the new one's).
-func (e *edgeNode) logLines(t *testing.T) int {
+// logMark is the size of the edge's log so far (the old process's and,
+// after an upgrade, the new one's), for logSince.
+func (e *edgeNode) logMark(t *testing.T) int {
 	t.Helper()
-	return strings.Count(e.proc.Output(t), "\n")
+	return len(e.proc.Output(t))
+}
+
+// logSince is what the edge has logged since mark.
+func (e *edgeNode) logSince(t *testing.T, mark int) string {
+	t.Helper()
+	return e.proc.Output(t)[mark:]
 }
 
 // isTimeout reports whether a request failed because the client gave up
