@@ -86,7 +86,7 @@
 //   - TestSlowBodies: 200 POSTs sending 1 byte/s with
 //     limits.body_read_timeout 500ms: each answered 408, the origin left
 //     reading none of them, normal clients served.
-//   - TestIdleSocketsPerIP: 300 idle sockets from 127.0.0.1 with
+//   - TestIdleSocketsPerIP (fast): 300 idle sockets from 127.0.0.1 with
 //     limits.max_conns_per_ip 100: 200 refused at accept (counted and
 //     logged), a client from 127.0.0.2 served.
 //   - TestSIGHUPBadLimits (fast): SIGHUP with limits.handshake_timeout

@@ -103,7 +103,6 @@ func slowPost(ctx context.Context, addr, host string) int {
 // refused (closed at accept, counted by reason), while a client from
 // another address, 127.0.0.2, is served.
 func TestIdleSocketsPerIP(t *testing.T) {
-	full(t)
 	const limit, idle = 100, 300
 	w := newWorld(t, options{Limits: []string{"max_conns_per_ip: 100", "handshake_timeout: 60s"}})
 	refused := `keyedge_edge_refused_connections_total{reason="per_ip"}`
