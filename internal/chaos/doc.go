@@ -72,6 +72,33 @@
 //   - TestSIGTERMDrains: SIGTERM with requests held at the origin and a
 //     load running; the held requests complete with the origin's answer,
 //     every request before the signal succeeded, the edge exits 0.
+//   - TestKeystoreVanished: the keystore directory moved away under
+//     load: cached tenants are served, uncached ones fail with an error
+//     (internal_error, not unrecognized_name) counted as a lookup error,
+//     /readyz is 503 and keyedge_keystore_storage_up 0, the edge logs at
+//     most a few lines; moved back, every tenant is served again without
+//     a restart.
+//   - TestServeRefusesMissingKeystore (fast): `keyedge serve` on a
+//     keystore path that does not exist, or an empty directory, exits
+//     non-zero saying "keystore: not initialised … run keyctl init".
+//   - TestRedisUnavailable: the Redis keystore SIGSTOPped, then killed,
+//     under load: cached tenants served, uncached ones fail promptly
+//     (every request of the load completes, none by the client's 5s
+//     timeout), /readyz 503, a few keyedge log lines (go-redis's own
+//     dial errors are counted apart); continued or restarted, every
+//     tenant is served without restarting the edge.
+//   - TestUnknownNameFlood: 20,000 ClientHellos for distinct unknown
+//     names against an edge on Redis: at most 1% pass the name filter
+//     to storage, every tenant request succeeds meanwhile.
+//   - TestSlowBodies: 200 POSTs sending 1 byte/s with
+//     limits.body_read_timeout 500ms: each answered 408, the origin left
+//     reading none of them, normal clients served.
+//   - TestIdleSocketsPerIP (fast): 300 idle sockets from 127.0.0.1 with
+//     limits.max_conns_per_ip 100: 200 refused at accept (counted and
+//     logged), a client from 127.0.0.2 served.
+//   - TestSIGHUPBadLimits (fast): SIGHUP with limits.handshake_timeout
+//     -5s under load: the reload is refused naming the setting, no
+//     request fails, /readyz stays 200.
 //   - TestSIGHUPUnderLoad: three config reloads under load over new and
 //     kept-alive connections; no request fails.
 //   - TestSIGUSR2UnderLoad (fast): an in-place upgrade under load over

@@ -29,14 +29,16 @@ type load struct {
 	Requests  int           // at most this many requests [400; capped at 2000]
 	Within    time.Duration // and no new request after this long [10s]
 	KeepAlive bool          // reuse connections instead of one per request
+	Timeout   time.Duration // bound on one request, handshake included [requestTimeout]
+	From      string        // source address, such as "127.0.0.2" [the kernel's choice: 127.0.0.1]
 }
 
 // maxRequests caps every load, so a scenario stays bounded.
 const maxRequests = 2000
 
-// requestTimeout bounds one request, handshake included: beyond the
-// edge's handshake timeout (10s), so the edge's failures are seen as
-// such.
+// requestTimeout bounds one request, handshake included, by default:
+// beyond the edge's handshake timeout (10s), so the edge's failures are
+// seen as such.
 const requestTimeout = 15 * time.Second
 
 // outcome is one finished request.
@@ -48,6 +50,7 @@ type outcome struct {
 // loadRun is a load in progress.
 type loadRun struct {
 	finished chan struct{} // closed when every worker has returned
+	stop     func()        // no new request starts after it
 
 	mu       sync.Mutex // guards outcomes
 	outcomes []outcome  // in order of completion
@@ -64,11 +67,11 @@ func (w *world) startLoad(l load) *loadRun {
 	l.Requests = min(cmp.Or(l.Requests, 400), maxRequests)
 	l.Within = cmp.Or(l.Within, 10*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), l.Within)
-	r := &loadRun{finished: make(chan struct{})}
+	r := &loadRun{finished: make(chan struct{}), stop: cancel}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range l.Workers {
-		client, tr := w.client(l.KeepAlive)
+		client, tr := w.client(l)
 		wg.Go(func() {
 			defer tr.CloseIdleConnections()
 			for ctx.Err() == nil {
@@ -96,26 +99,31 @@ func (w *world) startLoad(l load) *loadRun {
 	return r
 }
 
-// client is an HTTPS client of the world's edge: every name is dialled
-// at the edge's address on 127.0.0.1, and certificates are checked
-// against the test CA. Without keepAlive, every request opens a new
-// connection (a full handshake: no session cache).
-func (w *world) client(keepAlive bool) (*http.Client, *http.Transport) {
+// client is an HTTPS client of the world's edge with l's KeepAlive,
+// Timeout and From: every name is dialled at the edge's address on
+// 127.0.0.1, and certificates are checked against the test CA. Without
+// KeepAlive, every request opens a new connection (a full handshake: no
+// session cache).
+func (w *world) client(l load) (*http.Client, *http.Transport) {
 	w.t.Helper()
 	roots, err := certs.ReadCertPool(w.path("testca.pem"))
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	edgeAddr := w.edge.addr
+	var dialer net.Dialer
+	if l.From != "" {
+		dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(l.From)}
+	}
 	tr := &http.Transport{
 		TLSClientConfig:   &tls.Config{RootCAs: roots},
-		DisableKeepAlives: !keepAlive,
+		DisableKeepAlives: !l.KeepAlive,
 		ForceAttemptHTTP2: true,
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, edgeAddr)
+			return dialer.DialContext(ctx, network, edgeAddr)
 		},
 	}
-	return &http.Client{Transport: tr, Timeout: requestTimeout}, tr
+	return &http.Client{Transport: tr, Timeout: cmp.Or(l.Timeout, requestTimeout)}, tr
 }
 
 // get makes one request and checks that the origin answered for host.

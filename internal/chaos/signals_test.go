@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -90,5 +91,34 @@ func TestSIGUSR2UnderLoad(t *testing.T) {
 	}
 	if strings.Contains(out, "level=ERROR") {
 		t.Errorf("edge logged an error during the upgrade")
+	}
+}
+
+// TestSIGHUPBadLimits reloads, under load, a config whose
+// limits.handshake_timeout is negative: the reload is refused with a
+// log line naming the setting, no request fails, and the edge stays
+// ready and serving on its previous settings.
+func TestSIGHUPBadLimits(t *testing.T) {
+	w := newWorld(t, options{KeyServers: 1})
+	l := w.startLoad(load{Hosts: w.hosts(), Requests: maxRequests, Within: time.Minute})
+	l.waitCompleted(t, 50)
+	bad := w.edgeConfig(w.edge, w.keystore, options{Limits: []string{"handshake_timeout: -5s"}})
+	if err := os.WriteFile(w.path("edge.yaml"), []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.edge.proc.Signal(t, syscall.SIGHUP)
+	w.edge.proc.WaitOutput(t, "reload failed", 30*time.Second)
+	reloadedAt := l.completed()
+	l.waitCompleted(t, reloadedAt+100)
+	l.stop()
+	rep := l.wait(t)
+	rep.allOK(t, "SIGHUP with a negative handshake timeout", w.hosts()...)
+	rep.from(reloadedAt).allOK(t, "after the refused reload", w.hosts()...)
+	out := w.edge.proc.Output(t)
+	if !strings.Contains(out, "limits.handshake_timeout") || strings.Contains(out, "config reloaded") {
+		t.Errorf("edge log: want the refused reload to name limits.handshake_timeout, and no reload:\n%s", truncate(out, 4000))
+	}
+	if !w.edge.ready() {
+		t.Errorf("/readyz not 200 after the refused reload")
 	}
 }

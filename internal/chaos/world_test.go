@@ -57,6 +57,7 @@ type options struct {
 	KeyServers int           // key servers holding the keyless tenant's key, in preference order [2]
 	Timeout    time.Duration // hard bound on the scenario: then every process is killed and the test fails [2m]
 	EdgeConfig string        // extra lines for edge.yaml (top-level keys not written by the world)
+	Limits     []string      // extra settings under limits: in edge.yaml, such as "body_read_timeout: 1s"
 	Redis      bool          // keep the keystore in a redis-server (internal/redistest) instead of a directory
 	// KeystoreTmpfs, if not 0, keeps the keystore directory on a tmpfs
 	// of that many bytes (world.tmpfs), which a scenario can fill; the
@@ -152,7 +153,7 @@ func newWorld(t *testing.T, opts options) *world {
 	for _, ks := range w.keySrv {
 		ks.start()
 	}
-	w.edge = w.startEdge(opts.EdgeConfig)
+	w.edge = w.startEdge(opts)
 	return w
 }
 
@@ -286,13 +287,27 @@ type edgeNode struct {
 	proc    *proctest.Process
 }
 
-// startEdge writes edge.yaml (listen, metrics, keystore, keyless
-// identity, a 10s drain, plus extra) and runs `keyedge serve` with a
-// PID file until /readyz answers 200.
-func (w *world) startEdge(extra string) *edgeNode {
+// startEdge writes edge.yaml (see edgeConfig) and runs `keyedge serve`
+// with a PID file until /readyz answers 200.
+func (w *world) startEdge(opts options) *edgeNode {
 	w.t.Helper()
 	e := &edgeNode{w: w, addr: proctest.FreeAddr(w.t), metrics: proctest.FreeAddr(w.t), pidFile: w.path("keyedge.pid")}
-	cfg := fmt.Sprintf(`listen: %s
+	if err := os.WriteFile(w.path("edge.yaml"), []byte(w.edgeConfig(e, w.keystore, opts)), 0o600); err != nil {
+		w.t.Fatal(err)
+	}
+	e.proc = w.start("keyedge", keyedgeCmd, "serve", "--config", w.path("edge.yaml"), "--pid-file", e.pidFile)
+	proctest.Eventually(w.t, 30*time.Second, "edge ready (/readyz 200)", e.ready)
+	return e
+}
+
+// edgeConfig is the edge.yaml of e over keystore: its addresses, the
+// keyless identity, a 10s drain, plus opts.Limits and opts.EdgeConfig.
+func (w *world) edgeConfig(e *edgeNode, keystore string, opts options) string {
+	var limits strings.Builder
+	for _, l := range opts.Limits {
+		fmt.Fprintf(&limits, "  %s\n", l)
+	}
+	return fmt.Sprintf(`listen: %s
 metrics_listen: %s
 keystore: %s
 fleet_key_file: fleet.key
@@ -302,25 +317,23 @@ keyless:
   ca_file: identity-ca.pem
 limits:
   drain_timeout: 10s
-%s`, e.addr, e.metrics, w.keystore, extra)
-	if err := os.WriteFile(w.path("edge.yaml"), []byte(cfg), 0o600); err != nil {
-		w.t.Fatal(err)
-	}
-	e.proc = w.start("keyedge", keyedgeCmd, "serve", "--config", w.path("edge.yaml"), "--pid-file", e.pidFile)
-	proctest.Eventually(w.t, 30*time.Second, "edge ready (/readyz 200)", e.ready)
-	return e
+%s%s`, e.addr, e.metrics, keystore, limits.String(), opts.EdgeConfig)
 }
 
 // ready reports whether the edge's /readyz answers 200.
-func (e *edgeNode) ready() bool {
+func (e *edgeNode) ready() bool { return e.readyStatus() == http.StatusOK }
+
+// readyStatus is the status of the edge's /readyz (0 if it does not
+// answer).
+func (e *edgeNode) readyStatus() int {
 	c := http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get("http://" + e.metrics + "/readyz")
 	if err != nil {
-		return false
+		return 0
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return resp.StatusCode
 }
 
 // servingPID is the PID the edge's PID file names (0 if none).
@@ -359,13 +372,15 @@ func (w *world) filesOf(name string) tenantFiles {
 }
 
 // origin is the tenants' plain HTTP origin: it answers "origin HOST"
-// for the host the edge forwarded, and holds requests to /hold until
-// release is called.
+// for the host the edge forwarded, holds requests to /hold until
+// release is called, and reads the whole body of requests to /upload
+// first.
 type origin struct {
 	*httptest.Server
-	held    atomic.Int64  // requests to /hold that have arrived
-	release func()        // lets every held request (and later ones) answer
-	gate    chan struct{} // closed by release
+	held      atomic.Int64  // requests to /hold that have arrived
+	uploading atomic.Int64  // requests to /upload reading their body now
+	release   func()        // lets every held request (and later ones) answer
+	gate      chan struct{} // closed by release
 }
 
 func startOrigin(t *testing.T) *origin {
@@ -377,6 +392,14 @@ func startOrigin(t *testing.T) *origin {
 			select {
 			case <-o.gate:
 			case <-r.Context().Done():
+				return
+			}
+		}
+		if r.URL.Path == "/upload" {
+			o.uploading.Add(1)
+			_, err := io.Copy(io.Discard, r.Body)
+			o.uploading.Add(-1)
+			if err != nil {
 				return
 			}
 		}
@@ -392,7 +415,7 @@ func startOrigin(t *testing.T) *origin {
 // serves reports whether one request to host, on a new connection,
 // succeeds.
 func (w *world) serves(host string) bool {
-	client, tr := w.client(false)
+	client, tr := w.client(load{})
 	defer tr.CloseIdleConnections()
 	return get(client, host, "/") == nil
 }
