@@ -178,7 +178,7 @@ func (e *env) storage(ctx context.Context) (certmagic.Storage, error) {
 			return nil, fmt.Errorf("no keystore at %s (run keyctl init first)", e.keystore)
 		}
 	}
-	st, release, err := backend.Open(ctx, e.keystore, e.passwordFile)
+	st, release, err := backend.Open(ctx, e.keystore, e.passwordFile, slog.New(slog.NewTextHandler(e.stderr, nil)))
 	if err != nil {
 		return nil, err
 	}

@@ -73,7 +73,7 @@ func startNode(ctx context.Context, cfg *edge.Config, listen listenFunc, logOut 
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	storage, releaseStorage, err := backend.Open(ctx, cfg.KeystoreLocation(), cfg.Path(cfg.KeystorePasswordFile))
+	storage, releaseStorage, err := backend.Open(ctx, cfg.KeystoreLocation(), cfg.Path(cfg.KeystorePasswordFile), n.log)
 	if err != nil {
 		return nil, err
 	}

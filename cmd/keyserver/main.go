@@ -360,7 +360,7 @@ func (c *config) keySource(ctx context.Context, log *slog.Logger, reg prometheus
 			return nil, nil, nil, fmt.Errorf("no keystore at %s", location)
 		}
 	}
-	storage, release, err := backend.Open(ctx, location, c.path(c.KeystorePasswordFile))
+	storage, release, err := backend.Open(ctx, location, c.path(c.KeystorePasswordFile), log)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -8,11 +8,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/internal/ratelog"
 	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/keystore/redisstore"
 	"github.com/redis/go-redis/v9"
@@ -30,8 +33,12 @@ func IsURL(location string) bool {
 // each call to Redis, retries included [1s] (see redisstore.Options). Its
 // password, if any, comes
 // from passwordFile, never from the URL, which lives in configuration
-// files. The Redis server is pinged, so a wrong address fails here.
-func Open(ctx context.Context, location, passwordFile string) (certmagic.Storage, func() error, error) {
+// files. The Redis server is pinged, so a wrong address fails here. log
+// [slog.Default()] gets the Redis storage's lines and go-redis's own.
+func Open(ctx context.Context, location, passwordFile string, log *slog.Logger) (certmagic.Storage, func() error, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	if !IsURL(location) {
 		if passwordFile != "" {
 			return nil, nil, errors.New("a password file goes with a redis:// keystore, not a directory")
@@ -68,6 +75,7 @@ func Open(ctx context.Context, location, passwordFile string) (certmagic.Storage
 		opts.Password = strings.TrimSpace(string(pw))
 	}
 	opts.ContextTimeoutEnabled = true // so op_timeout bounds socket reads and writes too
+	redisLogOnce.Do(func() { redis.SetLogger(&redisLogger{log: log}) })
 	client := redis.NewClient(opts)
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -75,5 +83,20 @@ func Open(ctx context.Context, location, passwordFile string) (certmagic.Storage
 		client.Close()
 		return nil, nil, fmt.Errorf("keystore %s: %w", u.Redacted(), err)
 	}
-	return redisstore.New(client, redisstore.Options{Prefix: prefix, OpTimeout: opTimeout}), client.Close, nil
+	return redisstore.New(client, redisstore.Options{Prefix: prefix, OpTimeout: opTimeout, Logger: log}), client.Close, nil
+}
+
+// go-redis logs through one logger per process, a line per failed dial
+// while Redis is down (several a second): the first Open routes those
+// lines to its logger, at most one every 10s. The storage's own lines
+// (the circuit breaker's changes of state) say the same once.
+var redisLogOnce sync.Once
+
+type redisLogger struct {
+	log   *slog.Logger
+	limit ratelog.Limiter
+}
+
+func (l *redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.limit.Log(ctx, l.log, slog.LevelWarn, "go-redis", "redisstore: "+fmt.Sprintf(format, v...)+" (logged at most every 10s)")
 }

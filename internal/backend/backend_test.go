@@ -14,7 +14,7 @@ import (
 
 func TestOpen(t *testing.T) {
 	ctx := context.Background()
-	st, release, err := Open(ctx, t.TempDir(), "")
+	st, release, err := Open(ctx, t.TempDir(), "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +24,7 @@ func TestOpen(t *testing.T) {
 	}
 
 	srv := redistest.Start(t)
-	st, release, err = Open(ctx, "redis://"+srv.Addr+"/2?prefix=fleet1", "")
+	st, release, err = Open(ctx, "redis://"+srv.Addr+"/2?prefix=fleet1", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The prefix and database keep it apart from another keystore.
-	other, release2, err := Open(ctx, "redis://"+srv.Addr+"/2?prefix=fleet2", "")
+	other, release2, err := Open(ctx, "redis://"+srv.Addr+"/2?prefix=fleet2", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,17 +57,17 @@ func TestOpen(t *testing.T) {
 		{"redis://" + srv.Addr + "?op_timeout=soon", "", "op_timeout"},
 		{t.TempDir(), pwFile, "goes with a redis:// keystore"},
 	} {
-		if _, _, err := Open(ctx, tc.location, tc.pw); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, _, err := Open(ctx, tc.location, tc.pw, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Open(%q, %q) = %v, want an error containing %q", tc.location, tc.pw, err, tc.want)
 		}
 	}
 
 	// A server with a password: the password file opens it, nothing else.
 	locked := redistest.Start(t, "--requirepass", "s3cret")
-	if _, _, err := Open(ctx, "redis://"+locked.Addr, ""); err == nil {
+	if _, _, err := Open(ctx, "redis://"+locked.Addr, "", nil); err == nil {
 		t.Error("opened a password-protected Redis without the password")
 	}
-	st, release3, err := Open(ctx, "redis://"+locked.Addr, pwFile)
+	st, release3, err := Open(ctx, "redis://"+locked.Addr, pwFile, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

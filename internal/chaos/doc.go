@@ -84,8 +84,8 @@
 //   - TestRedisUnavailable: the Redis keystore SIGSTOPped, then killed,
 //     under load: cached tenants served, uncached ones fail promptly
 //     (every request of the load completes, none by the client's 5s
-//     timeout), /readyz 503, a few keyedge log lines (go-redis's own
-//     dial errors are counted apart); continued or restarted, every
+//     timeout), /readyz 503, a few log lines (go-redis's own dial
+//     errors included); continued or restarted, every
 //     tenant is served without restarting the edge.
 //   - TestUnknownNameFlood: 20,000 ClientHellos for distinct unknown
 //     names against an edge on Redis: at most 1% pass the name filter

@@ -41,7 +41,7 @@ func TestRedisOutage(t *testing.T) {
 			ctx := context.Background()
 			srv := redistest.Start(t)
 			location := "redis://" + srv.Addr + "?op_timeout=200ms"
-			writerStorage, release, err := backend.Open(ctx, location, "")
+			writerStorage, release, err := backend.Open(ctx, location, "", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -63,7 +63,7 @@ func TestRedisOutage(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			storage, release2, err := backend.Open(ctx, location, "")
+			storage, release2, err := backend.Open(ctx, location, "", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
