@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-var updateGolden = flag.Bool("update", false, "rewrite testdata/namefilter.hex from the encoder")
+var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata (namefilter.hex, keystore.golden) from the encoders")
 
 // TestNameFilterFormat pins the stored filter's bytes (the layout and
 // the hash functions every node must agree on) and checks that every
