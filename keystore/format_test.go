@@ -233,7 +233,7 @@ func (w *goldenWorld) dump(t *testing.T) []byte {
 }
 
 // parseGolden splits a golden file back into its files.
-func parseGolden(t *testing.T, golden []byte) map[string][]byte {
+func parseGolden(t testing.TB, golden []byte) map[string][]byte {
 	files := map[string][]byte{}
 	var key string
 	for line := range strings.Lines(string(golden)) {
