@@ -76,6 +76,11 @@ func newWorld(t testing.TB, n int, opts Options) *world {
 	}))
 	t.Cleanup(w.origin.Close)
 	t.Cleanup(w.release)
+	// An initialised keystore, as keyctl init leaves it: key server
+	// processes reading it refuse one that is not.
+	if err := keystore.Init(context.Background(), &certmagic.FileStorage{Path: w.dir}); err != nil {
+		t.Fatal(err)
+	}
 	w.store = w.openStore(t)
 	w.writer = w.openStore(t)
 	if n > 0 {
