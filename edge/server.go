@@ -431,7 +431,8 @@ func (s *Server) awaitFirstRequests(ctx context.Context) {
 // rotation), the handshake timeout, MaxConns and MaxConnsPerIP (for
 // connections accepted from then on). Other fields of opts are
 // ignored. Invalid limits or ticket settings change nothing: Reload
-// returns the error and the server keeps its settings.
+// returns the error and the server keeps its settings. New ticket keys
+// are in use when Reload returns.
 func (s *Server) Reload(opts Options) error {
 	if err := opts.Limits.check(); err != nil {
 		return err
