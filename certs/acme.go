@@ -83,6 +83,12 @@ type ACMEOptions struct {
 	// OnDemand, if set, allows obtaining certificates during handshakes.
 	OnDemand *OnDemandPolicy
 
+	// Now is the clock that decides when a certificate is due for
+	// renewal, when a failed name may be retried (the backoff recorded
+	// fleet-wide) and when a staple is refreshed [time.Now]. Tests set it
+	// to step past a backoff without waiting.
+	Now func() time.Time
+
 	// HTTPClient fetches OCSP responses [a client with a 10s timeout].
 	HTTPClient *http.Client
 
@@ -118,6 +124,7 @@ type Manager struct {
 	interval   time.Duration
 	retryBase  time.Duration
 	retryMax   time.Duration
+	now        func() time.Time
 	onDemand   *onDemandGuard // nil without OnDemand
 	httpClient *http.Client
 	log        *slog.Logger
@@ -150,12 +157,16 @@ func NewManager(opts ACMEOptions) (*Manager, error) {
 		interval:   cmp.Or(opts.CheckInterval, time.Hour),
 		retryBase:  cmp.Or(opts.RetryBase, time.Minute),
 		retryMax:   cmp.Or(opts.RetryMax, 6*time.Hour),
+		now:        opts.Now,
 		httpClient: cmp.Or(opts.HTTPClient, &http.Client{Timeout: 10 * time.Second}),
 		log:        cmp.Or(opts.Logger, slog.Default()),
 		metrics:    newACMEMetrics(),
 	}
+	if m.now == nil {
+		m.now = time.Now
+	}
 	if opts.OnDemand != nil {
-		m.onDemand = opts.OnDemand.guard()
+		m.onDemand = opts.OnDemand.guard(m.now)
 	}
 	// certmagic logs through zap; its messages are dropped and the
 	// Manager logs what it does itself through slog.
@@ -318,7 +329,7 @@ func (m *Manager) issue(ctx context.Context, primary string, kind orderKind, rev
 			if kind == orderRevoked && e.CertID != revokedID {
 				return nil
 			}
-			if e.CertID != "" && !m.needsOrder(e, kind, time.Now()) {
+			if e.CertID != "" && !m.needsOrder(e, kind, m.now()) {
 				return nil
 			}
 			_, err = m.order(ctx, e, kind)
@@ -357,7 +368,7 @@ func (m *Manager) order(ctx context.Context, e *managedEntry, kind orderKind) (s
 	id, err := m.orderOnce(ctx, e)
 	if err != nil {
 		e.Failures++
-		e.RetryAt = time.Now().Add(m.backoff(e.Failures))
+		e.RetryAt = m.now().Add(m.backoff(e.Failures))
 		e.LastError = truncateString(err.Error(), 300)
 		m.metrics.certificates.WithLabelValues("failed").Inc()
 		m.log.Warn("certs: ACME order failed", "name", e.Names[0], "kind", kind, "failures", e.Failures,

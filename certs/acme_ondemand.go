@@ -59,7 +59,7 @@ type OnDemandPolicy struct {
 	RefusedTTL time.Duration
 
 	// Now is the clock of the rate limits, the refusal memory and the
-	// backoff check [time.Now].
+	// backoff check [ACMEOptions.Now].
 	Now func() time.Time
 }
 
@@ -76,10 +76,11 @@ type onDemandGuard struct {
 	now     func() time.Time
 }
 
-func (p *OnDemandPolicy) guard() *onDemandGuard {
+// guard puts p in force; managerNow is the clock when p.Now is nil.
+func (p *OnDemandPolicy) guard(managerNow func() time.Time) *onDemandGuard {
 	now := p.Now
 	if now == nil {
-		now = time.Now
+		now = managerNow
 	}
 	return &onDemandGuard{
 		allow:  p.Allow,

@@ -380,10 +380,15 @@ func TestRenewalLoop(t *testing.T) {
 	}
 }
 
+// TestCADownBacksOffAndOldCertificateServes: with the CA down, a renewal
+// fails and is retried only after a backoff (RetryBase, doubling, ±25%)
+// that passes on the Manager's clock, not the wall's; the old
+// certificate serves meanwhile.
 func TestCADownBacksOffAndOldCertificateServes(t *testing.T) {
+	clock := &testClock{now: time.Now()}
 	// Certificates are due for renewal almost at once (window 99.9%).
 	f := newACMEFixture(t, pebbletest.Config{Validity: time.Minute})
-	store, m := f.node(t, ACMEOptions{RenewalWindow: 0.999, RetryBase: 300 * time.Millisecond})
+	store, m := f.node(t, ACMEOptions{RenewalWindow: 0.999, RetryBase: 4 * time.Second, Now: clock.Now})
 	f.serve(store, m)
 	ctx := testContext(t)
 	const name = "outage.example.test"
@@ -392,10 +397,11 @@ func TestCADownBacksOffAndOldCertificateServes(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.pebble.Down.Store(true)
+	clock.Advance(time.Second) // into the renewal window
 
 	var waits []time.Duration
 	for attempt := 1; attempt <= 2; attempt++ {
-		before := time.Now()
+		before := clock.Now()
 		if err := m.Check(ctx); err == nil {
 			t.Fatalf("attempt %d: Check succeeded with the CA down", attempt)
 		}
@@ -407,7 +413,9 @@ func TestCADownBacksOffAndOldCertificateServes(t *testing.T) {
 			t.Fatalf("attempt %d: entry has %d failures, cert %s", attempt, e.Failures, e.CertID)
 		}
 		waits = append(waits, e.RetryAt.Sub(before))
-		// Within the backoff, a pass does not touch the CA.
+		// Within the backoff, a pass does not touch the CA, up to its
+		// last instant.
+		clock.Advance(e.RetryAt.Sub(clock.Now()) - time.Nanosecond)
 		orders := f.pebble.NewOrders.Load()
 		if err := m.Check(ctx); err != nil {
 			t.Errorf("pass during backoff: %v", err)
@@ -419,11 +427,11 @@ func TestCADownBacksOffAndOldCertificateServes(t *testing.T) {
 		if got := f.edge.servedID(t, name, f.pebble.Root); got != old {
 			t.Fatalf("served %s during the outage, want the old %s", got, old)
 		}
-		time.Sleep(time.Until(e.RetryAt))
+		clock.Advance(time.Nanosecond)
 	}
-	// 300ms ±25%, then 600ms ±25%.
-	if waits[0] < 200*time.Millisecond || waits[0] > 400*time.Millisecond || waits[1] < 420*time.Millisecond || waits[1] > 800*time.Millisecond {
-		t.Errorf("backoff waits %v, want about 300ms then 600ms", waits)
+	// 4s ±25%, then 8s ±25%, on the Manager's clock.
+	if waits[0] < 3*time.Second || waits[0] > 5*time.Second || waits[1] < 6*time.Second || waits[1] > 10*time.Second {
+		t.Errorf("backoff waits %v, want 4s then 8s, ±25%%", waits)
 	}
 	if got := testutil.ToFloat64(m.metrics.certificates.WithLabelValues("failed")); got != 2 {
 		t.Errorf("failed counter = %v, want 2", got)

@@ -83,10 +83,10 @@ func (m *Manager) fetchOCSP(ctx context.Context, chain [][]byte) (*staple, error
 	default:
 		return nil, fmt.Errorf("certs: OCSP status of %s is unknown to its responder", leaf.Subject.CommonName)
 	}
-	if !parsed.NextUpdate.IsZero() && !time.Now().Before(parsed.NextUpdate) {
+	if !parsed.NextUpdate.IsZero() && !m.now().Before(parsed.NextUpdate) {
 		return nil, errors.New("certs: OCSP response is already stale")
 	}
-	s := &staple{raw: raw, refreshAt: time.Now().Add(m.interval)}
+	s := &staple{raw: raw, refreshAt: m.now().Add(m.interval)}
 	if !parsed.NextUpdate.IsZero() {
 		s.refreshAt = parsed.ThisUpdate.Add(parsed.NextUpdate.Sub(parsed.ThisUpdate) / 2)
 	}

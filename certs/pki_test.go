@@ -356,44 +356,92 @@ func TestLoadCAErrors(t *testing.T) {
 	}
 }
 
-func TestKeyPairFileReloads(t *testing.T) {
-	ca := newTestCA(t)
+// renewedPair is a KeyPairFile over files a test renews, on a clock the
+// test moves: files written get the clock's time as modification time,
+// as a renewal some time later would.
+type renewedPair struct {
+	t        *testing.T
+	ca       *CA
+	certFile string
+	keyFile  string
+	clock    time.Time
+	k        *KeyPairFile
+}
+
+func newRenewedPair(t *testing.T) *renewedPair {
 	dir := t.TempDir()
-	write := func(name string) {
-		leaf, err := ca.Issue(LeafSpec{Names: []string{name}, ClientAuth: true})
+	p := &renewedPair{t: t, ca: newTestCA(t), certFile: filepath.Join(dir, "id.pem"), keyFile: filepath.Join(dir, "id.key"),
+		clock: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)}
+	p.k = &KeyPairFile{CertFile: p.certFile, KeyFile: p.keyFile, Now: func() time.Time { return p.clock }}
+	return p
+}
+
+// renew writes a key pair for name, or garbage as the key when name is "".
+func (p *renewedPair) renew(name string) {
+	p.t.Helper()
+	if name == "" {
+		if err := os.WriteFile(p.keyFile, []byte("garbage"), 0o600); err != nil {
+			p.t.Fatal(err)
+		}
+	} else {
+		leaf, err := p.ca.Issue(LeafSpec{Names: []string{name}, ClientAuth: true})
 		if err != nil {
-			t.Fatal(err)
+			p.t.Fatal(err)
 		}
-		if err := leaf.WritePEM(filepath.Join(dir, "id.pem"), filepath.Join(dir, "id.key")); err != nil {
-			t.Fatal(err)
+		if err := leaf.WritePEM(p.certFile, p.keyFile); err != nil {
+			p.t.Fatal(err)
 		}
 	}
-	write("first.example")
-	k := &KeyPairFile{CertFile: filepath.Join(dir, "id.pem"), KeyFile: filepath.Join(dir, "id.key")}
-	name := func() string {
-		c, err := k.Load()
-		if err != nil {
-			t.Fatal(err)
+	for _, f := range []string{p.certFile, p.keyFile} {
+		if err := os.Chtimes(f, p.clock, p.clock); err != nil {
+			p.t.Fatal(err)
 		}
-		leaf, _ := x509.ParseCertificate(c.Certificate[0])
-		return leaf.Subject.CommonName
 	}
-	if got := name(); got != "first.example" {
-		t.Fatalf("loaded %q", got)
+}
+
+// name is the common name of the pair Load returns.
+func (p *renewedPair) name() string {
+	p.t.Helper()
+	c, err := p.k.Load()
+	if err != nil {
+		p.t.Fatal(err)
 	}
-	write("second.example")
-	deadline := time.Now().Add(5 * time.Second)
-	for name() != "second.example" {
-		if time.Now().After(deadline) {
-			t.Fatal("renewed key pair not picked up")
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return leaf.Subject.CommonName
+}
+
+// TestKeyPairFileReloads: a renewed pair is picked up at the first Load
+// a recheck period after the last look, not before; a broken renewal
+// keeps the last good pair.
+func TestKeyPairFileReloads(t *testing.T) {
+	p := newRenewedPair(t)
+	p.renew("first.example")
+	start := p.clock
+	for _, step := range []struct {
+		advance time.Duration
+		renew   string // "" leaves the files alone
+		want    string
+	}{
+		{0, "", "first.example"},
+		{time.Nanosecond, "second.example", "first.example"}, // renewed, not yet looked at
+		{recheck - 2*time.Nanosecond, "", "first.example"},
+		{time.Nanosecond, "", "second.example"},
+		{recheck, "broken", "second.example"},
+	} {
+		p.clock = p.clock.Add(step.advance)
+		switch step.renew {
+		case "":
+		case "broken":
+			p.renew("")
+		default:
+			p.renew(step.renew)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	// A broken renewal keeps the last good pair.
-	os.WriteFile(filepath.Join(dir, "id.key"), []byte("garbage"), 0o600)
-	time.Sleep(1100 * time.Millisecond)
-	if got := name(); got != "second.example" {
-		t.Fatalf("after a broken renewal, loaded %q", got)
+		if got := p.name(); got != step.want {
+			t.Fatalf("%v after the first load (renewed: %q): loaded %q, want %q", p.clock.Sub(start), step.renew, got, step.want)
+		}
 	}
 }
 
@@ -443,37 +491,17 @@ func TestKeyFilesExposed(t *testing.T) {
 // TestKeyPairFileRefusesExposedRenewal: a renewed key pair whose key
 // file others can read is not picked up; the previous pair stays.
 func TestKeyPairFileRefusesExposedRenewal(t *testing.T) {
-	ca := newTestCA(t)
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "id.pem"), filepath.Join(dir, "id.key")
-	write := func(name string) {
-		leaf, err := ca.Issue(LeafSpec{Names: []string{name}, ClientAuth: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := leaf.WritePEM(certFile, keyFile); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("first.example")
-	k := &KeyPairFile{CertFile: certFile, KeyFile: keyFile}
-	name := func() string {
-		c, err := k.Load()
-		if err != nil {
-			t.Fatal(err)
-		}
-		leaf, _ := x509.ParseCertificate(c.Certificate[0])
-		return leaf.Subject.CommonName
-	}
-	if got := name(); got != "first.example" {
+	p := newRenewedPair(t)
+	p.renew("first.example")
+	if got := p.name(); got != "first.example" {
 		t.Fatalf("loaded %q", got)
 	}
-	write("second.example")
-	if err := os.Chmod(keyFile, 0o644); err != nil {
+	p.clock = p.clock.Add(recheck) // past the next stat
+	p.renew("second.example")
+	if err := os.Chmod(p.keyFile, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(recheck + 100*time.Millisecond) // past the next stat
-	if got := name(); got != "first.example" {
+	if got := p.name(); got != "first.example" {
 		t.Fatalf("a renewal with a world-readable key was loaded (%q)", got)
 	}
 }

@@ -18,6 +18,10 @@ import (
 type KeyPairFile struct {
 	CertFile, KeyFile string
 
+	// Now tells the time that spaces out the checks for changed files
+	// [time.Now]. Tests set it to move past a recheck without waiting.
+	Now func() time.Time
+
 	mu      sync.Mutex // guards the fields below
 	cert    *tls.Certificate
 	stamp   string    // modification times and sizes of the files loaded
@@ -35,10 +39,14 @@ const recheck = time.Second
 func (k *KeyPairFile) Load() (*tls.Certificate, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.cert != nil && time.Since(k.checked) < recheck {
+	now := time.Now()
+	if k.Now != nil {
+		now = k.Now()
+	}
+	if k.cert != nil && now.Sub(k.checked) < recheck {
 		return k.cert, nil
 	}
-	k.checked = time.Now()
+	k.checked = now
 	stamp, err := fileStamp(k.CertFile, k.KeyFile)
 	if err == nil && stamp == k.stamp {
 		return k.cert, nil

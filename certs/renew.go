@@ -49,7 +49,7 @@ func (m *Manager) Check(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		if e, err = m.maintain(ctx, e, time.Now()); err != nil {
+		if e, err = m.maintain(ctx, e, m.now()); err != nil {
 			errs = append(errs, err)
 		}
 		managed++
@@ -62,7 +62,7 @@ func (m *Manager) Check(ctx context.Context) error {
 	}
 	m.metrics.managed.Set(float64(managed))
 	if !soonest.IsZero() {
-		m.metrics.minDaysToExpiry.Set(time.Until(soonest).Hours() / 24)
+		m.metrics.minDaysToExpiry.Set(soonest.Sub(m.now()).Hours() / 24)
 	} else {
 		m.metrics.minDaysToExpiry.Set(math.Inf(1))
 	}

@@ -76,8 +76,8 @@ func newWorld(t testing.TB, n int, opts Options) *world {
 	}))
 	t.Cleanup(w.origin.Close)
 	t.Cleanup(w.release)
-	// As keyctl init does, so binaries that require an initialised
-	// keystore (key servers started by tests) accept this one.
+	// An initialised keystore, as keyctl init leaves it: key server
+	// processes reading it refuse one that is not.
 	if err := keystore.Init(context.Background(), &certmagic.FileStorage{Path: w.dir}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -240,9 +241,7 @@ func TestKeylessFailoverOnStop(t *testing.T) {
 		t.Fatalf("second key server signed %v times before the preferred one stopped", n)
 	}
 
-	if err := firstProc.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopProcess(t, firstProc)
 	// Never leave a stopped process behind (startKeyServerWith's cleanup
 	// continues it too, before killing it).
 	t.Cleanup(func() { firstProc.Signal(syscall.SIGCONT) })
@@ -314,9 +313,7 @@ func TestKeylessSlowKeyServer(t *testing.T) {
 	kw.put(t, certs.ECDSAP256, kw.origin.URL, "local.example.com")
 	host := kw.tenants[certs.ECDSAP256].Cert.DNSNames[0]
 
-	if err := proc.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopProcess(t, proc)
 	start := time.Now()
 	conn, err := kw.handshake(kw.tlsConfig(host))
 	if err == nil {
@@ -361,4 +358,30 @@ func metricValue(t testing.TB, reg prometheus.Gatherer, name, label string) floa
 		}
 	}
 	return 0
+}
+
+// stopProcess sends p SIGSTOP and returns once every thread of p has
+// stopped. kill(2) returns before that: a thread running on another CPU
+// stops when it next enters the kernel, and could first answer a request
+// sent just after the signal.
+func stopProcess(t testing.TB, p *os.Process) {
+	t.Helper()
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "key server process stopped", func() bool {
+		stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", p.Pid))
+		if err != nil || len(stats) == 0 {
+			return false
+		}
+		for _, path := range stats {
+			stat, err := os.ReadFile(path)
+			// The state follows the command name in parentheses.
+			i := bytes.LastIndexByte(stat, ')')
+			if err != nil || i < 0 || i+2 >= len(stat) || (stat[i+2] != 'T' && stat[i+2] != 't') {
+				return false
+			}
+		}
+		return true
+	})
 }

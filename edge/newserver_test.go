@@ -10,7 +10,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// rotators counts the goroutines running rotateTickets.
+// rotators counts the goroutines running rotateTickets: those NewServer
+// started, whose only goroutine it is. They are found by their creator,
+// which a goroutine's trace names even before it first runs, when it
+// shows no frame of rotateTickets yet.
 func rotators() int {
 	buf := make([]byte, 1<<20)
 	for {
@@ -18,7 +21,7 @@ func rotators() int {
 		if n < len(buf) {
 			count := 0
 			for g := range strings.SplitSeq(string(buf[:n]), "\n\n") {
-				if strings.Contains(g, "edge.(*Server).rotateTickets(") {
+				if strings.Contains(g, "\ncreated by github.com/keyedge/keyedge/edge.NewServer in goroutine") {
 					count++
 				}
 			}

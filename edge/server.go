@@ -168,6 +168,7 @@ type Server struct {
 	logs ratelog.Limiter
 
 	ticketsChanged chan struct{} // Reload wakes the ticket rotation
+	ticketsMu      sync.Mutex    // orders installTicketKeys calls, so the newest settings win
 	done           chan struct{} // closed by Shutdown
 
 	mu        sync.Mutex // guards listeners
@@ -243,9 +244,7 @@ func NewServer(opts Options) (*Server, error) {
 	if len(s.tlsConfig.CurvePreferences) == 0 {
 		s.tlsConfig.CurvePreferences = DefaultCurves
 	}
-	if opts.Tickets != nil {
-		s.tlsConfig.SetSessionTicketKeys(opts.Tickets.Keys(time.Now()))
-	}
+	s.installTicketKeys()
 	if s.acme != nil {
 		// nil, nil for every ClientHello but a CA's TLS-ALPN-01 validation.
 		s.tlsConfig.GetConfigForClient = s.acme.GetChallengeConfig
@@ -432,7 +431,8 @@ func (s *Server) awaitFirstRequests(ctx context.Context) {
 // rotation), the handshake timeout, MaxConns and MaxConnsPerIP (for
 // connections accepted from then on). Other fields of opts are
 // ignored. Invalid limits or ticket settings change nothing: Reload
-// returns the error and the server keeps its settings.
+// returns the error and the server keeps its settings. New ticket keys
+// are in use when Reload returns.
 func (s *Server) Reload(opts Options) error {
 	if err := opts.Limits.check(); err != nil {
 		return err
@@ -446,6 +446,9 @@ func (s *Server) Reload(opts Options) error {
 	limits, fresh := old.limits, opts.Limits.withDefaults()
 	limits.HandshakeTimeout, limits.MaxConns, limits.MaxConnsPerIP = fresh.HandshakeTimeout, fresh.MaxConns, fresh.MaxConnsPerIP
 	s.settings.Store(&settings{fallback: opts.Fallback, fallbackID: fallbackID(opts.Fallback), limits: limits, tickets: opts.Tickets})
+	// The new secrets apply from now on; the rotation then re-arms its
+	// timer for the new period.
+	s.installTicketKeys()
 	select {
 	case s.ticketsChanged <- struct{}{}:
 	default:
@@ -454,16 +457,14 @@ func (s *Server) Reload(opts Options) error {
 }
 
 // rotateTickets installs the ticket keys of each new epoch as it begins,
-// and at once after a Reload, until Shutdown. Without fleet tickets it
+// and re-arms after a Reload, until Shutdown. Without fleet tickets it
 // only waits: crypto/tls rotates its own keys.
 func (s *Server) rotateTickets() {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		if t := s.settings.Load().tickets; t != nil {
-			now := time.Now()
-			s.tlsConfig.SetSessionTicketKeys(t.Keys(now))
-			timer.Reset(time.Until(t.next(now)))
+		if wait, ok := s.installTicketKeys(); ok {
+			timer.Reset(wait)
 		} else {
 			timer.Stop()
 		}
@@ -474,6 +475,21 @@ func (s *Server) rotateTickets() {
 			return
 		}
 	}
+}
+
+// installTicketKeys sets the ticket keys of the current epoch, by the
+// fleet tickets' clock, and says how long until the next epoch begins by
+// that clock. Without fleet tickets it changes nothing and returns false.
+func (s *Server) installTicketKeys() (untilNext time.Duration, ok bool) {
+	s.ticketsMu.Lock()
+	defer s.ticketsMu.Unlock()
+	t := s.settings.Load().tickets
+	if t == nil {
+		return 0, false
+	}
+	now := t.now()
+	s.tlsConfig.SetSessionTicketKeys(t.Keys(now))
+	return t.next(now).Sub(now), true
 }
 
 // origin finds the origin of a request's host. The host must be the

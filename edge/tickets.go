@@ -29,6 +29,10 @@ type TicketKeys struct {
 	Previous []byte        // the secret being rotated out, or nil
 	Period   time.Duration // epoch length [1h]
 	Accept   int           // previous epochs whose tickets still resume [2]
+
+	// Now tells the time that picks the epoch [time.Now]. Tests set it
+	// to step through epochs without waiting for them.
+	Now func() time.Time
 }
 
 // minSecret is the shortest fleet secret accepted.
@@ -39,6 +43,13 @@ var ErrWeakSecret = errors.New("edge: session ticket secret shorter than 32 byte
 
 func (t *TicketKeys) period() time.Duration { return cmp.Or(t.Period, time.Hour) }
 func (t *TicketKeys) accept() int           { return cmp.Or(t.Accept, 2) }
+
+func (t *TicketKeys) now() time.Time {
+	if t.Now == nil {
+		return time.Now()
+	}
+	return t.Now()
+}
 
 // check validates the secrets and the period.
 func (t *TicketKeys) check() error {

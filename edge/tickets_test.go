@@ -1,9 +1,13 @@
 package edge
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
+	"fmt"
+	"net/http"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -59,41 +63,68 @@ func TestTicketKeysRotate(t *testing.T) {
 	}
 }
 
+// stepClock is a clock a test moves by hand; safe for concurrent use.
+type stepClock struct{ nanos atomic.Int64 }
+
+func newStepClock(t time.Time) *stepClock {
+	c := new(stepClock)
+	c.nanos.Store(t.UnixNano())
+	return c
+}
+
+func (c *stepClock) Now() time.Time      { return time.Unix(0, c.nanos.Load()) }
+func (c *stepClock) Add(d time.Duration) { c.nanos.Add(int64(d)) }
+
 // TestFleetSessionResumption: three edge nodes with one fleet secret
 // resume each other's sessions; a node with another secret, or one
 // rotating to a new secret without the old, does a full handshake; a
 // node rotating with the old secret as Previous resumes; and once the
-// epochs accepted have passed, a ticket no longer resumes anywhere.
+// epochs accepted have passed, a ticket no longer resumes anywhere. The
+// nodes share a clock the test steps through epochs.
 func TestFleetSessionResumption(t *testing.T) {
-	fleet := &TicketKeys{Secret: secretA, Period: time.Second, Accept: 1}
+	clock := newStepClock(time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC))
+	fleet := &TicketKeys{Secret: secretA, Period: time.Hour, Accept: 1, Now: clock.Now}
 	w := newWorld(t, 1, Options{Tickets: fleet})
+	servers := []*Server{w.srv}
 	node := func(tk *TicketKeys) string {
 		srv, err := NewServer(Options{Store: w.store, Tickets: tk})
 		if err != nil {
 			t.Fatal(err)
 		}
+		servers = append(servers, srv)
 		return serve(t, srv)
 	}
 	b, c := node(fleet), node(fleet)
-	rotating := node(&TicketKeys{Secret: secretB, Previous: secretA, Period: time.Second})
-	stranger := node(&TicketKeys{Secret: secretB, Period: time.Second})
+	rotating := node(&TicketKeys{Secret: secretB, Previous: secretA, Period: time.Hour, Now: clock.Now})
+	stranger := node(&TicketKeys{Secret: secretB, Period: time.Hour, Now: clock.Now})
+	// advance moves the fleet's clock and has every node take the keys
+	// of the new time at once, as its rotation would at the epoch's start.
+	advance := func(d time.Duration) {
+		clock.Add(d)
+		for _, srv := range servers {
+			srv.installTicketKeys()
+		}
+	}
 
-	// Start right after an epoch boundary, so the checks below run
-	// within the ticket's epoch and the next.
-	time.Sleep(time.Until(fleet.next(time.Now())) + 10*time.Millisecond)
 	cache := tls.NewLRUClientSessionCache(4)
 	dial := func(addr string) bool {
 		t.Helper()
 		cfg := w.tlsConfig("t0.keyedge.test")
 		cfg.ClientSessionCache = cache
+		cfg.NextProtos = []string{"http/1.1"}
 		conn, err := w.handshakeTo(addr, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		// TLS 1.3 tickets arrive after the handshake: read to get them.
-		conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-		conn.Read(make([]byte, 1))
+		// TLS 1.3 tickets arrive after the handshake, ahead of any
+		// response: reading a response is sure to have received them.
+		fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: t0.keyedge.test\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("reading a response from %s: %v", addr, err)
+		}
+		resp.Body.Close()
 		return conn.ConnectionState().DidResume
 	}
 	if dial(w.addr) {
@@ -117,10 +148,17 @@ func TestFleetSessionResumption(t *testing.T) {
 		}
 	}
 
-	cache.Put("t0.keyedge.test", nil)
-	dial(w.addr)
-	time.Sleep(time.Until(fleet.next(fleet.next(fleet.next(time.Now())))) + 50*time.Millisecond)
-	if dial(b) {
-		t.Error("a ticket three epochs old resumed with accept: 1")
+	// A ticket of this epoch still resumes in the next (accept: 1), and
+	// no longer in the one after.
+	for _, step := range []struct {
+		epochs int
+		want   bool
+	}{{1, true}, {2, false}} {
+		cache.Put("t0.keyedge.test", nil)
+		dial(w.addr)
+		advance(time.Duration(step.epochs) * fleet.Period)
+		if got := dial(b); got != step.want {
+			t.Errorf("a ticket %d epoch(s) old: resumed = %v, want %v", step.epochs, got, step.want)
+		}
 	}
 }

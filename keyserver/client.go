@@ -32,6 +32,9 @@ type ClientConfig struct {
 	// Timeout bounds one request, every key server tried included, when
 	// its context has no deadline [5s]. A TLS handshake always has one
 	// (the server's handshake timeout), which then bounds the request.
+	// It also bounds a write to a key server that reads nothing: the
+	// connection, shared by many requests, is then closed. A request's
+	// own deadline only ever ends that request.
 	Timeout time.Duration
 
 	// AttemptTimeout bounds one attempt on one key server, dial included,

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -351,4 +353,95 @@ func (c *fakeClock) add(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+}
+
+// TestClientDeadlineSparesSharedConnection: a request whose deadline
+// passes while the connection is backed up (the key server reads no
+// more) fails alone, at its deadline; the requests sharing its
+// connection keep waiting on it. A server that stopped reading is the
+// extreme of one that reads slowly under load, where one short deadline
+// (a health check's, a handshake's) used to fail a connection's every
+// request in flight.
+func TestClientDeadlineSparesSharedConnection(t *testing.T) {
+	w := newClientWorld(t)
+	// A key server that completes the handshake and then reads nothing,
+	// with a small receive buffer, so the client's writes back up.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	serverTLS := &tls.Config{Certificates: []tls.Certificate{w.identity(t, "keyserver.test")}, ClientCAs: w.pool(), ClientAuth: tls.RequireAndVerifyClientCert}
+	go func() {
+		for {
+			raw, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			raw.(*net.TCPConn).SetReadBuffer(4096)
+			tc := tls.Server(raw, serverTLS)
+			t.Cleanup(func() { tc.Close() })
+			go tc.Handshake()
+		}
+	}()
+
+	const backlog = 300 // × 60 KB: far more than the socket buffers hold
+	c := w.client(t, ClientConfig{ConnsPerServer: 1, MaxInFlight: backlog + 1, Timeout: time.Minute, PingInterval: time.Hour})
+	r, err := c.remote(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, cancelLong := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelLong()
+	waiting := make(chan error, backlog)
+	for range backlog {
+		go func() {
+			_, err := r.do(long, &wire.Message{Opcode: wire.OpPing, Payload: make([]byte, 60_000)}, 0)
+			waiting <- err
+		}()
+	}
+	// Every long request is at its write (blocked, but for the few that
+	// fit in the buffers) before the short one starts.
+	cc, err := r.conn(long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for inFlight(cc) < backlog {
+		select {
+		case err := <-waiting:
+			t.Fatalf("a request ended while the server held it: %v", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+
+	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	returned := make(chan error, 1)
+	go func() {
+		_, err := r.do(short, &wire.Message{Opcode: wire.OpPing, Payload: []byte("ping")}, 0)
+		returned <- err
+	}()
+	select {
+	case err := <-returned:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("the short request: %v, want a deadline error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the short request did not return at its deadline: it waited behind the blocked writes")
+	}
+	select {
+	case err := <-waiting:
+		t.Errorf("a request with its deadline a minute away ended with the short one: %v", err)
+	default:
+	}
+	if cc.dead() {
+		t.Errorf("the shared connection was closed: %v", cc.err)
+	}
+}
+
+// inFlight is the number of requests on cc waiting for a response.
+func inFlight(cc *clientConn) int {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return len(cc.pending)
 }

@@ -160,12 +160,15 @@ func (r *remote) dial(ctx context.Context) (*clientConn, error) {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
 	cc := &clientConn{
-		conn:    raw.(*tls.Conn),
-		pending: map[uint32]chan result{},
-		slots:   make(chan struct{}, r.c.cfg.MaxInFlight),
-		done:    make(chan struct{}),
+		conn:         raw.(*tls.Conn),
+		writeTimeout: r.c.cfg.Timeout,
+		pending:      map[uint32]chan result{},
+		slots:        make(chan struct{}, r.c.cfg.MaxInFlight),
+		writes:       make(chan frame, r.c.cfg.MaxInFlight),
+		done:         make(chan struct{}),
 	}
 	go cc.readLoop()
+	go cc.writeLoop()
 	return cc, nil
 }
 
@@ -253,17 +256,30 @@ func (r *remote) close() {
 
 // clientConn is one connection to a key server with many requests in
 // flight; responses are matched to requests by ID, in any order.
+//
+// Requests are written by writeLoop, not by their callers: a caller
+// whose deadline passes while the connection is backed up gives up
+// alone, and no one request's deadline can interrupt a write, which
+// would leave the TLS stream unusable and fail every request on it.
 type clientConn struct {
-	conn  *tls.Conn
-	ids   atomic.Uint32
-	slots chan struct{} // bounds requests in flight
+	// Static after dial.
+	conn         *tls.Conn
+	writeTimeout time.Duration // a write blocked this long (the server reads nothing) fails the connection
+	slots        chan struct{} // bounds requests in flight
+	writes       chan frame    // requests for writeLoop; as many as slots, so queuing never blocks for long
 
-	writeMu sync.Mutex // serialises writes
+	ids atomic.Uint32
 
 	mu      sync.Mutex // guards pending, err
 	pending map[uint32]chan result
 	err     error         // set once when the connection fails
 	done    chan struct{} // closed with err
+}
+
+// frame is an encoded request and its ID.
+type frame struct {
+	id    uint32
+	bytes []byte
 }
 
 type result struct {
@@ -310,7 +326,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *wire.Message) (*wire.M
 
 	m := *req
 	m.ID = cc.ids.Add(1)
-	frame, err := m.MarshalBinary()
+	b, err := m.MarshalBinary()
 	if err != nil {
 		return nil, err
 	}
@@ -328,20 +344,46 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *wire.Message) (*wire.M
 		cc.mu.Unlock()
 	}()
 
-	cc.writeMu.Lock()
-	deadline, _ := ctx.Deadline()
-	cc.conn.SetWriteDeadline(deadline)
-	_, err = cc.conn.Write(frame)
-	cc.writeMu.Unlock()
-	if err != nil {
-		cc.close(fmt.Errorf("write: %w", err))
-		return nil, err
+	// A request given up while queued is not written (writeLoop skips
+	// IDs no longer pending), so a slot frees its queue place as well.
+	select {
+	case cc.writes <- frame{id: m.ID, bytes: b}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-cc.done:
+		return nil, cc.err
 	}
 	select {
 	case res := <-ch:
 		return res.msg, res.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// writeLoop writes queued requests, in order, until the connection
+// fails; one whose caller has already given up is skipped. A write that
+// does not complete within writeTimeout (the longest a request may
+// last) means the server stopped reading: the connection is failed.
+func (cc *clientConn) writeLoop() {
+	for {
+		var f frame
+		select {
+		case f = <-cc.writes:
+		case <-cc.done:
+			return
+		}
+		cc.mu.Lock()
+		_, waited := cc.pending[f.id]
+		cc.mu.Unlock()
+		if !waited {
+			continue
+		}
+		cc.conn.SetWriteDeadline(time.Now().Add(cc.writeTimeout))
+		if _, err := cc.conn.Write(f.bytes); err != nil {
+			cc.close(fmt.Errorf("write: %w", err))
+			return
+		}
 	}
 }
 
