@@ -8,12 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/internal/testclock"
 	"github.com/keyedge/keyedge/keystore"
 	"golang.org/x/time/rate"
 )
@@ -29,24 +29,6 @@ func (s *countingStorage) Load(ctx context.Context, key string) ([]byte, error) 
 		s.reads.Add(1)
 	}
 	return s.Storage.Load(ctx, key)
-}
-
-// testClock is a clock that moves only when told.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 // allowServer is an operator's allow_url service on 127.0.0.1 that
@@ -99,7 +81,7 @@ func newOnDemandManager(t *testing.T, p *OnDemandPolicy) (*Manager, *countingSto
 func TestOnDemandFloodOfUnknownNames(t *testing.T) {
 	ctx := testContext(t)
 	const burst = 8
-	clock := &testClock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := testclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	allow, calls := allowServer(t)
 	m, storage := newOnDemandManager(t, &OnDemandPolicy{
 		Allow: allow, CheckRate: rate.Every(time.Second), CheckBurst: burst,
@@ -154,7 +136,7 @@ func TestOnDemandFloodOfUnknownNames(t *testing.T) {
 // caused by the caller's context is not remembered.
 func TestOnDemandDeclareForgetsRefusal(t *testing.T) {
 	ctx := testContext(t)
-	clock := &testClock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := testclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	m, storage := newOnDemandManager(t, &OnDemandPolicy{Now: clock.Now})
 	const name = "later.example.test"
 	for range 2 {

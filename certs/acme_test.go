@@ -23,6 +23,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/internal/pebbletest"
+	"github.com/keyedge/keyedge/internal/testclock"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/ocsp"
@@ -385,7 +386,7 @@ func TestRenewalLoop(t *testing.T) {
 // that passes on the Manager's clock, not the wall's; the old
 // certificate serves meanwhile.
 func TestCADownBacksOffAndOldCertificateServes(t *testing.T) {
-	clock := &testClock{now: time.Now()}
+	clock := testclock.New(time.Now())
 	// Certificates are due for renewal almost at once (window 99.9%).
 	f := newACMEFixture(t, pebbletest.Config{Validity: time.Minute})
 	store, m := f.node(t, ACMEOptions{RenewalWindow: 0.999, RetryBase: 4 * time.Second, Now: clock.Now})

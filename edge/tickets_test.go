@@ -5,9 +5,9 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
+	"github.com/keyedge/keyedge/internal/testclock"
 	"net/http"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -63,18 +63,6 @@ func TestTicketKeysRotate(t *testing.T) {
 	}
 }
 
-// stepClock is a clock a test moves by hand; safe for concurrent use.
-type stepClock struct{ nanos atomic.Int64 }
-
-func newStepClock(t time.Time) *stepClock {
-	c := new(stepClock)
-	c.nanos.Store(t.UnixNano())
-	return c
-}
-
-func (c *stepClock) Now() time.Time      { return time.Unix(0, c.nanos.Load()) }
-func (c *stepClock) Add(d time.Duration) { c.nanos.Add(int64(d)) }
-
 // TestFleetSessionResumption: three edge nodes with one fleet secret
 // resume each other's sessions; a node with another secret, or one
 // rotating to a new secret without the old, does a full handshake; a
@@ -82,7 +70,7 @@ func (c *stepClock) Add(d time.Duration) { c.nanos.Add(int64(d)) }
 // epochs accepted have passed, a ticket no longer resumes anywhere. The
 // nodes share a clock the test steps through epochs.
 func TestFleetSessionResumption(t *testing.T) {
-	clock := newStepClock(time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC))
+	clock := testclock.New(time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC))
 	fleet := &TicketKeys{Secret: secretA, Period: time.Hour, Accept: 1, Now: clock.Now}
 	w := newWorld(t, 1, Options{Tickets: fleet})
 	servers := []*Server{w.srv}
@@ -100,7 +88,7 @@ func TestFleetSessionResumption(t *testing.T) {
 	// advance moves the fleet's clock and has every node take the keys
 	// of the new time at once, as its rotation would at the epoch's start.
 	advance := func(d time.Duration) {
-		clock.Add(d)
+		clock.Advance(d)
 		for _, srv := range servers {
 			srv.installTicketKeys()
 		}

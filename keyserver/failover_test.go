@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testclock"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -169,9 +170,9 @@ func testFailoverFromHungServer(t *testing.T, conns int) {
 	second, secondSrc := w.startCountingServer(t)
 	proxy := newStallProxy(t, firstAddr)
 	hung := proxy.addr()
-	clock := newFakeClock()
+	clock := testclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	// No background pings: the test runs the health checks itself.
-	c := w.client(t, ClientConfig{ConnsPerServer: conns, PingInterval: time.Hour, Time: clock.now})
+	c := w.client(t, ClientConfig{ConnsPerServer: conns, PingInterval: time.Hour, Time: clock.Now})
 	digest := sha256.Sum256([]byte("x"))
 	sign := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -214,7 +215,7 @@ func testFailoverFromHungServer(t *testing.T, conns int) {
 
 	// Later signatures go straight to the second server, however long
 	// the hung one stays silent: backoff alone would retry it.
-	clock.add(time.Hour)
+	clock.Advance(time.Hour)
 	for i := range 10 {
 		if err := sign(); err != nil {
 			t.Fatalf("signature %d after the failover: %v", i, err)
@@ -302,13 +303,13 @@ func TestClientLogsFailuresRateLimited(t *testing.T) {
 	refused := ln.Addr().String()
 	ln.Close()
 	second, _ := w.startServer(t, nil)
-	clock := newFakeClock()
+	clock := testclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	logs := &countingHandler{}
-	c := w.client(t, ClientConfig{PingInterval: time.Hour, Time: clock.now, Logger: slog.New(logs)})
+	c := w.client(t, ClientConfig{PingInterval: time.Hour, Time: clock.Now, Logger: slog.New(logs)})
 	digest := sha256.Sum256([]byte("x"))
 	const n = 20
 	for i := range n {
-		clock.add(time.Hour) // past any backoff: the refused server is tried first again
+		clock.Advance(time.Hour) // past any backoff: the refused server is tried first again
 		if _, err := w.key(t, c, context.Background(), certs.ECDSAP256, refused, second).Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
 			t.Fatalf("signature %d: %v", i, err)
 		}
@@ -333,26 +334,6 @@ func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
 		h.warnings.Add(1)
 	}
 	return nil
-}
-
-// fakeClock is a ClientConfig.Time that moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // TestClientDeadlineSparesSharedConnection: a request whose deadline

@@ -3,21 +3,16 @@ package ratelog
 import (
 	"bytes"
 	"context"
+	"github.com/keyedge/keyedge/internal/testclock"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 )
 
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
-
 func TestAllow(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	l := &Limiter{Interval: 10 * time.Second, Now: clock.now}
+	clock := testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	l := &Limiter{Interval: 10 * time.Second, Now: clock.Now}
 	type step struct {
 		advance        time.Duration
 		kind           string
@@ -34,7 +29,7 @@ func TestAllow(t *testing.T) {
 		{time.Second, "denied", true, 1},
 		{time.Hour, "denied", true, 0},
 	} {
-		clock.advance(s.advance)
+		clock.Advance(s.advance)
 		n, ok := l.Allow(s.kind)
 		if ok != s.wantOK || n != s.wantSuppressed {
 			t.Errorf("step %d (%s): Allow = %d, %v; want %d, %v", i, s.kind, n, ok, s.wantSuppressed, s.wantOK)
@@ -45,15 +40,15 @@ func TestAllow(t *testing.T) {
 // TestLog: a burst is one line; the next line, an interval later,
 // carries the count of the lines left out.
 func TestLog(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	var l Limiter // zero value: 10s
-	l.Now = clock.now
+	l.Now = clock.Now
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 	for range 100 {
 		l.Log(context.Background(), log, slog.LevelWarn, "denied", "refused", "client", "cn:edge")
 	}
-	clock.advance(10 * time.Second)
+	clock.Advance(10 * time.Second)
 	l.Log(context.Background(), log, slog.LevelWarn, "denied", "refused", "client", "cn:edge")
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 2 || strings.Contains(lines[0], "suppressed") || !strings.HasSuffix(lines[1], "client=cn:edge suppressed=99") {
