@@ -62,6 +62,13 @@
 //     key.sealed, a third's name file overwritten with garbage; every
 //     request to them fails, the other tenants are served, no keystore
 //     file is deleted and the garbage is left as it was.
+//   - TestSwappedNameFiles: two tenants' name files swapped on disk;
+//     neither is served the other's certificate (both fail cleanly),
+//     the others are served.
+//   - TestPolicySetRefused (fast): `keyctl policy set` with a policy
+//     over the canonical length limit fails and changes no keystore
+//     byte; the tenants go on being served; valid policy changes on the
+//     same tenant work afterwards.
 //   - TestImportOnFullDisk (fast; skipped where a tmpfs cannot be
 //     mounted): the keystore on a 1 MB tmpfs filled to leave 0…8 pages
 //     free while an edge serves it; each `keyctl import` of a new tenant

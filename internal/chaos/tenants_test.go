@@ -3,8 +3,10 @@ package chaos
 import (
 	"bytes"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -63,6 +65,69 @@ func keystoreFiles(t *testing.T, dir string) map[string]bool {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	return files
+}
+
+// TestSwappedNameFiles: two tenants' name files swapped on disk (a
+// hand edit gone wrong) → neither name is served the other's
+// certificate: both fail cleanly (the edge presents no certificate that
+// does not cover the name), others are served, nothing is deleted.
+func TestSwappedNameFiles(t *testing.T) {
+	full(t)
+	w := newWorld(t, options{Tenants: 3})
+	a, b := w.filesOf(w.local[0]).name, w.filesOf(w.local[1]).name
+	dataA, errA := os.ReadFile(a)
+	dataB, errB := os.ReadFile(b)
+	if errA != nil || errB != nil {
+		t.Fatal(errA, errB)
+	}
+	if err := os.WriteFile(a, dataB, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b, dataA, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep := w.run(load{Hosts: w.hosts(), Requests: 200})
+	rep.allFailed(t, "tenants with swapped name files", w.local[0], w.local[1])
+	rep.allOK(t, "tenants beside the swapped ones", keylessHost, w.local[2])
+	for _, err := range rep.failures(w.local[0], w.local[1]) {
+		if strings.Contains(err.Error(), "certificate is valid for") {
+			t.Fatalf("the edge presented another tenant's certificate: %v", err)
+		}
+	}
+}
+
+// TestPolicySetRefused: `keyctl policy set` with a policy whose canonical
+// form is over the length limit fails, changes no keystore byte, and
+// the tenant goes on being served; a valid policy and lifting it again
+// work on the same tenant afterwards.
+func TestPolicySetRefused(t *testing.T) {
+	w := newWorld(t, options{Tenants: 2})
+	keystore := w.path("keystore")
+	before := keystoreContents(t, keystore)
+	overlong := "region: eu or pad: " + strings.Repeat("0", 1010)
+	if code, out := w.keyctlStatus("policy", "set", w.local[0], overlong); code == 0 {
+		t.Fatalf("keyctl policy set with a %d-byte policy succeeded:\n%s", len(overlong), out)
+	}
+	if after := keystoreContents(t, keystore); !maps.Equal(before, after) {
+		t.Error("a refused policy set changed the keystore")
+	}
+	w.run(load{Hosts: w.local, Requests: 40}).allOK(t, "tenants after a refused policy set", w.local...)
+	w.keyctl("policy", "set", w.local[0], "region: eu")
+	w.keyctl("policy", "set", w.local[0], "")
+}
+
+// keystoreContents maps every regular file under dir to its contents.
+func keystoreContents(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	for path := range keystoreFiles(t, dir) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[path] = string(data)
 	}
 	return files
 }
