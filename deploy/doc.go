@@ -15,9 +15,10 @@
 // and linter, moby's .dockerignore matcher, and go-systemd's unit parser
 // (plus `systemd-analyze verify` where it is installed). Then they check
 // what a reviewer would, against the code rather than against copies of
-// it: edge.yaml is loaded with edge.LoadConfig; keyserver.yaml's keys and
-// every command line's flags are checked against the config struct and
-// flag sets read from cmd/keyserver and cmd/keyedge's source; ports,
+// it: edge.yaml and keyserver.yaml are loaded with the binaries' own
+// loaders (internal/config's LoadEdge and LoadKeyServer); every command
+// line's flags are checked against the flag sets read from cmd/keyserver
+// and cmd/keyedge's source; ports,
 // probes, selectors, grace periods, secrets and mounts are checked
 // against each other. Each check also has a test that breaks an artefact
 // on purpose and expects the check to fail.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/config"
 	"go.yaml.in/yaml/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -28,7 +29,7 @@ const (
 	keyserverName   = namespace + "/keyserver"
 	keyserverConfig = namespace + "/keyserver-config"
 	placeholderMark = "REPLACE-ME"
-	// defaultDrain is edge.Config's default limits.drain_timeout.
+	// defaultDrain is edge.yaml's default limits.drain_timeout.
 	defaultDrain = 30 * time.Second
 )
 
@@ -51,8 +52,8 @@ func readFacts(t *testing.T) *facts {
 	return &facts{
 		serveFlags:     flagSet(t, "keyedge", "keyedge serve"),
 		keyserverFlags: flagSet(t, "keyserver", "keyserver"),
-		keyserverKeys:  structYAMLKeys(t, "keyserver", "config"),
-		ruleKeys:       structYAMLKeys(t, "keyserver", "rule"),
+		keyserverKeys:  yamlKeys[config.KeyServer](),
+		ruleKeys:       yamlKeys[config.Rule](),
 		keyserverStop:  time.Duration(constSeconds(t, "keyserver", "shutdownTimeout")) * time.Second,
 	}
 }
@@ -256,7 +257,7 @@ func checkDeployment(c *cluster, name string, d *appsv1.Deployment, p *problems)
 func checkFleet(t *testing.T, c *cluster, f *facts) problems {
 	var p problems
 	checkEdge(t, c, f, &p)
-	checkKeyserver(c, f, &p)
+	checkKeyserver(t, c, f, &p)
 	return p
 }
 
@@ -394,7 +395,7 @@ func checkEdge(t *testing.T, c *cluster, f *facts, p *problems) {
 	}
 }
 
-func checkKeyserver(c *cluster, f *facts, p *problems) {
+func checkKeyserver(t *testing.T, c *cluster, f *facts, p *problems) {
 	d := c.deployments[keyserverName]
 	if d == nil {
 		p.add("fleet: no Deployment %s", keyserverName)
@@ -420,6 +421,9 @@ func checkKeyserver(c *cluster, f *facts, p *problems) {
 	if err := yaml.Unmarshal([]byte(doc), &raw); err != nil {
 		p.add("keyserver: keyserver.yaml: %v", err)
 		return
+	}
+	if err := loadKeyServerConfig(t, doc); err != nil {
+		p.add("keyserver: the ConfigMap's keyserver.yaml does not load: %v", err)
 	}
 	for k := range raw {
 		if !f.keyserverKeys[k] {

@@ -1,9 +1,9 @@
 package deploy
 
 // What the artefacts are checked against, read from the code itself: the
-// flag sets of the binaries and keyserver.yaml's keys (from cmd/*'s
-// source, since package main cannot be imported), and edge.yaml through
-// the real loader.
+// flag sets of the binaries (from cmd/*'s source, since package main
+// cannot be imported), and edge.yaml and keyserver.yaml through the real
+// loaders and schemas, internal/config's.
 
 import (
 	"fmt"
@@ -18,7 +18,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyedge/keyedge/edge"
+	"github.com/keyedge/keyedge/internal/config"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -152,40 +152,17 @@ func (spec *flagSpec) names() []string {
 	return names
 }
 
-// structYAMLKeys returns the yaml tag names of the fields of the struct
-// type typeName declared in cmd/<command>, for the keys of a config file
-// the command decodes with KnownFields(true).
-func structYAMLKeys(t *testing.T, command, typeName string) map[string]bool {
-	t.Helper()
+// yamlKeys returns the yaml tag names of the fields of struct type T:
+// the keys of a config file internal/config decodes into T with unknown
+// keys refused.
+func yamlKeys[T any]() map[string]bool {
 	keys := map[string]bool{}
-	for _, f := range commandFiles(t, command) {
-		ast.Inspect(f, func(n ast.Node) bool {
-			ts, ok := n.(*ast.TypeSpec)
-			if !ok || ts.Name.Name != typeName {
-				return true
-			}
-			st, ok := ts.Type.(*ast.StructType)
-			if !ok {
-				return false
-			}
-			for _, field := range st.Fields.List {
-				if field.Tag == nil {
-					continue
-				}
-				tag, err := strconv.Unquote(field.Tag.Value)
-				if err != nil {
-					continue
-				}
-				name, _, _ := strings.Cut(reflect.StructTag(tag).Get("yaml"), ",")
-				if name != "" && name != "-" {
-					keys[name] = true
-				}
-			}
-			return false
-		})
-	}
-	if len(keys) == 0 {
-		t.Fatalf("cmd/%s: no struct %s with yaml tags in the source", command, typeName)
+	st := reflect.TypeFor[T]()
+	for i := range st.NumField() {
+		name, _, _ := strings.Cut(st.Field(i).Tag.Get("yaml"), ",")
+		if name != "" && name != "-" {
+			keys[name] = true
+		}
 	}
 	return keys
 }
@@ -277,10 +254,10 @@ func exprString(e ast.Expr) string {
 }
 
 // loadEdgeConfig writes an edge.yaml document to a temporary file and
-// loads it with the real loader, edge.LoadConfig (which checks syntax,
+// loads it with the real loader, config.LoadEdge (which checks syntax,
 // unknown keys and values, and reads no other file). It also returns
 // the document as a generic map.
-func loadEdgeConfig(t *testing.T, doc string) (*edge.Config, map[string]any, error) {
+func loadEdgeConfig(t *testing.T, doc string) (*config.Edge, map[string]any, error) {
 	t.Helper()
 	var raw map[string]any
 	if err := yaml.Unmarshal([]byte(doc), &raw); err != nil {
@@ -290,8 +267,21 @@ func loadEdgeConfig(t *testing.T, doc string) (*edge.Config, map[string]any, err
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := edge.LoadConfig(path)
+	cfg, err := config.LoadEdge(path)
 	return cfg, raw, err
+}
+
+// loadKeyServerConfig loads a keyserver.yaml document with the real
+// loader, config.LoadKeyServer (which checks syntax, unknown keys,
+// required settings and authorize rules, and reads no other file).
+func loadKeyServerConfig(t *testing.T, doc string) error {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "keyserver.yaml")
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := config.LoadKeyServer(path)
+	return err
 }
 
 // fileSettings returns every setting of a config document whose key ends
@@ -349,7 +339,7 @@ func TestSourceReaders(t *testing.T) {
 	if _, _, err := ks.parseArgs([]string{"-config"}); err == nil {
 		t.Error("a flag without its value parsed")
 	}
-	keys := structYAMLKeys(t, "keyserver", "config")
+	keys := yamlKeys[config.KeyServer]()
 	for _, k := range []string{"listen", "metrics_listen", "keys_dir", "authorize"} {
 		if !keys[k] {
 			t.Errorf("keyserver config keys %v: no %s", keys, k)

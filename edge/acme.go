@@ -16,7 +16,7 @@ import (
 // over https. Bind its listener before m's renewal loop starts, so
 // certmagic finds the port taken and does not open one of its own.
 func NewHTTPServer(m *certs.Manager, limits Limits, log *slog.Logger) *http.Server {
-	limits = limits.withDefaults()
+	limits = limits.WithDefaults()
 	log = cmp.Or(log, slog.Default())
 	var h http.Handler = http.HandlerFunc(certs.RedirectToHTTPS)
 	if m != nil {

@@ -98,7 +98,7 @@ func BenchmarkFirstHandshake(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { store.Close() })
-		srv, err := NewServer(Options{Store: store, Node: attrs, Logger: slog.New(slog.DiscardHandler)})
+		srv, err := NewServer(Options{Store: store, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
 		}

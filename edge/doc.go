@@ -12,12 +12,12 @@
 // The signature is routed only when the handshake needs it, under the
 // handshake's context: a tenant's key is opened from the keystore when
 // it has no geo policy or its policy admits this node's attributes
-// (Options.Node); a keyless tenant's signature goes to its own key
-// servers; a restricted key this node may not open goes to the key
-// servers of the directory (Options.KeyServers) whose attributes the
-// policy admits, most preferred first, failing over in order. With none,
-// the handshake fails and keyedge_edge_route_decisions_total{route="none"}
-// counts it.
+// (those the keystore's node key was issued for); a keyless tenant's
+// signature goes to its own key servers; a restricted key this node may
+// not open goes to the key servers of the directory (Options.KeyServers)
+// whose attributes the policy admits, most preferred first, failing over
+// in order. With none, the handshake fails and
+// keyedge_edge_route_decisions_total{route="none"} counts it.
 //
 // Key exchange offers X25519MLKEM768, X25519 and P-256 by default, with
 // crypto/tls preferring the hybrid post-quantum group; TLS 1.2 is limited

@@ -93,7 +93,6 @@ func newGeoWorld(t *testing.T) *geoWorld {
 		srv, err := NewServer(Options{
 			Store:      n.store,
 			Keyless:    gw.keylessClient(t),
-			Node:       a,
 			KeyServers: directory,
 			Logger:     slog.New(slog.DiscardHandler),
 			Registerer: n.reg,

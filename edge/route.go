@@ -40,7 +40,7 @@ type KeyServer struct {
 //   - otherwise: the directory's key servers the policy admits, most
 //     preferred first, with failover by the keyless client.
 type router struct {
-	node      geo.Attributes
+	node      geo.Attributes // the store's node key's: keystore.Store.NodeAttributes
 	directory []KeyServer
 	client    *keyserver.Client // nil: no keyless signing
 	decisions routeCounters
@@ -65,9 +65,10 @@ func (r *router) signer(ctx context.Context, c *keystore.Cert) (crypto.Signer, e
 			r.decisions.local.Inc()
 			return key, nil
 		}
-		// A key this node cannot open after all (its node key does not
-		// match its configured attributes, or the key is moving to
-		// another policy) may still be signed by an admitted key server.
+		// A key this node cannot open after all (a policy that admits
+		// even no attributes on a node without a node key, or a key
+		// moving to another policy) may still be signed by an admitted
+		// key server.
 		if c.Policy == nil || !errors.Is(err, keystore.ErrCannotOpen) {
 			return nil, err
 		}

@@ -21,7 +21,6 @@ import (
 	"github.com/keyedge/keyedge/internal/ratelog"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
-	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -38,13 +37,11 @@ type Options struct {
 	// Nil: handshakes needing a key server fail with ErrNoKeyServer.
 	Keyless *keyserver.Client
 
-	// Node is this node's geo attributes; Store's NodeKey should be issued
-	// for them. A key whose policy admits them is signed locally, any
-	// other restricted key through a KeyServers entry its policy admits.
-	Node geo.Attributes
-
 	// KeyServers is the directory of key servers that sign for
-	// geo-restricted keys, with the attributes each runs under.
+	// geo-restricted keys, with the attributes each runs under. A key
+	// whose policy admits this node's attributes, those of Store's node
+	// key (keystore.Options.NodeKey), is signed locally; any other
+	// restricted key through a KeyServers entry its policy admits.
 	KeyServers []KeyServer
 
 	// ACME answers TLS-ALPN-01 challenges in the handshake and, with its
@@ -119,7 +116,17 @@ func (l Limits) check() error {
 	return nil
 }
 
-func (l Limits) withDefaults() Limits {
+// checkPositive reports a negative setting; zero means the default.
+func checkPositive[T int | time.Duration](name string, v T) error {
+	if v < 0 {
+		return fmt.Errorf("%s: must be positive, got %v", name, v)
+	}
+	return nil
+}
+
+// WithDefaults returns l with every zero field set to its default, the
+// limits a Server given l enforces.
+func (l Limits) WithDefaults() Limits {
 	l.HandshakeTimeout = cmp.Or(l.HandshakeTimeout, 10*time.Second)
 	l.ReadHeaderTimeout = cmp.Or(l.ReadHeaderTimeout, 10*time.Second)
 	l.IdleTimeout = cmp.Or(l.IdleTimeout, 120*time.Second)
@@ -191,6 +198,25 @@ type settings struct {
 	tickets    *TicketKeys // nil: crypto/tls's own keys
 }
 
+// newSettings checks the reloadable options of opts and returns them
+// with the defaults applied.
+func newSettings(opts Options) (*settings, error) {
+	if err := opts.Limits.check(); err != nil {
+		return nil, err
+	}
+	if opts.Tickets != nil {
+		if err := opts.Tickets.check(); err != nil {
+			return nil, err
+		}
+	}
+	return &settings{
+		fallback:   opts.Fallback,
+		fallbackID: fallbackID(opts.Fallback),
+		limits:     opts.Limits.WithDefaults(),
+		tickets:    opts.Tickets,
+	}, nil
+}
+
 // NewServer returns a Server; call Serve to run it.
 func NewServer(opts Options) (*Server, error) {
 	if opts.Store == nil {
@@ -212,7 +238,7 @@ func NewServer(opts Options) (*Server, error) {
 		s.log = slog.Default()
 	}
 	s.router = &router{
-		node:      opts.Node,
+		node:      opts.Store.NodeAttributes(),
 		directory: opts.KeyServers,
 		client:    opts.Keyless,
 		decisions: s.metrics.routeCounters(),
@@ -222,16 +248,12 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.Proxy.Logger == nil {
 		opts.Proxy.Logger = s.log
 	}
-	if err := opts.Limits.check(); err != nil {
+	set, err := newSettings(opts)
+	if err != nil {
 		return nil, err
 	}
-	limits := opts.Limits.withDefaults()
-	if opts.Tickets != nil {
-		if err := opts.Tickets.check(); err != nil {
-			return nil, err
-		}
-	}
-	s.settings.Store(&settings{fallback: opts.Fallback, fallbackID: fallbackID(opts.Fallback), limits: limits, tickets: opts.Tickets})
+	limits := set.limits
+	s.settings.Store(set)
 	s.tlsConfig = &tls.Config{
 		MinVersion:       cmp.Or(opts.MinVersion, tls.VersionTLS12),
 		CurvePreferences: opts.Curves,
@@ -434,18 +456,15 @@ func (s *Server) awaitFirstRequests(ctx context.Context) {
 // returns the error and the server keeps its settings. New ticket keys
 // are in use when Reload returns.
 func (s *Server) Reload(opts Options) error {
-	if err := opts.Limits.check(); err != nil {
+	set, err := newSettings(opts)
+	if err != nil {
 		return err
 	}
-	if opts.Tickets != nil {
-		if err := opts.Tickets.check(); err != nil {
-			return err
-		}
-	}
-	old := s.settings.Load()
-	limits, fresh := old.limits, opts.Limits.withDefaults()
-	limits.HandshakeTimeout, limits.MaxConns, limits.MaxConnsPerIP = fresh.HandshakeTimeout, fresh.MaxConns, fresh.MaxConnsPerIP
-	s.settings.Store(&settings{fallback: opts.Fallback, fallbackID: fallbackID(opts.Fallback), limits: limits, tickets: opts.Tickets})
+	// The other limits are the http.Server's, fixed by NewServer.
+	fresh, old := set.limits, s.settings.Load().limits
+	set.limits = old
+	set.limits.HandshakeTimeout, set.limits.MaxConns, set.limits.MaxConnsPerIP = fresh.HandshakeTimeout, fresh.MaxConns, fresh.MaxConnsPerIP
+	s.settings.Store(set)
 	// The new secrets apply from now on; the rotation then re-arms its
 	// timer for the new period.
 	s.installTicketKeys()

@@ -5,11 +5,15 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
-	"github.com/keyedge/keyedge/internal/testclock"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/keyedge/keyedge/internal/testclock"
 )
 
 var (
@@ -147,6 +151,36 @@ func TestFleetSessionResumption(t *testing.T) {
 		advance(time.Duration(step.epochs) * fleet.Period)
 		if got := dial(b); got != step.want {
 			t.Errorf("a ticket %d epoch(s) old: resumed = %v, want %v", step.epochs, got, step.want)
+		}
+	}
+}
+
+func TestReadTicketSecret(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good", strings.Repeat("ab", 32)+"\n", 0o600)
+	secret, err := ReadTicketSecret(good)
+	if err != nil || len(secret) != 32 || secret[0] != 0xab {
+		t.Fatalf("ReadTicketSecret = %x, %v", secret, err)
+	}
+	for name, tc := range map[string]struct {
+		text string
+		mode os.FileMode
+	}{
+		"short":     {strings.Repeat("ab", 31), 0o600},
+		"not hex":   {strings.Repeat("zz", 32), 0o600},
+		"exposed":   {strings.Repeat("ab", 32), 0o644},
+		"empty":     {"", 0o600},
+		"two lines": {strings.Repeat("ab", 32) + "\n" + strings.Repeat("cd", 32), 0o600},
+	} {
+		if _, err := ReadTicketSecret(write(name, tc.text, tc.mode)); err == nil {
+			t.Errorf("%s: accepted", name)
 		}
 	}
 }

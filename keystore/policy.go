@@ -472,3 +472,14 @@ func (s *Store) adminPolicyKey(ctx context.Context, pid, recordPolicy string, ma
 	}
 	return priv, nil
 }
+
+// NodeAttributes returns the attributes Options.NodeKey was issued for:
+// where this node is, as far as geo policies go. The keys whose policy
+// admits them are the restricted keys this store opens. Without a node
+// key it returns no attributes.
+func (s *Store) NodeAttributes() geo.Attributes {
+	if s.nodeKey == nil {
+		return geo.Attributes{}
+	}
+	return s.nodeKey.Attributes()
+}

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
-	"github.com/keyedge/keyedge/edge"
+	"github.com/keyedge/keyedge/internal/config"
 	"github.com/keyedge/keyedge/keystore"
 )
 
@@ -75,7 +75,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		return err
 	}
-	cfg, err := edge.LoadConfig(cfgPath)
+	cfg, err := config.LoadEdge(cfgPath)
 	if err != nil {
 		return err
 	}

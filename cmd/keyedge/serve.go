@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,10 +15,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/cloudflare/tableflip"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/edge"
-	"github.com/keyedge/keyedge/internal/backend"
+	"github.com/keyedge/keyedge/internal/config"
 	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,7 +28,7 @@ import (
 
 // node is one running edge: its keystore, server and listeners.
 type node struct {
-	cfg     *edge.Config
+	cfg     *config.Edge
 	level   *slog.LevelVar
 	log     *slog.Logger
 	store   *keystore.Store
@@ -49,10 +49,9 @@ type listenFunc func(network, addr string) (net.Listener, error)
 
 // startNode opens the keystore and starts serving cfg, on listeners
 // from listen.
-func startNode(ctx context.Context, cfg *edge.Config, listen listenFunc, logOut io.Writer) (_ *node, err error) {
+func startNode(ctx context.Context, cfg *config.Edge, listen listenFunc, logOut io.Writer) (_ *node, err error) {
 	n := &node{cfg: cfg, level: new(slog.LevelVar), served: make(chan error, 1), stop: func() {}}
-	lvl, _ := cfg.Level()
-	n.level.Set(lvl)
+	n.level.Set(cfg.Level())
 	n.log = slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: n.level}))
 	var undo []func()
 	defer func() {
@@ -63,38 +62,13 @@ func startNode(ctx context.Context, cfg *edge.Config, listen listenFunc, logOut 
 		}
 	}()
 
-	fleet, err := keystore.ReadFleetKeyFile(cfg.Path(cfg.FleetKeyFile))
-	if err != nil {
-		return nil, err
-	}
-	nodeKey, err := cfg.NodeKey()
-	if err != nil {
-		return nil, err
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	storage, releaseStorage, err := backend.Open(ctx, cfg.KeystoreLocation(), cfg.Path(cfg.KeystorePasswordFile), n.log)
-	if err != nil {
+	var storage certmagic.Storage
+	if n.store, storage, n.release, err = cfg.OpenKeystore(ctx, n.log, reg); err != nil {
 		return nil, err
 	}
-	n.release = releaseStorage
-	undo = append(undo, func() { n.release() })
-	n.store, err = keystore.Open(ctx, keystore.Options{
-		Storage:      storage,
-		FleetKey:     fleet,
-		NodeKey:      nodeKey,
-		MaxEntries:   cfg.Cache.MaxEntries,
-		MaxBytes:     cfg.Cache.MaxBytes,
-		NegativeTTL:  cfg.Cache.NegativeTTL,
-		PollInterval: cfg.Cache.PollInterval,
-		Logger:       n.log,
-		Registerer:   reg,
-		RequireInit:  true,
-	})
-	if err != nil {
-		return nil, err
-	}
-	undo = append(undo, func() { n.store.Close() })
+	undo = append(undo, func() { n.store.Close(); n.release() })
 	opts, err := cfg.Options()
 	if err != nil {
 		return nil, err
@@ -105,13 +79,13 @@ func startNode(ctx context.Context, cfg *edge.Config, listen listenFunc, logOut 
 	}
 	// Listeners are bound before the ACME manager starts, so it answers
 	// challenges on them instead of opening its own.
-	if n.ln, err = listen("tcp", cmp.Or(cfg.Listen, ":443")); err != nil {
+	if n.ln, err = listen("tcp", cfg.Listen); err != nil {
 		return nil, err
 	}
 	undo = append(undo, func() { n.ln.Close() })
 	var httpLn net.Listener
 	if cfg.ACME.CA != "" {
-		if httpLn, err = listen("tcp", cmp.Or(cfg.ACME.HTTPListen, ":80")); err != nil {
+		if httpLn, err = listen("tcp", cfg.ACME.HTTPListen); err != nil {
 			return nil, fmt.Errorf("acme: %w", err)
 		}
 		undo = append(undo, func() { httpLn.Close() })
@@ -124,7 +98,7 @@ func startNode(ctx context.Context, cfg *edge.Config, listen listenFunc, logOut 
 	if n.srv, err = edge.NewServer(opts); err != nil {
 		return nil, err
 	}
-	if addr := cmp.Or(cfg.MetricsListen, "127.0.0.1:9090"); addr != "off" {
+	if addr := cfg.MetricsListen; addr != "off" {
 		mln, err := listen("tcp", addr)
 		if err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
@@ -152,20 +126,19 @@ func (n *node) metricsURL() string {
 	if n.metrics == nil {
 		return ""
 	}
-	return "http://" + cmp.Or(n.cfg.MetricsListen, "127.0.0.1:9090") + "/metrics"
+	return "http://" + n.cfg.MetricsListen + "/metrics"
 }
 
 // reload re-reads the config file and applies what can change live.
 func (n *node) reload(path string) {
-	cfg, err := edge.LoadConfig(path)
+	cfg, err := config.LoadEdge(path)
 	if err == nil {
 		var opts edge.Options
 		if opts, err = cfg.Options(); err == nil {
 			err = n.srv.Reload(opts)
 		}
 		if err == nil {
-			lvl, _ := cfg.Level()
-			n.level.Set(lvl)
+			n.level.Set(cfg.Level())
 		}
 	}
 	if err != nil {
@@ -181,7 +154,7 @@ func (n *node) reload(path string) {
 // shutdown drains: stop accepting, let requests in flight finish until
 // the drain timeout, then close everything.
 func (n *node) shutdown() error {
-	timeout := cmp.Or(n.cfg.Limits.DrainTimeout, 30*time.Second)
+	timeout := n.cfg.Limits.DrainTimeout
 	n.ready.Store(false)
 	n.log.Info("draining", "timeout", timeout)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -211,7 +184,7 @@ func (n *node) shutdown() error {
 // drains this process: no connection is refused during the swap. With
 // pidFile set, the PID of the process serving is kept there.
 func serve(ctx context.Context, path, pidFile string, logOut io.Writer) error {
-	cfg, err := edge.LoadConfig(path)
+	cfg, err := config.LoadEdge(path)
 	if err != nil {
 		return err
 	}

@@ -212,18 +212,6 @@ func request(dir, addr, client string, op wire.Op) (string, error) {
 	return "ok", nil
 }
 
-// TestExampleConfig checks that the documented example configuration
-// is valid.
-func TestExampleConfig(t *testing.T) {
-	cfg, err := loadConfig("../../keyserver/testdata/keyserver.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.KeysDir != "keys" || len(cfg.Authorize) != 2 || cfg.MetricsListen != "127.0.0.1:9102" {
-		t.Errorf("example config parsed as %+v", cfg)
-	}
-}
-
 // syncBuffer is a bytes.Buffer safe for a logger and a test to share.
 type syncBuffer struct {
 	mu  sync.Mutex

@@ -1,6 +1,7 @@
-package edge
+package config
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -11,12 +12,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/secretfile"
+	"github.com/keyedge/keyedge/keystore"
+	"github.com/keyedge/keyedge/keystore/geo"
 )
 
-func TestLoadConfigExample(t *testing.T) {
-	c, err := LoadConfig("testdata/edge.yaml")
+// exampleEdge is the documented edge.yaml.
+const exampleEdge = "../../edge/testdata/edge.yaml"
+
+func TestLoadEdgeExample(t *testing.T) {
+	c, err := LoadEdge(exampleEdge)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +34,7 @@ func TestLoadConfigExample(t *testing.T) {
 	if od := c.ACME.OnDemand; od.ChecksPerSecond != 10 || od.CheckBurst != 20 || od.RefusedTTL != time.Minute {
 		t.Errorf("acme.on_demand parsed %+v", od)
 	}
-	if got := c.Path(c.Keystore); got != filepath.Join("testdata", "keystore") {
+	if got := c.Path(c.Keystore); got != filepath.Join("..", "..", "edge", "testdata", "keystore") {
 		t.Errorf("keystore path %q, want it relative to the file", got)
 	}
 	node, servers, err := c.geo()
@@ -39,7 +46,7 @@ func TestLoadConfigExample(t *testing.T) {
 	}
 }
 
-func TestLoadConfigErrors(t *testing.T) {
+func TestLoadEdgeErrors(t *testing.T) {
 	tests := map[string]string{
 		"unknown key":              "keystore: k\nfleet_key_file: f\nlisten_adress: x\n",
 		"missing keystore":         "fleet_key_file: f\n",
@@ -64,43 +71,13 @@ func TestLoadConfigErrors(t *testing.T) {
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := LoadConfig(path); err == nil || !strings.HasPrefix(err.Error(), "edge: config") {
+		if _, err := LoadEdge(path); err == nil || !strings.HasPrefix(err.Error(), "edge: config") {
 			t.Errorf("%s: err = %v, want an edge: config error", name, err)
 		}
 	}
 }
 
-func TestReadTicketSecret(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, text string, mode os.FileMode) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(text), mode); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	good := write("good", strings.Repeat("ab", 32)+"\n", 0o600)
-	secret, err := ReadTicketSecret(good)
-	if err != nil || len(secret) != 32 || secret[0] != 0xab {
-		t.Fatalf("ReadTicketSecret = %x, %v", secret, err)
-	}
-	for name, tc := range map[string]struct {
-		text string
-		mode os.FileMode
-	}{
-		"short":     {strings.Repeat("ab", 31), 0o600},
-		"not hex":   {strings.Repeat("zz", 32), 0o600},
-		"exposed":   {strings.Repeat("ab", 32), 0o644},
-		"empty":     {"", 0o600},
-		"two lines": {strings.Repeat("ab", 32) + "\n" + strings.Repeat("cd", 32), 0o600},
-	} {
-		if _, err := ReadTicketSecret(write(name, tc.text, tc.mode)); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-}
-
-func TestConfigOptions(t *testing.T) {
+func TestEdgeOptions(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "edge.yaml")
 	text := "keystore: k\nfleet_key_file: f\ncurves: [X25519]\nmin_tls_version: \"1.3\"\nproxy_protocol:\n  trusted_cidrs: [10.1.2.3]\n" +
@@ -108,7 +85,7 @@ func TestConfigOptions(t *testing.T) {
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := LoadConfig(path)
+	c, err := LoadEdge(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,10 +98,14 @@ func TestConfigOptions(t *testing.T) {
 		o.Proxy.BodyReadTimeout != 20*time.Second || o.Limits.MaxConnsPerIP != 64 {
 		t.Errorf("options %+v", o)
 	}
+	if c.Listen != ":443" || c.MetricsListen != "127.0.0.1:9090" || c.ACME.HTTPListen != "" || c.Limits.DrainTimeout != 30*time.Second {
+		t.Errorf("defaults: listen %q, metrics_listen %q, acme.http_listen %q, limits.drain_timeout %v",
+			c.Listen, c.MetricsListen, c.ACME.HTTPListen, c.Limits.DrainTimeout)
+	}
 }
 
-func TestACMEManagerFromConfig(t *testing.T) {
-	c, err := LoadConfig("testdata/edge.yaml")
+func TestEdgeACMEManager(t *testing.T) {
+	c, err := LoadEdge(exampleEdge)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +126,9 @@ func TestACMEManagerFromConfig(t *testing.T) {
 	}
 }
 
-// TestConfigKeyFilesExposed: the fallback key and the keyless identity
+// TestEdgeKeyFilesExposed: the fallback key and the keyless identity
 // key are refused when other users can read them, as the fleet key is.
-func TestConfigKeyFilesExposed(t *testing.T) {
+func TestEdgeKeyFilesExposed(t *testing.T) {
 	dir := t.TempDir()
 	ca, err := certs.NewCA("config test CA")
 	if err != nil {
@@ -172,7 +153,7 @@ func TestConfigKeyFilesExposed(t *testing.T) {
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := LoadConfig(path)
+	c, err := LoadEdge(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,9 +186,9 @@ func TestConfigKeyFilesExposed(t *testing.T) {
 	}
 }
 
-// TestLoadConfigBadNumbers: every duration, count and size is checked,
+// TestLoadEdgeBadNumbers: every duration, count and size is checked,
 // and the error names each setting at fault, all of them at once.
-func TestLoadConfigBadNumbers(t *testing.T) {
+func TestLoadEdgeBadNumbers(t *testing.T) {
 	const base = "keystore: k\nfleet_key_file: f\n"
 	tests := []struct {
 		name, text string
@@ -242,7 +223,7 @@ func TestLoadConfigBadNumbers(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tt.text), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := LoadConfig(path)
+			_, err := LoadEdge(path)
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -252,5 +233,81 @@ func TestLoadConfigBadNumbers(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// tempStore opens an empty keystore in a temporary directory.
+func tempStore(t testing.TB) (*keystore.Store, certmagic.Storage) {
+	t.Helper()
+	storage := &certmagic.FileStorage{Path: t.TempDir()}
+	fleet, err := keystore.GenerateFleetKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := keystore.Open(context.Background(), keystore.Options{Storage: storage, FleetKey: fleet, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store, storage
+}
+
+// TestEdgeNodeKey: the node's attributes come from its node key, which
+// must have been issued for exactly geo.attributes; the store opened
+// from the file routes by them.
+func TestEdgeNodeKey(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	if err := keystore.Init(ctx, &certmagic.FileStorage{Path: filepath.Join(dir, "keystore")}); err != nil {
+		t.Fatal(err)
+	}
+	fleet, err := keystore.GenerateFleetKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keystore.WriteFleetKeyFile(filepath.Join(dir, "fleet.key"), fleet); err != nil {
+		t.Fatal(err)
+	}
+	master, err := geo.GenerateMasterKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued, err := geo.ParseAttributes("region: eu, country: de")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeKey, err := master.NodeKey(issued)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := geo.WriteNodeKeyFile(filepath.Join(dir, "node.key"), nodeKey); err != nil {
+		t.Fatal(err)
+	}
+	open := func(attrs string) (*keystore.Store, error) {
+		text := "keystore: keystore\nfleet_key_file: fleet.key\ngeo:\n  attributes: \"" + attrs + "\"\n  node_key_file: node.key\n"
+		path := filepath.Join(dir, "edge.yaml")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadEdge(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store, _, release, err := c.OpenKeystore(ctx, slog.New(slog.DiscardHandler), nil)
+		if err != nil {
+			return nil, err
+		}
+		t.Cleanup(func() { store.Close(); release() })
+		return store, nil
+	}
+	if _, err := open("region: eu, country: fr"); err == nil || !strings.Contains(err.Error(), "was issued for") {
+		t.Errorf("node key for other attributes: %v, want an error naming both", err)
+	}
+	store, err := open("country: de, region: eu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := store.NodeAttributes(); !got.Equal(issued) {
+		t.Errorf("store's node attributes %q, want %q", got, issued)
 	}
 }

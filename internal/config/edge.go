@@ -1,11 +1,11 @@
-package edge
+package config
 
 import (
-	"bytes"
+	"cmp"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -15,19 +15,20 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
-	"github.com/keyedge/keyedge/internal/backend"
+	"github.com/keyedge/keyedge/edge"
 	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.yaml.in/yaml/v3"
-	"golang.org/x/time/rate"
 )
 
-// Config is the edge.yaml file of `keyedge serve`. Relative paths are
-// relative to the file. See testdata/edge.yaml for a documented example.
-type Config struct {
+// Edge is the edge.yaml file of `keyedge serve`. Relative paths are
+// relative to the file. edge/testdata/edge.yaml is the documented
+// example. LoadEdge fills in the defaults of listen, metrics_listen,
+// acme.http_listen and limits.drain_timeout; other unset settings stay
+// zero, the default of the option they are wired to.
+type Edge struct {
 	Listen        string `yaml:"listen"`         // TLS address [:443]
 	MetricsListen string `yaml:"metrics_listen"` // /metrics address [127.0.0.1:9090]; "off" disables
 	Keystore      string `yaml:"keystore"`       // keystore directory, or redis[s]://host:port/db[?prefix=P] shared by a fleet (required)
@@ -98,6 +99,8 @@ type Config struct {
 	// Geo places this node for keys with a geo policy: its attributes, the
 	// attribute key `keyctl node-key` issued for them, and the directory
 	// of key servers that sign for restricted keys this node may not open.
+	// The edge routes by the node key's attributes; attributes is checked
+	// against them, so the file says where the node is.
 	Geo struct {
 		Attributes  string `yaml:"attributes"`    // e.g. "region: eu, country: de, dc: fra1"
 		NodeKeyFile string `yaml:"node_key_file"` // mode 0600, issued for exactly these attributes
@@ -143,18 +146,17 @@ type Config struct {
 	dir string // directory of the file, for relative paths
 }
 
-// LoadConfig reads and checks a config file. Unknown keys are errors, so
-// a misspelt setting is never silently ignored.
-func LoadConfig(path string) (*Config, error) {
+// LoadEdge reads and checks an edge.yaml file. Unknown keys are errors,
+// so a misspelt setting is never silently ignored; every problem is
+// reported at once, each naming its setting.
+func LoadEdge(path string) (*Edge, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("edge: failed to read config: %w", err)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	c := &Config{dir: filepath.Dir(path)}
-	if err := dec.Decode(c); err != nil {
-		if errors.Is(err, io.EOF) { // no YAML document at all, or only comments
+	c := &Edge{dir: filepath.Dir(path)}
+	if err := decode(data, c); err != nil {
+		if errors.Is(err, errEmpty) { // no YAML document at all, or only comments
 			return nil, fmt.Errorf("edge: config %s is empty", path)
 		}
 		return nil, fmt.Errorf("edge: config %s: %w", path, err)
@@ -162,12 +164,25 @@ func LoadConfig(path string) (*Config, error) {
 	if err := c.check(); err != nil {
 		return nil, fmt.Errorf("edge: config %s: %w", path, err)
 	}
+	c.setDefaults()
 	return c, nil
+}
+
+// setDefaults fills in the settings only the binary uses: its listeners
+// and drain timeout. The others keep their zero value, which the
+// libraries' options take as their default.
+func (c *Edge) setDefaults() {
+	c.Listen = cmp.Or(c.Listen, ":443")
+	c.MetricsListen = cmp.Or(c.MetricsListen, "127.0.0.1:9090")
+	if c.ACME.CA != "" {
+		c.ACME.HTTPListen = cmp.Or(c.ACME.HTTPListen, ":80")
+	}
+	c.Limits.DrainTimeout = cmp.Or(c.Limits.DrainTimeout, 30*time.Second)
 }
 
 // check validates the whole config and reports every problem it finds
 // at once, each naming its setting.
-func (c *Config) check() error {
+func (c *Edge) check() error {
 	var errs []error
 	if c.Keystore == "" || c.FleetKeyFile == "" {
 		errs = append(errs, errors.New("keystore and fleet_key_file are required"))
@@ -179,7 +194,7 @@ func (c *Config) check() error {
 		errs = append(errs, errors.New("keyless needs cert_file, key_file and ca_file together"))
 	}
 	errs = append(errs, c.checkNumbers(), c.checkKeylessTimeouts())
-	if _, err := c.Level(); err != nil {
+	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
 	if _, _, err := c.geo(); err != nil {
@@ -206,7 +221,7 @@ func (c *Config) check() error {
 // checkNumbers checks every duration, count, size and rate of the file.
 // Zero is "unset" and gets the default; a negative value would disable
 // a limit or fail every handshake, so it is an error naming the setting.
-func (c *Config) checkNumbers() error {
+func (c *Edge) checkNumbers() error {
 	l, st, a, od, cache := c.Limits, c.SessionTickets, c.ACME, c.ACME.OnDemand, c.Cache
 	errs := []error{
 		checkPositive("limits.handshake_timeout", l.HandshakeTimeout),
@@ -255,49 +270,55 @@ func checkPositive[T int | int64 | float64 | time.Duration](name string, v T) er
 // checkKeylessTimeouts refuses an attempt timeout that leaves a
 // handshake no time to fail over to a second key server. (checkNumbers
 // refuses negative ones.)
-func (c *Config) checkKeylessTimeouts() error {
+func (c *Edge) checkKeylessTimeouts() error {
 	k := c.Keyless
-	handshake := Limits{HandshakeTimeout: c.Limits.HandshakeTimeout}.withDefaults().HandshakeTimeout
+	handshake := edge.Limits{HandshakeTimeout: c.Limits.HandshakeTimeout}.WithDefaults().HandshakeTimeout
 	if handshake > 0 && k.AttemptTimeout >= handshake {
 		return fmt.Errorf("keyless.attempt_timeout (%v) must be shorter than limits.handshake_timeout (%v), or a handshake never fails over to a second key server", k.AttemptTimeout, handshake)
 	}
 	return nil
 }
 
-// KeystoreLocation is the keystore's directory, resolved relative to the
-// file, or its Redis URL as written.
-func (c *Config) KeystoreLocation() string {
-	if backend.IsURL(c.Keystore) {
-		return c.Keystore
-	}
-	return c.Path(c.Keystore)
-}
-
 // Path resolves p relative to the config file.
-func (c *Config) Path(p string) string {
-	if p == "" || filepath.IsAbs(p) {
-		return p
-	}
-	return filepath.Join(c.dir, p)
+func (c *Edge) Path(p string) string { return resolve(c.dir, p) }
+
+// Level is the configured log level (LoadEdge checked it).
+func (c *Edge) Level() slog.Level {
+	l, _ := parseLevel(c.LogLevel)
+	return l
 }
 
-// Level is the configured log level.
-func (c *Config) Level() (slog.Level, error) {
-	var l slog.Level
-	if c.LogLevel == "" {
-		return slog.LevelInfo, nil
+// OpenKeystore opens the keystore the file names, with its fleet key,
+// its node key (see nodeKey) and its cache settings. It returns the
+// store, its storage (the ACME manager's too) and the function releasing
+// the storage, to call after the store's Close.
+func (c *Edge) OpenKeystore(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) (*keystore.Store, certmagic.Storage, func() error, error) {
+	fleet, err := keystore.ReadFleetKeyFile(c.Path(c.FleetKeyFile))
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		return 0, fmt.Errorf("log_level: %w", err)
+	nodeKey, err := c.nodeKey()
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	return l, nil
+	return openKeystore(ctx, keystoreLocation(c.dir, c.Keystore), c.Path(c.KeystorePasswordFile), keystore.Options{
+		FleetKey:     fleet,
+		NodeKey:      nodeKey,
+		MaxEntries:   c.Cache.MaxEntries,
+		MaxBytes:     c.Cache.MaxBytes,
+		NegativeTTL:  c.Cache.NegativeTTL,
+		PollInterval: c.Cache.PollInterval,
+		Logger:       log,
+		Registerer:   reg,
+	})
 }
 
 // Options builds server options from the config, reading the fallback
-// certificate and ticket keys. The caller sets Store, Logger, Registerer
-// and Keyless (see KeylessClient).
-func (c *Config) Options() (Options, error) {
-	var o Options
+// certificate and ticket keys. The caller sets Store (see OpenKeystore),
+// Logger, Registerer, Keyless (see KeylessClient) and ACME (see
+// ACMEManager).
+func (c *Edge) Options() (edge.Options, error) {
+	var o edge.Options
 	var err error
 	if c.Fallback.CertFile != "" {
 		cert, err := secretfile.KeyPair(c.Path(c.Fallback.CertFile), c.Path(c.Fallback.KeyFile))
@@ -307,23 +328,20 @@ func (c *Config) Options() (Options, error) {
 		o.Fallback = &cert
 	}
 	if st := c.SessionTickets; st.SecretFile != "" {
-		o.Tickets = &TicketKeys{Period: st.Rotation, Accept: st.Accept}
-		if o.Tickets.Secret, err = ReadTicketSecret(c.Path(st.SecretFile)); err != nil {
+		o.Tickets = &edge.TicketKeys{Period: st.Rotation, Accept: st.Accept}
+		if o.Tickets.Secret, err = edge.ReadTicketSecret(c.Path(st.SecretFile)); err != nil {
 			return o, err
 		}
 		if st.PreviousSecretFile != "" {
-			if o.Tickets.Previous, err = ReadTicketSecret(c.Path(st.PreviousSecretFile)); err != nil {
+			if o.Tickets.Previous, err = edge.ReadTicketSecret(c.Path(st.PreviousSecretFile)); err != nil {
 				return o, err
 			}
-		}
-		if err := o.Tickets.check(); err != nil {
-			return o, err
 		}
 	}
 	o.Curves, _ = parseCurves(c.Curves)
 	o.MinVersion, _ = parseVersion(c.MinTLSVersion)
 	o.TrustedProxies, _ = parsePrefixes(c.ProxyProtocol.TrustedCIDRs)
-	o.Limits = Limits{
+	o.Limits = edge.Limits{
 		HandshakeTimeout:  c.Limits.HandshakeTimeout,
 		ReadHeaderTimeout: c.Limits.ReadHeaderTimeout,
 		IdleTimeout:       c.Limits.IdleTimeout,
@@ -331,18 +349,18 @@ func (c *Config) Options() (Options, error) {
 		MaxHeaderBytes:    c.Limits.MaxHeaderBytes,
 		MaxConnsPerIP:     c.Limits.MaxConnsPerIP,
 	}
-	o.Proxy = ProxyConfig{
+	o.Proxy = edge.ProxyConfig{
 		OriginTimeout:     c.Origin.Timeout,
 		DialTimeout:       c.Origin.DialTimeout,
 		TunnelIdleTimeout: c.Limits.TunnelIdleTimeout,
 		BodyReadTimeout:   c.Limits.BodyReadTimeout,
 	}
-	o.Node, o.KeyServers, _ = c.geo()
+	_, o.KeyServers, _ = c.geo()
 	return o, nil
 }
 
 // geo parses the geo section.
-func (c *Config) geo() (geo.Attributes, []KeyServer, error) {
+func (c *Edge) geo() (geo.Attributes, []edge.KeyServer, error) {
 	g := c.Geo
 	node, err := geo.ParseAttributes(g.Attributes)
 	if err != nil {
@@ -354,7 +372,7 @@ func (c *Config) geo() (geo.Attributes, []KeyServer, error) {
 	if len(g.KeyServers) > 0 && c.Keyless.CertFile == "" {
 		return node, nil, errors.New("geo.key_servers needs the keyless section (this node's identity to key servers)")
 	}
-	servers := make([]KeyServer, len(g.KeyServers))
+	servers := make([]edge.KeyServer, len(g.KeyServers))
 	for i, ks := range g.KeyServers {
 		if _, _, err := net.SplitHostPort(ks.Addr); err != nil {
 			return node, nil, fmt.Errorf("geo.key_servers[%d].addr: %w", i, err)
@@ -363,16 +381,16 @@ func (c *Config) geo() (geo.Attributes, []KeyServer, error) {
 		if err != nil {
 			return node, nil, fmt.Errorf("geo.key_servers[%d].attributes: %w", i, err)
 		}
-		servers[i] = KeyServer{Addr: ks.Addr, Attributes: attrs, Preference: ks.Preference}
+		servers[i] = edge.KeyServer{Addr: ks.Addr, Attributes: attrs, Preference: ks.Preference}
 	}
 	return node, servers, nil
 }
 
-// NodeKey reads the node's geo attribute key, or returns nil when the
-// config names none. A key issued for other attributes than the
-// configured ones is an error: the node would route by attributes its
-// key cannot honour.
-func (c *Config) NodeKey() (*geo.NodeKey, error) {
+// nodeKey reads the node's geo attribute key, or returns nil when the
+// config names none. The edge routes by the key's attributes (see
+// keystore.Store.NodeAttributes); a key issued for other attributes than
+// geo.attributes is an error, so the file says where the node is.
+func (c *Edge) nodeKey() (*geo.NodeKey, error) {
 	if c.Geo.NodeKeyFile == "" {
 		return nil, nil
 	}
@@ -392,7 +410,7 @@ func (c *Config) NodeKey() (*geo.NodeKey, error) {
 
 // KeylessClient makes the client for keyless tenants' key servers, or
 // returns nil when the config has no keyless section.
-func (c *Config) KeylessClient(log *slog.Logger) (*keyserver.Client, error) {
+func (c *Edge) KeylessClient(log *slog.Logger) (*keyserver.Client, error) {
 	if c.Keyless.CertFile == "" {
 		return nil, nil
 	}
@@ -410,50 +428,6 @@ func (c *Config) KeylessClient(log *slog.Logger) (*keyserver.Client, error) {
 		AttemptTimeout: c.Keyless.AttemptTimeout,
 		Logger:         log,
 	})
-}
-
-// ACMEManager makes the ACME manager of a node whose keystore is store
-// over storage, answering challenges on the node's bound listeners
-// httpAddr (port 80) and tlsAddr (443). It returns nil when ACME is off.
-func (c *Config) ACMEManager(store *keystore.Store, storage certmagic.Storage, httpAddr, tlsAddr net.Addr, log *slog.Logger, reg prometheus.Registerer) (*certs.Manager, error) {
-	a := c.ACME
-	if a.CA == "" {
-		return nil, nil
-	}
-	opts := certs.ACMEOptions{
-		Store: store, Storage: storage, CA: a.CA, Email: a.Email,
-		RenewalWindow: a.RenewalWindow, CheckInterval: a.CheckInterval,
-		Logger: log, Registerer: reg,
-	}
-	if a.CARootFile != "" {
-		roots, err := certs.ReadCertPool(c.Path(a.CARootFile))
-		if err != nil {
-			return nil, fmt.Errorf("edge: acme.ca_root_file: %w", err)
-		}
-		opts.TrustedRoots = roots
-	}
-	// certmagic opens its own challenge listener unless one is bound at
-	// the ports it is told; tell it the node's own.
-	if ta, ok := tlsAddr.(*net.TCPAddr); ok && ta.Port != 443 {
-		opts.TLSPort = ta.Port
-	}
-	if ha, ok := httpAddr.(*net.TCPAddr); ok && ha.Port != 80 {
-		opts.HTTPPort = ha.Port
-	}
-	if p := a.OnDemand; p.Enabled {
-		opts.OnDemand = &certs.OnDemandPolicy{
-			Rate: rate.Limit(p.PerMinute / 60), Burst: p.Burst,
-			CheckRate: rate.Limit(p.ChecksPerSecond), CheckBurst: p.CheckBurst, RefusedTTL: p.RefusedTTL,
-		}
-		if p.AllowURL != "" {
-			allow, err := certs.AllowURL(nil, p.AllowURL)
-			if err != nil {
-				return nil, fmt.Errorf("edge: acme.on_demand.allow_url: %w", err)
-			}
-			opts.OnDemand.Allow = allow
-		}
-	}
-	return certs.NewManager(opts)
 }
 
 var curveNames = map[string]tls.CurveID{
