@@ -27,6 +27,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/keyedge/keyedge/internal/tlsconf"
 )
 
 // Modes.
@@ -375,7 +377,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	r.Curves = make([]string, 0, len(cfg.Curves))
 	for _, c := range cfg.Curves {
-		r.Curves = append(r.Curves, curveName(c))
+		r.Curves = append(r.Curves, tlsconf.CurveName(c))
 	}
 	for _, k := range ErrorKinds {
 		r.Errors[k] = 0
@@ -679,7 +681,7 @@ func (w *worker) connect(ctx context.Context, name string) (*tls.Conn, error) {
 	w.connMu.Lock()
 	w.handshake.Record(d)
 	w.conns++
-	w.groups[curveName(cs.CurveID)]++
+	w.groups[tlsconf.CurveName(cs.CurveID)]++
 	w.versions[tls.VersionName(cs.Version)]++
 	w.protos[cmp.Or(cs.NegotiatedProtocol, "(none)")]++
 	if len(cs.PeerCertificates) > 0 {

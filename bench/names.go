@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/tlsconf"
 )
 
 // Name distributions.
@@ -109,39 +110,19 @@ func (p *picker) index() int {
 
 func (p *picker) pick() string { return p.names[p.index()] }
 
-var curveNames = map[string]tls.CurveID{
-	"X25519MLKEM768": tls.X25519MLKEM768,
-	"X25519":         tls.X25519,
-	"P-256":          tls.CurveP256,
-	"P-384":          tls.CurveP384,
-	"P-521":          tls.CurveP521,
-}
-
-// curveName spells a group as ParseCurves and edge.yaml do.
-func curveName(id tls.CurveID) string {
-	for name, v := range curveNames {
-		if v == id {
-			return name
-		}
-	}
-	return id.String()
-}
-
 // ParseCurves parses a comma-separated list of key exchange groups, in
 // the spelling of edge.yaml: X25519MLKEM768, X25519, P-256, P-384, P-521.
 // An empty string is nil: crypto/tls's defaults.
 func ParseCurves(list string) ([]tls.CurveID, error) {
-	var ids []tls.CurveID
+	var names []string
 	for _, n := range strings.Split(list, ",") {
-		n = strings.TrimSpace(n)
-		if n == "" {
-			continue
+		if n = strings.TrimSpace(n); n != "" {
+			names = append(names, n)
 		}
-		id, ok := curveNames[n]
-		if !ok {
-			return nil, fmt.Errorf("bench: unknown curve %q (want X25519MLKEM768, X25519, P-256, P-384 or P-521)", n)
-		}
-		ids = append(ids, id)
+	}
+	ids, err := tlsconf.ParseCurves(names)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	return ids, nil
 }
