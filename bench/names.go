@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -24,7 +23,7 @@ const (
 	DistSequential = "seq"
 )
 
-// DefaultZipfS is the Zipf exponent used when Config.ZipfS is zero.
+// DefaultZipfS is the Zipf exponent used when Options.ZipfS is zero.
 const DefaultZipfS = 1.1
 
 // ReadNames reads server names from a file, one a line; blank lines and
@@ -75,24 +74,32 @@ type picker struct {
 	next  *atomic.Uint64 // DistSequential
 }
 
-func newPicker(names []string, dist string, s float64, seed, stream uint64, next *atomic.Uint64) (*picker, error) {
-	if len(names) == 0 {
-		return nil, errors.New("bench: no server names")
+// checkDist reports whether dist names a distribution, and for Zipf
+// whether its exponent s is valid.
+func checkDist(dist string, s float64) error {
+	switch dist {
+	case DistZipf:
+		if s <= 1 {
+			return fmt.Errorf("bench: zipf exponent %v must be > 1", s)
+		}
+	case DistUniform, DistSequential:
+	default:
+		return fmt.Errorf("bench: unknown distribution %q (want zipf, uniform or seq)", dist)
 	}
+	return nil
+}
+
+// newPicker returns a picker over names (at least one) drawing by dist, a
+// distribution checkDist accepts.
+func newPicker(names []string, dist string, s float64, seed, stream uint64, next *atomic.Uint64) *picker {
 	p := &picker{names: names, rng: rand.New(rand.NewPCG(seed, stream))}
 	switch dist {
-	case DistZipf, "":
-		if s <= 1 {
-			return nil, fmt.Errorf("bench: zipf exponent %v must be > 1", s)
-		}
+	case DistZipf:
 		p.zipf = rand.NewZipf(p.rng, s, 1, uint64(len(names)-1))
-	case DistUniform:
 	case DistSequential:
 		p.next = next
-	default:
-		return nil, fmt.Errorf("bench: unknown distribution %q (want zipf, uniform or seq)", dist)
 	}
-	return p, nil
+	return p
 }
 
 func (p *picker) index() int {
