@@ -60,7 +60,7 @@ func checkCounts(t *testing.T, r *Result, want int64) {
 func TestRunHandshake(t *testing.T) {
 	e := startEdge(t)
 	var progress bytes.Buffer
-	r, err := Run(context.Background(), Config{
+	r, err := Run(context.Background(), Options{
 		Addr:             e.Addr,
 		Mode:             ModeHandshake,
 		Names:            e.Names,
@@ -102,7 +102,7 @@ func TestRunHandshake(t *testing.T) {
 
 func TestRunHandshakeClassicalCurve(t *testing.T) {
 	e := startEdge(t)
-	r, err := Run(context.Background(), Config{
+	r, err := Run(context.Background(), Options{
 		Addr: e.Addr, Names: e.Names, RootCAs: e.Roots, Dist: DistUniform,
 		Curves: []tls.CurveID{tls.X25519}, Concurrency: 2, Requests: 10,
 	})
@@ -119,7 +119,7 @@ func TestRunKeepAlive(t *testing.T) {
 	e := startEdge(t)
 	for _, h2 := range []bool{false, true} {
 		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) {
-			r, err := Run(context.Background(), Config{
+			r, err := Run(context.Background(), Options{
 				Addr: e.Addr, Mode: ModeKeepAlive, HTTP2: h2, Names: e.Names, RootCAs: e.Roots,
 				Concurrency: 3, Requests: 90,
 			})
@@ -145,7 +145,7 @@ func TestRunKeepAlive(t *testing.T) {
 func TestRunDurationBound(t *testing.T) {
 	e := startEdge(t)
 	start := time.Now()
-	r, err := Run(context.Background(), Config{
+	r, err := Run(context.Background(), Options{
 		Addr: e.Addr, Mode: ModeKeepAlive, Names: e.Names, RootCAs: e.Roots,
 		Concurrency: 2, Duration: 200 * time.Millisecond,
 	})
@@ -167,7 +167,7 @@ func TestRunCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(200*time.Millisecond, cancel)
 	start := time.Now()
-	r, err := Run(ctx, Config{Addr: e.Addr, Names: e.Names, RootCAs: e.Roots, Concurrency: 4, Duration: time.Minute})
+	r, err := Run(ctx, Options{Addr: e.Addr, Names: e.Names, RootCAs: e.Roots, Concurrency: 4, Duration: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,16 +192,16 @@ func TestRunErrors(t *testing.T) {
 
 	cases := []struct {
 		name string
-		cfg  Config
+		cfg  Options
 		kind string
 	}{
-		{"dial", Config{Addr: closed, Names: e.Names, RootCAs: e.Roots}, ErrDial},
-		{"untrusted", Config{Addr: e.Addr, Names: e.Names, RootCAs: x509.NewCertPool()}, ErrHandshake},
-		{"unknown name", Config{Addr: e.Addr, Names: []string{"nobody.keyedge.test"}, RootCAs: e.Roots}, ErrHandshake},
-		{"status", Config{Addr: e.Addr, Names: e.Names, RootCAs: e.Roots, Mode: ModeKeepAlive, Path: "/missing"}, ErrStatus},
-		{"h2 status", Config{Addr: e.Addr, Names: e.Names, RootCAs: e.Roots, Mode: ModeKeepAlive, HTTP2: true, Path: "/missing"}, ErrStatus},
-		{"handshake status", Config{Addr: e.Addr, Names: e.Names, RootCAs: e.Roots, Path: "/missing"}, ErrStatus},
-		{"h2 dial", Config{Addr: closed, Names: e.Names, RootCAs: e.Roots, Mode: ModeKeepAlive, HTTP2: true}, ErrDial},
+		{"dial", Options{Addr: closed, Names: e.Names, RootCAs: e.Roots}, ErrDial},
+		{"untrusted", Options{Addr: e.Addr, Names: e.Names, RootCAs: x509.NewCertPool()}, ErrHandshake},
+		{"unknown name", Options{Addr: e.Addr, Names: []string{"nobody.keyedge.test"}, RootCAs: e.Roots}, ErrHandshake},
+		{"status", Options{Addr: e.Addr, Names: e.Names, RootCAs: e.Roots, Mode: ModeKeepAlive, Path: "/missing"}, ErrStatus},
+		{"h2 status", Options{Addr: e.Addr, Names: e.Names, RootCAs: e.Roots, Mode: ModeKeepAlive, HTTP2: true, Path: "/missing"}, ErrStatus},
+		{"handshake status", Options{Addr: e.Addr, Names: e.Names, RootCAs: e.Roots, Path: "/missing"}, ErrStatus},
+		{"h2 dial", Options{Addr: closed, Names: e.Names, RootCAs: e.Roots, Mode: ModeKeepAlive, HTTP2: true}, ErrDial},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -221,7 +221,7 @@ func TestRunErrors(t *testing.T) {
 }
 
 func TestRunBadConfig(t *testing.T) {
-	for _, cfg := range []Config{
+	for _, cfg := range []Options{
 		{},
 		{Addr: "127.0.0.1:1"},
 		{Addr: "127.0.0.1:1", Names: []string{"a"}, Mode: "nope"},
@@ -232,6 +232,19 @@ func TestRunBadConfig(t *testing.T) {
 		if _, err := Run(context.Background(), cfg); err == nil {
 			t.Errorf("Run(%+v) succeeded", cfg)
 		}
+	}
+}
+
+// Check names every problem at once, not just the first.
+func TestCheckReportsEveryProblem(t *testing.T) {
+	err := Options{Dist: "nope", HTTP2: true, ServerPIDs: []int{0}}.Check()
+	for _, want := range []string{"no address", "no server names", `unknown distribution "nope"`, "HTTP/2 is for keep-alive mode only", "bad server PID 0"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Check() = %v, want it to say %q", err, want)
+		}
+	}
+	if err := (Options{Addr: "127.0.0.1:1", Names: []string{"a"}}).Check(); err != nil {
+		t.Errorf("Check() of good options = %v", err)
 	}
 }
 
@@ -337,10 +350,7 @@ func TestPicker(t *testing.T) {
 		t.Fatalf("names[7] = %q", names[7])
 	}
 	draw := func(dist string, seed uint64) []int {
-		p, err := newPicker(names, dist, DefaultZipfS, seed, 3, new(atomic.Uint64))
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := newPicker(names, dist, DefaultZipfS, seed, 3, new(atomic.Uint64))
 		counts := make([]int, len(names))
 		for range 100_000 {
 			counts[p.index()]++
@@ -372,11 +382,10 @@ func TestPicker(t *testing.T) {
 			break
 		}
 	}
-	one, err := newPicker([]string{"only"}, DistZipf, DefaultZipfS, 1, 0, nil)
-	if err != nil || one.pick() != "only" {
-		t.Errorf("single name: %v", err)
+	if one := newPicker([]string{"only"}, DistZipf, DefaultZipfS, 1, 0, nil); one.pick() != "only" {
+		t.Errorf("single name: drew %q", one.pick())
 	}
-	if _, err := newPicker(names, DistZipf, 1, 1, 0, nil); err == nil {
+	if err := (Options{Addr: "127.0.0.1:1", Names: names, ZipfS: 1}).Check(); err == nil {
 		t.Error("zipf s=1 accepted")
 	}
 }

@@ -86,11 +86,9 @@ type signer struct {
 }
 
 // open connects to the key server (a ping, so a run that cannot reach
-// it does not start) and returns the remote key.
+// it does not start) and returns the remote key. k has passed
+// Options.Check.
 func (k *Keyless) open(ctx context.Context, timeout time.Duration) (*signer, error) {
-	if k.Addr == "" || k.TLSConfig == nil || k.Public == nil {
-		return nil, errors.New("bench: Keyless needs Addr, TLSConfig and Public")
-	}
 	var opts crypto.SignerOpts
 	switch k.Public.(type) {
 	case *ecdsa.PublicKey:

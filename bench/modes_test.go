@@ -22,7 +22,7 @@ import (
 func TestRunResumed(t *testing.T) {
 	e := startEdge(t)
 	names := e.Names[:2]
-	r, err := Run(context.Background(), Config{
+	r, err := Run(context.Background(), Options{
 		Addr: e.Addr, Mode: ModeResumed, Names: names, Dist: DistSequential, RootCAs: e.Roots,
 		Concurrency: 2, Requests: 40,
 	})
@@ -44,7 +44,7 @@ func TestRunResumed(t *testing.T) {
 func TestRunResumedNeverResumes(t *testing.T) {
 	leaf, roots := selfSigned(t, "plain.test")
 	ln := serveTLS(t, &tls.Config{Certificates: []tls.Certificate{leaf}, SessionTicketsDisabled: true})
-	r, err := Run(context.Background(), Config{
+	r, err := Run(context.Background(), Options{
 		Addr: ln, Mode: ModeResumed, Names: []string{"plain.test"}, RootCAs: roots, Requests: 5,
 	})
 	if !errors.Is(err, ErrNotResumed) || r == nil || r.Resumed != 0 || r.Handshakes != 5 {
@@ -73,7 +73,7 @@ func TestRunCertKeys(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := Run(context.Background(), Config{
+			r, err := Run(context.Background(), Options{
 				Addr: e.Addr, Names: c.names, RootCAs: e.Roots, CertKeys: keys, TLSVersion: c.version,
 				Concurrency: 2, Requests: 6,
 			})
@@ -105,7 +105,7 @@ func TestRunKeyless(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := Run(context.Background(), Config{Mode: ModeKeyless, Keyless: k, Concurrency: 4, Requests: 50})
+			r, err := Run(context.Background(), Options{Mode: ModeKeyless, Keyless: k, Concurrency: 4, Requests: 50})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -124,7 +124,7 @@ func TestRunKeylessUnknownKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := Run(context.Background(), Config{Mode: ModeKeyless, Keyless: k, Requests: 3})
+	r, err := Run(context.Background(), Options{Mode: ModeKeyless, Keyless: k, Requests: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestRunKeylessUnknownKey(t *testing.T) {
 }
 
 func TestRunModeConfigErrors(t *testing.T) {
-	for _, cfg := range []Config{
+	for _, cfg := range []Options{
 		{Mode: ModeKeyless},
 		{Mode: ModeKeyless, Keyless: &Keyless{Addr: "127.0.0.1:1"}},
 		{Addr: "127.0.0.1:1", Names: []string{"a"}, Mode: ModeResumed, HTTP2: true},

@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/tlsconf"
 )
 
 // Name distributions.
@@ -23,7 +23,7 @@ const (
 	DistSequential = "seq"
 )
 
-// DefaultZipfS is the Zipf exponent used when Config.ZipfS is zero.
+// DefaultZipfS is the Zipf exponent used when Options.ZipfS is zero.
 const DefaultZipfS = 1.1
 
 // ReadNames reads server names from a file, one a line; blank lines and
@@ -74,24 +74,32 @@ type picker struct {
 	next  *atomic.Uint64 // DistSequential
 }
 
-func newPicker(names []string, dist string, s float64, seed, stream uint64, next *atomic.Uint64) (*picker, error) {
-	if len(names) == 0 {
-		return nil, errors.New("bench: no server names")
+// checkDist reports whether dist names a distribution, and for Zipf
+// whether its exponent s is valid.
+func checkDist(dist string, s float64) error {
+	switch dist {
+	case DistZipf:
+		if s <= 1 {
+			return fmt.Errorf("bench: zipf exponent %v must be > 1", s)
+		}
+	case DistUniform, DistSequential:
+	default:
+		return fmt.Errorf("bench: unknown distribution %q (want zipf, uniform or seq)", dist)
 	}
+	return nil
+}
+
+// newPicker returns a picker over names (at least one) drawing by dist, a
+// distribution checkDist accepts.
+func newPicker(names []string, dist string, s float64, seed, stream uint64, next *atomic.Uint64) *picker {
 	p := &picker{names: names, rng: rand.New(rand.NewPCG(seed, stream))}
 	switch dist {
-	case DistZipf, "":
-		if s <= 1 {
-			return nil, fmt.Errorf("bench: zipf exponent %v must be > 1", s)
-		}
+	case DistZipf:
 		p.zipf = rand.NewZipf(p.rng, s, 1, uint64(len(names)-1))
-	case DistUniform:
 	case DistSequential:
 		p.next = next
-	default:
-		return nil, fmt.Errorf("bench: unknown distribution %q (want zipf, uniform or seq)", dist)
 	}
-	return p, nil
+	return p
 }
 
 func (p *picker) index() int {
@@ -109,39 +117,19 @@ func (p *picker) index() int {
 
 func (p *picker) pick() string { return p.names[p.index()] }
 
-var curveNames = map[string]tls.CurveID{
-	"X25519MLKEM768": tls.X25519MLKEM768,
-	"X25519":         tls.X25519,
-	"P-256":          tls.CurveP256,
-	"P-384":          tls.CurveP384,
-	"P-521":          tls.CurveP521,
-}
-
-// curveName spells a group as ParseCurves and edge.yaml do.
-func curveName(id tls.CurveID) string {
-	for name, v := range curveNames {
-		if v == id {
-			return name
-		}
-	}
-	return id.String()
-}
-
 // ParseCurves parses a comma-separated list of key exchange groups, in
 // the spelling of edge.yaml: X25519MLKEM768, X25519, P-256, P-384, P-521.
 // An empty string is nil: crypto/tls's defaults.
 func ParseCurves(list string) ([]tls.CurveID, error) {
-	var ids []tls.CurveID
+	var names []string
 	for _, n := range strings.Split(list, ",") {
-		n = strings.TrimSpace(n)
-		if n == "" {
-			continue
+		if n = strings.TrimSpace(n); n != "" {
+			names = append(names, n)
 		}
-		id, ok := curveNames[n]
-		if !ok {
-			return nil, fmt.Errorf("bench: unknown curve %q (want X25519MLKEM768, X25519, P-256, P-384 or P-521)", n)
-		}
-		ids = append(ids, id)
+	}
+	ids, err := tlsconf.ParseCurves(names)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	return ids, nil
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/keyedge/keyedge/internal/excerpt"
 )
 
 // clockTicks is the kernel's USER_HZ, the unit of /proc/PID/stat times.
@@ -52,7 +54,7 @@ func ProcessCPU(pid int) (time.Duration, error) {
 func parseStat(data []byte) (utime, stime uint64, err error) {
 	i := bytes.LastIndexByte(data, ')')
 	if i < 0 {
-		return 0, 0, fmt.Errorf("no command name in %q", truncate(string(data), 64))
+		return 0, 0, fmt.Errorf("no command name in %q", excerpt.Of(string(data), 64))
 	}
 	// After ") " come field 3 (state) onwards: utime is field 14, the
 	// 12th of them.
@@ -67,13 +69,6 @@ func parseStat(data []byte) (utime, stime uint64, err error) {
 		return 0, 0, fmt.Errorf("stime: %w", err)
 	}
 	return utime, stime, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // cpuSnapshot is the CPU time of several processes at one moment.

@@ -1,6 +1,6 @@
 // Package deploy holds keyedge's deployment artefacts and the tests that
-// check them offline, so `go test ./deploy/...` (and so `make test`)
-// fails when one of them is wrong:
+// check them offline, so `cd deploy && go test ./...` (and so `make
+// test`) fails when one of them is wrong:
 //
 //	docker/*.Dockerfile   one multi-stage image per binary: keyedge, keyserver, keyctl
 //	../.dockerignore      the build context of those images (the repository root)
@@ -22,6 +22,13 @@
 // probes, selectors, grace periods, secrets and mounts are checked
 // against each other. Each check also has a test that breaks an artefact
 // on purpose and expects the check to fail.
+//
+// deploy is a Go module of its own (github.com/keyedge/keyedge/deploy),
+// so the parsers above are its requirements and not the product's: its
+// go.mod replaces github.com/keyedge/keyedge with the checkout it sits
+// in (../), so the checks always run against this commit's code, and
+// being under the product's import path it may import the product's
+// internal packages.
 //
 // Nothing here builds an image, talks to a cluster or starts a unit: the
 // images' base tags, the kubelet's and systemd's run-time behaviour are

@@ -22,7 +22,8 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// repoRoot is the module root, relative to this package's directory.
+// repoRoot is the product module's root (the checkout), relative to this
+// package's directory.
 const repoRoot = ".."
 
 // flagSpec is one flag.FlagSet found in a command's source: the name

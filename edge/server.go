@@ -19,6 +19,7 @@ import (
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/keyedge/keyedge/internal/ratelog"
+	"github.com/keyedge/keyedge/internal/tlsconf"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/pires/go-proxyproto"
@@ -135,9 +136,6 @@ func (l Limits) WithDefaults() Limits {
 	l.MaxConnsPerIP = cmp.Or(l.MaxConnsPerIP, max(1, min(256, l.MaxConns/4)))
 	return l
 }
-
-// DefaultCurves are the key exchanges offered when Options.Curves is empty.
-var DefaultCurves = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256}
 
 // tls12Suites are the TLS 1.2 cipher suites: ECDHE for forward secrecy
 // and AEAD only. TLS 1.3 suites are not configurable and all AEAD.
@@ -264,7 +262,7 @@ func NewServer(opts Options) (*Server, error) {
 		UnwrapSession:    s.unwrapSession,
 	}
 	if len(s.tlsConfig.CurvePreferences) == 0 {
-		s.tlsConfig.CurvePreferences = DefaultCurves
+		s.tlsConfig.CurvePreferences = tlsconf.DefaultCurves()
 	}
 	s.installTicketKeys()
 	if s.acme != nil {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/internal/ratelog"
+	"github.com/keyedge/keyedge/internal/tlsconf"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -96,7 +97,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	cfg.TLSConfig = cfg.TLSConfig.Clone()
 	cfg.TLSConfig.MinVersion = max(cfg.TLSConfig.MinVersion, tls.VersionTLS12)
 	if len(cfg.TLSConfig.CurvePreferences) == 0 {
-		cfg.TLSConfig.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256}
+		cfg.TLSConfig.CurvePreferences = tlsconf.DefaultCurves()
 	}
 	cfg.Timeout = cmp.Or(cfg.Timeout, 5*time.Second)
 	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, time.Second)

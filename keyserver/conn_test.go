@@ -243,7 +243,7 @@ func TestTruncatedFrame(t *testing.T) {
 			}
 		})
 	}
-	eventually(t, "connections gauge back to 1", func() bool {
+	eventually(t, 5*time.Second, "connections gauge back to 1", func() bool {
 		return metric(t, ts.reg, "keyedge_keyserver_connections", nil) == 1
 	})
 }
@@ -272,7 +272,7 @@ func TestClientGoesAway(t *testing.T) {
 		}
 	}
 	c.close()
-	eventually(t, "connection gauge back to 0", func() bool {
+	eventually(t, 5*time.Second, "connection gauge back to 0", func() bool {
 		return metric(t, ts.reg, "keyedge_keyserver_connections", nil) == 0
 	})
 	mustDo(t, ts.client(t), &wire.Message{Opcode: wire.OpPing})

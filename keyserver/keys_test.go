@@ -116,10 +116,10 @@ func TestDirSourceReload(t *testing.T) {
 	}
 
 	writeKey(t, dir, "new.key", first)
-	eventually(t, "added key served", func() bool { return sign(first) == nil })
+	eventually(t, 5*time.Second, "added key served", func() bool { return sign(first) == nil })
 
 	writeKey(t, dir, "new.key", second)
-	eventually(t, "replaced key served", func() bool { return sign(second) == nil })
+	eventually(t, 5*time.Second, "replaced key served", func() bool { return sign(second) == nil })
 	if err := sign(first); err != wire.ErrKeyNotFound {
 		t.Errorf("key of a replaced file: %v, want key not found", err)
 	}
@@ -127,7 +127,7 @@ func TestDirSourceReload(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, "new.key")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "removed key no longer served", func() bool { return sign(second) == wire.ErrKeyNotFound })
+	eventually(t, 5*time.Second, "removed key no longer served", func() bool { return sign(second) == wire.ErrKeyNotFound })
 }
 
 func newECDSAKey(t testing.TB) *ecdsa.PrivateKey {
@@ -188,7 +188,7 @@ func TestDirSourceBadFiles(t *testing.T) {
 	if err := os.Chmod(filepath.Join(dir, "readable.key"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "key served once its mode is fixed", func() bool {
+	eventually(t, 5*time.Second, "key served once its mode is fixed", func() bool {
 		_, err := src.Key(ctx, keyserver.KeyRequest{SKI: ski(t, k.ed25519.Public())})
 		return err == nil
 	})

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/internal/ratelog"
+	"github.com/keyedge/keyedge/internal/tlsconf"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -159,7 +160,7 @@ func orDefault(d, def time.Duration) time.Duration {
 func hardenTLS(c *tls.Config) {
 	c.ClientAuth = tls.RequireAndVerifyClientCert
 	c.MinVersion = max(c.MinVersion, tls.VersionTLS12)
-	c.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256}
+	c.CurvePreferences = tlsconf.DefaultCurves()
 	c.NextProtos = nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/proctest"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus"
@@ -307,17 +308,8 @@ func digest(h crypto.Hash, msg []byte) []byte {
 	return hh.Sum(nil)
 }
 
-// eventually polls cond every 10ms until it holds or 5s pass.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 5s: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// eventually polls cond until it holds or the deadline passes.
+var eventually = proctest.Eventually
 
 // TestSign asks for a signature with every signing opcode and verifies
 // it with the public key.
@@ -591,7 +583,7 @@ func TestHandshakeRefused(t *testing.T) {
 			}
 		})
 	}
-	eventually(t, "3 handshake errors counted", func() bool {
+	eventually(t, 5*time.Second, "3 handshake errors counted", func() bool {
 		return metric(t, ts.reg, "keyedge_keyserver_connections_total", map[string]string{"result": "handshake_error"}) == 3
 	})
 	if got := metric(t, ts.reg, "keyedge_keyserver_connections_total", map[string]string{"result": "ok"}); got != 0 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/proctest"
 	"github.com/keyedge/keyedge/keystore"
 )
 
@@ -133,13 +134,4 @@ func put(t testing.TB, s *keystore.Store, bs ...*keystore.Bundle) []string {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+var eventually = proctest.Eventually

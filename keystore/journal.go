@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keyedge/keyedge/internal/excerpt"
 )
 
 // The change journal lets every node drop exactly the cache entries a
@@ -64,7 +66,7 @@ func parseChange(data []byte) (change, error) {
 		case kind == "id" && isCertID(v):
 			c.ids = append(c.ids, v)
 		default:
-			return change{}, fmt.Errorf("%w: journal line %q", errMalformed, truncate(line, 80))
+			return change{}, fmt.Errorf("%w: journal line %q", errMalformed, excerpt.Of(line, 80))
 		}
 	}
 	return c, nil

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/keyedge/keyedge/internal/excerpt"
 )
 
 // Route says where a certificate's handshake signatures are made.
@@ -142,7 +144,7 @@ func parseNameFile(data []byte) ([]nameRef, error) {
 	for line := range strings.Lines(string(data)) {
 		id, alg, ok := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
 		if !ok || !isCertID(id) || (alg != "ecdsa" && alg != "rsa" && alg != "ed25519") {
-			return nil, fmt.Errorf("%w: bad line %q", errMalformed, truncate(line, 80))
+			return nil, fmt.Errorf("%w: bad line %q", errMalformed, excerpt.Of(line, 80))
 		}
 		refs = append(refs, nameRef{id, alg})
 	}
@@ -161,11 +163,4 @@ func formatNameFile(refs []nameRef) []byte {
 		b = append(b, '\n')
 	}
 	return b
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }

@@ -94,6 +94,8 @@ func TestUsageErrors(t *testing.T) {
 		{"-tenants", "1", "-tls", "1.1"},
 		{"-tenants", "1", "-sig", "dsa"},
 		{"-names", "x", "-tenants", "1"},
+		{"-tenants", "1", "-mode", "nope"},
+		{"-tenants", "1", "-dist", "nope", "-h2"},
 		{"-summarize"},
 	} {
 		var stdout, stderr bytes.Buffer

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/excerpt"
 )
 
 // load is a bounded run of HTTPS requests through the edge: at most
@@ -138,7 +139,7 @@ func get(client *http.Client, host, path string) error {
 		return fmt.Errorf("reading the body: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK || string(body) != "origin "+host {
-		return fmt.Errorf("%s: %q", resp.Status, truncate(string(body), 80))
+		return fmt.Errorf("%s: %q", resp.Status, excerpt.Of(string(body), 80))
 	}
 	return nil
 }
@@ -268,11 +269,4 @@ func (rep *report) allFailed(t *testing.T, what string, hosts ...string) {
 			return
 		}
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/excerpt"
 	"github.com/keyedge/keyedge/internal/proctest"
 )
 
@@ -116,7 +117,7 @@ func TestSIGHUPBadLimits(t *testing.T) {
 	rep.from(reloadedAt).allOK(t, "after the refused reload", w.hosts()...)
 	out := w.edge.proc.Output(t)
 	if !strings.Contains(out, "limits.handshake_timeout") || strings.Contains(out, "config reloaded") {
-		t.Errorf("edge log: want the refused reload to name limits.handshake_timeout, and no reload:\n%s", truncate(out, 4000))
+		t.Errorf("edge log: want the refused reload to name limits.handshake_timeout, and no reload:\n%s", excerpt.Of(out, 4000))
 	}
 	if !w.edge.ready() {
 		t.Errorf("/readyz not 200 after the refused reload")

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/excerpt"
 	"github.com/keyedge/keyedge/internal/proctest"
 )
 
@@ -72,7 +73,7 @@ func (w *world) duringOutage(l load, cached, uncached []string) outage {
 		t.Errorf("%d failed handshakes counted as %v lookup errors and %v unknown names; want each an error, none unknown", failed, o.errors, o.negative)
 	}
 	if lines > maxOutageLogLines {
-		t.Errorf("the edge logged %d lines during the outage, want at most %d:\n%s", lines, maxOutageLogLines, truncate(o.log, 4000))
+		t.Errorf("the edge logged %d lines during the outage, want at most %d:\n%s", lines, maxOutageLogLines, excerpt.Of(o.log, 4000))
 	}
 	if w.edge.readyStatus() != http.StatusServiceUnavailable {
 		t.Errorf("/readyz not 503 during the outage")

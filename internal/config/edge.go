@@ -17,6 +17,7 @@ import (
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/edge"
 	"github.com/keyedge/keyedge/internal/secretfile"
+	"github.com/keyedge/keyedge/internal/tlsconf"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
@@ -430,22 +431,10 @@ func (c *Edge) KeylessClient(log *slog.Logger) (*keyserver.Client, error) {
 	})
 }
 
-var curveNames = map[string]tls.CurveID{
-	"X25519MLKEM768": tls.X25519MLKEM768,
-	"X25519":         tls.X25519,
-	"P-256":          tls.CurveP256,
-	"P-384":          tls.CurveP384,
-	"P-521":          tls.CurveP521,
-}
-
 func parseCurves(names []string) ([]tls.CurveID, error) {
-	var ids []tls.CurveID
-	for _, n := range names {
-		id, ok := curveNames[n]
-		if !ok {
-			return nil, fmt.Errorf("curves: unknown %q (want X25519MLKEM768, X25519, P-256, P-384 or P-521)", n)
-		}
-		ids = append(ids, id)
+	ids, err := tlsconf.ParseCurves(names)
+	if err != nil {
+		return nil, fmt.Errorf("curves: %w", err)
 	}
 	return ids, nil
 }

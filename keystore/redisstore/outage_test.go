@@ -11,6 +11,7 @@ import (
 
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/backend"
+	"github.com/keyedge/keyedge/internal/proctest"
 	"github.com/keyedge/keyedge/internal/redistest"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/redisstore"
@@ -90,8 +91,8 @@ func TestRedisOutage(t *testing.T) {
 				srv.Kill(t)
 			}
 			breaker := storage.(*redisstore.Storage)
-			eventually(t, "the breaker to open", func() bool { return breaker.Err() != nil })
-			eventually(t, "Store.Err to report Redis", func() bool { return s.Err() != nil })
+			eventually(t, 20*time.Second, "the breaker to open", func() bool { return breaker.Err() != nil })
+			eventually(t, 20*time.Second, "Store.Err to report Redis", func() bool { return s.Err() != nil })
 			if err := s.Err(); !errors.Is(err, keystore.ErrUnavailable) {
 				t.Errorf("Store.Err = %v, want ErrUnavailable", err)
 			}
@@ -116,7 +117,7 @@ func TestRedisOutage(t *testing.T) {
 			} else {
 				srv.Restart(t)
 			}
-			eventually(t, "Store.Err to clear once Redis is back", func() bool { return s.Err() == nil })
+			eventually(t, 20*time.Second, "Store.Err to clear once Redis is back", func() bool { return s.Err() == nil })
 			if _, err := s.Lookup(ctx, cold); err != nil {
 				t.Errorf("uncached tenant after Redis came back: %v", err)
 			}
@@ -127,12 +128,5 @@ func TestRedisOutage(t *testing.T) {
 	}
 }
 
-// eventually polls cond for up to 20s: a bound on behaviour, not speed.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-	}
-}
+// eventually polls cond until it holds or the deadline passes.
+var eventually = proctest.Eventually
