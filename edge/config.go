@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/acme"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/backend"
 	"github.com/keyedge/keyedge/internal/secretfile"
@@ -415,12 +416,12 @@ func (c *Config) KeylessClient(log *slog.Logger) (*keyserver.Client, error) {
 // ACMEManager makes the ACME manager of a node whose keystore is store
 // over storage, answering challenges on the node's bound listeners
 // httpAddr (port 80) and tlsAddr (443). It returns nil when ACME is off.
-func (c *Config) ACMEManager(store *keystore.Store, storage certmagic.Storage, httpAddr, tlsAddr net.Addr, log *slog.Logger, reg prometheus.Registerer) (*certs.Manager, error) {
+func (c *Config) ACMEManager(store *keystore.Store, storage certmagic.Storage, httpAddr, tlsAddr net.Addr, log *slog.Logger, reg prometheus.Registerer) (*acme.Manager, error) {
 	a := c.ACME
 	if a.CA == "" {
 		return nil, nil
 	}
-	opts := certs.ACMEOptions{
+	opts := acme.Options{
 		Store: store, Storage: storage, CA: a.CA, Email: a.Email,
 		RenewalWindow: a.RenewalWindow, CheckInterval: a.CheckInterval,
 		Logger: log, Registerer: reg,
@@ -441,19 +442,19 @@ func (c *Config) ACMEManager(store *keystore.Store, storage certmagic.Storage, h
 		opts.HTTPPort = ha.Port
 	}
 	if p := a.OnDemand; p.Enabled {
-		opts.OnDemand = &certs.OnDemandPolicy{
+		opts.OnDemand = &acme.OnDemandPolicy{
 			Rate: rate.Limit(p.PerMinute / 60), Burst: p.Burst,
 			CheckRate: rate.Limit(p.ChecksPerSecond), CheckBurst: p.CheckBurst, RefusedTTL: p.RefusedTTL,
 		}
 		if p.AllowURL != "" {
-			allow, err := certs.AllowURL(nil, p.AllowURL)
+			allow, err := acme.AllowURL(nil, p.AllowURL)
 			if err != nil {
 				return nil, fmt.Errorf("edge: acme.on_demand.allow_url: %w", err)
 			}
 			opts.OnDemand.Allow = allow
 		}
 	}
-	return certs.NewManager(opts)
+	return acme.NewManager(opts)
 }
 
 var curveNames = map[string]tls.CurveID{

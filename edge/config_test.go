@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/secretfile"
+	"github.com/keyedge/keyedge/internal/testpki"
 )
 
 func TestLoadConfigExample(t *testing.T) {
@@ -149,7 +149,7 @@ func TestACMEManagerFromConfig(t *testing.T) {
 // key are refused when other users can read them, as the fleet key is.
 func TestConfigKeyFilesExposed(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := certs.NewCA("config test CA")
+	ca, err := testpki.NewCA("config test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestConfigKeyFilesExposed(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, base := range []string{"fallback", "identity"} {
-		leaf, err := ca.Issue(certs.LeafSpec{Names: []string{base + ".example"}, ClientAuth: true})
+		leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{base + ".example"}, ClientAuth: true})
 		if err != nil {
 			t.Fatal(err)
 		}
