@@ -30,7 +30,9 @@ type ACME struct {
 
 	// NotAllowed is the error, wrapped by Obtain's, that says a name may
 	// not have a certificate: what a random SNI gets, so the edge does
-	// not log it. Other Obtain errors are logged at most every 10s.
+	// not log it (acme.ErrNotAllowed for package acme's Manager). Other
+	// Obtain errors, all of them when NotAllowed is nil, are logged at
+	// most every 10s. Any Obtain error serves the name as unknown.
 	NotAllowed error
 
 	// HTTPHandler wraps the port-80 handler (see NewHTTPServer): it

@@ -64,7 +64,7 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 // every 10s.
 func (s *Server) obtainOnDemand(hello *tls.ClientHelloInfo) (*keystore.Entry, error) {
 	if err := s.acme.Obtain(hello.Context(), hello.ServerName); err != nil {
-		if s.acme.NotAllowed == nil || !errors.Is(err, s.acme.NotAllowed) {
+		if !errors.Is(err, s.acme.NotAllowed) {
 			s.logs.Log(hello.Context(), s.log, slog.LevelWarn, "on_demand", "edge: on-demand certificate not obtained (logged at most every 10s)", "err", err)
 		}
 		return nil, keystore.ErrNotFound

@@ -148,7 +148,7 @@ type Server struct {
 	// Static after NewServer.
 	store     *keystore.Store
 	router    *router
-	acme      ACME
+	acme      ACME              // zero without ACME
 	keyless   *keyserver.Client // nil without keyless tenants
 	tlsConfig *tls.Config
 	trusted   []netip.Prefix
