@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/secretfile"
+	"github.com/keyedge/keyedge/internal/testpki"
 )
 
 // In resumed mode each worker's first handshake per name is full and
@@ -194,11 +194,11 @@ func TestWritePlot(t *testing.T) {
 // selfSigned is a certificate for name and a pool trusting its CA.
 func selfSigned(t *testing.T, name string) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
-	ca, err := certs.NewCA("plain test CA")
+	ca, err := testpki.NewCA("plain test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := ca.Issue(certs.LeafSpec{Names: []string{name}})
+	leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{name}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func serveTLS(t *testing.T, cfg *tls.Config) string {
 // LoadKeyless refuses an identity key file other users can read.
 func TestLoadKeylessExposedKey(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := certs.NewCA("bench test CA")
+	ca, err := testpki.NewCA("bench test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func TestLoadKeylessExposedKey(t *testing.T) {
 	if err := ca.Write(caFile, filepath.Join(dir, "ca.key")); err != nil {
 		t.Fatal(err)
 	}
-	id, err := ca.Issue(certs.LeafSpec{Names: []string{"edgebench.test"}, ClientAuth: true})
+	id, err := ca.Issue(testpki.LeafSpec{Names: []string{"edgebench.test"}, ClientAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/internal/tlsconf"
 )
 
@@ -53,11 +53,11 @@ func ReadNames(path string) ([]string, error) {
 }
 
 // TenantNames returns the names of generated tenants 0…n-1 under domain,
-// as certs.GenerateTenants names them.
+// as testpki.CA.GenerateTenants names them.
 func TenantNames(n int, domain string) []string {
 	names := make([]string, n)
 	for i := range names {
-		names[i] = certs.TenantName(i, domain)
+		names[i] = testpki.TenantName(i, domain)
 	}
 	return names
 }

@@ -13,8 +13,8 @@ import (
 	"os"
 )
 
-// ErrKeyMismatch is returned, wrapped, by [KeyMatchesCert] and [LoadCA] when a
-// private key does not belong to a certificate.
+// ErrKeyMismatch is returned, wrapped, by [KeyMatchesCert] when a private
+// key does not belong to a certificate.
 var ErrKeyMismatch = errors.New("certs: private key does not match certificate")
 
 // ReadCertPool reads a PEM file of CA certificates into a pool, for
@@ -140,9 +140,16 @@ func KeyMatchesCert(key crypto.Signer, cert *x509.Certificate) error {
 	if key == nil || cert == nil {
 		return fmt.Errorf("%w: nil key or certificate", ErrKeyMismatch)
 	}
-	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
-	if !ok || !pub.Equal(cert.PublicKey) {
+	if !SamePublicKey(key.Public(), cert.PublicKey) {
 		return fmt.Errorf("%w %q", ErrKeyMismatch, cert.Subject.CommonName)
 	}
 	return nil
+}
+
+// SamePublicKey reports whether a and b are the same public key: false
+// when a has no Equal method (every public key type of the standard
+// library has one), is nil, or b is not a key of a's type.
+func SamePublicKey(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
 }

@@ -1,4 +1,4 @@
-package certs
+package certs_test
 
 import (
 	"bytes"
@@ -12,6 +12,9 @@ import (
 	"errors"
 	"slices"
 	"testing"
+
+	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 )
 
 func encodeChain(chain [][]byte) []byte {
@@ -31,9 +34,18 @@ func encodePKCS8(t testing.TB, key any) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
 
+func newTestCA(t testing.TB) *testpki.CA {
+	t.Helper()
+	ca, err := testpki.NewCA("certs test root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
 func TestParseChainPEM(t *testing.T) {
 	ca := newTestCA(t)
-	leaf, err := ca.Issue(LeafSpec{Names: []string{"tenant.example.com"}})
+	leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{"tenant.example.com"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +74,7 @@ func TestParseChainPEM(t *testing.T) {
 		{name: "truncated", in: chainPEM[:len(chainPEM)-10]},
 	}
 	for _, tt := range tests {
-		got, err := ParseChainPEM(tt.in)
+		got, err := certs.ParseChainPEM(tt.in)
 		if tt.want == nil {
 			if err == nil {
 				t.Errorf("%s: ParseChainPEM succeeded with %d certificates", tt.name, len(got))
@@ -81,7 +93,7 @@ func TestParseChainPEM(t *testing.T) {
 
 func FuzzParseChainPEM(f *testing.F) {
 	ca := newTestCA(f)
-	leaf, err := ca.Issue(LeafSpec{Names: []string{"tenant.example.com"}})
+	leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{"tenant.example.com"}})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -91,7 +103,7 @@ func FuzzParseChainPEM(f *testing.F) {
 	f.Add([]byte("-----BEGIN -----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		chain, err := ParseChainPEM(in)
+		chain, err := certs.ParseChainPEM(in)
 		if err != nil {
 			return
 		}
@@ -108,22 +120,22 @@ func FuzzParseChainPEM(f *testing.F) {
 
 func TestParseKeyPEM(t *testing.T) {
 	ca := newTestCA(t)
-	leaves := make(map[KeyType]*Leaf)
-	for _, kt := range []KeyType{ECDSAP256, RSA2048, Ed25519} {
-		leaf, err := ca.Issue(LeafSpec{Names: []string{"tenant.example.com"}, KeyType: kt})
+	leaves := make(map[testpki.KeyType]*testpki.Leaf)
+	for _, kt := range []testpki.KeyType{testpki.ECDSAP256, testpki.RSA2048, testpki.Ed25519} {
+		leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{"tenant.example.com"}, KeyType: kt})
 		if err != nil {
 			t.Fatal(err)
 		}
 		leaves[kt] = leaf
 	}
-	ecKey := leaves[ECDSAP256].Key.(*ecdsa.PrivateKey)
+	ecKey := leaves[testpki.ECDSAP256].Key.(*ecdsa.PrivateKey)
 	sec1, err := x509.MarshalECPrivateKey(ecKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sec1PEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1})
 	ecParams := pem.EncodeToMemory(&pem.Block{Type: "EC PARAMETERS", Bytes: []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}})
-	pkcs1PEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(leaves[RSA2048].Key.(*rsa.PrivateKey))})
+	pkcs1PEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(leaves[testpki.RSA2048].Key.(*rsa.PrivateKey))})
 	x25519, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -132,14 +144,14 @@ func TestParseKeyPEM(t *testing.T) {
 	tests := []struct {
 		name string
 		in   []byte
-		leaf *Leaf // nil means an error is expected
+		leaf *testpki.Leaf // nil means an error is expected
 	}{
-		{name: "PKCS#8 ECDSA", in: encodePKCS8(t, ecKey), leaf: leaves[ECDSAP256]},
-		{name: "PKCS#8 RSA", in: encodePKCS8(t, leaves[RSA2048].Key), leaf: leaves[RSA2048]},
-		{name: "PKCS#8 Ed25519", in: encodePKCS8(t, leaves[Ed25519].Key), leaf: leaves[Ed25519]},
-		{name: "SEC 1", in: sec1PEM, leaf: leaves[ECDSAP256]},
-		{name: "SEC 1 after EC PARAMETERS", in: slices.Concat(ecParams, sec1PEM), leaf: leaves[ECDSAP256]},
-		{name: "PKCS#1", in: pkcs1PEM, leaf: leaves[RSA2048]},
+		{name: "PKCS#8 ECDSA", in: encodePKCS8(t, ecKey), leaf: leaves[testpki.ECDSAP256]},
+		{name: "PKCS#8 RSA", in: encodePKCS8(t, leaves[testpki.RSA2048].Key), leaf: leaves[testpki.RSA2048]},
+		{name: "PKCS#8 Ed25519", in: encodePKCS8(t, leaves[testpki.Ed25519].Key), leaf: leaves[testpki.Ed25519]},
+		{name: "SEC 1", in: sec1PEM, leaf: leaves[testpki.ECDSAP256]},
+		{name: "SEC 1 after EC PARAMETERS", in: slices.Concat(ecParams, sec1PEM), leaf: leaves[testpki.ECDSAP256]},
+		{name: "PKCS#1", in: pkcs1PEM, leaf: leaves[testpki.RSA2048]},
 		{name: "PKCS#8 X25519", in: encodePKCS8(t, x25519)},
 		{name: "certificate", in: ca.CertPEM()},
 		{name: "mislabelled SEC 1", in: pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: sec1})},
@@ -147,7 +159,7 @@ func TestParseKeyPEM(t *testing.T) {
 		{name: "empty", in: nil},
 	}
 	for _, tt := range tests {
-		key, err := ParseKeyPEM(tt.in)
+		key, err := certs.ParseKeyPEM(tt.in)
 		if tt.leaf == nil {
 			if err == nil {
 				t.Errorf("%s: ParseKeyPEM succeeded with %T", tt.name, key)
@@ -158,7 +170,7 @@ func TestParseKeyPEM(t *testing.T) {
 			t.Errorf("%s: %v", tt.name, err)
 			continue
 		}
-		if err := KeyMatchesCert(key, tt.leaf.Cert); err != nil {
+		if err := certs.KeyMatchesCert(key, tt.leaf.Cert); err != nil {
 			t.Errorf("%s: %v", tt.name, err)
 		}
 	}
@@ -166,14 +178,14 @@ func TestParseKeyPEM(t *testing.T) {
 
 func TestKeyMatchesCert(t *testing.T) {
 	ca := newTestCA(t)
-	issue := func(kt KeyType) *Leaf {
-		leaf, err := ca.Issue(LeafSpec{Names: []string{"tenant.example.com"}, KeyType: kt})
+	issue := func(kt testpki.KeyType) *testpki.Leaf {
+		leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{"tenant.example.com"}, KeyType: kt})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return leaf
 	}
-	ec1, ec2, ed := issue(ECDSAP256), issue(ECDSAP256), issue(Ed25519)
+	ec1, ec2, ed := issue(testpki.ECDSAP256), issue(testpki.ECDSAP256), issue(testpki.Ed25519)
 
 	tests := []struct {
 		name string
@@ -188,15 +200,46 @@ func TestKeyMatchesCert(t *testing.T) {
 		{name: "nil certificate", key: ec1.Key, cert: nil},
 	}
 	for _, tt := range tests {
-		err := KeyMatchesCert(tt.key, tt.cert)
+		err := certs.KeyMatchesCert(tt.key, tt.cert)
 		if tt.ok {
 			if err != nil {
 				t.Errorf("%s: %v", tt.name, err)
 			}
 			continue
 		}
-		if !errors.Is(err, ErrKeyMismatch) {
+		if !errors.Is(err, certs.ErrKeyMismatch) {
 			t.Errorf("%s: error %v is not ErrKeyMismatch", tt.name, err)
+		}
+	}
+}
+
+func TestSamePublicKey(t *testing.T) {
+	ca := newTestCA(t)
+	issue := func(kt testpki.KeyType) *testpki.Leaf {
+		leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{"tenant.example.com"}, KeyType: kt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaf
+	}
+	ec1, ec2, ed := issue(testpki.ECDSAP256), issue(testpki.ECDSAP256), issue(testpki.Ed25519)
+
+	tests := []struct {
+		name string
+		a, b crypto.PublicKey
+		want bool
+	}{
+		{name: "same", a: ec1.Key.Public(), b: ec1.Cert.PublicKey, want: true},
+		{name: "same Ed25519", a: ed.Key.Public(), b: ed.Cert.PublicKey, want: true},
+		{name: "same type", a: ec2.Key.Public(), b: ec1.Cert.PublicKey},
+		{name: "other type", a: ed.Key.Public(), b: ec1.Cert.PublicKey},
+		{name: "nil a", a: nil, b: ec1.Cert.PublicKey},
+		{name: "nil b", a: ec1.Key.Public(), b: nil},
+		{name: "no Equal method", a: struct{}{}, b: struct{}{}},
+	}
+	for _, tt := range tests {
+		if got := certs.SamePublicKey(tt.a, tt.b); got != tt.want {
+			t.Errorf("%s: SamePublicKey = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }

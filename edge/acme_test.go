@@ -9,32 +9,62 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/acme"
 	"github.com/keyedge/keyedge/internal/pebbletest"
 	"github.com/keyedge/keyedge/keystore"
-	"github.com/mholt/acmez/v3/acme"
+	acmeproto "github.com/mholt/acmez/v3/acme"
 )
+
+// acmeHooks gives the edge m's methods, as cmd/keyedge does.
+func acmeHooks(m *acme.Manager) ACME {
+	return ACME{ChallengeConfig: m.GetChallengeConfig, Obtain: m.OnDemand, NotAllowed: acme.ErrNotAllowed, HTTPHandler: m.HTTPHandler}
+}
+
+// TestRedirectToHTTPS: the port-80 server's answer to everything that
+// is not an ACME validation, an unknown challenge token included.
+func TestRedirectToHTTPS(t *testing.T) {
+	for _, tc := range []struct {
+		method, host, path string
+		status             int
+		location           string
+	}{
+		{"GET", "shop.example.test", "/shop?x=1", http.StatusMovedPermanently, "https://shop.example.test/shop?x=1"},
+		{"HEAD", "shop.example.test:80", "/", http.StatusMovedPermanently, "https://shop.example.test/"},
+		{"POST", "shop.example.test", "/form", http.StatusPermanentRedirect, "https://shop.example.test/form"},
+		{"GET", "shop.example.test", "/.well-known/acme-challenge/unknown-token", http.StatusMovedPermanently, "https://shop.example.test/.well-known/acme-challenge/unknown-token"},
+		{"GET", "", "/", http.StatusBadRequest, ""},
+	} {
+		req := httptest.NewRequest(tc.method, "http://placeholder"+tc.path, nil)
+		req.Host = tc.host
+		rec := httptest.NewRecorder()
+		redirectToHTTPS(rec, req)
+		if rec.Code != tc.status || rec.Header().Get("Location") != tc.location {
+			t.Errorf("%s %s%s: %d %q, want %d %q", tc.method, tc.host, tc.path, rec.Code, rec.Header().Get("Location"), tc.status, tc.location)
+		}
+	}
+}
 
 // TestHTTPServerACME checks the port-80 server: an HTTP-01 challenge
 // placed by another node (its token only in the shared storage, in
 // certmagic's layout) is answered, anything else is redirected to https.
-// Issuance end to end against Pebble is tested in package certs.
+// Issuance end to end against Pebble is tested in package acme.
 func TestHTTPServerACME(t *testing.T) {
 	store, storage := tempStore(t)
-	m, err := certs.NewManager(certs.ACMEOptions{Store: store, Storage: storage, CA: "https://ca.keyedge.test/dir", Logger: slog.New(slog.DiscardHandler)})
+	m, err := acme.NewManager(acme.Options{Store: store, Storage: storage, CA: "https://ca.keyedge.test/dir", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	chal := acme.Challenge{
-		Type:             acme.ChallengeTypeHTTP01,
+	chal := acmeproto.Challenge{
+		Type:             acmeproto.ChallengeTypeHTTP01,
 		Token:            "tok3n_-A",
 		KeyAuthorization: "tok3n_-A.thumbprint",
-		Identifier:       acme.Identifier{Type: "dns", Value: "shop.example.test"},
+		Identifier:       acmeproto.Identifier{Type: "dns", Value: "shop.example.test"},
 	}
 	data, err := json.Marshal(chal)
 	if err != nil {
@@ -46,22 +76,22 @@ func TestHTTPServerACME(t *testing.T) {
 
 	for _, tc := range []struct {
 		name       string
-		m          *certs.Manager
+		a          ACME
 		host, path string
 		status     int
 		want       string // body or Location
 	}{
-		{"challenge", m, "shop.example.test", "/.well-known/acme-challenge/tok3n_-A", http.StatusOK, "tok3n_-A.thumbprint"},
-		{"challenge for another host", m, "other.example.test", "/.well-known/acme-challenge/tok3n_-A", http.StatusMovedPermanently, "https://other.example.test/.well-known/acme-challenge/tok3n_-A"},
-		{"page", m, "shop.example.test:80", "/a?b=c", http.StatusMovedPermanently, "https://shop.example.test/a?b=c"},
-		{"no ACME", nil, "shop.example.test", "/.well-known/acme-challenge/tok3n_-A", http.StatusMovedPermanently, "https://shop.example.test/.well-known/acme-challenge/tok3n_-A"},
+		{"challenge", acmeHooks(m), "shop.example.test", "/.well-known/acme-challenge/tok3n_-A", http.StatusOK, "tok3n_-A.thumbprint"},
+		{"challenge for another host", acmeHooks(m), "other.example.test", "/.well-known/acme-challenge/tok3n_-A", http.StatusMovedPermanently, "https://other.example.test/.well-known/acme-challenge/tok3n_-A"},
+		{"page", acmeHooks(m), "shop.example.test:80", "/a?b=c", http.StatusMovedPermanently, "https://shop.example.test/a?b=c"},
+		{"no ACME", ACME{}, "shop.example.test", "/.well-known/acme-challenge/tok3n_-A", http.StatusMovedPermanently, "https://shop.example.test/.well-known/acme-challenge/tok3n_-A"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := NewHTTPServer(tc.m, Limits{}, slog.New(slog.DiscardHandler))
+			srv := NewHTTPServer(tc.a, Limits{}, slog.New(slog.DiscardHandler))
 			go srv.Serve(l)
 			defer srv.Close()
 			req, _ := http.NewRequest(http.MethodGet, "http://"+l.Addr().String()+tc.path, nil)
@@ -88,12 +118,12 @@ func TestHTTPServerACME(t *testing.T) {
 // listener answers TLS-ALPN-01 and its port-80 server HTTP-01.
 type acmeEdge struct {
 	store  *keystore.Store
-	m      *certs.Manager
+	m      *acme.Manager
 	pebble *pebbletest.Pebble
 	addr   string
 }
 
-func newACMEEdge(t *testing.T, opts certs.ACMEOptions) *acmeEdge {
+func newACMEEdge(t *testing.T, opts acme.Options) *acmeEdge {
 	t.Helper()
 	tlsLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -109,11 +139,11 @@ func newACMEEdge(t *testing.T, opts certs.ACMEOptions) *acmeEdge {
 	opts.Store, opts.CA, opts.TrustedRoots = e.store, e.pebble.URL, e.pebble.Roots
 	opts.ChallengeHost, opts.HTTPPort, opts.TLSPort = "127.0.0.1", httpPort, tlsPort
 	opts.Logger = slog.New(slog.DiscardHandler)
-	if e.m, err = certs.NewManager(opts); err != nil {
+	if e.m, err = acme.NewManager(opts); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.m.Close() })
-	srv, err := NewServer(Options{Store: e.store, ACME: e.m, Logger: slog.New(slog.DiscardHandler)})
+	srv, err := NewServer(Options{Store: e.store, ACME: acmeHooks(e.m), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +153,7 @@ func newACMEEdge(t *testing.T, opts certs.ACMEOptions) *acmeEdge {
 		srv.Shutdown(context.Background())
 		<-done
 	})
-	hs := NewHTTPServer(e.m, Limits{}, slog.New(slog.DiscardHandler))
+	hs := NewHTTPServer(acmeHooks(e.m), Limits{}, slog.New(slog.DiscardHandler))
 	go hs.Serve(httpLn)
 	t.Cleanup(func() { hs.Close() })
 	e.addr = tlsLn.Addr().String()
@@ -149,14 +179,14 @@ func TestEdgeACME(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
-		opts certs.ACMEOptions
+		opts acme.Options
 	}{
-		{"tls-alpn-01 on the edge's TLS listener", certs.ACMEOptions{DisableHTTP01: true}},
-		{"http-01 on the edge's port-80 server", certs.ACMEOptions{DisableTLSALPN01: true}},
+		{"tls-alpn-01 on the edge's TLS listener", acme.Options{DisableHTTP01: true}},
+		{"http-01 on the edge's port-80 server", acme.Options{DisableTLSALPN01: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newACMEEdge(t, tc.opts)
-			id, err := e.m.Obtain(ctx, certs.Request{Names: []string{"shop.example.test", "www.shop.example.test"}, Tenant: "shop", Origin: "http://127.0.0.1:9"})
+			id, err := e.m.Obtain(ctx, acme.Request{Names: []string{"shop.example.test", "www.shop.example.test"}, Tenant: "shop", Origin: "http://127.0.0.1:9"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -173,14 +203,14 @@ func TestEdgeACME(t *testing.T) {
 	}
 
 	t.Run("on demand", func(t *testing.T) {
-		e := newACMEEdge(t, certs.ACMEOptions{OnDemand: &certs.OnDemandPolicy{}})
+		e := newACMEEdge(t, acme.Options{OnDemand: &acme.OnDemandPolicy{}})
 		if _, err := e.handshake("random.example.test"); err == nil {
 			t.Error("handshake for an unknown name succeeded")
 		}
 		if n := e.pebble.NewOrders.Load(); n != 0 {
 			t.Fatalf("%d orders placed for an unknown name, want 0", n)
 		}
-		if err := e.m.Declare(ctx, certs.Request{Names: []string{"known.example.test"}, Tenant: "known", Origin: "http://127.0.0.1:9"}); err != nil {
+		if err := e.m.Declare(ctx, acme.Request{Names: []string{"known.example.test"}, Tenant: "known", Origin: "http://127.0.0.1:9"}); err != nil {
 			t.Fatal(err)
 		}
 		leaf, err := e.handshake("known.example.test")
@@ -214,19 +244,19 @@ func (h *warnCounter) WithGroup(string) slog.Handler      { return h }
 // take minutes.
 func TestACMEOnDemandLogsRateLimited(t *testing.T) {
 	store, storage := tempStore(t)
-	m, err := certs.NewManager(certs.ACMEOptions{
+	m, err := acme.NewManager(acme.Options{
 		Store: store, Storage: storage, CA: "https://127.0.0.1:1/directory",
-		Logger: slog.New(slog.DiscardHandler), OnDemand: &certs.OnDemandPolicy{},
+		Logger: slog.New(slog.DiscardHandler), OnDemand: &acme.OnDemandPolicy{},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if err := m.Declare(context.Background(), certs.Request{Names: []string{"declared.example.test"}, Tenant: "declared"}); err != nil {
+	if err := m.Declare(context.Background(), acme.Request{Names: []string{"declared.example.test"}, Tenant: "declared"}); err != nil {
 		t.Fatal(err)
 	}
 	warns := &warnCounter{}
-	srv, err := NewServer(Options{Store: store, ACME: m, Logger: slog.New(warns)})
+	srv, err := NewServer(Options{Store: store, ACME: acmeHooks(m), Logger: slog.New(warns)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
 )
@@ -24,10 +24,10 @@ func BenchmarkHandshake(b *testing.B) {
 	kw := newKeylessWorld(b, Options{})
 	addr, _ := kw.startKeyServer(b, "ks1")
 	kw.putKeyless(b, addr)
-	kw.put(b, certs.ECDSAP256, kw.origin.URL, "local.example.com")
+	kw.put(b, testpki.ECDSAP256, kw.origin.URL, "local.example.com")
 	for _, bc := range []struct{ name, host string }{
 		{"local-ecdsa", "local.example.com"},
-		{"keyless-ecdsa", kw.tenants[certs.ECDSAP256].Cert.DNSNames[0]},
+		{"keyless-ecdsa", kw.tenants[testpki.ECDSAP256].Cert.DNSNames[0]},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			cfg := kw.tlsConfig(bc.host)
@@ -105,7 +105,7 @@ func BenchmarkFirstHandshake(b *testing.B) {
 		return serve(b, srv)
 	}
 	tenants := func(domain, policy string, n int) {
-		spec := certs.TenantSpec{Count: n, Domain: domain, Origin: w.origin.URL, Policy: policy}
+		spec := testpki.TenantSpec{Count: n, Domain: domain, Origin: w.origin.URL, Policy: policy}
 		if err := w.ca.GenerateTenants(ctx, w.writer, spec, nil); err != nil {
 			b.Fatal(err)
 		}
@@ -131,11 +131,11 @@ func BenchmarkFirstHandshake(b *testing.B) {
 			domain := bc.name + ".bench"
 			tenants(domain, bc.policy, b.N+1)
 			addr := startNode()
-			handshake(addr, certs.TenantName(b.N, domain)) // opens the policy key, if any
+			handshake(addr, testpki.TenantName(b.N, domain)) // opens the policy key, if any
 			lat := make([]time.Duration, 0, b.N)
 			b.ResetTimer()
 			for i := range b.N {
-				lat = append(lat, handshake(addr, certs.TenantName(i, domain)))
+				lat = append(lat, handshake(addr, testpki.TenantName(i, domain)))
 			}
 			b.StopTimer()
 			report(b, lat)
@@ -148,7 +148,7 @@ func BenchmarkFirstHandshake(b *testing.B) {
 			b.StopTimer()
 			addr := startNode()
 			b.StartTimer()
-			lat = append(lat, handshake(addr, certs.TenantName(0, "cold.bench")))
+			lat = append(lat, handshake(addr, testpki.TenantName(0, "cold.bench")))
 		}
 		b.StopTimer()
 		report(b, lat)

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keystore"
 )
 
@@ -25,7 +24,7 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 		return st.fallback, nil
 	}
 	entry, err := s.store.Lookup(hello.Context(), hello.ServerName)
-	if errors.Is(err, keystore.ErrNotFound) && s.acme != nil {
+	if errors.Is(err, keystore.ErrNotFound) && s.acme.Obtain != nil {
 		entry, err = s.obtainOnDemand(hello)
 	}
 	if errors.Is(err, keystore.ErrNotFound) || errors.Is(err, keystore.ErrBadName) {
@@ -59,13 +58,13 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 
 // obtainOnDemand asks ACME for a certificate for a name the keystore has
 // none for, within the handshake's deadline, and looks the name up again.
-// The Manager refuses names that are not known tenants' (silently: that
-// is what random SNIs get) and rate-limits the rest, before storage, the
+// The hook refuses names that are not known tenants' (silently: that is
+// what random SNIs get) and rate-limits the rest, before storage, the
 // allow service or the CA is asked. Other failures are logged at most
 // every 10s.
 func (s *Server) obtainOnDemand(hello *tls.ClientHelloInfo) (*keystore.Entry, error) {
-	if err := s.acme.OnDemand(hello.Context(), hello.ServerName); err != nil {
-		if !errors.Is(err, certs.ErrNotAllowed) {
+	if err := s.acme.Obtain(hello.Context(), hello.ServerName); err != nil {
+		if !errors.Is(err, s.acme.NotAllowed) {
 			s.logs.Log(hello.Context(), s.log, slog.LevelWarn, "on_demand", "edge: on-demand certificate not obtained (logged at most every 10s)", "err", err)
 		}
 		return nil, keystore.ErrNotFound

@@ -19,6 +19,12 @@
 // in order. With none, the handshake fails and
 // keyedge_edge_route_decisions_total{route="none"} counts it.
 //
+// ACME comes in as hooks (Options.ACME, an [ACME]): the binary hands
+// the edge an ACME manager's functions for TLS-ALPN-01 validations,
+// on-demand issuance and the port-80 HTTP-01 answers, so the edge
+// imports no ACME package. [NewHTTPServer] is the port-80 server, which
+// redirects everything else to https.
+//
 // Key exchange offers X25519MLKEM768, X25519 and P-256 by default, with
 // crypto/tls preferring the hybrid post-quantum group; TLS 1.2 is limited
 // to ECDHE with AEAD suites.

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/redistest"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/redisstore"
 )
@@ -38,7 +38,7 @@ func TestFleetOnRedis(t *testing.T) {
 		return s
 	}
 	keyctl := openStore()
-	spec := certs.TenantSpec{Count: 3, Origin: w.origin.URL}
+	spec := testpki.TenantSpec{Count: 3, Origin: w.origin.URL}
 	if err := w.ca.GenerateTenants(ctx, keyctl, spec, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestFleetOnRedis(t *testing.T) {
 			t.Fatalf("%s served before it was imported", name)
 		}
 	}
-	leaf := w.leafFor(t, certs.ECDSAP256, name)
+	leaf := w.leafFor(t, testpki.ECDSAP256, name)
 	if _, err := keyctl.Put(ctx, &keystore.Bundle{Meta: keystore.Meta{Tenant: "new", Origin: w.origin.URL}, Chain: leaf.Chain, Key: leaf.Key}); err != nil {
 		t.Fatal(err)
 	}

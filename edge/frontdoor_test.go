@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"golang.org/x/net/websocket"
@@ -72,8 +72,8 @@ func newFrontDoor(t *testing.T, proxy ProxyConfig) *frontDoor {
 	t.Cleanup(ws.Close)
 	proxy.Logger = slog.New(slog.NewTextHandler(fd.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	fd.world = newWorld(t, 0, Options{Proxy: proxy})
-	fd.put(t, certs.ECDSAP256, echo.URL, echoHost)
-	fd.put(t, certs.ECDSAP256, ws.URL, streamHost)
+	fd.put(t, testpki.ECDSAP256, echo.URL, echoHost)
+	fd.put(t, testpki.ECDSAP256, ws.URL, streamHost)
 	return fd
 }
 

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/secretfile"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/prometheus/client_golang/prometheus"
@@ -133,7 +133,7 @@ func mustAttributes(t testing.TB, s string) geo.Attributes {
 // putRestricted stores a locally signed tenant under policy.
 func (gw *geoWorld) putRestricted(t testing.TB, host, policy string) string {
 	t.Helper()
-	leaf := gw.leafFor(t, certs.ECDSAP256, host)
+	leaf := gw.leafFor(t, testpki.ECDSAP256, host)
 	ids, err := gw.writer.Put(context.Background(), &keystore.Bundle{
 		Meta:  keystore.Meta{Tenant: host, Origin: gw.origin.URL, Policy: policy},
 		Chain: leaf.Chain,
@@ -174,7 +174,7 @@ func TestGeoRouting(t *testing.T) {
 	gw.putRestricted(t, "notus.geo.test", "not country: us")
 	gw.putRestricted(t, "us.geo.test", "region: us")
 	gw.putRestricted(t, "mars.geo.test", "region: mars")
-	gw.put(t, certs.ECDSAP256, gw.origin.URL, "open.geo.test")
+	gw.put(t, testpki.ECDSAP256, gw.origin.URL, "open.geo.test")
 
 	tests := []struct {
 		host, node, want string

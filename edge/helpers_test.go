@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/proctest"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -26,7 +26,7 @@ import (
 type world struct {
 	dir    string
 	fleet  *keystore.FleetKey
-	ca     *certs.CA
+	ca     *testpki.CA
 	roots  *x509.CertPool
 	store  *keystore.Store // the edge's store
 	writer *keystore.Store // a second store on the same files, as keyctl would be
@@ -55,7 +55,7 @@ func newWorld(t testing.TB, n int, opts Options) *world {
 	if w.fleet, err = keystore.GenerateFleetKey(); err != nil {
 		t.Fatal(err)
 	}
-	if w.ca, err = certs.NewCA("edge test CA"); err != nil {
+	if w.ca, err = testpki.NewCA("edge test CA"); err != nil {
 		t.Fatal(err)
 	}
 	w.roots = x509.NewCertPool()
@@ -84,7 +84,7 @@ func newWorld(t testing.TB, n int, opts Options) *world {
 	w.store = w.openStore(t)
 	w.writer = w.openStore(t)
 	if n > 0 {
-		spec := certs.TenantSpec{Count: n, Origin: w.origin.URL, WildcardEvery: 10}
+		spec := testpki.TenantSpec{Count: n, Origin: w.origin.URL, WildcardEvery: 10}
 		if err := w.ca.GenerateTenants(context.Background(), w.writer, spec, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -183,9 +183,9 @@ func (w *world) get(t testing.TB, c *http.Client, host, path string) (*http.Resp
 }
 
 // leafFor issues a certificate from the world's CA.
-func (w *world) leafFor(t testing.TB, kt certs.KeyType, names ...string) *certs.Leaf {
+func (w *world) leafFor(t testing.TB, kt testpki.KeyType, names ...string) *testpki.Leaf {
 	t.Helper()
-	leaf, err := w.ca.Issue(certs.LeafSpec{Names: names, KeyType: kt})
+	leaf, err := w.ca.Issue(testpki.LeafSpec{Names: names, KeyType: kt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func (w *world) leafFor(t testing.TB, kt certs.KeyType, names ...string) *certs.
 }
 
 // put stores a certificate for names through the writer store.
-func (w *world) put(t testing.TB, kt certs.KeyType, origin string, names ...string) string {
+func (w *world) put(t testing.TB, kt testpki.KeyType, origin string, names ...string) string {
 	t.Helper()
 	leaf := w.leafFor(t, kt, names...)
 	ids, err := w.writer.Put(context.Background(), &keystore.Bundle{

@@ -21,8 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/proctest"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,25 +34,25 @@ func TestMain(m *testing.M) { proctest.Main(m) }
 // server processes the test starts.
 type keylessWorld struct {
 	*world
-	idCA    *certs.CA
-	edgeID  *certs.Leaf // edges' mTLS identity to key servers
+	idCA    *testpki.CA
+	edgeID  *testpki.Leaf // edges' mTLS identity to key servers
 	dir     string
-	tenants map[certs.KeyType]*certs.Leaf // tenant certificates and keys, by key type
+	tenants map[testpki.KeyType]*testpki.Leaf // tenant certificates and keys, by key type
 }
 
 func newKeylessWorld(t testing.TB, opts Options) *keylessWorld {
 	t.Helper()
-	kw := &keylessWorld{dir: t.TempDir(), tenants: map[certs.KeyType]*certs.Leaf{}}
+	kw := &keylessWorld{dir: t.TempDir(), tenants: map[testpki.KeyType]*testpki.Leaf{}}
 	var err error
-	if kw.idCA, err = certs.NewCA("keyless identity CA"); err != nil {
+	if kw.idCA, err = testpki.NewCA("keyless identity CA"); err != nil {
 		t.Fatal(err)
 	}
-	if kw.edgeID, err = kw.idCA.Issue(certs.LeafSpec{Names: []string{"edge.test"}, ClientAuth: true}); err != nil {
+	if kw.edgeID, err = kw.idCA.Issue(testpki.LeafSpec{Names: []string{"edge.test"}, ClientAuth: true}); err != nil {
 		t.Fatal(err)
 	}
 	opts.Keyless = kw.keylessClient(t)
 	kw.world = newWorld(t, 0, opts)
-	for _, kt := range []certs.KeyType{certs.ECDSAP256, certs.RSA2048, certs.Ed25519} {
+	for _, kt := range []testpki.KeyType{testpki.ECDSAP256, testpki.RSA2048, testpki.Ed25519} {
 		kw.tenants[kt] = kw.leafFor(t, kt, string(kt)+".keyless.example")
 	}
 	return kw
@@ -106,7 +106,7 @@ func (kw *keylessWorld) startKeyServerWith(t testing.TB, name, source string) (s
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	id, err := kw.idCA.Issue(certs.LeafSpec{Names: []string{name + ".test"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	id, err := kw.idCA.Issue(testpki.LeafSpec{Names: []string{name + ".test"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func TestKeylessHandshakes(t *testing.T) {
 		}
 	}
 	// TLS 1.2 signs with PKCS#1 v1.5 for RSA, TLS 1.3 with PSS: both remote.
-	cfg := kw.tlsConfig(kw.tenants[certs.RSA2048].Cert.DNSNames[0])
+	cfg := kw.tlsConfig(kw.tenants[testpki.RSA2048].Cert.DNSNames[0])
 	cfg.MaxVersion = tls.VersionTLS12
 	conn, err := kw.handshake(cfg)
 	if err != nil {
@@ -180,7 +180,7 @@ func TestKeylessFailoverOnKill(t *testing.T) {
 	first, firstProc := kw.startKeyServer(t, "ks1")
 	second, _ := kw.startKeyServer(t, "ks2")
 	kw.putKeyless(t, first, second)
-	host := kw.tenants[certs.ECDSAP256].Cert.DNSNames[0]
+	host := kw.tenants[testpki.ECDSAP256].Cert.DNSNames[0]
 	// Warm up the first server so it is the measured, preferred one.
 	if conn, err := kw.handshake(kw.tlsConfig(host)); err != nil {
 		t.Fatal(err)
@@ -226,7 +226,7 @@ func TestKeylessFailoverOnStop(t *testing.T) {
 	first, firstProc := kw.startKeyServerWith(t, "ks1", kw.tenantKeys(t, "ks1")+"metrics_listen: "+firstMetrics+"\n")
 	second, _ := kw.startKeyServerWith(t, "ks2", kw.tenantKeys(t, "ks2")+"metrics_listen: "+secondMetrics+"\n")
 	kw.putKeyless(t, first, second)
-	host := kw.tenants[certs.ECDSAP256].Cert.DNSNames[0]
+	host := kw.tenants[testpki.ECDSAP256].Cert.DNSNames[0]
 	handshake := func() error {
 		conn, err := kw.handshake(kw.tlsConfig(host)) // a full handshake: one signature
 		if err == nil {
@@ -310,8 +310,8 @@ func TestKeylessSlowKeyServer(t *testing.T) {
 	kw := newKeylessWorld(t, Options{Limits: Limits{HandshakeTimeout: time.Second}})
 	addr, proc := kw.startKeyServer(t, "ks1")
 	kw.putKeyless(t, addr)
-	kw.put(t, certs.ECDSAP256, kw.origin.URL, "local.example.com")
-	host := kw.tenants[certs.ECDSAP256].Cert.DNSNames[0]
+	kw.put(t, testpki.ECDSAP256, kw.origin.URL, "local.example.com")
+	host := kw.tenants[testpki.ECDSAP256].Cert.DNSNames[0]
 
 	stopProcess(t, proc)
 	start := time.Now()

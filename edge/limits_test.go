@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -34,7 +34,7 @@ func TestSlowRequestBody(t *testing.T) {
 				origin.Close()
 			})
 			w := newWorld(t, 0, Options{Proxy: ProxyConfig{BodyReadTimeout: 200 * time.Millisecond}})
-			w.put(t, certs.ECDSAP256, origin.URL, "upload.example.com")
+			w.put(t, testpki.ECDSAP256, origin.URL, "upload.example.com")
 
 			// A hang guard, not a timing: the client's transport waits
 			// for its body to end before it gives up.

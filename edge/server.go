@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/keyedge/keyedge/internal/ratelog"
 	"github.com/keyedge/keyedge/internal/tlsconf"
@@ -45,11 +44,11 @@ type Options struct {
 	// restricted key through a KeyServers entry its policy admits.
 	KeyServers []KeyServer
 
-	// ACME answers TLS-ALPN-01 challenges in the handshake and, with its
-	// on-demand policy, obtains certificates for names without one. Nil:
-	// no ACME. The caller runs its renewal loop (Run) and Closes it; the
-	// port-80 listener is NewHTTPServer's.
-	ACME *certs.Manager
+	// ACME answers TLS-ALPN-01 challenges in the handshake and obtains
+	// certificates on demand for names without one [none]. The caller
+	// owns the ACME manager behind the hooks (its renewal loop, Close);
+	// the port-80 listener is NewHTTPServer's.
+	ACME ACME
 
 	// Fallback is served to clients without SNI or with a name no tenant
 	// has. Nil refuses them with an unrecognized_name alert.
@@ -154,7 +153,7 @@ type Server struct {
 	// Static after NewServer.
 	store     *keystore.Store
 	router    *router
-	acme      *certs.Manager    // nil without ACME
+	acme      ACME              // zero without ACME
 	keyless   *keyserver.Client // nil without keyless tenants
 	tlsConfig *tls.Config
 	trusted   []netip.Prefix
@@ -265,9 +264,9 @@ func NewServer(opts Options) (*Server, error) {
 		s.tlsConfig.CurvePreferences = tlsconf.DefaultCurves()
 	}
 	s.installTicketKeys()
-	if s.acme != nil {
+	if s.acme.ChallengeConfig != nil {
 		// nil, nil for every ClientHello but a CA's TLS-ALPN-01 validation.
-		s.tlsConfig.GetConfigForClient = s.acme.GetChallengeConfig
+		s.tlsConfig.GetConfigForClient = s.acme.ChallengeConfig
 	}
 	s.proxy = NewProxy(opts.Proxy, s.origin)
 	var protocols http.Protocols

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/pires/go-proxyproto"
 )
@@ -141,10 +141,10 @@ func TestOriginErrorsThroughEdge(t *testing.T) {
 	}
 	closedURL := "http://" + closed.Addr().String()
 	closed.Close()
-	w.put(t, certs.ECDSAP256, closedURL, "down.example.com")
-	w.put(t, certs.ECDSAP256, w.origin.URL, "slow.example.com")
-	w.put(t, certs.ECDSAP256, w.origin.URL, "a.example.com", "b.example.com")
-	w.put(t, certs.ECDSAP256, w.origin.URL, "c.example.com")
+	w.put(t, testpki.ECDSAP256, closedURL, "down.example.com")
+	w.put(t, testpki.ECDSAP256, w.origin.URL, "slow.example.com")
+	w.put(t, testpki.ECDSAP256, w.origin.URL, "a.example.com", "b.example.com")
+	w.put(t, testpki.ECDSAP256, w.origin.URL, "c.example.com")
 	c := w.client(t, true)
 
 	tests := []struct {
@@ -170,8 +170,8 @@ func TestOriginErrorsThroughEdge(t *testing.T) {
 // name it covers (HTTP/2 coalescing), and no other.
 func TestMisdirected(t *testing.T) {
 	w := newWorld(t, 0, Options{})
-	w.put(t, certs.ECDSAP256, w.origin.URL, "a.example.com", "b.example.com")
-	w.put(t, certs.ECDSAP256, w.origin.URL, "c.example.com")
+	w.put(t, testpki.ECDSAP256, w.origin.URL, "a.example.com", "b.example.com")
+	w.put(t, testpki.ECDSAP256, w.origin.URL, "c.example.com")
 	tr := &http.Transport{
 		TLSClientConfig: w.tlsConfig("a.example.com"),
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -199,7 +199,7 @@ func TestReload(t *testing.T) {
 		conn.Close()
 		t.Fatal("no-SNI client served without a fallback")
 	}
-	leaf := w.leafFor(t, certs.ECDSAP256, "fallback.invalid")
+	leaf := w.leafFor(t, testpki.ECDSAP256, "fallback.invalid")
 	w.srv.Reload(Options{Fallback: &tls.Certificate{Certificate: leaf.Chain, PrivateKey: leaf.Key}})
 	conn, err := w.handshake(&tls.Config{InsecureSkipVerify: true})
 	if err != nil {
@@ -227,7 +227,7 @@ func (l *loadCounter) Load(ctx context.Context, key string) ([]byte, error) {
 // filter to refuse them.
 func TestMisdirectedHostsReadNothing(t *testing.T) {
 	w := newWorld(t, 0, Options{})
-	w.put(t, certs.ECDSAP256, w.origin.URL, "a.example.com", "b.example.com")
+	w.put(t, testpki.ECDSAP256, w.origin.URL, "a.example.com", "b.example.com")
 	if err := os.Remove(filepath.Join(w.dir, "namefilter")); err != nil {
 		t.Fatal(err)
 	}

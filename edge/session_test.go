@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -146,8 +146,8 @@ func TestSessionEndsWithTenant(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := serve(t, nodeB)
-			w.put(t, certs.ECDSAP256, w.origin.URL, "gone.keyedge.test")
-			oldID := w.put(t, certs.ECDSAP256, w.origin.URL, "renewed.keyedge.test")
+			w.put(t, testpki.ECDSAP256, w.origin.URL, "gone.keyedge.test")
+			oldID := w.put(t, testpki.ECDSAP256, w.origin.URL, "renewed.keyedge.test")
 			waitFor(t, w, "gone.keyedge.test", "")
 			waitFor(t, w, "renewed.keyedge.test", oldID)
 			gone := newSessionClient(t, w, v, w.addr, "gone.keyedge.test")
@@ -161,7 +161,7 @@ func TestSessionEndsWithTenant(t *testing.T) {
 			if err := w.writer.Remove(context.Background(), "gone.keyedge.test"); err != nil {
 				t.Fatal(err)
 			}
-			newID := w.put(t, certs.ECDSAP256, w.origin.URL, "renewed.keyedge.test")
+			newID := w.put(t, testpki.ECDSAP256, w.origin.URL, "renewed.keyedge.test")
 			waitForRemoval(t, w, "gone.keyedge.test")
 			waitFor(t, w, "renewed.keyedge.test", newID)
 			for _, addr := range []string{w.addr, b} {
@@ -184,11 +184,11 @@ func TestSessionEndsWithTenant(t *testing.T) {
 // their own name only, and a tenant's ticket offered for a name no
 // tenant has gets the fallback's full handshake.
 func TestSessionOnFallback(t *testing.T) {
-	ca, err := certs.NewCA("fallback CA")
+	ca, err := testpki.NewCA("fallback CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := ca.Issue(certs.LeafSpec{Names: []string{"fallback.invalid"}})
+	leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{"fallback.invalid"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -24,7 +24,7 @@ func TestManyTenantsOneListener(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 40 {
 		wg.Go(func() {
-			host := certs.TenantName(i, "keyedge.test")
+			host := testpki.TenantName(i, "keyedge.test")
 			resp, body := w.get(t, c, host, "/")
 			if resp.StatusCode != 200 || body != "origin "+host {
 				t.Errorf("%s: %d %q", host, resp.StatusCode, body)
@@ -79,11 +79,11 @@ func TestServerNames(t *testing.T) {
 }
 
 func TestFallbackCertificate(t *testing.T) {
-	ca, err := certs.NewCA("fallback CA")
+	ca, err := testpki.NewCA("fallback CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := ca.Issue(certs.LeafSpec{Names: []string{"fallback.invalid"}})
+	leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{"fallback.invalid"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,8 +109,8 @@ func TestFallbackCertificate(t *testing.T) {
 
 func TestECDSAOrRSAByClient(t *testing.T) {
 	w := newWorld(t, 0, Options{})
-	w.put(t, certs.ECDSAP256, w.origin.URL, "dual.example.com")
-	w.put(t, certs.RSA2048, w.origin.URL, "dual.example.com")
+	w.put(t, testpki.ECDSAP256, w.origin.URL, "dual.example.com")
+	w.put(t, testpki.RSA2048, w.origin.URL, "dual.example.com")
 	tests := []struct {
 		name string
 		cfg  func(*tls.Config)
@@ -259,7 +259,7 @@ func TestMaxConns(t *testing.T) {
 
 func TestCertificateUpdateWithoutRestart(t *testing.T) {
 	w := newWorld(t, 0, Options{})
-	first := w.put(t, certs.ECDSAP256, w.origin.URL, "renew.example.com")
+	first := w.put(t, testpki.ECDSAP256, w.origin.URL, "renew.example.com")
 	served := func() string {
 		conn, err := w.handshake(w.tlsConfig("renew.example.com"))
 		if err != nil {
@@ -269,7 +269,7 @@ func TestCertificateUpdateWithoutRestart(t *testing.T) {
 		return fmt.Sprintf("%x", conn.ConnectionState().PeerCertificates[0].RawSubjectPublicKeyInfo)
 	}
 	before := served()
-	second := w.put(t, certs.ECDSAP256, w.origin.URL, "renew.example.com")
+	second := w.put(t, testpki.ECDSAP256, w.origin.URL, "renew.example.com")
 	if first == second {
 		t.Fatal("renewal kept the key")
 	}
@@ -307,7 +307,7 @@ func TestCorruptTenantFailsCleanly(t *testing.T) {
 
 func TestOCSPStapleFromKeystore(t *testing.T) {
 	w := newWorld(t, 0, Options{})
-	leaf := w.leafFor(t, certs.ECDSAP256, "stapled.example.com")
+	leaf := w.leafFor(t, testpki.ECDSAP256, "stapled.example.com")
 	staple := []byte("an OCSP response stored beside the certificate")
 	if _, err := w.writer.Put(context.Background(), &keystore.Bundle{
 		Meta: keystore.Meta{Tenant: "stapled", Origin: w.origin.URL}, Chain: leaf.Chain, Key: leaf.Key, OCSP: staple,

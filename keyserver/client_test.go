@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -30,22 +30,22 @@ import (
 // on 127.0.0.1 serving them, for testing the Client against real
 // servers over mutual TLS.
 type clientWorld struct {
-	ca      *certs.CA
+	ca      *testpki.CA
 	keysDir string
-	keys    map[certs.KeyType]*certs.Leaf
+	keys    map[testpki.KeyType]*testpki.Leaf
 
 	requestTimeout time.Duration // the servers' Config.RequestTimeout
 }
 
 func newClientWorld(t testing.TB) *clientWorld {
 	t.Helper()
-	ca, err := certs.NewCA("keyless identity CA")
+	ca, err := testpki.NewCA("keyless identity CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &clientWorld{ca: ca, keysDir: t.TempDir(), keys: map[certs.KeyType]*certs.Leaf{}}
-	for _, kt := range []certs.KeyType{certs.ECDSAP256, certs.RSA2048, certs.Ed25519} {
-		leaf, err := ca.Issue(certs.LeafSpec{Names: []string{string(kt) + ".tenant.example"}, KeyType: kt})
+	w := &clientWorld{ca: ca, keysDir: t.TempDir(), keys: map[testpki.KeyType]*testpki.Leaf{}}
+	for _, kt := range []testpki.KeyType{testpki.ECDSAP256, testpki.RSA2048, testpki.Ed25519} {
+		leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{string(kt) + ".tenant.example"}, KeyType: kt})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,7 +60,7 @@ func newClientWorld(t testing.TB) *clientWorld {
 // identity issues an mTLS certificate from the world's CA.
 func (w *clientWorld) identity(t testing.TB, name string) tls.Certificate {
 	t.Helper()
-	leaf, err := w.ca.Issue(certs.LeafSpec{Names: []string{name}, ClientAuth: true, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	leaf, err := w.ca.Issue(testpki.LeafSpec{Names: []string{name}, ClientAuth: true, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func (w *clientWorld) client(t testing.TB, cfg ClientConfig) *Client {
 }
 
 // key is kt's key held by the servers at addrs, most preferred first.
-func (w *clientWorld) key(t testing.TB, c *Client, ctx context.Context, kt certs.KeyType, addrs ...string) crypto.Signer {
+func (w *clientWorld) key(t testing.TB, c *Client, ctx context.Context, kt testpki.KeyType, addrs ...string) crypto.Signer {
 	t.Helper()
 	var eps []Endpoint
 	for i, a := range addrs {
@@ -152,24 +152,24 @@ func TestClientSignsEveryKind(t *testing.T) {
 	msg := []byte("the handshake transcript")
 	sum256, sum384 := sha256.Sum256(msg), sha512.Sum384(msg)
 	tests := []struct {
-		kt     certs.KeyType
+		kt     testpki.KeyType
 		digest []byte
 		opts   crypto.SignerOpts
 		verify func(pub crypto.PublicKey, sig []byte) bool
 	}{
-		{certs.ECDSAP256, sum256[:], crypto.SHA256, func(p crypto.PublicKey, s []byte) bool {
+		{testpki.ECDSAP256, sum256[:], crypto.SHA256, func(p crypto.PublicKey, s []byte) bool {
 			return ecdsa.VerifyASN1(p.(*ecdsa.PublicKey), sum256[:], s)
 		}},
-		{certs.ECDSAP256, sum384[:], crypto.SHA384, func(p crypto.PublicKey, s []byte) bool {
+		{testpki.ECDSAP256, sum384[:], crypto.SHA384, func(p crypto.PublicKey, s []byte) bool {
 			return ecdsa.VerifyASN1(p.(*ecdsa.PublicKey), sum384[:], s)
 		}},
-		{certs.RSA2048, sum256[:], crypto.SHA256, func(p crypto.PublicKey, s []byte) bool {
+		{testpki.RSA2048, sum256[:], crypto.SHA256, func(p crypto.PublicKey, s []byte) bool {
 			return rsa.VerifyPKCS1v15(p.(*rsa.PublicKey), crypto.SHA256, sum256[:], s) == nil
 		}},
-		{certs.RSA2048, sum256[:], &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: rsa.PSSSaltLengthEqualsHash}, func(p crypto.PublicKey, s []byte) bool {
+		{testpki.RSA2048, sum256[:], &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: rsa.PSSSaltLengthEqualsHash}, func(p crypto.PublicKey, s []byte) bool {
 			return rsa.VerifyPSS(p.(*rsa.PublicKey), crypto.SHA256, sum256[:], s, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}) == nil
 		}},
-		{certs.Ed25519, msg, crypto.Hash(0), func(p crypto.PublicKey, s []byte) bool {
+		{testpki.Ed25519, msg, crypto.Hash(0), func(p crypto.PublicKey, s []byte) bool {
 			return ed25519.Verify(p.(ed25519.PublicKey), msg, s)
 		}},
 	}
@@ -186,7 +186,7 @@ func TestClientSignsEveryKind(t *testing.T) {
 	}
 
 	// RSA keys also decrypt (PKCS#1 v1.5), checking the padding locally.
-	k := w.key(t, c, context.Background(), certs.RSA2048, addr)
+	k := w.key(t, c, context.Background(), testpki.RSA2048, addr)
 	dec, ok := k.(crypto.Decrypter)
 	if !ok {
 		t.Fatal("remote RSA key is not a crypto.Decrypter")
@@ -204,7 +204,7 @@ func TestClientSignsEveryKind(t *testing.T) {
 	if _, err := dec.Decrypt(rand.Reader, garbage, nil); err == nil {
 		t.Error("Decrypt of a ciphertext without valid padding succeeded")
 	}
-	if _, ok := w.key(t, c, context.Background(), certs.ECDSAP256, addr).(crypto.Decrypter); ok {
+	if _, ok := w.key(t, c, context.Background(), testpki.ECDSAP256, addr).(crypto.Decrypter); ok {
 		t.Error("a remote ECDSA key claims to decrypt")
 	}
 }
@@ -217,7 +217,7 @@ func TestClientManyInFlightOnOneConnection(t *testing.T) {
 	w := newClientWorld(t)
 	addr, _ := w.startServer(t, nil)
 	c := w.client(t, ClientConfig{ConnsPerServer: 1, MaxInFlight: 1000, Timeout: time.Minute})
-	k := w.key(t, c, context.Background(), certs.ECDSAP256, addr)
+	k := w.key(t, c, context.Background(), testpki.ECDSAP256, addr)
 	digest := sha256.Sum256([]byte("x"))
 	sign := func() error {
 		sig, err := k.Sign(rand.Reader, digest[:], crypto.SHA256)
@@ -265,7 +265,7 @@ func TestClientFailover(t *testing.T) {
 	c := w.client(t, ClientConfig{Timeout: time.Minute, AttemptTimeout: time.Minute, Time: func() time.Time { return stopped }})
 	digest := sha256.Sum256([]byte("x"))
 	// Warm up so the first server is healthy and measured.
-	if _, err := w.key(t, c, context.Background(), certs.ECDSAP256, first, second).Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+	if _, err := w.key(t, c, context.Background(), testpki.ECDSAP256, first, second).Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -273,7 +273,7 @@ func TestClientFailover(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 150 {
-				k := w.key(t, c, context.Background(), certs.ECDSAP256, first, second)
+				k := w.key(t, c, context.Background(), testpki.ECDSAP256, first, second)
 				if _, err := k.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
 					failed.Add(1)
 					t.Log(err)
@@ -319,7 +319,7 @@ func TestClientDeadline(t *testing.T) {
 	c := w.client(t, ClientConfig{})
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	k := w.key(t, c, ctx, certs.ECDSAP256, addr)
+	k := w.key(t, c, ctx, testpki.ECDSAP256, addr)
 	digest := sha256.Sum256([]byte("x"))
 	_, err := k.Sign(rand.Reader, digest[:], crypto.SHA256)
 	if !errors.Is(err, context.DeadlineExceeded) {
@@ -337,7 +337,7 @@ func TestServerRequestTimeout(t *testing.T) {
 	addr, _ := w.startServer(t, func(k KeySource) KeySource { return &blockingSource{k, release} })
 	c := w.client(t, ClientConfig{Timeout: 10 * time.Second})
 	digest := sha256.Sum256([]byte("x"))
-	_, err := w.key(t, c, context.Background(), certs.ECDSAP256, addr).Sign(rand.Reader, digest[:], crypto.SHA256)
+	_, err := w.key(t, c, context.Background(), testpki.ECDSAP256, addr).Sign(rand.Reader, digest[:], crypto.SHA256)
 	if !errors.Is(err, wire.ErrInternal) {
 		t.Fatalf("hung key lookup: %v, want the server's ErrInternal", err)
 	}
@@ -346,11 +346,11 @@ func TestServerRequestTimeout(t *testing.T) {
 func TestClientRefusedIdentities(t *testing.T) {
 	w := newClientWorld(t)
 	addr, _ := w.startServer(t, nil)
-	other, err := certs.NewCA("another CA")
+	other, err := testpki.NewCA("another CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	stranger, err := other.Issue(certs.LeafSpec{Names: []string{"edge.test"}, ClientAuth: true})
+	stranger, err := other.Issue(testpki.LeafSpec{Names: []string{"edge.test"}, ClientAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +364,7 @@ func TestClientRefusedIdentities(t *testing.T) {
 	digest := sha256.Sum256([]byte("x"))
 	for name, cfg := range tests {
 		c := w.client(t, ClientConfig{TLSConfig: cfg, Timeout: 2 * time.Second})
-		if _, err := w.key(t, c, context.Background(), certs.ECDSAP256, addr).Sign(rand.Reader, digest[:], crypto.SHA256); err == nil {
+		if _, err := w.key(t, c, context.Background(), testpki.ECDSAP256, addr).Sign(rand.Reader, digest[:], crypto.SHA256); err == nil {
 			t.Errorf("%s: signature made", name)
 		}
 	}
@@ -408,7 +408,7 @@ func BenchmarkClientSign(b *testing.B) {
 	for _, conns := range []int{1, 4} {
 		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
 			c := w.client(b, ClientConfig{ConnsPerServer: conns})
-			k := w.key(b, c, context.Background(), certs.ECDSAP256, addr)
+			k := w.key(b, c, context.Background(), testpki.ECDSAP256, addr)
 			var next atomic.Int64
 			var wg sync.WaitGroup
 			b.ResetTimer()

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/testclock"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -177,7 +177,7 @@ func testFailoverFromHungServer(t *testing.T, conns int) {
 	sign := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_, err := w.key(t, c, ctx, certs.ECDSAP256, hung, second).Sign(rand.Reader, digest[:], crypto.SHA256)
+		_, err := w.key(t, c, ctx, testpki.ECDSAP256, hung, second).Sign(rand.Reader, digest[:], crypto.SHA256)
 		return err
 	}
 	ping := func() error {
@@ -278,7 +278,7 @@ func TestClientLastServerGetsWholeDeadline(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		k := w.key(t, c, ctx, certs.ECDSAP256, addrs...)
+		k := w.key(t, c, ctx, testpki.ECDSAP256, addrs...)
 		// Stall the server for longer than the attempt timeout; the wait
 		// is ended by a timer, not measured.
 		slow.stall()
@@ -310,7 +310,7 @@ func TestClientLogsFailuresRateLimited(t *testing.T) {
 	const n = 20
 	for i := range n {
 		clock.Advance(time.Hour) // past any backoff: the refused server is tried first again
-		if _, err := w.key(t, c, context.Background(), certs.ECDSAP256, refused, second).Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+		if _, err := w.key(t, c, context.Background(), testpki.ECDSAP256, refused, second).Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
 			t.Fatalf("signature %d: %v", i, err)
 		}
 	}

@@ -564,14 +564,9 @@ func parseKeyFile(data []byte) (crypto.Signer, *x509.Certificate, error) {
 	}
 	// The leaf is the certificate of the key beside it, else the first.
 	for _, c := range chain {
-		if leaf == nil || signer != nil && publicKeyEqual(signer.Public(), c.PublicKey) {
+		if leaf == nil || signer != nil && certs.SamePublicKey(signer.Public(), c.PublicKey) {
 			leaf = c
 		}
 	}
 	return signer, leaf, nil
-}
-
-func publicKeyEqual(a, b crypto.PublicKey) bool {
-	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && k.Equal(b)
 }

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/keyedge/keyedge/keystore"
@@ -203,7 +203,7 @@ func TestDirSourceBadFiles(t *testing.T) {
 // SNI and give them names.
 func TestDirSourceFormats(t *testing.T) {
 	k := keys(t)
-	ca, err := certs.NewCA("dir source test CA")
+	ca, err := testpki.NewCA("dir source test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestDirSourceFormats(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "ed.der"), edDER, 0o600)
 
 	// shop: key and certificate in separate files (DER SEC 1 key).
-	shop, err := ca.Issue(certs.LeafSpec{Names: []string{"shop.example", "*.shop.example"}})
+	shop, err := ca.Issue(testpki.LeafSpec{Names: []string{"shop.example", "*.shop.example"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestDirSourceFormats(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "shop.key"), shopKey, 0o600)
 	pemFile("shop.crt", "CERTIFICATE", shop.Chain[0], &pem.Block{Type: "CERTIFICATE", Bytes: shop.Chain[0]})
 	// blog: certificate chain and key in one PEM file (DER PKCS#1 RSA would also do).
-	blog, err := ca.Issue(certs.LeafSpec{Names: []string{"blog.example"}, KeyType: certs.Ed25519})
+	blog, err := ca.Issue(testpki.LeafSpec{Names: []string{"blog.example"}, KeyType: testpki.Ed25519})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestDirSourceFormats(t *testing.T) {
 	}
 	pemFile("blog.pem", "PRIVATE KEY", blogKey, &pem.Block{Type: "CERTIFICATE", Bytes: blog.Chain[0]}, &pem.Block{Type: "CERTIFICATE", Bytes: blog.Chain[1]})
 	// A certificate whose key is not here names nothing.
-	other, err := ca.Issue(certs.LeafSpec{Names: []string{"other.example"}})
+	other, err := ca.Issue(testpki.LeafSpec{Names: []string{"other.example"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +336,7 @@ func TestKeystoreSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := certs.NewCA("keystore source test CA")
+	ca, err := testpki.NewCA("keystore source test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,15 +349,15 @@ func TestKeystoreSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	issue := func(kt certs.KeyType, names ...string) *certs.Leaf {
-		leaf, err := ca.Issue(certs.LeafSpec{Names: names, KeyType: kt})
+	issue := func(kt testpki.KeyType, names ...string) *testpki.Leaf {
+		leaf, err := ca.Issue(testpki.LeafSpec{Names: names, KeyType: kt})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return leaf
 	}
-	ec, rs := issue(certs.ECDSAP256, "shop.example", "www.shop.example"), issue(certs.RSA2048, "shop.example")
-	keyless := issue(certs.ECDSAP256, "keyless.example")
+	ec, rs := issue(testpki.ECDSAP256, "shop.example", "www.shop.example"), issue(testpki.RSA2048, "shop.example")
+	keyless := issue(testpki.ECDSAP256, "keyless.example")
 	ctx := context.Background()
 	_, err = store.Put(ctx,
 		&keystore.Bundle{Meta: keystore.Meta{Tenant: "shop"}, Chain: ec.Chain, Key: ec.Key},
@@ -371,7 +371,7 @@ func TestKeystoreSource(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		req  keyserver.KeyRequest
-		want *certs.Leaf // nil: not found
+		want *testpki.Leaf // nil: not found
 	}{
 		{"SNI and SKI", keyserver.KeyRequest{SNI: "shop.example", SKI: ski(t, rs.Key.Public())}, rs},
 		{"SNI and other SKI", keyserver.KeyRequest{SNI: "www.shop.example", SKI: ski(t, ec.Key.Public())}, ec},

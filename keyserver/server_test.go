@@ -24,8 +24,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/proctest"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,20 +35,20 @@ import (
 // pki is a test PKI: a CA for the key server's certificate and another
 // for the clients (edges), as a customer would set up.
 type pki struct {
-	serverCA, clientCA *certs.CA
+	serverCA, clientCA *testpki.CA
 	server             tls.Certificate
 }
 
 var testPKI = sync.OnceValues(func() (*pki, error) {
-	serverCA, err := certs.NewCA("keyserver test server CA")
+	serverCA, err := testpki.NewCA("keyserver test server CA")
 	if err != nil {
 		return nil, err
 	}
-	clientCA, err := certs.NewCA("keyserver test client CA")
+	clientCA, err := testpki.NewCA("keyserver test client CA")
 	if err != nil {
 		return nil, err
 	}
-	leaf, err := serverCA.Issue(certs.LeafSpec{Names: []string{"keyserver.test"}})
+	leaf, err := serverCA.Issue(testpki.LeafSpec{Names: []string{"keyserver.test"}})
 	if err != nil {
 		return nil, err
 	}
@@ -65,9 +65,9 @@ func newPKI(t testing.TB) *pki {
 }
 
 // clientCert issues a client certificate for name from ca.
-func clientCert(t testing.TB, ca *certs.CA, name string) tls.Certificate {
+func clientCert(t testing.TB, ca *testpki.CA, name string) tls.Certificate {
 	t.Helper()
-	leaf, err := ca.Issue(certs.LeafSpec{Names: []string{name}, ClientAuth: true})
+	leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{name}, ClientAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -555,11 +555,11 @@ func TestAuthorization(t *testing.T) {
 // the client CA never get to send a request.
 func TestHandshakeRefused(t *testing.T) {
 	ts := startServer(t, keyserver.Config{})
-	otherCA, err := certs.NewCA("some other CA")
+	otherCA, err := testpki.NewCA("some other CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	serverOnly, err := ts.pki.clientCA.Issue(certs.LeafSpec{Names: []string{"edge.test"}}) // no client auth usage
+	serverOnly, err := ts.pki.clientCA.Issue(testpki.LeafSpec{Names: []string{"edge.test"}}) // no client auth usage
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -22,7 +22,7 @@ import (
 func TestVanishedKeystore(t *testing.T) {
 	f := newFixture(t)
 	put(t, f.open(t, keystore.Options{}),
-		f.bundle(t, certs.ECDSAP256, "cached.test"), f.bundle(t, certs.ECDSAP256, "cold.test"))
+		f.bundle(t, testpki.ECDSAP256, "cached.test"), f.bundle(t, testpki.ECDSAP256, "cold.test"))
 	reg := prometheus.NewRegistry()
 	logs := &logCounter{}
 	s := f.open(t, keystore.Options{PollInterval: 20 * time.Millisecond, Registerer: reg, Logger: slog.New(logs)})
@@ -87,7 +87,7 @@ func TestVanishedKeystore(t *testing.T) {
 // keystore for an unknown name even before the journal poll notices.
 func TestVanishedKeystoreBeforePoll(t *testing.T) {
 	f := newFixture(t)
-	put(t, f.open(t, keystore.Options{}), f.bundle(t, certs.ECDSAP256, "cold.test"))
+	put(t, f.open(t, keystore.Options{}), f.bundle(t, testpki.ECDSAP256, "cold.test"))
 	s := f.open(t, keystore.Options{PollInterval: time.Hour})
 	if err := os.Rename(f.dir, f.dir+".away"); err != nil {
 		t.Fatal(err)
@@ -106,7 +106,7 @@ func TestRequireInit(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	withTenant := t.TempDir()
-	put(t, f.open(t, keystore.Options{Storage: &certmagic.FileStorage{Path: withTenant}}), f.bundle(t, certs.ECDSAP256, "a.test"))
+	put(t, f.open(t, keystore.Options{Storage: &certmagic.FileStorage{Path: withTenant}}), f.bundle(t, testpki.ECDSAP256, "a.test"))
 	tests := []struct {
 		name string
 		dir  string

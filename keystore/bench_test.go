@@ -20,7 +20,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -28,7 +28,7 @@ import (
 const benchDomain = "keyedge.test"
 
 // generated returns a fixture holding n ECDSA P-256 tenants named
-// t<i>.keyedge.test, written with certs.GenerateTenants through bulk
+// t<i>.keyedge.test, written with testpki.CA.GenerateTenants through bulk
 // (unsynced) storage, and their names in a fixed random order. Every
 // file is then read once, so they are in the page cache as for a node
 // that has served them before, and the first read after writing (which
@@ -38,7 +38,7 @@ func generated(b *testing.B, n int) (*fixture, []string) {
 	f := newFixture(b)
 	bulk := keystore.NewBulkFileStorage(f.dir)
 	w := f.open(b, keystore.Options{Storage: bulk})
-	spec := certs.TenantSpec{Count: n, Domain: benchDomain, Origin: "http://127.0.0.1:1"}
+	spec := testpki.TenantSpec{Count: n, Domain: benchDomain, Origin: "http://127.0.0.1:1"}
 	if err := f.ca.GenerateTenants(context.Background(), w, spec, nil); err != nil {
 		b.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func generated(b *testing.B, n int) (*fixture, []string) {
 	}
 	names := make([]string, n)
 	for i := range names {
-		names[i] = certs.TenantName(i, benchDomain)
+		names[i] = testpki.TenantName(i, benchDomain)
 	}
 	mrand.New(mrand.NewPCG(1, 2)).Shuffle(n, func(i, j int) { names[i], names[j] = names[j], names[i] })
 	return f, names

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/proctest"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 )
 
@@ -46,7 +46,7 @@ func TestPutOnFullDisk(t *testing.T) {
 	}
 	writer := f.open(t, keystore.Options{})
 	follower := f.open(t, keystore.Options{PollInterval: 20 * time.Millisecond, NegativeTTL: 20 * time.Millisecond})
-	put(t, writer, f.bundle(t, certs.ECDSAP256, "renewed.example"))
+	put(t, writer, f.bundle(t, testpki.ECDSAP256, "renewed.example"))
 
 	const maxPages = 14
 	successes := 0
@@ -61,7 +61,7 @@ func TestPutOnFullDisk(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/%d-pages-free", tc.kind, pages), func(t *testing.T) {
 				name := tc.name(pages)
 				before := lookupIDs(t, follower, name)
-				b := f.bundle(t, certs.ECDSAP256, name)
+				b := f.bundle(t, testpki.ECDSAP256, name)
 				free := proctest.Fill(t, root, int64(pages)*diskPage)
 				ids, err := writer.Put(ctx, b)
 				free()
@@ -191,11 +191,11 @@ func (f *fillingStorage) Store(ctx context.Context, key string, value []byte) er
 func TestPutNotUndone(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	old := put(t, f.open(t, keystore.Options{}), f.bundle(t, certs.ECDSAP256, "renewed.example"))
+	old := put(t, f.open(t, keystore.Options{}), f.bundle(t, testpki.ECDSAP256, "renewed.example"))
 	st := &fillingStorage{Storage: &certmagic.FileStorage{Path: f.dir}, prefix: "changes/"}
 	writer := f.open(t, keystore.Options{Storage: st})
 
-	b := f.bundle(t, certs.ECDSAP256, "renewed.example")
+	b := f.bundle(t, testpki.ECDSAP256, "renewed.example")
 	_, err := writer.Put(ctx, b)
 	if !errors.Is(err, keystore.ErrIncomplete) {
 		t.Fatalf("Put on a disk that stays full = %v, want ErrIncomplete", err)

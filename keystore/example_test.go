@@ -7,7 +7,7 @@ import (
 	"os"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 )
 
@@ -33,11 +33,11 @@ func Example() {
 	}
 	defer store.Close()
 
-	ca, err := certs.NewCA("example CA")
+	ca, err := testpki.NewCA("example CA")
 	if err != nil {
 		log.Fatal(err)
 	}
-	leaf, err := ca.Issue(certs.LeafSpec{Names: []string{"shop.example.com", "*.shop.example.com"}})
+	leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{"shop.example.com", "*.shop.example.com"}})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/proctest"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 )
 
@@ -72,7 +72,7 @@ func (l *logCounter) WithGroup(string) slog.Handler      { return l }
 type fixture struct {
 	dir   string
 	fleet *keystore.FleetKey
-	ca    *certs.CA
+	ca    *testpki.CA
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -81,7 +81,7 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := certs.NewCA("keystore test CA")
+	ca, err := testpki.NewCA("keystore test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,9 +110,9 @@ func (f *fixture) open(t testing.TB, opts keystore.Options) *keystore.Store {
 }
 
 // bundle issues a certificate for names with a key of type kt.
-func (f *fixture) bundle(t testing.TB, kt certs.KeyType, names ...string) *keystore.Bundle {
+func (f *fixture) bundle(t testing.TB, kt testpki.KeyType, names ...string) *keystore.Bundle {
 	t.Helper()
-	leaf, err := f.ca.Issue(certs.LeafSpec{Names: names, KeyType: kt})
+	leaf, err := f.ca.Issue(testpki.LeafSpec{Names: names, KeyType: kt})
 	if err != nil {
 		t.Fatal(err)
 	}

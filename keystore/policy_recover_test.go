@@ -19,6 +19,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/cloudflare/circl/abe/cpabe/tkn20"
+	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
 	"golang.org/x/crypto/cryptobyte"
@@ -82,7 +83,7 @@ func TestSetPolicyRecoversUnparseablePolicy(t *testing.T) {
 				if err != nil {
 					t.Fatalf("after SetPolicy(%q): %v", to.policy, err)
 				}
-				if !publicKeysEqual(signer.Public(), victim.Key.Public()) {
+				if !certs.SamePublicKey(signer.Public(), victim.Key.Public()) {
 					t.Error("after SetPolicy the tenant has another key")
 				}
 				e, err := after.Lookup(ctx, "victim.example.com")
@@ -208,11 +209,6 @@ func signerOf(s *keystore.Store, name string) (crypto.Signer, error) {
 		return nil, err
 	}
 	return e.Certs[0].PrivateKey(context.Background())
-}
-
-func publicKeysEqual(a, b crypto.PublicKey) bool {
-	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && k.Equal(b)
 }
 
 // TestSetPolicyChangesNothingOnFailure checks that SetPolicy validates

@@ -40,7 +40,7 @@ type Meta struct {
 	KeyServers []string `json:"key_servers,omitempty"`
 	// ACMECA is the directory URL of the ACME CA the certificate was
 	// obtained from; empty for a certificate the tenant brought. The ACME
-	// manager (certs.Manager) renews only certificates it obtained, so a
+	// manager (acme.Manager) renews only certificates it obtained, so a
 	// renewal never overwrites a certificate imported for the same name.
 	ACMECA string `json:"acme_ca,omitempty"`
 	// NotAfter is the leaf certificate's expiry, copied for listing.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/maypok86/otter/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -627,13 +628,8 @@ func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {
 		return nil, s.failed("key", subject, key, fmt.Errorf("%w: %v", errMalformed, err))
 	}
 	signer, ok := priv.(crypto.Signer)
-	if !ok || !publicKeysEqual(signer.Public(), c.Leaf.PublicKey) {
+	if !ok || !certs.SamePublicKey(signer.Public(), c.Leaf.PublicKey) {
 		return nil, s.failed("key", subject, key, fmt.Errorf("%w: key does not match certificate", errMalformed))
 	}
 	return signer, nil
-}
-
-func publicKeysEqual(a, b crypto.PublicKey) bool {
-	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && k.Equal(b)
 }

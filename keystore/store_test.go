@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,7 +69,7 @@ func TestLookup(t *testing.T) {
 func TestPrivateKeySigns(t *testing.T) {
 	f := newFixture(t)
 	s := f.open(t, keystore.Options{})
-	for _, kt := range []certs.KeyType{certs.ECDSAP256, certs.RSA2048, certs.Ed25519} {
+	for _, kt := range []testpki.KeyType{testpki.ECDSAP256, testpki.RSA2048, testpki.Ed25519} {
 		name := strings.ReplaceAll(string(kt), "-", "") + ".example.com"
 		put(t, s, f.bundle(t, kt, name))
 		e, err := s.Lookup(context.Background(), name)
@@ -83,7 +83,7 @@ func TestPrivateKeySigns(t *testing.T) {
 		msg := sha256.Sum256([]byte("hello"))
 		var opts crypto.SignerOpts = crypto.SHA256
 		digest := msg[:]
-		if kt == certs.Ed25519 {
+		if kt == testpki.Ed25519 {
 			opts, digest = crypto.Hash(0), []byte("hello")
 		}
 		sig, err := key.Sign(rand.Reader, digest, opts)
@@ -99,8 +99,8 @@ func TestPrivateKeySigns(t *testing.T) {
 func TestECDSAAndRSAForOneName(t *testing.T) {
 	f := newFixture(t)
 	s := f.open(t, keystore.Options{})
-	put(t, s, f.bundle(t, certs.ECDSAP256, "dual.example.com"))
-	put(t, s, f.bundle(t, certs.RSA2048, "dual.example.com"))
+	put(t, s, f.bundle(t, testpki.ECDSAP256, "dual.example.com"))
+	put(t, s, f.bundle(t, testpki.RSA2048, "dual.example.com"))
 	e, err := s.Lookup(context.Background(), "dual.example.com")
 	if err != nil {
 		t.Fatal(err)
@@ -378,7 +378,7 @@ func TestRemoveByID(t *testing.T) {
 	s := f.open(t, keystore.Options{})
 	ctx := context.Background()
 	id := put(t, s, f.bundle(t, "", "a.example.com", "b.example.com"))[0]
-	keep := put(t, s, f.bundle(t, certs.RSA2048, "b.example.com"))[0]
+	keep := put(t, s, f.bundle(t, testpki.RSA2048, "b.example.com"))[0]
 	if err := s.Remove(ctx, id); err != nil {
 		t.Fatal(err)
 	}
@@ -487,11 +487,11 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	return out
 }
 
-func sigAlg(kt certs.KeyType) x509.SignatureAlgorithm {
+func sigAlg(kt testpki.KeyType) x509.SignatureAlgorithm {
 	switch kt {
-	case certs.RSA2048:
+	case testpki.RSA2048:
 		return x509.SHA256WithRSA
-	case certs.Ed25519:
+	case testpki.Ed25519:
 		return x509.PureEd25519
 	}
 	return x509.ECDSAWithSHA256

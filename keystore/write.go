@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keystore/geo"
 	"golang.org/x/sync/errgroup"
 )
@@ -116,7 +117,7 @@ func (s *Store) prepare(ctx context.Context, b *Bundle) (*prepared, error) {
 	if b.Key == nil {
 		return nil, fmt.Errorf("keystore: %s: no private key for a locally signed certificate", p.names[0])
 	}
-	if !publicKeysEqual(b.Key.Public(), leaf.PublicKey) {
+	if !certs.SamePublicKey(b.Key.Public(), leaf.PublicKey) {
 		return nil, fmt.Errorf("keystore: %s: private key does not match certificate", p.names[0])
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(b.Key)

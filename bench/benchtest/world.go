@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/edge"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,20 +79,20 @@ func Start(t testing.TB, origin http.Handler) *World {
 	})
 	check(t, err)
 	t.Cleanup(func() { store.Close() })
-	ca, err := certs.NewCA("bench test CA")
+	ca, err := testpki.NewCA("bench test CA")
 	check(t, err)
 	w.CAFile = filepath.Join(dir, "testca.pem")
 	check(t, ca.Write(w.CAFile, filepath.Join(dir, "testca.key")))
 	w.Roots = x509.NewCertPool()
 	w.Roots.AddCert(ca.Certificate())
 	originURL := "http://" + originAddr
-	check(t, ca.GenerateTenants(ctx, store, certs.TenantSpec{Count: Tenants, Origin: originURL}, nil))
-	check(t, ca.GenerateTenants(ctx, store, certs.TenantSpec{Count: RSATenants, Domain: "rsa.keyedge.test", RSAEvery: 1, Origin: originURL}, nil))
+	check(t, ca.GenerateTenants(ctx, store, testpki.TenantSpec{Count: Tenants, Origin: originURL}, nil))
+	check(t, ca.GenerateTenants(ctx, store, testpki.TenantSpec{Count: RSATenants, Domain: "rsa.keyedge.test", RSAEvery: 1, Origin: originURL}, nil))
 	for i := range Tenants {
-		w.Names = append(w.Names, certs.TenantName(i, "keyedge.test"))
+		w.Names = append(w.Names, testpki.TenantName(i, "keyedge.test"))
 	}
 	for i := range RSATenants {
-		w.RSANames = append(w.RSANames, certs.TenantName(i, "rsa.keyedge.test"))
+		w.RSANames = append(w.RSANames, testpki.TenantName(i, "rsa.keyedge.test"))
 	}
 
 	reg := prometheus.NewRegistry()
@@ -119,16 +119,16 @@ func Start(t testing.TB, origin http.Handler) *World {
 
 // startKeyServer writes the identities and the keys and runs a key
 // server over the keys' directory.
-func (w *World) startKeyServer(t testing.TB, dir string, ca *certs.CA) {
-	idCA, err := certs.NewCA("bench identity CA")
+func (w *World) startKeyServer(t testing.TB, dir string, ca *testpki.CA) {
+	idCA, err := testpki.NewCA("bench identity CA")
 	check(t, err)
 	w.KeyServerCA = filepath.Join(dir, "identity-ca.pem")
 	check(t, idCA.Write(w.KeyServerCA, filepath.Join(dir, "identity-ca.key")))
-	client, err := idCA.Issue(certs.LeafSpec{Names: []string{"edgebench.test"}, ClientAuth: true})
+	client, err := idCA.Issue(testpki.LeafSpec{Names: []string{"edgebench.test"}, ClientAuth: true})
 	check(t, err)
 	w.IdentityCert, w.IdentityKey = filepath.Join(dir, "edgebench.pem"), filepath.Join(dir, "edgebench.key")
 	check(t, client.WritePEM(w.IdentityCert, w.IdentityKey))
-	server, err := idCA.Issue(certs.LeafSpec{Names: []string{"keyserver.test"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	server, err := idCA.Issue(testpki.LeafSpec{Names: []string{"keyserver.test"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	check(t, err)
 	roots := x509.NewCertPool()
 	roots.AddCert(idCA.Certificate())
@@ -141,13 +141,13 @@ func (w *World) startKeyServer(t testing.TB, dir string, ca *certs.CA) {
 	check(t, os.Mkdir(keysDir, 0o700))
 	for _, k := range []struct {
 		name string
-		typ  certs.KeyType
+		typ  testpki.KeyType
 		file *string
 	}{
-		{"ecdsa.keyless.test", certs.ECDSAP256, &w.ECDSAKeyCert},
-		{"rsa.keyless.test", certs.RSA2048, &w.RSAKeyCert},
+		{"ecdsa.keyless.test", testpki.ECDSAP256, &w.ECDSAKeyCert},
+		{"rsa.keyless.test", testpki.RSA2048, &w.RSAKeyCert},
 	} {
-		leaf, err := ca.Issue(certs.LeafSpec{Names: []string{k.name}, KeyType: k.typ})
+		leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{k.name}, KeyType: k.typ})
 		check(t, err)
 		*k.file = filepath.Join(keysDir, k.name+".pem")
 		check(t, leaf.WritePEM(*k.file, filepath.Join(keysDir, k.name+".key")))

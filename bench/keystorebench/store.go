@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -93,7 +93,7 @@ func (b *bench) sample(what string, k int, ecdsaOnly bool) []string {
 	}
 	names := make([]string, len(idx))
 	for j, i := range idx {
-		names[j] = certs.TenantName(i, b.cfg.domain)
+		names[j] = testpki.TenantName(i, b.cfg.domain)
 	}
 	return names
 }

@@ -30,7 +30,7 @@ import (
 	"sync/atomic"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"golang.org/x/sync/errgroup"
 )
@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string) error {
 				if i >= *tenants || ctx.Err() != nil {
 					return ctx.Err()
 				}
-				n, err := export(ctx, store, certs.TenantName(i, *domain), *out)
+				n, err := export(ctx, store, testpki.TenantName(i, *domain), *out)
 				if err != nil {
 					return err
 				}

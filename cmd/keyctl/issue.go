@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/acme"
 	"github.com/keyedge/keyedge/certs"
 )
 
@@ -43,12 +44,12 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 	if len(e.args) == 0 || *origin == "" {
 		return fmt.Errorf("%w: need at least one NAME (SANs of one certificate joined by commas) and --origin", errUsage)
 	}
-	var reqs []certs.Request
+	var reqs []acme.Request
 	for _, a := range e.args {
 		names := strings.Split(a, ",")
-		reqs = append(reqs, certs.Request{Names: names, Tenant: cmp.Or(*tenant, names[0]), Origin: *origin})
+		reqs = append(reqs, acme.Request{Names: names, Tenant: cmp.Or(*tenant, names[0]), Origin: *origin})
 	}
-	opts := certs.ACMEOptions{CA: *ca, Email: *email, Logger: slog.New(slog.NewTextHandler(e.stderr, nil))}
+	opts := acme.Options{CA: *ca, Email: *email, Logger: slog.New(slog.NewTextHandler(e.stderr, nil))}
 	if *caRoot != "" {
 		var err error
 		if opts.TrustedRoots, err = certs.ReadCertPool(*caRoot); err != nil {
@@ -70,7 +71,7 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		}
 		defer listeners.close()
 	}
-	m, err := certs.NewManager(opts)
+	m, err := acme.NewManager(opts)
 	if err != nil {
 		return err
 	}
@@ -125,7 +126,7 @@ type challengeListeners struct {
 	sink, http, tls net.Listener // nil if not opened
 }
 
-func openChallengeListeners(opts *certs.ACMEOptions, httpAddr, tlsAddr string) (*challengeListeners, error) {
+func openChallengeListeners(opts *acme.Options, httpAddr, tlsAddr string) (*challengeListeners, error) {
 	c := &challengeListeners{}
 	listen := func(addr string) (net.Listener, int, error) {
 		l, err := net.Listen("tcp", addr)
@@ -161,7 +162,7 @@ func openChallengeListeners(opts *certs.ACMEOptions, httpAddr, tlsAddr string) (
 }
 
 // serve answers challenges with m until close.
-func (c *challengeListeners) serve(m *certs.Manager) {
+func (c *challengeListeners) serve(m *acme.Manager) {
 	if c.sink != nil {
 		go acceptAndClose(c.sink)
 	}

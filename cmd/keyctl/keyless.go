@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 )
 
@@ -55,7 +55,7 @@ func runIdentity(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	name := e.args[0]
-	spec := certs.LeafSpec{Names: []string{name}, ClientAuth: true, NotAfter: time.Now().Add(*valid)}
+	spec := testpki.LeafSpec{Names: []string{name}, ClientAuth: true, NotAfter: time.Now().Add(*valid)}
 	for _, s := range ips {
 		ip := net.ParseIP(s)
 		if ip == nil {

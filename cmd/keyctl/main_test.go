@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -42,17 +42,17 @@ func TestScript(t *testing.T) {
 
 // testLeaf CAPREFIX NAME BASE [KEYTYPE] issues a certificate for NAME
 // and www.NAME from the CA at CAPREFIX.{pem,key}, with a key of KEYTYPE
-// (certs.KeyType; ECDSA P-256 by default), and writes BASE.pem (chain)
+// (testpki.KeyType; ECDSA P-256 by default), and writes BASE.pem (chain)
 // and BASE.key (PKCS#8), as a user would bring them to keyctl import.
 func testLeaf(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 3 || len(args) > 4 {
 		ts.Fatalf("usage: testleaf CAPREFIX NAME BASE [KEYTYPE]")
 	}
-	ca, err := certs.LoadCA(ts.MkAbs(args[0]+".pem"), ts.MkAbs(args[0]+".key"))
+	ca, err := testpki.LoadCA(ts.MkAbs(args[0]+".pem"), ts.MkAbs(args[0]+".key"))
 	ts.Check(err)
-	spec := certs.LeafSpec{Names: []string{args[1], "www." + args[1]}}
+	spec := testpki.LeafSpec{Names: []string{args[1], "www." + args[1]}}
 	if len(args) == 4 {
-		spec.KeyType = certs.KeyType(args[3])
+		spec.KeyType = testpki.KeyType(args[3])
 	}
 	leaf, err := ca.Issue(spec)
 	ts.Check(err)

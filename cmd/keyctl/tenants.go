@@ -10,15 +10,17 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/acme"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/backend"
 	"github.com/keyedge/keyedge/internal/secretfile"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/schollz/progressbar/v3"
 )
 
 func runGenTenants(ctx context.Context, e *env, args []string) error {
-	var spec certs.TenantSpec
+	var spec testpki.TenantSpec
 	var caPrefix string
 	e.flags.IntVar(&spec.Count, "count", 0, "number of tenants to generate (required)")
 	e.flags.IntVar(&spec.First, "first", 0, "index of the first tenant")
@@ -75,19 +77,19 @@ func runGenTenants(ctx context.Context, e *env, args []string) error {
 	}
 	d := time.Since(start)
 	fmt.Fprintf(e.stdout, "generated %d tenants (%s … %s) in %v (%.0f/s); trust %s.pem\n",
-		spec.Count, certs.TenantName(spec.First, spec.Domain), certs.TenantName(spec.First+spec.Count-1, spec.Domain),
+		spec.Count, testpki.TenantName(spec.First, spec.Domain), testpki.TenantName(spec.First+spec.Count-1, spec.Domain),
 		d.Round(time.Millisecond), float64(spec.Count)/d.Seconds(), caPrefix)
 	return nil
 }
 
 // loadOrCreateCA loads the test CA at prefix, creating it when missing.
-func loadOrCreateCA(prefix string) (*certs.CA, error) {
+func loadOrCreateCA(prefix string) (*testpki.CA, error) {
 	certFile, keyFile := prefix+".pem", prefix+".key"
-	ca, err := certs.LoadCA(certFile, keyFile)
+	ca, err := testpki.LoadCA(certFile, keyFile)
 	if err == nil || !errors.Is(err, os.ErrNotExist) {
 		return ca, err
 	}
-	if ca, err = certs.NewCA("keyedge test CA"); err != nil {
+	if ca, err = testpki.NewCA("keyedge test CA"); err != nil {
 		return nil, err
 	}
 	return ca, ca.Write(certFile, keyFile)
@@ -246,11 +248,11 @@ func runRemove(ctx context.Context, e *env, args []string) error {
 	}
 	defer store.Close()
 	// Unmanaged first, so no edge renews the name back between the two.
-	unmanaged := certs.Unmanage(ctx, storage, e.args[0])
+	unmanaged := acme.Unmanage(ctx, storage, e.args[0])
 	switch {
 	case unmanaged == nil:
 		fmt.Fprintf(e.stdout, "%s is no longer renewed by ACME\n", e.args[0])
-	case !errors.Is(unmanaged, certs.ErrNotManaged) && !errors.Is(unmanaged, keystore.ErrBadName):
+	case !errors.Is(unmanaged, acme.ErrNotManaged) && !errors.Is(unmanaged, keystore.ErrBadName):
 		return unmanaged
 	}
 	err = store.Remove(ctx, e.args[0])

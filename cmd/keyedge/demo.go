@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/config"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 )
 
@@ -99,13 +99,13 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	}
 
 	fmt.Fprintln(stdout, "\ntry:")
-	for _, host := range []string{certs.TenantName(1, demoDomain), "www." + certs.TenantName(10, demoDomain), certs.TenantName(100, demoDomain), keylessHost, geoUSHost} {
+	for _, host := range []string{testpki.TenantName(1, demoDomain), "www." + testpki.TenantName(10, demoDomain), testpki.TenantName(100, demoDomain), keylessHost, geoUSHost} {
 		fmt.Fprintf(stdout, "  curl --cacert %s --resolve %s:%s:127.0.0.1 https://%s:%s/\n",
 			filepath.Join(dir, "testca.pem"), host, port, host, port)
 	}
 	fmt.Fprintf(stdout, "  curl -s %s | grep -E '^keyedge_(edge_route|keystore_policy)'\n", n.metricsURL())
 	fmt.Fprintf(stdout, "  %s --keystore %s --fleet-key %s show %s\n",
-		keyctlPath(), filepath.Join(dir, "keystore"), filepath.Join(dir, "fleet.key"), certs.TenantName(42, demoDomain))
+		keyctlPath(), filepath.Join(dir, "keystore"), filepath.Join(dir, "fleet.key"), testpki.TenantName(42, demoDomain))
 	if failed > 0 {
 		return fmt.Errorf("self-check: %d of the requests above failed", failed)
 	}
@@ -135,7 +135,7 @@ limits:
 `
 
 // demoKeystore creates the fleet key, the test CA and the tenants.
-func demoKeystore(ctx context.Context, dir string, count int, originURL string, stdout io.Writer) (*certs.CA, error) {
+func demoKeystore(ctx context.Context, dir string, count int, originURL string, stdout io.Writer) (*testpki.CA, error) {
 	fleet, err := keystore.GenerateFleetKey()
 	if err != nil {
 		return nil, err
@@ -143,7 +143,7 @@ func demoKeystore(ctx context.Context, dir string, count int, originURL string, 
 	if err := keystore.WriteFleetKeyFile(filepath.Join(dir, "fleet.key"), fleet); err != nil {
 		return nil, err
 	}
-	ca, err := certs.NewCA("keyedge demo CA")
+	ca, err := testpki.NewCA("keyedge demo CA")
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +157,7 @@ func demoKeystore(ctx context.Context, dir string, count int, originURL string, 
 	}
 	defer store.Close()
 	start := time.Now()
-	spec := certs.TenantSpec{Count: count, Domain: demoDomain, Origin: originURL, WildcardEvery: 10, RSAEvery: 100}
+	spec := testpki.TenantSpec{Count: count, Domain: demoDomain, Origin: originURL, WildcardEvery: 10, RSAEvery: 100}
 	if err := ca.GenerateTenants(ctx, store, spec, nil); err != nil {
 		return nil, err
 	}
@@ -202,16 +202,16 @@ func freeAddr(addr string) (string, error) {
 
 // selfCheck makes one request per kind of tenant through the edge and
 // prints what it saw; it returns the number of failures.
-func selfCheck(ctx context.Context, w io.Writer, ca *certs.CA, edgeAddr string) int {
+func selfCheck(ctx context.Context, w io.Writer, ca *testpki.CA, edgeAddr string) int {
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Certificate())
 	checks := []struct {
 		host, kind string
 		refused    bool
 	}{
-		{certs.TenantName(1, demoDomain), "ECDSA tenant", false},
-		{"www." + certs.TenantName(10, demoDomain), "wildcard", false},
-		{certs.TenantName(100, demoDomain), "RSA tenant", false},
+		{testpki.TenantName(1, demoDomain), "ECDSA tenant", false},
+		{"www." + testpki.TenantName(10, demoDomain), "wildcard", false},
+		{testpki.TenantName(100, demoDomain), "RSA tenant", false},
 		{keylessHost, "keyless tenant", false},
 		{geoEUHost, "geo, signed here", false},
 		{geoUSHost, "geo, key server", false},

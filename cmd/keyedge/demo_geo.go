@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
@@ -27,7 +27,7 @@ const (
 // two restricted tenants, and starts the US key server over the same
 // keystore with its own node key. It returns the edge.yaml lines and a
 // function stopping the key server.
-func demoGeo(ctx context.Context, dir string, ca, idCA *certs.CA, originURL string) (string, func(), error) {
+func demoGeo(ctx context.Context, dir string, ca, idCA *testpki.CA, originURL string) (string, func(), error) {
 	master, err := geo.GenerateMasterKey()
 	if err != nil {
 		return "", nil, err
@@ -52,7 +52,7 @@ func demoGeo(ctx context.Context, dir string, ca, idCA *certs.CA, originURL stri
 		return "", nil, err
 	}
 	for host, policy := range map[string]string{geoEUHost: "region: eu", geoUSHost: "region: us"} {
-		leaf, err := ca.Issue(certs.LeafSpec{Names: []string{host}})
+		leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{host}})
 		if err != nil {
 			return "", nil, err
 		}

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 )
@@ -28,15 +28,15 @@ const demoEdgeIdentity = "edge.demo"
 // server itself on 127.0.0.1, and the tenant's certificate in the
 // keystore with route keyless. It returns the identity CA, the edge.yaml
 // lines for it and a function stopping the key server.
-func demoKeyless(ctx context.Context, dir string, ca *certs.CA, originURL string) (*certs.CA, string, func(), error) {
-	idCA, err := certs.NewCA("keyedge demo identity CA")
+func demoKeyless(ctx context.Context, dir string, ca *testpki.CA, originURL string) (*testpki.CA, string, func(), error) {
+	idCA, err := testpki.NewCA("keyedge demo identity CA")
 	if err != nil {
 		return nil, "", nil, err
 	}
 	if err := idCA.Write(filepath.Join(dir, "identity-ca.pem"), filepath.Join(dir, "identity-ca.key")); err != nil {
 		return nil, "", nil, err
 	}
-	edgeID, err := idCA.Issue(certs.LeafSpec{Names: []string{demoEdgeIdentity}, ClientAuth: true})
+	edgeID, err := idCA.Issue(testpki.LeafSpec{Names: []string{demoEdgeIdentity}, ClientAuth: true})
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -44,7 +44,7 @@ func demoKeyless(ctx context.Context, dir string, ca *certs.CA, originURL string
 		return nil, "", nil, err
 	}
 
-	tenant, err := ca.Issue(certs.LeafSpec{Names: []string{keylessHost}})
+	tenant, err := ca.Issue(testpki.LeafSpec{Names: []string{keylessHost}})
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -86,8 +86,8 @@ func demoKeyless(ctx context.Context, dir string, ca *certs.CA, originURL string
 // identity from idCA, accepting edges with identities from idCA and
 // letting the demo edge, and only it, use the key of host. It returns
 // its address and a function that stops it and then calls closeKeys.
-func startDemoKeyServer(idCA *certs.CA, keys keyserver.KeySource, closeKeys func() error, host string) (string, func(), error) {
-	id, err := idCA.Issue(certs.LeafSpec{Names: []string{"keyserver.demo"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
+func startDemoKeyServer(idCA *testpki.CA, keys keyserver.KeySource, closeKeys func() error, host string) (string, func(), error) {
+	id, err := idCA.Issue(testpki.LeafSpec{Names: []string{"keyserver.demo"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	if err != nil {
 		closeKeys()
 		return "", nil, err

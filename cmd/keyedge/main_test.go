@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -61,10 +61,10 @@ func mkworld(ts *testscript.TestScript, neg bool, args []string) {
 	fleet, err := keystore.GenerateFleetKey()
 	ts.Check(err)
 	ts.Check(keystore.WriteFleetKeyFile(filepath.Join(dir, "fleet.key"), fleet))
-	ca, err := certs.NewCA("script CA")
+	ca, err := testpki.NewCA("script CA")
 	ts.Check(err)
 	ts.Check(ca.Write(filepath.Join(dir, "testca.pem"), filepath.Join(dir, "testca.key")))
-	fallback, err := ca.Issue(certs.LeafSpec{Names: []string{"fallback.invalid"}})
+	fallback, err := ca.Issue(testpki.LeafSpec{Names: []string{"fallback.invalid"}})
 	ts.Check(err)
 	ts.Check(fallback.WritePEM(filepath.Join(dir, "fallback.pem"), filepath.Join(dir, "fallback.key")))
 
@@ -74,7 +74,7 @@ func mkworld(ts *testscript.TestScript, neg bool, args []string) {
 	})
 	ts.Check(err)
 	defer store.Close()
-	ts.Check(ca.GenerateTenants(context.Background(), store, certs.TenantSpec{Count: n, Origin: origin.URL}, nil))
+	ts.Check(ca.GenerateTenants(context.Background(), store, testpki.TenantSpec{Count: n, Origin: origin.URL}, nil))
 
 	addr, err := freeAddr("127.0.0.1:0")
 	ts.Check(err)

@@ -17,7 +17,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/cloudflare/tableflip"
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/acme"
 	"github.com/keyedge/keyedge/edge"
 	"github.com/keyedge/keyedge/internal/config"
 	"github.com/keyedge/keyedge/internal/ops"
@@ -34,13 +34,13 @@ type node struct {
 	store   *keystore.Store
 	srv     *edge.Server
 	ln      net.Listener
-	metrics *http.Server   // nil when metrics_listen is "off"
-	acme    *certs.Manager // nil when ACME is off
-	http    *http.Server   // port 80, with ACME
-	stop    func()         // ends the ACME renewal loop
-	release func() error   // releases the keystore's storage
-	served  chan error     // Serve's result
-	ready   atomic.Bool    // /readyz: serving, not draining
+	metrics *http.Server  // nil when metrics_listen is "off"
+	acme    *acme.Manager // nil when ACME is off
+	http    *http.Server  // port 80, with ACME
+	stop    func()        // ends the ACME renewal loop
+	release func() error  // releases the keystore's storage
+	served  chan error    // Serve's result
+	ready   atomic.Bool   // /readyz: serving, not draining
 }
 
 // listenFunc opens a listener: net.Listen, or a tableflip Upgrader's
@@ -93,7 +93,7 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listenFunc, logOut 
 			return nil, err
 		}
 		undo = append(undo, func() { n.acme.Close() })
-		opts.ACME = n.acme
+		opts.ACME = acmeHooks(n.acme)
 	}
 	if n.srv, err = edge.NewServer(opts); err != nil {
 		return nil, err
@@ -111,7 +111,7 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listenFunc, logOut 
 	n.ready.Store(true)
 	n.log.Info("edge listening", "addr", n.ln.Addr().String(), "keystore", storage)
 	if n.acme != nil {
-		n.http = edge.NewHTTPServer(n.acme, opts.Limits, n.log)
+		n.http = edge.NewHTTPServer(opts.ACME, opts.Limits, n.log)
 		go n.http.Serve(httpLn)
 		runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		n.stop = stop
@@ -119,6 +119,16 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listenFunc, logOut 
 		n.log.Info("acme on", "ca", cfg.ACME.CA, "http", httpLn.Addr().String(), "on_demand", cfg.ACME.OnDemand.Enabled)
 	}
 	return n, nil
+}
+
+// acmeHooks hands the edge the Manager's methods it calls.
+func acmeHooks(m *acme.Manager) edge.ACME {
+	return edge.ACME{
+		ChallengeConfig: m.GetChallengeConfig,
+		Obtain:          m.OnDemand,
+		NotAllowed:      acme.ErrNotAllowed,
+		HTTPHandler:     m.HTTPHandler,
+	}
 }
 
 // metricsURL is where /metrics is served, or "" when off.

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/rogpeppe/go-internal/testscript"
@@ -73,16 +73,16 @@ func TestScript(t *testing.T) {
 // same certificate in a keystore (keystore/, fleet.key). It returns a
 // free address on 127.0.0.1 to listen on.
 func mkworld(dir string) (string, error) {
-	serverCA, err := certs.NewCA("test key server CA")
+	serverCA, err := testpki.NewCA("test key server CA")
 	if err != nil {
 		return "", err
 	}
-	edgeCA, err := certs.NewCA("test edge CA")
+	edgeCA, err := testpki.NewCA("test edge CA")
 	if err != nil {
 		return "", err
 	}
-	leaf := func(ca *certs.CA, name string, client bool, base string) (*certs.Leaf, error) {
-		l, err := ca.Issue(certs.LeafSpec{Names: []string{name}, ClientAuth: client})
+	leaf := func(ca *testpki.CA, name string, client bool, base string) (*testpki.Leaf, error) {
+		l, err := ca.Issue(testpki.LeafSpec{Names: []string{name}, ClientAuth: client})
 		if err != nil {
 			return nil, err
 		}
@@ -145,7 +145,7 @@ func mkworld(dir string) (string, error) {
 }
 
 // writePEM writes dir/base.pem (the chain) and dir/base.key (0600).
-func writePEM(dir, base string, l *certs.Leaf) error {
+func writePEM(dir, base string, l *testpki.Leaf) error {
 	return l.WritePEM(filepath.Join(dir, base+".pem"), filepath.Join(dir, base+".key"))
 }
 

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/proctest"
+	"github.com/keyedge/keyedge/internal/testpki"
 )
 
 // TestImportOnFullDisk runs `keyctl import` of a new tenant on a
@@ -26,7 +26,7 @@ import (
 // and the edge serves it (no lock or leftover in the way).
 func TestImportOnFullDisk(t *testing.T) {
 	w := newWorld(t, options{KeystoreTmpfs: 1 << 20})
-	ca, err := certs.LoadCA(w.path("testca.pem"), w.path("testca.key"))
+	ca, err := testpki.LoadCA(w.path("testca.pem"), w.path("testca.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func TestImportOnFullDisk(t *testing.T) {
 	imported := 0
 	for pages := range 9 {
 		host := fmt.Sprintf("full%d.keyedge.test", pages)
-		leaf, err := ca.Issue(certs.LeafSpec{Names: []string{host}})
+		leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{host}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/proctest"
 	"github.com/keyedge/keyedge/internal/redistest"
+	"github.com/keyedge/keyedge/internal/testpki"
 )
 
 func TestMain(m *testing.M) { proctest.Main(m) }
@@ -122,17 +122,17 @@ func newWorld(t *testing.T, opts options) *world {
 	w.keyctl("gen-tenants", "--keystore", w.keystore, "--fleet-key", "fleet.key",
 		"--count", fmt.Sprint(opts.Tenants), "--origin", w.origin.URL, "--ca", "testca")
 	for i := range opts.Tenants {
-		w.local = append(w.local, certs.TenantName(i, "keyedge.test"))
+		w.local = append(w.local, testpki.TenantName(i, "keyedge.test"))
 	}
 	w.keyctl("identity", edgeIdentity, "--ca", "identity-ca", "--out", "edge-identity")
 
 	// The keyless tenant: a certificate from the test CA whose key goes
 	// to the key servers only.
-	ca, err := certs.LoadCA(filepath.Join(w.dir, "testca.pem"), filepath.Join(w.dir, "testca.key"))
+	ca, err := testpki.LoadCA(filepath.Join(w.dir, "testca.pem"), filepath.Join(w.dir, "testca.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := ca.Issue(certs.LeafSpec{Names: []string{keylessHost}})
+	leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{keylessHost}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ type keyServer struct {
 // newKeyServer writes the files of key server name: its identity, the
 // keyless tenant's key and a config authorizing the edge's identity for
 // that key only.
-func (w *world) newKeyServer(name string, tenant *certs.Leaf) *keyServer {
+func (w *world) newKeyServer(name string, tenant *testpki.Leaf) *keyServer {
 	w.t.Helper()
 	ks := &keyServer{w: w, name: name, addr: proctest.FreeAddr(w.t), dir: w.path(name)}
 	if err := os.MkdirAll(filepath.Join(ks.dir, "keys"), 0o700); err != nil {

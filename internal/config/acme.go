@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/acme"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,12 +16,12 @@ import (
 // ACMEManager makes the ACME manager of a node whose keystore is store
 // over storage, answering challenges on the node's bound listeners
 // httpAddr (port 80) and tlsAddr (443). It returns nil when ACME is off.
-func (c *Edge) ACMEManager(store *keystore.Store, storage certmagic.Storage, httpAddr, tlsAddr net.Addr, log *slog.Logger, reg prometheus.Registerer) (*certs.Manager, error) {
+func (c *Edge) ACMEManager(store *keystore.Store, storage certmagic.Storage, httpAddr, tlsAddr net.Addr, log *slog.Logger, reg prometheus.Registerer) (*acme.Manager, error) {
 	a := c.ACME
 	if a.CA == "" {
 		return nil, nil
 	}
-	opts := certs.ACMEOptions{
+	opts := acme.Options{
 		Store: store, Storage: storage, CA: a.CA, Email: a.Email,
 		RenewalWindow: a.RenewalWindow, CheckInterval: a.CheckInterval,
 		Logger: log, Registerer: reg,
@@ -41,17 +42,17 @@ func (c *Edge) ACMEManager(store *keystore.Store, storage certmagic.Storage, htt
 		opts.HTTPPort = ha.Port
 	}
 	if p := a.OnDemand; p.Enabled {
-		opts.OnDemand = &certs.OnDemandPolicy{
+		opts.OnDemand = &acme.OnDemandPolicy{
 			Rate: rate.Limit(p.PerMinute / 60), Burst: p.Burst,
 			CheckRate: rate.Limit(p.ChecksPerSecond), CheckBurst: p.CheckBurst, RefusedTTL: p.RefusedTTL,
 		}
 		if p.AllowURL != "" {
-			allow, err := certs.AllowURL(nil, p.AllowURL)
+			allow, err := acme.AllowURL(nil, p.AllowURL)
 			if err != nil {
 				return nil, fmt.Errorf("edge: acme.on_demand.allow_url: %w", err)
 			}
 			opts.OnDemand.Allow = allow
 		}
 	}
-	return certs.NewManager(opts)
+	return acme.NewManager(opts)
 }

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/secretfile"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
 )
@@ -130,7 +130,7 @@ func TestEdgeACMEManager(t *testing.T) {
 // key are refused when other users can read them, as the fleet key is.
 func TestEdgeKeyFilesExposed(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := certs.NewCA("config test CA")
+	ca, err := testpki.NewCA("config test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestEdgeKeyFilesExposed(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, base := range []string{"fallback", "identity"} {
-		leaf, err := ca.Issue(certs.LeafSpec{Names: []string{base + ".example"}, ClientAuth: true})
+		leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{base + ".example"}, ClientAuth: true})
 		if err != nil {
 			t.Fatal(err)
 		}

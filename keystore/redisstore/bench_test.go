@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/redistest"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/redisstore"
 )
@@ -26,7 +26,7 @@ func BenchmarkColdLookup(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ca, err := certs.NewCA("bench CA")
+	ca, err := testpki.NewCA("bench CA")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -46,13 +46,13 @@ func BenchmarkColdLookup(b *testing.B) {
 			return s
 		}
 		w := open()
-		if err := ca.GenerateTenants(ctx, w, certs.TenantSpec{Count: tenants}, nil); err != nil {
+		if err := ca.GenerateTenants(ctx, w, testpki.TenantSpec{Count: tenants}, nil); err != nil {
 			b.Fatal(err)
 		}
 		w.Close()
 		names := make([]string, tenants)
 		for i := range names {
-			names[i] = certs.TenantName(i, "keyedge.test")
+			names[i] = testpki.TenantName(i, "keyedge.test")
 		}
 		rand.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
 		b.Run(bc.name+"/cold", func(b *testing.B) {

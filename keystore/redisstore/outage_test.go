@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/backend"
 	"github.com/keyedge/keyedge/internal/proctest"
 	"github.com/keyedge/keyedge/internal/redistest"
+	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/redisstore"
 )
@@ -51,7 +51,7 @@ func TestRedisOutage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ca, err := certs.NewCA("outage CA")
+			ca, err := testpki.NewCA("outage CA")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,7 +60,7 @@ func TestRedisOutage(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer writer.Close()
-			if err := ca.GenerateTenants(ctx, writer, certs.TenantSpec{Count: 2}, nil); err != nil {
+			if err := ca.GenerateTenants(ctx, writer, testpki.TenantSpec{Count: 2}, nil); err != nil {
 				t.Fatal(err)
 			}
 
@@ -78,7 +78,7 @@ func TestRedisOutage(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			cached, cold := certs.TenantName(0, "keyedge.test"), certs.TenantName(1, "keyedge.test")
+			cached, cold := testpki.TenantName(0, "keyedge.test"), testpki.TenantName(1, "keyedge.test")
 			if _, err := s.Lookup(ctx, cached); err != nil {
 				t.Fatal(err)
 			}

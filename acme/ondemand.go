@@ -1,4 +1,4 @@
-package certs
+package acme
 
 import (
 	"cmp"
@@ -18,12 +18,12 @@ import (
 
 // ErrNotAllowed is returned by OnDemand for a name that is not a known
 // tenant's: nothing is sent to the CA.
-var ErrNotAllowed = errors.New("certs: on-demand issuance not allowed for this name")
+var ErrNotAllowed = errors.New("acme: on-demand issuance not allowed for this name")
 
 // ErrRateLimited is returned by OnDemand when this node's on-demand
 // budget (of checks or of orders) is spent, or the name is backing off
 // after a failed order.
-var ErrRateLimited = errors.New("certs: on-demand issuance rate limited")
+var ErrRateLimited = errors.New("acme: on-demand issuance rate limited")
 
 // OnDemandPolicy guards obtaining certificates during handshakes, so a
 // flood of random SNIs can make the edge spam neither the CA nor its
@@ -59,7 +59,7 @@ type OnDemandPolicy struct {
 	RefusedTTL time.Duration
 
 	// Now is the clock of the rate limits, the refusal memory and the
-	// backoff check [ACMEOptions.Now].
+	// backoff check [Options.Now].
 	Now func() time.Time
 }
 
@@ -209,7 +209,7 @@ func (m *Manager) allowOnDemand(ctx context.Context, name string) (Request, erro
 func AllowURL(client *http.Client, base string) (func(ctx context.Context, name string) (Request, error), error) {
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("certs: allow URL %q is not an http(s) URL", base)
+		return nil, fmt.Errorf("acme: allow URL %q is not an http(s) URL", base)
 	}
 	if client == nil {
 		client = &http.Client{Timeout: 5 * time.Second}

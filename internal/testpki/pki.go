@@ -1,4 +1,4 @@
-package certs
+package testpki
 
 import (
 	"crypto"
@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/secretfile"
 )
 
@@ -44,7 +45,7 @@ func ParseKeyType(s string) (KeyType, error) {
 	case "ed25519":
 		return Ed25519, nil
 	}
-	return "", fmt.Errorf("certs: unknown key type %q (want ecdsa, rsa or ed25519)", s)
+	return "", fmt.Errorf("testpki: unknown key type %q (want ecdsa, rsa or ed25519)", s)
 }
 
 // generateKey returns a new private key of type t, where "" means ECDSAP256.
@@ -53,23 +54,23 @@ func generateKey(t KeyType) (crypto.Signer, error) {
 	case ECDSAP256, "":
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
-			return nil, fmt.Errorf("certs: generating ECDSA key: %w", err)
+			return nil, fmt.Errorf("testpki: generating ECDSA key: %w", err)
 		}
 		return key, nil
 	case RSA2048:
 		key, err := rsa.GenerateKey(rand.Reader, 2048)
 		if err != nil {
-			return nil, fmt.Errorf("certs: generating RSA key: %w", err)
+			return nil, fmt.Errorf("testpki: generating RSA key: %w", err)
 		}
 		return key, nil
 	case Ed25519:
 		_, key, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
-			return nil, fmt.Errorf("certs: generating Ed25519 key: %w", err)
+			return nil, fmt.Errorf("testpki: generating Ed25519 key: %w", err)
 		}
 		return key, nil
 	}
-	return nil, fmt.Errorf("certs: unknown key type %q", t)
+	return nil, fmt.Errorf("testpki: unknown key type %q", t)
 }
 
 // CA is a test certificate authority that issues tenant leaf certificates.
@@ -88,7 +89,7 @@ type CA struct {
 // The CA may only sign end-entity certificates (path length zero).
 func NewCA(commonName string) (*CA, error) {
 	if commonName == "" {
-		return nil, errors.New("certs: CA common name is empty")
+		return nil, errors.New("testpki: CA common name is empty")
 	}
 	key, err := generateKey(ECDSAP256)
 	if err != nil {
@@ -109,7 +110,7 @@ func NewCA(commonName string) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, template, template, key.Public(), key)
 	if err != nil {
-		return nil, fmt.Errorf("certs: self-signing CA certificate: %w", err)
+		return nil, fmt.Errorf("testpki: self-signing CA certificate: %w", err)
 	}
 	return newCA(der, key)
 }
@@ -118,43 +119,43 @@ func NewCA(commonName string) (*CA, error) {
 func newCA(certDER []byte, key crypto.Signer) (*CA, error) {
 	cert, err := x509.ParseCertificate(certDER)
 	if err != nil {
-		return nil, fmt.Errorf("certs: parsing CA certificate: %w", err)
+		return nil, fmt.Errorf("testpki: parsing CA certificate: %w", err)
 	}
 	if !cert.BasicConstraintsValid || !cert.IsCA {
-		return nil, fmt.Errorf("certs: certificate %q is not a CA", cert.Subject.CommonName)
+		return nil, fmt.Errorf("testpki: certificate %q is not a CA", cert.Subject.CommonName)
 	}
-	if err := KeyMatchesCert(key, cert); err != nil {
-		return nil, err
+	if err := certs.KeyMatchesCert(key, cert); err != nil {
+		return nil, fmt.Errorf("testpki: CA key: %w", err)
 	}
 	return &CA{cert: cert, certDER: certDER, key: key}, nil
 }
 
 // LoadCA reads a CA written by [CA.Write]: certPEMFile holds exactly one
 // "CERTIFICATE" block, and keyPEMFile holds the CA private key in any form
-// [ParseKeyPEM] accepts ([CA.Write] uses PKCS#8 "PRIVATE KEY").
+// [certs.ParseKeyPEM] accepts ([CA.Write] uses PKCS#8 "PRIVATE KEY").
 // It fails if the certificate is not a CA or the key does not match it,
 // and refuses a key file that other users can read (an error wrapping
 // secretfile.ErrExposed): whoever reads a CA key can issue certificates.
 func LoadCA(certPEMFile, keyPEMFile string) (*CA, error) {
 	certPEM, err := os.ReadFile(certPEMFile)
 	if err != nil {
-		return nil, fmt.Errorf("certs: reading CA certificate: %w", err)
+		return nil, fmt.Errorf("testpki: reading CA certificate: %w", err)
 	}
-	chain, err := parseChain(certPEM)
+	chain, err := certs.ParseChainPEM(certPEM)
 	if err != nil {
-		return nil, fmt.Errorf("certs: CA certificate %s: %w", certPEMFile, err)
+		return nil, fmt.Errorf("testpki: CA certificate %s: %w", certPEMFile, err)
 	}
 	if len(chain) != 1 {
-		return nil, fmt.Errorf("certs: CA certificate %s: holds %d certificates, want 1", certPEMFile, len(chain))
+		return nil, fmt.Errorf("testpki: CA certificate %s: holds %d certificates, want 1", certPEMFile, len(chain))
 	}
 	keyPEM, err := secretfile.Read(keyPEMFile)
 	if err != nil {
-		return nil, fmt.Errorf("certs: reading CA key: %w", err)
+		return nil, fmt.Errorf("testpki: reading CA key: %w", err)
 	}
 	defer clear(keyPEM)
-	key, err := parseKey(keyPEM)
+	key, err := certs.ParseKeyPEM(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("certs: CA key %s: %w", keyPEMFile, err)
+		return nil, fmt.Errorf("testpki: CA key %s: %w", keyPEMFile, err)
 	}
 	return newCA(chain[0], key)
 }
@@ -169,7 +170,7 @@ func LoadCA(certPEMFile, keyPEMFile string) (*CA, error) {
 func (ca *CA) Write(certPEMFile, keyPEMFile string) error {
 	keyDER, err := x509.MarshalPKCS8PrivateKey(ca.key)
 	if err != nil {
-		return fmt.Errorf("certs: encoding CA key: %w", err)
+		return fmt.Errorf("testpki: encoding CA key: %w", err)
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	if err := writeFileAtomic(keyPEMFile, keyPEM, 0o600); err != nil {
@@ -185,13 +186,13 @@ func (ca *CA) Write(certPEMFile, keyPEMFile string) error {
 func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("certs: writing %s: %w", path, err)
+		return fmt.Errorf("testpki: writing %s: %w", path, err)
 	}
 	defer func() {
 		if err != nil {
 			f.Close()
 			os.Remove(f.Name())
-			err = fmt.Errorf("certs: writing %s: %w", path, err)
+			err = fmt.Errorf("testpki: writing %s: %w", path, err)
 		}
 	}()
 	if _, err = f.Write(data); err != nil {
@@ -219,7 +220,7 @@ func (l *Leaf) WritePEM(certFile, keyFile string) error {
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(l.Key)
 	if err != nil {
-		return fmt.Errorf("certs: encoding key: %w", err)
+		return fmt.Errorf("testpki: encoding key: %w", err)
 	}
 	defer clear(der)
 	if err := writeFileAtomic(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
@@ -305,7 +306,7 @@ func (ca *CA) Issue(spec LeafSpec) (*Leaf, error) {
 		notAfter = notBefore.Add(90 * 24 * time.Hour)
 	}
 	if !notAfter.After(notBefore) {
-		return nil, fmt.Errorf("certs: NotAfter %v is not after NotBefore %v", notAfter, notBefore)
+		return nil, fmt.Errorf("testpki: NotAfter %v is not after NotBefore %v", notAfter, notBefore)
 	}
 
 	key, err := generateKey(spec.KeyType)
@@ -339,11 +340,11 @@ func (ca *CA) Issue(spec LeafSpec) (*Leaf, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, template, ca.cert, pub, ca.key)
 	if err != nil {
-		return nil, fmt.Errorf("certs: signing certificate for %q: %w", spec.Names[0], err)
+		return nil, fmt.Errorf("testpki: signing certificate for %q: %w", spec.Names[0], err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("certs: parsing certificate for %q: %w", spec.Names[0], err)
+		return nil, fmt.Errorf("testpki: parsing certificate for %q: %w", spec.Names[0], err)
 	}
 	return &Leaf{Chain: [][]byte{der, ca.certDER}, Key: key, Cert: cert}, nil
 }
@@ -366,7 +367,7 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	case *ecdsa.PublicKey:
 		b, err := pub.Bytes()
 		if err != nil {
-			return nil, fmt.Errorf("certs: encoding public key: %w", err)
+			return nil, fmt.Errorf("testpki: encoding public key: %w", err)
 		}
 		spk = b
 	case *rsa.PublicKey:
@@ -374,7 +375,7 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	case ed25519.PublicKey:
 		spk = pub
 	default:
-		return nil, fmt.Errorf("certs: unsupported public key type %T", pub)
+		return nil, fmt.Errorf("testpki: unsupported public key type %T", pub)
 	}
 	h := sha256.Sum256(spk)
 	return h[:20], nil
@@ -383,11 +384,11 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 // checkNames reports an error unless names is a valid LeafSpec.Names.
 func checkNames(names []string) error {
 	if len(names) == 0 {
-		return errors.New("certs: no DNS names given")
+		return errors.New("testpki: no DNS names given")
 	}
 	for _, name := range names {
 		if err := checkName(name); err != nil {
-			return fmt.Errorf("certs: invalid DNS name %q: %w", name, err)
+			return fmt.Errorf("testpki: invalid DNS name %q: %w", name, err)
 		}
 	}
 	return nil

@@ -1,19 +1,19 @@
-package certs_test
+package testpki_test
 
 import (
 	"crypto/x509"
 	"fmt"
 	"log"
 
-	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/testpki"
 )
 
 func Example() {
-	ca, err := certs.NewCA("Keyedge Test Root")
+	ca, err := testpki.NewCA("Keyedge Test Root")
 	if err != nil {
 		log.Fatal(err)
 	}
-	leaf, err := ca.Issue(certs.LeafSpec{
+	leaf, err := ca.Issue(testpki.LeafSpec{
 		Names: []string{"tenant-42.example.com", "*.tenant-42.example.com"},
 	})
 	if err != nil {

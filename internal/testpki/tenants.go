@@ -1,4 +1,4 @@
-package certs
+package testpki
 
 import (
 	"context"
@@ -40,7 +40,7 @@ func TenantName(i int, domain string) string {
 // goroutine. It stops at the first error or when ctx is done.
 func (ca *CA) GenerateTenants(ctx context.Context, store *keystore.Store, spec TenantSpec, progress func(done int)) error {
 	if spec.Count < 0 || spec.First < 0 || spec.WildcardEvery < 0 || spec.RSAEvery < 0 {
-		return fmt.Errorf("certs: negative count, index or interval in tenant spec")
+		return fmt.Errorf("testpki: negative count, index or interval in tenant spec")
 	}
 	domain := spec.Domain
 	if domain == "" {

@@ -1,46 +1,23 @@
-package certs
+package acme
 
 import (
 	"crypto/tls"
-	"net"
 	"net/http"
 
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/mholt/acmez/v3"
 )
 
-// HTTPHandler is the handler of the edge's port-80 listener. It answers
-// the CA's HTTP-01 requests for orders of any node sharing the storage
-// (from this process's memory, else from the challenge tokens in
-// storage) and passes every other request to fallback; nil fallback
-// redirects to the same URL over https (RedirectToHTTPS).
-func (m *Manager) HTTPHandler(fallback http.Handler) http.Handler {
-	if fallback == nil {
-		fallback = http.HandlerFunc(RedirectToHTTPS)
+// HTTPHandler wraps the handler of the edge's port-80 listener. It
+// answers the CA's HTTP-01 requests for orders of any node sharing the
+// storage (from this process's memory, else from the challenge tokens in
+// storage) and passes every other request to next (the edge passes its
+// redirect to https); nil next answers them 404 Not Found.
+func (m *Manager) HTTPHandler(next http.Handler) http.Handler {
+	if next == nil {
+		next = http.NotFoundHandler()
 	}
-	return m.issuer.HTTPChallengeHandler(fallback)
-}
-
-// RedirectToHTTPS answers a plain-HTTP request with a permanent redirect
-// to the same host, path and query over https, the host's port dropped
-// (the edge serves TLS on 443): 301 for GET and HEAD, 308 otherwise so
-// clients keep the method and body.
-func RedirectToHTTPS(w http.ResponseWriter, r *http.Request) {
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	if host == "" {
-		http.Error(w, "missing Host", http.StatusBadRequest)
-		return
-	}
-	u := *r.URL
-	u.Scheme, u.Host = "https", host
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		http.Redirect(w, r, u.String(), http.StatusMovedPermanently)
-		return
-	}
-	http.Redirect(w, r, u.String(), http.StatusPermanentRedirect)
+	return m.issuer.HTTPChallengeHandler(next)
 }
 
 // IsTLSALPNChallenge reports whether hello is a CA's TLS-ALPN-01

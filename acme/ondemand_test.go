@@ -1,4 +1,4 @@
-package certs
+package acme
 
 import (
 	"context"
@@ -64,7 +64,7 @@ func newOnDemandManager(t *testing.T, p *OnDemandPolicy) (*Manager, *countingSto
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	m, err := NewManager(ACMEOptions{
+	m, err := NewManager(Options{
 		Store: store, Storage: storage, CA: "https://127.0.0.1:1/directory", Logger: discard,
 		RetryBase: time.Hour, OnDemand: p,
 	})

@@ -1,4 +1,4 @@
-package certs
+package testpki
 
 import "testing"
 

@@ -1,4 +1,4 @@
-package certs
+package testpki
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -15,12 +16,30 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/secretfile"
 )
 
+func encodeChain(chain [][]byte) []byte {
+	var buf bytes.Buffer
+	for _, der := range chain {
+		pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: der})
+	}
+	return buf.Bytes()
+}
+
+func encodePKCS8(t testing.TB, key any) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
 func newTestCA(t testing.TB) *CA {
 	t.Helper()
-	ca, err := NewCA("certs test root")
+	ca, err := NewCA("testpki test root")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +94,7 @@ func TestNewCA(t *testing.T) {
 	if !c.IsCA || !c.MaxPathLenZero || c.KeyUsage&x509.KeyUsageCertSign == 0 {
 		t.Errorf("CA certificate: IsCA %v, MaxPathLenZero %v, KeyUsage %b", c.IsCA, c.MaxPathLenZero, c.KeyUsage)
 	}
-	if c.Subject.CommonName != "certs test root" || len(c.SubjectKeyId) == 0 {
+	if c.Subject.CommonName != "testpki test root" || len(c.SubjectKeyId) == 0 {
 		t.Errorf("CA subject %q, SubjectKeyId %x", c.Subject.CommonName, c.SubjectKeyId)
 	}
 	if got, want := c.NotAfter.Sub(c.NotBefore), 10*365*24*time.Hour; got < want {
@@ -113,7 +132,7 @@ func TestIssue(t *testing.T) {
 			if len(leaf.Chain) != 2 || !bytes.Equal(leaf.Chain[0], leaf.Cert.Raw) || !bytes.Equal(leaf.Chain[1], ca.Certificate().Raw) {
 				t.Fatal("Chain is not [leaf, CA]")
 			}
-			if err := KeyMatchesCert(leaf.Key, leaf.Cert); err != nil {
+			if err := certs.KeyMatchesCert(leaf.Key, leaf.Cert); err != nil {
 				t.Error(err)
 			}
 			verifyLeaf(t, ca, leaf, "tenant-1.example.com", "api.tenant-1.example.net")
@@ -333,7 +352,7 @@ func TestLoadCAErrors(t *testing.T) {
 		name, cert, key string
 		is              error
 	}{
-		{name: "mismatched key", cert: caCert, key: otherKey, is: ErrKeyMismatch},
+		{name: "mismatched key", cert: caCert, key: otherKey, is: certs.ErrKeyMismatch},
 		{name: "not a CA", cert: leafCert, key: leafKey},
 		{name: "two certificates", cert: bundle, key: caKey},
 		{name: "key as certificate", cert: caKey, key: caKey},
@@ -347,8 +366,8 @@ func TestLoadCAErrors(t *testing.T) {
 			t.Errorf("%s: LoadCA succeeded", tt.name)
 			continue
 		}
-		if !strings.HasPrefix(err.Error(), "certs: ") || strings.Count(err.Error(), "certs: ") != 1 {
-			t.Errorf("%s: error %q is not prefixed exactly once with \"certs: \"", tt.name, err)
+		if !strings.HasPrefix(err.Error(), "testpki: ") || strings.Count(err.Error(), "testpki: ") != 1 {
+			t.Errorf("%s: error %q is not prefixed exactly once with \"testpki: \"", tt.name, err)
 		}
 		if tt.is != nil && !errors.Is(err, tt.is) {
 			t.Errorf("%s: error %q is not %v", tt.name, err, tt.is)
@@ -356,98 +375,10 @@ func TestLoadCAErrors(t *testing.T) {
 	}
 }
 
-// renewedPair is a KeyPairFile over files a test renews, on a clock the
-// test moves: files written get the clock's time as modification time,
-// as a renewal some time later would.
-type renewedPair struct {
-	t        *testing.T
-	ca       *CA
-	certFile string
-	keyFile  string
-	clock    time.Time
-	k        *KeyPairFile
-}
-
-func newRenewedPair(t *testing.T) *renewedPair {
-	dir := t.TempDir()
-	p := &renewedPair{t: t, ca: newTestCA(t), certFile: filepath.Join(dir, "id.pem"), keyFile: filepath.Join(dir, "id.key"),
-		clock: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)}
-	p.k = &KeyPairFile{CertFile: p.certFile, KeyFile: p.keyFile, Now: func() time.Time { return p.clock }}
-	return p
-}
-
-// renew writes a key pair for name, or garbage as the key when name is "".
-func (p *renewedPair) renew(name string) {
-	p.t.Helper()
-	if name == "" {
-		if err := os.WriteFile(p.keyFile, []byte("garbage"), 0o600); err != nil {
-			p.t.Fatal(err)
-		}
-	} else {
-		leaf, err := p.ca.Issue(LeafSpec{Names: []string{name}, ClientAuth: true})
-		if err != nil {
-			p.t.Fatal(err)
-		}
-		if err := leaf.WritePEM(p.certFile, p.keyFile); err != nil {
-			p.t.Fatal(err)
-		}
-	}
-	for _, f := range []string{p.certFile, p.keyFile} {
-		if err := os.Chtimes(f, p.clock, p.clock); err != nil {
-			p.t.Fatal(err)
-		}
-	}
-}
-
-// name is the common name of the pair Load returns.
-func (p *renewedPair) name() string {
-	p.t.Helper()
-	c, err := p.k.Load()
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(c.Certificate[0])
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	return leaf.Subject.CommonName
-}
-
-// TestKeyPairFileReloads: a renewed pair is picked up at the first Load
-// a recheck period after the last look, not before; a broken renewal
-// keeps the last good pair.
-func TestKeyPairFileReloads(t *testing.T) {
-	p := newRenewedPair(t)
-	p.renew("first.example")
-	start := p.clock
-	for _, step := range []struct {
-		advance time.Duration
-		renew   string // "" leaves the files alone
-		want    string
-	}{
-		{0, "", "first.example"},
-		{time.Nanosecond, "second.example", "first.example"}, // renewed, not yet looked at
-		{recheck - 2*time.Nanosecond, "", "first.example"},
-		{time.Nanosecond, "", "second.example"},
-		{recheck, "broken", "second.example"},
-	} {
-		p.clock = p.clock.Add(step.advance)
-		switch step.renew {
-		case "":
-		case "broken":
-			p.renew("")
-		default:
-			p.renew(step.renew)
-		}
-		if got := p.name(); got != step.want {
-			t.Fatalf("%v after the first load (renewed: %q): loaded %q, want %q", p.clock.Sub(start), step.renew, got, step.want)
-		}
-	}
-}
-
 // TestKeyFilesExposed: every reader of a private key file in this
 // package refuses one that other users can read, with the fleet key's
 // rule (secretfile.ErrExposed), and accepts it once it is 0600 again.
+// (certs tests its KeyPairFile the same way.)
 func TestKeyFilesExposed(t *testing.T) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
@@ -455,20 +386,11 @@ func TestKeyFilesExposed(t *testing.T) {
 	if err := ca.Write(caCert, caKey); err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := ca.Issue(LeafSpec{Names: []string{"id.example"}, ClientAuth: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idCert, idKey := filepath.Join(dir, "id.pem"), filepath.Join(dir, "id.key")
-	if err := leaf.WritePEM(idCert, idKey); err != nil {
-		t.Fatal(err)
-	}
 	readers := []struct {
 		name, key string
 		read      func() error
 	}{
 		{"LoadCA", caKey, func() error { _, err := LoadCA(caCert, caKey); return err }},
-		{"KeyPairFile", idKey, func() error { _, err := (&KeyPairFile{CertFile: idCert, KeyFile: idKey}).Load(); return err }},
 	}
 	for _, r := range readers {
 		for _, mode := range []os.FileMode{0o644, 0o604, 0o620} {
@@ -485,23 +407,5 @@ func TestKeyFilesExposed(t *testing.T) {
 		if err := r.read(); err != nil {
 			t.Errorf("%s with key mode 0600: %v", r.name, err)
 		}
-	}
-}
-
-// TestKeyPairFileRefusesExposedRenewal: a renewed key pair whose key
-// file others can read is not picked up; the previous pair stays.
-func TestKeyPairFileRefusesExposedRenewal(t *testing.T) {
-	p := newRenewedPair(t)
-	p.renew("first.example")
-	if got := p.name(); got != "first.example" {
-		t.Fatalf("loaded %q", got)
-	}
-	p.clock = p.clock.Add(recheck) // past the next stat
-	p.renew("second.example")
-	if err := os.Chmod(p.keyFile, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if got := p.name(); got != "first.example" {
-		t.Fatalf("a renewal with a world-readable key was loaded (%q)", got)
 	}
 }

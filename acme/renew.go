@@ -1,4 +1,4 @@
-package certs
+package acme
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 func (m *Manager) Run(ctx context.Context) error {
 	for {
 		if err := m.Check(ctx); err != nil && ctx.Err() == nil {
-			m.log.Warn("certs: ACME maintenance pass had failures", "err", err)
+			m.log.Warn("acme: maintenance pass had failures", "err", err)
 		}
 		t := time.NewTimer(time.Duration(float64(m.interval) * (0.9 + 0.2*mathrand.Float64())))
 		select {
@@ -81,7 +81,7 @@ func (m *Manager) maintain(ctx context.Context, e *managedEntry, now time.Time) 
 		kind = orderObtain
 	case m.needsOrder(e, orderRenew, now):
 		if m.replacedByTenant(ctx, e.Names[0]) {
-			m.log.Info("certs: not renewing: the name is now served by a certificate its tenant brought", "name", e.Names[0])
+			m.log.Info("acme: not renewing: the name is now served by a certificate its tenant brought", "name", e.Names[0])
 			return e, nil
 		}
 		kind = orderRenew
@@ -132,7 +132,7 @@ func (m *Manager) refreshOCSP(ctx context.Context, e *managedEntry, now time.Tim
 	switch {
 	case errors.Is(err, ErrRevoked):
 		m.metrics.ocsp.WithLabelValues("revoked").Inc()
-		m.log.Warn("certs: certificate revoked; replacing it", "name", e.Names[0], "id", c.ID)
+		m.log.Warn("acme: certificate revoked; replacing it", "name", e.Names[0], "id", c.ID)
 		ne, err := m.issue(ctx, e.Names[0], orderRevoked, c.ID)
 		if err != nil {
 			return e, err

@@ -1,4 +1,4 @@
-package certs
+package acme
 
 import (
 	"context"
@@ -27,7 +27,7 @@ import (
 const managedDir = "acme/managed"
 
 // ErrNotManaged is returned for a name ACME does not manage.
-var ErrNotManaged = errors.New("certs: name is not managed by ACME")
+var ErrNotManaged = errors.New("acme: name is not managed by ACME")
 
 // managedEntry is one file of the managed index.
 type managedEntry struct {
@@ -66,11 +66,11 @@ func (m *Manager) loadEntry(ctx context.Context, name string) (*managedEntry, er
 		return nil, fmt.Errorf("%w: %s", ErrNotManaged, name)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("certs: failed to read ACME entry of %s: %w", name, err)
+		return nil, fmt.Errorf("acme: failed to read ACME entry of %s: %w", name, err)
 	}
 	var e managedEntry
 	if err := json.Unmarshal(data, &e); err != nil || len(e.Names) == 0 || e.Names[0] != name {
-		return nil, fmt.Errorf("certs: corrupt ACME entry %s", managedKey(name))
+		return nil, fmt.Errorf("acme: corrupt ACME entry %s", managedKey(name))
 	}
 	return &e, nil
 }
@@ -78,10 +78,10 @@ func (m *Manager) loadEntry(ctx context.Context, name string) (*managedEntry, er
 func (m *Manager) storeEntry(ctx context.Context, e *managedEntry) error {
 	data, err := json.Marshal(e)
 	if err != nil {
-		return fmt.Errorf("certs: failed to encode ACME entry of %s: %w", e.Names[0], err)
+		return fmt.Errorf("acme: failed to encode ACME entry of %s: %w", e.Names[0], err)
 	}
 	if err := m.storage.Store(ctx, managedKey(e.Names[0]), data); err != nil {
-		return fmt.Errorf("certs: failed to write ACME entry of %s: %w", e.Names[0], err)
+		return fmt.Errorf("acme: failed to write ACME entry of %s: %w", e.Names[0], err)
 	}
 	return nil
 }
@@ -94,7 +94,7 @@ func deleteEntry(ctx context.Context, storage certmagic.Storage, name string) er
 	}
 	err := storage.Delete(ctx, managedKey(name))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("certs: failed to delete ACME entry of %s: %w", name, err)
+		return fmt.Errorf("acme: failed to delete ACME entry of %s: %w", name, err)
 	}
 	return nil
 }
@@ -108,13 +108,13 @@ func (m *Manager) managedNames(ctx context.Context) iter.Seq2[string, error] {
 			return
 		}
 		if err != nil {
-			yield("", fmt.Errorf("certs: failed to list ACME index: %w", err))
+			yield("", fmt.Errorf("acme: failed to list ACME index: %w", err))
 			return
 		}
 		for _, b := range buckets {
 			keys, err := m.storage.List(ctx, b, false)
 			if err != nil {
-				yield("", fmt.Errorf("certs: failed to list ACME index: %w", err))
+				yield("", fmt.Errorf("acme: failed to list ACME index: %w", err))
 				return
 			}
 			for _, k := range keys {

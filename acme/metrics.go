@@ -1,4 +1,4 @@
-package certs
+package acme
 
 import (
 	"fmt"
@@ -7,8 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// acmeMetrics are the keyedge_acme_* series. No label names a host.
-type acmeMetrics struct {
+// metrics are the keyedge_acme_* series. No label names a host.
+type metrics struct {
 	certificates    *prometheus.CounterVec // result: obtained, renewed, failed
 	ocsp            *prometheus.CounterVec // result: good, revoked, error
 	onDemand        *prometheus.CounterVec // result: obtained, refused, rate_limited, error
@@ -16,8 +16,8 @@ type acmeMetrics struct {
 	minDaysToExpiry prometheus.Gauge
 }
 
-func newACMEMetrics() *acmeMetrics {
-	return &acmeMetrics{
+func newMetrics() *metrics {
+	return &metrics{
 		certificates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyedge_acme_certificates_total",
 			Help: "ACME orders by result: obtained (a name's first certificate), renewed (a later one: renewal, revocation, changed names), failed.",
@@ -41,9 +41,9 @@ func newACMEMetrics() *acmeMetrics {
 	}
 }
 
-func (m *acmeMetrics) register(r prometheus.Registerer) error {
+func (m *metrics) register(r prometheus.Registerer) error {
 	if err := ops.Register(r, m.certificates, m.ocsp, m.onDemand, m.managed, m.minDaysToExpiry); err != nil {
-		return fmt.Errorf("certs: failed to register ACME metrics: %w", err)
+		return fmt.Errorf("acme: failed to register ACME metrics: %w", err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package certs
+package acme
 
 import (
 	"context"
@@ -11,10 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -179,7 +179,7 @@ func (f *acmeFixture) storage() certmagic.Storage { return &certmagic.FileStorag
 
 // node opens a Store and a Manager on the shared directory; opts fields
 // left zero get the fixture's values and short test timings.
-func (f *acmeFixture) node(t *testing.T, opts ACMEOptions) (*keystore.Store, *Manager) {
+func (f *acmeFixture) node(t *testing.T, opts Options) (*keystore.Store, *Manager) {
 	t.Helper()
 	discard := slog.New(slog.DiscardHandler)
 	store, err := keystore.Open(context.Background(), keystore.Options{
@@ -221,10 +221,10 @@ func testContext(t *testing.T) context.Context {
 func TestObtainChallenges(t *testing.T) {
 	for _, tc := range []struct {
 		challenge string
-		opts      ACMEOptions
+		opts      Options
 	}{
-		{"http-01", ACMEOptions{DisableTLSALPN01: true}},
-		{"tls-alpn-01", ACMEOptions{DisableHTTP01: true}},
+		{"http-01", Options{DisableTLSALPN01: true}},
+		{"tls-alpn-01", Options{DisableHTTP01: true}},
 	} {
 		t.Run(tc.challenge, func(t *testing.T) {
 			f := newACMEFixture(t, pebbletest.Config{})
@@ -298,8 +298,8 @@ func assertNoPlainTenantKey(t *testing.T, dir string) {
 
 func TestTwoNodesObtainOnce(t *testing.T) {
 	f := newACMEFixture(t, pebbletest.Config{})
-	storeA, mA := f.node(t, ACMEOptions{})
-	storeB, mB := f.node(t, ACMEOptions{})
+	storeA, mA := f.node(t, Options{})
+	storeB, mB := f.node(t, Options{})
 	f.serve(storeA, mA)
 	ctx := testContext(t)
 	req := Request{Names: []string{"both.example.test"}, Tenant: "both"}
@@ -344,7 +344,7 @@ func TestTwoNodesObtainOnce(t *testing.T) {
 func TestRenewalLoop(t *testing.T) {
 	// 20s certificates renewed in their last 85%: due 3s after issuance.
 	f := newACMEFixture(t, pebbletest.Config{Validity: 20 * time.Second})
-	store, m := f.node(t, ACMEOptions{RenewalWindow: 0.85, CheckInterval: 200 * time.Millisecond})
+	store, m := f.node(t, Options{RenewalWindow: 0.85, CheckInterval: 200 * time.Millisecond})
 	f.serve(store, m)
 	ctx := testContext(t)
 	first, err := m.Obtain(ctx, Request{Names: []string{"short.example.test"}, Tenant: "short"})
@@ -389,7 +389,7 @@ func TestCADownBacksOffAndOldCertificateServes(t *testing.T) {
 	clock := testclock.New(time.Now())
 	// Certificates are due for renewal almost at once (window 99.9%).
 	f := newACMEFixture(t, pebbletest.Config{Validity: time.Minute})
-	store, m := f.node(t, ACMEOptions{RenewalWindow: 0.999, RetryBase: 4 * time.Second, Now: clock.Now})
+	store, m := f.node(t, Options{RenewalWindow: 0.999, RetryBase: 4 * time.Second, Now: clock.Now})
 	f.serve(store, m)
 	ctx := testContext(t)
 	const name = "outage.example.test"
@@ -457,7 +457,7 @@ func TestCADownBacksOffAndOldCertificateServes(t *testing.T) {
 
 func TestOnDemand(t *testing.T) {
 	f := newACMEFixture(t, pebbletest.Config{})
-	store, m := f.node(t, ACMEOptions{OnDemand: &OnDemandPolicy{Rate: rate.Every(time.Hour), Burst: 1}})
+	store, m := f.node(t, Options{OnDemand: &OnDemandPolicy{Rate: rate.Every(time.Hour), Burst: 1}})
 	f.serve(store, m)
 	ctx := testContext(t)
 
@@ -499,7 +499,7 @@ func TestOnDemand(t *testing.T) {
 
 func TestOCSPStapleAndRevocation(t *testing.T) {
 	f := newACMEFixture(t, pebbletest.Config{OCSP: true})
-	store, m := f.node(t, ACMEOptions{})
+	store, m := f.node(t, Options{})
 	f.serve(store, m)
 	ctx := testContext(t)
 	const name = "stapled.example.test"
@@ -568,37 +568,40 @@ func forceOCSPDue(t *testing.T, m *Manager, name string) {
 	}
 }
 
-func TestHTTPHandlerRedirects(t *testing.T) {
+// TestHTTPHandlerPassesOn: a request that is not the CA's validation of
+// a pending HTTP-01 challenge, an unknown token included, goes to the
+// next handler (on the edge, its redirect to https), or gets 404 when
+// there is none. The redirect itself is the edge's, tested there.
+func TestHTTPHandlerPassesOn(t *testing.T) {
 	f := newACMEFixture(t, pebbletest.Config{})
-	store, m := f.node(t, ACMEOptions{})
-	f.serve(store, m)
-	httpPort, _ := f.edge.ports()
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	_, m := f.node(t, Options{})
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", "https://"+r.Host+r.URL.RequestURI())
+		w.WriteHeader(http.StatusTeapot)
+	})
 	for _, tc := range []struct {
 		method, path string
+		next         http.Handler
 		status       int
 		location     string
 	}{
-		{"GET", "/shop?x=1", http.StatusMovedPermanently, "https://shop.example.test/shop?x=1"},
-		{"POST", "/form", http.StatusPermanentRedirect, "https://shop.example.test/form"},
-		{"GET", "/.well-known/acme-challenge/unknown-token", http.StatusMovedPermanently, "https://shop.example.test/.well-known/acme-challenge/unknown-token"},
+		{"GET", "/shop?x=1", next, http.StatusTeapot, "https://shop.example.test/shop?x=1"},
+		{"POST", "/form", next, http.StatusTeapot, "https://shop.example.test/form"},
+		{"GET", "/.well-known/acme-challenge/unknown-token", next, http.StatusTeapot, "https://shop.example.test/.well-known/acme-challenge/unknown-token"},
+		{"GET", "/.well-known/acme-challenge/unknown-token", nil, http.StatusNotFound, ""},
 	} {
-		req, _ := http.NewRequest(tc.method, "http://127.0.0.1:"+strconv.Itoa(httpPort)+tc.path, nil)
-		req.Host = "shop.example.test"
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != tc.status || resp.Header.Get("Location") != tc.location {
-			t.Errorf("%s %s: %d %q, want %d %q", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Location"), tc.status, tc.location)
+		req := httptest.NewRequest(tc.method, "http://shop.example.test"+tc.path, nil)
+		rec := httptest.NewRecorder()
+		m.HTTPHandler(tc.next).ServeHTTP(rec, req)
+		if rec.Code != tc.status || rec.Header().Get("Location") != tc.location {
+			t.Errorf("%s %s: %d %q, want %d %q", tc.method, tc.path, rec.Code, rec.Header().Get("Location"), tc.status, tc.location)
 		}
 	}
 }
 
 func TestRequestValidation(t *testing.T) {
 	f := newACMEFixture(t, pebbletest.Config{})
-	_, m := f.node(t, ACMEOptions{})
+	_, m := f.node(t, Options{})
 	ctx := testContext(t)
 	for _, tc := range []struct {
 		name string
@@ -633,10 +636,10 @@ func TestFleetAnswersFromStorage(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		challenge string
-		opts      ACMEOptions
+		opts      Options
 	}{
-		{"http-01", ACMEOptions{DisableTLSALPN01: true}},
-		{"tls-alpn-01", ACMEOptions{DisableHTTP01: true}},
+		{"http-01", Options{DisableTLSALPN01: true}},
+		{"tls-alpn-01", Options{DisableHTTP01: true}},
 	} {
 		t.Run(tc.challenge, func(t *testing.T) {
 			f := newACMEFixture(t, pebbletest.Config{})
@@ -715,7 +718,7 @@ func TestACMEOtherNode(t *testing.T) {
 	}
 	defer store.Close()
 	port := sink.Addr().(*net.TCPAddr).Port
-	m, err := NewManager(ACMEOptions{
+	m, err := NewManager(Options{
 		Store: store, Storage: storage, CA: caURL, TrustedRoots: roots,
 		ChallengeHost: "127.0.0.1", HTTPPort: port, TLSPort: port,
 		DisableHTTP01: challenge != "http-01", DisableTLSALPN01: challenge != "tls-alpn-01",

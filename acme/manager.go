@@ -1,4 +1,4 @@
-package certs
+package acme
 
 import (
 	"cmp"
@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/excerpt"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -27,11 +29,11 @@ import (
 
 // ErrWildcard is returned for a wildcard name: HTTP-01 and TLS-ALPN-01,
 // the challenges an edge can answer, cannot prove control of one.
-var ErrWildcard = errors.New("certs: ACME wildcard names need DNS-01, which the edge does not answer")
+var ErrWildcard = errors.New("acme: wildcard names need DNS-01, which the edge does not answer")
 
-// ACMEOptions configures a Manager. Store, Storage and CA are required;
+// Options configures a Manager. Store, Storage and CA are required;
 // every other field has a working zero value, with the default in brackets.
-type ACMEOptions struct {
+type Options struct {
 	// Store is the keystore obtained certificates are Put into (their
 	// keys sealed at rest with its fleet key) and looked up from.
 	Store *keystore.Store
@@ -128,7 +130,7 @@ type Manager struct {
 	onDemand   *onDemandGuard // nil without OnDemand
 	httpClient *http.Client
 	log        *slog.Logger
-	metrics    *acmeMetrics
+	metrics    *metrics
 
 	flight singleflight.Group // one order per name in this process
 }
@@ -136,18 +138,18 @@ type Manager struct {
 // NewManager checks opts and returns a Manager. It contacts nobody: the
 // account is registered (or loaded from storage) on the first order.
 // Call Run to start renewing, and Close when done.
-func NewManager(opts ACMEOptions) (*Manager, error) {
+func NewManager(opts Options) (*Manager, error) {
 	switch {
 	case opts.Store == nil:
-		return nil, errors.New("certs: ACMEOptions.Store is nil")
+		return nil, errors.New("acme: Options.Store is nil")
 	case opts.Storage == nil:
-		return nil, errors.New("certs: ACMEOptions.Storage is nil")
+		return nil, errors.New("acme: Options.Storage is nil")
 	case opts.CA == "":
-		return nil, errors.New("certs: ACMEOptions.CA is empty (try Let's Encrypt's staging directory first)")
+		return nil, errors.New("acme: Options.CA is empty (try Let's Encrypt's staging directory first)")
 	case opts.DisableHTTP01 && opts.DisableTLSALPN01:
-		return nil, errors.New("certs: both ACME challenge types are disabled")
+		return nil, errors.New("acme: both ACME challenge types are disabled")
 	case opts.RenewalWindow < 0 || opts.RenewalWindow >= 1:
-		return nil, fmt.Errorf("certs: renewal window %v is not a fraction in [0, 1)", opts.RenewalWindow)
+		return nil, fmt.Errorf("acme: renewal window %v is not a fraction in [0, 1)", opts.RenewalWindow)
 	}
 	m := &Manager{
 		store:      opts.Store,
@@ -160,7 +162,7 @@ func NewManager(opts ACMEOptions) (*Manager, error) {
 		now:        opts.Now,
 		httpClient: cmp.Or(opts.HTTPClient, &http.Client{Timeout: 10 * time.Second}),
 		log:        cmp.Or(opts.Logger, slog.Default()),
-		metrics:    newACMEMetrics(),
+		metrics:    newMetrics(),
 	}
 	if m.now == nil {
 		m.now = time.Now
@@ -245,7 +247,7 @@ func (m *Manager) declare(ctx context.Context, req Request) (*managedEntry, erro
 		return nil, err
 	}
 	if req.Tenant == "" {
-		return nil, errors.New("certs: ACME request without a tenant")
+		return nil, errors.New("acme: request without a tenant")
 	}
 	var e *managedEntry
 	err = withNameLock(ctx, m.storage, m.log, names[0], func() error {
@@ -282,13 +284,13 @@ func Unmanage(ctx context.Context, storage certmagic.Storage, name string) error
 // first, and refuses wildcards.
 func normalizeNames(names []string) ([]string, error) {
 	if len(names) == 0 {
-		return nil, errors.New("certs: ACME request without names")
+		return nil, errors.New("acme: request without names")
 	}
 	out := make([]string, 0, len(names))
 	for _, n := range names {
 		norm, err := keystore.NormalizeName(n)
 		if err != nil {
-			return nil, fmt.Errorf("certs: ACME name %q: %w", n, err)
+			return nil, fmt.Errorf("acme: name %q: %w", n, err)
 		}
 		if strings.HasPrefix(norm, "*.") {
 			return nil, fmt.Errorf("%w: %s", ErrWildcard, norm)
@@ -369,12 +371,12 @@ func (m *Manager) order(ctx context.Context, e *managedEntry, kind orderKind) (s
 	if err != nil {
 		e.Failures++
 		e.RetryAt = m.now().Add(m.backoff(e.Failures))
-		e.LastError = truncateString(err.Error(), 300)
+		e.LastError = excerpt.Of(err.Error(), 300)
 		m.metrics.certificates.WithLabelValues("failed").Inc()
-		m.log.Warn("certs: ACME order failed", "name", e.Names[0], "kind", kind, "failures", e.Failures,
+		m.log.Warn("acme: order failed", "name", e.Names[0], "kind", kind, "failures", e.Failures,
 			"retry_at", e.RetryAt.UTC().Format(time.RFC3339), "err", err)
 		if serr := m.storeEntry(context.WithoutCancel(ctx), e); serr != nil {
-			m.log.Error("certs: failed to record ACME failure", "name", e.Names[0], "err", serr)
+			m.log.Error("acme: failed to record ACME failure", "name", e.Names[0], "err", serr)
 		}
 		return "", err
 	}
@@ -383,7 +385,7 @@ func (m *Manager) order(ctx context.Context, e *managedEntry, kind orderKind) (s
 		result = "renewed"
 	}
 	m.metrics.certificates.WithLabelValues(result).Inc()
-	m.log.Info("certs: ACME certificate stored", "name", e.Names[0], "kind", kind, "id", id,
+	m.log.Info("acme: certificate stored", "name", e.Names[0], "kind", kind, "id", id,
 		"not_after", e.NotAfter.UTC().Format(time.RFC3339), "took", time.Since(start).Round(time.Millisecond))
 	return id, nil
 }
@@ -392,33 +394,33 @@ func (m *Manager) order(ctx context.Context, e *managedEntry, kind orderKind) (s
 func (m *Manager) orderOnce(ctx context.Context, e *managedEntry) (string, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return "", fmt.Errorf("certs: failed to generate key: %w", err)
+		return "", fmt.Errorf("acme: failed to generate key: %w", err)
 	}
 	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 		Subject:  pkix.Name{CommonName: e.Names[0]},
 		DNSNames: e.Names,
 	}, key)
 	if err != nil {
-		return "", fmt.Errorf("certs: failed to create CSR: %w", err)
+		return "", fmt.Errorf("acme: failed to create CSR: %w", err)
 	}
 	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
-		return "", fmt.Errorf("certs: failed to parse CSR: %w", err)
+		return "", fmt.Errorf("acme: failed to parse CSR: %w", err)
 	}
 	issued, err := m.issuer.Issue(ctx, csr)
 	if err != nil {
-		return "", fmt.Errorf("certs: ACME order for %s: %w", e.Names[0], err)
+		return "", fmt.Errorf("acme: order for %s: %w", e.Names[0], err)
 	}
-	chain, err := ParseChainPEM(issued.Certificate)
+	chain, err := certs.ParseChainPEM(issued.Certificate)
 	if err != nil {
-		return "", fmt.Errorf("certs: CA returned a bad chain for %s: %w", e.Names[0], err)
+		return "", fmt.Errorf("acme: CA returned a bad chain for %s: %w", e.Names[0], err)
 	}
 	leaf, err := x509.ParseCertificate(chain[0])
 	if err != nil {
-		return "", fmt.Errorf("certs: CA returned a bad leaf for %s: %w", e.Names[0], err)
+		return "", fmt.Errorf("acme: CA returned a bad leaf for %s: %w", e.Names[0], err)
 	}
-	if err := KeyMatchesCert(key, leaf); err != nil {
-		return "", fmt.Errorf("certs: CA returned a certificate for another key: %w", err)
+	if err := certs.KeyMatchesCert(key, leaf); err != nil {
+		return "", fmt.Errorf("acme: CA returned a certificate for another key: %w", err)
 	}
 	b := &keystore.Bundle{
 		Meta:  keystore.Meta{Tenant: e.Tenant, Origin: e.Origin, ACMECA: m.ca},
@@ -432,11 +434,11 @@ func (m *Manager) orderOnce(ctx context.Context, e *managedEntry) (string, error
 		b.OCSP = staple.raw
 		e.OCSPNext = staple.refreshAt
 	} else if !errors.Is(err, errNoOCSP) {
-		m.log.Warn("certs: no OCSP staple for new certificate", "name", e.Names[0], "err", err)
+		m.log.Warn("acme: no OCSP staple for new certificate", "name", e.Names[0], "err", err)
 	}
 	ids, err := m.store.Put(ctx, b)
 	if err != nil {
-		return "", fmt.Errorf("certs: failed to store certificate for %s: %w", e.Names[0], err)
+		return "", fmt.Errorf("acme: failed to store certificate for %s: %w", e.Names[0], err)
 	}
 	e.CertID, e.Covered, e.NotBefore, e.NotAfter = ids[0], e.Names, leaf.NotBefore, leaf.NotAfter
 	e.Failures, e.RetryAt, e.LastError = 0, time.Time{}, ""
@@ -462,19 +464,12 @@ func (m *Manager) backoff(n int) time.Duration {
 func withNameLock(ctx context.Context, storage certmagic.Storage, log *slog.Logger, name string, fn func() error) error {
 	key := "issue_cert_" + name
 	if err := storage.Lock(ctx, key); err != nil {
-		return fmt.Errorf("certs: failed to lock %s: %w", name, err)
+		return fmt.Errorf("acme: failed to lock %s: %w", name, err)
 	}
 	defer func() {
 		if err := storage.Unlock(context.WithoutCancel(ctx), key); err != nil {
-			log.Error("certs: failed to unlock", "name", name, "err", err)
+			log.Error("acme: failed to unlock", "name", name, "err", err)
 		}
 	}()
 	return fn()
-}
-
-func truncateString(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }
