@@ -288,7 +288,7 @@ func (s *Store) lookup(ctx context.Context, serverName string) (e *Entry, loadSt
 	}
 	ne, err := s.nameRefs(ctx, name, &loadStart)
 	if err == nil && ne.refs == nil && ne.err == nil {
-		if w := wildcardOf(name); w != "" {
+		if w := WildcardOf(name); w != "" {
 			ne, err = s.nameRefs(ctx, w, &loadStart)
 			name = w
 		}
