@@ -1,9 +1,9 @@
 // Package keystore stores the certificates and sealed private keys of
 // many tenants and finds them by TLS server name.
 //
-// The storage (any certmagic.Storage; certmagic.FileStorage on local
-// disk) is the index, so opening a keystore of a million tenants reads
-// nothing per tenant:
+// The storage (a Storage: certmagic.FileStorage on local disk,
+// keystore/redisstore for a fleet sharing Redis) is the index, so
+// opening a keystore of a million tenants reads nothing per tenant:
 //
 //	names/<h2>/<hostname>        certificate IDs serving the name, with their key algorithm
 //	certs/<id2>/<id>/record      meta (tenant, origin, policy, route, version), DER chain, OCSP staple

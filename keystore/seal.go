@@ -1,14 +1,12 @@
 package keystore
 
 import (
-	"context"
 	"crypto/hpke"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
 
-	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/internal/secretfile"
 )
 
@@ -167,53 +165,35 @@ func WriteFleetKeyFile(path string, k *FleetKey) error {
 	return nil
 }
 
-// SealSecrets returns storage with the values under keys that secret
-// selects sealed to the Store's fleet key at rest, and opened on Load.
-// certmagic keeps a private key of its own, the ACME account key, in the
-// storage it is given; through SealSecrets it is sealed like a tenant
-// key. Without a fleet key, storing a secret fails with ErrNoSealer.
-func (s *Store) SealSecrets(storage certmagic.Storage, secret func(key string) bool) certmagic.Storage {
-	return &sealedStorage{Storage: storage, fleet: s.fleet, secret: secret}
-}
-
-type sealedStorage struct {
-	certmagic.Storage
-	fleet  *FleetKey
-	secret func(key string) bool
-}
-
-// sealInfo binds a sealed value to its storage key, as a tenant key is
-// bound to its certificate ID.
-func sealInfo(key string) string { return "storage:" + key }
-
-func (s *sealedStorage) Store(ctx context.Context, key string, value []byte) error {
-	if s.secret(key) {
-		if s.fleet == nil {
-			return ErrNoSealer
-		}
-		sealed, err := sealTo(s.fleet.priv.PublicKey(), FleetRecipient, sealInfo(key), value)
-		if err != nil {
-			return err
-		}
-		value = sealed
+// SealSecret seals value, a secret of another program kept in the
+// keystore's storage under key (certmagic's ACME account key), to the
+// Store's fleet key, as a tenant key is sealed: only nodes of the fleet
+// can open it, and only as the value of key. It fails with ErrNoSealer
+// without a fleet key.
+func (s *Store) SealSecret(key string, value []byte) ([]byte, error) {
+	if s.fleet == nil {
+		return nil, ErrNoSealer
 	}
-	return s.Storage.Store(ctx, key, value)
+	return sealTo(s.fleet.priv.PublicKey(), FleetRecipient, sealInfo(key), value)
 }
 
-func (s *sealedStorage) Load(ctx context.Context, key string) ([]byte, error) {
-	data, err := s.Storage.Load(ctx, key)
-	if err != nil || !s.secret(key) {
-		return data, err
-	}
+// OpenSecret opens what SealSecret sealed for key. It fails with an
+// error wrapping ErrCannotOpen without a fleet key, and one wrapping
+// ErrCorrupt for data that is not a value sealed for key to this fleet.
+func (s *Store) OpenSecret(key string, sealed []byte) ([]byte, error) {
 	if s.fleet == nil {
 		return nil, fmt.Errorf("%w: %s: no fleet key configured", ErrCannotOpen, key)
 	}
-	h, ct, err := parseSealed(data)
+	h, ct, err := parseSealed(sealed)
 	if err == nil {
-		data, err = openWith(s.fleet.priv, h, ct, sealInfo(key))
+		sealed, err = openWith(s.fleet.priv, h, ct, sealInfo(key))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, key, err)
 	}
-	return data, nil
+	return sealed, nil
 }
+
+// sealInfo binds a sealed secret to its storage key, as a tenant key is
+// bound to its certificate ID.
+func sealInfo(key string) string { return "storage:" + key }

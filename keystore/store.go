@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/maypok86/otter/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,7 +33,7 @@ var ErrCorrupt = errors.New("keystore: corrupt entry")
 type Options struct {
 	// Storage holds the keystore. Required; certmagic.FileStorage for a
 	// directory on local disk.
-	Storage certmagic.Storage
+	Storage Storage
 
 	// FleetKey seals and opens keys with no geo policy. Nil: this node
 	// opens none of them (PrivateKey fails with ErrCannotOpen) and Put
@@ -93,7 +92,7 @@ type Options struct {
 // opened, and loads a name's certificates on its first lookup. It is safe
 // for concurrent use.
 type Store struct {
-	storage        certmagic.Storage
+	storage        Storage
 	fleet          *FleetKey
 	nodeKey        *geo.NodeKey
 	negativeTTL    time.Duration

@@ -199,7 +199,7 @@ func (e *env) openWithStorage(ctx context.Context) (*keystore.Store, certmagic.S
 
 // open opens the keystore over storage (nil: e.storage) with the fleet
 // key.
-func (e *env) open(ctx context.Context, storage certmagic.Storage) (*keystore.Store, error) {
+func (e *env) open(ctx context.Context, storage keystore.Storage) (*keystore.Store, error) {
 	fleet, err := keystore.ReadFleetKeyFile(e.fleetKey)
 	if err != nil {
 		return nil, err
