@@ -21,9 +21,11 @@
 // a local signature first needs it (Cert.PrivateKey).
 //
 // Writers (Put, Remove) append to a change journal in the same storage;
-// every Store follows it and drops just the entries a write touched, so
-// a renewed or removed certificate is served within PollInterval plus
-// NegativeTTL on every node, at a cost that follows the rate of change.
+// every serving Store follows it and drops just the entries a write
+// touched, so a renewed or removed certificate is served within
+// PollInterval plus NegativeTTL on every node, at a cost that follows
+// the rate of change. A command that opens a Store to do one thing
+// (keyctl) sets Options.OneShot and starts none of that.
 //
 // Private keys are sealed at rest with HPKE over the hybrid post-quantum
 // KEM ML-KEM-768+X25519: keys with no geo policy to the FleetKey every

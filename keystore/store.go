@@ -42,7 +42,8 @@ type Options struct {
 
 	// NodeKey opens keys whose geo policy admits this node's attributes.
 	// Nil: this node opens no restricted key. Open starts opening, in the
-	// background, the policy keys this node is admitted to.
+	// background, the policy keys this node is admitted to (unless
+	// OneShot).
 	NodeKey *geo.NodeKey
 
 	// MaxEntries bounds the number of cached certificates, and separately
@@ -86,6 +87,16 @@ type Options struct {
 	// unmounted volume refuses to start instead of serving nothing.
 	// Servers set it; tools that create keystores leave it unset.
 	RequireInit bool
+
+	// OneShot opens the Store for a command that does one job and
+	// closes it (keyctl) rather than for serving: Open reads the journal
+	// head only, and starts no journal follower, no background policy
+	// key opens and no name filter. Lookups then read storage for every
+	// name this Store has not read yet; a name it has read reflects its
+	// own writes at once, other writers' only once the cached entry
+	// expires. Writes are those of any Store: journaled, keeping the
+	// stored name filter up to date. PollInterval is unused.
+	OneShot bool
 }
 
 // Store is a lazily loaded keystore: it reads nothing per tenant when
@@ -109,7 +120,8 @@ type Store struct {
 
 	writeMu sync.Mutex // serialises this process's writers before the storage lock
 
-	filter filterState // which names storage may hold (filter.go)
+	filter  filterState // which names storage may hold (filter.go)
+	oneShot bool        // Options.OneShot: no follower, no filter
 
 	journal journalState
 	avail   availability
@@ -165,8 +177,9 @@ const (
 	positiveTTL = time.Hour
 )
 
-// Open returns a Store over opts.Storage. It reads only the journal head,
-// never a per-tenant file, and starts following the journal until Close.
+// Open returns a Store over opts.Storage. It reads only the journal head
+// and the name filter, never a per-tenant file, and starts following the
+// journal until Close (unless opts.OneShot).
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Storage == nil {
 		return nil, errors.New("keystore: Options.Storage is nil")
@@ -179,6 +192,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		pollInterval:   cmp.Or(opts.PollInterval, defaultPollInterval),
 		deleteGrace:    cmp.Or(opts.DeleteGrace, time.Minute),
 		keyLoadTimeout: cmp.Or(opts.KeyLoadTimeout, defaultKeyLoadTimeout),
+		oneShot:        opts.OneShot,
 		log:            opts.Logger,
 		metrics:        newMetrics(),
 		done:           make(chan struct{}),
@@ -226,9 +240,15 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	s.avail.initialised.Store(ok)
 	s.journal.seen = head
-	if err := s.openFilter(ctx, opts.Registerer); err != nil {
+	if err := s.openFilter(opts.Registerer); err != nil {
 		return nil, err
 	}
+	if s.oneShot {
+		s.stop = func() {}
+		close(s.done)
+		return s, nil
+	}
+	s.loadFilter(ctx)
 	tailCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stop = stop
 	go s.follow(tailCtx)
@@ -238,8 +258,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Close stops following the journal and unregisters nothing: metrics
-// registered with Options.Registerer stay registered.
+// Close stops following the journal (if it does) and unregisters
+// nothing: metrics registered with Options.Registerer stay registered.
 func (s *Store) Close() error {
 	s.stop()
 	<-s.done
@@ -403,7 +423,7 @@ func (s *Store) nameRefs(ctx context.Context, name string, loadStart *time.Time)
 	if ne, ok := s.names.GetIfPresent(name); ok {
 		return ne, nil
 	}
-	if !s.mayHold(ctx, name) && !s.mayHoldNow(ctx, name) {
+	if !s.oneShot && !s.mayHold(ctx, name) && !s.mayHoldNow(ctx, name) {
 		// Absent from the filter as of the last journal entry read; if
 		// the journal cannot be read now, newer names cannot be known:
 		// the lookup failed, it did not find nothing.
