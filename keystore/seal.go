@@ -1,11 +1,14 @@
 package keystore
 
 import (
+	"crypto"
 	"crypto/hpke"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/keyedge/keyedge/internal/secretfile"
 )
@@ -140,6 +143,46 @@ func openWith(priv hpke.PrivateKey, h sealedHeader, ct []byte, certID string) ([
 		return nil, fmt.Errorf("%w: sealed key does not open (tampered, or sealed for another certificate or key)", errMalformed)
 	}
 	return key, nil
+}
+
+// openSealed opens certificate id's sealed key file, for a serving node
+// (Store.openKey) and for an admin moving the key (Store.adminOpen) alike:
+// with the fleet key, or with the policy key policyKey returns for a key
+// sealed to a policy (the node's or the admin's way of opening it). It
+// returns the tenant key and its PKCS#8 DER, which the caller clears.
+// Errors of policyKey are returned as they are; the file's own faults
+// (a bad header, an unknown recipient, a seal that does not open, DER
+// that does not parse) pass through corrupt, which says how the caller
+// reports a corrupt key.
+func (s *Store) openSealed(id string, sealed []byte, policyKey func(pid string) (hpke.PrivateKey, error), corrupt func(error) error) (crypto.PrivateKey, []byte, error) {
+	h, ct, err := parseSealed(sealed)
+	if err != nil {
+		return nil, nil, corrupt(err)
+	}
+	var priv hpke.PrivateKey
+	switch pid, ok := strings.CutPrefix(h.recipient, policyRecipient); {
+	case h.recipient == FleetRecipient:
+		if s.fleet == nil {
+			return nil, nil, fmt.Errorf("%w: certificate %s: no fleet key configured", ErrCannotOpen, id)
+		}
+		priv = s.fleet.priv
+	case ok:
+		if priv, err = policyKey(pid); err != nil {
+			return nil, nil, err
+		}
+	default:
+		return nil, nil, corrupt(fmt.Errorf("%w: sealed to unknown recipient %q", errMalformed, h.recipient))
+	}
+	der, err := openWith(priv, h, ct, id)
+	if err != nil {
+		return nil, nil, corrupt(err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		clear(der)
+		return nil, nil, corrupt(fmt.Errorf("%w: %v", errMalformed, err))
+	}
+	return key, der, nil
 }
 
 // ReadFleetKeyFile reads a fleet key file, refusing one that other users

@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -597,12 +596,16 @@ func (c *Cert) loadKey(ctx context.Context, l *keyLoad) {
 	close(l.done)
 }
 
+// openKey reads and opens c's sealed key as a serving node does: with
+// the fleet key, or the policy key its node key opens. Every failure of
+// the files is logged and counted (failed).
 func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {
 	if c.Meta.Route == RouteKeyless {
 		return nil, fmt.Errorf("%w: certificate %s is keyless", ErrCannotOpen, c.ID)
 	}
 	key := sealedKey(c.ID)
 	subject := fmt.Sprintf("%s of tenant %q", c.ID, c.Meta.Tenant)
+	corrupt := func(err error) error { return s.failed("key", subject, key, err) }
 	data, err := s.storage.Load(ctx, key)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -611,20 +614,9 @@ func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {
 		if uerr := s.unavailable(ctx, key, err); uerr != nil {
 			return nil, uerr
 		}
-		return nil, s.failed("key", subject, key, err)
+		return nil, corrupt(err)
 	}
-	h, ct, err := parseSealed(data)
-	if err != nil {
-		return nil, s.failed("key", subject, key, err)
-	}
-	var opener hpke.PrivateKey
-	switch pid, ok := strings.CutPrefix(h.recipient, policyRecipient); {
-	case h.recipient == FleetRecipient:
-		if s.fleet == nil {
-			return nil, fmt.Errorf("%w: certificate %s: no fleet key configured", ErrCannotOpen, c.ID)
-		}
-		opener = s.fleet.priv
-	case ok:
+	policyKey := func(pid string) (hpke.PrivateKey, error) {
 		pk, err := s.policyKey(ctx, pid)
 		if err != nil {
 			return nil, err
@@ -632,22 +624,16 @@ func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {
 		if pk.priv == nil {
 			return nil, fmt.Errorf("certificate %s: %w", c.ID, pk.err)
 		}
-		opener = pk.priv
-	default:
-		return nil, s.failed("key", subject, key, fmt.Errorf("%w: sealed to unknown recipient %q", errMalformed, h.recipient))
+		return pk.priv, nil
 	}
-	der, err := openWith(opener, h, ct, c.ID)
+	priv, der, err := s.openSealed(c.ID, data, policyKey, corrupt)
 	if err != nil {
-		return nil, s.failed("key", subject, key, err)
+		return nil, err
 	}
-	defer clear(der)
-	priv, err := x509.ParsePKCS8PrivateKey(der)
-	if err != nil {
-		return nil, s.failed("key", subject, key, fmt.Errorf("%w: %v", errMalformed, err))
-	}
+	clear(der)
 	signer, ok := priv.(crypto.Signer)
 	if !ok || !publicKeysEqual(signer.Public(), c.Leaf.PublicKey) {
-		return nil, s.failed("key", subject, key, fmt.Errorf("%w: key does not match certificate", errMalformed))
+		return nil, corrupt(fmt.Errorf("%w: key does not match certificate", errMalformed))
 	}
 	return signer, nil
 }
