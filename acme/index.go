@@ -2,21 +2,20 @@ package acme
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"iter"
-	"path"
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/keystore"
 )
 
 // The managed index is one small JSON file per managed certificate, named
-// by its primary name and bucketed like the keystore's name index:
+// by its primary name in a hashed index like the keystore's name index
+// (keystore.HashedKey):
 //
 //	acme/managed/<h2>/<name>    h2 = first 2 hex of sha256(name)
 //
@@ -53,10 +52,7 @@ type managedEntry struct {
 	LastError string    `json:"last_error,omitempty"`
 }
 
-func managedKey(name string) string {
-	sum := sha256.Sum256([]byte(name))
-	return managedDir + "/" + hex.EncodeToString(sum[:1]) + "/" + name
-}
+func managedKey(name string) string { return keystore.HashedKey(managedDir, name) }
 
 // loadEntry reads the entry of a normalised name from storage, never a
 // cache, so a node sees what another stored before it took the lock.
@@ -103,24 +99,12 @@ func deleteEntry(ctx context.Context, storage certmagic.Storage, name string) er
 // index at a time, so memory stays bounded by a bucket.
 func (m *Manager) managedNames(ctx context.Context) iter.Seq2[string, error] {
 	return func(yield func(string, error) bool) {
-		buckets, err := m.storage.List(ctx, managedDir, false)
-		if errors.Is(err, fs.ErrNotExist) {
-			return
-		}
-		if err != nil {
-			yield("", fmt.Errorf("acme: failed to list ACME index: %w", err))
-			return
-		}
-		for _, b := range buckets {
-			keys, err := m.storage.List(ctx, b, false)
+		for name, err := range keystore.HashedNames(ctx, m.storage, managedDir) {
 			if err != nil {
-				yield("", fmt.Errorf("acme: failed to list ACME index: %w", err))
-				return
+				err = fmt.Errorf("acme: failed to list ACME index: %w", err)
 			}
-			for _, k := range keys {
-				if !yield(path.Base(k), nil) {
-					return
-				}
+			if !yield(name, err) {
+				return
 			}
 		}
 	}

@@ -179,7 +179,7 @@ func NewManager(opts Options) (*Manager, error) {
 	})
 	// certmagic's storage seals its private keys (the ACME account key)
 	// with the fleet key, as tenant keys are.
-	secrets := opts.Store.SealSecrets(opts.Storage, isACMEPrivateKey)
+	secrets := &sealedStorage{Storage: opts.Storage, store: opts.Store}
 	m.magic = certmagic.New(m.cache, certmagic.Config{Storage: secrets, Logger: nop})
 	m.issuer = certmagic.NewACMEIssuer(m.magic, certmagic.ACMEIssuer{
 		CA:                      opts.CA,
@@ -199,12 +199,6 @@ func NewManager(opts Options) (*Manager, error) {
 		return nil, err
 	}
 	return m, nil
-}
-
-// isACMEPrivateKey reports whether a storage key is one of certmagic's
-// private keys (acme/<CA>/users/<email>/<name>.key).
-func isACMEPrivateKey(key string) bool {
-	return strings.HasPrefix(key, "acme/") && strings.HasSuffix(key, ".key")
 }
 
 // Close stops certmagic's cache goroutine. It does not stop Run, which

@@ -421,7 +421,7 @@ func (d *DirSource) Key(ctx context.Context, r KeyRequest) (*Key, error) {
 	case r.SNI != "":
 		if name, err := keystore.NormalizeName(r.SNI); err == nil {
 			if k = idx.byName[name]; k == nil {
-				k = idx.byName[wildcardOf(name)]
+				k = idx.byName[keystore.WildcardOf(name)]
 			}
 		}
 	}
@@ -441,16 +441,6 @@ func padSKI(b []byte) []byte {
 		return make([]byte, 20)
 	}
 	return b
-}
-
-// wildcardOf returns the one-label wildcard covering a normalised name,
-// or "" for none.
-func wildcardOf(name string) string {
-	_, parent, ok := strings.Cut(name, ".")
-	if !ok || strings.HasPrefix(name, "*.") || !strings.Contains(parent, ".") {
-		return ""
-	}
-	return "*." + parent
 }
 
 // load returns the file's private key, reading it on first use. A file

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/internal/ratelog"
 )
 
@@ -48,7 +47,7 @@ func IsUnavailable(err error) bool {
 // Init makes storage an initialised keystore, which Open with
 // RequireInit accepts: it writes an empty change journal (head 0) unless
 // the keystore has one. It is idempotent; keyctl init calls it.
-func Init(ctx context.Context, storage certmagic.Storage) error {
+func Init(ctx context.Context, storage Storage) error {
 	switch _, err := storage.Load(ctx, headKey); {
 	case err == nil:
 		return nil
@@ -69,8 +68,9 @@ func Init(ctx context.Context, storage certmagic.Storage) error {
 }
 
 // rootCheckInterval is how long a confirmation that the keystore is
-// still there (its journal head exists) is trusted: a flood of lookups
-// of unknown names costs one extra stat per interval, not one per name.
+// still there (its journal head reads) is trusted: a flood of lookups
+// of unknown names costs one extra read of the few-byte head per
+// interval, not one per name.
 const rootCheckInterval = 100 * time.Millisecond
 
 // availability is the Store's view of its storage backend.
@@ -144,7 +144,7 @@ func (s *Store) unavailable(ctx context.Context, key string, err error) error {
 	case time.Since(time.Unix(0, s.avail.confirmed.Load())) < rootCheckInterval:
 		return nil
 	default:
-		if _, serr := s.storage.Stat(ctx, headKey); serr != nil {
+		if _, serr := s.storage.Load(ctx, headKey); serr != nil {
 			if ctx.Err() != nil {
 				return nil
 			}

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/keyedge/keyedge/internal/bulkfile"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,7 +37,7 @@ const benchDomain = "keyedge.test"
 func generated(b *testing.B, n int) (*fixture, []string) {
 	b.Helper()
 	f := newFixture(b)
-	bulk := keystore.NewBulkFileStorage(f.dir)
+	bulk := bulkfile.New(f.dir)
 	w := f.open(b, keystore.Options{Storage: bulk})
 	spec := testpki.TenantSpec{Count: n, Domain: benchDomain, Origin: "http://127.0.0.1:1"}
 	if err := f.ca.GenerateTenants(context.Background(), w, spec, nil); err != nil {

@@ -168,7 +168,7 @@ func checkKeystoreFiles(t *testing.T, dir string) {
 // time a key under prefix is stored, and stays full until full is
 // cleared: every Store fails with ENOSPC meanwhile, deletes succeed.
 type fillingStorage struct {
-	certmagic.Storage
+	keystore.Storage
 	prefix string
 	filled atomic.Bool // the disk has filled once
 	full   atomic.Bool

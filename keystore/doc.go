@@ -1,9 +1,9 @@
 // Package keystore stores the certificates and sealed private keys of
 // many tenants and finds them by TLS server name.
 //
-// The storage (any certmagic.Storage; certmagic.FileStorage on local
-// disk) is the index, so opening a keystore of a million tenants reads
-// nothing per tenant:
+// The storage (a Storage: certmagic.FileStorage on local disk,
+// keystore/redisstore for a fleet sharing Redis) is the index, so
+// opening a keystore of a million tenants reads nothing per tenant:
 //
 //	names/<h2>/<hostname>        certificate IDs serving the name, with their key algorithm
 //	certs/<id2>/<id>/record      meta (tenant, origin, policy, route, version), DER chain, OCSP staple
@@ -21,9 +21,11 @@
 // a local signature first needs it (Cert.PrivateKey).
 //
 // Writers (Put, Remove) append to a change journal in the same storage;
-// every Store follows it and drops just the entries a write touched, so
-// a renewed or removed certificate is served within PollInterval plus
-// NegativeTTL on every node, at a cost that follows the rate of change.
+// every serving Store follows it and drops just the entries a write
+// touched, so a renewed or removed certificate is served within
+// PollInterval plus NegativeTTL on every node, at a cost that follows
+// the rate of change. A command that opens a Store to do one thing
+// (keyctl) sets Options.OneShot and starts none of that.
 //
 // Private keys are sealed at rest with HPKE over the hybrid post-quantum
 // KEM ML-KEM-768+X25519: keys with no geo policy to the FleetKey every

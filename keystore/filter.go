@@ -170,10 +170,11 @@ type filterState struct {
 	absent, maybe, unfiltered prometheus.Counter
 }
 
-// openFilter registers the filter's metrics and loads the stored filter;
-// Open calls it after reading the journal head. Failing to load is not
-// an error: lookups then read storage until a later poll loads it.
-func (s *Store) openFilter(ctx context.Context, reg prometheus.Registerer) error {
+// openFilter registers the filter's metrics; Open calls it after reading
+// the journal head, and then, unless OneShot, loads the stored filter.
+// Failing to load is not an error: lookups then read storage until a
+// later poll loads it.
+func (s *Store) openFilter(reg prometheus.Registerer) error {
 	st := &s.filter
 	st.checks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyedge_keystore_name_filter_checks_total",
@@ -185,7 +186,6 @@ func (s *Store) openFilter(ctx context.Context, reg prometheus.Registerer) error
 	}
 	st.seen = s.journal.seen
 	st.kick = make(chan chan struct{})
-	s.loadFilter(ctx)
 	return nil
 }
 

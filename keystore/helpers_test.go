@@ -19,7 +19,7 @@ import (
 // countingStorage is a real FileStorage that counts Loads by the first
 // path element ("names", "certs", "changes") and can slow them down.
 type countingStorage struct {
-	certmagic.Storage
+	keystore.Storage
 	delay time.Duration
 
 	mu    sync.Mutex // guards loads

@@ -15,7 +15,7 @@ import (
 // suffix wait for the gate to open, honouring ctx as a network backend
 // does (it returns ctx.Err() when ctx ends first).
 type gatedStorage struct {
-	certmagic.Storage
+	keystore.Storage
 	suffix  string
 	entered chan struct{} // receives once per gated Load, when it starts waiting
 	gate    chan struct{} // closed to let gated Loads through

@@ -126,11 +126,13 @@ func plainASCII(name string) bool {
 	return true
 }
 
-// wildcardOf returns the one-label wildcard that covers name
-// ("a.b.example.com" → "*.b.example.com"), or "" when there is none.
-// Wildcards never match deeper than one label, and a bare TLD is never
-// wildcarded ("example.com" → "" would make "*.com" match).
-func wildcardOf(name string) string {
+// WildcardOf returns the one-label wildcard that covers a normalised
+// name ("a.b.example.com" → "*.b.example.com"), or "" when there is
+// none: for a wildcard itself, or a name directly under a TLD. Wildcards
+// never match deeper than one label, and a bare TLD is never wildcarded
+// ("example.com" → "" would make "*.com" match). Lookup and the key
+// server's index match names by this one rule.
+func WildcardOf(name string) string {
 	i := strings.IndexByte(name, '.')
 	if i < 0 || strings.HasPrefix(name, "*.") {
 		return ""

@@ -59,8 +59,8 @@ func TestWildcardOf(t *testing.T) {
 		"*.example.com":   "",
 	}
 	for in, want := range tests {
-		if got := wildcardOf(in); got != want {
-			t.Errorf("wildcardOf(%q) = %q, want %q", in, got, want)
+		if got := WildcardOf(in); got != want {
+			t.Errorf("WildcardOf(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

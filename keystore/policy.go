@@ -406,35 +406,20 @@ func (s *Store) undoMoves(ctx context.Context, moves []*keyMove, lastKeyWritten,
 	return errors.Join(errs...)
 }
 
-// adminOpen opens certificate id's sealed key file with the fleet key
-// or, for a policy-sealed key, the geo master key, and returns its
-// PKCS#8 DER. recordPolicy is the policy the record names, which may
-// stand in for a damaged policy file's text.
+// adminOpen opens certificate id's sealed key file as an admin does:
+// with the fleet key or, for a policy-sealed key, the geo master key,
+// and returns its PKCS#8 DER. recordPolicy is the policy the record
+// names, which may stand in for a damaged policy file's text.
 func (s *Store) adminOpen(ctx context.Context, id string, sealed []byte, recordPolicy string, master *geo.MasterKey) ([]byte, error) {
-	h, ct, err := parseSealed(sealed)
-	if err != nil {
-		return nil, fmt.Errorf("%w: key %s: %w", ErrCorrupt, id, err)
-	}
-	var priv hpke.PrivateKey
-	switch pid, ok := strings.CutPrefix(h.recipient, policyRecipient); {
-	case h.recipient == FleetRecipient && s.fleet != nil:
-		priv = s.fleet.priv
-	case ok && master != nil:
-		if priv, err = s.adminPolicyKey(ctx, pid, recordPolicy, master); err != nil {
-			return nil, err
+	policyKey := func(pid string) (hpke.PrivateKey, error) {
+		if master == nil {
+			return nil, fmt.Errorf("%w: key of %s is sealed to %q (a policy key needs the geo master key)", ErrCannotOpen, id, policyRecipient+pid)
 		}
-	default:
-		return nil, fmt.Errorf("%w: key of %s is sealed to %q (a policy key needs the geo master key)", ErrCannotOpen, id, h.recipient)
+		return s.adminPolicyKey(ctx, pid, recordPolicy, master)
 	}
-	der, err := openWith(priv, h, ct, id)
-	if err != nil {
-		return nil, fmt.Errorf("%w: key %s: %w", ErrCorrupt, id, err)
-	}
-	if _, err := x509.ParsePKCS8PrivateKey(der); err != nil {
-		clear(der)
-		return nil, fmt.Errorf("%w: key %s: %w", ErrCorrupt, id, err)
-	}
-	return der, nil
+	corrupt := func(err error) error { return fmt.Errorf("%w: key %s: %w", ErrCorrupt, id, err) }
+	_, der, err := s.openSealed(id, sealed, policyKey, corrupt)
+	return der, err
 }
 
 // adminPolicyKey opens policy key pid with the geo master key. Unlike a

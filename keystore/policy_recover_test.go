@@ -290,7 +290,7 @@ var errInjected = errors.New("injected storage failure")
 
 // failingStorage is a real FileStorage on which storing key fails.
 type failingStorage struct {
-	certmagic.Storage
+	keystore.Storage
 	key string
 }
 

@@ -108,10 +108,7 @@ func isCertID(s string) bool {
 // Storage keys of the layout in DESIGN.md. Names and IDs reaching these
 // functions have been validated (NormalizeName, isCertID).
 
-func nameKey(name string) string {
-	sum := sha256.Sum256([]byte(name))
-	return "names/" + hex.EncodeToString(sum[:1]) + "/" + name
-}
+func nameKey(name string) string { return HashedKey(namesDir, name) }
 
 func certDir(id string) string   { return "certs/" + id[:2] + "/" + id }
 func recordKey(id string) string { return certDir(id) + "/record" }

@@ -1,14 +1,15 @@
 package keystore
 
 import (
-	"context"
+	"crypto"
 	"crypto/hpke"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 
-	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/internal/secretfile"
 )
 
@@ -144,6 +145,46 @@ func openWith(priv hpke.PrivateKey, h sealedHeader, ct []byte, certID string) ([
 	return key, nil
 }
 
+// openSealed opens certificate id's sealed key file, for a serving node
+// (Store.openKey) and for an admin moving the key (Store.adminOpen) alike:
+// with the fleet key, or with the policy key policyKey returns for a key
+// sealed to a policy (the node's or the admin's way of opening it). It
+// returns the tenant key and its PKCS#8 DER, which the caller clears.
+// Errors of policyKey are returned as they are; the file's own faults
+// (a bad header, an unknown recipient, a seal that does not open, DER
+// that does not parse) pass through corrupt, which says how the caller
+// reports a corrupt key.
+func (s *Store) openSealed(id string, sealed []byte, policyKey func(pid string) (hpke.PrivateKey, error), corrupt func(error) error) (crypto.PrivateKey, []byte, error) {
+	h, ct, err := parseSealed(sealed)
+	if err != nil {
+		return nil, nil, corrupt(err)
+	}
+	var priv hpke.PrivateKey
+	switch pid, ok := strings.CutPrefix(h.recipient, policyRecipient); {
+	case h.recipient == FleetRecipient:
+		if s.fleet == nil {
+			return nil, nil, fmt.Errorf("%w: certificate %s: no fleet key configured", ErrCannotOpen, id)
+		}
+		priv = s.fleet.priv
+	case ok:
+		if priv, err = policyKey(pid); err != nil {
+			return nil, nil, err
+		}
+	default:
+		return nil, nil, corrupt(fmt.Errorf("%w: sealed to unknown recipient %q", errMalformed, h.recipient))
+	}
+	der, err := openWith(priv, h, ct, id)
+	if err != nil {
+		return nil, nil, corrupt(err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		clear(der)
+		return nil, nil, corrupt(fmt.Errorf("%w: %v", errMalformed, err))
+	}
+	return key, der, nil
+}
+
 // ReadFleetKeyFile reads a fleet key file, refusing one that other users
 // could read.
 func ReadFleetKeyFile(path string) (*FleetKey, error) {
@@ -167,53 +208,35 @@ func WriteFleetKeyFile(path string, k *FleetKey) error {
 	return nil
 }
 
-// SealSecrets returns storage with the values under keys that secret
-// selects sealed to the Store's fleet key at rest, and opened on Load.
-// certmagic keeps a private key of its own, the ACME account key, in the
-// storage it is given; through SealSecrets it is sealed like a tenant
-// key. Without a fleet key, storing a secret fails with ErrNoSealer.
-func (s *Store) SealSecrets(storage certmagic.Storage, secret func(key string) bool) certmagic.Storage {
-	return &sealedStorage{Storage: storage, fleet: s.fleet, secret: secret}
-}
-
-type sealedStorage struct {
-	certmagic.Storage
-	fleet  *FleetKey
-	secret func(key string) bool
-}
-
-// sealInfo binds a sealed value to its storage key, as a tenant key is
-// bound to its certificate ID.
-func sealInfo(key string) string { return "storage:" + key }
-
-func (s *sealedStorage) Store(ctx context.Context, key string, value []byte) error {
-	if s.secret(key) {
-		if s.fleet == nil {
-			return ErrNoSealer
-		}
-		sealed, err := sealTo(s.fleet.priv.PublicKey(), FleetRecipient, sealInfo(key), value)
-		if err != nil {
-			return err
-		}
-		value = sealed
+// SealSecret seals value, a secret of another program kept in the
+// keystore's storage under key (certmagic's ACME account key), to the
+// Store's fleet key, as a tenant key is sealed: only nodes of the fleet
+// can open it, and only as the value of key. It fails with ErrNoSealer
+// without a fleet key.
+func (s *Store) SealSecret(key string, value []byte) ([]byte, error) {
+	if s.fleet == nil {
+		return nil, ErrNoSealer
 	}
-	return s.Storage.Store(ctx, key, value)
+	return sealTo(s.fleet.priv.PublicKey(), FleetRecipient, sealInfo(key), value)
 }
 
-func (s *sealedStorage) Load(ctx context.Context, key string) ([]byte, error) {
-	data, err := s.Storage.Load(ctx, key)
-	if err != nil || !s.secret(key) {
-		return data, err
-	}
+// OpenSecret opens what SealSecret sealed for key. It fails with an
+// error wrapping ErrCannotOpen without a fleet key, and one wrapping
+// ErrCorrupt for data that is not a value sealed for key to this fleet.
+func (s *Store) OpenSecret(key string, sealed []byte) ([]byte, error) {
 	if s.fleet == nil {
 		return nil, fmt.Errorf("%w: %s: no fleet key configured", ErrCannotOpen, key)
 	}
-	h, ct, err := parseSealed(data)
+	h, ct, err := parseSealed(sealed)
 	if err == nil {
-		data, err = openWith(s.fleet.priv, h, ct, sealInfo(key))
+		sealed, err = openWith(s.fleet.priv, h, ct, sealInfo(key))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, key, err)
 	}
-	return data, nil
+	return sealed, nil
 }
+
+// sealInfo binds a sealed secret to its storage key, as a tenant key is
+// bound to its certificate ID.
+func sealInfo(key string) string { return "storage:" + key }

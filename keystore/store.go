@@ -11,11 +11,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/maypok86/otter/v2"
@@ -35,7 +33,7 @@ var ErrCorrupt = errors.New("keystore: corrupt entry")
 type Options struct {
 	// Storage holds the keystore. Required; certmagic.FileStorage for a
 	// directory on local disk.
-	Storage certmagic.Storage
+	Storage Storage
 
 	// FleetKey seals and opens keys with no geo policy. Nil: this node
 	// opens none of them (PrivateKey fails with ErrCannotOpen) and Put
@@ -44,7 +42,8 @@ type Options struct {
 
 	// NodeKey opens keys whose geo policy admits this node's attributes.
 	// Nil: this node opens no restricted key. Open starts opening, in the
-	// background, the policy keys this node is admitted to.
+	// background, the policy keys this node is admitted to (unless
+	// OneShot).
 	NodeKey *geo.NodeKey
 
 	// MaxEntries bounds the number of cached certificates, and separately
@@ -88,13 +87,23 @@ type Options struct {
 	// unmounted volume refuses to start instead of serving nothing.
 	// Servers set it; tools that create keystores leave it unset.
 	RequireInit bool
+
+	// OneShot opens the Store for a command that does one job and
+	// closes it (keyctl) rather than for serving: Open reads the journal
+	// head only, and starts no journal follower, no background policy
+	// key opens and no name filter. Lookups then read storage for every
+	// name this Store has not read yet; a name it has read reflects its
+	// own writes at once, other writers' only once the cached entry
+	// expires. Writes are those of any Store: journaled, keeping the
+	// stored name filter up to date. PollInterval is unused.
+	OneShot bool
 }
 
 // Store is a lazily loaded keystore: it reads nothing per tenant when
 // opened, and loads a name's certificates on its first lookup. It is safe
 // for concurrent use.
 type Store struct {
-	storage        certmagic.Storage
+	storage        Storage
 	fleet          *FleetKey
 	nodeKey        *geo.NodeKey
 	negativeTTL    time.Duration
@@ -111,7 +120,8 @@ type Store struct {
 
 	writeMu sync.Mutex // serialises this process's writers before the storage lock
 
-	filter filterState // which names storage may hold (filter.go)
+	filter  filterState // which names storage may hold (filter.go)
+	oneShot bool        // Options.OneShot: no follower, no filter
 
 	journal journalState
 	avail   availability
@@ -167,8 +177,9 @@ const (
 	positiveTTL = time.Hour
 )
 
-// Open returns a Store over opts.Storage. It reads only the journal head,
-// never a per-tenant file, and starts following the journal until Close.
+// Open returns a Store over opts.Storage. It reads only the journal head
+// and the name filter, never a per-tenant file, and starts following the
+// journal until Close (unless opts.OneShot).
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Storage == nil {
 		return nil, errors.New("keystore: Options.Storage is nil")
@@ -181,6 +192,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		pollInterval:   cmp.Or(opts.PollInterval, defaultPollInterval),
 		deleteGrace:    cmp.Or(opts.DeleteGrace, time.Minute),
 		keyLoadTimeout: cmp.Or(opts.KeyLoadTimeout, defaultKeyLoadTimeout),
+		oneShot:        opts.OneShot,
 		log:            opts.Logger,
 		metrics:        newMetrics(),
 		done:           make(chan struct{}),
@@ -228,9 +240,15 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	s.avail.initialised.Store(ok)
 	s.journal.seen = head
-	if err := s.openFilter(ctx, opts.Registerer); err != nil {
+	if err := s.openFilter(opts.Registerer); err != nil {
 		return nil, err
 	}
+	if s.oneShot {
+		s.stop = func() {}
+		close(s.done)
+		return s, nil
+	}
+	s.loadFilter(ctx)
 	tailCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stop = stop
 	go s.follow(tailCtx)
@@ -240,8 +258,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Close stops following the journal and unregisters nothing: metrics
-// registered with Options.Registerer stay registered.
+// Close stops following the journal (if it does) and unregisters
+// nothing: metrics registered with Options.Registerer stay registered.
 func (s *Store) Close() error {
 	s.stop()
 	<-s.done
@@ -289,7 +307,7 @@ func (s *Store) lookup(ctx context.Context, serverName string) (e *Entry, loadSt
 	}
 	ne, err := s.nameRefs(ctx, name, &loadStart)
 	if err == nil && ne.refs == nil && ne.err == nil {
-		if w := wildcardOf(name); w != "" {
+		if w := WildcardOf(name); w != "" {
 			ne, err = s.nameRefs(ctx, w, &loadStart)
 			name = w
 		}
@@ -405,7 +423,7 @@ func (s *Store) nameRefs(ctx context.Context, name string, loadStart *time.Time)
 	if ne, ok := s.names.GetIfPresent(name); ok {
 		return ne, nil
 	}
-	if !s.mayHold(ctx, name) && !s.mayHoldNow(ctx, name) {
+	if !s.oneShot && !s.mayHold(ctx, name) && !s.mayHoldNow(ctx, name) {
 		// Absent from the filter as of the last journal entry read; if
 		// the journal cannot be read now, newer names cannot be known:
 		// the lookup failed, it did not find nothing.
@@ -579,12 +597,16 @@ func (c *Cert) loadKey(ctx context.Context, l *keyLoad) {
 	close(l.done)
 }
 
+// openKey reads and opens c's sealed key as a serving node does: with
+// the fleet key, or the policy key its node key opens. Every failure of
+// the files is logged and counted (failed).
 func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {
 	if c.Meta.Route == RouteKeyless {
 		return nil, fmt.Errorf("%w: certificate %s is keyless", ErrCannotOpen, c.ID)
 	}
 	key := sealedKey(c.ID)
 	subject := fmt.Sprintf("%s of tenant %q", c.ID, c.Meta.Tenant)
+	corrupt := func(err error) error { return s.failed("key", subject, key, err) }
 	data, err := s.storage.Load(ctx, key)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -593,20 +615,9 @@ func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {
 		if uerr := s.unavailable(ctx, key, err); uerr != nil {
 			return nil, uerr
 		}
-		return nil, s.failed("key", subject, key, err)
+		return nil, corrupt(err)
 	}
-	h, ct, err := parseSealed(data)
-	if err != nil {
-		return nil, s.failed("key", subject, key, err)
-	}
-	var opener hpke.PrivateKey
-	switch pid, ok := strings.CutPrefix(h.recipient, policyRecipient); {
-	case h.recipient == FleetRecipient:
-		if s.fleet == nil {
-			return nil, fmt.Errorf("%w: certificate %s: no fleet key configured", ErrCannotOpen, c.ID)
-		}
-		opener = s.fleet.priv
-	case ok:
+	policyKey := func(pid string) (hpke.PrivateKey, error) {
 		pk, err := s.policyKey(ctx, pid)
 		if err != nil {
 			return nil, err
@@ -614,22 +625,16 @@ func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {
 		if pk.priv == nil {
 			return nil, fmt.Errorf("certificate %s: %w", c.ID, pk.err)
 		}
-		opener = pk.priv
-	default:
-		return nil, s.failed("key", subject, key, fmt.Errorf("%w: sealed to unknown recipient %q", errMalformed, h.recipient))
+		return pk.priv, nil
 	}
-	der, err := openWith(opener, h, ct, c.ID)
+	priv, der, err := s.openSealed(c.ID, data, policyKey, corrupt)
 	if err != nil {
-		return nil, s.failed("key", subject, key, err)
+		return nil, err
 	}
-	defer clear(der)
-	priv, err := x509.ParsePKCS8PrivateKey(der)
-	if err != nil {
-		return nil, s.failed("key", subject, key, fmt.Errorf("%w: %v", errMalformed, err))
-	}
+	clear(der)
 	signer, ok := priv.(crypto.Signer)
 	if !ok || !certs.SamePublicKey(signer.Public(), c.Leaf.PublicKey) {
-		return nil, s.failed("key", subject, key, fmt.Errorf("%w: key does not match certificate", errMalformed))
+		return nil, corrupt(fmt.Errorf("%w: key does not match certificate", errMalformed))
 	}
 	return signer, nil
 }

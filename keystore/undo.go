@@ -7,12 +7,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/caddyserver/certmagic"
 )
 
 // ErrIncomplete is returned by a write that failed before its commit
@@ -141,16 +138,10 @@ const lockSettle = 250 * time.Millisecond
 // stale and remove it itself; this does the same at once, after giving
 // another writer's lock file just created lockSettle to be written.
 func (s *Store) clearFailedLock(ctx context.Context, name string) {
-	var st *certmagic.FileStorage
-	switch fst := s.storage.(type) {
-	case *certmagic.FileStorage:
-		st = fst
-	case *BulkFileStorage:
-		st = fst.FileStorage
-	default:
+	file, ok := lockFile(s.storage, name)
+	if !ok {
 		return
 	}
-	file := filepath.Join(st.Path, "locks", certmagic.StorageKeys.Safe(name)+".lock")
 	before, err := os.Stat(file)
 	if err != nil || before.Size() != 0 {
 		return
@@ -165,4 +156,17 @@ func (s *Store) clearFailedLock(ctx context.Context, name string) {
 			s.log.Warn("keystore: failed to remove an empty lock file", "file", file, "err", err)
 		}
 	}
+}
+
+// lockFile returns the file that holds lock name of a storage on local
+// files: one with certmagic.FileStorage's Filename method (it, and types
+// embedding it), which keeps lock <name> in locks/<name>.lock. The lock
+// names the keystore uses are already in the form certmagic gives file
+// names (StorageKeys.Safe leaves them as they are).
+func lockFile(storage Storage, name string) (string, bool) {
+	fst, ok := storage.(interface{ Filename(key string) string })
+	if !ok {
+		return "", false
+	}
+	return fst.Filename("locks/" + name + ".lock"), true
 }

@@ -85,7 +85,9 @@ func (b *bench) diskReads() int64 {
 	if err != nil {
 		return -1
 	}
-	major, minor := strconv.Itoa(int(unix.Major(st.Dev))), strconv.Itoa(int(unix.Minor(st.Dev)))
+	// st.Dev is a uint64 on Linux and an int32 on Darwin.
+	dev := uint64(st.Dev)
+	major, minor := strconv.Itoa(int(unix.Major(dev))), strconv.Itoa(int(unix.Minor(dev)))
 	for line := range strings.Lines(string(data)) {
 		f := strings.Fields(line) // major minor name reads-completed ...
 		if len(f) > 3 && f[0] == major && f[1] == minor {

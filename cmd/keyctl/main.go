@@ -198,8 +198,8 @@ func (e *env) openWithStorage(ctx context.Context) (*keystore.Store, certmagic.S
 }
 
 // open opens the keystore over storage (nil: e.storage) with the fleet
-// key.
-func (e *env) open(ctx context.Context, storage certmagic.Storage) (*keystore.Store, error) {
+// key, for one command: no journal follower, no background work.
+func (e *env) open(ctx context.Context, storage keystore.Storage) (*keystore.Store, error) {
 	fleet, err := keystore.ReadFleetKeyFile(e.fleetKey)
 	if err != nil {
 		return nil, err
@@ -213,6 +213,7 @@ func (e *env) open(ctx context.Context, storage certmagic.Storage) (*keystore.St
 		Storage:  storage,
 		FleetKey: fleet,
 		Logger:   slog.New(slog.NewTextHandler(e.stderr, nil)),
+		OneShot:  true,
 	})
 }
 

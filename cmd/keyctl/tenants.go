@@ -9,10 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/acme"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/backend"
+	"github.com/keyedge/keyedge/internal/bulkfile"
 	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
@@ -43,10 +43,10 @@ func runGenTenants(ctx context.Context, e *env, args []string) error {
 	}
 	// Generated tenants are written without a per-file fsync and flushed
 	// once at the end: a million fsyncs would take most of an hour.
-	var bulk *keystore.BulkFileStorage
-	var storage certmagic.Storage
+	var bulk *bulkfile.Storage
+	var storage keystore.Storage
 	if !backend.IsURL(e.keystore) {
-		bulk = keystore.NewBulkFileStorage(e.keystore)
+		bulk = bulkfile.New(e.keystore)
 		storage = bulk
 	}
 	store, err := e.open(ctx, storage)

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/bulkfile"
 	"github.com/keyedge/keyedge/internal/config"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
@@ -150,7 +151,7 @@ func demoKeystore(ctx context.Context, dir string, count int, originURL string, 
 	if err := ca.Write(filepath.Join(dir, "testca.pem"), filepath.Join(dir, "testca.key")); err != nil {
 		return nil, err
 	}
-	bulk := keystore.NewBulkFileStorage(filepath.Join(dir, "keystore"))
+	bulk := bulkfile.New(filepath.Join(dir, "keystore"))
 	store, err := keystore.Open(ctx, keystore.Options{Storage: bulk, FleetKey: fleet, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err

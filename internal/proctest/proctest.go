@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -150,7 +149,7 @@ func KillOnCleanup(t testing.TB, pid int) *os.Process {
 // Kill continues p (in case it was stopped) and kills it with SIGKILL.
 // A process that has exited already is left alone.
 func Kill(p *os.Process) {
-	p.Signal(syscall.SIGCONT)
+	continueProcess(p)
 	p.Kill()
 }
 

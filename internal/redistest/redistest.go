@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -81,13 +80,6 @@ func (s *Server) start(t testing.TB) {
 		}
 	}
 }
-
-// Pause stops the process (SIGSTOP): connections stay open and nothing
-// answers, as with a hung Redis. Resume continues it.
-func (s *Server) Pause(t testing.TB) { s.signal(t, syscall.SIGSTOP) }
-
-// Resume continues a paused server (SIGCONT).
-func (s *Server) Resume(t testing.TB) { s.signal(t, syscall.SIGCONT) }
 
 func (s *Server) signal(t testing.TB, sig os.Signal) {
 	t.Helper()

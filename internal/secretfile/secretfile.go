@@ -17,8 +17,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"slices"
-	"syscall"
 )
 
 // ErrExposed is returned by Read for a file that users other than its
@@ -37,15 +35,7 @@ func Private(fi fs.FileInfo) bool {
 	case perm&0o040 == 0:
 		return true
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || st.Uid != 0 {
-		return false
-	}
-	if uint32(os.Getegid()) == st.Gid {
-		return true
-	}
-	groups, _ := os.Getgroups()
-	return slices.Contains(groups, int(st.Gid))
+	return podSecret(fi)
 }
 
 // Check returns an error wrapping ErrExposed, naming path and its mode,

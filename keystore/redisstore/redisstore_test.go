@@ -12,8 +12,13 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/internal/redistest"
+	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/redisstore"
 )
+
+// A Redis keystore is a keystore.Storage (and a certmagic.Storage, for
+// ACME: see redisstore.go).
+var _ keystore.Storage = (*redisstore.Storage)(nil)
 
 // backends are the storages the conformance tests run on: the keystore
 // was built on certmagic.FileStorage, and redisstore must behave alike.

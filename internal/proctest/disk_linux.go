@@ -11,8 +11,8 @@ import (
 
 // Tmpfs mounts a tmpfs of size bytes on a new temporary directory and
 // returns it; it is unmounted when the test ends. Where the machine does
-// not allow it (no root, no CAP_SYS_ADMIN, not Linux) the test is
-// skipped, saying why: disk-full scenarios need a file system that
+// not allow it (no root, no CAP_SYS_ADMIN; other systems: disk_other.go)
+// the test is skipped, saying why: disk-full scenarios need a file system that
 // really fills.
 func Tmpfs(t testing.TB, size int64) string {
 	t.Helper()
