@@ -62,8 +62,8 @@ type Options struct {
 	Name string
 	// Origin handles the requests proxied to every tenant [default 404].
 	Origin http.Handler
-	// PollInterval is how often the stores the world opens follow the
-	// keystore's journal [keystore's default].
+	// PollInterval is how often Writer follows the keystore's journal
+	// [keystore's default].
 	PollInterval time.Duration
 	// Bulk makes GenerateTenants write through keystore.BulkFileStorage
 	// and sync the file system once at the end: fast for thousands of
@@ -94,45 +94,46 @@ type World struct {
 // New builds a world in opts.Dir: its fleet key, CAs and initialised
 // keystore, an origin on 127.0.0.1 and Writer. On error, what it had
 // started is stopped again.
-func New(ctx context.Context, opts Options) (w *World, err error) {
-	w = &World{Dir: opts.Dir, StoreDir: filepath.Join(opts.Dir, KeystoreDir), opts: opts}
-	defer func() {
-		if err != nil {
-			w.Close()
-			w, err = nil, fmt.Errorf("testworld: %w", err)
-		}
-	}()
-	name := cmp.Or(opts.Name, "keyedge test")
+func New(ctx context.Context, opts Options) (*World, error) {
+	w := &World{Dir: opts.Dir, StoreDir: filepath.Join(opts.Dir, KeystoreDir), opts: opts}
+	if err := w.build(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("testworld: %w", err)
+	}
+	return w, nil
+}
+
+func (w *World) build(ctx context.Context) error {
+	name := cmp.Or(w.opts.Name, "keyedge test")
+	var err error
 	if w.Fleet, err = keystore.GenerateFleetKey(); err != nil {
-		return nil, err
+		return err
 	}
 	if err := keystore.WriteFleetKeyFile(w.Path(FleetKeyFile), w.Fleet); err != nil {
-		return nil, err
+		return err
 	}
 	if w.CA, err = newCA(name+" CA", w.Path(CAFile), w.Path("testca.key")); err != nil {
-		return nil, err
+		return err
 	}
 	w.Roots = x509.NewCertPool()
 	w.Roots.AddCert(w.CA.Certificate())
 	if w.IdentityCA, err = newCA(name+" identity CA", w.Path(IdentityCAFile), w.Path("identity-ca.key")); err != nil {
-		return nil, err
+		return err
 	}
-	origin := opts.Origin
+	origin := w.opts.Origin
 	if origin == nil {
 		origin = http.NotFoundHandler()
 	}
 	if err := w.startOrigin(origin); err != nil {
-		return nil, err
+		return err
 	}
 	// Initialised as keyctl init leaves it: key servers refuse one that
 	// is not.
 	if err := keystore.Init(ctx, &certmagic.FileStorage{Path: w.StoreDir}); err != nil {
-		return nil, err
+		return err
 	}
-	if w.Writer, err = w.openStore(ctx, keystore.Options{}); err != nil {
-		return nil, err
-	}
-	return w, nil
+	w.Writer, err = w.openStore(ctx, keystore.Options{PollInterval: w.opts.PollInterval})
+	return err
 }
 
 // newCA creates a test CA and writes it to certFile and keyFile.
@@ -177,8 +178,8 @@ func (w *World) startOrigin(h http.Handler) error {
 }
 
 // OpenStore opens a store over the keystore, closed by Close. Storage is
-// the keystore's files; FleetKey, PollInterval and Logger default to the
-// world's (a discarding logger).
+// the keystore's files; FleetKey and Logger default to the world's (a
+// discarding logger).
 func (w *World) OpenStore(ctx context.Context, opts keystore.Options) (*keystore.Store, error) {
 	s, err := w.openStore(ctx, opts)
 	if err != nil {
@@ -200,7 +201,6 @@ func (w *World) openStore(ctx context.Context, opts keystore.Options) (*keystore
 
 func (w *World) fill(opts *keystore.Options) {
 	opts.FleetKey = cmp.Or(opts.FleetKey, w.Fleet)
-	opts.PollInterval = cmp.Or(opts.PollInterval, w.opts.PollInterval)
 	opts.Logger = cmp.Or(opts.Logger, discard)
 }
 
