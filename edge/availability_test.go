@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -23,17 +22,10 @@ func TestVanishedKeystore(t *testing.T) {
 	w := newWorld(t, 3, Options{})
 	// An edge opened as keyedge serve opens it: on a keystore that
 	// exists and holds a journal.
-	store, err := keystore.Open(context.Background(), keystore.Options{
-		Storage:      &certmagic.FileStorage{Path: w.dir},
-		FleetKey:     w.fleet,
-		PollInterval: 50 * time.Millisecond,
-		Logger:       slog.New(slog.DiscardHandler),
-		RequireInit:  true,
-	})
+	store, err := w.OpenStore(context.Background(), keystore.Options{PollInterval: 50 * time.Millisecond, RequireInit: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
 	srv, err := NewServer(Options{Store: store, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
@@ -49,8 +41,8 @@ func TestVanishedKeystore(t *testing.T) {
 	if err := hs("t1.keyedge.test"); err != nil {
 		t.Fatal(err)
 	}
-	away := w.dir + ".away"
-	if err := os.Rename(w.dir, away); err != nil {
+	away := w.StoreDir + ".away"
+	if err := os.Rename(w.StoreDir, away); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the edge's store to report the vanished keystore", func() bool { return store.Err() != nil })
@@ -69,7 +61,7 @@ func TestVanishedKeystore(t *testing.T) {
 		t.Errorf("selections counted as unknown = %v, want 0", n)
 	}
 
-	if err := os.Rename(away, w.dir); err != nil {
+	if err := os.Rename(away, w.StoreDir); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the edge's store to recover", func() bool { return store.Err() == nil })

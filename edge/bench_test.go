@@ -7,10 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
-	"github.com/keyedge/keyedge/keystore/geo"
 )
 
 // BenchmarkHandshake measures full handshakes (no resumption), one at a
@@ -24,7 +22,7 @@ func BenchmarkHandshake(b *testing.B) {
 	kw := newKeylessWorld(b, Options{})
 	addr, _ := kw.startKeyServer(b, "ks1")
 	kw.putKeyless(b, addr)
-	kw.put(b, testpki.ECDSAP256, kw.origin.URL, "local.example.com")
+	kw.put(b, testpki.ECDSAP256, kw.OriginURL, "local.example.com")
 	for _, bc := range []struct{ name, host string }{
 		{"local-ecdsa", "local.example.com"},
 		{"keyless-ecdsa", kw.tenants[testpki.ECDSAP256].Cert.DNSNames[0]},
@@ -69,35 +67,21 @@ func BenchmarkHandshake(b *testing.B) {
 //	go test -run '^$' -bench FirstHandshake -benchtime 100x ./edge
 func BenchmarkFirstHandshake(b *testing.B) {
 	w := newWorld(b, 0, Options{})
-	master, err := geo.GenerateMasterKey()
-	if err != nil {
-		b.Fatal(err)
-	}
 	ctx := context.Background()
-	if err := w.writer.SetGeoParams(ctx, &master.Params); err != nil {
+	if err := w.EnableGeo(ctx); err != nil {
 		b.Fatal(err)
 	}
-	attrs, err := geo.ParseAttributes("region: eu, country: de")
-	if err != nil {
-		b.Fatal(err)
-	}
-	nodeKey, err := master.NodeKey(attrs)
+	nodeKey, err := w.NodeKey("region: eu, country: de")
 	if err != nil {
 		b.Fatal(err)
 	}
 	// startNode starts an edge node with its own keystore view: nothing
 	// loaded, and its policy keys not yet opened.
 	startNode := func() string {
-		store, err := keystore.Open(ctx, keystore.Options{
-			Storage:  &certmagic.FileStorage{Path: w.dir},
-			FleetKey: w.fleet,
-			NodeKey:  nodeKey,
-			Logger:   slog.New(slog.DiscardHandler),
-		})
+		store, err := w.OpenStore(ctx, keystore.Options{NodeKey: nodeKey})
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { store.Close() })
 		srv, err := NewServer(Options{Store: store, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
@@ -105,8 +89,7 @@ func BenchmarkFirstHandshake(b *testing.B) {
 		return serve(b, srv)
 	}
 	tenants := func(domain, policy string, n int) {
-		spec := testpki.TenantSpec{Count: n, Domain: domain, Origin: w.origin.URL, Policy: policy}
-		if err := w.ca.GenerateTenants(ctx, w.writer, spec, nil); err != nil {
+		if err := w.GenerateTenants(ctx, testpki.TenantSpec{Count: n, Domain: domain, Policy: policy}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -26,7 +26,7 @@ func TestFleetOnRedis(t *testing.T) {
 	openStore := func() *keystore.Store {
 		s, err := keystore.Open(ctx, keystore.Options{
 			Storage:      redisstore.New(srv.Client(t), redisstore.Options{Prefix: "fleet"}),
-			FleetKey:     w.fleet,
+			FleetKey:     w.Fleet,
 			PollInterval: poll,
 			NegativeTTL:  negative,
 			Logger:       slog.New(slog.DiscardHandler),
@@ -38,8 +38,8 @@ func TestFleetOnRedis(t *testing.T) {
 		return s
 	}
 	keyctl := openStore()
-	spec := testpki.TenantSpec{Count: 3, Origin: w.origin.URL}
-	if err := w.ca.GenerateTenants(ctx, keyctl, spec, nil); err != nil {
+	spec := testpki.TenantSpec{Count: 3, Origin: w.OriginURL}
+	if err := w.CA.GenerateTenants(ctx, keyctl, spec, nil); err != nil {
 		t.Fatal(err)
 	}
 	tickets := &TicketKeys{Secret: secretA}
@@ -82,7 +82,7 @@ func TestFleetOnRedis(t *testing.T) {
 		}
 	}
 	leaf := w.leafFor(t, testpki.ECDSAP256, name)
-	if _, err := keyctl.Put(ctx, &keystore.Bundle{Meta: keystore.Meta{Tenant: "new", Origin: w.origin.URL}, Chain: leaf.Chain, Key: leaf.Key}); err != nil {
+	if _, err := keyctl.Put(ctx, &keystore.Bundle{Meta: keystore.Meta{Tenant: "new", Origin: w.OriginURL}, Chain: leaf.Chain, Key: leaf.Key}); err != nil {
 		t.Fatal(err)
 	}
 	imported := time.Now()

@@ -90,7 +90,7 @@ func (fd *frontDoor) checkQuietLog(t *testing.T) {
 // HTTP/1.1, for requests written by hand.
 func (fd *frontDoor) dialHTTP1(t *testing.T, host string) (*tls.Conn, *bufio.Reader) {
 	t.Helper()
-	conn, err := fd.handshake(&tls.Config{ServerName: host, RootCAs: fd.roots, NextProtos: []string{"http/1.1"}})
+	conn, err := fd.handshake(&tls.Config{ServerName: host, RootCAs: fd.Roots, NextProtos: []string{"http/1.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ type h2Response struct {
 
 func (fd *frontDoor) dialH2(t *testing.T, serverName string) *h2Client {
 	t.Helper()
-	conn, err := fd.handshake(&tls.Config{ServerName: serverName, RootCAs: fd.roots, NextProtos: []string{"h2"}})
+	conn, err := fd.handshake(&tls.Config{ServerName: serverName, RootCAs: fd.Roots, NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,7 +460,7 @@ func TestMalformedRequestBody(t *testing.T) {
 // flow either way, and closes once none have for TunnelIdleTimeout.
 func TestTunnelIdleTimeout(t *testing.T) {
 	fd := newFrontDoor(t, ProxyConfig{TunnelIdleTimeout: time.Second})
-	conn, err := fd.handshake(&tls.Config{ServerName: streamHost, RootCAs: fd.roots, NextProtos: []string{"http/1.1"}})
+	conn, err := fd.handshake(&tls.Config{ServerName: streamHost, RootCAs: fd.Roots, NextProtos: []string{"http/1.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/internal/testpki"
+	"github.com/keyedge/keyedge/internal/testworld"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,10 +27,10 @@ type geoNode struct {
 }
 
 // geoWorld is three edge nodes (EU, US, APAC) and two key server
-// processes (EU, US) sharing one keystore, with one geo master key.
+// processes (EU, US) sharing one keystore, with one geo master key
+// (the world's Master).
 type geoWorld struct {
 	*keylessWorld
-	master     *geo.MasterKey
 	nodes      map[string]*geoNode
 	keyServers map[string]*os.Process
 }
@@ -39,19 +38,8 @@ type geoWorld struct {
 func newGeoWorld(t *testing.T) *geoWorld {
 	t.Helper()
 	gw := &geoWorld{keylessWorld: newKeylessWorld(t, Options{}), nodes: map[string]*geoNode{}, keyServers: map[string]*os.Process{}}
-	var err error
-	if gw.master, err = geo.GenerateMasterKey(); err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	if err := gw.writer.SetGeoParams(ctx, &gw.master.Params); err != nil {
-		t.Fatal(err)
-	}
-	fleetPEM, err := gw.fleet.MarshalPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := secretfile.Write(filepath.Join(gw.dir, "fleet.key"), fleetPEM); err != nil {
+	if err := gw.EnableGeo(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -61,9 +49,11 @@ func newGeoWorld(t *testing.T) *geoWorld {
 		{"ks-eu", "region: eu, country: nl"},
 		{"ks-us", "region: us, country: us"},
 	} {
-		keyFile := filepath.Join(gw.dir, ks.name+".node.key")
-		gw.writeNodeKey(t, keyFile, ks.attrs)
-		source := "keystore: " + gw.world.dir + "\nfleet_key_file: " + filepath.Join(gw.dir, "fleet.key") + "\nnode_key_file: " + keyFile + "\n"
+		keyFile := gw.Path(ks.name + ".node.key")
+		if err := geo.WriteNodeKeyFile(keyFile, gw.nodeKey(t, ks.attrs)); err != nil {
+			t.Fatal(err)
+		}
+		source := "keystore: " + gw.StoreDir + "\nfleet_key_file: " + gw.Path(testworld.FleetKeyFile) + "\nnode_key_file: " + keyFile + "\n"
 		addr, proc := gw.startKeyServerWith(t, ks.name, source)
 		gw.keyServers[ks.name] = proc
 		directory = append(directory, KeyServer{Addr: addr, Attributes: mustAttributes(t, ks.attrs)})
@@ -74,22 +64,11 @@ func newGeoWorld(t *testing.T) *geoWorld {
 		"us":   "region: us, country: us",
 		"apac": "region: apac, country: jp",
 	} {
-		a := mustAttributes(t, attrs)
-		nk, err := gw.master.NodeKey(a)
-		if err != nil {
-			t.Fatal(err)
-		}
 		n := &geoNode{attrs: attrs, reg: prometheus.NewRegistry()}
-		if n.store, err = keystore.Open(ctx, keystore.Options{
-			Storage:      &certmagic.FileStorage{Path: gw.world.dir},
-			FleetKey:     gw.fleet,
-			NodeKey:      nk,
-			PollInterval: 20 * time.Millisecond,
-			Logger:       slog.New(slog.DiscardHandler),
-		}); err != nil {
+		var err error
+		if n.store, err = gw.OpenStore(ctx, keystore.Options{NodeKey: gw.nodeKey(t, attrs), PollInterval: 20 * time.Millisecond}); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { n.store.Close() })
 		srv, err := NewServer(Options{
 			Store:      n.store,
 			Keyless:    gw.keylessClient(t),
@@ -106,19 +85,14 @@ func newGeoWorld(t *testing.T) *geoWorld {
 	return gw
 }
 
-func (gw *geoWorld) writeNodeKey(t testing.TB, path, attrs string) {
+// nodeKey issues the node key of a node with attrs.
+func (gw *geoWorld) nodeKey(t testing.TB, attrs string) *geo.NodeKey {
 	t.Helper()
-	k, err := gw.master.NodeKey(mustAttributes(t, attrs))
+	k, err := gw.NodeKey(attrs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := k.MarshalPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := secretfile.Write(path, data); err != nil {
-		t.Fatal(err)
-	}
+	return k
 }
 
 func mustAttributes(t testing.TB, s string) geo.Attributes {
@@ -133,16 +107,11 @@ func mustAttributes(t testing.TB, s string) geo.Attributes {
 // putRestricted stores a locally signed tenant under policy.
 func (gw *geoWorld) putRestricted(t testing.TB, host, policy string) string {
 	t.Helper()
-	leaf := gw.leafFor(t, testpki.ECDSAP256, host)
-	ids, err := gw.writer.Put(context.Background(), &keystore.Bundle{
-		Meta:  keystore.Meta{Tenant: host, Origin: gw.origin.URL, Policy: policy},
-		Chain: leaf.Chain,
-		Key:   leaf.Key,
-	})
+	id, err := gw.PutRestricted(context.Background(), host, policy)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ids[0]
+	return id
 }
 
 // route completes a handshake for host on node and returns the route the
@@ -174,7 +143,7 @@ func TestGeoRouting(t *testing.T) {
 	gw.putRestricted(t, "notus.geo.test", "not country: us")
 	gw.putRestricted(t, "us.geo.test", "region: us")
 	gw.putRestricted(t, "mars.geo.test", "region: mars")
-	gw.put(t, testpki.ECDSAP256, gw.origin.URL, "open.geo.test")
+	gw.put(t, testpki.ECDSAP256, gw.OriginURL, "open.geo.test")
 
 	tests := []struct {
 		host, node, want string
@@ -229,7 +198,7 @@ func TestGeoPolicyChange(t *testing.T) {
 	if r, err := gw.route(t, "eu", "move.geo.test"); r != "local" || err != nil {
 		t.Fatalf("before: EU node route %q, %v", r, err)
 	}
-	if err := gw.writer.SetPolicy(context.Background(), "move.geo.test", "region: us", gw.master); err != nil {
+	if err := gw.Writer.SetPolicy(context.Background(), "move.geo.test", "region: us", gw.Master); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "EU node signs through the US key server", func() bool {
@@ -247,7 +216,7 @@ func TestGeoTamperedKey(t *testing.T) {
 	gw := newGeoWorld(t)
 	id := gw.putRestricted(t, "tampered.geo.test", "region: eu")
 	gw.putRestricted(t, "fine.geo.test", "region: eu")
-	keyFile := filepath.Join(gw.world.dir, "certs", id[:2], id, "key.sealed")
+	keyFile := filepath.Join(gw.StoreDir, "certs", id[:2], id, "key.sealed")
 	data, err := os.ReadFile(keyFile)
 	if err != nil {
 		t.Fatal(err)

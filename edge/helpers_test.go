@@ -3,13 +3,11 @@ package edge
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -17,23 +15,20 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/internal/proctest"
 	"github.com/keyedge/keyedge/internal/testpki"
+	"github.com/keyedge/keyedge/internal/testworld"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// world is a keystore on disk, a test CA, an origin and a running edge
-// on 127.0.0.1.
+// world is the shared test world (a test CA, a keystore on disk with a
+// writer, an origin; internal/testworld) and a running edge on
+// 127.0.0.1.
 type world struct {
-	dir    string
-	fleet  *keystore.FleetKey
-	ca     *testpki.CA
-	roots  *x509.CertPool
-	store  *keystore.Store // the edge's store
-	writer *keystore.Store // a second store on the same files, as keyctl would be
-	origin *httptest.Server
-	srv    *Server
-	addr   string
-	reg    *prometheus.Registry
+	*testworld.World
+	store *keystore.Store // the edge's store
+	srv   *Server
+	addr  string
+	reg   *prometheus.Registry
 
 	slow        chan struct{} // the origin's /slow answers when this closes
 	slowOnce    sync.Once
@@ -50,67 +45,62 @@ func (w *world) release() { w.slowOnce.Do(func() { close(w.slow) }) }
 // release.
 func newWorld(t testing.TB, n int, opts Options) *world {
 	t.Helper()
-	w := &world{dir: t.TempDir(), reg: prometheus.NewRegistry()}
-	var err error
-	if w.fleet, err = keystore.GenerateFleetKey(); err != nil {
-		t.Fatal(err)
-	}
-	if w.ca, err = testpki.NewCA("edge test CA"); err != nil {
-		t.Fatal(err)
-	}
-	w.roots = x509.NewCertPool()
-	w.roots.AddCert(w.ca.Certificate())
-	w.slow = make(chan struct{})
-	w.slowArrived = make(chan struct{}, 16)
-	w.origin = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			w.slowArrived <- struct{}{}
-			select {
-			case <-w.slow:
-			case <-r.Context().Done():
-				return
-			}
-		}
-		rw.Header().Set("X-Seen-For", r.Header.Get("X-Forwarded-For"))
-		fmt.Fprintf(rw, "origin %s", r.Header.Get("X-Forwarded-Host"))
-	}))
-	t.Cleanup(w.origin.Close)
+	w := openWorld(t, n)
+	w.startEdge(t, opts)
+	return w
+}
+
+// openWorld is newWorld up to starting the edge.
+func openWorld(t testing.TB, n int) *world {
+	t.Helper()
+	w := &world{reg: prometheus.NewRegistry(), slow: make(chan struct{}), slowArrived: make(chan struct{}, 16)}
+	w.World = testworld.ForTest(t, testworld.Options{Name: "edge test", Origin: http.HandlerFunc(w.serveOrigin), PollInterval: 50 * time.Millisecond})
 	t.Cleanup(w.release)
-	// An initialised keystore, as keyctl init leaves it: key server
-	// processes reading it refuse one that is not.
-	if err := keystore.Init(context.Background(), &certmagic.FileStorage{Path: w.dir}); err != nil {
-		t.Fatal(err)
-	}
 	w.store = w.openStore(t)
-	w.writer = w.openStore(t)
 	if n > 0 {
-		spec := testpki.TenantSpec{Count: n, Origin: w.origin.URL, WildcardEvery: 10}
-		if err := w.ca.GenerateTenants(context.Background(), w.writer, spec, nil); err != nil {
+		if err := w.GenerateTenants(context.Background(), testpki.TenantSpec{Count: n, WildcardEvery: 10}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return w
+}
+
+// serveOrigin is the origin of the world's tenants.
+func (w *world) serveOrigin(rw http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/slow" {
+		w.slowArrived <- struct{}{}
+		select {
+		case <-w.slow:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	rw.Header().Set("X-Seen-For", r.Header.Get("X-Forwarded-For"))
+	fmt.Fprintf(rw, "origin %s", r.Header.Get("X-Forwarded-Host"))
+}
+
+// startEdge starts the world's edge with opts (Store, Logger, Registerer
+// filled in).
+func (w *world) startEdge(t testing.TB, opts Options) {
+	t.Helper()
 	opts.Store = w.store
 	opts.Logger = slog.New(slog.DiscardHandler)
 	opts.Registerer = w.reg
+	var err error
 	if w.srv, err = NewServer(opts); err != nil {
 		t.Fatal(err)
 	}
 	w.addr = serve(t, w.srv)
-	return w
 }
 
+// openStore opens another store over the world's keystore, as an edge
+// node would.
 func (w *world) openStore(t testing.TB) *keystore.Store {
 	t.Helper()
-	s, err := keystore.Open(context.Background(), keystore.Options{
-		Storage:      &certmagic.FileStorage{Path: w.dir},
-		FleetKey:     w.fleet,
-		PollInterval: 50 * time.Millisecond,
-		Logger:       slog.New(slog.DiscardHandler),
-	})
+	s, err := w.OpenStore(context.Background(), keystore.Options{PollInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
 	return s
 }
 
@@ -136,7 +126,7 @@ func serve(t testing.TB, srv *Server) string {
 
 // tlsConfig is a client config trusting the test CA.
 func (w *world) tlsConfig(serverName string) *tls.Config {
-	return &tls.Config{ServerName: serverName, RootCAs: w.roots}
+	return &tls.Config{ServerName: serverName, RootCAs: w.Roots}
 }
 
 // handshake dials the edge and completes a TLS handshake.
@@ -185,7 +175,7 @@ func (w *world) get(t testing.TB, c *http.Client, host, path string) (*http.Resp
 // leafFor issues a certificate from the world's CA.
 func (w *world) leafFor(t testing.TB, kt testpki.KeyType, names ...string) *testpki.Leaf {
 	t.Helper()
-	leaf, err := w.ca.Issue(testpki.LeafSpec{Names: names, KeyType: kt})
+	leaf, err := w.CA.Issue(testpki.LeafSpec{Names: names, KeyType: kt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +186,7 @@ func (w *world) leafFor(t testing.TB, kt testpki.KeyType, names ...string) *test
 func (w *world) put(t testing.TB, kt testpki.KeyType, origin string, names ...string) string {
 	t.Helper()
 	leaf := w.leafFor(t, kt, names...)
-	ids, err := w.writer.Put(context.Background(), &keystore.Bundle{
+	ids, err := w.Writer.Put(context.Background(), &keystore.Bundle{
 		Meta:  keystore.Meta{Tenant: names[0], Origin: origin},
 		Chain: leaf.Chain,
 		Key:   leaf.Key,

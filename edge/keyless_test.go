@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,35 +20,30 @@ import (
 
 	"github.com/keyedge/keyedge/internal/proctest"
 	"github.com/keyedge/keyedge/internal/testpki"
+	"github.com/keyedge/keyedge/internal/testworld"
 	"github.com/keyedge/keyedge/keyserver"
-	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestMain(m *testing.M) { proctest.Main(m) }
 
 // keylessWorld is a world whose keyless tenants' keys live only with key
-// server processes the test starts.
+// server processes the test starts, each in Dir/<name>.
 type keylessWorld struct {
 	*world
-	idCA    *testpki.CA
-	edgeID  *testpki.Leaf // edges' mTLS identity to key servers
-	dir     string
+	edgeID  *testpki.Leaf                     // edges' mTLS identity to key servers
 	tenants map[testpki.KeyType]*testpki.Leaf // tenant certificates and keys, by key type
 }
 
 func newKeylessWorld(t testing.TB, opts Options) *keylessWorld {
 	t.Helper()
-	kw := &keylessWorld{dir: t.TempDir(), tenants: map[testpki.KeyType]*testpki.Leaf{}}
+	kw := &keylessWorld{world: openWorld(t, 0), tenants: map[testpki.KeyType]*testpki.Leaf{}}
 	var err error
-	if kw.idCA, err = testpki.NewCA("keyless identity CA"); err != nil {
-		t.Fatal(err)
-	}
-	if kw.edgeID, err = kw.idCA.Issue(testpki.LeafSpec{Names: []string{"edge.test"}, ClientAuth: true}); err != nil {
+	if kw.edgeID, err = kw.ClientIdentity("edge.test"); err != nil {
 		t.Fatal(err)
 	}
 	opts.Keyless = kw.keylessClient(t)
-	kw.world = newWorld(t, 0, opts)
+	kw.startEdge(t, opts)
 	for _, kt := range []testpki.KeyType{testpki.ECDSAP256, testpki.RSA2048, testpki.Ed25519} {
 		kw.tenants[kt] = kw.leafFor(t, kt, string(kt)+".keyless.example")
 	}
@@ -61,10 +53,8 @@ func newKeylessWorld(t testing.TB, opts Options) *keylessWorld {
 // keylessClient is a key server client with the edges' identity.
 func (kw *keylessWorld) keylessClient(t testing.TB) *keyserver.Client {
 	t.Helper()
-	roots := x509.NewCertPool()
-	roots.AddCert(kw.idCA.Certificate())
 	client, err := keyserver.NewClient(keyserver.ClientConfig{
-		TLSConfig:    &tls.Config{Certificates: []tls.Certificate{{Certificate: kw.edgeID.Chain, PrivateKey: kw.edgeID.Key}}, RootCAs: roots},
+		TLSConfig:    kw.ClientTLS(kw.edgeID),
 		PingInterval: 200 * time.Millisecond,
 		Logger:       slog.New(slog.DiscardHandler),
 	})
@@ -85,7 +75,7 @@ func (kw *keylessWorld) startKeyServer(t testing.TB, name string) (string, *os.P
 // server name and returns the config line naming it.
 func (kw *keylessWorld) tenantKeys(t testing.TB, name string) string {
 	t.Helper()
-	keys := filepath.Join(kw.dir, name, "keys")
+	keys := kw.Path(name, "keys")
 	if err := os.MkdirAll(keys, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -102,22 +92,20 @@ func (kw *keylessWorld) tenantKeys(t testing.TB, name string) string {
 // keys), and returns its address and process.
 func (kw *keylessWorld) startKeyServerWith(t testing.TB, name, source string) (string, *os.Process) {
 	t.Helper()
-	dir := filepath.Join(kw.dir, name)
+	dir := kw.Path(name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	id, err := kw.idCA.Issue(testpki.LeafSpec{Names: []string{name + ".test"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	id, err := kw.ServerIdentity(name + ".test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := id.WritePEM(filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: kw.idCA.Certificate().Raw}), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	addr := proctest.FreeAddr(t)
-	cfg := fmt.Sprintf("listen: %s\ncert_file: server.pem\nkey_file: server.key\nclient_ca_file: ca.pem\n%slog_level: warn\nauthorize:\n  - clients: [\"dns:edge.test\"]\n    keys: [\"*\"]\n", addr, source)
+	cfg := fmt.Sprintf("listen: %s\ncert_file: server.pem\nkey_file: server.key\nclient_ca_file: %s\n%slog_level: warn\nauthorize:\n  - clients: [\"dns:edge.test\"]\n    keys: [\"*\"]\n",
+		addr, kw.Path(testworld.IdentityCAFile), source)
 	if err := os.WriteFile(filepath.Join(dir, "keyserver.yaml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -132,11 +120,7 @@ func (kw *keylessWorld) startKeyServerWith(t testing.TB, name, source string) (s
 func (kw *keylessWorld) putKeyless(t testing.TB, addrs ...string) {
 	t.Helper()
 	for _, leaf := range kw.tenants {
-		_, err := kw.writer.Put(context.Background(), &keystore.Bundle{
-			Meta:  keystore.Meta{Tenant: leaf.Cert.DNSNames[0], Origin: kw.origin.URL, Route: keystore.RouteKeyless, KeyServers: addrs},
-			Chain: leaf.Chain,
-		})
-		if err != nil {
+		if err := kw.PutKeyless(context.Background(), leaf.Cert.DNSNames[0], leaf, addrs...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -310,7 +294,7 @@ func TestKeylessSlowKeyServer(t *testing.T) {
 	kw := newKeylessWorld(t, Options{Limits: Limits{HandshakeTimeout: time.Second}})
 	addr, proc := kw.startKeyServer(t, "ks1")
 	kw.putKeyless(t, addr)
-	kw.put(t, testpki.ECDSAP256, kw.origin.URL, "local.example.com")
+	kw.put(t, testpki.ECDSAP256, kw.OriginURL, "local.example.com")
 	host := kw.tenants[testpki.ECDSAP256].Cert.DNSNames[0]
 
 	stopProcess(t, proc)

@@ -142,9 +142,9 @@ func TestOriginErrorsThroughEdge(t *testing.T) {
 	closedURL := "http://" + closed.Addr().String()
 	closed.Close()
 	w.put(t, testpki.ECDSAP256, closedURL, "down.example.com")
-	w.put(t, testpki.ECDSAP256, w.origin.URL, "slow.example.com")
-	w.put(t, testpki.ECDSAP256, w.origin.URL, "a.example.com", "b.example.com")
-	w.put(t, testpki.ECDSAP256, w.origin.URL, "c.example.com")
+	w.put(t, testpki.ECDSAP256, w.OriginURL, "slow.example.com")
+	w.put(t, testpki.ECDSAP256, w.OriginURL, "a.example.com", "b.example.com")
+	w.put(t, testpki.ECDSAP256, w.OriginURL, "c.example.com")
 	c := w.client(t, true)
 
 	tests := []struct {
@@ -170,8 +170,8 @@ func TestOriginErrorsThroughEdge(t *testing.T) {
 // name it covers (HTTP/2 coalescing), and no other.
 func TestMisdirected(t *testing.T) {
 	w := newWorld(t, 0, Options{})
-	w.put(t, testpki.ECDSAP256, w.origin.URL, "a.example.com", "b.example.com")
-	w.put(t, testpki.ECDSAP256, w.origin.URL, "c.example.com")
+	w.put(t, testpki.ECDSAP256, w.OriginURL, "a.example.com", "b.example.com")
+	w.put(t, testpki.ECDSAP256, w.OriginURL, "c.example.com")
 	tr := &http.Transport{
 		TLSClientConfig: w.tlsConfig("a.example.com"),
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -227,12 +227,12 @@ func (l *loadCounter) Load(ctx context.Context, key string) ([]byte, error) {
 // filter to refuse them.
 func TestMisdirectedHostsReadNothing(t *testing.T) {
 	w := newWorld(t, 0, Options{})
-	w.put(t, testpki.ECDSAP256, w.origin.URL, "a.example.com", "b.example.com")
-	if err := os.Remove(filepath.Join(w.dir, "namefilter")); err != nil {
+	w.put(t, testpki.ECDSAP256, w.OriginURL, "a.example.com", "b.example.com")
+	if err := os.Remove(filepath.Join(w.StoreDir, "namefilter")); err != nil {
 		t.Fatal(err)
 	}
-	storage := &loadCounter{Storage: &certmagic.FileStorage{Path: w.dir}}
-	store, err := keystore.Open(context.Background(), keystore.Options{Storage: storage, FleetKey: w.fleet, Logger: slog.New(slog.DiscardHandler)})
+	storage := &loadCounter{Storage: &certmagic.FileStorage{Path: w.StoreDir}}
+	store, err := keystore.Open(context.Background(), keystore.Options{Storage: storage, FleetKey: w.Fleet, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

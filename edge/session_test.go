@@ -146,8 +146,8 @@ func TestSessionEndsWithTenant(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := serve(t, nodeB)
-			w.put(t, testpki.ECDSAP256, w.origin.URL, "gone.keyedge.test")
-			oldID := w.put(t, testpki.ECDSAP256, w.origin.URL, "renewed.keyedge.test")
+			w.put(t, testpki.ECDSAP256, w.OriginURL, "gone.keyedge.test")
+			oldID := w.put(t, testpki.ECDSAP256, w.OriginURL, "renewed.keyedge.test")
 			waitFor(t, w, "gone.keyedge.test", "")
 			waitFor(t, w, "renewed.keyedge.test", oldID)
 			gone := newSessionClient(t, w, v, w.addr, "gone.keyedge.test")
@@ -158,10 +158,10 @@ func TestSessionEndsWithTenant(t *testing.T) {
 				}
 			}
 
-			if err := w.writer.Remove(context.Background(), "gone.keyedge.test"); err != nil {
+			if err := w.Writer.Remove(context.Background(), "gone.keyedge.test"); err != nil {
 				t.Fatal(err)
 			}
-			newID := w.put(t, testpki.ECDSAP256, w.origin.URL, "renewed.keyedge.test")
+			newID := w.put(t, testpki.ECDSAP256, w.OriginURL, "renewed.keyedge.test")
 			waitForRemoval(t, w, "gone.keyedge.test")
 			waitFor(t, w, "renewed.keyedge.test", newID)
 			for _, addr := range []string{w.addr, b} {

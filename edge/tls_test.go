@@ -109,8 +109,8 @@ func TestFallbackCertificate(t *testing.T) {
 
 func TestECDSAOrRSAByClient(t *testing.T) {
 	w := newWorld(t, 0, Options{})
-	w.put(t, testpki.ECDSAP256, w.origin.URL, "dual.example.com")
-	w.put(t, testpki.RSA2048, w.origin.URL, "dual.example.com")
+	w.put(t, testpki.ECDSAP256, w.OriginURL, "dual.example.com")
+	w.put(t, testpki.RSA2048, w.OriginURL, "dual.example.com")
 	tests := []struct {
 		name string
 		cfg  func(*tls.Config)
@@ -259,7 +259,7 @@ func TestMaxConns(t *testing.T) {
 
 func TestCertificateUpdateWithoutRestart(t *testing.T) {
 	w := newWorld(t, 0, Options{})
-	first := w.put(t, testpki.ECDSAP256, w.origin.URL, "renew.example.com")
+	first := w.put(t, testpki.ECDSAP256, w.OriginURL, "renew.example.com")
 	served := func() string {
 		conn, err := w.handshake(w.tlsConfig("renew.example.com"))
 		if err != nil {
@@ -269,12 +269,12 @@ func TestCertificateUpdateWithoutRestart(t *testing.T) {
 		return fmt.Sprintf("%x", conn.ConnectionState().PeerCertificates[0].RawSubjectPublicKeyInfo)
 	}
 	before := served()
-	second := w.put(t, testpki.ECDSAP256, w.origin.URL, "renew.example.com")
+	second := w.put(t, testpki.ECDSAP256, w.OriginURL, "renew.example.com")
 	if first == second {
 		t.Fatal("renewal kept the key")
 	}
 	eventually(t, 2*time.Second, "renewed certificate served", func() bool { return served() != before && !strings.Contains(served(), " ") })
-	if err := w.writer.Remove(context.Background(), "renew.example.com"); err != nil {
+	if err := w.Writer.Remove(context.Background(), "renew.example.com"); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 2*time.Second, "removed certificate refused", func() bool {
@@ -284,12 +284,12 @@ func TestCertificateUpdateWithoutRestart(t *testing.T) {
 
 func TestCorruptTenantFailsCleanly(t *testing.T) {
 	w := newWorld(t, 3, Options{})
-	e, err := w.writer.Lookup(context.Background(), "t1.keyedge.test")
+	e, err := w.Writer.Lookup(context.Background(), "t1.keyedge.test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := e.Certs[0].ID
-	if err := os.WriteFile(filepath.Join(w.dir, "certs", id[:2], id, "key.sealed"), []byte("garbage"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(w.StoreDir, "certs", id[:2], id, "key.sealed"), []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if conn, err := w.handshake(w.tlsConfig("t1.keyedge.test")); err == nil {
@@ -309,8 +309,8 @@ func TestOCSPStapleFromKeystore(t *testing.T) {
 	w := newWorld(t, 0, Options{})
 	leaf := w.leafFor(t, testpki.ECDSAP256, "stapled.example.com")
 	staple := []byte("an OCSP response stored beside the certificate")
-	if _, err := w.writer.Put(context.Background(), &keystore.Bundle{
-		Meta: keystore.Meta{Tenant: "stapled", Origin: w.origin.URL}, Chain: leaf.Chain, Key: leaf.Key, OCSP: staple,
+	if _, err := w.Writer.Put(context.Background(), &keystore.Bundle{
+		Meta: keystore.Meta{Tenant: "stapled", Origin: w.OriginURL}, Chain: leaf.Chain, Key: leaf.Key, OCSP: staple,
 	}); err != nil {
 		t.Fatal(err)
 	}

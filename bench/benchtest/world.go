@@ -1,8 +1,10 @@
 // Package benchtest starts what edgebench's tests drive load at, on
 // 127.0.0.1 in the test's process: an origin, an edge over a keystore of
 // generated tenants, and a key server holding one ECDSA and one RSA key,
-// with the PEM files the edgebench command reads. Package bench's tests
-// and cmd/edgebench's end-to-end test share it.
+// with the PEM files the edgebench command reads. The world around the
+// edge comes from internal/testworld; benchtest adds the edge, its
+// metrics and the benchmark's view. Package bench's tests and
+// cmd/edgebench's end-to-end test share it.
 package benchtest
 
 import (
@@ -12,14 +14,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/edge"
 	"github.com/keyedge/keyedge/internal/testpki"
+	"github.com/keyedge/keyedge/internal/testworld"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,32 +62,14 @@ type World struct {
 func Start(t testing.TB, origin http.Handler) *World {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	w := &World{}
-
 	mux := http.NewServeMux()
 	mux.Handle("/", origin)
 	mux.Handle("/missing", http.NotFoundHandler())
-	originAddr := serveHTTP(t, mux)
+	tw := testworld.ForTest(t, testworld.Options{Name: "bench test", Origin: mux})
+	w := &World{Roots: tw.Roots, CAFile: tw.Path(testworld.CAFile)}
 
-	fleet, err := keystore.GenerateFleetKey()
-	check(t, err)
-	store, err := keystore.Open(ctx, keystore.Options{
-		Storage:  &certmagic.FileStorage{Path: filepath.Join(dir, "keystore")},
-		FleetKey: fleet,
-		Logger:   slog.New(slog.DiscardHandler),
-	})
-	check(t, err)
-	t.Cleanup(func() { store.Close() })
-	ca, err := testpki.NewCA("bench test CA")
-	check(t, err)
-	w.CAFile = filepath.Join(dir, "testca.pem")
-	check(t, ca.Write(w.CAFile, filepath.Join(dir, "testca.key")))
-	w.Roots = x509.NewCertPool()
-	w.Roots.AddCert(ca.Certificate())
-	originURL := "http://" + originAddr
-	check(t, ca.GenerateTenants(ctx, store, testpki.TenantSpec{Count: Tenants, Origin: originURL}, nil))
-	check(t, ca.GenerateTenants(ctx, store, testpki.TenantSpec{Count: RSATenants, Domain: "rsa.keyedge.test", RSAEvery: 1, Origin: originURL}, nil))
+	check(t, tw.GenerateTenants(ctx, testpki.TenantSpec{Count: Tenants}))
+	check(t, tw.GenerateTenants(ctx, testpki.TenantSpec{Count: RSATenants, Domain: "rsa.keyedge.test", RSAEvery: 1}))
 	for i := range Tenants {
 		w.Names = append(w.Names, testpki.TenantName(i, "keyedge.test"))
 	}
@@ -95,6 +77,8 @@ func Start(t testing.TB, origin http.Handler) *World {
 		w.RSANames = append(w.RSANames, testpki.TenantName(i, "rsa.keyedge.test"))
 	}
 
+	store, err := tw.OpenStore(ctx, keystore.Options{})
+	check(t, err)
 	reg := prometheus.NewRegistry()
 	srv, err := edge.NewServer(edge.Options{Store: store, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
 	check(t, err)
@@ -113,32 +97,19 @@ func Start(t testing.TB, origin http.Handler) *World {
 	w.Addr = ln.Addr().String()
 	w.MetricsURL = "http://" + serveHTTP(t, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})) + "/metrics"
 
-	w.startKeyServer(t, dir, ca)
+	w.startKeyServer(t, tw)
 	return w
 }
 
-// startKeyServer writes the identities and the keys and runs a key
-// server over the keys' directory.
-func (w *World) startKeyServer(t testing.TB, dir string, ca *testpki.CA) {
-	idCA, err := testpki.NewCA("bench identity CA")
+// startKeyServer writes the benchmark's identity and the keys and runs a
+// key server over them.
+func (w *World) startKeyServer(t testing.TB, tw *testworld.World) {
+	client, err := tw.ClientIdentity("edgebench.test")
 	check(t, err)
-	w.KeyServerCA = filepath.Join(dir, "identity-ca.pem")
-	check(t, idCA.Write(w.KeyServerCA, filepath.Join(dir, "identity-ca.key")))
-	client, err := idCA.Issue(testpki.LeafSpec{Names: []string{"edgebench.test"}, ClientAuth: true})
-	check(t, err)
-	w.IdentityCert, w.IdentityKey = filepath.Join(dir, "edgebench.pem"), filepath.Join(dir, "edgebench.key")
+	w.IdentityCert, w.IdentityKey = tw.Path("edgebench.pem"), tw.Path("edgebench.key")
 	check(t, client.WritePEM(w.IdentityCert, w.IdentityKey))
-	server, err := idCA.Issue(testpki.LeafSpec{Names: []string{"keyserver.test"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
-	check(t, err)
-	roots := x509.NewCertPool()
-	roots.AddCert(idCA.Certificate())
-	w.KeyServerTLS = &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: client.Chain, PrivateKey: client.Key}},
-		RootCAs:      roots,
-	}
-
-	keysDir := filepath.Join(dir, "keys")
-	check(t, os.Mkdir(keysDir, 0o700))
+	w.KeyServerCA = tw.Path(testworld.IdentityCAFile)
+	w.KeyServerTLS = tw.ClientTLS(client)
 	for _, k := range []struct {
 		name string
 		typ  testpki.KeyType
@@ -147,33 +118,17 @@ func (w *World) startKeyServer(t testing.TB, dir string, ca *testpki.CA) {
 		{"ecdsa.keyless.test", testpki.ECDSAP256, &w.ECDSAKeyCert},
 		{"rsa.keyless.test", testpki.RSA2048, &w.RSAKeyCert},
 	} {
-		leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{k.name}, KeyType: k.typ})
+		leaf, err := tw.CA.Issue(testpki.LeafSpec{Names: []string{k.name}, KeyType: k.typ})
 		check(t, err)
-		*k.file = filepath.Join(keysDir, k.name+".pem")
-		check(t, leaf.WritePEM(*k.file, filepath.Join(keysDir, k.name+".key")))
+		*k.file, err = tw.HoldKey(k.name, leaf)
+		check(t, err)
 		w.KeyServerNames = append(w.KeyServerNames, k.name)
 	}
-	keys, err := keyserver.NewDirSource(keysDir, keyserver.DirOptions{Logger: slog.New(slog.DiscardHandler)})
-	check(t, err)
-	auth, err := keyserver.NewAuthorizer([]keyserver.Rule{{Clients: []string{"dns:edgebench.test"}, Keys: []string{"*"}}})
-	check(t, err)
-	clientCAs := x509.NewCertPool()
-	clientCAs.AddCert(idCA.Certificate())
-	ks, err := keyserver.NewServer(keyserver.Config{
-		Keys:       keys,
-		Authorizer: auth,
-		TLSConfig:  &tls.Config{Certificates: []tls.Certificate{{Certificate: server.Chain, PrivateKey: server.Key}}, ClientCAs: clientCAs},
-		Logger:     slog.New(slog.DiscardHandler),
+	w.KeyServer, err = tw.StartKeyServer(testworld.KeyServer{
+		Name: "keyserver.test",
+		Rule: keyserver.Rule{Clients: []string{"dns:edgebench.test"}, Keys: []string{"*"}},
 	})
 	check(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	check(t, err)
-	go ks.Serve(ln)
-	t.Cleanup(func() {
-		ks.Shutdown(context.Background())
-		keys.Close()
-	})
-	w.KeyServer = ln.Addr().String()
 }
 
 // serveHTTP serves h over plain HTTP on 127.0.0.1 until the test ends

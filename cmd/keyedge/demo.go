@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -15,10 +14,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyedge/keyedge/internal/bulkfile"
 	"github.com/keyedge/keyedge/internal/config"
 	"github.com/keyedge/keyedge/internal/testpki"
-	"github.com/keyedge/keyedge/keystore"
+	"github.com/keyedge/keyedge/internal/testworld"
 )
 
 type demoOptions struct {
@@ -43,26 +41,25 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "keyedge demo in %s\n\n", dir)
 
-	origin, originURL, err := startOrigin()
+	w, err := testworld.New(ctx, testworld.Options{Dir: dir, Name: "keyedge demo", Origin: http.HandlerFunc(demoOrigin), Bulk: true})
 	if err != nil {
 		return err
 	}
-	defer origin.Close()
-
-	ca, err := demoKeystore(ctx, dir, o.tenants, originURL, stdout)
+	defer w.Close()
+	start := time.Now()
+	if err := w.GenerateTenants(ctx, testpki.TenantSpec{Count: o.tenants, Domain: demoDomain, WildcardEvery: 10, RSAEvery: 100}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "  keystore  %d tenants in %v: t0 … t%d.%s; every 10th also has a wildcard, every 100th is RSA\n",
+		o.tenants, time.Since(start).Round(time.Millisecond), o.tenants-1, demoDomain)
+	keylessCfg, err := demoKeyless(ctx, w)
 	if err != nil {
 		return err
 	}
-	idCA, keylessCfg, stopKeyServer, err := demoKeyless(ctx, dir, ca, originURL)
+	geoCfg, err := demoGeo(ctx, w)
 	if err != nil {
 		return err
 	}
-	defer stopKeyServer()
-	geoCfg, stopGeoKeyServer, err := demoGeo(ctx, dir, ca, idCA, originURL)
-	if err != nil {
-		return err
-	}
-	defer stopGeoKeyServer()
 	edgeAddr, err := freeAddr(o.listen)
 	if err != nil {
 		return err
@@ -87,14 +84,14 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	defer n.shutdown()
 
 	_, port, _ := net.SplitHostPort(edgeAddr)
-	fmt.Fprintf(stdout, "  origin    %s\n", originURL)
+	fmt.Fprintf(stdout, "  origin    %s\n", w.OriginURL)
 	fmt.Fprintf(stdout, "  edge      https://%s   (config %s)\n", edgeAddr, cfgPath)
-	fmt.Fprintf(stdout, "  keyless   %s is signed by a key server holding its key in %s\n", keylessHost, filepath.Join(dir, "keyserver-keys"))
+	fmt.Fprintf(stdout, "  keyless   %s is signed by a key server holding its key in %s\n", keylessHost, w.Path(testworld.KeysDir))
 	fmt.Fprintf(stdout, "  geo       this edge is %q: %s (policy region: eu) is signed here, %s (region: us) by a key server at %q\n", demoEdgeAttrs, geoEUHost, geoUSHost, demoKSAttrs)
 	fmt.Fprintf(stdout, "  metrics   %s\n\n", n.metricsURL())
 
 	fmt.Fprintln(stdout, "self-check, one request per kind of tenant:")
-	failed := selfCheck(ctx, stdout, ca, edgeAddr)
+	failed := selfCheck(ctx, stdout, w.Roots, edgeAddr)
 	if err := printRoutes(ctx, stdout, n.metricsURL()); err != nil {
 		return err
 	}
@@ -102,11 +99,11 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout, "\ntry:")
 	for _, host := range []string{testpki.TenantName(1, demoDomain), "www." + testpki.TenantName(10, demoDomain), testpki.TenantName(100, demoDomain), keylessHost, geoUSHost} {
 		fmt.Fprintf(stdout, "  curl --cacert %s --resolve %s:%s:127.0.0.1 https://%s:%s/\n",
-			filepath.Join(dir, "testca.pem"), host, port, host, port)
+			w.Path(testworld.CAFile), host, port, host, port)
 	}
 	fmt.Fprintf(stdout, "  curl -s %s | grep -E '^keyedge_(edge_route|keystore_policy)'\n", n.metricsURL())
 	fmt.Fprintf(stdout, "  %s --keystore %s --fleet-key %s show %s\n",
-		keyctlPath(), filepath.Join(dir, "keystore"), filepath.Join(dir, "fleet.key"), testpki.TenantName(42, demoDomain))
+		keyctlPath(), w.StoreDir, w.Path(testworld.FleetKeyFile), testpki.TenantName(42, demoDomain))
 	if failed > 0 {
 		return fmt.Errorf("self-check: %d of the requests above failed", failed)
 	}
@@ -135,56 +132,10 @@ limits:
   drain_timeout: 5s
 `
 
-// demoKeystore creates the fleet key, the test CA and the tenants.
-func demoKeystore(ctx context.Context, dir string, count int, originURL string, stdout io.Writer) (*testpki.CA, error) {
-	fleet, err := keystore.GenerateFleetKey()
-	if err != nil {
-		return nil, err
-	}
-	if err := keystore.WriteFleetKeyFile(filepath.Join(dir, "fleet.key"), fleet); err != nil {
-		return nil, err
-	}
-	ca, err := testpki.NewCA("keyedge demo CA")
-	if err != nil {
-		return nil, err
-	}
-	if err := ca.Write(filepath.Join(dir, "testca.pem"), filepath.Join(dir, "testca.key")); err != nil {
-		return nil, err
-	}
-	bulk := bulkfile.New(filepath.Join(dir, "keystore"))
-	store, err := keystore.Open(ctx, keystore.Options{Storage: bulk, FleetKey: fleet, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return nil, err
-	}
-	defer store.Close()
-	start := time.Now()
-	spec := testpki.TenantSpec{Count: count, Domain: demoDomain, Origin: originURL, WildcardEvery: 10, RSAEvery: 100}
-	if err := ca.GenerateTenants(ctx, store, spec, nil); err != nil {
-		return nil, err
-	}
-	if err := bulk.Sync(); err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(stdout, "  keystore  %d tenants in %v: t0 … t%d.%s; every 10th also has a wildcard, every 100th is RSA\n",
-		count, time.Since(start).Round(time.Millisecond), count-1, demoDomain)
-	return ca, nil
-}
-
-// startOrigin runs the demo's origin: it says which tenant asked.
-func startOrigin() (*http.Server, string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, "", err
-	}
-	srv := &http.Server{
-		ReadHeaderTimeout: 10 * time.Second,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "hello from the origin of %s (client %s, %s %s)\n",
-				r.Header.Get("X-Forwarded-Host"), r.Header.Get("X-Forwarded-For"), r.Method, r.URL.Path)
-		}),
-	}
-	go srv.Serve(ln)
-	return srv, "http://" + ln.Addr().String(), nil
+// demoOrigin is the demo's origin: it says which tenant asked.
+func demoOrigin(w http.ResponseWriter, r *http.Request) {
+	fmt.Fprintf(w, "hello from the origin of %s (client %s, %s %s)\n",
+		r.Header.Get("X-Forwarded-Host"), r.Header.Get("X-Forwarded-For"), r.Method, r.URL.Path)
 }
 
 // freeAddr returns addr if it can be listened on now, else a free port
@@ -203,9 +154,7 @@ func freeAddr(addr string) (string, error) {
 
 // selfCheck makes one request per kind of tenant through the edge and
 // prints what it saw; it returns the number of failures.
-func selfCheck(ctx context.Context, w io.Writer, ca *testpki.CA, edgeAddr string) int {
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Certificate())
+func selfCheck(ctx context.Context, w io.Writer, roots *x509.CertPool, edgeAddr string) int {
 	checks := []struct {
 		host, kind string
 		refused    bool

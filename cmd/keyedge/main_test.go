@@ -7,19 +7,15 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/internal/testpki"
-	"github.com/keyedge/keyedge/keystore"
+	"github.com/keyedge/keyedge/internal/testworld"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -40,10 +36,10 @@ func TestScript(t *testing.T) {
 	})
 }
 
-// mkworld N writes into the work dir a keystore of N tenants
-// (t<i>.keyedge.test), fleet.key, testca.pem, fallback.pem/.key and an
-// edge.yaml listening on a free port (recorded in $EDGE), and starts an
-// origin for them that lives as long as the script.
+// mkworld N builds the shared test world (internal/testworld) in the
+// work dir with a keystore of N tenants (t<i>.keyedge.test), and adds
+// fallback.pem/.key and an edge.yaml listening on a free port (recorded
+// in $EDGE); its origin lives as long as the script.
 func mkworld(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: mkworld N")
@@ -52,35 +48,25 @@ func mkworld(ts *testscript.TestScript, neg bool, args []string) {
 	if _, err := fmt.Sscan(args[0], &n); err != nil {
 		ts.Fatalf("mkworld: %v", err)
 	}
-	dir := ts.Getenv("WORK")
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "origin %s", r.Header.Get("X-Forwarded-Host"))
-	}))
-	ts.Defer(origin.Close)
-
-	fleet, err := keystore.GenerateFleetKey()
-	ts.Check(err)
-	ts.Check(keystore.WriteFleetKeyFile(filepath.Join(dir, "fleet.key"), fleet))
-	ca, err := testpki.NewCA("script CA")
-	ts.Check(err)
-	ts.Check(ca.Write(filepath.Join(dir, "testca.pem"), filepath.Join(dir, "testca.key")))
-	fallback, err := ca.Issue(testpki.LeafSpec{Names: []string{"fallback.invalid"}})
-	ts.Check(err)
-	ts.Check(fallback.WritePEM(filepath.Join(dir, "fallback.pem"), filepath.Join(dir, "fallback.key")))
-
-	store, err := keystore.Open(context.Background(), keystore.Options{
-		Storage:  &certmagic.FileStorage{Path: filepath.Join(dir, "keystore")},
-		FleetKey: fleet, Logger: slog.New(slog.DiscardHandler),
+	w, err := testworld.New(context.Background(), testworld.Options{
+		Dir:  ts.Getenv("WORK"),
+		Name: "script",
+		Origin: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(rw, "origin %s", r.Header.Get("X-Forwarded-Host"))
+		}),
 	})
 	ts.Check(err)
-	defer store.Close()
-	ts.Check(ca.GenerateTenants(context.Background(), store, testpki.TenantSpec{Count: n, Origin: origin.URL}, nil))
+	ts.Defer(func() { w.Close() })
+	fallback, err := w.CA.Issue(testpki.LeafSpec{Names: []string{"fallback.invalid"}})
+	ts.Check(err)
+	ts.Check(fallback.WritePEM(w.Path("fallback.pem"), w.Path("fallback.key")))
+	ts.Check(w.GenerateTenants(context.Background(), testpki.TenantSpec{Count: n}))
 
 	addr, err := freeAddr("127.0.0.1:0")
 	ts.Check(err)
 	ts.Setenv("EDGE", addr)
 	cfg := fmt.Sprintf("listen: %s\nmetrics_listen: \"off\"\nkeystore: keystore\nfleet_key_file: fleet.key\nlimits:\n  drain_timeout: 5s\n", addr)
-	ts.Check(os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte(cfg), 0o600))
+	ts.Check(os.WriteFile(w.Path("edge.yaml"), []byte(cfg), 0o600))
 }
 
 // fetch SNI [HOST] GETs https://HOST/ from the edge at $EDGE with SNI
