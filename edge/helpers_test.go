@@ -54,7 +54,7 @@ func newWorld(t testing.TB, n int, opts Options) *world {
 func openWorld(t testing.TB, n int) *world {
 	t.Helper()
 	w := &world{reg: prometheus.NewRegistry(), slow: make(chan struct{}), slowArrived: make(chan struct{}, 16)}
-	w.World = testworld.ForTest(t, testworld.Options{Name: "edge test", Origin: http.HandlerFunc(w.serveOrigin), PollInterval: 50 * time.Millisecond})
+	w.World = testworld.ForTest(t, testworld.Options{Name: "edge test", Origin: http.HandlerFunc(w.serveOrigin)})
 	t.Cleanup(w.release)
 	w.store = w.openStore(t)
 	if n > 0 {

@@ -63,9 +63,6 @@ type Options struct {
 	Name string
 	// Origin handles the requests proxied to every tenant [default 404].
 	Origin http.Handler
-	// PollInterval is how often Writer follows the keystore's journal
-	// [keystore's default].
-	PollInterval time.Duration
 	// Bulk makes GenerateTenants write through keystore.BulkFileStorage
 	// and sync the file system once at the end: fast for thousands of
 	// tenants, and a crash before the end may lose them.
@@ -85,7 +82,8 @@ type World struct {
 	OriginURL  string             // http://127.0.0.1:<port>
 	Master     *geo.MasterKey     // after EnableGeo; in Dir/geo-master.key
 
-	// Writer is a store over the keystore that writes, as keyctl would.
+	// Writer is a store over the keystore that writes, opened one-shot
+	// as keyctl opens it.
 	Writer *keystore.Store
 
 	opts    Options
@@ -133,7 +131,7 @@ func (w *World) build(ctx context.Context) error {
 	if err := keystore.Init(ctx, &certmagic.FileStorage{Path: w.StoreDir}); err != nil {
 		return err
 	}
-	w.Writer, err = w.openStore(ctx, keystore.Options{PollInterval: w.opts.PollInterval})
+	w.Writer, err = w.openStore(ctx, keystore.Options{OneShot: true})
 	return err
 }
 
