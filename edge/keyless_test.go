@@ -63,7 +63,7 @@ func (kw *keylessWorld) keylessClient(t testing.TB) *keyserver.Client {
 	t.Helper()
 	roots := x509.NewCertPool()
 	roots.AddCert(kw.idCA.Certificate())
-	client, err := keyserver.NewClient(keyserver.ClientConfig{
+	client, err := keyserver.NewClient(keyserver.ClientOptions{
 		TLSConfig:    &tls.Config{Certificates: []tls.Certificate{{Certificate: kw.edgeID.Chain, PrivateKey: kw.edgeID.Key}}, RootCAs: roots},
 		PingInterval: 200 * time.Millisecond,
 		Logger:       slog.New(slog.DiscardHandler),

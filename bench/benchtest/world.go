@@ -159,7 +159,7 @@ func (w *World) startKeyServer(t testing.TB, dir string, ca *testpki.CA) {
 	check(t, err)
 	clientCAs := x509.NewCertPool()
 	clientCAs.AddCert(idCA.Certificate())
-	ks, err := keyserver.NewServer(keyserver.Config{
+	ks, err := keyserver.NewServer(keyserver.ServerOptions{
 		Keys:       keys,
 		Authorizer: auth,
 		TLSConfig:  &tls.Config{Certificates: []tls.Certificate{{Certificate: server.Chain, PrivateKey: server.Key}}, ClientCAs: clientCAs},

@@ -99,7 +99,7 @@ func startDemoKeyServer(idCA *testpki.CA, keys keyserver.KeySource, closeKeys fu
 	}
 	clientCAs := x509.NewCertPool()
 	clientCAs.AddCert(idCA.Certificate())
-	srv, err := keyserver.NewServer(keyserver.Config{
+	srv, err := keyserver.NewServer(keyserver.ServerOptions{
 		Keys:       keys,
 		Authorizer: auth,
 		TLSConfig:  &tls.Config{Certificates: []tls.Certificate{{Certificate: id.Chain, PrivateKey: id.Key}}, ClientCAs: clientCAs},
