@@ -69,7 +69,7 @@ func BenchmarkHandshake(b *testing.B) {
 //	go test -run '^$' -bench FirstHandshake -benchtime 100x ./edge
 func BenchmarkFirstHandshake(b *testing.B) {
 	w := newWorld(b, 0, Options{})
-	master, err := geo.GenerateMasterKey()
+	master, err := geo.GenerateMasterKey(nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func BenchmarkFirstHandshake(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	nodeKey, err := master.NodeKey(attrs)
+	nodeKey, err := master.NodeKey(nil, attrs)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func newGeoWorld(t *testing.T) *geoWorld {
 	t.Helper()
 	gw := &geoWorld{keylessWorld: newKeylessWorld(t, Options{}), nodes: map[string]*geoNode{}, keyServers: map[string]*os.Process{}}
 	var err error
-	if gw.master, err = geo.GenerateMasterKey(); err != nil {
+	if gw.master, err = geo.GenerateMasterKey(nil); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -75,7 +75,7 @@ func newGeoWorld(t *testing.T) *geoWorld {
 		"apac": "region: apac, country: jp",
 	} {
 		a := mustAttributes(t, attrs)
-		nk, err := gw.master.NodeKey(a)
+		nk, err := gw.master.NodeKey(nil, a)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +108,7 @@ func newGeoWorld(t *testing.T) *geoWorld {
 
 func (gw *geoWorld) writeNodeKey(t testing.TB, path, attrs string) {
 	t.Helper()
-	k, err := gw.master.NodeKey(mustAttributes(t, attrs))
+	k, err := gw.master.NodeKey(nil, mustAttributes(t, attrs))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ const (
 // keystore with its own node key. It returns the edge.yaml lines and a
 // function stopping the key server.
 func demoGeo(ctx context.Context, dir string, ca, idCA *testpki.CA, originURL string) (string, func(), error) {
-	master, err := geo.GenerateMasterKey()
+	master, err := geo.GenerateMasterKey(nil)
 	if err != nil {
 		return "", nil, err
 	}
@@ -66,7 +66,7 @@ func demoGeo(ctx context.Context, dir string, ca, idCA *testpki.CA, originURL st
 	if err != nil {
 		return "", nil, err
 	}
-	ksKey, err := master.NodeKey(ksAttrs)
+	ksKey, err := master.NodeKey(nil, ksAttrs)
 	if err != nil {
 		return "", nil, err
 	}
@@ -88,7 +88,7 @@ func writeNodeKey(master *geo.MasterKey, attrs, path string) error {
 	if err != nil {
 		return err
 	}
-	k, err := master.NodeKey(a)
+	k, err := master.NodeKey(nil, a)
 	if err != nil {
 		return err
 	}
