@@ -1,6 +1,8 @@
-// Package keyserver is the key server customers run on their own
-// machines so that keyedge terminates TLS for them without holding
-// their private keys, and the client the edge uses to reach it.
+// Package keyserver is keyless signing: the key server customers run on
+// their own machines so that keyedge terminates TLS for them without
+// holding their private keys (Server, with its KeySources), and the
+// client the edge signs through (Client). The wire format is package
+// wire's; the binary around the server is cmd/keyserver.
 //
 // The server speaks the Keyless SSL protocol (package wire) over mutual
 // TLS: the edge sends the digest to sign (or, for RSA key exchange, the
