@@ -136,7 +136,7 @@ func (c *KeyServer) WarnAuthorization(log *slog.Logger) {
 	}
 }
 
-// ServerConfig builds the key server's configuration: its TLS identity
+// ServerOptions builds the key server's options: its TLS identity
 // and client CAs, read now, and its authorization rules. The caller
 // sets Keys (see OpenKeySource).
 func (c *KeyServer) ServerOptions(log *slog.Logger, reg prometheus.Registerer) (keyserver.ServerOptions, error) {
