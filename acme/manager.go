@@ -151,24 +151,22 @@ func NewManager(opts Options) (*Manager, error) {
 	case opts.RenewalWindow < 0 || opts.RenewalWindow >= 1:
 		return nil, fmt.Errorf("acme: renewal window %v is not a fraction in [0, 1)", opts.RenewalWindow)
 	}
+	opts = opts.withDefaults()
 	m := &Manager{
 		store:      opts.Store,
 		storage:    opts.Storage,
 		ca:         opts.CA,
-		window:     cmp.Or(opts.RenewalWindow, certmagic.DefaultRenewalWindowRatio),
-		interval:   cmp.Or(opts.CheckInterval, time.Hour),
-		retryBase:  cmp.Or(opts.RetryBase, time.Minute),
-		retryMax:   cmp.Or(opts.RetryMax, 6*time.Hour),
+		window:     opts.RenewalWindow,
+		interval:   opts.CheckInterval,
+		retryBase:  opts.RetryBase,
+		retryMax:   opts.RetryMax,
 		now:        opts.Now,
-		httpClient: cmp.Or(opts.HTTPClient, &http.Client{Timeout: 10 * time.Second}),
-		log:        cmp.Or(opts.Logger, slog.Default()),
+		httpClient: opts.HTTPClient,
+		log:        opts.Logger,
 		metrics:    newMetrics(),
 	}
-	if m.now == nil {
-		m.now = time.Now
-	}
 	if opts.OnDemand != nil {
-		m.onDemand = opts.OnDemand.guard(m.now)
+		m.onDemand = newOnDemandGuard(*opts.OnDemand)
 	}
 	// certmagic logs through zap; its messages are dropped and the
 	// Manager logs what it does itself through slog.
@@ -199,6 +197,30 @@ func NewManager(opts Options) (*Manager, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// withDefaults returns o with every zero field that has a default set
+// to it, OnDemand's included (a copy: the caller's policy is not
+// modified).
+func (o Options) withDefaults() Options {
+	o.RenewalWindow = cmp.Or(o.RenewalWindow, certmagic.DefaultRenewalWindowRatio)
+	o.CheckInterval = cmp.Or(o.CheckInterval, time.Hour)
+	o.RetryBase = cmp.Or(o.RetryBase, time.Minute)
+	o.RetryMax = cmp.Or(o.RetryMax, 6*time.Hour)
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.OnDemand != nil {
+		p := o.OnDemand.withDefaults(o.Now)
+		o.OnDemand = &p
+	}
+	return o
 }
 
 // Close stops certmagic's cache goroutine. It does not stop Run, which

@@ -163,7 +163,7 @@ type acmeFixture struct {
 	fleet  *keystore.FleetKey
 }
 
-func newACMEFixture(t *testing.T, pc pebbletest.Config) *acmeFixture {
+func newACMEFixture(t *testing.T, pc pebbletest.Options) *acmeFixture {
 	t.Helper()
 	f := &acmeFixture{edge: newTestEdge(t), dir: t.TempDir()}
 	pc.HTTPPort, pc.TLSPort = f.edge.ports()
@@ -227,7 +227,7 @@ func TestObtainChallenges(t *testing.T) {
 		{"tls-alpn-01", Options{DisableHTTP01: true}},
 	} {
 		t.Run(tc.challenge, func(t *testing.T) {
-			f := newACMEFixture(t, pebbletest.Config{})
+			f := newACMEFixture(t, pebbletest.Options{})
 			store, m := f.node(t, tc.opts)
 			f.serve(store, m)
 			ctx := testContext(t)
@@ -297,7 +297,7 @@ func assertNoPlainTenantKey(t *testing.T, dir string) {
 }
 
 func TestTwoNodesObtainOnce(t *testing.T) {
-	f := newACMEFixture(t, pebbletest.Config{})
+	f := newACMEFixture(t, pebbletest.Options{})
 	storeA, mA := f.node(t, Options{})
 	storeB, mB := f.node(t, Options{})
 	f.serve(storeA, mA)
@@ -343,7 +343,7 @@ func TestTwoNodesObtainOnce(t *testing.T) {
 
 func TestRenewalLoop(t *testing.T) {
 	// 20s certificates renewed in their last 85%: due 3s after issuance.
-	f := newACMEFixture(t, pebbletest.Config{Validity: 20 * time.Second})
+	f := newACMEFixture(t, pebbletest.Options{Validity: 20 * time.Second})
 	store, m := f.node(t, Options{RenewalWindow: 0.85, CheckInterval: 200 * time.Millisecond})
 	f.serve(store, m)
 	ctx := testContext(t)
@@ -388,7 +388,7 @@ func TestRenewalLoop(t *testing.T) {
 func TestCADownBacksOffAndOldCertificateServes(t *testing.T) {
 	clock := testclock.New(time.Now())
 	// Certificates are due for renewal almost at once (window 99.9%).
-	f := newACMEFixture(t, pebbletest.Config{Validity: time.Minute})
+	f := newACMEFixture(t, pebbletest.Options{Validity: time.Minute})
 	store, m := f.node(t, Options{RenewalWindow: 0.999, RetryBase: 4 * time.Second, Now: clock.Now})
 	f.serve(store, m)
 	ctx := testContext(t)
@@ -456,7 +456,7 @@ func TestCADownBacksOffAndOldCertificateServes(t *testing.T) {
 }
 
 func TestOnDemand(t *testing.T) {
-	f := newACMEFixture(t, pebbletest.Config{})
+	f := newACMEFixture(t, pebbletest.Options{})
 	store, m := f.node(t, Options{OnDemand: &OnDemandPolicy{Rate: rate.Every(time.Hour), Burst: 1}})
 	f.serve(store, m)
 	ctx := testContext(t)
@@ -498,7 +498,7 @@ func TestOnDemand(t *testing.T) {
 }
 
 func TestOCSPStapleAndRevocation(t *testing.T) {
-	f := newACMEFixture(t, pebbletest.Config{OCSP: true})
+	f := newACMEFixture(t, pebbletest.Options{OCSP: true})
 	store, m := f.node(t, Options{})
 	f.serve(store, m)
 	ctx := testContext(t)
@@ -573,7 +573,7 @@ func forceOCSPDue(t *testing.T, m *Manager, name string) {
 // next handler (on the edge, its redirect to https), or gets 404 when
 // there is none. The redirect itself is the edge's, tested there.
 func TestHTTPHandlerPassesOn(t *testing.T) {
-	f := newACMEFixture(t, pebbletest.Config{})
+	f := newACMEFixture(t, pebbletest.Options{})
 	_, m := f.node(t, Options{})
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Location", "https://"+r.Host+r.URL.RequestURI())
@@ -600,7 +600,7 @@ func TestHTTPHandlerPassesOn(t *testing.T) {
 }
 
 func TestRequestValidation(t *testing.T) {
-	f := newACMEFixture(t, pebbletest.Config{})
+	f := newACMEFixture(t, pebbletest.Options{})
 	_, m := f.node(t, Options{})
 	ctx := testContext(t)
 	for _, tc := range []struct {
@@ -642,7 +642,7 @@ func TestFleetAnswersFromStorage(t *testing.T) {
 		{"tls-alpn-01", Options{DisableHTTP01: true}},
 	} {
 		t.Run(tc.challenge, func(t *testing.T) {
-			f := newACMEFixture(t, pebbletest.Config{})
+			f := newACMEFixture(t, pebbletest.Options{})
 			store, m := f.node(t, tc.opts)
 			f.serve(store, m)
 			fleetFile := filepath.Join(t.TempDir(), "fleet.key")

@@ -76,22 +76,32 @@ type onDemandGuard struct {
 	now     func() time.Time
 }
 
-// guard puts p in force; managerNow is the clock when p.Now is nil.
-func (p *OnDemandPolicy) guard(managerNow func() time.Time) *onDemandGuard {
-	now := p.Now
-	if now == nil {
-		now = managerNow
+// withDefaults returns p with every zero field set to its default; Now
+// defaults to the Manager's clock, managerNow.
+func (p OnDemandPolicy) withDefaults(managerNow func() time.Time) OnDemandPolicy {
+	p.Rate = cmp.Or(p.Rate, rate.Every(time.Minute))
+	p.Burst = cmp.Or(p.Burst, 5)
+	p.CheckRate = cmp.Or(p.CheckRate, 10)
+	p.CheckBurst = cmp.Or(p.CheckBurst, 20)
+	p.RefusedTTL = cmp.Or(p.RefusedTTL, time.Minute)
+	if p.Now == nil {
+		p.Now = managerNow
 	}
+	return p
+}
+
+// newOnDemandGuard puts p, with its defaults applied, in force.
+func newOnDemandGuard(p OnDemandPolicy) *onDemandGuard {
 	return &onDemandGuard{
 		allow:  p.Allow,
-		orders: rate.NewLimiter(cmp.Or(p.Rate, rate.Every(time.Minute)), cmp.Or(p.Burst, 5)),
-		checks: rate.NewLimiter(cmp.Or(p.CheckRate, 10), cmp.Or(p.CheckBurst, 20)),
+		orders: rate.NewLimiter(p.Rate, p.Burst),
+		checks: rate.NewLimiter(p.CheckRate, p.CheckBurst),
 		refused: otter.Must(&otter.Options[string, struct{}]{
 			MaximumSize:      maxRefused,
-			ExpiryCalculator: otter.ExpiryWriting[string, struct{}](cmp.Or(p.RefusedTTL, time.Minute)),
-			Clock:            otterClock(now),
+			ExpiryCalculator: otter.ExpiryWriting[string, struct{}](p.RefusedTTL),
+			Clock:            otterClock(p.Now),
 		}),
-		now: now,
+		now: p.Now,
 	}
 }
 

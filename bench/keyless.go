@@ -32,7 +32,7 @@ type Keyless struct {
 	// finds the private key by its SKI. Required.
 	Public crypto.PublicKey
 	SNI    string // sent with every request, for servers that index keys by name
-	Conns  int    // connections to the key server [keyserver.ClientConfig's default]
+	Conns  int    // connections to the key server [keyserver.ClientOptions's default]
 }
 
 // LoadKeyless reads a Keyless's files: the client identity's
@@ -100,7 +100,7 @@ func (k *Keyless) open(ctx context.Context, timeout time.Duration) (*signer, err
 	default:
 		return nil, fmt.Errorf("bench: keyless: unsupported key type %T", k.Public)
 	}
-	client, err := keyserver.NewClient(keyserver.ClientConfig{
+	client, err := keyserver.NewClient(keyserver.ClientOptions{
 		TLSConfig:      k.TLSConfig,
 		Timeout:        timeout,
 		ConnsPerServer: k.Conns,

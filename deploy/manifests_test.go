@@ -199,9 +199,7 @@ func productionFiles(t *testing.T) []string {
 			want = append(want, filepath.ToSlash(rel))
 		}
 	}
-	for _, r := range k.Resources {
-		got = append(got, r)
-	}
+	got = append(got, k.Resources...)
 	slices.Sort(want)
 	slices.Sort(got)
 	if !slices.Equal(want, got) {

@@ -134,7 +134,7 @@ func newACMEEdge(t *testing.T, opts acme.Options) *acmeEdge {
 		t.Fatal(err)
 	}
 	httpPort, tlsPort := httpLn.Addr().(*net.TCPAddr).Port, tlsLn.Addr().(*net.TCPAddr).Port
-	e := &acmeEdge{pebble: pebbletest.Start(t, pebbletest.Config{HTTPPort: httpPort, TLSPort: tlsPort})}
+	e := &acmeEdge{pebble: pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort, TLSPort: tlsPort})}
 	e.store, opts.Storage = tempStore(t)
 	opts.Store, opts.CA, opts.TrustedRoots = e.store, e.pebble.URL, e.pebble.Roots
 	opts.ChallengeHost, opts.HTTPPort, opts.TLSPort = "127.0.0.1", httpPort, tlsPort

@@ -1,5 +1,8 @@
 // Package edge terminates TLS for every tenant in a keystore and proxies
-// their requests to their origins.
+// their requests to their origins. It takes plain Options: the keystore
+// (package keystore) holds the tenants, a keyserver.Client signs for
+// keys this node does not hold, and ACME comes in as hooks; reading
+// edge.yaml is package internal/config's job.
 //
 // A Server accepts TCP connections (behind an optional PROXY protocol
 // v1/v2 listener that trusts only configured networks), completes each

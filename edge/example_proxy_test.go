@@ -26,7 +26,7 @@ func ExampleNewProxy() {
 	}
 	tenants := map[string]*url.URL{"www.tenant.example": originURL}
 
-	proxy := edge.NewProxy(edge.ProxyConfig{OriginTimeout: 10 * time.Second}, func(r *http.Request) (*url.URL, error) {
+	proxy := edge.NewProxy(edge.ProxyOptions{OriginTimeout: 10 * time.Second}, func(r *http.Request) (*url.URL, error) {
 		if u, ok := tenants[r.Host]; ok {
 			return u, nil
 		}

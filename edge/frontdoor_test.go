@@ -41,7 +41,7 @@ type frontDoor struct {
 	echoHits atomic.Int64 // requests that reached the echo origin
 }
 
-func newFrontDoor(t *testing.T, proxy ProxyConfig) *frontDoor {
+func newFrontDoor(t *testing.T, proxy ProxyOptions) *frontDoor {
 	t.Helper()
 	fd := &frontDoor{log: new(proxyTestLog)}
 	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -152,7 +152,7 @@ func TestConflictingFraming(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fd := newFrontDoor(t, ProxyConfig{})
+			fd := newFrontDoor(t, ProxyOptions{})
 			conn, br := fd.dialHTTP1(t, echoHost)
 			first := "POST /first HTTP/1.1\r\nHost: " + echoHost + "\r\n" + tt.header + "\r\n" + tt.body
 			second := "GET /second HTTP/1.1\r\nHost: " + echoHost + "\r\n\r\n"
@@ -331,7 +331,7 @@ func TestHTTP2MalformedRequests(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fd := newFrontDoor(t, ProxyConfig{})
+			fd := newFrontDoor(t, ProxyOptions{})
 			res := fd.dialH2(t, echoHost).do(t, tt.fields, tt.body)
 			if res.status != tt.status {
 				t.Fatalf("got status %q (reset %v), body %q; want %s", res.status, res.reset, res.body, tt.status)
@@ -353,7 +353,7 @@ func TestTraceRefused(t *testing.T) {
 		h2     bool
 	}{{"TRACE", false}, {"TRACE", true}, {"trace", false}, {"TRACK", false}}
 	for _, tt := range tests {
-		fd := newFrontDoor(t, ProxyConfig{})
+		fd := newFrontDoor(t, ProxyOptions{})
 		req, err := http.NewRequest(tt.method, "https://"+echoHost+"/", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -383,7 +383,7 @@ func TestTraceRefused(t *testing.T) {
 func TestH2CUpgradeStripped(t *testing.T) {
 	const settings = "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
 	for _, connection := range []string{"Upgrade, HTTP2-Settings", "Upgrade"} {
-		fd := newFrontDoor(t, ProxyConfig{})
+		fd := newFrontDoor(t, ProxyOptions{})
 		resp, body := fd.roundTripHTTP1(t, echoHost, "GET / HTTP/1.1\r\nHost: "+echoHost+"\r\nConnection: "+connection+"\r\nUpgrade: h2c\r\n"+settings+"\r\n")
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("Connection: %s: status %d, body %q", connection, resp.StatusCode, body)
@@ -440,7 +440,7 @@ func TestMalformedRequestBody(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fd := newFrontDoor(t, ProxyConfig{})
+			fd := newFrontDoor(t, ProxyOptions{})
 			if got := tt.send(t, fd); got != http.StatusBadRequest {
 				t.Errorf("status %d, want 400", got)
 			}
@@ -459,7 +459,7 @@ func TestMalformedRequestBody(t *testing.T) {
 // TestTunnelIdleTimeout: an upgraded connection stays open while bytes
 // flow either way, and closes once none have for TunnelIdleTimeout.
 func TestTunnelIdleTimeout(t *testing.T) {
-	fd := newFrontDoor(t, ProxyConfig{TunnelIdleTimeout: time.Second})
+	fd := newFrontDoor(t, ProxyOptions{TunnelIdleTimeout: time.Second})
 	conn, err := fd.handshake(&tls.Config{ServerName: streamHost, RootCAs: fd.Roots, NextProtos: []string{"http/1.1"}})
 	if err != nil {
 		t.Fatal(err)

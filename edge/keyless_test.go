@@ -53,7 +53,7 @@ func newKeylessWorld(t testing.TB, opts Options) *keylessWorld {
 // keylessClient is a key server client with the edges' identity.
 func (kw *keylessWorld) keylessClient(t testing.TB) *keyserver.Client {
 	t.Helper()
-	client, err := keyserver.NewClient(keyserver.ClientConfig{
+	client, err := keyserver.NewClient(keyserver.ClientOptions{
 		TLSConfig:    kw.ClientTLS(kw.edgeID),
 		PingInterval: 200 * time.Millisecond,
 		Logger:       slog.New(slog.DiscardHandler),

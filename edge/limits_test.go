@@ -33,7 +33,7 @@ func TestSlowRequestBody(t *testing.T) {
 				origin.CloseClientConnections() // a handler still reading ends
 				origin.Close()
 			})
-			w := newWorld(t, 0, Options{Proxy: ProxyConfig{BodyReadTimeout: 200 * time.Millisecond}})
+			w := newWorld(t, 0, Options{Proxy: ProxyOptions{BodyReadTimeout: 200 * time.Millisecond}})
 			w.put(t, testpki.ECDSAP256, origin.URL, "upload.example.com")
 
 			// A hang guard, not a timing: the client's transport waits

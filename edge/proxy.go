@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -23,9 +24,9 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// ProxyConfig tunes a Proxy. The zero value is ready to use: a zero field
+// ProxyOptions tunes a Proxy. The zero value is ready to use: a zero field
 // gets the default in brackets.
-type ProxyConfig struct {
+type ProxyOptions struct {
 	// OriginTimeout bounds the wait for an origin's response headers once
 	// the request, body included, has been sent. A slower origin gets the
 	// client a 504. It does not bound the response body, which streams
@@ -136,41 +137,20 @@ const proxyMinIdleConns = 4096
 
 // NewProxy returns a Proxy that sends each request to the origin named by
 // origin.
-func NewProxy(cfg ProxyConfig, origin OriginFunc) *Proxy {
-	if cfg.OriginTimeout <= 0 {
-		cfg.OriginTimeout = 30 * time.Second
-	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	if cfg.MaxIdleConnsPerHost <= 0 {
-		cfg.MaxIdleConnsPerHost = 64
-	}
-	if cfg.IdleConnTimeout <= 0 {
-		cfg.IdleConnTimeout = 90 * time.Second
-	}
-	if cfg.TunnelIdleTimeout <= 0 {
-		cfg.TunnelIdleTimeout = 5 * time.Minute
-	}
-	if cfg.BodyReadTimeout <= 0 {
-		cfg.BodyReadTimeout = 60 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-
-	p := &Proxy{origin: origin, tunnelIdle: cfg.TunnelIdleTimeout, bodyTimeout: cfg.BodyReadTimeout, log: cfg.Logger, metrics: newProxyMetrics()}
-	dialer := &net.Dialer{Timeout: cfg.DialTimeout}
+func NewProxy(opts ProxyOptions, origin OriginFunc) *Proxy {
+	opts = opts.withDefaults()
+	p := &Proxy{origin: origin, tunnelIdle: opts.TunnelIdleTimeout, bodyTimeout: opts.BodyReadTimeout, log: opts.Logger, metrics: newProxyMetrics()}
+	dialer := &net.Dialer{Timeout: opts.DialTimeout}
 	p.transport = &http.Transport{
 		// No Proxy: origins are reached directly, whatever HTTP_PROXY says.
 		DialContext:           dialer.DialContext,
-		TLSClientConfig:       &tls.Config{RootCAs: cfg.OriginRootCAs, MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout:   cfg.DialTimeout,
+		TLSClientConfig:       &tls.Config{RootCAs: opts.OriginRootCAs, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   opts.DialTimeout,
 		ForceAttemptHTTP2:     true, // for https origins; a custom dialer and TLS config would disable it
-		MaxIdleConns:          max(proxyMinIdleConns, cfg.MaxIdleConnsPerHost),
-		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
-		IdleConnTimeout:       cfg.IdleConnTimeout,
-		ResponseHeaderTimeout: cfg.OriginTimeout,
+		MaxIdleConns:          max(proxyMinIdleConns, opts.MaxIdleConnsPerHost),
+		MaxIdleConnsPerHost:   opts.MaxIdleConnsPerHost,
+		IdleConnTimeout:       opts.IdleConnTimeout,
+		ResponseHeaderTimeout: opts.OriginTimeout,
 		ExpectContinueTimeout: 1 * time.Second,
 		// Pass bodies through as the origin encoded them rather than
 		// asking for gzip and decompressing on the client's behalf.
@@ -184,9 +164,24 @@ func NewProxy(cfg ProxyConfig, origin OriginFunc) *Proxy {
 		ErrorHandler:  p.handleError,
 		// ReverseProxy's own messages (body copy errors) repeat what
 		// record logs with the host, so they are kept at Debug.
-		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
 	}
 	return p
+}
+
+// withDefaults returns o with every zero (or negative) field set to its
+// default.
+func (o ProxyOptions) withDefaults() ProxyOptions {
+	o.OriginTimeout = cmp.Or(max(o.OriginTimeout, 0), 30*time.Second)
+	o.DialTimeout = cmp.Or(max(o.DialTimeout, 0), 5*time.Second)
+	o.MaxIdleConnsPerHost = cmp.Or(max(o.MaxIdleConnsPerHost, 0), 64)
+	o.IdleConnTimeout = cmp.Or(max(o.IdleConnTimeout, 0), 90*time.Second)
+	o.TunnelIdleTimeout = cmp.Or(max(o.TunnelIdleTimeout, 0), 5*time.Minute)
+	o.BodyReadTimeout = cmp.Or(max(o.BodyReadTimeout, 0), 60*time.Second)
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
 }
 
 // proxyRouteKey is the request context key under which ServeHTTP hands

@@ -35,7 +35,7 @@ type proxyTest struct {
 
 // newProxyTest returns a Proxy configured by cfg and origin whose metrics
 // are registered in a fresh registry and whose log is captured.
-func newProxyTest(t *testing.T, cfg ProxyConfig, origin OriginFunc) *proxyTest {
+func newProxyTest(t *testing.T, cfg ProxyOptions, origin OriginFunc) *proxyTest {
 	t.Helper()
 	pt := &proxyTest{reg: prometheus.NewPedanticRegistry(), log: new(proxyTestLog)}
 	cfg.Logger = slog.New(slog.NewTextHandler(pt.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -287,7 +287,7 @@ func TestProxyForwardingHeaders(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pt := newProxyTest(t, ProxyConfig{}, proxyTestOrigin(t, origin.URL+tt.base))
+			pt := newProxyTest(t, ProxyOptions{}, proxyTestOrigin(t, origin.URL+tt.base))
 			r := httptest.NewRequest(http.MethodGet, tt.target, nil)
 			r.Host = tt.host
 			r.RemoteAddr = tt.remoteAddr
@@ -344,7 +344,7 @@ func TestProxyWebSocket(t *testing.T) {
 		}
 	}))
 	t.Cleanup(origin.Close)
-	pt := newProxyTest(t, ProxyConfig{}, proxyTestOrigin(t, origin.URL))
+	pt := newProxyTest(t, ProxyOptions{}, proxyTestOrigin(t, origin.URL))
 	front, done := pt.start(t)
 
 	cfg, err := websocket.NewConfig("ws"+strings.TrimPrefix(front.URL, "http")+"/echo", "http://"+proxyTestHost+"/")
@@ -401,7 +401,7 @@ func TestProxyStreamsResponse(t *testing.T) {
 			releaseOrigin := func() { once.Do(func() { close(release) }) }
 			t.Cleanup(releaseOrigin) // before origin.Close, which waits for the handler
 
-			pt := newProxyTest(t, ProxyConfig{}, proxyTestOrigin(t, origin.URL))
+			pt := newProxyTest(t, ProxyOptions{}, proxyTestOrigin(t, origin.URL))
 			front, _ := pt.start(t)
 			res, err := front.Client().Get(front.URL)
 			if err != nil {
@@ -450,7 +450,7 @@ func TestProxyStreamsRequestBody(t *testing.T) {
 		fmt.Fprintf(w, "%d %x", firstLen+n, h.Sum(nil))
 	}))
 	t.Cleanup(origin.Close)
-	pt := newProxyTest(t, ProxyConfig{}, proxyTestOrigin(t, origin.URL))
+	pt := newProxyTest(t, ProxyOptions{}, proxyTestOrigin(t, origin.URL))
 	front, _ := pt.start(t)
 
 	pr, pw := io.Pipe()
@@ -501,7 +501,7 @@ func TestProxyErrors(t *testing.T) {
 	errLookup := errors.New("tenant store unavailable at 10.1.2.3")
 	tests := []struct {
 		name     string
-		cfg      ProxyConfig
+		cfg      ProxyOptions
 		origin   func(t *testing.T) (OriginFunc, string) // and the origin address, "" if none
 		wantCode int
 		wantBody string
@@ -519,7 +519,7 @@ func TestProxyErrors(t *testing.T) {
 		warn:     true,
 	}, {
 		name: "origin too slow",
-		cfg:  ProxyConfig{OriginTimeout: 50 * time.Millisecond},
+		cfg:  ProxyOptions{OriginTimeout: 50 * time.Millisecond},
 		origin: func(t *testing.T) (OriginFunc, string) {
 			release := make(chan struct{})
 			origin := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release }))
@@ -623,7 +623,7 @@ func TestProxyClientGoesAway(t *testing.T) {
 	t.Cleanup(func() { close(release) })
 
 	t.Run("before the response", func(t *testing.T) {
-		pt := newProxyTest(t, ProxyConfig{}, proxyTestOrigin(t, origin.URL))
+		pt := newProxyTest(t, ProxyOptions{}, proxyTestOrigin(t, origin.URL))
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		go func() {
@@ -643,7 +643,7 @@ func TestProxyClientGoesAway(t *testing.T) {
 	})
 
 	t.Run("mid-body", func(t *testing.T) {
-		pt := newProxyTest(t, ProxyConfig{}, proxyTestOrigin(t, origin.URL))
+		pt := newProxyTest(t, ProxyOptions{}, proxyTestOrigin(t, origin.URL))
 		front, done := pt.start(t)
 		res, err := front.Client().Get(front.URL + "/midbody")
 		if err != nil {
@@ -678,7 +678,7 @@ func TestProxyOriginFailsMidBody(t *testing.T) {
 		conn.Close() // mid-chunk: the body never ends properly
 	}))
 	t.Cleanup(origin.Close)
-	pt := newProxyTest(t, ProxyConfig{}, proxyTestOrigin(t, origin.URL))
+	pt := newProxyTest(t, ProxyOptions{}, proxyTestOrigin(t, origin.URL))
 	front, done := pt.start(t)
 
 	req, err := http.NewRequest(http.MethodGet, front.URL, nil)
@@ -718,7 +718,7 @@ func TestProxyMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pt := newProxyTest(t, ProxyConfig{}, func(r *http.Request) (*url.URL, error) {
+	pt := newProxyTest(t, ProxyOptions{}, func(r *http.Request) (*url.URL, error) {
 		if r.Host != proxyTestHost {
 			return nil, ErrNoOrigin
 		}
@@ -769,7 +769,7 @@ func TestProxyConcurrent(t *testing.T) {
 		}
 		origins[tenant] = u
 	}
-	pt := newProxyTest(t, ProxyConfig{MaxIdleConnsPerHost: 4}, func(r *http.Request) (*url.URL, error) {
+	pt := newProxyTest(t, ProxyOptions{MaxIdleConnsPerHost: 4}, func(r *http.Request) (*url.URL, error) {
 		if u, ok := origins[r.Host]; ok {
 			return u, nil
 		}
@@ -832,7 +832,7 @@ func TestProxyHTTP2Origin(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pt := newProxyTest(t, ProxyConfig{OriginRootCAs: tt.roots}, proxyTestOrigin(t, origin.URL))
+			pt := newProxyTest(t, ProxyOptions{OriginRootCAs: tt.roots}, proxyTestOrigin(t, origin.URL))
 			rec := pt.serve(httptest.NewRequest(http.MethodGet, "https://"+proxyTestHost+"/", nil))
 			if rec.Code != tt.wantCode {
 				t.Fatalf("status %d, want %d; body %q", rec.Code, tt.wantCode, rec.Body)

@@ -75,7 +75,7 @@ type Options struct {
 	// from anywhere else fails the connection. Empty: PROXY protocol off.
 	TrustedProxies []netip.Prefix
 
-	Proxy ProxyConfig
+	Proxy ProxyOptions
 
 	// Logger [slog.Default()]. Registerer, if set, gets every metric.
 	Logger     *slog.Logger
@@ -134,6 +134,24 @@ func (l Limits) WithDefaults() Limits {
 	l.MaxHeaderBytes = cmp.Or(l.MaxHeaderBytes, 64<<10)
 	l.MaxConnsPerIP = cmp.Or(l.MaxConnsPerIP, max(1, min(256, l.MaxConns/4)))
 	return l
+}
+
+// withDefaults returns o with every zero field that has a default set
+// to it: Logger, MinVersion, Curves, Limits, and Proxy.Logger (the
+// server's Logger). Proxy's other fields are NewProxy's to fill.
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Proxy.Logger == nil {
+		o.Proxy.Logger = o.Logger
+	}
+	o.MinVersion = cmp.Or(o.MinVersion, tls.VersionTLS12)
+	if len(o.Curves) == 0 {
+		o.Curves = tlsconf.DefaultCurves()
+	}
+	o.Limits = o.Limits.WithDefaults()
+	return o
 }
 
 // tls12Suites are the TLS 1.2 cipher suites: ECDHE for forward secrecy
@@ -195,8 +213,8 @@ type settings struct {
 	tickets    *TicketKeys // nil: crypto/tls's own keys
 }
 
-// newSettings checks the reloadable options of opts and returns them
-// with the defaults applied.
+// newSettings checks the reloadable options of opts, which has its
+// defaults applied, and returns them.
 func newSettings(opts Options) (*settings, error) {
 	if err := opts.Limits.check(); err != nil {
 		return nil, err
@@ -209,7 +227,7 @@ func newSettings(opts Options) (*settings, error) {
 	return &settings{
 		fallback:   opts.Fallback,
 		fallbackID: fallbackID(opts.Fallback),
-		limits:     opts.Limits.WithDefaults(),
+		limits:     opts.Limits,
 		tickets:    opts.Tickets,
 	}, nil
 }
@@ -219,6 +237,7 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.Store == nil {
 		return nil, errors.New("edge: Options.Store is nil")
 	}
+	opts = opts.withDefaults()
 	s := &Server{
 		store:   opts.Store,
 		keyless: opts.Keyless,
@@ -231,9 +250,6 @@ func NewServer(opts Options) (*Server, error) {
 		freshLeft:      make(chan struct{}, 1),
 		done:           make(chan struct{}),
 	}
-	if s.log == nil {
-		s.log = slog.Default()
-	}
 	s.router = &router{
 		node:      opts.Store.NodeAttributes(),
 		directory: opts.KeyServers,
@@ -242,9 +258,6 @@ func NewServer(opts Options) (*Server, error) {
 		log:       s.log,
 		logs:      &s.logs,
 	}
-	if opts.Proxy.Logger == nil {
-		opts.Proxy.Logger = s.log
-	}
 	set, err := newSettings(opts)
 	if err != nil {
 		return nil, err
@@ -252,16 +265,13 @@ func NewServer(opts Options) (*Server, error) {
 	limits := set.limits
 	s.settings.Store(set)
 	s.tlsConfig = &tls.Config{
-		MinVersion:       cmp.Or(opts.MinVersion, tls.VersionTLS12),
+		MinVersion:       opts.MinVersion,
 		CurvePreferences: opts.Curves,
 		CipherSuites:     tls12Suites,
 		NextProtos:       []string{"h2", "http/1.1"},
 		GetCertificate:   s.getCertificate,
 		WrapSession:      s.wrapSession,
 		UnwrapSession:    s.unwrapSession,
-	}
-	if len(s.tlsConfig.CurvePreferences) == 0 {
-		s.tlsConfig.CurvePreferences = tlsconf.DefaultCurves()
 	}
 	s.installTicketKeys()
 	if s.acme.ChallengeConfig != nil {
@@ -453,7 +463,7 @@ func (s *Server) awaitFirstRequests(ctx context.Context) {
 // returns the error and the server keeps its settings. New ticket keys
 // are in use when Reload returns.
 func (s *Server) Reload(opts Options) error {
-	set, err := newSettings(opts)
+	set, err := newSettings(opts.withDefaults())
 	if err != nil {
 		return err
 	}

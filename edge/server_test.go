@@ -134,7 +134,7 @@ func TestProxyProtocol(t *testing.T) {
 }
 
 func TestOriginErrorsThroughEdge(t *testing.T) {
-	w := newWorld(t, 0, Options{Proxy: ProxyConfig{OriginTimeout: 300 * time.Millisecond}})
+	w := newWorld(t, 0, Options{Proxy: ProxyOptions{OriginTimeout: 300 * time.Millisecond}})
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package keyserver
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto"
@@ -22,9 +23,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// ClientConfig configures a Client. Zero values get the defaults in
+// ClientOptions configures a Client. Zero values get the defaults in
 // brackets.
-type ClientConfig struct {
+type ClientOptions struct {
 	// TLSConfig holds the client's identity (Certificates or
 	// GetClientCertificate, so a renewed certificate file can be picked
 	// up without a restart) and the key servers' CA (RootCAs). Required.
@@ -72,7 +73,7 @@ type ClientConfig struct {
 // their latency, and fails over between the servers that hold a key. It
 // is safe for concurrent use.
 type Client struct {
-	cfg     ClientConfig
+	opts    ClientOptions
 	log     *slog.Logger
 	metrics *clientMetrics
 	logs    ratelog.Limiter // failures and failovers are logged at most every logInterval; metrics count all
@@ -90,33 +91,40 @@ type Endpoint struct {
 }
 
 // NewClient returns a Client. Connections are made on first use.
-func NewClient(cfg ClientConfig) (*Client, error) {
-	if cfg.TLSConfig == nil {
-		return nil, errors.New("keyserver: ClientConfig.TLSConfig is nil")
+func NewClient(opts ClientOptions) (*Client, error) {
+	if opts.TLSConfig == nil {
+		return nil, errors.New("keyserver: ClientOptions.TLSConfig is nil")
 	}
-	cfg.TLSConfig = cfg.TLSConfig.Clone()
-	cfg.TLSConfig.MinVersion = max(cfg.TLSConfig.MinVersion, tls.VersionTLS12)
-	if len(cfg.TLSConfig.CurvePreferences) == 0 {
-		cfg.TLSConfig.CurvePreferences = tlsconf.DefaultCurves()
-	}
-	cfg.Timeout = cmp.Or(cfg.Timeout, 5*time.Second)
-	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, time.Second)
-	if cfg.Time == nil {
-		cfg.Time = time.Now
-	}
-	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, 3*time.Second)
-	cfg.ConnsPerServer = cmp.Or(cfg.ConnsPerServer, 2)
-	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, 256)
-	cfg.PingInterval = cmp.Or(cfg.PingInterval, 5*time.Second)
-	c := &Client{
-		cfg: cfg, log: cfg.Logger, metrics: newClientMetrics(cfg.TLSConfig),
+	opts = opts.withDefaults()
+	return &Client{
+		opts: opts, log: opts.Logger, metrics: newClientMetrics(opts.TLSConfig),
 		logs:    ratelog.Limiter{Interval: logInterval},
 		servers: map[string]*remote{},
+	}, nil
+}
+
+// withDefaults returns o with a copy of TLSConfig (at least TLS 1.2,
+// the default curves if it names none) and every zero field set to its
+// default.
+func (o ClientOptions) withDefaults() ClientOptions {
+	o.TLSConfig = o.TLSConfig.Clone()
+	o.TLSConfig.MinVersion = max(o.TLSConfig.MinVersion, tls.VersionTLS12)
+	if len(o.TLSConfig.CurvePreferences) == 0 {
+		o.TLSConfig.CurvePreferences = tlsconf.DefaultCurves()
 	}
-	if c.log == nil {
-		c.log = slog.Default()
+	o.Timeout = cmp.Or(o.Timeout, 5*time.Second)
+	o.AttemptTimeout = cmp.Or(o.AttemptTimeout, time.Second)
+	o.DialTimeout = cmp.Or(o.DialTimeout, 3*time.Second)
+	o.ConnsPerServer = cmp.Or(o.ConnsPerServer, 2)
+	o.MaxInFlight = cmp.Or(o.MaxInFlight, 256)
+	o.PingInterval = cmp.Or(o.PingInterval, 5*time.Second)
+	if o.Time == nil {
+		o.Time = time.Now
 	}
-	return c, nil
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
 }
 
 // Collectors returns the client's metrics for the caller to register.
@@ -156,19 +164,12 @@ var errClientClosed = errors.New("keyserver: client closed")
 // failovers of one kind; its metrics count every one.
 const logInterval = 10 * time.Second
 
-// KeyRef names a key to the key servers: its SKI (always sent), and the
-// certificate ID and server name when known, which servers use when
-// they index keys by certificate.
-type KeyRef struct {
-	CertID string
-	SNI    string
-}
-
 // Key returns a crypto.Signer for the private key of pub held by the key
 // servers, usable as tls.Certificate.PrivateKey. For an RSA key it is
 // also a crypto.Decrypter. Signatures use ctx for their deadline and
 // cancellation (with Timeout if ctx has no deadline), and AttemptTimeout
-// for each server they try but the last (see ClientConfig).
+// for each server they try but the last (see ClientOptions). ref.SKI
+// is set from pub; if the caller set it, it must match.
 func (c *Client) Key(ctx context.Context, pub crypto.PublicKey, ref KeyRef, servers []Endpoint) (crypto.Signer, error) {
 	if len(servers) == 0 {
 		return nil, errors.New("keyserver: no key servers for key")
@@ -177,7 +178,11 @@ func (c *Client) Key(ctx context.Context, pub crypto.PublicKey, ref KeyRef, serv
 	if err != nil {
 		return nil, err
 	}
-	k := &RemoteKey{c: c, ctx: ctx, pub: pub, ski: ski[:], ref: ref, servers: servers}
+	if ref.SKI != nil && !bytes.Equal(ref.SKI, ski[:]) {
+		return nil, errors.New("keyserver: KeyRef.SKI is not the public key's")
+	}
+	ref.SKI = ski[:]
+	k := &RemoteKey{c: c, ctx: ctx, pub: pub, ref: ref, servers: servers}
 	if _, ok := pub.(*rsa.PublicKey); ok {
 		return &RemoteRSAKey{k}, nil
 	}
@@ -189,8 +194,7 @@ type RemoteKey struct {
 	c       *Client
 	ctx     context.Context
 	pub     crypto.PublicKey
-	ski     []byte
-	ref     KeyRef
+	ref     KeyRef // SKI set
 	servers []Endpoint
 }
 
@@ -218,6 +222,7 @@ func (k *RemoteKey) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]
 // time. OAEP and other options are not supported.
 func (k *RemoteRSAKey) Decrypt(_ io.Reader, msg []byte, opts crypto.DecrypterOpts) ([]byte, error) {
 	switch opts.(type) {
+	//lint:ignore SA1019 the Keyless SSL protocol's RSA-decrypt operation is PKCS#1 v1.5 (TLS RSA key exchange)
 	case nil, *rsa.PKCS1v15DecryptOptions:
 	default:
 		return nil, fmt.Errorf("keyserver: unsupported decryption options %T", opts)
@@ -253,11 +258,11 @@ func (k *RemoteKey) do(op wire.Op, payload []byte) ([]byte, error) {
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, k.c.cfg.Timeout)
+		ctx, cancel = context.WithTimeout(ctx, k.c.opts.Timeout)
 		defer cancel()
 	}
 	start := time.Now()
-	req := &wire.Message{Opcode: op, Payload: payload, SKI: k.ski, CertID: k.ref.CertID, SNI: k.ref.SNI}
+	req := &wire.Message{Opcode: op, Payload: payload, SKI: k.ref.SKI, CertID: k.ref.CertID, SNI: k.ref.SNI}
 	var errs []error
 	servers, up := k.c.order(k.servers)
 	for i, r := range servers {
@@ -265,7 +270,7 @@ func (k *RemoteKey) do(op wire.Op, payload []byte) ([]byte, error) {
 		// The attempt timeout saves time for the servers after this one.
 		// The last server, or the last one up before those known to be
 		// down, may use all that is left.
-		timeout := k.c.cfg.AttemptTimeout
+		timeout := k.c.opts.AttemptTimeout
 		if last || i == up-1 {
 			timeout = 0
 		}

@@ -34,7 +34,7 @@ type clientWorld struct {
 	keysDir string
 	keys    map[testpki.KeyType]*testpki.Leaf
 
-	requestTimeout time.Duration // the servers' Config.RequestTimeout
+	requestTimeout time.Duration // the servers' ServerOptions.RequestTimeout
 }
 
 func newClientWorld(t testing.TB) *clientWorld {
@@ -87,7 +87,7 @@ func (w *clientWorld) startServer(t testing.TB, wrap func(KeySource) KeySource) 
 	if wrap != nil {
 		keys = wrap(src)
 	}
-	srv, err := NewServer(Config{
+	srv, err := NewServer(ServerOptions{
 		Keys:            keys,
 		Authorizer:      AllowAll(),
 		AllowRSADecrypt: true, // RemoteRSAKey.Decrypt is tested through it
@@ -115,7 +115,7 @@ func (w *clientWorld) startServer(t testing.TB, wrap func(KeySource) KeySource) 
 	return ln.Addr().String(), stop
 }
 
-func (w *clientWorld) client(t testing.TB, cfg ClientConfig) *Client {
+func (w *clientWorld) client(t testing.TB, cfg ClientOptions) *Client {
 	t.Helper()
 	if cfg.TLSConfig == nil {
 		cfg.TLSConfig = &tls.Config{Certificates: []tls.Certificate{w.identity(t, "edge.test")}, RootCAs: w.pool()}
@@ -148,7 +148,7 @@ func (w *clientWorld) key(t testing.TB, c *Client, ctx context.Context, kt testp
 func TestClientSignsEveryKind(t *testing.T) {
 	w := newClientWorld(t)
 	addr, _ := w.startServer(t, nil)
-	c := w.client(t, ClientConfig{})
+	c := w.client(t, ClientOptions{})
 	msg := []byte("the handshake transcript")
 	sum256, sum384 := sha256.Sum256(msg), sha512.Sum384(msg)
 	tests := []struct {
@@ -191,6 +191,7 @@ func TestClientSignsEveryKind(t *testing.T) {
 	if !ok {
 		t.Fatal("remote RSA key is not a crypto.Decrypter")
 	}
+	//lint:ignore SA1019 tests the Keyless SSL protocol's PKCS#1 v1.5 RSA-decrypt operation
 	ct, err := rsa.EncryptPKCS1v15(rand.Reader, k.Public().(*rsa.PublicKey), []byte("premaster secret"))
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +217,7 @@ func TestClientSignsEveryKind(t *testing.T) {
 func TestClientManyInFlightOnOneConnection(t *testing.T) {
 	w := newClientWorld(t)
 	addr, _ := w.startServer(t, nil)
-	c := w.client(t, ClientConfig{ConnsPerServer: 1, MaxInFlight: 1000, Timeout: time.Minute})
+	c := w.client(t, ClientOptions{ConnsPerServer: 1, MaxInFlight: 1000, Timeout: time.Minute})
 	k := w.key(t, c, context.Background(), testpki.ECDSAP256, addr)
 	digest := sha256.Sum256([]byte("x"))
 	sign := func() error {
@@ -262,7 +263,7 @@ func TestClientFailover(t *testing.T) {
 	first, stopFirst := w.startServer(t, nil)
 	second, _ := w.startServer(t, nil)
 	stopped := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
-	c := w.client(t, ClientConfig{Timeout: time.Minute, AttemptTimeout: time.Minute, Time: func() time.Time { return stopped }})
+	c := w.client(t, ClientOptions{Timeout: time.Minute, AttemptTimeout: time.Minute, Time: func() time.Time { return stopped }})
 	digest := sha256.Sum256([]byte("x"))
 	// Warm up so the first server is healthy and measured.
 	if _, err := w.key(t, c, context.Background(), testpki.ECDSAP256, first, second).Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
@@ -302,7 +303,7 @@ type blockingSource struct {
 	release chan struct{}
 }
 
-func (b *blockingSource) Key(ctx context.Context, r KeyRequest) (*Key, error) {
+func (b *blockingSource) Key(ctx context.Context, r KeyRef) (*Key, error) {
 	select {
 	case <-b.release:
 	case <-ctx.Done():
@@ -316,7 +317,7 @@ func TestClientDeadline(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	addr, _ := w.startServer(t, func(k KeySource) KeySource { return &blockingSource{k, release} })
-	c := w.client(t, ClientConfig{})
+	c := w.client(t, ClientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	k := w.key(t, c, ctx, testpki.ECDSAP256, addr)
@@ -335,7 +336,7 @@ func TestServerRequestTimeout(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	addr, _ := w.startServer(t, func(k KeySource) KeySource { return &blockingSource{k, release} })
-	c := w.client(t, ClientConfig{Timeout: 10 * time.Second})
+	c := w.client(t, ClientOptions{Timeout: 10 * time.Second})
 	digest := sha256.Sum256([]byte("x"))
 	_, err := w.key(t, c, context.Background(), testpki.ECDSAP256, addr).Sign(rand.Reader, digest[:], crypto.SHA256)
 	if !errors.Is(err, wire.ErrInternal) {
@@ -363,7 +364,7 @@ func TestClientRefusedIdentities(t *testing.T) {
 	}
 	digest := sha256.Sum256([]byte("x"))
 	for name, cfg := range tests {
-		c := w.client(t, ClientConfig{TLSConfig: cfg, Timeout: 2 * time.Second})
+		c := w.client(t, ClientOptions{TLSConfig: cfg, Timeout: 2 * time.Second})
 		if _, err := w.key(t, c, context.Background(), testpki.ECDSAP256, addr).Sign(rand.Reader, digest[:], crypto.SHA256); err == nil {
 			t.Errorf("%s: signature made", name)
 		}
@@ -373,7 +374,7 @@ func TestClientRefusedIdentities(t *testing.T) {
 func TestClientPing(t *testing.T) {
 	w := newClientWorld(t)
 	addr, stop := w.startServer(t, nil)
-	c := w.client(t, ClientConfig{})
+	c := w.client(t, ClientOptions{})
 	if rtt, err := c.Ping(context.Background(), addr); err != nil || rtt <= 0 {
 		t.Fatalf("Ping = %v, %v", rtt, err)
 	}
@@ -386,7 +387,7 @@ func TestClientPing(t *testing.T) {
 func TestClientIdentityExpiryMetric(t *testing.T) {
 	w := newClientWorld(t)
 	id := w.identity(t, "edge.test")
-	c := w.client(t, ClientConfig{TLSConfig: &tls.Config{Certificates: []tls.Certificate{id}, RootCAs: w.pool()}})
+	c := w.client(t, ClientOptions{TLSConfig: &tls.Config{Certificates: []tls.Certificate{id}, RootCAs: w.pool()}})
 	leaf, err := x509.ParseCertificate(id.Certificate[0])
 	if err != nil {
 		t.Fatal(err)
@@ -407,7 +408,7 @@ func BenchmarkClientSign(b *testing.B) {
 	digest := sha256.Sum256([]byte("bench"))
 	for _, conns := range []int{1, 4} {
 		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
-			c := w.client(b, ClientConfig{ConnsPerServer: conns})
+			c := w.client(b, ClientOptions{ConnsPerServer: conns})
 			k := w.key(b, c, context.Background(), testpki.ECDSAP256, addr)
 			var next atomic.Int64
 			var wg sync.WaitGroup

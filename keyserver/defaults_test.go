@@ -25,7 +25,7 @@ func TestNilAuthorizerDenies(t *testing.T) {
 	p := newPKI(t)
 	src, _ := dirSource(t)
 	reg := prometheus.NewPedanticRegistry()
-	srv, err := keyserver.NewServer(keyserver.Config{Keys: src, TLSConfig: p.serverTLS(), Logger: quietLogger(), Registerer: reg})
+	srv, err := keyserver.NewServer(keyserver.ServerOptions{Keys: src, TLSConfig: p.serverTLS(), Logger: quietLogger(), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,11 +49,12 @@ func TestNilAuthorizerDenies(t *testing.T) {
 
 // TestRSADecryptOffByDefault: the raw RSA decryption opcode is answered
 // "bad opcode", as the reference server answers an operation it does
-// not serve, and counted, unless Config.AllowRSADecrypt is set.
+// not serve, and counted, unless ServerOptions.AllowRSADecrypt is set.
 func TestRSADecryptOffByDefault(t *testing.T) {
 	k := keys(t)
-	ts := startServer(t, keyserver.Config{})
+	ts := startServer(t, keyserver.ServerOptions{})
 	c := ts.client(t)
+	//lint:ignore SA1019 tests the Keyless SSL protocol's PKCS#1 v1.5 RSA-decrypt operation
 	ct, err := rsa.EncryptPKCS1v15(rand.Reader, &k.rsa.PublicKey, []byte("premaster"))
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +70,7 @@ func TestRSADecryptOffByDefault(t *testing.T) {
 	if err := mustDo(t, c, &wire.Message{Opcode: wire.OpRSASignSHA256, Payload: digest(crypto.SHA256, []byte("x")), SKI: ski(t, k.rsa.Public())}).ResponseError(); err != nil {
 		t.Errorf("RSA signature with decryption off: %v", err)
 	}
-	on := startServer(t, keyserver.Config{AllowRSADecrypt: true})
+	on := startServer(t, keyserver.ServerOptions{AllowRSADecrypt: true})
 	if err := mustDo(t, on.client(t), req()).ResponseError(); err != nil {
 		t.Errorf("with AllowRSADecrypt: %v", err)
 	}
@@ -111,7 +112,7 @@ func TestDenialLogsRateLimited(t *testing.T) {
 	logs := &logBuffer{}
 	// An hour between lines, so the burst fits in one interval however
 	// slow the machine.
-	ts := startServer(t, keyserver.Config{Authorizer: none, LogInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	ts := startServer(t, keyserver.ServerOptions{Authorizer: none, LogInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	c := ts.client(t)
 	for range 100 {
 		req := &wire.Message{Opcode: wire.OpECDSASignSHA256, Payload: digest(crypto.SHA256, []byte("x")), SKI: ski(t, k.ecdsa.Public())}

@@ -1,6 +1,8 @@
-// Package keyserver is the key server customers run on their own
-// machines so that keyedge terminates TLS for them without holding
-// their private keys, and the client the edge uses to reach it.
+// Package keyserver is keyless signing: the key server customers run on
+// their own machines so that keyedge terminates TLS for them without
+// holding their private keys (Server, with its KeySources), and the
+// client the edge signs through (Client). The wire format is package
+// wire's; the binary around the server is cmd/keyserver.
 //
 // The server speaks the Keyless SSL protocol (package wire) over mutual
 // TLS: the edge sends the digest to sign (or, for RSA key exchange, the
@@ -16,7 +18,7 @@
 // not exist, and the denial is counted and logged (rate-limited). A
 // Server without an Authorizer denies everything; AllowAll says
 // otherwise explicitly. Raw RSA decryption, which ECDHE handshakes never
-// need, is off unless Config.AllowRSADecrypt is set.
+// need, is off unless ServerOptions.AllowRSADecrypt is set.
 //
 //	keys, err := keyserver.NewDirSource("/etc/keyserver/keys", keyserver.DirOptions{})
 //	...
@@ -24,7 +26,7 @@
 //		{Clients: []string{"dns:edge-fra1.example.net"}, Keys: []string{"name:shop.example"}},
 //	})
 //	...
-//	srv, err := keyserver.NewServer(keyserver.Config{
+//	srv, err := keyserver.NewServer(keyserver.ServerOptions{
 //		Keys:       keys,
 //		Authorizer: auth,
 //		TLSConfig:  &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: edgeCAs},
@@ -36,7 +38,7 @@
 //
 // A Client signs through the key servers holding a key, most preferred
 // first. Each attempt on one server, dial included, is bounded by
-// ClientConfig.AttemptTimeout, the last one tried by the caller's
+// ClientOptions.AttemptTimeout, the last one tried by the caller's
 // deadline alone; a server that does not answer in time is skipped until
 // its health check (a ping every PingInterval) passes, one that fails
 // fast for a doubling backoff. Its metrics are keyedge_keyless_client_*,

@@ -130,7 +130,7 @@ type countingSource struct {
 	n atomic.Int64
 }
 
-func (s *countingSource) Key(ctx context.Context, r KeyRequest) (*Key, error) {
+func (s *countingSource) Key(ctx context.Context, r KeyRef) (*Key, error) {
 	s.n.Add(1)
 	return s.KeySource.Key(ctx, r)
 }
@@ -172,7 +172,7 @@ func testFailoverFromHungServer(t *testing.T, conns int) {
 	hung := proxy.addr()
 	clock := testclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	// No background pings: the test runs the health checks itself.
-	c := w.client(t, ClientConfig{ConnsPerServer: conns, PingInterval: time.Hour, Time: clock.Now})
+	c := w.client(t, ClientOptions{ConnsPerServer: conns, PingInterval: time.Hour, Time: clock.Now})
 	digest := sha256.Sum256([]byte("x"))
 	sign := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -266,7 +266,7 @@ func TestClientLastServerGetsWholeDeadline(t *testing.T) {
 		w := newClientWorld(t)
 		addr, _ := w.startServer(t, nil)
 		slow := newStallProxy(t, addr)
-		c := w.client(t, ClientConfig{AttemptTimeout: time.Millisecond, PingInterval: time.Hour})
+		c := w.client(t, ClientOptions{AttemptTimeout: time.Millisecond, PingInterval: time.Hour})
 		addrs := []string{slow.addr()}
 		if withDown {
 			hung := newStallProxy(t, addr)
@@ -305,7 +305,7 @@ func TestClientLogsFailuresRateLimited(t *testing.T) {
 	second, _ := w.startServer(t, nil)
 	clock := testclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	logs := &countingHandler{}
-	c := w.client(t, ClientConfig{PingInterval: time.Hour, Time: clock.Now, Logger: slog.New(logs)})
+	c := w.client(t, ClientOptions{PingInterval: time.Hour, Time: clock.Now, Logger: slog.New(logs)})
 	digest := sha256.Sum256([]byte("x"))
 	const n = 20
 	for i := range n {
@@ -367,7 +367,7 @@ func TestClientDeadlineSparesSharedConnection(t *testing.T) {
 	}()
 
 	const backlog = 300 // × 60 KB: far more than the socket buffers hold
-	c := w.client(t, ClientConfig{ConnsPerServer: 1, MaxInFlight: backlog + 1, Timeout: time.Minute, PingInterval: time.Hour})
+	c := w.client(t, ClientOptions{ConnsPerServer: 1, MaxInFlight: backlog + 1, Timeout: time.Minute, PingInterval: time.Hour})
 	r, err := c.remote(ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)

@@ -27,11 +27,17 @@ import (
 	"github.com/keyedge/keyedge/keystore"
 )
 
-// KeyRequest says which key a request names: by SKI first, then
-// certificate ID, then SNI. Sources use the first of these they can
-// index; a key returned for a request with an SKI must have that SKI
-// (the server checks). SKI is only valid during the Key call.
-type KeyRequest struct {
+// KeyRef names a key to the key servers, with the items of a request
+// (wire.TagSKI, TagCertID, TagSNI): its SKI, and the certificate ID and
+// server name when known. The Client always sends the SKI, computed
+// from the public key it is given, and the others when its caller knows
+// them; a request from another client may carry any of the three.
+//
+// A KeySource uses the first of SKI, CertID and SNI it can index; a key
+// it returns for a request with an SKI must have that SKI (the server
+// checks). On the server, SKI aliases the request and is only valid
+// during the Key call.
+type KeyRef struct {
 	SKI    []byte // 20 bytes (wire.TagSKI), or nil
 	CertID string // keystore.CertID of the certificate, or ""
 	SNI    string // server name the TLS client asked for, or ""
@@ -56,7 +62,7 @@ var ErrKeyNotFound = errors.New("keyserver: key not found")
 // ErrKeyNotFound for a key they do not hold; any other error is
 // reported to the peer as an internal error.
 type KeySource interface {
-	Key(ctx context.Context, r KeyRequest) (*Key, error)
+	Key(ctx context.Context, r KeyRef) (*Key, error)
 }
 
 var (
@@ -108,7 +114,7 @@ func NewKeystoreSource(s *keystore.Store) *KeystoreSource {
 }
 
 // Key implements KeySource.
-func (k *KeystoreSource) Key(ctx context.Context, r KeyRequest) (*Key, error) {
+func (k *KeystoreSource) Key(ctx context.Context, r KeyRef) (*Key, error) {
 	var cert *keystore.Cert
 	var ski [20]byte
 	switch {
@@ -171,6 +177,15 @@ type DirOptions struct {
 	// Logger receives bad files (once per version of a file) and
 	// re-indexing [slog.Default()].
 	Logger *slog.Logger
+}
+
+// withDefaults returns o with every zero field set to its default.
+func (o DirOptions) withDefaults() DirOptions {
+	o.PollInterval = cmp.Or(o.PollInterval, time.Second)
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
 }
 
 // maxKeyFileSize bounds what a DirSource reads from one file.
@@ -241,18 +256,16 @@ type dirIndex struct {
 // NewDirSource indexes the keys in dir and watches it until Close. It
 // fails only when dir cannot be read; bad files are logged and skipped.
 func NewDirSource(dir string, opts DirOptions) (*DirSource, error) {
+	opts = opts.withDefaults()
 	d := &DirSource{
 		dir:      dir,
-		poll:     cmp.Or(opts.PollInterval, time.Second),
+		poll:     opts.PollInterval,
 		log:      opts.Logger,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		files:    map[string]*dirFile{},
 		reported: map[string]string{},
 		index:    &dirIndex{},
-	}
-	if d.log == nil {
-		d.log = slog.Default()
 	}
 	if err := d.scan(); err != nil {
 		return nil, err
@@ -408,7 +421,7 @@ func (d *DirSource) rebuild() {
 }
 
 // Key implements KeySource.
-func (d *DirSource) Key(ctx context.Context, r KeyRequest) (*Key, error) {
+func (d *DirSource) Key(ctx context.Context, r KeyRef) (*Key, error) {
 	d.mu.RLock()
 	idx := d.index
 	d.mu.RUnlock()

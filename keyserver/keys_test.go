@@ -97,7 +97,7 @@ func (l *logRecorder) count(file string) int {
 // removed files stop being served.
 func TestDirSourceReload(t *testing.T) {
 	src, dir := dirSource(t)
-	ts := startServer(t, keyserver.Config{Keys: src})
+	ts := startServer(t, keyserver.ServerOptions{Keys: src})
 	c := ts.client(t)
 	d := digest(crypto.SHA256, []byte("reload"))
 	sign := func(key *ecdsa.PrivateKey) error {
@@ -166,10 +166,10 @@ func TestDirSourceBadFiles(t *testing.T) {
 	}
 	defer src.Close()
 	ctx := context.Background()
-	if key, err := src.Key(ctx, keyserver.KeyRequest{SKI: ski(t, k.ecdsa.Public())}); err != nil || !key.Signer.Public().(*ecdsa.PublicKey).Equal(k.ecdsa.Public()) {
+	if key, err := src.Key(ctx, keyserver.KeyRef{SKI: ski(t, k.ecdsa.Public())}); err != nil || !key.Signer.Public().(*ecdsa.PublicKey).Equal(k.ecdsa.Public()) {
 		t.Fatalf("good key beside bad files: %v", err)
 	}
-	if _, err := src.Key(ctx, keyserver.KeyRequest{SKI: ski(t, k.ed25519.Public())}); !errors.Is(err, keyserver.ErrKeyNotFound) {
+	if _, err := src.Key(ctx, keyserver.KeyRef{SKI: ski(t, k.ed25519.Public())}); !errors.Is(err, keyserver.ErrKeyNotFound) {
 		t.Errorf("key in a file readable by others: %v, want ErrKeyNotFound", err)
 	}
 	time.Sleep(50 * time.Millisecond) // ten polls
@@ -189,7 +189,7 @@ func TestDirSourceBadFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "key served once its mode is fixed", func() bool {
-		_, err := src.Key(ctx, keyserver.KeyRequest{SKI: ski(t, k.ed25519.Public())})
+		_, err := src.Key(ctx, keyserver.KeyRef{SKI: ski(t, k.ed25519.Public())})
 		return err == nil
 	})
 
@@ -270,24 +270,24 @@ func TestDirSourceFormats(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name  string
-		req   keyserver.KeyRequest
+		req   keyserver.KeyRef
 		want  crypto.PublicKey // nil: not found
 		names []string
 	}{
-		{"PKCS#1 PEM", keyserver.KeyRequest{SKI: ski(t, k.rsa.Public())}, k.rsa.Public(), nil},
-		{"SEC 1 PEM", keyserver.KeyRequest{SKI: ski(t, k.ecdsa.Public())}, k.ecdsa.Public(), nil},
-		{"PKCS#8 DER", keyserver.KeyRequest{SKI: ski(t, k.ed25519.Public())}, k.ed25519.Public(), nil},
-		{"SEC 1 DER by SKI", keyserver.KeyRequest{SKI: ski(t, shop.Key.Public())}, shop.Key.Public(), []string{"shop.example", "*.shop.example"}},
-		{"by certificate ID", keyserver.KeyRequest{CertID: keystore.CertID(shop.Cert)}, shop.Key.Public(), []string{"shop.example", "*.shop.example"}},
-		{"by SNI", keyserver.KeyRequest{SNI: "Shop.Example."}, shop.Key.Public(), nil},
-		{"by wildcard SNI", keyserver.KeyRequest{SNI: "www.shop.example"}, shop.Key.Public(), nil},
-		{"not deeper than one label", keyserver.KeyRequest{SNI: "a.b.shop.example"}, nil, nil},
-		{"combined PEM by SNI", keyserver.KeyRequest{SNI: "blog.example"}, blog.Key.Public(), []string{"blog.example"}},
-		{"SKI wins over SNI", keyserver.KeyRequest{SKI: ski(t, k.rsa.Public()), SNI: "blog.example"}, k.rsa.Public(), nil},
-		{"certificate without key", keyserver.KeyRequest{SNI: "other.example"}, nil, nil},
-		{"unknown certificate ID", keyserver.KeyRequest{CertID: keystore.CertID(other.Cert)}, nil, nil},
-		{"hostile SNI", keyserver.KeyRequest{SNI: "../../etc/passwd"}, nil, nil},
-		{"nothing", keyserver.KeyRequest{}, nil, nil},
+		{"PKCS#1 PEM", keyserver.KeyRef{SKI: ski(t, k.rsa.Public())}, k.rsa.Public(), nil},
+		{"SEC 1 PEM", keyserver.KeyRef{SKI: ski(t, k.ecdsa.Public())}, k.ecdsa.Public(), nil},
+		{"PKCS#8 DER", keyserver.KeyRef{SKI: ski(t, k.ed25519.Public())}, k.ed25519.Public(), nil},
+		{"SEC 1 DER by SKI", keyserver.KeyRef{SKI: ski(t, shop.Key.Public())}, shop.Key.Public(), []string{"shop.example", "*.shop.example"}},
+		{"by certificate ID", keyserver.KeyRef{CertID: keystore.CertID(shop.Cert)}, shop.Key.Public(), []string{"shop.example", "*.shop.example"}},
+		{"by SNI", keyserver.KeyRef{SNI: "Shop.Example."}, shop.Key.Public(), nil},
+		{"by wildcard SNI", keyserver.KeyRef{SNI: "www.shop.example"}, shop.Key.Public(), nil},
+		{"not deeper than one label", keyserver.KeyRef{SNI: "a.b.shop.example"}, nil, nil},
+		{"combined PEM by SNI", keyserver.KeyRef{SNI: "blog.example"}, blog.Key.Public(), []string{"blog.example"}},
+		{"SKI wins over SNI", keyserver.KeyRef{SKI: ski(t, k.rsa.Public()), SNI: "blog.example"}, k.rsa.Public(), nil},
+		{"certificate without key", keyserver.KeyRef{SNI: "other.example"}, nil, nil},
+		{"unknown certificate ID", keyserver.KeyRef{CertID: keystore.CertID(other.Cert)}, nil, nil},
+		{"hostile SNI", keyserver.KeyRef{SNI: "../../etc/passwd"}, nil, nil},
+		{"nothing", keyserver.KeyRef{}, nil, nil},
 	} {
 		key, err := src.Key(ctx, tc.req)
 		if tc.want == nil {
@@ -325,7 +325,7 @@ func TestDirSourceLazyLoad(t *testing.T) {
 	}
 	defer src.Close()
 	writeKey(t, dir, "a.key", second)
-	if _, err := src.Key(context.Background(), keyserver.KeyRequest{SKI: ski(t, first.Public())}); !errors.Is(err, keyserver.ErrKeyNotFound) {
+	if _, err := src.Key(context.Background(), keyserver.KeyRef{SKI: ski(t, first.Public())}); !errors.Is(err, keyserver.ErrKeyNotFound) {
 		t.Fatalf("indexed key whose file changed: %v, want ErrKeyNotFound", err)
 	}
 }
@@ -370,20 +370,20 @@ func TestKeystoreSource(t *testing.T) {
 	src := keyserver.NewKeystoreSource(store)
 	for _, tc := range []struct {
 		name string
-		req  keyserver.KeyRequest
+		req  keyserver.KeyRef
 		want *testpki.Leaf // nil: not found
 	}{
-		{"SNI and SKI", keyserver.KeyRequest{SNI: "shop.example", SKI: ski(t, rs.Key.Public())}, rs},
-		{"SNI and other SKI", keyserver.KeyRequest{SNI: "www.shop.example", SKI: ski(t, ec.Key.Public())}, ec},
-		{"certificate ID", keyserver.KeyRequest{CertID: keystore.CertID(rs.Cert)}, rs},
-		{"certificate ID and SKI", keyserver.KeyRequest{CertID: keystore.CertID(ec.Cert), SKI: ski(t, ec.Key.Public())}, ec},
-		{"certificate ID and wrong SKI", keyserver.KeyRequest{CertID: keystore.CertID(ec.Cert), SKI: ski(t, rs.Key.Public())}, nil},
-		{"SNI and unknown SKI", keyserver.KeyRequest{SNI: "www.shop.example", SKI: ski(t, rs.Key.Public())}, nil},
-		{"unknown SNI", keyserver.KeyRequest{SNI: "nowhere.example"}, nil},
-		{"hostile SNI", keyserver.KeyRequest{SNI: "../names"}, nil},
-		{"malformed certificate ID", keyserver.KeyRequest{CertID: "../../x"}, nil},
-		{"SKI only", keyserver.KeyRequest{SKI: ski(t, ec.Key.Public())}, nil},
-		{"keyless certificate", keyserver.KeyRequest{SNI: "keyless.example"}, nil},
+		{"SNI and SKI", keyserver.KeyRef{SNI: "shop.example", SKI: ski(t, rs.Key.Public())}, rs},
+		{"SNI and other SKI", keyserver.KeyRef{SNI: "www.shop.example", SKI: ski(t, ec.Key.Public())}, ec},
+		{"certificate ID", keyserver.KeyRef{CertID: keystore.CertID(rs.Cert)}, rs},
+		{"certificate ID and SKI", keyserver.KeyRef{CertID: keystore.CertID(ec.Cert), SKI: ski(t, ec.Key.Public())}, ec},
+		{"certificate ID and wrong SKI", keyserver.KeyRef{CertID: keystore.CertID(ec.Cert), SKI: ski(t, rs.Key.Public())}, nil},
+		{"SNI and unknown SKI", keyserver.KeyRef{SNI: "www.shop.example", SKI: ski(t, rs.Key.Public())}, nil},
+		{"unknown SNI", keyserver.KeyRef{SNI: "nowhere.example"}, nil},
+		{"hostile SNI", keyserver.KeyRef{SNI: "../names"}, nil},
+		{"malformed certificate ID", keyserver.KeyRef{CertID: "../../x"}, nil},
+		{"SKI only", keyserver.KeyRef{SKI: ski(t, ec.Key.Public())}, nil},
+		{"keyless certificate", keyserver.KeyRef{SNI: "keyless.example"}, nil},
 	} {
 		key, err := src.Key(ctx, tc.req)
 		if tc.want == nil {
@@ -403,7 +403,7 @@ func TestKeystoreSource(t *testing.T) {
 			t.Errorf("%s: Names = %q, want %q", tc.name, key.Names, tc.want.Cert.DNSNames)
 		}
 	}
-	if key, err := src.Key(ctx, keyserver.KeyRequest{SNI: "shop.example"}); err != nil || key == nil {
+	if key, err := src.Key(ctx, keyserver.KeyRef{SNI: "shop.example"}); err != nil || key == nil {
 		t.Errorf("SNI without SKI: %v", err)
 	}
 
@@ -412,7 +412,7 @@ func TestKeystoreSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := startServer(t, keyserver.Config{Keys: src, Authorizer: auth})
+	ts := startServer(t, keyserver.ServerOptions{Keys: src, Authorizer: auth})
 	c := ts.client(t)
 	d := digest(crypto.SHA384, []byte("keystore"))
 	resp := mustDo(t, c, &wire.Message{Opcode: wire.OpRSAPSSSignSHA384, Payload: d, SNI: "shop.example", SKI: ski(t, rs.Key.Public())})

@@ -1,6 +1,7 @@
 package keyserver
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -24,8 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Config configures a Server. Zero values get the defaults in brackets.
-type Config struct {
+// ServerOptions configures a Server. Zero values get the defaults in brackets.
+type ServerOptions struct {
 	// Keys finds the private keys requests name. Required.
 	Keys KeySource
 
@@ -78,7 +79,7 @@ var ErrServerClosed = errors.New("keyserver: server closed")
 // Authorizer allows.
 type Server struct {
 	// Static after NewServer.
-	cfg     Config
+	opts    ServerOptions
 	tls     *tls.Config
 	log     *slog.Logger
 	metrics *serverMetrics
@@ -94,21 +95,21 @@ type Server struct {
 	idleOnce  sync.Once
 }
 
-// NewServer checks cfg and returns a Server; Serve starts it.
-func NewServer(cfg Config) (*Server, error) {
-	if cfg.Keys == nil {
-		return nil, errors.New("keyserver: Config.Keys is nil")
+// NewServer checks opts and returns a Server; Serve starts it.
+func NewServer(opts ServerOptions) (*Server, error) {
+	if opts.Keys == nil {
+		return nil, errors.New("keyserver: ServerOptions.Keys is nil")
 	}
-	if cfg.TLSConfig == nil {
-		return nil, errors.New("keyserver: Config.TLSConfig is nil")
+	if opts.TLSConfig == nil {
+		return nil, errors.New("keyserver: ServerOptions.TLSConfig is nil")
 	}
-	t := cfg.TLSConfig.Clone()
+	t := opts.TLSConfig.Clone()
 	if t.GetConfigForClient == nil {
 		if t.ClientCAs == nil {
-			return nil, errors.New("keyserver: Config.TLSConfig.ClientCAs is nil: no client could be verified")
+			return nil, errors.New("keyserver: ServerOptions.TLSConfig.ClientCAs is nil: no client could be verified")
 		}
 		if len(t.Certificates) == 0 && t.GetCertificate == nil {
-			return nil, errors.New("keyserver: Config.TLSConfig has no server certificate")
+			return nil, errors.New("keyserver: ServerOptions.TLSConfig has no server certificate")
 		}
 	} else {
 		get := t.GetConfigForClient
@@ -123,38 +124,37 @@ func NewServer(cfg Config) (*Server, error) {
 		}
 	}
 	hardenTLS(t)
-	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 256
-	}
-	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, 5*time.Minute)
-	cfg.WriteTimeout = orDefault(cfg.WriteTimeout, 10*time.Second)
-	cfg.HandshakeTimeout = orDefault(cfg.HandshakeTimeout, 10*time.Second)
-	cfg.RequestTimeout = orDefault(cfg.RequestTimeout, 10*time.Second)
+	opts = opts.withDefaults()
 	s := &Server{
-		cfg:       cfg,
+		opts:      opts,
 		tls:       t,
-		log:       cfg.Logger,
+		log:       opts.Logger,
 		metrics:   newServerMetrics(),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*serverConn]struct{}{},
 		idle:      make(chan struct{}),
-		logs:      ratelog.Limiter{Interval: cfg.LogInterval},
+		logs:      ratelog.Limiter{Interval: opts.LogInterval},
 	}
-	if s.log == nil {
-		s.log = slog.Default()
-	}
-	s.auth.Store(cfg.Authorizer)
-	if err := s.metrics.register(cfg.Registerer); err != nil {
+	s.auth.Store(opts.Authorizer)
+	if err := s.metrics.register(opts.Registerer); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-func orDefault(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
+// withDefaults returns o with every zero (or negative) limit and a nil
+// Logger set to its default. LogInterval is left to ratelog.Limiter,
+// whose zero value is the same 10s.
+func (o ServerOptions) withDefaults() ServerOptions {
+	o.MaxInFlight = cmp.Or(max(o.MaxInFlight, 0), 256)
+	o.IdleTimeout = cmp.Or(max(o.IdleTimeout, 0), 5*time.Minute)
+	o.WriteTimeout = cmp.Or(max(o.WriteTimeout, 0), 10*time.Second)
+	o.HandshakeTimeout = cmp.Or(max(o.HandshakeTimeout, 0), 10*time.Second)
+	o.RequestTimeout = cmp.Or(max(o.RequestTimeout, 0), 10*time.Second)
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
-	return d
+	return o
 }
 
 func hardenTLS(c *tls.Config) {
@@ -287,7 +287,7 @@ func (s *Server) answer(ctx context.Context, c *serverConn, m *wire.Message) (*w
 		return wire.ErrorResponse(m.ID, wire.ErrUnexpectedOpcode), resultBadRequest
 	case op != wire.OpRSADecrypt && !op.IsSign():
 		return wire.ErrorResponse(m.ID, wire.ErrBadOpcode), resultBadRequest
-	case op == wire.OpRSADecrypt && !s.cfg.AllowRSADecrypt:
+	case op == wire.OpRSADecrypt && !s.opts.AllowRSADecrypt:
 		s.logs.Log(ctx, s.log, slog.LevelWarn, resultDisabled, "keyserver: raw RSA decryption refused: not enabled",
 			"client", c.id, "remote", c.remote, "ski", hex.EncodeToString(m.SKI), "sni", m.SNI)
 		return wire.ErrorResponse(m.ID, wire.ErrBadOpcode), resultDisabled
@@ -296,7 +296,7 @@ func (s *Server) answer(ctx context.Context, c *serverConn, m *wire.Message) (*w
 		return wire.ErrorResponse(m.ID, wire.ErrFormat), resultBadRequest
 	}
 
-	key, err := s.cfg.Keys.Key(ctx, KeyRequest{SKI: m.SKI, CertID: m.CertID, SNI: m.SNI})
+	key, err := s.opts.Keys.Key(ctx, KeyRef{SKI: m.SKI, CertID: m.CertID, SNI: m.SNI})
 	if err == nil && len(m.SKI) > 0 && string(m.SKI) != string(key.SKI[:]) {
 		err = fmt.Errorf("%w: source returned a key with another SKI", ErrKeyNotFound)
 	}

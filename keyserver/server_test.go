@@ -187,7 +187,7 @@ type testServer struct {
 // keys in a DirSource, the test PKI, a fresh registry and an Authorizer
 // allowing every client (a nil Authorizer denies all: see
 // TestNilAuthorizerDenies).
-func startServer(t testing.TB, cfg keyserver.Config) *testServer {
+func startServer(t testing.TB, cfg keyserver.ServerOptions) *testServer {
 	t.Helper()
 	p := newPKI(t)
 	if cfg.Keys == nil {
@@ -315,7 +315,7 @@ var eventually = proctest.Eventually
 // it with the public key.
 func TestSign(t *testing.T) {
 	k := keys(t)
-	ts := startServer(t, keyserver.Config{})
+	ts := startServer(t, keyserver.ServerOptions{})
 	c := ts.client(t)
 	msg := []byte("the handshake transcript")
 	type signCase struct {
@@ -381,9 +381,10 @@ func TestSign(t *testing.T) {
 // as a TLS client of the key server would.
 func TestRSADecrypt(t *testing.T) {
 	k := keys(t)
-	ts := startServer(t, keyserver.Config{AllowRSADecrypt: true})
+	ts := startServer(t, keyserver.ServerOptions{AllowRSADecrypt: true})
 	c := ts.client(t)
 	secret := []byte("48 bytes of TLS 1.2 premaster secret, say......")
+	//lint:ignore SA1019 tests the Keyless SSL protocol's PKCS#1 v1.5 RSA-decrypt operation
 	ct, err := rsa.EncryptPKCS1v15(rand.Reader, &k.rsa.PublicKey, secret)
 	if err != nil {
 		t.Fatal(err)
@@ -419,7 +420,7 @@ func TestRSADecrypt(t *testing.T) {
 }
 
 func TestPing(t *testing.T) {
-	ts := startServer(t, keyserver.Config{})
+	ts := startServer(t, keyserver.ServerOptions{})
 	c := ts.client(t)
 	resp := mustDo(t, c, &wire.Message{Opcode: wire.OpPing, Payload: []byte("are you there")})
 	if resp.Opcode != wire.OpPong || string(resp.Payload) != "are you there" {
@@ -431,7 +432,7 @@ func TestPing(t *testing.T) {
 // request, and that the connection keeps working after each.
 func TestBadRequests(t *testing.T) {
 	k := keys(t)
-	ts := startServer(t, keyserver.Config{})
+	ts := startServer(t, keyserver.ServerOptions{})
 	c := ts.client(t)
 	sha256Digest := digest(crypto.SHA256, []byte("x"))
 	for _, tc := range []struct {
@@ -519,7 +520,7 @@ func TestAuthorization(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := startServer(t, keyserver.Config{Authorizer: auth})
+	ts := startServer(t, keyserver.ServerOptions{Authorizer: auth})
 	a, err := dialRaw(ts.addr, ts.pki, clientCert(t, ts.pki.clientCA, "edge-a.test"))
 	if err != nil {
 		t.Fatal(err)
@@ -554,7 +555,7 @@ func TestAuthorization(t *testing.T) {
 // TestHandshakeRefused checks that clients without a certificate from
 // the client CA never get to send a request.
 func TestHandshakeRefused(t *testing.T) {
-	ts := startServer(t, keyserver.Config{})
+	ts := startServer(t, keyserver.ServerOptions{})
 	otherCA, err := testpki.NewCA("some other CA")
 	if err != nil {
 		t.Fatal(err)
@@ -596,12 +597,12 @@ func TestNewServerErrors(t *testing.T) {
 	src, _ := dirSource(t)
 	for _, tc := range []struct {
 		name string
-		cfg  keyserver.Config
+		cfg  keyserver.ServerOptions
 	}{
-		{"no keys", keyserver.Config{TLSConfig: p.serverTLS()}},
-		{"no TLS", keyserver.Config{Keys: src}},
-		{"no client CAs", keyserver.Config{Keys: src, TLSConfig: &tls.Config{Certificates: []tls.Certificate{p.server}}}},
-		{"no certificate", keyserver.Config{Keys: src, TLSConfig: &tls.Config{ClientCAs: x509.NewCertPool()}}},
+		{"no keys", keyserver.ServerOptions{TLSConfig: p.serverTLS()}},
+		{"no TLS", keyserver.ServerOptions{Keys: src}},
+		{"no client CAs", keyserver.ServerOptions{Keys: src, TLSConfig: &tls.Config{Certificates: []tls.Certificate{p.server}}}},
+		{"no certificate", keyserver.ServerOptions{Keys: src, TLSConfig: &tls.Config{ClientCAs: x509.NewCertPool()}}},
 	} {
 		if _, err := keyserver.NewServer(tc.cfg); err == nil {
 			t.Errorf("%s: NewServer succeeded", tc.name)
@@ -612,7 +613,7 @@ func TestNewServerErrors(t *testing.T) {
 // mapSource serves fixed keys by SKI.
 type mapSource map[[20]byte]crypto.Signer
 
-func (m mapSource) Key(_ context.Context, r keyserver.KeyRequest) (*keyserver.Key, error) {
+func (m mapSource) Key(_ context.Context, r keyserver.KeyRef) (*keyserver.Key, error) {
 	if len(r.SKI) == 20 {
 		if s, ok := m[[20]byte(r.SKI)]; ok {
 			return &keyserver.Key{Signer: s, SKI: [20]byte(r.SKI)}, nil
@@ -627,9 +628,10 @@ func TestRSADecryptWithoutPrecomputation(t *testing.T) {
 	k := keys(t)
 	bare := &rsa.PrivateKey{PublicKey: k.rsa.PublicKey, D: k.rsa.D, Primes: k.rsa.Primes}
 	s := ski(t, bare.Public())
-	ts := startServer(t, keyserver.Config{Keys: mapSource{[20]byte(s): bare}, AllowRSADecrypt: true})
+	ts := startServer(t, keyserver.ServerOptions{Keys: mapSource{[20]byte(s): bare}, AllowRSADecrypt: true})
 	c := ts.client(t)
 	secret := []byte("premaster")
+	//lint:ignore SA1019 tests the Keyless SSL protocol's PKCS#1 v1.5 RSA-decrypt operation
 	ct, err := rsa.EncryptPKCS1v15(rand.Reader, &k.rsa.PublicKey, secret)
 	if err != nil {
 		t.Fatal(err)

@@ -118,7 +118,7 @@ func writeGoldenKeystore(t *testing.T) *goldenWorld {
 	if w.fleet, err = GenerateFleetKey(); err != nil {
 		t.Fatal(err)
 	}
-	if w.master, err = geo.GenerateMasterKey(); err != nil {
+	if w.master, err = geo.GenerateMasterKey(nil); err != nil {
 		t.Fatal(err)
 	}
 	storage := &certmagic.FileStorage{Path: w.dir}

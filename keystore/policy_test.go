@@ -17,7 +17,7 @@ import (
 
 // geoMaster is one geo master key for every test: CP-ABE setup is slow.
 var geoMaster = sync.OnceValue(func() *geo.MasterKey {
-	m, err := geo.GenerateMasterKey()
+	m, err := geo.GenerateMasterKey(nil)
 	if err != nil {
 		panic(err)
 	}
@@ -31,7 +31,7 @@ func nodeKey(t testing.TB, attrs string) *geo.NodeKey {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := geoMaster().NodeKey(a)
+	k, err := geoMaster().NodeKey(nil, a)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestSetGeoParamsOnce(t *testing.T) {
 	if err := w.SetGeoParams(context.Background(), &geoMaster().Params); err != nil {
 		t.Errorf("same parameters again: %v", err)
 	}
-	other, err := geo.GenerateMasterKey()
+	other, err := geo.GenerateMasterKey(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

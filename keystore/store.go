@@ -166,16 +166,24 @@ type Cert struct {
 	keyLoad  *keyLoad // the load in flight, if any
 }
 
-const (
-	defaultMaxEntries     = 100_000
-	defaultMaxBytes       = 256 << 20
-	defaultNegativeTTL    = time.Second
-	defaultPollInterval   = 500 * time.Millisecond
-	defaultKeyLoadTimeout = 10 * time.Second
-	// positiveTTL makes every cached entry re-read now and then, a safety
-	// net under the journal that costs one read per hot name per period.
-	positiveTTL = time.Hour
-)
+// positiveTTL makes every cached entry re-read now and then, a safety
+// net under the journal that costs one read per hot name per period.
+const positiveTTL = time.Hour
+
+// withDefaults returns o with every zero field that has a default set
+// to it.
+func (o Options) withDefaults() Options {
+	o.MaxEntries = cmp.Or(o.MaxEntries, 100_000)
+	o.MaxBytes = cmp.Or(o.MaxBytes, 256<<20)
+	o.NegativeTTL = cmp.Or(o.NegativeTTL, time.Second)
+	o.KeyLoadTimeout = cmp.Or(o.KeyLoadTimeout, 10*time.Second)
+	o.DeleteGrace = cmp.Or(o.DeleteGrace, time.Minute)
+	o.PollInterval = cmp.Or(o.PollInterval, 500*time.Millisecond)
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
 
 // Open returns a Store over opts.Storage. It reads only the journal head
 // and the name filter, never a per-tenant file, and starts following the
@@ -184,24 +192,21 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Storage == nil {
 		return nil, errors.New("keystore: Options.Storage is nil")
 	}
+	opts = opts.withDefaults()
 	s := &Store{
 		storage:        opts.Storage,
 		fleet:          opts.FleetKey,
 		nodeKey:        opts.NodeKey,
-		negativeTTL:    cmp.Or(opts.NegativeTTL, defaultNegativeTTL),
-		pollInterval:   cmp.Or(opts.PollInterval, defaultPollInterval),
-		deleteGrace:    cmp.Or(opts.DeleteGrace, time.Minute),
-		keyLoadTimeout: cmp.Or(opts.KeyLoadTimeout, defaultKeyLoadTimeout),
+		negativeTTL:    opts.NegativeTTL,
+		pollInterval:   opts.PollInterval,
+		deleteGrace:    opts.DeleteGrace,
+		keyLoadTimeout: opts.KeyLoadTimeout,
 		oneShot:        opts.OneShot,
 		log:            opts.Logger,
 		metrics:        newMetrics(),
 		done:           make(chan struct{}),
 	}
-	if s.log == nil {
-		s.log = slog.Default()
-	}
-	maxEntries := cmp.Or(opts.MaxEntries, defaultMaxEntries)
-	maxBytes := cmp.Or(opts.MaxBytes, defaultMaxBytes)
+	maxEntries, maxBytes := opts.MaxEntries, opts.MaxBytes
 	// The certs cache is weighed in bytes; giving every entry at least
 	// maxBytes/maxEntries of weight makes the one weight bound enforce
 	// both the byte and the entry bound.

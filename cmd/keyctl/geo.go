@@ -34,7 +34,7 @@ func initGeo(ctx context.Context, e *env, path string) error {
 		}
 		fmt.Fprintf(e.stdout, "geo master key %s exists, kept\n", path)
 	} else {
-		if m, err = geo.GenerateMasterKey(); err != nil {
+		if m, err = geo.GenerateMasterKey(rand.Reader); err != nil {
 			return err
 		}
 		if err := geo.WriteMasterKeyFile(path, m); err != nil {
@@ -68,7 +68,7 @@ func runNodeKey(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	k, err := m.NodeKey(a)
+	k, err := m.NodeKey(rand.Reader, a)
 	if err != nil {
 		return err
 	}

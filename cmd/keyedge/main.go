@@ -1,4 +1,6 @@
-// Command keyedge runs an edge node.
+// Command keyedge runs an edge node: flags, signals and process
+// plumbing around package edge, with edge.yaml loaded and wired by
+// package internal/config.
 //
 // Usage:
 //

@@ -83,7 +83,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, reload <-chan os.
 func serve(ctx context.Context, cfg *config.KeyServer, path string, log *slog.Logger, level *slog.LevelVar, reload <-chan os.Signal) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	opts, err := cfg.ServerConfig(log, reg)
+	opts, err := cfg.ServerOptions(log, reg)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,7 @@
 // validation (every problem named by its setting) and the wiring of a
 // loaded file into the libraries' options: edge.Options, the keyless
 // client, the ACME manager, the keystore, and the key server's
-// keyserver.Config and key source.
+// keyserver.ServerOptions and key source.
 //
 // It is used by cmd/keyedge, cmd/keyserver and the deploy tests only, so
 // the libraries (edge, keyserver, keystore) link no YAML decoder and no

@@ -88,7 +88,7 @@ type Edge struct {
 		// AttemptTimeout bounds one try on one key server, dial included,
 		// before the next one is tried; a server that timed out is skipped
 		// until its health check passes. It must be shorter than
-		// limits.handshake_timeout. See keyserver.ClientConfig [1s].
+		// limits.handshake_timeout. See keyserver.ClientOptions [1s].
 		AttemptTimeout time.Duration `yaml:"attempt_timeout"`
 		// Timeout bounds one signature, every key server tried included,
 		// when its caller sets no deadline. Handshakes always set one
@@ -350,7 +350,7 @@ func (c *Edge) Options() (edge.Options, error) {
 		MaxHeaderBytes:    c.Limits.MaxHeaderBytes,
 		MaxConnsPerIP:     c.Limits.MaxConnsPerIP,
 	}
-	o.Proxy = edge.ProxyConfig{
+	o.Proxy = edge.ProxyOptions{
 		OriginTimeout:     c.Origin.Timeout,
 		DialTimeout:       c.Origin.DialTimeout,
 		TunnelIdleTimeout: c.Limits.TunnelIdleTimeout,
@@ -423,7 +423,7 @@ func (c *Edge) KeylessClient(log *slog.Logger) (*keyserver.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge: keyless CA: %w", err)
 	}
-	return keyserver.NewClient(keyserver.ClientConfig{
+	return keyserver.NewClient(keyserver.ClientOptions{
 		TLSConfig:      &tls.Config{RootCAs: roots, GetClientCertificate: identity.GetClientCertificate},
 		Timeout:        c.Keyless.Timeout,
 		AttemptTimeout: c.Keyless.AttemptTimeout,

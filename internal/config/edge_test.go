@@ -268,7 +268,7 @@ func TestEdgeNodeKey(t *testing.T) {
 	if err := keystore.WriteFleetKeyFile(filepath.Join(dir, "fleet.key"), fleet); err != nil {
 		t.Fatal(err)
 	}
-	master, err := geo.GenerateMasterKey()
+	master, err := geo.GenerateMasterKey(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +276,7 @@ func TestEdgeNodeKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodeKey, err := master.NodeKey(issued)
+	nodeKey, err := master.NodeKey(nil, issued)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -136,19 +136,19 @@ func (c *KeyServer) WarnAuthorization(log *slog.Logger) {
 	}
 }
 
-// ServerConfig builds the key server's configuration: its TLS identity
+// ServerOptions builds the key server's options: its TLS identity
 // and client CAs, read now, and its authorization rules. The caller
 // sets Keys (see OpenKeySource).
-func (c *KeyServer) ServerConfig(log *slog.Logger, reg prometheus.Registerer) (keyserver.Config, error) {
+func (c *KeyServer) ServerOptions(log *slog.Logger, reg prometheus.Registerer) (keyserver.ServerOptions, error) {
 	tlsConfig, err := c.tlsConfig()
 	if err != nil {
-		return keyserver.Config{}, err
+		return keyserver.ServerOptions{}, err
 	}
 	auth, err := c.Authorizer()
 	if err != nil {
-		return keyserver.Config{}, err
+		return keyserver.ServerOptions{}, err
 	}
-	return keyserver.Config{
+	return keyserver.ServerOptions{
 		Authorizer:      auth,
 		AllowRSADecrypt: c.AllowRSADecrypt,
 		TLSConfig:       tlsConfig,

@@ -43,9 +43,9 @@ type Pebble struct {
 	NewOrders atomic.Int64 // new-order requests that reached Pebble
 }
 
-// Config says where Pebble's VA validates challenges (the ports of the
+// Options says where Pebble's VA validates challenges (the ports of the
 // listeners under test, on 127.0.0.1) and what it issues.
-type Config struct {
+type Options struct {
 	HTTPPort, TLSPort int
 	Validity          time.Duration // certificate lifetime [Pebble's default]
 	OCSP              bool          // name an OCSP responder in certificates
@@ -70,7 +70,7 @@ func (l *logBuffer) String() string {
 }
 
 // Start runs Pebble until the test ends.
-func Start(t testing.TB, cfg Config) *Pebble {
+func Start(t testing.TB, cfg Options) *Pebble {
 	t.Helper()
 	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
 	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")

@@ -13,7 +13,7 @@ import (
 // Dir/geo-master.key) and gives the keystore its public parameters, so
 // keys can be stored under policies.
 func (w *World) EnableGeo(ctx context.Context) error {
-	master, err := geo.GenerateMasterKey()
+	master, err := geo.GenerateMasterKey(nil)
 	if err != nil {
 		return fmt.Errorf("testworld: %w", err)
 	}
@@ -34,7 +34,7 @@ func (w *World) NodeKey(attrs string) (*geo.NodeKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("testworld: %w", err)
 	}
-	k, err := w.Master.NodeKey(a)
+	k, err := w.Master.NodeKey(nil, a)
 	if err != nil {
 		return nil, fmt.Errorf("testworld: %w", err)
 	}

@@ -103,7 +103,7 @@ func (w *World) startKeyServer(ks KeyServer) (string, error) {
 		w.onClose(dir.Close)
 		keys = dir
 	}
-	srv, err := keyserver.NewServer(keyserver.Config{
+	srv, err := keyserver.NewServer(keyserver.ServerOptions{
 		Keys:       keys,
 		Authorizer: auth,
 		TLSConfig:  &tls.Config{Certificates: []tls.Certificate{{Certificate: id.Chain, PrivateKey: id.Key}}, ClientCAs: w.identityPool()},

@@ -163,7 +163,7 @@ func sign(t *testing.T, w *World, name, addr string, pub crypto.PublicKey, host 
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := keyserver.NewClient(keyserver.ClientConfig{TLSConfig: w.ClientTLS(id), Logger: slog.New(slog.DiscardHandler)})
+	c, err := keyserver.NewClient(keyserver.ClientOptions{TLSConfig: w.ClientTLS(id), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

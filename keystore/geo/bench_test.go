@@ -6,7 +6,7 @@ import "testing"
 // slow step an edge takes once per policy.
 func BenchmarkNodeKeyOpen(b *testing.B) {
 	m := testMaster()
-	node, err := m.NodeKey(mustAttrs(b, "region: eu, country: de, dc: fra1"))
+	node, err := m.NodeKey(nil, mustAttrs(b, "region: eu, country: de, dc: fra1"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 // A secret sealed under "region: eu" opens on a node in Germany and not
 // on one in the United States, even though both hold the sealed bytes.
 func Example() {
-	master, err := geo.GenerateMasterKey() // kept by keyctl, never on an edge
+	master, err := geo.GenerateMasterKey(nil) // kept by keyctl, never on an edge
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func Example() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		node, err := master.NodeKey(attrs)
+		node, err := master.NodeKey(nil, attrs)
 		if err != nil {
 			log.Fatal(err)
 		}

@@ -2,10 +2,11 @@ package geo
 
 import (
 	"crypto/hpke"
-	"crypto/rand"
+	cryptorand "crypto/rand"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/cloudflare/circl/abe/cpabe/tkn20"
 	"github.com/keyedge/keyedge/internal/secretfile"
@@ -57,25 +58,46 @@ type NodeKey struct {
 	abe   tkn20.AttributeKey
 }
 
-// GenerateMasterKey creates a new CP-ABE system and admin key pair.
-func GenerateMasterKey() (*MasterKey, error) {
-	pub, msk, err := tkn20.Setup(rand.Reader)
+// GenerateMasterKey creates a new CP-ABE system and admin key pair from
+// the random bytes of rand (nil: crypto/rand.Reader). The key is a
+// function of the bytes read, so a fixed rand gives a fixed key, for
+// tests.
+func GenerateMasterKey(rand io.Reader) (*MasterKey, error) {
+	rand = orCryptoRand(rand)
+	pub, msk, err := tkn20.Setup(rand)
 	if err != nil {
 		return nil, fmt.Errorf("geo: failed to generate master key: %w", err)
 	}
-	admin, err := adminKEM.GenerateKey()
+	// What adminKEM.GenerateKey does, from rand: crypto/hpke takes no
+	// random source.
+	seed := make([]byte, 32)
+	if _, err := io.ReadFull(rand, seed); err != nil {
+		return nil, fmt.Errorf("geo: failed to generate master key: %w", err)
+	}
+	defer clear(seed)
+	admin, err := adminKEM.NewPrivateKey(seed)
 	if err != nil {
 		return nil, fmt.Errorf("geo: failed to generate master key: %w", err)
 	}
 	return &MasterKey{Params: Params{abe: pub, admin: admin.PublicKey()}, msk: msk, admin: admin}, nil
 }
 
-// NodeKey issues the attribute key of a node with attributes a.
-func (m *MasterKey) NodeKey(a Attributes) (*NodeKey, error) {
+// orCryptoRand returns rand, or crypto/rand.Reader when it is nil.
+func orCryptoRand(rand io.Reader) io.Reader {
+	if rand == nil {
+		return cryptorand.Reader
+	}
+	return rand
+}
+
+// NodeKey issues the attribute key of a node with attributes a, from
+// the random bytes of rand (nil: crypto/rand.Reader); a fixed rand gives
+// a fixed key, for tests.
+func (m *MasterKey) NodeKey(rand io.Reader, a Attributes) (*NodeKey, error) {
 	if len(a.m) == 0 {
 		return nil, errors.New("geo: a node key needs at least one attribute")
 	}
-	ak, err := m.msk.KeyGen(rand.Reader, a.abe)
+	ak, err := m.msk.KeyGen(orCryptoRand(rand), a.abe)
 	if err != nil {
 		return nil, fmt.Errorf("geo: failed to issue node key: %w", err)
 	}
@@ -86,8 +108,12 @@ func (m *MasterKey) NodeKey(a Attributes) (*NodeKey, error) {
 // attributes satisfy p, or with the MasterKey. The CP-ABE decryption it
 // costs is slow (tens of milliseconds), so seal small secrets, such as
 // the private half of a per-policy key, and cache what they open.
+//
+// Seal takes no random source: the admin layer's HPKE encapsulation
+// (crypto/hpke) always draws from crypto/rand, so a deterministic seal
+// needs testing/cryptotest.SetGlobalRandom, which covers both layers.
 func (p *Params) Seal(pol *Policy, secret []byte) ([]byte, error) {
-	abeCT, err := p.abe.Encrypt(rand.Reader, pol.abe, secret)
+	abeCT, err := p.abe.Encrypt(cryptorand.Reader, pol.abe, secret)
 	if err != nil {
 		return nil, fmt.Errorf("geo: failed to seal under %q: %w", pol, err)
 	}

@@ -3,6 +3,7 @@ package geo
 import (
 	"bytes"
 	"errors"
+	mathrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +15,7 @@ import (
 
 // testMaster is generated once: CP-ABE setup is the slowest step here.
 var testMaster = sync.OnceValue(func() *MasterKey {
-	m, err := GenerateMasterKey()
+	m, err := GenerateMasterKey(nil)
 	if err != nil {
 		panic(err)
 	}
@@ -23,11 +24,11 @@ var testMaster = sync.OnceValue(func() *MasterKey {
 
 func TestSealOpen(t *testing.T) {
 	m := testMaster()
-	eu, err := m.NodeKey(mustAttrs(t, "region: eu, country: de"))
+	eu, err := m.NodeKey(nil, mustAttrs(t, "region: eu, country: de"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	us, err := m.NodeKey(mustAttrs(t, "region: us, country: us"))
+	us, err := m.NodeKey(nil, mustAttrs(t, "region: us, country: us"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,8 +110,44 @@ func TestOpenStored(t *testing.T) {
 	}
 }
 
+// TestKeysFromRand: the master and node keys are functions of the bytes
+// their rand gives, so tests can pin them without the process-wide
+// cryptotest.SetGlobalRandom; another seed gives other keys.
+func TestKeysFromRand(t *testing.T) {
+	t.Parallel()
+	keys := func(seed byte) (master, node []byte) {
+		var s [32]byte
+		s[0] = seed
+		r := mathrand.NewChaCha8(s)
+		m, err := GenerateMasterKey(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := m.NodeKey(r, mustAttrs(t, "region: eu"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if master, err = m.MarshalPEM(); err != nil {
+			t.Fatal(err)
+		}
+		if node, err = k.MarshalPEM(); err != nil {
+			t.Fatal(err)
+		}
+		return master, node
+	}
+	m1, n1 := keys(1)
+	m2, n2 := keys(1)
+	if !bytes.Equal(m1, m2) || !bytes.Equal(n1, n2) {
+		t.Error("the same random bytes gave different keys")
+	}
+	m3, n3 := keys(2)
+	if bytes.Equal(m1, m3) || bytes.Equal(n1, n3) {
+		t.Error("other random bytes gave the same keys")
+	}
+}
+
 func TestNodeKeyNeedsAttributes(t *testing.T) {
-	if _, err := testMaster().NodeKey(Attributes{}); err == nil {
+	if _, err := testMaster().NodeKey(nil, Attributes{}); err == nil {
 		t.Error("NodeKey with no attributes succeeded")
 	}
 }
@@ -133,7 +170,7 @@ func TestKeyFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node, err := m2.NodeKey(mustAttrs(t, "dc: fra1"))
+	node, err := m2.NodeKey(nil, mustAttrs(t, "dc: fra1"))
 	if err != nil {
 		t.Fatal(err)
 	}

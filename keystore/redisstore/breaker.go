@@ -3,7 +3,6 @@ package redisstore
 import (
 	"context"
 	"errors"
-	"log/slog"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
@@ -27,9 +26,10 @@ func (e *UnavailableError) Error() string     { return "redis unavailable: " + e
 func (e *UnavailableError) Unwrap() error     { return e.Err }
 func (e *UnavailableError) Unavailable() bool { return true }
 
-// newBreaker returns the breaker of a Storage with opts' settings.
-func newBreaker(opts Options, log *slog.Logger) *gobreaker.CircuitBreaker[struct{}] {
-	threshold := uint32(opts.BreakerThreshold)
+// newBreaker returns the breaker of a Storage with opts' settings
+// (defaults applied).
+func newBreaker(opts Options) *gobreaker.CircuitBreaker[struct{}] {
+	threshold, log := uint32(opts.BreakerThreshold), opts.Logger
 	return gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "redis",
 		MaxRequests: 1,

@@ -85,16 +85,28 @@ type Options struct {
 
 // New returns a Storage using client.
 func New(client redis.UniversalClient, opts Options) *Storage {
-	opts.BreakerThreshold = cmp.Or(opts.BreakerThreshold, 5)
-	opts.BreakerOpenFor = cmp.Or(opts.BreakerOpenFor, time.Second)
+	opts = opts.withDefaults()
 	return &Storage{
 		client:    client,
-		ns:        "{" + cmp.Or(opts.Prefix, "keyedge") + "}:",
-		lockTTL:   cmp.Or(opts.LockTTL, time.Minute),
-		opTimeout: cmp.Or(opts.OpTimeout, time.Second),
-		breaker:   newBreaker(opts, cmp.Or(opts.Logger, slog.Default())),
+		ns:        "{" + opts.Prefix + "}:",
+		lockTTL:   opts.LockTTL,
+		opTimeout: opts.OpTimeout,
+		breaker:   newBreaker(opts),
 		locks:     map[string]*heldLock{},
 	}
+}
+
+// withDefaults returns o with every zero field set to its default.
+func (o Options) withDefaults() Options {
+	o.Prefix = cmp.Or(o.Prefix, "keyedge")
+	o.LockTTL = cmp.Or(o.LockTTL, time.Minute)
+	o.OpTimeout = cmp.Or(o.OpTimeout, time.Second)
+	o.BreakerThreshold = cmp.Or(o.BreakerThreshold, 5)
+	o.BreakerOpenFor = cmp.Or(o.BreakerOpenFor, time.Second)
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
 }
 
 var _ certmagic.Storage = (*Storage)(nil)

@@ -69,8 +69,8 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 		remote:  nc.RemoteAddr().String(),
 		ctx:     ctx,
 		cancel:  cancel,
-		sem:     make(chan struct{}, s.cfg.MaxInFlight),
-		out:     make(chan []byte, s.cfg.MaxInFlight),
+		sem:     make(chan struct{}, s.opts.MaxInFlight),
+		out:     make(chan []byte, s.opts.MaxInFlight),
 		drainCh: make(chan struct{}),
 		jobs:    make(chan job),
 	}
@@ -116,7 +116,7 @@ func (c *serverConn) serve() {
 }
 
 func (c *serverConn) handshake() error {
-	ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, c.srv.opts.HandshakeTimeout)
 	defer cancel()
 	go func() {
 		select {
@@ -149,7 +149,7 @@ func (c *serverConn) readLoop() error {
 		}
 		// drain sets its flag before the deadline and this reads the flag
 		// after setting the deadline, so one of them stops the read.
-		if err := c.tc.SetReadDeadline(time.Now().Add(c.srv.cfg.IdleTimeout)); err != nil {
+		if err := c.tc.SetReadDeadline(time.Now().Add(c.srv.opts.IdleTimeout)); err != nil {
 			return err
 		}
 		if c.draining() {
@@ -210,7 +210,7 @@ func (c *serverConn) work(j job) {
 // handle answers one request; it holds a slot of sem, which writeLoop
 // frees.
 func (c *serverConn) handle(m *wire.Message, bp *[]byte) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, c.srv.opts.RequestTimeout)
 	resp, result := c.srv.answer(ctx, c, m)
 	cancel()
 	c.srv.metrics.requests.WithLabelValues(opLabel(m.Opcode), result).Inc()
@@ -233,7 +233,7 @@ func (c *serverConn) queue(resp *wire.Message) {
 // as few TLS records as fit, and frees a slot of sem for each. After a
 // write error it closes the connection and only frees slots.
 func (c *serverConn) writeLoop(log *slog.Logger) {
-	timeout := c.srv.cfg.WriteTimeout
+	timeout := c.srv.opts.WriteTimeout
 	bw := bufio.NewWriterSize(c.tc, 16<<10)
 	var (
 		err         error

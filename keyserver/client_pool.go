@@ -43,7 +43,7 @@ type remote struct {
 }
 
 func newRemote(c *Client, addr string) *remote {
-	n := c.cfg.ConnsPerServer
+	n := c.opts.ConnsPerServer
 	r := &remote{
 		c: c, addr: addr,
 		conns:   make([]*clientConn, n),
@@ -66,7 +66,7 @@ var errAttemptTimeout = errors.New("no answer within the attempt timeout")
 func (r *remote) health() (bool, time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return !r.hung && r.c.cfg.Time().After(r.downUntil), r.rtt
+	return !r.hung && r.c.opts.Time().After(r.downUntil), r.rtt
 }
 
 // succeeded and failed update health after a round trip.
@@ -93,7 +93,7 @@ func (r *remote) failed(err error, timedOut bool) {
 	r.failures++
 	failures := r.failures
 	backoff := min(100*time.Millisecond<<min(failures-1, 7), 10*time.Second)
-	r.downUntil = r.c.cfg.Time().Add(backoff)
+	r.downUntil = r.c.opts.Time().Add(backoff)
 	r.hung = r.hung || timedOut
 	hung := r.hung
 	r.mu.Unlock()
@@ -152,19 +152,19 @@ func (r *remote) live(i int) (*clientConn, error) {
 }
 
 func (r *remote) dial(ctx context.Context) (*clientConn, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.c.cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(ctx, r.c.opts.DialTimeout)
 	defer cancel()
-	d := &tls.Dialer{Config: r.c.cfg.TLSConfig}
+	d := &tls.Dialer{Config: r.c.opts.TLSConfig}
 	raw, err := d.DialContext(ctx, "tcp", r.addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
 	cc := &clientConn{
 		conn:         raw.(*tls.Conn),
-		writeTimeout: r.c.cfg.Timeout,
+		writeTimeout: r.c.opts.Timeout,
 		pending:      map[uint32]chan result{},
-		slots:        make(chan struct{}, r.c.cfg.MaxInFlight),
-		writes:       make(chan frame, r.c.cfg.MaxInFlight),
+		slots:        make(chan struct{}, r.c.opts.MaxInFlight),
+		writes:       make(chan frame, r.c.opts.MaxInFlight),
 		done:         make(chan struct{}),
 	}
 	go cc.readLoop()
@@ -214,7 +214,7 @@ func (r *remote) ping(ctx context.Context) (time.Duration, error) {
 	payload := make([]byte, 8)
 	rand.Read(payload)
 	start := time.Now()
-	resp, err := r.do(ctx, &wire.Message{Opcode: wire.OpPing, Payload: payload}, r.c.cfg.AttemptTimeout)
+	resp, err := r.do(ctx, &wire.Message{Opcode: wire.OpPing, Payload: payload}, r.c.opts.AttemptTimeout)
 	if err != nil {
 		return 0, err
 	}
@@ -229,7 +229,7 @@ func (r *remote) ping(ctx context.Context) (time.Duration, error) {
 // pingLoop checks the server every PingInterval, so a failed server is
 // found (and a recovered one noticed) without a handshake paying for it.
 func (r *remote) pingLoop(ctx context.Context) {
-	t := time.NewTicker(r.c.cfg.PingInterval)
+	t := time.NewTicker(r.c.opts.PingInterval)
 	defer t.Stop()
 	for {
 		select {

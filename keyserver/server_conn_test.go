@@ -28,7 +28,7 @@ type slowSource struct {
 	max      atomic.Int64
 }
 
-func (s *slowSource) Key(ctx context.Context, r keyserver.KeyRequest) (*keyserver.Key, error) {
+func (s *slowSource) Key(ctx context.Context, r keyserver.KeyRef) (*keyserver.Key, error) {
 	n := s.inFlight.Add(1)
 	defer s.inFlight.Add(-1)
 	for m := s.max.Load(); n > m && !s.max.CompareAndSwap(m, n); m = s.max.Load() {
@@ -50,7 +50,7 @@ func newGateSource(t testing.TB) *gateSource {
 	return &gateSource{KeySource: src, entered: make(chan struct{}, 100), release: make(chan struct{})}
 }
 
-func (g *gateSource) Key(ctx context.Context, r keyserver.KeyRequest) (*keyserver.Key, error) {
+func (g *gateSource) Key(ctx context.Context, r keyserver.KeyRef) (*keyserver.Key, error) {
 	g.entered <- struct{}{}
 	select {
 	case <-g.release:
@@ -70,7 +70,7 @@ func TestConcurrentRequests(t *testing.T) {
 			k := keys(t)
 			inner, _ := dirSource(t)
 			src := &slowSource{KeySource: inner, delay: time.Millisecond}
-			ts := startServer(t, keyserver.Config{Keys: src, MaxInFlight: maxInFlight})
+			ts := startServer(t, keyserver.ServerOptions{Keys: src, MaxInFlight: maxInFlight})
 			c := ts.client(t)
 			const n = 1000
 			d := digest(crypto.SHA256, []byte("concurrent"))
@@ -138,7 +138,7 @@ func outOfOrder(ids []uint32) int {
 func TestShutdownAnswersInFlight(t *testing.T) {
 	k := keys(t)
 	gate := newGateSource(t)
-	ts := startServer(t, keyserver.Config{Keys: gate})
+	ts := startServer(t, keyserver.ServerOptions{Keys: gate})
 	c := ts.client(t)
 	idle := ts.client(t)
 	d := digest(crypto.SHA256, []byte("in flight"))
@@ -194,7 +194,7 @@ func TestShutdownAnswersInFlight(t *testing.T) {
 // requests do not finish before its context ends.
 func TestShutdownDeadline(t *testing.T) {
 	gate := newGateSource(t)
-	ts := startServer(t, keyserver.Config{Keys: gate})
+	ts := startServer(t, keyserver.ServerOptions{Keys: gate})
 	c := ts.client(t)
 	_, ch, err := c.send(&wire.Message{Opcode: wire.OpEd25519Sign, Payload: []byte("m"), SKI: ski(t, keys(t).ed25519.Public())})
 	if err != nil {
@@ -217,7 +217,7 @@ func TestShutdownDeadline(t *testing.T) {
 // TestTruncatedFrame checks that a message cut short closes its
 // connection, and only that one.
 func TestTruncatedFrame(t *testing.T) {
-	ts := startServer(t, keyserver.Config{})
+	ts := startServer(t, keyserver.ServerOptions{})
 	other := ts.client(t)
 	for _, tc := range []struct {
 		name  string
@@ -251,7 +251,7 @@ func TestTruncatedFrame(t *testing.T) {
 // TestIdleTimeout checks that a connection with no request for
 // IdleTimeout is closed.
 func TestIdleTimeout(t *testing.T) {
-	ts := startServer(t, keyserver.Config{IdleTimeout: 100 * time.Millisecond})
+	ts := startServer(t, keyserver.ServerOptions{IdleTimeout: 100 * time.Millisecond})
 	c := ts.client(t)
 	mustDo(t, c, &wire.Message{Opcode: wire.OpPing})
 	if !c.closed() {
@@ -264,7 +264,7 @@ func TestIdleTimeout(t *testing.T) {
 func TestClientGoesAway(t *testing.T) {
 	inner, _ := dirSource(t)
 	src := &slowSource{KeySource: inner, delay: 20 * time.Millisecond}
-	ts := startServer(t, keyserver.Config{Keys: src})
+	ts := startServer(t, keyserver.ServerOptions{Keys: src})
 	c := ts.client(t)
 	for range 50 {
 		if _, _, err := c.send(&wire.Message{Opcode: wire.OpEd25519Sign, Payload: []byte("m"), SKI: ski(t, keys(t).ed25519.Public())}); err != nil {
@@ -404,7 +404,7 @@ func (c *rawClient) close() { c.conn.Close() }
 func BenchmarkServerECDSA(b *testing.B) {
 	k := keys(b)
 	s := ski(b, k.ecdsa.Public())
-	ts := startServer(b, keyserver.Config{Keys: mapSource{[20]byte(s): k.ecdsa}, Logger: slog.New(slog.DiscardHandler)})
+	ts := startServer(b, keyserver.ServerOptions{Keys: mapSource{[20]byte(s): k.ecdsa}, Logger: slog.New(slog.DiscardHandler)})
 	d := digest(crypto.SHA256, []byte("bench"))
 	for _, conc := range []int{1, 16, 64, 256} {
 		b.Run(fmt.Sprintf("conc=%d", conc), func(b *testing.B) {
