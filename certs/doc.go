@@ -7,5 +7,5 @@
 //
 // It is a leaf: it imports no other package of keyedge but
 // internal/secretfile. The test CA is in internal/testpki, ACME in
-// package acme.
+// certs/acme.
 package certs

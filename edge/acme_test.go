@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyedge/keyedge/acme"
+	"github.com/keyedge/keyedge/certs/acme"
 	"github.com/keyedge/keyedge/internal/pebbletest"
 	"github.com/keyedge/keyedge/keystore"
 	acmeproto "github.com/mholt/acmez/v3/acme"

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/acme"
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/certs/acme"
 )
 
 // runIssue obtains certificates from an ACME CA into the keystore and

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyedge/keyedge/acme"
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/certs/acme"
 	"github.com/keyedge/keyedge/internal/backend"
 	"github.com/keyedge/keyedge/internal/bulkfile"
 	"github.com/keyedge/keyedge/internal/secretfile"

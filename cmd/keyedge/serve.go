@@ -17,7 +17,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/cloudflare/tableflip"
-	"github.com/keyedge/keyedge/acme"
+	"github.com/keyedge/keyedge/certs/acme"
 	"github.com/keyedge/keyedge/edge"
 	"github.com/keyedge/keyedge/internal/config"
 	"github.com/keyedge/keyedge/internal/ops"

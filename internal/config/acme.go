@@ -6,8 +6,8 @@ import (
 	"net"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/keyedge/keyedge/acme"
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/certs/acme"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"

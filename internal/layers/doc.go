@@ -4,7 +4,8 @@
 //
 //	cmd/…, bench commands              binaries: flags and plumbing
 //	internal/config, bench, benchtest  the binaries' files and harnesses
-//	edge, acme, internal/backend       terminate TLS; certificates; storage by URL
+//	edge, certs/acme, internal/backend terminate TLS; certificates; storage by URL;
+//	internal/testworld                 the demo's and tests' world
 //	keyserver, internal/testpki        keyless signing; the test PKI
 //	keystore                           tenants, sealed keys
 //	keystore/geo, storages             geo sealing; where a keystore lives
@@ -12,5 +13,5 @@
 //	internal leaf helpers              secret files, logs, TLS settings, tests
 //
 // A package imports only packages of lower layers, so edge never imports
-// acme (it takes hooks) and keystore never imports a key server.
+// certs/acme (it takes hooks) and keystore never imports a key server.
 package layers

@@ -3,11 +3,12 @@ package ratelog
 import (
 	"bytes"
 	"context"
-	"github.com/keyedge/keyedge/internal/testclock"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keyedge/keyedge/internal/testclock"
 )
 
 func TestAllow(t *testing.T) {
