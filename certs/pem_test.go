@@ -17,21 +17,14 @@ import (
 	"github.com/keyedge/keyedge/internal/testpki"
 )
 
-func encodeChain(chain [][]byte) []byte {
-	var buf bytes.Buffer
-	for _, der := range chain {
-		pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: der})
-	}
-	return buf.Bytes()
-}
-
+// encodePKCS8 is testpki.KeyPEM, failing the test on error.
 func encodePKCS8(t testing.TB, key any) []byte {
 	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	b, err := testpki.KeyPEM(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	return b
 }
 
 func newTestCA(t testing.TB) *testpki.CA {
@@ -49,8 +42,8 @@ func TestParseChainPEM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chainPEM := encodeChain(leaf.Chain)
-	leafPEM, caPEM := encodeChain(leaf.Chain[:1]), ca.CertPEM()
+	chainPEM := testpki.ChainPEM(leaf.Chain)
+	leafPEM, caPEM := testpki.ChainPEM(leaf.Chain[:1]), ca.CertPEM()
 	keyPEM := encodePKCS8(t, leaf.Key)
 	garbage := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("not DER")})
 	// A block whose base64 is corrupt, which pem.Decode would skip.
@@ -97,7 +90,7 @@ func FuzzParseChainPEM(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add(encodeChain(leaf.Chain))
+	f.Add(testpki.ChainPEM(leaf.Chain))
 	f.Add(encodePKCS8(f, leaf.Key))
 	f.Add([]byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"))
 	f.Add([]byte("-----BEGIN -----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----"))

@@ -214,19 +214,36 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 // PKCS#8, to keyFile (0600, never readable by others at any moment),
 // each replaced atomically.
 func (l *Leaf) WritePEM(certFile, keyFile string) error {
-	var chain []byte
-	for _, der := range l.Chain {
-		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(l.Key)
+	key, err := KeyPEM(l.Key)
 	if err != nil {
-		return fmt.Errorf("testpki: encoding key: %w", err)
-	}
-	defer clear(der)
-	if err := writeFileAtomic(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return err
 	}
-	return writeFileAtomic(certFile, chain, 0o644)
+	defer clear(key)
+	if err := writeFileAtomic(keyFile, key, 0o600); err != nil {
+		return err
+	}
+	return writeFileAtomic(certFile, ChainPEM(l.Chain), 0o644)
+}
+
+// ChainPEM encodes DER certificates as consecutive PEM "CERTIFICATE"
+// blocks, in order.
+func ChainPEM(chain [][]byte) []byte {
+	var out []byte
+	for _, der := range chain {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	return out
+}
+
+// KeyPEM encodes a private key of any type x509.MarshalPKCS8PrivateKey
+// takes as a PEM "PRIVATE KEY" block.
+func KeyPEM(key any) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("testpki: encoding key: %w", err)
+	}
+	defer clear(der)
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
 // Certificate returns the CA certificate, for adding to trust pools.

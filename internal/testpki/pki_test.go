@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -19,23 +18,6 @@ import (
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/secretfile"
 )
-
-func encodeChain(chain [][]byte) []byte {
-	var buf bytes.Buffer
-	for _, der := range chain {
-		pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: der})
-	}
-	return buf.Bytes()
-}
-
-func encodePKCS8(t testing.TB, key any) []byte {
-	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-}
 
 func newTestCA(t testing.TB) *CA {
 	t.Helper()
@@ -344,9 +326,13 @@ func TestLoadCAErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leafCert := write("leaf.pem", encodeChain(leaf.Chain[:1]))
-	leafKey := write("leaf-key.pem", encodePKCS8(t, leaf.Key))
-	bundle := write("bundle.pem", encodeChain(leaf.Chain))
+	leafCert := write("leaf.pem", ChainPEM(leaf.Chain[:1]))
+	leafKeyPEM, err := KeyPEM(leaf.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafKey := write("leaf-key.pem", leafKeyPEM)
+	bundle := write("bundle.pem", ChainPEM(leaf.Chain))
 
 	tests := []struct {
 		name, cert, key string
