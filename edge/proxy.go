@@ -120,6 +120,7 @@ type Proxy struct {
 	log         *slog.Logger
 	metrics     *proxyMetrics
 	transport   *http.Transport // shared by all tenants; Close drains it
+	fast        *originClient   // http:// origins' bodiless idempotent requests; Close drains it too
 	rp          *httputil.ReverseProxy
 }
 
@@ -176,9 +177,10 @@ func NewProxy(cfg ProxyConfig, origin OriginFunc) *Proxy {
 		// asking for gzip and decompressing on the client's behalf.
 		DisableCompression: true,
 	}
+	p.fast = newOriginClient(cfg, p.transport.MaxIdleConns)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:       proxyRewrite,
-		Transport:     proxyTimedTransport{p.transport, p.metrics.upstream},
+		Transport:     proxyTimedTransport{originTransport{p.fast, p.transport}, p.metrics.upstream},
 		FlushInterval: proxyFlushInterval,
 		BufferPool:    new(proxyBufferPool),
 		ErrorHandler:  p.handleError,
@@ -283,6 +285,7 @@ func (p *Proxy) Collectors() []prometheus.Collector {
 // affected, and the Proxy remains usable.
 func (p *Proxy) Close() {
 	p.transport.CloseIdleConnections()
+	p.fast.CloseIdleConnections()
 }
 
 // proxyCheckOrigin reports whether u is an origin URL the proxy can use.
