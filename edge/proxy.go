@@ -39,7 +39,10 @@ type ProxyConfig struct {
 	DialTimeout time.Duration
 
 	// MaxIdleConnsPerHost is how many idle connections are kept for
-	// each origin host, so busy origins reuse connections. [64]
+	// each origin host, so busy origins reuse connections. Past it, each
+	// request in flight beyond the idle ones costs a dial and a close:
+	// HTTP/2 clients multiplex many requests per connection, so a busy
+	// origin easily has a few hundred in flight. [256]
 	MaxIdleConnsPerHost int
 
 	// IdleConnTimeout is how long an idle origin connection is kept
@@ -145,7 +148,7 @@ func NewProxy(cfg ProxyConfig, origin OriginFunc) *Proxy {
 		cfg.DialTimeout = 5 * time.Second
 	}
 	if cfg.MaxIdleConnsPerHost <= 0 {
-		cfg.MaxIdleConnsPerHost = 64
+		cfg.MaxIdleConnsPerHost = 256
 	}
 	if cfg.IdleConnTimeout <= 0 {
 		cfg.IdleConnTimeout = 90 * time.Second
