@@ -30,6 +30,14 @@
 #       after CACHE_N handshakes over CACHE_N distinct names (each loads a
 #       tenant and opens its key), against the peers' RSS per certificate
 #       between the two smallest SIZES of scenario 4
+#   7   proxied requests per server CPU-second measured by a second,
+#       independent client, h2load (Debian nghttp2-client, installed when
+#       missing): HTTP/1.1 keep-alive (H1_CONNS connections, one request
+#       at a time each) and HTTP/2 (H2_CONNS connections x H2_STREAMS
+#       streams), 1 tenant, TLS 1.3, the same origin as scenario 3. The
+#       server's CPU time is read from /proc/PID/stat (utime + stime, the
+#       nginx master and worker together) just before and after each
+#       h2load run, after a 1 s warm-up on the same connections' settings.
 #
 # Environment (defaults; BENCH_QUICK=1 defaults in brackets):
 #   ROUNDS 3 [3], DURATION 8s [2s], CONCURRENCY 16, TENANTS 100000
@@ -37,7 +45,9 @@
 #   [2000], STARTUP_LIMIT 60 [10], QUIET 0.3 [0] (before a run, wait up
 #   to 10 s for the machine to use at most this many cores), MAX_OTHER
 #   0.2 [0] (summaries leave out runs during which other processes used
-#   more cores), PORT_BASE 18640, PEERS 1 (0: keyedge alone).
+#   more cores), PORT_BASE 18640, PEERS 1 (0: keyedge alone), H1_CONNS
+#   32, H2_CONNS 16, H2_STREAMS 10, ONLY (unset: every scenario;
+#   "h2load": scenario 7 alone).
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -50,6 +60,8 @@ else
 	cache_n=${CACHE_N:-20000} startup_limit=${STARTUP_LIMIT:-60} quiet=${QUIET:-0.3} max_other=${MAX_OTHER:-0.2}
 fi
 rounds=${ROUNDS:-3}
+only=${ONLY:-}
+h1_conns=${H1_CONNS:-32} h2_conns=${H2_CONNS:-16} h2_streams=${H2_STREAMS:-10}
 conc=${CONCURRENCY:-16}
 port=${PORT_BASE:-18640}
 mport=$((port + 10))
@@ -71,24 +83,25 @@ echo "bin/keyedge bin/keyctl bin/keyserver bin/edgebench bin/pemexport"
 
 echo
 echo "== peers"
-if [ "$peers" = 1 ] && ! { command -v nginx && command -v haproxy; } >/dev/null; then
+if [ "$peers" = 1 ] && ! { command -v nginx && command -v haproxy && command -v h2load; } >/dev/null; then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-		echo "installing nginx and haproxy (apt-get)"
+		echo "installing nginx, haproxy and h2load (apt-get)"
 		apt-get update -qq >/dev/null
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy nghttp2-client >/dev/null
 		# A package's own service, if its install started one, competes for
 		# the CPUs: stop it (by its PID file, nothing broader).
 		for f in /run/nginx.pid /run/haproxy.pid; do
 			[ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
 		done
 	else
-		echo "nginx or haproxy missing and cannot install them (not root, or no apt-get): keyedge alone"
+		echo "nginx, haproxy or h2load missing and cannot install them (not root, or no apt-get): keyedge alone"
 		peers=0
 	fi
 fi
 if [ "$peers" = 1 ]; then
 	echo "nginx:      $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(nginx -V 2>&1 | grep -o 'running with OpenSSL [^)]*')"
 	echo "haproxy:    $(haproxy -v | head -1)"
+	echo "h2load:     $(h2load --version)"
 	echo "            $(haproxy -vv 2>/dev/null | grep 'Running on OpenSSL')"
 	echo "ML-KEM:     OpenSSL $(openssl version | cut -d' ' -f2) has no ML-KEM groups, so nginx and HAProxy here offer X25519 at best"
 fi
@@ -99,11 +112,13 @@ k1="$out/edge-tenants-1"
 kmany="$out/edge-tenants-$many"
 krsa="$out/edge-tenants-rsa-1"
 gen_tenants "$k1" 1
-gen_tenants "$kmany" "$many"
-gen_tenants "$krsa" 1 --rsa-every 1 --domain rsa.keyedge.test
-for n in $sizes; do
-	gen_tenants "$out/edge-tenants-$n" "$n"
-done
+if [ "$only" != h2load ]; then
+	gen_tenants "$kmany" "$many"
+	gen_tenants "$krsa" 1 --rsa-every 1 --domain rsa.keyedge.test
+	for n in $sizes; do
+		gen_tenants "$out/edge-tenants-$n" "$n"
+	done
+fi
 # pems DIR N DOMAIN: DIR/pem holds tenants t0…t<N-1>'s certificates and
 # keys, exported from DIR's keystore, so the peers serve exactly what
 # keyedge serves; DIR/pem.exported records N once done (not in DIR/pem,
@@ -280,7 +295,9 @@ scenario_flags=("-mode handshake -curves X25519 -sig ecdsa" "-mode handshake -cu
 scenario_servers=(hs rsa hs ka)
 declare -A files
 
-for round in $(seq "$rounds"); do
+rounds13=$rounds
+[ "$only" = h2load ] && rounds13=0
+for round in $(seq "$rounds13"); do
 	echo
 	echo "== scenarios 1-3, round $round of $rounds"
 	for s in "${!scenarios[@]}"; do
@@ -309,6 +326,77 @@ for round in $(seq "$rounds"); do
 		unset -n list
 	done
 done
+
+echo
+echo "== scenario 7: proxied requests per server CPU-second, h2load, $rounds rounds"
+# cpu_ticks PIDS: utime + stime of the comma-separated PIDS, in clock ticks.
+cpu_ticks() {
+	local sum=0 p
+	for p in ${1//,/ }; do
+		sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+	done
+	echo "$sum"
+}
+h2load_workloads=("h1|--h1 -c $h1_conns -m 1|HTTP/1.1 keep-alive, $h1_conns connections"
+	"h2|-c $h2_conns -m $h2_streams|HTTP/2, $h2_conns connections x $h2_streams streams")
+h2load_kinds=(keyedge)
+[ "$peers" = 1 ] && h2load_kinds+=(nginx haproxy)
+secs=${duration%s}
+echo "workload kind round requests failed server_cpu_ticks seconds" >"$res/h2load.txt"
+for round in $(seq "$rounds"); do
+	for w in "${h2load_workloads[@]}"; do
+		IFS='|' read -r wname wflags wlabel <<<"$w"
+		for kind in "${h2load_kinds[@]}"; do
+			t0=$(date +%s%N)
+			start_server "$kind" "$k1" 1 keyedge.test ecdsa
+			ready "$kind" "$k1" 1 keyedge.test >/dev/null
+			log="$res/h2load-$wname-$kind-r$round.txt"
+			# shellcheck disable=SC2086 # wflags are words
+			"${pin1[@]}" h2load $wflags -D 1 --connect-to="127.0.0.1:$port" https://t0.keyedge.test/ >/dev/null 2>&1 || true
+			before=$(cpu_ticks "$cpu_pids")
+			# shellcheck disable=SC2086
+			"${pin1[@]}" h2load $wflags -D "$secs" --connect-to="127.0.0.1:$port" https://t0.keyedge.test/ >"$log" 2>&1
+			after=$(cpu_ticks "$cpu_pids")
+			stop_server
+			read -r ok failed < <(awk '/^requests:/ {print $8, $10}' "$log")
+			echo "$wname $kind $round $ok $failed $((after - before)) $secs" >>"$res/h2load.txt"
+			awk -v l="7 $wlabel: $kind" -v ok="$ok" -v f="$failed" -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" -v s="$secs" \
+				'BEGIN {printf "%-70s %.0f requests/s, %.0f per server CPU-s, %d failed\n", l, ok / s, t ? ok / (t / hz) : 0, f}'
+		done
+	done
+done
+
+# h2load_summary: scenario 7's table, medians over the rounds, and the
+# ratios of keyedge's medians to the peers'.
+h2load_summary() {
+	echo
+	echo "### 7 proxied requests per server CPU-second, h2load (median, min–max of $rounds rounds)"
+	echo
+	echo "| workload | server | requests/s | per server CPU-s | failed | keyedge / this |"
+	echo "|---|---|---:|---:|---:|---:|"
+	awk -v hz="$(getconf CLK_TCK)" -v l1="${h2load_workloads[0]##*|}" -v l2="${h2load_workloads[1]##*|}" '
+		function med(list,   a, n, i, j, t) {
+			n = split(list, a, " ")
+			for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) {t = a[i]; a[i] = a[j]; a[j] = t}
+			return (n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2) "|" a[1] "|" a[n]
+		}
+		NR > 1 {k = $1 " " $2; r[k] = r[k] " " $4 / $7; c[k] = c[k] " " ($6 ? $4 / ($6 / hz) : 0); f[k] += $5
+			if (!(k in seen)) {seen[k] = 1; order[++m] = k}}
+		END {
+			for (i = 1; i <= m; i++) {split(order[i], kn, " "); split(med(c[order[i]]), C, "|"); per[order[i]] = C[1]}
+			for (i = 1; i <= m; i++) {
+				split(order[i], kn, " "); split(med(r[order[i]]), R, "|"); split(med(c[order[i]]), C, "|")
+				ratio = per[kn[1] " " kn[2]] ? sprintf("%.2f×", per[kn[1] " keyedge"] / per[kn[1] " " kn[2]]) : "–"
+				printf "| %s | %s | %.0f (%.0f–%.0f) | %.0f (%.0f–%.0f) | %d | %s |\n", (kn[1] == "h1" ? l1 : l2), kn[2], R[1], R[2], R[3], C[1], C[2], C[3], f[order[i]], ratio
+			}
+		}' "$res/h2load.txt"
+}
+if [ "$only" = h2load ]; then
+	h2load_summary | tee "$res/summary.md"
+	echo
+	echo "matrix took $(($(date +%s) - started)) s"
+	exit 0
+fi
 
 echo
 echo "== scenario 4: start-up time and RSS, $rounds rounds"
@@ -409,6 +497,7 @@ done | tee "$res/summary.md"
 	echo "| round | tenants loaded (keystore misses) | RSS before → after MiB | RSS per tenant KiB | Go heap in use before → after MiB | heap per tenant KiB |"
 	echo "|---:|---:|---:|---:|---:|---:|"
 	awk 'NR > 1 && $6 > 0 {printf "| %d | %d | %.1f → %.1f | %.2f | %.1f → %.1f | %.2f |\n", $1, $6, $2/1024, $3/1024, ($3-$2)/$6, $4/1048576, $5/1048576, ($5-$4)/1024/$6}' "$res/cache.txt"
+	h2load_summary
 } | tee -a "$res/summary.md"
 echo
 echo "matrix took $(($(date +%s) - started)) s"

@@ -40,7 +40,10 @@ type ProxyOptions struct {
 	DialTimeout time.Duration
 
 	// MaxIdleConnsPerHost is how many idle connections are kept for
-	// each origin host, so busy origins reuse connections. [64]
+	// each origin host, so busy origins reuse connections. Past it, each
+	// request in flight beyond the idle ones costs a dial and a close:
+	// HTTP/2 clients multiplex many requests per connection, so a busy
+	// origin easily has a few hundred in flight. [256]
 	MaxIdleConnsPerHost int
 
 	// IdleConnTimeout is how long an idle origin connection is kept
@@ -121,6 +124,7 @@ type Proxy struct {
 	log         *slog.Logger
 	metrics     *proxyMetrics
 	transport   *http.Transport // shared by all tenants; Close drains it
+	fast        *originClient   // http:// origins' bodiless idempotent requests; Close drains it too
 	rp          *httputil.ReverseProxy
 }
 
@@ -156,9 +160,10 @@ func NewProxy(opts ProxyOptions, origin OriginFunc) *Proxy {
 		// asking for gzip and decompressing on the client's behalf.
 		DisableCompression: true,
 	}
+	p.fast = newOriginClient(opts, p.transport.MaxIdleConns)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:       proxyRewrite,
-		Transport:     proxyTimedTransport{p.transport, p.metrics.upstream},
+		Transport:     proxyTimedTransport{originTransport{p.fast, p.transport}, p.metrics.upstream},
 		FlushInterval: proxyFlushInterval,
 		BufferPool:    new(proxyBufferPool),
 		ErrorHandler:  p.handleError,
@@ -174,7 +179,7 @@ func NewProxy(opts ProxyOptions, origin OriginFunc) *Proxy {
 func (o ProxyOptions) withDefaults() ProxyOptions {
 	o.OriginTimeout = cmp.Or(max(o.OriginTimeout, 0), 30*time.Second)
 	o.DialTimeout = cmp.Or(max(o.DialTimeout, 0), 5*time.Second)
-	o.MaxIdleConnsPerHost = cmp.Or(max(o.MaxIdleConnsPerHost, 0), 64)
+	o.MaxIdleConnsPerHost = cmp.Or(max(o.MaxIdleConnsPerHost, 0), 256)
 	o.IdleConnTimeout = cmp.Or(max(o.IdleConnTimeout, 0), 90*time.Second)
 	o.TunnelIdleTimeout = cmp.Or(max(o.TunnelIdleTimeout, 0), 5*time.Minute)
 	o.BodyReadTimeout = cmp.Or(max(o.BodyReadTimeout, 0), 60*time.Second)
@@ -278,6 +283,7 @@ func (p *Proxy) Collectors() []prometheus.Collector {
 // affected, and the Proxy remains usable.
 func (p *Proxy) Close() {
 	p.transport.CloseIdleConnections()
+	p.fast.CloseIdleConnections()
 }
 
 // proxyCheckOrigin reports whether u is an origin URL the proxy can use.

@@ -103,9 +103,9 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listenFunc, logOut 
 		if err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
-		n.metrics = &http.Server{Handler: ops.Handler(reg, &n.ready, n.store.Err), ReadHeaderTimeout: 10 * time.Second}
+		n.metrics = &http.Server{Handler: metricsHandler(cfg, reg, &n.ready, n.store.Err), ReadHeaderTimeout: 10 * time.Second}
 		go n.metrics.Serve(mln)
-		n.log.Info("metrics listening", "addr", "http://"+mln.Addr().String()+"/metrics")
+		n.log.Info("metrics listening", "addr", "http://"+mln.Addr().String()+"/metrics", "pprof", cfg.Pprof)
 	}
 	go func() { n.served <- n.srv.Serve(n.ln) }()
 	n.ready.Store(true)
@@ -119,6 +119,16 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listenFunc, logOut 
 		n.log.Info("acme on", "ca", cfg.ACME.CA, "http", httpLn.Addr().String(), "on_demand", cfg.ACME.OnDemand.Enabled)
 	}
 	return n, nil
+}
+
+// metricsHandler serves the metrics listener: /metrics, /healthz and
+// /readyz, and /debug/pprof/ when the config turns pprof on.
+func metricsHandler(cfg *config.Edge, reg prometheus.Gatherer, ready *atomic.Bool, checks ...func() error) http.Handler {
+	h := ops.Handler(reg, ready, checks...)
+	if cfg.Pprof {
+		h = ops.WithPprof(h)
+	}
+	return h
 }
 
 // acmeHooks hands the edge the Manager's methods it calls.

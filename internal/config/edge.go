@@ -37,6 +37,11 @@ type Edge struct {
 	KeystorePasswordFile string `yaml:"keystore_password_file"`
 	FleetKeyFile         string `yaml:"fleet_key_file"` // fleet key, mode 0600 (required)
 	LogLevel             string `yaml:"log_level"`      // debug, info, warn, error [info]
+	// Pprof serves Go's profiles (net/http/pprof) under /debug/pprof/ on
+	// metrics_listen, for profiling in production. They show the
+	// process's internals and a CPU or trace profile costs CPU while it
+	// runs, so keep metrics_listen private when it is on [false].
+	Pprof bool `yaml:"pprof"`
 
 	Fallback struct {
 		CertFile string `yaml:"cert_file"` // PEM chain, leaf first

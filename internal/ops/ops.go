@@ -4,6 +4,7 @@ package ops
 
 import (
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,23 @@ func Handler(reg prometheus.Gatherer, ready *atomic.Bool, checks ...func() error
 		}
 		w.Write([]byte("ready\n"))
 	})
+	return mux
+}
+
+// WithPprof returns h with Go's profiles (net/http/pprof) added under
+// /debug/pprof/: the index, cmdline, profile (CPU), symbol, trace and
+// every runtime profile by name (heap, goroutine, allocs, block, mutex,
+// threadcreate). Anyone who can reach the listener can read them and
+// spend the process's CPU on a profile, so it is for private listeners
+// and opt-in.
+func WithPprof(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // and the named profiles: /debug/pprof/heap, ...
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

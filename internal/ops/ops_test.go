@@ -54,3 +54,38 @@ func TestHandler(t *testing.T) {
 		}
 	}
 }
+
+// TestWithPprof checks that Handler serves no profiles and WithPprof
+// adds them without hiding Handler's paths.
+func TestWithPprof(t *testing.T) {
+	var ready atomic.Bool
+	ready.Store(true)
+	h := Handler(prometheus.NewRegistry(), &ready)
+	for _, tt := range []struct {
+		name    string
+		h       http.Handler
+		path    string
+		status  int
+		contain string
+	}{
+		{"off", h, "/debug/pprof/", 404, ""},
+		{"off", h, "/debug/pprof/heap", 404, ""},
+		{"on", WithPprof(h), "/debug/pprof/", 200, "goroutine"},
+		{"on", WithPprof(h), "/debug/pprof/heap?debug=1", 200, "heap profile"},
+		{"on", WithPprof(h), "/debug/pprof/cmdline", 200, ""},
+		{"on", WithPprof(h), "/readyz", 200, "ready"},
+		{"on", WithPprof(h), "/other", 404, ""},
+	} {
+		srv := httptest.NewServer(tt.h)
+		resp, err := http.Get(srv.URL + tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		srv.Close()
+		if resp.StatusCode != tt.status || !strings.Contains(string(body), tt.contain) {
+			t.Errorf("pprof %s: GET %s = %d, want %d containing %q", tt.name, tt.path, resp.StatusCode, tt.status, tt.contain)
+		}
+	}
+}
