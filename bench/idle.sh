@@ -13,7 +13,8 @@
 # measurement starts a fresh server. All connections come from
 # 127.0.0.1, so keyedge runs with limits.max_conns_per_ip raised to
 # 2 N (and max_conns to 4 N); the peers' connection limits and
-# keep-alive timeouts are raised likewise.
+# keep-alive timeouts are raised likewise (within `ulimit -Hn`, which must
+# allow about 2 N + 2000: HAProxy takes two per maxconn).
 #
 # Environment: N 5000, ROUNDS 3, PROTOS "h1 h2", PEERS 1 (0: keyedge
 # alone), SETTLE 2 (seconds between the last connection and the
@@ -38,7 +39,7 @@ rm -rf "$res"
 mkdir -p "$res"
 
 ulimit -n "$(ulimit -Hn)"
-if [ "$(ulimit -n)" -lt $((2 * n + 100)) ]; then
+if [ "$(ulimit -n)" -lt $((2 * n + 2000)) ]; then
 	echo "ulimit -n is $(ulimit -n): too few file descriptors for $n connections (the client and the server each need one per connection)" >&2
 	exit 1
 fi
@@ -86,10 +87,10 @@ cat >"$res/nginx/nginx.conf" <<CONF
 daemon off;
 master_process on;
 worker_processes 1;
-worker_rlimit_nofile $((4 * n));
+worker_rlimit_nofile $((2 * n + 1000));
 pid $res/nginx/nginx.pid;
 error_log $res/nginx/error.log warn;
-events { worker_connections $((4 * n)); }
+events { worker_connections $((2 * n + 1000)); }
 http {
   access_log off;
   client_body_temp_path $res/nginx/tmp/body;
@@ -116,7 +117,7 @@ cat >"$res/haproxy/haproxy.cfg" <<CONF
 # written by bench/idle.sh
 global
   nbthread 1
-  maxconn $((4 * n))
+  maxconn $((n + 1000))
   tune.ssl.cachesize 0
   ssl-default-bind-options ssl-min-ver TLSv1.3 no-tls-tickets
 defaults
