@@ -37,7 +37,7 @@ var layers = [][]string{
 	// and the world it drives load at.
 	{"internal/config", "bench", "bench/benchtest", "internal/chaos"},
 	// Binaries.
-	{"cmd/keyedge", "cmd/keyserver", "cmd/keyctl", "cmd/edgebench", "bench/keystorebench", "bench/pemexport"},
+	{"cmd/keyedge", "cmd/keyserver", "cmd/keyctl", "cmd/edgebench", "bench/keystorebench", "bench/pemexport", "bench/idleconns"},
 }
 
 // mustNotLink names dependencies outside the module, direct or not, a
