@@ -27,9 +27,12 @@ import (
 // starts a flush timer only for a body that does not arrive in one read.
 
 // direct reports whether serveDirect serves r, to origin: a request the
-// fast path takes, whose query ReverseProxy would pass unchanged.
+// fast path takes, whose query ReverseProxy would pass unchanged. A
+// Content-Length of 0 means no body: net/http's HTTP/2 server gives a
+// request ending with its header a Body that is not http.NoBody, with
+// that length, and refuses a body longer than the declared length.
 func direct(r *http.Request, origin *url.URL) bool {
-	return origin.Scheme == "http" && fastRequest(r) && cleanQuery(r.URL.RawQuery)
+	return origin.Scheme == "http" && r.ContentLength == 0 && fastKind(r) && cleanQuery(r.URL.RawQuery)
 }
 
 // cleanQuery reports whether ReverseProxy leaves q as it is rather than

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -17,15 +18,20 @@ func TestDirect(t *testing.T) {
 		target string
 		origin *url.URL
 		header http.Header
+		length int64 // the request's ContentLength, its body empty
 		want   bool
 	}{
-		{"GET", "/a?b=c&d=%41", origin, nil, true},
-		{"https origin", "/", secure, nil, false},
-		{"upgrade", "/", origin, http.Header{"Upgrade": {"websocket"}}, false},
-		{"semicolon in the query", "/?a=1;b=2", origin, nil, false},
-		{"malformed escape in the query", "/?a=%4", origin, nil, false},
+		{"GET", "/a?b=c&d=%41", origin, nil, 0, true},
+		{"GET of unknown length (chunked, or HTTP/2 without END_STREAM)", "/", origin, nil, -1, false},
+		{"https origin", "/", secure, nil, 0, false},
+		{"upgrade", "/", origin, http.Header{"Upgrade": {"websocket"}}, 0, false},
+		{"semicolon in the query", "/?a=1;b=2", origin, nil, 0, false},
+		{"malformed escape in the query", "/?a=%4", origin, nil, 0, false},
 	} {
-		r := httptest.NewRequest(http.MethodGet, tt.target, nil)
+		// As net/http's HTTP/2 server gives it: a Body that is not
+		// http.NoBody, whatever the length.
+		r := httptest.NewRequest(http.MethodGet, tt.target, strings.NewReader(""))
+		r.ContentLength = tt.length
 		for k, v := range tt.header {
 			r.Header[k] = v
 		}

@@ -56,9 +56,12 @@ func fastPath(r *http.Request) bool {
 // fastRequest reports whether r, to an http:// origin, is one
 // originClient serves: bodiless, idempotent, no Upgrade.
 func fastRequest(r *http.Request) bool {
-	if (r.Body != nil && r.Body != http.NoBody) || r.ContentLength > 0 {
-		return false
-	}
+	return (r.Body == nil || r.Body == http.NoBody) && r.ContentLength <= 0 && fastKind(r)
+}
+
+// fastKind reports whether r, bodiless, is a request originClient serves:
+// idempotent, with no Upgrade.
+func fastKind(r *http.Request) bool {
 	if _, ok := r.Header["Upgrade"]; ok {
 		return false
 	}

@@ -234,33 +234,27 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	route := &proxyRoute{origin: origin, host: r.Host}
-	if r.Body != nil && r.Body != http.NoBody {
-		route.body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: p.bodyTimeout}
-		r.Body = route.body
-		defer route.body.finish()
-	}
 	stripH2C(r.Header)
-	if direct(r, origin) {
-		finished := false
-		defer func() {
-			if !finished {
-				p.record(r.Context(), proxyAbortReason(r, route), route, errProxyAborted)
-			}
-		}()
-		p.serveDirect(pw, r, route)
-		finished = true
-		return
-	}
-	r = r.WithContext(context.WithValue(r.Context(), proxyRouteKey{}, route))
-	// ReverseProxy panics with http.ErrAbortHandler when the response
-	// body cannot be copied, because the client went away or the origin
-	// failed mid-body; finished stays false then.
+	// ReverseProxy, and serveDirect, panic with http.ErrAbortHandler when
+	// the response body cannot be copied, because the client went away
+	// or the origin failed mid-body; finished stays false then.
 	finished := false
 	defer func() {
 		if !finished {
 			p.record(r.Context(), proxyAbortReason(r, route), route, errProxyAborted)
 		}
 	}()
+	if direct(r, origin) {
+		p.serveDirect(pw, r, route)
+		finished = true
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		route.body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: p.bodyTimeout}
+		r.Body = route.body
+		defer route.body.finish()
+	}
+	r = r.WithContext(context.WithValue(r.Context(), proxyRouteKey{}, route))
 	p.rp.ServeHTTP(pw, r)
 	finished = true
 }
