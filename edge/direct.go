@@ -81,7 +81,7 @@ func removeHopByHop(h http.Header) {
 		}
 	}
 	for _, f := range hopHeaders {
-		h.Del(f)
+		delete(h, f) // canonical already: Del would canonicalise it again
 	}
 }
 
