@@ -47,7 +47,8 @@
 #   0.2 [0] (summaries leave out runs during which other processes used
 #   more cores), PORT_BASE 18640, PEERS 1 (0: keyedge alone), H1_CONNS
 #   32, H2_CONNS 16, H2_STREAMS 10, ONLY (unset: every scenario;
-#   "h2load": scenario 7 alone).
+#   "h2load": scenario 7 alone), BASE_BIN (unset; a keyedge binary to
+#   compare with: scenario 7 runs it too, as keyedge-base, interleaved).
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -66,6 +67,7 @@ conc=${CONCURRENCY:-16}
 port=${PORT_BASE:-18640}
 mport=$((port + 10))
 peers=${PEERS:-1}
+base_bin=${BASE_BIN:-}
 res="$out/matrix"
 [ "${BENCH_QUICK:-0}" = 1 ] && res="$out/matrix-quick" # keeps a full run's results
 rm -rf "$res"
@@ -150,9 +152,11 @@ start_server() {
 	local run="$res/$kind"
 	mkdir -p "$run"
 	case $kind in
-	keyedge)
+	keyedge | keyedge-base)
+		local bin=bin/keyedge
+		[ "$kind" = keyedge-base ] && bin=$base_bin
 		edge_config "$dir/matrix-edge.yaml" "$port" "$mport" 'min_tls_version: "1.3"'
-		"${pin0[@]}" bin/keyedge serve --config "$dir/matrix-edge.yaml" 2>>"$run/log" &
+		"${pin0[@]}" "$bin" serve --config "$dir/matrix-edge.yaml" 2>>"$run/log" &
 		srv_pid=$!
 		;;
 	nginx)
@@ -340,6 +344,7 @@ cpu_ticks() {
 h2load_workloads=("h1|--h1 -c $h1_conns -m 1|HTTP/1.1 keep-alive, $h1_conns connections"
 	"h2|-c $h2_conns -m $h2_streams|HTTP/2, $h2_conns connections x $h2_streams streams")
 h2load_kinds=(keyedge)
+[ -n "$base_bin" ] && h2load_kinds+=(keyedge-base)
 [ "$peers" = 1 ] && h2load_kinds+=(nginx haproxy)
 secs=${duration%s}
 echo "workload kind round requests failed server_cpu_ticks seconds" >"$res/h2load.txt"

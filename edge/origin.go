@@ -50,9 +50,18 @@ func (t originTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // fastPath reports whether originClient serves r.
 func fastPath(r *http.Request) bool {
-	if r.URL.Scheme != "http" || (r.Body != nil && r.Body != http.NoBody) || r.ContentLength > 0 {
-		return false
-	}
+	return r.URL.Scheme == "http" && fastRequest(r)
+}
+
+// fastRequest reports whether r, to an http:// origin, is one
+// originClient serves: bodiless, idempotent, no Upgrade.
+func fastRequest(r *http.Request) bool {
+	return (r.Body == nil || r.Body == http.NoBody) && r.ContentLength <= 0 && fastKind(r)
+}
+
+// fastKind reports whether r, bodiless, is a request originClient serves:
+// idempotent, with no Upgrade.
+func fastKind(r *http.Request) bool {
 	if _, ok := r.Header["Upgrade"]; ok {
 		return false
 	}
@@ -116,6 +125,16 @@ var errOriginReused = errors.New("edge: origin closed the idle connection")
 // response once its header has arrived. The response body is read from
 // the origin connection, which returns to the pool at the body's end.
 func (c *originClient) RoundTrip(r *http.Request) (*http.Response, error) {
+	var got1xx func(int, textproto.MIMEHeader) error
+	if trace := httptrace.ContextClientTrace(r.Context()); trace != nil {
+		got1xx = trace.Got1xxResponse
+	}
+	return c.do(r, got1xx)
+}
+
+// do is RoundTrip, passing any 1xx responses before the final one to
+// got1xx if it is not nil.
+func (c *originClient) do(r *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	addr := r.URL.Host
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		addr = net.JoinHostPort(strings.Trim(addr, "[]"), "80")
@@ -131,7 +150,7 @@ func (c *originClient) RoundTrip(r *http.Request) (*http.Response, error) {
 				return nil, err
 			}
 		}
-		res, err := c.roundTrip(pc, r, reused)
+		res, err := c.roundTrip(pc, r, reused, got1xx)
 		if errors.Is(err, errOriginReused) {
 			continue // a new connection next: reused ones fail, or run out
 		}
@@ -141,7 +160,7 @@ func (c *originClient) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // roundTrip sends r on pc. On error pc is closed; an error wrapping
 // errOriginReused means that r may be sent again.
-func (c *originClient) roundTrip(pc *originConn, r *http.Request, reused bool) (*http.Response, error) {
+func (c *originClient) roundTrip(pc *originConn, r *http.Request, reused bool, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	ctx := r.Context()
 	if c.headerTimeout > 0 {
 		pc.SetReadDeadline(time.Now().Add(c.headerTimeout))
@@ -149,7 +168,7 @@ func (c *originClient) roundTrip(pc *originConn, r *http.Request, reused bool) (
 	// A client going away ends the exchange with the origin, until the
 	// end of the response body.
 	stop := context.AfterFunc(ctx, func() { pc.SetDeadline(aLongTimeAgo) })
-	res, err := pc.send(r)
+	res, err := pc.send(r, got1xx)
 	if err != nil {
 		stop()
 		pc.Close()
@@ -198,9 +217,9 @@ func isOriginGone(err error) bool {
 var aLongTimeAgo = time.Unix(1, 0)
 
 // send writes r and reads the response header, passing any 1xx
-// responses before it to r's httptrace.ClientTrace (ReverseProxy forwards
-// them to the client).
-func (pc *originConn) send(r *http.Request) (*http.Response, error) {
+// responses before it to got1xx, if not nil (ReverseProxy's and
+// serveDirect forward them to the client).
+func (pc *originConn) send(r *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	if err := writeRequest(pc.bw, r); err != nil {
 		return nil, err
 	}
@@ -223,8 +242,8 @@ func (pc *originConn) send(r *http.Request) (*http.Response, error) {
 		if res.StatusCode == http.StatusSwitchingProtocols || informational == maxInformational {
 			return nil, fmt.Errorf("edge: origin sent an unexpected %s", res.Status)
 		}
-		if trace := httptrace.ContextClientTrace(r.Context()); trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(res.StatusCode, textproto.MIMEHeader(res.Header)); err != nil {
+		if got1xx != nil {
+			if err := got1xx(res.StatusCode, textproto.MIMEHeader(res.Header)); err != nil {
 				return nil, err
 			}
 		}

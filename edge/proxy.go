@@ -234,22 +234,27 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	route := &proxyRoute{origin: origin, host: r.Host}
-	if r.Body != nil && r.Body != http.NoBody {
-		route.body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: p.bodyTimeout}
-		r.Body = route.body
-		defer route.body.finish()
-	}
 	stripH2C(r.Header)
-	r = r.WithContext(context.WithValue(r.Context(), proxyRouteKey{}, route))
-	// ReverseProxy panics with http.ErrAbortHandler when the response
-	// body cannot be copied, because the client went away or the origin
-	// failed mid-body; finished stays false then.
+	// ReverseProxy, and serveDirect, panic with http.ErrAbortHandler when
+	// the response body cannot be copied, because the client went away
+	// or the origin failed mid-body; finished stays false then.
 	finished := false
 	defer func() {
 		if !finished {
 			p.record(r.Context(), proxyAbortReason(r, route), route, errProxyAborted)
 		}
 	}()
+	if direct(r, origin) {
+		p.serveDirect(pw, r, route)
+		finished = true
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		route.body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: p.bodyTimeout}
+		r.Body = route.body
+		defer route.body.finish()
+	}
+	r = r.WithContext(context.WithValue(r.Context(), proxyRouteKey{}, route))
 	p.rp.ServeHTTP(pw, r)
 	finished = true
 }
@@ -302,7 +307,12 @@ func proxyCheckOrigin(u *url.URL) error {
 // X-Forwarded-* and Forwarded; X-Real-IP, which some origins trust as
 // the client address, is removed here).
 func proxyRewrite(pr *httputil.ProxyRequest) {
-	pr.SetURL(pr.In.Context().Value(proxyRouteKey{}).(*proxyRoute).origin)
+	proxyRewriteTo(pr, pr.In.Context().Value(proxyRouteKey{}).(*proxyRoute))
+}
+
+// proxyRewriteTo is proxyRewrite with the route given.
+func proxyRewriteTo(pr *httputil.ProxyRequest, route *proxyRoute) {
+	pr.SetURL(route.origin)
 	pr.SetXForwarded()
 	pr.Out.Header.Set("Forwarded", proxyForwarded(pr.In))
 	pr.Out.Header.Del("X-Real-Ip")
@@ -364,13 +374,17 @@ const (
 // handleError is the ReverseProxy's ErrorHandler: the origin round trip
 // (or a protocol switch) failed.
 func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
-	route := r.Context().Value(proxyRouteKey{}).(*proxyRoute)
+	p.routeError(w.(*proxyWriter), r, r.Context().Value(proxyRouteKey{}).(*proxyRoute), err)
+}
+
+// routeError is handleError with the route given.
+func (p *Proxy) routeError(w *proxyWriter, r *http.Request, route *proxyRoute, err error) {
 	bodyErr := route.body.readErr()
 	reason := proxyErrorReason(r.Context(), bodyErr, err)
 	if bodyErr != nil {
 		err = fmt.Errorf("%w (reading the request body: %w)", err, bodyErr)
 	}
-	p.fail(w.(*proxyWriter), r, reason, route, err)
+	p.fail(w, r, reason, route, err)
 }
 
 // proxyErrorReason classifies an origin round-trip error, given the error
