@@ -155,14 +155,7 @@ func TestOriginClosesIdle(t *testing.T) {
 	pt := newProxyTest(t, ProxyOptions{}, proxyTestOrigin(t, "http://"+ln.Addr().String()))
 	front, done := pt.start(t)
 	for i := range 3 {
-		req, _ := http.NewRequest(http.MethodGet, front.URL, nil)
-		req.Host = proxyTestHost
-		res, err := front.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
+		res, body := frontGet(t, context.Background(), front)
 		if res.StatusCode != http.StatusOK || string(body) != "ok" {
 			t.Errorf("request %d: %d %q, want 200 \"ok\"", i, res.StatusCode, body)
 		}
@@ -181,14 +174,7 @@ func TestOriginConnectionClose(t *testing.T) {
 	pt := newProxyTest(t, ProxyOptions{}, proxyTestOrigin(t, origin.URL))
 	front, _ := pt.start(t)
 	for range 2 {
-		req, _ := http.NewRequest(http.MethodGet, front.URL, nil)
-		req.Host = proxyTestHost
-		res, err := front.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
+		res, body := frontGet(t, context.Background(), front)
 		if string(body) != "bye" || res.Header.Get("Connection") != "" {
 			t.Errorf("got %q, Connection %q; want \"bye\" and no Connection header", body, res.Header.Get("Connection"))
 		}
@@ -240,14 +226,7 @@ func TestOriginInformational(t *testing.T) {
 		hints = append(hints, fmt.Sprintf("%d %s", code, h.Get("Link")))
 		return nil
 	}}
-	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, front.URL, nil)
-	req.Host = proxyTestHost
-	res, err := front.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
+	res, body := frontGet(t, httptrace.WithClientTrace(context.Background(), trace), front)
 	if string(body) != "body" || res.Trailer.Get("X-Checksum") != "abc" {
 		t.Errorf("got %q, trailer %v; want \"body\" and X-Checksum: abc", body, res.Trailer)
 	}
@@ -257,4 +236,22 @@ func TestOriginInformational(t *testing.T) {
 	if n := origin.conns(); n != 1 {
 		t.Errorf("%d origin connections", n)
 	}
+}
+
+// frontGet sends a GET for the proxy test's tenant to front and returns
+// the response, its body read and closed.
+func frontGet(t *testing.T, ctx context.Context, front *httptest.Server) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, front.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = proxyTestHost
+	res, err := front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	return res, string(body)
 }

@@ -135,7 +135,7 @@ const proxyFlushInterval = 100 * time.Millisecond
 
 // proxyMinIdleConns is the floor of the total idle origin connections
 // kept, across all origins: enough for many busy origins, few enough
-// (each costs a descriptor and two goroutines) that a million tenants
+// (each costs a descriptor, and on http.Transport two goroutines) that a million tenants
 // cannot exhaust the node.
 const proxyMinIdleConns = 4096
 
