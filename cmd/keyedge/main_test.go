@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/proctest"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/internal/testworld"
 	"github.com/rogpeppe/go-internal/testscript"
@@ -62,7 +63,7 @@ func mkworld(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(fallback.WritePEM(w.Path("fallback.pem"), w.Path("fallback.key")))
 	ts.Check(w.GenerateTenants(context.Background(), testpki.TenantSpec{Count: n}))
 
-	addr, err := freeAddr("127.0.0.1:0")
+	addr, err := proctest.PickFreeAddr()
 	ts.Check(err)
 	ts.Setenv("EDGE", addr)
 	cfg := fmt.Sprintf("listen: %s\nmetrics_listen: \"off\"\nkeystore: keystore\nfleet_key_file: fleet.key\nlimits:\n  drain_timeout: 5s\n", addr)

@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/internal/proctest"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/keyedge/keyedge/keystore"
@@ -136,12 +136,7 @@ func mkworld(dir string) (string, error) {
 		return "", err
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return proctest.PickFreeAddr()
 }
 
 // writePEM writes dir/base.pem (the chain) and dir/base.key (0600).

@@ -11,11 +11,13 @@ package proctest
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -83,15 +85,37 @@ func Build(t testing.TB, pkgs ...string) []string {
 
 // FreeAddr returns a 127.0.0.1 address nothing listens on, for a process
 // to bind.
+//
+// The port is drawn from below the kernel's ephemeral range (Linux's
+// default starts at 32768, macOS's at 49152), which is where every
+// outgoing connection and every ":0" listener gets its port: a port taken
+// from that range and closed again can be handed to a parallel test's
+// connection before the process binds it ("address already in use").
+// Only another FreeAddr caller can pick the same port, 1 in 12,000.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := PickFreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
+
+// PickFreeAddr is FreeAddr for callers without a testing.TB (test
+// scripts' setup).
+func PickFreeAddr() (string, error) {
+	for range 100 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePortLow+rand.IntN(freePortHigh-freePortLow)))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			ln.Close()
+			return addr, nil
+		}
+	}
+	return "", fmt.Errorf("no free port in [%d, %d) on 127.0.0.1", freePortLow, freePortHigh)
+}
+
+// The range FreeAddr draws ports from: below the ephemeral ranges.
+const freePortLow, freePortHigh = 20000, 32000
 
 // Eventually polls cond every 20ms until it holds, and fails the test if
 // it still does not after within.
