@@ -19,10 +19,11 @@ var layers = [][]string{
 	{
 		"internal/excerpt", "internal/ops", "internal/ratelog", "internal/secretfile",
 		"internal/tlsconf", "internal/testclock", "internal/pebbletest", "internal/proctest",
-		"internal/redistest", "internal/layers",
+		"internal/layers",
 	},
-	// PEM and key helpers; the Keyless SSL wire format.
-	{"certs", "keyserver/wire"},
+	// PEM and key helpers; the Keyless SSL wire format; a Redis server
+	// for tests (on a proctest port).
+	{"certs", "keyserver/wire", "internal/redistest"},
 	// Geo sealing; the storages a keystore lives in.
 	{"keystore/geo", "keystore/redisstore", "internal/bulkfile"},
 	{"keystore"},

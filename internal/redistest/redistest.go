@@ -6,10 +6,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/proctest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -45,14 +45,10 @@ func Start(t testing.TB, args ...string) *Server {
 		}
 		t.Skip("redis-server not installed (apt-get install redis-server; .ci/run does)")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-	s.args = append([]string{bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
+	addr := proctest.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	s := &Server{Addr: addr}
+	s.args = append([]string{bin, "--bind", "127.0.0.1", "--port", port,
 		"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--loglevel", "warning"}, args...)
 	s.password = passwordIn(args)
 	t.Cleanup(func() {
