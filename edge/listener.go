@@ -22,8 +22,9 @@ type tlsListener struct {
 	srv    *Server
 	config *tls.Config
 
-	ready      chan net.Conn   // handshaken connections for Accept
-	ctx        context.Context // canceled by Close, ending handshakes in flight
+	ready      chan net.Conn     // handshaken connections for Accept
+	work       chan handshakeJob // to an idle handshake worker
+	ctx        context.Context   // canceled by Close, ending handshakes in flight
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup // the accept loop and handshakes in flight
 	acceptDone chan struct{}  // closed when the accept loop has returned
@@ -36,6 +37,7 @@ func newTLSListener(inner net.Listener, srv *Server, config *tls.Config) *tlsLis
 		srv:        srv,
 		config:     config,
 		ready:      make(chan net.Conn),
+		work:       make(chan handshakeJob),
 		acceptDone: make(chan struct{}),
 		drained:    make(chan struct{}),
 	}
@@ -113,7 +115,44 @@ func (l *tlsListener) acceptLoop() {
 		}
 		l.srv.metrics.openConns.Inc()
 		l.wg.Add(1)
-		go l.handshake(&trackedConn{Conn: raw, srv: l.srv}, st.limits)
+		job := handshakeJob{&trackedConn{Conn: raw, srv: l.srv}, st.limits}
+		select {
+		case l.work <- job:
+		default:
+			go l.worker(job)
+		}
+	}
+}
+
+// handshakeJob is a connection accepted for its handshake, and the
+// limits it was accepted under.
+type handshakeJob struct {
+	conn   *trackedConn
+	limits Limits
+}
+
+// workerIdle is how long a handshake worker waits for the next
+// connection before it exits.
+const workerIdle = 10 * time.Second
+
+// worker runs handshakes, the first given and then others from work,
+// until none comes for workerIdle or the accept loop ends. A handshake
+// needs a goroutine stack of tens of KiB, which a fresh goroutine grows
+// to by copying it, twice or three times, on every connection; a worker
+// keeps its grown stack for the next handshake.
+func (l *tlsListener) worker(job handshakeJob) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		l.handshake(job.conn, job.limits)
+		idle.Reset(workerIdle)
+		select {
+		case job = <-l.work:
+		case <-idle.C:
+			return
+		case <-l.acceptDone:
+			return
+		}
 	}
 }
 
