@@ -369,6 +369,14 @@ for round in $(seq "$rounds13"); do
 	done
 done
 
+# awk_med: an awk function, med(LIST): the median of the
+# space-separated numbers in LIST, then "|" min "|" max.
+awk_med='function med(list,   a, n, i, j, t) {
+	n = split(list, a, " ")
+	for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) {t = a[i]; a[i] = a[j]; a[j] = t}
+	return (n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2) "|" a[1] "|" a[n]
+}'
+
 # ratio_summary: for scenarios 1-3, each server's median per server
 # CPU-second and the ratios of keyedge's (1 tenant) and the base
 # binary's to it, all from this run.
@@ -387,17 +395,12 @@ ratio_summary() {
 			echo "$s|$i|$kind|${scenarios[$s]}|$label"
 		done
 		unset -n list
-	done | awk -F'|' '
-		function med(list,   a, n, i, j, t) {
-			n = split(list, a, " ")
-			for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) {t = a[i]; a[i] = a[j]; a[j] = t}
-			return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-		}
+	done | awk -F'|' "$awk_med"'
 		FNR == NR {k = $1 " " $2; key[++m] = k; scen[k] = $1; kind[k] = $3; name[k] = $4; label[k] = $5; next}
 		FNR > 1 {split($0, f, " "); v[f[1] " " f[2]] = v[f[1] " " f[2]] " " f[5]}
 		END {
 			for (j = 1; j <= m; j++) {
-				k = key[j]; p[k] = med(v[k])
+				k = key[j]; split(med(v[k]), M, "|"); p[k] = M[1]
 				if (kind[k] == "keyedge" && !(scen[k] in ke)) ke[scen[k]] = p[k]
 				if (kind[k] == "keyedge-base") kb[scen[k]] = p[k]
 			}
@@ -473,12 +476,7 @@ h2load_summary() {
 	echo
 	echo "| workload | server | requests/s | per server CPU-s | failed | keyedge / this |"
 	echo "|---|---|---:|---:|---:|---:|"
-	awk -v hz="$(getconf CLK_TCK)" -v l1="${h2load_workloads[0]##*|}" -v l2="${h2load_workloads[1]##*|}" '
-		function med(list,   a, n, i, j, t) {
-			n = split(list, a, " ")
-			for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) {t = a[i]; a[i] = a[j]; a[j] = t}
-			return (n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2) "|" a[1] "|" a[n]
-		}
+	awk -v hz="$(getconf CLK_TCK)" -v l1="${h2load_workloads[0]##*|}" -v l2="${h2load_workloads[1]##*|}" "$awk_med"'
 		NR > 1 {k = $1 " " $2; r[k] = r[k] " " $4 / $7; c[k] = c[k] " " ($6 ? $4 / ($6 / hz) : 0); f[k] += $5
 			if (!(k in seen)) {seen[k] = 1; order[++m] = k}}
 		END {
@@ -567,13 +565,8 @@ summary13 | tee "$res/summary.md"
 		echo
 		echo "| server | tenants | start-up s | RSS MiB | RSS per certificate KiB (vs the smallest size) |"
 		echo "|---|---:|---:|---:|---:|"
-		awk 'NR > 1 {k = $1 " " $2; s[k] = s[k] " " $4; r[k] = r[k] " " $5; if (!(k in seen)) {seen[k] = 1; order[++m] = k}}
-			function med(list, lo, hi,   a, n, i, j, t) {
-				n = split(list, a, " ")
-				for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) {t = a[i]; a[i] = a[j]; a[j] = t}
-				lo = a[1]; hi = a[n]
-				return (n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2) "|" lo "|" hi
-			}
+		awk "$awk_med"'
+			NR > 1 {k = $1 " " $2; s[k] = s[k] " " $4; r[k] = r[k] " " $5; if (!(k in seen)) {seen[k] = 1; order[++m] = k}}
 			END {
 				for (i = 1; i <= m; i++) {
 					split(order[i], kn, " "); split(med(s[order[i]]), S, "|"); split(med(r[order[i]]), R, "|")
