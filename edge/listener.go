@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,6 +25,7 @@ type tlsListener struct {
 
 	ready      chan net.Conn     // handshaken connections for Accept
 	work       chan handshakeJob // to an idle handshake worker
+	idle       atomic.Int32      // handshake workers waiting on work
 	ctx        context.Context   // canceled by Close, ending handshakes in flight
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup // the accept loop and handshakes in flight
@@ -131,26 +133,38 @@ type handshakeJob struct {
 	limits Limits
 }
 
-// workerIdle is how long a handshake worker waits for the next
-// connection before it exits.
-const workerIdle = 10 * time.Second
+// Handshake workers wait at most workerIdle for the next connection,
+// and at most maxIdleWorkers of them wait, so the stacks kept after a
+// burst of handshakes are bounded (to a few MiB) and soon released.
+const (
+	workerIdle     = 10 * time.Second
+	maxIdleWorkers = 128
+)
 
 // worker runs handshakes, the first given and then others from work,
-// until none comes for workerIdle or the accept loop ends. A handshake
-// needs a goroutine stack of tens of KiB, which a fresh goroutine grows
-// to by copying it, twice or three times, on every connection; a worker
-// keeps its grown stack for the next handshake.
+// until none comes for workerIdle, the accept loop ends, or
+// maxIdleWorkers others are waiting already. A handshake needs a
+// goroutine stack of tens of KiB, which a fresh goroutine grows to by
+// copying it, two or three times, on every connection; a worker keeps
+// its grown stack for the next handshake.
 func (l *tlsListener) worker(job handshakeJob) {
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
 		l.handshake(job.conn, job.limits)
+		if l.idle.Add(1) > maxIdleWorkers {
+			l.idle.Add(-1)
+			return
+		}
 		idle.Reset(workerIdle)
 		select {
 		case job = <-l.work:
+			l.idle.Add(-1)
 		case <-idle.C:
+			l.idle.Add(-1)
 			return
 		case <-l.acceptDone:
+			l.idle.Add(-1)
 			return
 		}
 	}
