@@ -7,10 +7,14 @@
 # thread, keyedge with GOMAXPROCS 1 by its affinity), edgebench and the
 # origin on CPU 1 (taskset). Every run starts a fresh server. Servers are
 # interleaved round by round (A B C A B C ...), ROUNDS rounds; the
-# tables give medians and min–max. TLS 1.3 only; the peers have session
-# tickets and their session cache off, and edgebench offers no session in
-# the handshake scenarios, so every handshake is a full one. All three
-# proxy to the same origin (`edgebench -serve-origin`, 3-byte body).
+# tables give medians and min–max. TLS 1.3 only. Every server issues
+# session tickets after a full handshake, as deployed: keyedge one, nginx
+# and HAProxy (OpenSSL) two, stateless tickets (PEER_TICKETS=0 turns the
+# peers' off; OpenSSL then still sends two stateful tickets, which with
+# the session cache off can never resume). edgebench offers no session
+# in the handshake scenarios, so every handshake is a full one. All
+# three proxy to the same origin (`edgebench -serve-origin`, 3-byte
+# body).
 #
 #   1   full handshakes/s and per server CPU-second, client X25519 only:
 #       keyedge 1 tenant, keyedge TENANTS tenants lazily loaded (Zipf
@@ -46,9 +50,11 @@
 #   to 10 s for the machine to use at most this many cores), MAX_OTHER
 #   0.2 [0] (summaries leave out runs during which other processes used
 #   more cores), PORT_BASE 18640, PEERS 1 (0: keyedge alone), H1_CONNS
-#   32, H2_CONNS 16, H2_STREAMS 10, ONLY (unset: every scenario;
-#   "h2load": scenario 7 alone), BASE_BIN (unset; a keyedge binary to
-#   compare with: scenario 7 runs it too, as keyedge-base, interleaved).
+#   32, H2_CONNS 16, H2_STREAMS 10, ONLY (unset: every scenario; else
+#   the scenario numbers to run, e.g. "1" or "1 7"; "h2load" means 7),
+#   BASE_BIN (unset; a keyedge binary to compare with: scenarios 1-3 and
+#   7 run it too, with 1 tenant, as keyedge-base, interleaved),
+#   PEER_TICKETS 1 (0: nginx and HAProxy with session tickets off).
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -61,7 +67,20 @@ else
 	cache_n=${CACHE_N:-20000} startup_limit=${STARTUP_LIMIT:-60} quiet=${QUIET:-0.3} max_other=${MAX_OTHER:-0.2}
 fi
 rounds=${ROUNDS:-3}
-only=${ONLY:-}
+only=" ${ONLY:-1 2 3 4 5 6 7} "
+only=${only// h2load / 7 }
+# runs N: whether scenario N is to run (ONLY).
+runs() { [[ $only == *" $1 "* ]]; }
+for n in $only; do
+	case $n in
+	[1-7]) ;;
+	*)
+		echo "ONLY: unknown scenario \"$n\" (the scenarios are 1-7; h2load is 7)" >&2
+		exit 2
+		;;
+	esac
+done
+peer_tickets=${PEER_TICKETS:-1}
 h1_conns=${H1_CONNS:-32} h2_conns=${H2_CONNS:-16} h2_streams=${H2_STREAMS:-10}
 conc=${CONCURRENCY:-16}
 port=${PORT_BASE:-18640}
@@ -77,6 +96,7 @@ started=$(date +%s)
 echo "== machine"
 print_machine
 echo "runs:       $rounds rounds; $duration per load run, concurrency $conc; $many tenants for the many-tenant keystore; start-up at $sizes tenants"
+echo "scenarios: $only; peers' session tickets: $([ "$peer_tickets" = 1 ] && echo on || echo off)${base_bin:+; base binary $base_bin}"
 
 echo
 echo "== build"
@@ -114,9 +134,13 @@ k1="$out/edge-tenants-1"
 kmany="$out/edge-tenants-$many"
 krsa="$out/edge-tenants-rsa-1"
 gen_tenants "$k1" 1
-if [ "$only" != h2load ]; then
+if runs 1 || runs 2 || runs 6; then
 	gen_tenants "$kmany" "$many"
+fi
+if runs 1; then
 	gen_tenants "$krsa" 1 --rsa-every 1 --domain rsa.keyedge.test
+fi
+if runs 4; then
 	for n in $sizes; do
 		gen_tenants "$out/edge-tenants-$n" "$n"
 	done
@@ -211,7 +235,8 @@ stop_server() {
 # nginx_conf RUN PEMDIR N DOMAIN TYPE: RUN/nginx.conf, one server block
 # per tenant.
 nginx_conf() {
-	local run=$1 pem=$2 n=$3 domain=$4 typ=$5
+	local run=$1 pem=$2 n=$3 domain=$4 typ=$5 tickets=on
+	[ "$peer_tickets" = 1 ] || tickets=off
 	mkdir -p "$run/tmp"
 	{
 		cat <<CONF
@@ -233,7 +258,7 @@ http {
   server_names_hash_bucket_size 128;
   keepalive_requests 10000000;
   ssl_protocols TLSv1.3;
-  ssl_session_tickets off;
+  ssl_session_tickets $tickets;
   ssl_session_cache off;
   upstream origin { server $origin_addr; keepalive 32; }
 CONF
@@ -253,7 +278,8 @@ CONF
 # `crt`: the one file when N is 1, else the directory.
 haproxy_conf() {
 	local run=$1 pem=$2 n=$3 typ=$4
-	local crt=$pem
+	local crt=$pem tickets=
+	[ "$peer_tickets" = 1 ] || tickets=" no-tls-tickets"
 	if [ "$n" = 1 ]; then
 		crt=$(ls "$pem"/t0.*."$typ".pem)
 	fi
@@ -263,7 +289,7 @@ global
   nbthread 1
   maxconn 8000
   tune.ssl.cachesize 0
-  ssl-default-bind-options ssl-min-ver TLSv1.3 no-tls-tickets
+  ssl-default-bind-options ssl-min-ver TLSv1.3$tickets
 defaults
   mode http
   timeout connect 5s
@@ -288,6 +314,11 @@ hs=("keyedge|$k1|1|keyedge.test|ecdsa|keyedge, 1 tenant"
 	"keyedge|$kmany|$many|keyedge.test|ecdsa|keyedge, $many tenants (Zipf)")
 rsa=("keyedge|$krsa|1|rsa.keyedge.test|rsa|keyedge, 1 tenant")
 ka=("keyedge|$k1|1|keyedge.test|ecdsa|keyedge, 1 tenant")
+if [ -n "$base_bin" ]; then
+	hs+=("keyedge-base|$k1|1|keyedge.test|ecdsa|keyedge-base, 1 tenant")
+	rsa+=("keyedge-base|$krsa|1|rsa.keyedge.test|rsa|keyedge-base, 1 tenant")
+	ka+=("keyedge-base|$k1|1|keyedge.test|ecdsa|keyedge-base, 1 tenant")
+fi
 if [ "$peers" = 1 ]; then
 	hs+=("nginx|$k1|1|keyedge.test|ecdsa|nginx, 1 certificate" "haproxy|$k1|1|keyedge.test|ecdsa|HAProxy, 1 certificate")
 	rsa+=("nginx|$krsa|1|rsa.keyedge.test|rsa|nginx, 1 certificate" "haproxy|$krsa|1|rsa.keyedge.test|rsa|HAProxy, 1 certificate")
@@ -299,18 +330,24 @@ scenario_flags=("-mode handshake -curves X25519 -sig ecdsa" "-mode handshake -cu
 scenario_servers=(hs rsa hs ka)
 declare -A files
 
+# scenario_runs: the indices of the scenarios above that ONLY selects.
+scenario_runs=()
+for s in "${!scenarios[@]}"; do
+	runs "${scenarios[$s]%% *}" && scenario_runs+=("$s")
+done
+echo "index server kind round per_cpu_s" >"$res/per-cpu.txt"
 rounds13=$rounds
-[ "$only" = h2load ] && rounds13=0
+[ ${#scenario_runs[@]} = 0 ] && rounds13=0
 for round in $(seq "$rounds13"); do
 	echo
 	echo "== scenarios 1-3, round $round of $rounds"
-	for s in "${!scenarios[@]}"; do
+	for s in "${scenario_runs[@]}"; do
 		declare -n list=${scenario_servers[$s]}
 		for i in "${!list[@]}"; do
 			IFS='|' read -r kind dir n domain typ label <<<"${list[$i]}"
 			name="s$s-$kind-$i-r$round"
 			metrics=()
-			[ "$kind" = keyedge ] && metrics=(-metrics "http://127.0.0.1:$mport/metrics")
+			[[ $kind == keyedge* ]] && metrics=(-metrics "http://127.0.0.1:$mport/metrics")
 			t0=$(date +%s%N)
 			start_server "$kind" "$dir" "$n" "$domain" "$typ"
 			ready "$kind" "$dir" "$n" "$domain" >/dev/null
@@ -326,51 +363,111 @@ for round in $(seq "$rounds13"); do
 			stop_server
 			files[$s]+=" $res/$name.json"
 			awk -v l="${scenarios[$s]}: $label" '/^  rate/ {r = $2 " " $3} /^  server cpu/ {c = $(NF-7)} /^  requests/ {e = $4 " errors"} END {printf "%-70s %s, %s per server CPU-s (handshakes or requests), %s\n", l, r, c, e}' "$res/$name.txt"
+			awk -v s="$s" -v k="$kind" -v i="$i" -v r="$round" '/^  server cpu/ {print s, i, k, r, $(NF-7)}' "$res/$name.txt" >>"$res/per-cpu.txt"
 		done
 		unset -n list
 	done
 done
 
-echo
-echo "== scenario 7: proxied requests per server CPU-second, h2load, $rounds rounds"
-# cpu_ticks PIDS: utime + stime of the comma-separated PIDS, in clock ticks.
-cpu_ticks() {
-	local sum=0 p
-	for p in ${1//,/ }; do
-		sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-	done
-	echo "$sum"
+# awk_med: an awk function, med(LIST): the median of the
+# space-separated numbers in LIST, then "|" min "|" max.
+awk_med='function med(list,   a, n, i, j, t) {
+	n = split(list, a, " ")
+	for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) {t = a[i]; a[i] = a[j]; a[j] = t}
+	return (n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2) "|" a[1] "|" a[n]
+}'
+
+# ratio_summary: for scenarios 1-3, each server's median per server
+# CPU-second and the ratios of keyedge's (1 tenant) and the base
+# binary's to it, all from this run.
+ratio_summary() {
+	[ ${#scenario_runs[@]} = 0 ] && return
+	echo
+	echo "### 1-3 per server CPU-second and ratios (medians of $rounds rounds, this run)"
+	echo
+	echo "| scenario | server | per server CPU-s | keyedge / this | keyedge-base / this |"
+	echo "|---|---|---:|---:|---:|"
+	local s i kind dir n domain typ label
+	for s in "${scenario_runs[@]}"; do
+		declare -n list=${scenario_servers[$s]}
+		for i in "${!list[@]}"; do
+			IFS='|' read -r kind dir n domain typ label <<<"${list[$i]}"
+			echo "$s|$i|$kind|${scenarios[$s]}|$label"
+		done
+		unset -n list
+	done | awk -F'|' "$awk_med"'
+		FNR == NR {k = $1 " " $2; key[++m] = k; scen[k] = $1; kind[k] = $3; name[k] = $4; label[k] = $5; next}
+		FNR > 1 {split($0, f, " "); v[f[1] " " f[2]] = v[f[1] " " f[2]] " " f[5]}
+		END {
+			for (j = 1; j <= m; j++) {
+				k = key[j]; split(med(v[k]), M, "|"); p[k] = M[1]
+				if (kind[k] == "keyedge" && !(scen[k] in ke)) ke[scen[k]] = p[k]
+				if (kind[k] == "keyedge-base") kb[scen[k]] = p[k]
+			}
+			for (j = 1; j <= m; j++) {
+				k = key[j]
+				r1 = (p[k] > 0 && scen[k] in ke) ? sprintf("%.2f×", ke[scen[k]] / p[k]) : "–"
+				r2 = (p[k] > 0 && scen[k] in kb) ? sprintf("%.2f×", kb[scen[k]] / p[k]) : "–"
+				printf "| %s | %s | %.0f | %s | %s |\n", name[k], label[k], p[k], r1, r2
+			}
+		}' - "$res/per-cpu.txt"
 }
-h2load_workloads=("h1|--h1 -c $h1_conns -m 1|HTTP/1.1 keep-alive, $h1_conns connections"
-	"h2|-c $h2_conns -m $h2_streams|HTTP/2, $h2_conns connections x $h2_streams streams")
-h2load_kinds=(keyedge)
-[ -n "$base_bin" ] && h2load_kinds+=(keyedge-base)
-[ "$peers" = 1 ] && h2load_kinds+=(nginx haproxy)
-secs=${duration%s}
-echo "workload kind round requests failed server_cpu_ticks seconds" >"$res/h2load.txt"
-for round in $(seq "$rounds"); do
-	for w in "${h2load_workloads[@]}"; do
-		IFS='|' read -r wname wflags wlabel <<<"$w"
-		for kind in "${h2load_kinds[@]}"; do
-			t0=$(date +%s%N)
-			start_server "$kind" "$k1" 1 keyedge.test ecdsa
-			ready "$kind" "$k1" 1 keyedge.test >/dev/null
-			log="$res/h2load-$wname-$kind-r$round.txt"
-			# shellcheck disable=SC2086 # wflags are words
-			"${pin1[@]}" h2load $wflags -D 1 --connect-to="127.0.0.1:$port" https://t0.keyedge.test/ >/dev/null 2>&1 || true
-			before=$(cpu_ticks "$cpu_pids")
-			# shellcheck disable=SC2086
-			"${pin1[@]}" h2load $wflags -D "$secs" --connect-to="127.0.0.1:$port" https://t0.keyedge.test/ >"$log" 2>&1
-			after=$(cpu_ticks "$cpu_pids")
-			stop_server
-			read -r ok failed < <(awk '/^requests:/ {print $8, $10}' "$log")
-			echo "$wname $kind $round $ok $failed $((after - before)) $secs" >>"$res/h2load.txt"
-			awk -v l="7 $wlabel: $kind" -v ok="$ok" -v f="$failed" -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" -v s="$secs" \
-				'BEGIN {printf "%-70s %.0f requests/s, %.0f per server CPU-s, %d failed\n", l, ok / s, t ? ok / (t / hz) : 0, f}'
+
+# summary13: scenarios 1-3's tables.
+summary13() {
+	local s
+	for s in "${scenario_runs[@]}"; do
+		echo
+		echo "### ${scenarios[$s]}"
+		echo
+		# shellcheck disable=SC2086 # a list of files
+		bin/edgebench -summarize -max-other-load "$max_other" -plot "$res/plot-s$s.svg" ${files[$s]}
+	done
+	ratio_summary
+}
+
+if runs 7; then
+	echo
+	echo "== scenario 7: proxied requests per server CPU-second, h2load, $rounds rounds"
+	# cpu_ticks PIDS: utime + stime of the comma-separated PIDS, in clock ticks.
+	cpu_ticks() {
+		local sum=0 p
+		for p in ${1//,/ }; do
+			sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+		done
+		echo "$sum"
+	}
+	h2load_workloads=("h1|--h1 -c $h1_conns -m 1|HTTP/1.1 keep-alive, $h1_conns connections"
+		"h2|-c $h2_conns -m $h2_streams|HTTP/2, $h2_conns connections x $h2_streams streams")
+	h2load_kinds=(keyedge)
+	[ -n "$base_bin" ] && h2load_kinds+=(keyedge-base)
+	[ "$peers" = 1 ] && h2load_kinds+=(nginx haproxy)
+	secs=${duration%s}
+	echo "workload kind round requests failed server_cpu_ticks seconds" >"$res/h2load.txt"
+	for round in $(seq "$rounds"); do
+		for w in "${h2load_workloads[@]}"; do
+			IFS='|' read -r wname wflags wlabel <<<"$w"
+			for kind in "${h2load_kinds[@]}"; do
+				t0=$(date +%s%N)
+				start_server "$kind" "$k1" 1 keyedge.test ecdsa
+				ready "$kind" "$k1" 1 keyedge.test >/dev/null
+				log="$res/h2load-$wname-$kind-r$round.txt"
+				# shellcheck disable=SC2086 # wflags are words
+				"${pin1[@]}" h2load $wflags -D 1 --connect-to="127.0.0.1:$port" https://t0.keyedge.test/ >/dev/null 2>&1 || true
+				before=$(cpu_ticks "$cpu_pids")
+				# shellcheck disable=SC2086
+				"${pin1[@]}" h2load $wflags -D "$secs" --connect-to="127.0.0.1:$port" https://t0.keyedge.test/ >"$log" 2>&1
+				after=$(cpu_ticks "$cpu_pids")
+				stop_server
+				read -r ok failed < <(awk '/^requests:/ {print $8, $10}' "$log")
+				echo "$wname $kind $round $ok $failed $((after - before)) $secs" >>"$res/h2load.txt"
+				awk -v l="7 $wlabel: $kind" -v ok="$ok" -v f="$failed" -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" -v s="$secs" \
+					'BEGIN {printf "%-70s %.0f requests/s, %.0f per server CPU-s, %d failed\n", l, ok / s, t ? ok / (t / hz) : 0, f}'
+			done
 		done
 	done
-done
 
+fi
 # h2load_summary: scenario 7's table, medians over the rounds, and the
 # ratios of keyedge's medians to the peers'.
 h2load_summary() {
@@ -379,12 +476,7 @@ h2load_summary() {
 	echo
 	echo "| workload | server | requests/s | per server CPU-s | failed | keyedge / this |"
 	echo "|---|---|---:|---:|---:|---:|"
-	awk -v hz="$(getconf CLK_TCK)" -v l1="${h2load_workloads[0]##*|}" -v l2="${h2load_workloads[1]##*|}" '
-		function med(list,   a, n, i, j, t) {
-			n = split(list, a, " ")
-			for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) {t = a[i]; a[i] = a[j]; a[j] = t}
-			return (n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2) "|" a[1] "|" a[n]
-		}
+	awk -v hz="$(getconf CLK_TCK)" -v l1="${h2load_workloads[0]##*|}" -v l2="${h2load_workloads[1]##*|}" "$awk_med"'
 		NR > 1 {k = $1 " " $2; r[k] = r[k] " " $4 / $7; c[k] = c[k] " " ($6 ? $4 / ($6 / hz) : 0); f[k] += $5
 			if (!(k in seen)) {seen[k] = 1; order[++m] = k}}
 		END {
@@ -396,113 +488,106 @@ h2load_summary() {
 			}
 		}' "$res/h2load.txt"
 }
-if [ "$only" = h2load ]; then
-	h2load_summary | tee "$res/summary.md"
+if runs 4; then
 	echo
-	echo "matrix took $(($(date +%s) - started)) s"
-	exit 0
-fi
-
-echo
-echo "== scenario 4: start-up time and RSS, $rounds rounds"
-# A server whose start-up, scaled linearly to the next size, would take
-# more than STARTUP_LIMIT seconds is not started at that size.
-declare -A too_slow skip_from last_secs last_n
-echo "kind n round ready_seconds rss_kib" >"$res/startup.txt"
-for round in $(seq "$rounds"); do
-	for n in $sizes; do
-		kinds=(keyedge)
-		[ "$peers" = 1 ] && kinds+=(nginx haproxy)
-		for kind in "${kinds[@]}"; do
-			if [ -n "${skip_from[$kind]:-}" ] && [ "$n" -ge "${skip_from[$kind]}" ]; then
-				continue
-			fi
-			if [ -n "${last_n[$kind]:-}" ] && [ "$n" -gt "${last_n[$kind]}" ] &&
-				awk -v s="${last_secs[$kind]}" -v a="${last_n[$kind]}" -v b="$n" -v l="$startup_limit" 'BEGIN {exit !(s * b / a > l)}'; then
-				too_slow[$kind]="started in ${last_secs[$kind]} s with ${last_n[$kind]} tenants: at that rate $n would take more than $startup_limit s, so it was not started with $n or more"
-				skip_from[$kind]=$n
-				continue
-			fi
-			dir="$out/edge-tenants-$n"
-			t0=$(date +%s%N)
-			start_server "$kind" "$dir" "$n" keyedge.test ecdsa
-			secs=$(ready "$kind" "$dir" "$n" keyedge.test)
-			rss=$(rss_kib "$srv_pid")
-			stop_server
-			echo "$kind $n $round $secs $rss" | tee -a "$res/startup.txt"
-			last_secs[$kind]=$secs last_n[$kind]=$n
+	echo "== scenario 4: start-up time and RSS, $rounds rounds"
+	# A server whose start-up, scaled linearly to the next size, would take
+	# more than STARTUP_LIMIT seconds is not started at that size.
+	declare -A too_slow skip_from last_secs last_n
+	echo "kind n round ready_seconds rss_kib" >"$res/startup.txt"
+	for round in $(seq "$rounds"); do
+		for n in $sizes; do
+			kinds=(keyedge)
+			[ "$peers" = 1 ] && kinds+=(nginx haproxy)
+			for kind in "${kinds[@]}"; do
+				if [ -n "${skip_from[$kind]:-}" ] && [ "$n" -ge "${skip_from[$kind]}" ]; then
+					continue
+				fi
+				if [ -n "${last_n[$kind]:-}" ] && [ "$n" -gt "${last_n[$kind]}" ] &&
+					awk -v s="${last_secs[$kind]}" -v a="${last_n[$kind]}" -v b="$n" -v l="$startup_limit" 'BEGIN {exit !(s * b / a > l)}'; then
+					too_slow[$kind]="started in ${last_secs[$kind]} s with ${last_n[$kind]} tenants: at that rate $n would take more than $startup_limit s, so it was not started with $n or more"
+					skip_from[$kind]=$n
+					continue
+				fi
+				dir="$out/edge-tenants-$n"
+				t0=$(date +%s%N)
+				start_server "$kind" "$dir" "$n" keyedge.test ecdsa
+				secs=$(ready "$kind" "$dir" "$n" keyedge.test)
+				rss=$(rss_kib "$srv_pid")
+				stop_server
+				echo "$kind $n $round $secs $rss" | tee -a "$res/startup.txt"
+				last_secs[$kind]=$secs last_n[$kind]=$n
+			done
 		done
 	done
-done
-for kind in "${!too_slow[@]}"; do
-	echo "$kind ${too_slow[$kind]}" | tee -a "$res/startup-skipped.txt"
-done
+	for kind in "${!too_slow[@]}"; do
+		echo "$kind ${too_slow[$kind]}" | tee -a "$res/startup-skipped.txt"
+	done
 
-echo
-echo "== scenario 6: memory per cached tenant (keyedge, $many-tenant keystore, $cache_n tenants loaded), $rounds rounds"
-heap() { curl -s "http://127.0.0.1:$mport/metrics" | awk '/^go_memstats_heap_inuse_bytes / {print $2}'; }
-echo "round rss_before_kib rss_after_kib heap_before heap_after misses" >"$res/cache.txt"
-for round in $(seq "$rounds"); do
-	t0=$(date +%s%N)
-	start_server keyedge "$kmany" "$many" keyedge.test ecdsa
-	ready keyedge "$kmany" 1 keyedge.test >/dev/null
-	rss0=$(rss_kib "$srv_pid") heap0=$(heap)
-	"${pin1[@]}" bin/edgebench -addr "127.0.0.1:$port" -mode handshake -curves X25519 -tenants "$cache_n" -dist seq \
-		-requests "$cache_n" -duration 600s -c "$conc" -ca "$kmany/testca.pem" -metrics "http://127.0.0.1:$mport/metrics" \
-		-label "cache fill" -scenario "6 memory" -json "$res/cache-r$round.json" -q >"$res/cache-r$round.txt"
-	rss1=$(rss_kib "$srv_pid") heap1=$(heap)
-	misses=$(grep -o 'keyedge_keystore_lookups_total{result="miss"} +[0-9]*' "$res/cache-r$round.txt" | grep -o '[0-9]*$' || echo 0)
-	stop_server
-	echo "$round $rss0 $rss1 $heap0 $heap1 $misses" | tee -a "$res/cache.txt"
-done
+fi
+if runs 6; then
+	echo
+	echo "== scenario 6: memory per cached tenant (keyedge, $many-tenant keystore, $cache_n tenants loaded), $rounds rounds"
+	heap() { curl -s "http://127.0.0.1:$mport/metrics" | awk '/^go_memstats_heap_inuse_bytes / {print $2}'; }
+	echo "round rss_before_kib rss_after_kib heap_before heap_after misses" >"$res/cache.txt"
+	for round in $(seq "$rounds"); do
+		t0=$(date +%s%N)
+		start_server keyedge "$kmany" "$many" keyedge.test ecdsa
+		ready keyedge "$kmany" 1 keyedge.test >/dev/null
+		rss0=$(rss_kib "$srv_pid") heap0=$(heap)
+		"${pin1[@]}" bin/edgebench -addr "127.0.0.1:$port" -mode handshake -curves X25519 -tenants "$cache_n" -dist seq \
+			-requests "$cache_n" -duration 600s -c "$conc" -ca "$kmany/testca.pem" -metrics "http://127.0.0.1:$mport/metrics" \
+			-label "cache fill" -scenario "6 memory" -json "$res/cache-r$round.json" -q >"$res/cache-r$round.txt"
+		rss1=$(rss_kib "$srv_pid") heap1=$(heap)
+		misses=$(grep -o 'keyedge_keystore_lookups_total{result="miss"} +[0-9]*' "$res/cache-r$round.txt" | grep -o '[0-9]*$' || echo 0)
+		stop_server
+		echo "$round $rss0 $rss1 $heap0 $heap1 $misses" | tee -a "$res/cache.txt"
+	done
 
-echo
-echo "== scenario 5: keyless vs local signing (bench/keyless.sh)"
-DURATION=$duration ROUNDS=$rounds bash bench/keyless.sh >"$res/keyless.txt" 2>&1 || {
-	tail -20 "$res/keyless.txt"
-	exit 1
-}
-sed -n '/^== summary/,$p' "$res/keyless.txt"
+fi
+if runs 5; then
+	echo
+	echo "== scenario 5: keyless vs local signing (bench/keyless.sh)"
+	DURATION=$duration ROUNDS=$rounds bash bench/keyless.sh >"$res/keyless.txt" 2>&1 || {
+		tail -20 "$res/keyless.txt"
+		exit 1
+	}
+	sed -n '/^== summary/,$p' "$res/keyless.txt"
 
+fi
 echo
 echo "== summary: medians (min–max) over $rounds rounds; JSON, text and SVG plots in $res"
-for s in "${!scenarios[@]}"; do
-	echo
-	echo "### ${scenarios[$s]}"
-	echo
-	# shellcheck disable=SC2086 # a list of files
-	bin/edgebench -summarize -max-other-load "$max_other" -plot "$res/plot-s$s.svg" ${files[$s]}
-done | tee "$res/summary.md"
-
+summary13 | tee "$res/summary.md"
 {
-	echo
-	echo "### 4 start-up: seconds to the first response for the last tenant, and RSS then (median, min–max of $rounds)"
-	echo
-	echo "| server | tenants | start-up s | RSS MiB | RSS per certificate KiB (vs the smallest size) |"
-	echo "|---|---:|---:|---:|---:|"
-	awk 'NR > 1 {k = $1 " " $2; s[k] = s[k] " " $4; r[k] = r[k] " " $5; if (!(k in seen)) {seen[k] = 1; order[++m] = k}}
-		function med(list, lo, hi,   a, n, i, j, t) {
-			n = split(list, a, " ")
-			for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) {t = a[i]; a[i] = a[j]; a[j] = t}
-			lo = a[1]; hi = a[n]
-			return (n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2) "|" lo "|" hi
-		}
-		END {
-			for (i = 1; i <= m; i++) {
-				split(order[i], kn, " "); split(med(s[order[i]]), S, "|"); split(med(r[order[i]]), R, "|")
-				if (!(kn[1] in base)) {base[kn[1]] = R[1]; basen[kn[1]] = kn[2]; per = "–"}
-				else per = sprintf("%.1f", (R[1] - base[kn[1]]) / (kn[2] - basen[kn[1]]))
-				printf "| %s | %d | %.3f (%.3f–%.3f) | %.1f (%.1f–%.1f) | %s |\n", kn[1], kn[2], S[1], S[2], S[3], R[1] / 1024, R[2] / 1024, R[3] / 1024, per
-			}
-		}' "$res/startup.txt"
-	[ -f "$res/startup-skipped.txt" ] && sed 's/^/- not measured further: /' "$res/startup-skipped.txt"
-	echo
-	echo "### 6 keyedge memory per cached tenant ($cache_n distinct names, keys opened), per round"
-	echo
-	echo "| round | tenants loaded (keystore misses) | RSS before → after MiB | RSS per tenant KiB | Go heap in use before → after MiB | heap per tenant KiB |"
-	echo "|---:|---:|---:|---:|---:|---:|"
-	awk 'NR > 1 && $6 > 0 {printf "| %d | %d | %.1f → %.1f | %.2f | %.1f → %.1f | %.2f |\n", $1, $6, $2/1024, $3/1024, ($3-$2)/$6, $4/1048576, $5/1048576, ($5-$4)/1024/$6}' "$res/cache.txt"
-	h2load_summary
+	if runs 4; then
+		echo
+		echo "### 4 start-up: seconds to the first response for the last tenant, and RSS then (median, min–max of $rounds)"
+		echo
+		echo "| server | tenants | start-up s | RSS MiB | RSS per certificate KiB (vs the smallest size) |"
+		echo "|---|---:|---:|---:|---:|"
+		awk "$awk_med"'
+			NR > 1 {k = $1 " " $2; s[k] = s[k] " " $4; r[k] = r[k] " " $5; if (!(k in seen)) {seen[k] = 1; order[++m] = k}}
+			END {
+				for (i = 1; i <= m; i++) {
+					split(order[i], kn, " "); split(med(s[order[i]]), S, "|"); split(med(r[order[i]]), R, "|")
+					if (!(kn[1] in base)) {base[kn[1]] = R[1]; basen[kn[1]] = kn[2]; per = "–"}
+					else per = sprintf("%.1f", (R[1] - base[kn[1]]) / (kn[2] - basen[kn[1]]))
+					printf "| %s | %d | %.3f (%.3f–%.3f) | %.1f (%.1f–%.1f) | %s |\n", kn[1], kn[2], S[1], S[2], S[3], R[1] / 1024, R[2] / 1024, R[3] / 1024, per
+				}
+			}' "$res/startup.txt"
+		[ -f "$res/startup-skipped.txt" ] && sed 's/^/- not measured further: /' "$res/startup-skipped.txt"
+	fi
+	if runs 6; then
+		echo
+		echo "### 6 keyedge memory per cached tenant ($cache_n distinct names, keys opened), per round"
+		echo
+		echo "| round | tenants loaded (keystore misses) | RSS before → after MiB | RSS per tenant KiB | Go heap in use before → after MiB | heap per tenant KiB |"
+		echo "|---:|---:|---:|---:|---:|---:|"
+		awk 'NR > 1 && $6 > 0 {printf "| %d | %d | %.1f → %.1f | %.2f | %.1f → %.1f | %.2f |\n", $1, $6, $2/1024, $3/1024, ($3-$2)/$6, $4/1048576, $5/1048576, ($5-$4)/1024/$6}' "$res/cache.txt"
+	fi
+	if runs 7; then
+		h2load_summary
+	fi
 } | tee -a "$res/summary.md"
 echo
 echo "matrix took $(($(date +%s) - started)) s"

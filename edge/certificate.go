@@ -20,7 +20,7 @@ import (
 func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	st := s.settings.Load()
 	if hello.ServerName == "" {
-		s.metrics.selections.WithLabelValues(fallbackResult(st.fallback)).Inc()
+		s.metrics.fallbackSelected(st.fallback)
 		return st.fallback, nil
 	}
 	entry, err := s.store.Lookup(hello.Context(), hello.ServerName)
@@ -28,14 +28,20 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 		entry, err = s.obtainOnDemand(hello)
 	}
 	if errors.Is(err, keystore.ErrNotFound) || errors.Is(err, keystore.ErrBadName) {
-		s.metrics.selections.WithLabelValues(fallbackResult(st.fallback)).Inc()
+		s.metrics.fallbackSelected(st.fallback)
 		return st.fallback, nil
 	}
 	if err != nil {
-		s.metrics.selections.WithLabelValues("error").Inc()
+		s.metrics.selectionErrors.Inc()
 		return nil, err
 	}
-	s.metrics.selections.WithLabelValues("tenant").Inc()
+	s.metrics.tenantSelections.Inc()
+	if len(entry.Certs) == 1 {
+		// No choice to make: whether or not the client supports it, this
+		// is the certificate offered (as below), so the check, a hostname
+		// verification and a signature scheme search, is skipped.
+		return s.tlsCertificate(hello.Context(), entry.Certs[0]), nil
+	}
 	var first *tls.Certificate
 	for _, alg := range []x509.PublicKeyAlgorithm{x509.ECDSA, x509.Ed25519, x509.RSA} {
 		for _, c := range entry.Certs {
@@ -70,13 +76,6 @@ func (s *Server) obtainOnDemand(hello *tls.ClientHelloInfo) (*keystore.Entry, er
 		return nil, keystore.ErrNotFound
 	}
 	return s.store.Lookup(hello.Context(), hello.ServerName)
-}
-
-func fallbackResult(fallback *tls.Certificate) string {
-	if fallback != nil {
-		return "fallback"
-	}
-	return "unknown"
 }
 
 // tlsCertificate wraps a stored certificate for one handshake. Its

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,8 +23,10 @@ type tlsListener struct {
 	srv    *Server
 	config *tls.Config
 
-	ready      chan net.Conn   // handshaken connections for Accept
-	ctx        context.Context // canceled by Close, ending handshakes in flight
+	ready      chan net.Conn     // handshaken connections for Accept
+	work       chan handshakeJob // to an idle handshake worker
+	idle       atomic.Int32      // handshake workers waiting on work
+	ctx        context.Context   // canceled by Close, ending handshakes in flight
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup // the accept loop and handshakes in flight
 	acceptDone chan struct{}  // closed when the accept loop has returned
@@ -36,6 +39,7 @@ func newTLSListener(inner net.Listener, srv *Server, config *tls.Config) *tlsLis
 		srv:        srv,
 		config:     config,
 		ready:      make(chan net.Conn),
+		work:       make(chan handshakeJob),
 		acceptDone: make(chan struct{}),
 		drained:    make(chan struct{}),
 	}
@@ -113,7 +117,56 @@ func (l *tlsListener) acceptLoop() {
 		}
 		l.srv.metrics.openConns.Inc()
 		l.wg.Add(1)
-		go l.handshake(&trackedConn{Conn: raw, srv: l.srv}, st.limits)
+		job := handshakeJob{&trackedConn{Conn: raw, srv: l.srv}, st.limits}
+		select {
+		case l.work <- job:
+		default:
+			go l.worker(job)
+		}
+	}
+}
+
+// handshakeJob is a connection accepted for its handshake, and the
+// limits it was accepted under.
+type handshakeJob struct {
+	conn   *trackedConn
+	limits Limits
+}
+
+// Handshake workers wait at most workerIdle for the next connection,
+// and at most maxIdleWorkers of them wait, so the stacks kept after a
+// burst of handshakes are bounded (to a few MiB) and soon released.
+const (
+	workerIdle     = 10 * time.Second
+	maxIdleWorkers = 128
+)
+
+// worker runs handshakes, the first given and then others from work,
+// until none comes for workerIdle, the accept loop ends, or
+// maxIdleWorkers others are waiting already. A handshake needs a
+// goroutine stack of tens of KiB, which a fresh goroutine grows to by
+// copying it, two or three times, on every connection; a worker keeps
+// its grown stack for the next handshake.
+func (l *tlsListener) worker(job handshakeJob) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		l.handshake(job.conn, job.limits)
+		if l.idle.Add(1) > maxIdleWorkers {
+			l.idle.Add(-1)
+			return
+		}
+		idle.Reset(workerIdle)
+		select {
+		case job = <-l.work:
+			l.idle.Add(-1)
+		case <-idle.C:
+			l.idle.Add(-1)
+			return
+		case <-l.acceptDone:
+			l.idle.Add(-1)
+			return
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"crypto/tls"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,17 @@ type metrics struct {
 	refused          *prometheus.CounterVec // reason: refusedMaxConns, refusedPerIP
 	routes           *prometheus.CounterVec
 	resumptions      *prometheus.CounterVec // result of a ticket offered
+
+	// Children resolved once, so a handshake hashes no labels for them.
+	tenantSelections, fallbackSelections, unknownSelections, selectionErrors prometheus.Counter
+	handshakesOK                                                             sync.Map // handshakeKind → prometheus.Counter
+}
+
+// handshakeKind is what a successful handshake is counted by, besides
+// its result.
+type handshakeKind struct {
+	version uint16
+	group   tls.CurveID
 }
 
 // Reasons for refusing a connection at accept, the values of
@@ -68,6 +80,10 @@ func newMetrics() *metrics {
 			Help: "Session tickets offered by clients that decrypted, by result: resumed; or refused (full handshake) because the ticket was for another name (other_name), the name has no tenant now (unknown_name), a certificate it was issued under was removed or replaced (certificate_changed), it carries no tenant binding (unbound), or the keystore failed (error).",
 		}, []string{"result"}),
 	}
+	m.tenantSelections = m.selections.WithLabelValues("tenant")
+	m.fallbackSelections = m.selections.WithLabelValues("fallback")
+	m.unknownSelections = m.selections.WithLabelValues("unknown")
+	m.selectionErrors = m.selections.WithLabelValues("error")
 	// Every refusal reason is exported from the start, at zero.
 	m.refused.WithLabelValues(refusedMaxConns)
 	m.refused.WithLabelValues(refusedPerIP)
@@ -78,12 +94,28 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.handshakes, m.handshakeSeconds, m.selections, m.openConns, m.refused, m.routes, m.resumptions}
 }
 
-func (m *metrics) observeHandshake(c *tls.Conn, err, ctxErr error, d time.Duration) {
-	version, group := "", ""
-	if err == nil {
-		cs := c.ConnectionState()
-		version, group = tls.VersionName(cs.Version), cs.CurveID.String()
-		m.handshakeSeconds.Observe(d.Seconds())
+// fallbackSelected counts a ClientHello answered with the fallback
+// certificate, or, with none, refused.
+func (m *metrics) fallbackSelected(fallback *tls.Certificate) {
+	if fallback != nil {
+		m.fallbackSelections.Inc()
+	} else {
+		m.unknownSelections.Inc()
 	}
-	m.handshakes.WithLabelValues(handshakeResult(err, ctxErr), version, group).Inc()
+}
+
+func (m *metrics) observeHandshake(c *tls.Conn, err, ctxErr error, d time.Duration) {
+	if err != nil {
+		m.handshakes.WithLabelValues(handshakeResult(err, ctxErr), "", "").Inc()
+		return
+	}
+	m.handshakeSeconds.Observe(d.Seconds())
+	cs := c.ConnectionState()
+	k := handshakeKind{cs.Version, cs.CurveID}
+	counter, ok := m.handshakesOK.Load(k)
+	if !ok {
+		// A handful of versions and groups: the map stays small.
+		counter, _ = m.handshakesOK.LoadOrStore(k, m.handshakes.WithLabelValues("ok", tls.VersionName(k.version), k.group.String()))
+	}
+	counter.(prometheus.Counter).Inc()
 }

@@ -107,30 +107,55 @@ func TestFallbackCertificate(t *testing.T) {
 	conn.Close()
 }
 
+// TestECDSAOrRSAByClient: a name with an ECDSA and an RSA certificate
+// serves the one the client supports, ECDSA first; a name with one
+// certificate serves it whatever the client supports, so a client that
+// cannot use it fails the handshake (handshake_failure), it is not told
+// the name is unknown.
 func TestECDSAOrRSAByClient(t *testing.T) {
 	w := newWorld(t, 0, Options{})
 	w.put(t, testpki.ECDSAP256, w.OriginURL, "dual.example.com")
 	w.put(t, testpki.RSA2048, w.OriginURL, "dual.example.com")
+	w.put(t, testpki.ECDSAP256, w.OriginURL, "ecdsa.example.com")
+	w.put(t, testpki.RSA2048, w.OriginURL, "rsa.example.com")
+	tls13 := func(c *tls.Config) { c.MinVersion = tls.VersionTLS13 }
+	ecdsaSuites := func(c *tls.Config) {
+		c.MaxVersion = tls.VersionTLS12
+		c.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}
+	}
+	rsaSuites := func(c *tls.Config) {
+		c.MaxVersion = tls.VersionTLS12
+		c.CipherSuites = []uint16{tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384}
+	}
 	tests := []struct {
-		name string
-		cfg  func(*tls.Config)
-		want x509.PublicKeyAlgorithm
+		name, host string
+		cfg        func(*tls.Config)
+		want       x509.PublicKeyAlgorithm
+		wantErr    string // in the client's handshake error; "" for success
 	}{
-		{"modern client", func(*tls.Config) {}, x509.ECDSA},
-		{"TLS 1.3", func(c *tls.Config) { c.MinVersion = tls.VersionTLS13 }, x509.ECDSA},
-		{"TLS 1.2 ECDSA suites", func(c *tls.Config) {
-			c.MaxVersion = tls.VersionTLS12
-			c.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}
-		}, x509.ECDSA},
-		{"TLS 1.2 RSA-only client", func(c *tls.Config) {
-			c.MaxVersion = tls.VersionTLS12
-			c.CipherSuites = []uint16{tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384}
-		}, x509.RSA},
+		{"modern client", "dual.example.com", func(*tls.Config) {}, x509.ECDSA, ""},
+		{"TLS 1.3", "dual.example.com", tls13, x509.ECDSA, ""},
+		{"TLS 1.2 ECDSA suites", "dual.example.com", ecdsaSuites, x509.ECDSA, ""},
+		{"TLS 1.2 RSA-only client", "dual.example.com", rsaSuites, x509.RSA, ""},
+		{"one ECDSA certificate, TLS 1.3", "ecdsa.example.com", tls13, x509.ECDSA, ""},
+		{"one RSA certificate, TLS 1.3", "rsa.example.com", tls13, x509.RSA, ""},
+		{"one RSA certificate, TLS 1.2 RSA-only client", "rsa.example.com", rsaSuites, x509.RSA, ""},
+		{"one ECDSA certificate, TLS 1.2 RSA-only client", "ecdsa.example.com", rsaSuites, 0, "handshake failure"},
+		{"one RSA certificate, TLS 1.2 ECDSA-only client", "rsa.example.com", ecdsaSuites, 0, "handshake failure"},
 	}
 	for _, tt := range tests {
-		cfg := w.tlsConfig("dual.example.com")
+		cfg := w.tlsConfig(tt.host)
 		tt.cfg(cfg)
 		conn, err := w.handshake(cfg)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%s: handshake error %v, want one with %q", tt.name, err, tt.wantErr)
+			}
+			if conn != nil {
+				conn.Close()
+			}
+			continue
+		}
 		if err != nil {
 			t.Errorf("%s: %v", tt.name, err)
 			continue
