@@ -8,6 +8,9 @@
 //	                      key server Deployment/Service/ConfigMap/Secrets (kubectl apply -k)
 //	k8s/dev/redis.yaml    a throwaway Redis for test clusters; never production
 //	systemd/*.service     the edge (with tableflip upgrades on SIGUSR2) and the key server
+//	monitoring/keyedge-alerts.yaml     Prometheus alert rules (Prometheus's rule parser; every
+//	                                   metric and label checked against the source's registrations)
+//	monitoring/keyedge-dashboard.json  a Grafana dashboard (Grafana Foundation SDK, strict), the same checks
 //
 // The tests read the artefacts with the parsers the real tools use: the
 // Kubernetes API types with strict decoding (sigs.k8s.io/yaml, unknown or
