@@ -43,7 +43,6 @@ type keyctlIdentity struct {
 	name, ca, out  string
 	valid          time.Duration
 	args           []string
-	mountsCAKey    bool
 	mountsAPIToken bool
 }
 
@@ -57,28 +56,9 @@ func identityCommands(pod *corev1.PodSpec, p *problems) []keyctlIdentity {
 			p.add("identity job: init container %s: args %q: want keyctl identity NAME ...", ct.Name, args)
 			continue
 		}
-		id := keyctlIdentity{container: ct.Name, args: args}
-		values := map[string]string{}
-		rest := args[1:]
-		for len(rest) > 0 {
-			a := rest[0]
-			rest = rest[1:]
-			if !strings.HasPrefix(a, "-") {
-				id.name = a
-				continue
-			}
-			if len(rest) == 0 {
-				p.add("identity job: %s: flag %s without a value", ct.Name, a)
-				break
-			}
-			values[strings.TrimLeft(a, "-")], rest = rest[0], rest[1:]
-		}
-		id.ca, id.out = values["ca"], values["out"]
-		var err error
-		if id.valid, err = time.ParseDuration(values["valid"]); err != nil {
-			p.add("identity job: %s: --valid %q: %v", ct.Name, values["valid"], err)
-		}
-		id.mountsCAKey, id.mountsAPIToken = mountsSecretKey(pod, &ct, identityCA, identityCA+".key"), mountsToken(pod, &ct)
+		id := parseIdentityArgs("identity job: "+ct.Name, args, p)
+		id.container = ct.Name
+		id.mountsAPIToken = mountsToken(pod, &ct)
 		out = append(out, id)
 	}
 	return out
@@ -114,6 +94,33 @@ func mountsToken(pod *corev1.PodSpec, ct *corev1.Container) bool {
 		}
 	}
 	return false
+}
+
+// parseIdentityArgs reads a keyctl command line, starting at
+// "identity".
+func parseIdentityArgs(where string, args []string, p *problems) keyctlIdentity {
+	id := keyctlIdentity{args: args}
+	values := map[string]string{}
+	rest := args[1:]
+	for len(rest) > 0 {
+		a := rest[0]
+		rest = rest[1:]
+		if !strings.HasPrefix(a, "-") {
+			id.name = a
+			continue
+		}
+		if len(rest) == 0 {
+			p.add("%s: flag %s without a value", where, a)
+			break
+		}
+		values[strings.TrimLeft(a, "-")], rest = rest[0], rest[1:]
+	}
+	id.ca, id.out = values["ca"], values["out"]
+	var err error
+	if id.valid, err = time.ParseDuration(values["valid"]); err != nil {
+		p.add("%s: --valid %q: %v", where, values["valid"], err)
+	}
+	return id
 }
 
 // checkIdentityJob checks the CronJob that renews the identities.
@@ -416,6 +423,9 @@ func TestIdentityJobIssues(t *testing.T) {
 	if len(p) > 0 || len(ids) == 0 {
 		t.Fatalf("job's keyctl commands: %v (%d)", p, len(ids))
 	}
+	unit := identityUnitCommand(t)
+	unit.container = "systemd"
+	ids = append(ids, unit)
 	for _, id := range ids {
 		t.Run(id.container, func(t *testing.T) {
 			out := filepath.Join(dir, "work", path.Base(id.out))
