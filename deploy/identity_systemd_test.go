@@ -6,9 +6,6 @@ package deploy
 // systemd's own verification of an instance of each.
 
 import (
-	"bytes"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -165,22 +162,9 @@ func TestIdentityUnitChecksCatch(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			svc, tm := service, timer
-			src := &svc
-			if tc.file == identityTimer {
-				src = &tm
-			}
-			if !strings.Contains(*src, tc.old) {
-				t.Fatalf("%q not in %s: update the test case", tc.old, tc.file)
-			}
-			*src = strings.Replace(*src, tc.old, tc.new, 1)
-			got := checkIdentityUnits(t, svc, tm)
-			for _, p := range got {
-				if strings.Contains(p, tc.want) {
-					return
-				}
-			}
-			t.Errorf("broken units passed: want a problem containing %q, got %q", tc.want, got)
+			files := map[string]string{identityService: service, identityTimer: timer}
+			replaceIn(t, files, tc.file, tc.old, tc.new)
+			wantProblem(t, checkIdentityUnits(t, files[identityService], files[identityTimer]), tc.want)
 		})
 	}
 }
@@ -189,28 +173,9 @@ func TestIdentityUnitChecksCatch(t *testing.T) {
 // unit, where systemd-analyze is installed, with ExecStart pointed at a
 // stand-in for keyctl.
 func TestIdentityUnitsAnalyzeVerify(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze not installed")
-	}
-	stand, err := exec.LookPath("true")
-	if err != nil {
-		t.Skip("no true(1) to stand in for keyctl")
-	}
-	dir := t.TempDir()
-	var units []string
+	units := map[string]string{}
 	for file, instance := range map[string]string{identityService: "keyedge-identity@keyedge.service", identityTimer: "keyedge-identity@keyedge.timer"} {
-		text := strings.ReplaceAll(readFile(t, filepath.Join("systemd", file)), "/usr/local/bin/keyctl", stand)
-		u := filepath.Join(dir, instance)
-		if err := os.WriteFile(u, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		units = append(units, u)
+		units[instance] = strings.ReplaceAll(readFile(t, filepath.Join("systemd", file)), "/usr/local/bin/keyctl", "@true@")
 	}
-	cmd := exec.Command(analyze, append([]string{"verify", "--man=no"}, units...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil || out.Len() > 0 {
-		t.Errorf("systemd-analyze verify: %v\n%s", err, out.String())
-	}
+	analyzeVerify(t, units)
 }

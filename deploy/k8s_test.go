@@ -38,6 +38,18 @@ type problems []string
 
 func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
 
+// wantProblem fails the test unless one of got contains want: a check
+// given an artefact broken on purpose must say so.
+func wantProblem(t *testing.T, got problems, want string) {
+	t.Helper()
+	for _, p := range got {
+		if strings.Contains(p, want) {
+			return
+		}
+	}
+	t.Errorf("broken artefact passed: want a problem containing %q, got %q", want, got)
+}
+
 // facts are what the manifests are checked against, read from the code.
 type facts struct {
 	serveFlags     *flagSpec       // keyedge serve

@@ -215,16 +215,9 @@ func TestAlertRuleChecksCatch(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if !strings.Contains(src, tc.old) {
-				t.Fatalf("%q not in %s: update the test case", tc.old, alertsFile)
-			}
-			got := checkAlertRules(t, []byte(strings.Replace(src, tc.old, tc.new, 1)), cat)
-			for _, p := range got {
-				if strings.Contains(p, tc.want) {
-					return
-				}
-			}
-			t.Errorf("broken rules passed: want a problem containing %q, got %q", tc.want, got)
+			files := map[string]string{alertsFile: src}
+			replaceIn(t, files, alertsFile, tc.old, tc.new)
+			wantProblem(t, checkAlertRules(t, []byte(files[alertsFile]), cat), tc.want)
 		})
 	}
 }
@@ -445,16 +438,9 @@ func TestDashboardChecksCatch(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if !strings.Contains(src, tc.old) {
-				t.Fatalf("%q not in %s: update the test case", tc.old, dashboardFile)
-			}
-			got := checkDashboard(t, []byte(strings.Replace(src, tc.old, tc.new, 1)), cat)
-			for _, p := range got {
-				if strings.Contains(p, tc.want) {
-					return
-				}
-			}
-			t.Errorf("broken dashboard passed: want a problem containing %q, got %q", tc.want, got)
+			files := map[string]string{dashboardFile: src}
+			replaceIn(t, files, dashboardFile, tc.old, tc.new)
+			wantProblem(t, checkDashboard(t, []byte(files[dashboardFile]), cat), tc.want)
 		})
 	}
 }
