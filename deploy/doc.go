@@ -7,7 +7,13 @@
 //	k8s/                  Namespace, edge Deployment/Service/ConfigMap/Secret/PDB,
 //	                      key server Deployment/Service/ConfigMap/Secrets (kubectl apply -k)
 //	k8s/dev/redis.yaml    a throwaway Redis for test clusters; never production
+//	k8s/identity-*.yaml   the identity CA Secret, and the CronJob (with its RBAC) that renews
+//	                      the edges' and key servers' 24h mTLS identities at most 16h apart
 //	systemd/*.service     the edge (with tableflip upgrades on SIGUSR2) and the key server
+//	systemd/keyedge-identity@.{service,timer}  the same renewal on hosts
+//	monitoring/keyedge-alerts.yaml     Prometheus alert rules (Prometheus's rule parser; every
+//	                                   metric and label checked against the source's registrations)
+//	monitoring/keyedge-dashboard.json  a Grafana dashboard (Grafana Foundation SDK, strict), the same checks
 //
 // The tests read the artefacts with the parsers the real tools use: the
 // Kubernetes API types with strict decoding (sigs.k8s.io/yaml, unknown or
@@ -29,6 +35,9 @@
 // in (../), so the checks always run against this commit's code, and
 // being under the product's import path it may import the product's
 // internal packages.
+//
+// The identity job's and unit's keyctl command lines are run with the
+// real keyctl (a tool of this module, so its requirements are here).
 //
 // Nothing here builds an image, talks to a cluster or starts a unit: the
 // images' base tags, the kubelet's and systemd's run-time behaviour are

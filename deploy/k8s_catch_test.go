@@ -96,18 +96,17 @@ func TestManifestChecksCatch(t *testing.T) {
 		}, "exactly one"},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c := loadCluster(t, files)
-			tc.break_(c)
-			got := append(checkCluster(t, c, f), checkFleet(t, c, f)...)
-			for _, p := range got {
-				if strings.Contains(p, tc.want) {
-					return
-				}
-			}
-			t.Errorf("broken manifests passed: want a problem containing %q, got %q", tc.want, got)
-		})
+		t.Run(tc.name, func(t *testing.T) { wantCaught(t, f, files, tc.break_, tc.want) })
 	}
+}
+
+// wantCaught loads the manifests, breaks them and expects the cluster
+// and fleet checks to report a problem containing want.
+func wantCaught(t *testing.T, f *facts, files []string, break_ func(*cluster), want string) {
+	t.Helper()
+	c := loadCluster(t, files)
+	break_(c)
+	wantProblem(t, append(checkCluster(t, c, f), checkFleet(t, c, f)...), want)
 }
 
 // replaceIn replaces old by new once in m[k], failing the test when old

@@ -38,6 +38,18 @@ type problems []string
 
 func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
 
+// wantProblem fails the test unless one of got contains want: a check
+// given an artefact broken on purpose must say so.
+func wantProblem(t *testing.T, got problems, want string) {
+	t.Helper()
+	for _, p := range got {
+		if strings.Contains(p, want) {
+			return
+		}
+	}
+	t.Errorf("broken artefact passed: want a problem containing %q, got %q", want, got)
+}
+
 // facts are what the manifests are checked against, read from the code.
 type facts struct {
 	serveFlags     *flagSpec       // keyedge serve
@@ -91,6 +103,9 @@ func checkCluster(t *testing.T, c *cluster, f *facts) problems {
 	}
 	for name, d := range c.deployments {
 		checkDeployment(c, name, d, &p)
+	}
+	for name, cj := range c.cronJobs {
+		checkPod(c, "CronJob "+name, &cj.Spec.JobTemplate.Spec.Template.Spec, false, &p)
 	}
 	for name, s := range c.services {
 		d := c.selected(s.Spec.Selector)
@@ -146,34 +161,47 @@ func checkDeployment(c *cluster, name string, d *appsv1.Deployment, p *problems)
 	if d.Spec.Selector == nil || !labels.SelectorFromSet(d.Spec.Selector.MatchLabels).Matches(labels.Set(d.Spec.Template.Labels)) || len(d.Spec.Selector.MatchLabels) == 0 {
 		p.add("Deployment %s: selector does not match the pod template's labels", name)
 	}
+	checkPod(c, "Deployment "+name, pod, true, p)
+	if a := d.Spec.Template.Annotations; a["prometheus.io/scrape"] == "true" {
+		n, err := strconv.Atoi(a["prometheus.io/port"])
+		if _, ok := podPort(pod, intstr.FromString("metrics")); err != nil || !ok || !podHasPort(pod, n) {
+			p.add("Deployment %s: prometheus.io/port %q is not the pod's metrics port", name, a["prometheus.io/port"])
+		}
+	}
+}
+
+// checkPod checks what every pod here must have: the restricted Pod
+// Security Standard, resources, volumes and mounts that exist, and, for
+// long-running pods (probes), liveness and readiness probes.
+func checkPod(c *cluster, name string, pod *corev1.PodSpec, probes bool, p *problems) {
 	psc := pod.SecurityContext
 	if psc == nil {
 		psc = &corev1.PodSecurityContext{}
 	}
 	if psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
-		p.add("Deployment %s: pod seccompProfile must be RuntimeDefault", name)
+		p.add("%s: pod seccompProfile must be RuntimeDefault", name)
 	}
 	if psc.RunAsUser != nil && *psc.RunAsUser == 0 {
-		p.add("Deployment %s: runAsUser 0", name)
+		p.add("%s: runAsUser 0", name)
 	}
 	volumes := map[string]corev1.Volume{}
 	for _, v := range pod.Volumes {
 		volumes[v.Name] = v
 		switch {
 		case v.ConfigMap != nil && c.configMaps[namespace+"/"+v.ConfigMap.Name] == nil:
-			p.add("Deployment %s volume %s: no ConfigMap %s in the manifests", name, v.Name, v.ConfigMap.Name)
+			p.add("%s volume %s: no ConfigMap %s in the manifests", name, v.Name, v.ConfigMap.Name)
 		case v.Secret != nil && c.secrets[namespace+"/"+v.Secret.SecretName] == nil:
-			p.add("Deployment %s volume %s: no Secret %s in the manifests", name, v.Name, v.Secret.SecretName)
+			p.add("%s volume %s: no Secret %s in the manifests", name, v.Name, v.Secret.SecretName)
 		case v.Secret != nil && (v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o077 != 0):
 			// The kubelet adds group read for fsGroup; others must get nothing.
-			p.add("Deployment %s volume %s: Secret defaultMode must be 0400 (the default 0644 lets every user read it)", name, v.Name)
+			p.add("%s volume %s: Secret defaultMode must be 0400 (the default 0644 lets every user read it)", name, v.Name)
 		}
 	}
 	if len(pod.Containers) == 0 {
-		p.add("Deployment %s: no containers", name)
+		p.add("%s: no containers", name)
 	}
 	for _, ct := range append(append([]corev1.Container{}, pod.InitContainers...), pod.Containers...) {
-		where := fmt.Sprintf("Deployment %s container %s", name, ct.Name)
+		where := fmt.Sprintf("%s container %s", name, ct.Name)
 		for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 			req, hasReq := ct.Resources.Requests[res]
 			lim, hasLim := ct.Resources.Limits[res]
@@ -210,7 +238,7 @@ func checkDeployment(c *cluster, name string, d *appsv1.Deployment, p *problems)
 			probe *corev1.Probe
 		}{{"livenessProbe", ct.LivenessProbe}, {"readinessProbe", ct.ReadinessProbe}, {"startupProbe", ct.StartupProbe}} {
 			if probe.probe == nil {
-				if probe.kind != "startupProbe" {
+				if probes && probe.kind != "startupProbe" {
 					p.add("%s: no %s", where, probe.kind)
 				}
 				continue
@@ -245,12 +273,6 @@ func checkDeployment(c *cluster, name string, d *appsv1.Deployment, p *problems)
 			}
 		}
 	}
-	if a := d.Spec.Template.Annotations; a["prometheus.io/scrape"] == "true" {
-		n, err := strconv.Atoi(a["prometheus.io/port"])
-		if _, ok := podPort(pod, intstr.FromString("metrics")); err != nil || !ok || !podHasPort(pod, n) {
-			p.add("Deployment %s: prometheus.io/port %q is not the pod's metrics port", name, a["prometheus.io/port"])
-		}
-	}
 }
 
 // checkFleet checks the edge and the key server against their configs.
@@ -258,6 +280,7 @@ func checkFleet(t *testing.T, c *cluster, f *facts) problems {
 	var p problems
 	checkEdge(t, c, f, &p)
 	checkKeyserver(t, c, f, &p)
+	checkIdentityJob(c, &p)
 	return p
 }
 

@@ -16,8 +16,10 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
@@ -33,6 +35,10 @@ type cluster struct {
 	configMaps  map[string]*corev1.ConfigMap
 	secrets     map[string]*corev1.Secret
 	pdbs        map[string]*policyv1.PodDisruptionBudget
+	cronJobs    map[string]*batchv1.CronJob
+	accounts    map[string]*corev1.ServiceAccount
+	roles       map[string]*rbacv1.Role
+	bindings    map[string]*rbacv1.RoleBinding
 	source      map[string]string // "Kind namespace/name" -> file, for messages
 }
 
@@ -44,6 +50,10 @@ func newCluster() *cluster {
 		configMaps:  map[string]*corev1.ConfigMap{},
 		secrets:     map[string]*corev1.Secret{},
 		pdbs:        map[string]*policyv1.PodDisruptionBudget{},
+		cronJobs:    map[string]*batchv1.CronJob{},
+		accounts:    map[string]*corev1.ServiceAccount{},
+		roles:       map[string]*rbacv1.Role{},
+		bindings:    map[string]*rbacv1.RoleBinding{},
 		source:      map[string]string{},
 	}
 }
@@ -81,6 +91,18 @@ func (c *cluster) decodeDocument(file string, doc []byte) error {
 	case "policy/v1 PodDisruptionBudget":
 		o := new(policyv1.PodDisruptionBudget)
 		obj, meta, put = o, &o.ObjectMeta, func() { c.pdbs[key(o.ObjectMeta)] = o }
+	case "batch/v1 CronJob":
+		o := new(batchv1.CronJob)
+		obj, meta, put = o, &o.ObjectMeta, func() { c.cronJobs[key(o.ObjectMeta)] = o }
+	case "v1 ServiceAccount":
+		o := new(corev1.ServiceAccount)
+		obj, meta, put = o, &o.ObjectMeta, func() { c.accounts[key(o.ObjectMeta)] = o }
+	case "rbac.authorization.k8s.io/v1 Role":
+		o := new(rbacv1.Role)
+		obj, meta, put = o, &o.ObjectMeta, func() { c.roles[key(o.ObjectMeta)] = o }
+	case "rbac.authorization.k8s.io/v1 RoleBinding":
+		o := new(rbacv1.RoleBinding)
+		obj, meta, put = o, &o.ObjectMeta, func() { c.bindings[key(o.ObjectMeta)] = o }
 	default:
 		return fmt.Errorf("apiVersion %q kind %q: not a kind these manifests use (add it to decodeDocument)", tm.APIVersion, tm.Kind)
 	}
@@ -167,7 +189,88 @@ func loadCluster(t *testing.T, files []string) *cluster {
 			t.Fatal(err)
 		}
 	}
+	if err := c.addGenerated(); err != nil {
+		t.Fatal(err)
+	}
 	return c
+}
+
+// generatorKustomization is the part of a kustomization.yaml held in a
+// ConfigMap (the identity job's) that generates Secrets.
+type generatorKustomization struct {
+	APIVersion       string `json:"apiVersion"`
+	Kind             string `json:"kind"`
+	Namespace        string `json:"namespace"`
+	GeneratorOptions struct {
+		DisableNameSuffixHash bool              `json:"disableNameSuffixHash"`
+		Labels                map[string]string `json:"labels"`
+	} `json:"generatorOptions"`
+	SecretGenerator []struct {
+		Name  string   `json:"name"`
+		Files []string `json:"files"`
+	} `json:"secretGenerator"`
+}
+
+// generatedFile is one file of a secretGenerator: the Secret's key and
+// the file it is read from, relative to the kustomization.
+type generatedFile struct{ key, path string }
+
+// parseGenerator reads a kustomization.yaml that generates Secrets: by
+// Secret name, the files each is made of.
+func parseGenerator(doc string) (map[string][]generatedFile, error) {
+	var k generatorKustomization
+	if err := yaml.UnmarshalStrict([]byte(doc), &k); err != nil {
+		return nil, fmt.Errorf("kustomization.yaml: %w", err)
+	}
+	if k.Kind != "Kustomization" || k.Namespace != namespace || !k.GeneratorOptions.DisableNameSuffixHash {
+		return nil, fmt.Errorf("kustomization.yaml: want a Kustomization in namespace %s with disableNameSuffixHash (the pods mount the Secrets by name)", namespace)
+	}
+	out := map[string][]generatedFile{}
+	for _, g := range k.SecretGenerator {
+		for _, f := range g.Files {
+			key, path, ok := strings.Cut(f, "=")
+			if !ok {
+				key, path = filepath.Base(f), f
+			}
+			out[g.Name] = append(out[g.Name], generatedFile{key, path})
+		}
+	}
+	return out, nil
+}
+
+// generatedLabel marks, in the test's model only, a Secret addGenerated
+// made, with the ConfigMap it came from.
+const generatedLabel = "deploy-test/generated-by"
+
+// addGenerated adds the Secrets a ConfigMap's kustomization.yaml
+// generates (the identity job applies it) to the cluster, each key with
+// a placeholder value, so that what mounts them is checked as for any
+// other Secret. Run again after a change, it replaces them.
+func (c *cluster) addGenerated() error {
+	for name, cm := range c.configMaps {
+		doc, ok := cm.Data["kustomization.yaml"]
+		if !ok {
+			continue
+		}
+		gen, err := parseGenerator(doc)
+		if err != nil {
+			return fmt.Errorf("ConfigMap %s: %w", name, err)
+		}
+		for secret, files := range gen {
+			s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: namespace}, StringData: map[string]string{}}
+			for _, f := range files {
+				s.StringData[f.key] = placeholderMark + ": generated from " + f.path
+			}
+			id := "Secret " + key(s.ObjectMeta)
+			if prev, dup := c.source[id]; dup && c.secrets[key(s.ObjectMeta)].Labels[generatedLabel] != name {
+				return fmt.Errorf("ConfigMap %s generates %s, also declared in %s", name, id, prev)
+			}
+			s.Labels = map[string]string{generatedLabel: name} // rerunning replaces it
+			c.source[id] = c.source["ConfigMap "+name]
+			c.secrets[key(s.ObjectMeta)] = s
+		}
+	}
+	return nil
 }
 
 // kustomization is the part of kustomization.yaml checked here.

@@ -203,29 +203,40 @@ func TestSystemdChecksCatch(t *testing.T) {
 // go-systemd's parser does not know, fail here. ExecStart is pointed at a
 // stand-in executable, since the binaries are not installed.
 func TestSystemdAnalyzeVerify(t *testing.T) {
+	units := map[string]string{}
+	for name, spec := range unitSpecs(t) {
+		units[name] = strings.ReplaceAll(readFile(t, filepath.Join("systemd", name)), "/usr/local/bin/"+spec.bin, "@true@")
+	}
+	analyzeVerify(t, units)
+}
+
+// analyzeVerify runs systemd-analyze verify on units (file name ->
+// text), skipping the test where it is not installed; "@true@" in a
+// text is replaced by the path of true(1), to stand in for a binary
+// that is not installed.
+func analyzeVerify(t *testing.T, units map[string]string) {
+	t.Helper()
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Skip("systemd-analyze not installed")
 	}
-	dir := t.TempDir()
 	stand, err := exec.LookPath("true")
 	if err != nil {
 		t.Skip("no true(1) to stand in for the binaries")
 	}
-	var units []string
-	for name, spec := range unitSpecs(t) {
-		text := strings.ReplaceAll(readFile(t, filepath.Join("systemd", name)), "/usr/local/bin/"+spec.bin, stand)
+	dir := t.TempDir()
+	var files []string
+	for name, text := range units {
 		u := filepath.Join(dir, name)
-		if err := os.WriteFile(u, []byte(text), 0o644); err != nil {
+		if err := os.WriteFile(u, []byte(strings.ReplaceAll(text, "@true@", stand)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		units = append(units, u)
+		files = append(files, u)
 	}
-	cmd := exec.Command(analyze, append([]string{"verify", "--man=no"}, units...)...)
+	cmd := exec.Command(analyze, append([]string{"verify", "--man=no"}, files...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
-	if err != nil || out.Len() > 0 {
+	if err := cmd.Run(); err != nil || out.Len() > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out.String())
 	}
 }

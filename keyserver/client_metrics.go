@@ -2,7 +2,6 @@ package keyserver
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,28 +44,6 @@ func newClientMetrics(tlsConfig *tls.Config) *clientMetrics {
 
 func (m *clientMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.requests, m.seconds, m.failovers, m.expiry}
-}
-
-// identityExpiry is the NotAfter of the client certificate cfg presents.
-func identityExpiry(cfg *tls.Config) float64 {
-	var cert *tls.Certificate
-	switch {
-	case cfg.GetClientCertificate != nil:
-		cert, _ = cfg.GetClientCertificate(&tls.CertificateRequestInfo{})
-	case len(cfg.Certificates) > 0:
-		cert = &cfg.Certificates[0]
-	}
-	if cert == nil || len(cert.Certificate) == 0 {
-		return 0
-	}
-	leaf := cert.Leaf
-	if leaf == nil {
-		var err error
-		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return 0
-		}
-	}
-	return float64(leaf.NotAfter.Unix())
 }
 
 func (m *clientMetrics) observe(result string, d time.Duration) {

@@ -129,7 +129,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		opts:      opts,
 		tls:       t,
 		log:       opts.Logger,
-		metrics:   newServerMetrics(),
+		metrics:   newServerMetrics(t),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*serverConn]struct{}{},
 		idle:      make(chan struct{}),

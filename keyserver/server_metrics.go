@@ -1,6 +1,7 @@
 package keyserver
 
 import (
+	"crypto/tls"
 	"fmt"
 
 	"github.com/keyedge/keyedge/internal/ops"
@@ -28,10 +29,17 @@ type serverMetrics struct {
 	conns       prometheus.Gauge
 	connsTotal  *prometheus.CounterVec // result: ok, handshake_error
 	denials     prometheus.Counter
+	expiry      prometheus.GaugeFunc // the server identity's NotAfter
 }
 
-func newServerMetrics() *serverMetrics {
+// newServerMetrics makes the server's metrics; tlsConfig is the one it
+// serves, whose certificate the expiry gauge reads at each scrape.
+func newServerMetrics(tlsConfig *tls.Config) *serverMetrics {
 	return &serverMetrics{
+		expiry: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyedge_keyserver_identity_expiry_timestamp_seconds",
+			Help: "When the certificate this key server presents to edges expires (Unix time; 0 if unknown). Alert well before: renew it with keyctl identity, and the server picks it up without a restart.",
+		}, func() float64 { return identityExpiry(tlsConfig) }),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyedge_keyserver_requests_total",
 			Help: "Requests answered, by opcode and result (ok, key_not_found, denied, disabled, bad_request, crypto_error, internal).",
@@ -57,7 +65,7 @@ func newServerMetrics() *serverMetrics {
 }
 
 func (m *serverMetrics) register(r prometheus.Registerer) error {
-	if err := ops.Register(r, m.requests, m.signSeconds, m.conns, m.connsTotal, m.denials); err != nil {
+	if err := ops.Register(r, m.requests, m.signSeconds, m.conns, m.connsTotal, m.denials, m.expiry); err != nil {
 		return fmt.Errorf("keyserver: failed to register metrics: %w", err)
 	}
 	return nil
