@@ -103,6 +103,22 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}, nil
 }
 
+// Reconfigured returns a new Client with opts that counts in c's metrics
+// (and whose identity the identity expiry gauge then reports), so a
+// configuration reload keeps the keyedge_keyless_client_* series: the
+// caller registers c's Collectors once. c keeps serving the requests
+// already using it; close it once they are done. The new Client opens
+// its own connections.
+func (c *Client) Reconfigured(opts ClientOptions) (*Client, error) {
+	n, err := NewClient(opts)
+	if err != nil {
+		return nil, err
+	}
+	n.metrics = c.metrics
+	n.metrics.identity.Store(n.opts.TLSConfig)
+	return n, nil
+}
+
 // withDefaults returns o with a copy of TLSConfig (at least TLS 1.2,
 // the default curves if it names none) and every zero field set to its
 // default.
