@@ -86,7 +86,7 @@ func (s *Server) tlsCertificate(ctx context.Context, c *keystore.Cert) *tls.Cert
 		Certificate: c.Chain,
 		Leaf:        c.Leaf,
 		OCSPStaple:  c.OCSP,
-		PrivateKey:  &handshakeSigner{ctx: ctx, cert: c, router: s.router},
+		PrivateKey:  &handshakeSigner{ctx: ctx, cert: c, router: s.settings.Load().router},
 	}
 }
 

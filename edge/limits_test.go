@@ -64,7 +64,7 @@ func TestSlowRequestBody(t *testing.T) {
 			case <-ctx.Done():
 				t.Fatal("the origin's request still waits for the stalled body")
 			}
-			errs := w.srv.proxy.metrics.errors
+			errs := w.srv.settings.Load().proxy.metrics.errors
 			if got := testutil.ToFloat64(errs.WithLabelValues(proxyReasonBodyTimeout)); got != 1 {
 				t.Errorf("body_timeout errors = %v, want 1", got)
 			}

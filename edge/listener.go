@@ -19,9 +19,8 @@ import (
 // net/http, gives the handshake its own deadline, a connection limit
 // enforced before any TLS work, and a metric per handshake outcome.
 type tlsListener struct {
-	inner  net.Listener
-	srv    *Server
-	config *tls.Config
+	inner net.Listener
+	srv   *Server // its tlsConfig, read per handshake so Reload applies
 
 	ready      chan net.Conn     // handshaken connections for Accept
 	work       chan handshakeJob // to an idle handshake worker
@@ -33,11 +32,10 @@ type tlsListener struct {
 	drained    chan struct{}  // closed when, after that, every handshake has ended
 }
 
-func newTLSListener(inner net.Listener, srv *Server, config *tls.Config) *tlsListener {
+func newTLSListener(inner net.Listener, srv *Server) *tlsListener {
 	l := &tlsListener{
 		inner:      inner,
 		srv:        srv,
-		config:     config,
 		ready:      make(chan net.Conn),
 		work:       make(chan handshakeJob),
 		acceptDone: make(chan struct{}),
@@ -197,7 +195,7 @@ func (l *tlsListener) handshake(raw *trackedConn, limits Limits) {
 	// handshake timeout, or when the listener closes.
 	ctx, cancel := context.WithTimeout(l.ctx, timeout)
 	defer cancel()
-	conn := tls.Server(raw, l.config)
+	conn := tls.Server(raw, l.srv.tlsConfig.Load())
 	err := conn.HandshakeContext(ctx)
 	l.srv.metrics.observeHandshake(conn, err, ctx.Err(), time.Since(start))
 	if err != nil {

@@ -142,8 +142,18 @@ const proxyMinIdleConns = 4096
 // NewProxy returns a Proxy that sends each request to the origin named by
 // origin.
 func NewProxy(opts ProxyOptions, origin OriginFunc) *Proxy {
+	return newProxy(opts, origin, newProxyMetrics())
+}
+
+// withOptions returns a Proxy with opts, p's OriginFunc and p's metrics,
+// so a reload keeps counting in the series registered once.
+func (p *Proxy) withOptions(opts ProxyOptions) *Proxy {
+	return newProxy(opts, p.origin, p.metrics)
+}
+
+func newProxy(opts ProxyOptions, origin OriginFunc, metrics *proxyMetrics) *Proxy {
 	opts = opts.withDefaults()
-	p := &Proxy{origin: origin, tunnelIdle: opts.TunnelIdleTimeout, bodyTimeout: opts.BodyReadTimeout, log: opts.Logger, metrics: newProxyMetrics()}
+	p := &Proxy{origin: origin, tunnelIdle: opts.TunnelIdleTimeout, bodyTimeout: opts.BodyReadTimeout, log: opts.Logger, metrics: metrics}
 	dialer := &net.Dialer{Timeout: opts.DialTimeout}
 	p.transport = &http.Transport{
 		// No Proxy: origins are reached directly, whatever HTTP_PROXY says.

@@ -81,7 +81,8 @@ func (r *router) remote(ctx context.Context, c *keystore.Cert, servers []keyserv
 	if r.client == nil || len(servers) == 0 {
 		r.decisions.none.Inc()
 		err := fmt.Errorf("%w: certificate %s of tenant %q (policy %q)", ErrNoKeyServer, c.ID, c.Meta.Tenant, c.Meta.Policy)
-		r.logs.Log(ctx, r.log, slog.LevelWarn, "no_key_server", "edge: handshake refused: no key server for the certificate", "cert", c.ID, "tenant", c.Meta.Tenant, "policy", c.Meta.Policy, "keyless_client", r.client != nil)
+		r.logs.Log(ctx, r.log, slog.LevelWarn, "no_key_server", "edge: handshake refused: no key server this node may use for the certificate (logged at most every 10s)",
+			"cert", c.ID, "tenant", c.Meta.Tenant, "policy", c.Meta.Policy, "fix", r.noKeyServerFix(c))
 		return nil, err
 	}
 	r.decisions.keyless.Inc()
@@ -90,6 +91,18 @@ func (r *router) remote(ctx context.Context, c *keystore.Cert, servers []keyserv
 		ref.SNI = c.Leaf.DNSNames[0]
 	}
 	return r.client.Key(ctx, c.Leaf.PublicKey, ref, servers)
+}
+
+// noKeyServerFix says what an operator can do about a certificate with
+// no key server this node may use.
+func (r *router) noKeyServerFix(c *keystore.Cert) string {
+	switch {
+	case r.client == nil:
+		return "give this node a keyless section in edge.yaml (its identity to key servers), then SIGUSR2"
+	case c.Meta.Route == keystore.RouteKeyless:
+		return "the certificate lists no key server: keyctl route NAME keyless --key-server HOST:PORT"
+	}
+	return "add a key server whose attributes the policy admits to geo.key_servers (SIGHUP), or widen the policy with keyctl policy set"
 }
 
 // admittedServers returns the directory entries whose attributes pol

@@ -169,20 +169,20 @@ var tls12Suites = []uint16{
 // requests to their origins.
 type Server struct {
 	// Static after NewServer.
-	store     *keystore.Store
-	router    *router
-	acme      ACME              // zero without ACME
-	keyless   *keyserver.Client // nil without keyless tenants
-	tlsConfig *tls.Config
-	trusted   []netip.Prefix
-	proxy     *Proxy
-	http      *http.Server
-	metrics   *metrics
-	log       *slog.Logger
+	store         *keystore.Store
+	acme          ACME // zero without ACME
+	proxyProtocol bool // TrustedProxies were set: Serve reads PROXY headers
+	http          *http.Server
+	metrics       *metrics
+	log           *slog.Logger
 
-	settings atomic.Pointer[settings] // replaced whole by Reload
-	open     atomic.Int64             // client connections open
-	clients  clientConns              // client connections open, by client
+	// tlsConfig is the handshakes' configuration, replaced by Reload
+	// (MinVersion, CurvePreferences); ticket keys are installed into it
+	// under ticketsMu.
+	tlsConfig atomic.Pointer[tls.Config]
+	settings  atomic.Pointer[settings] // replaced whole by Reload
+	open      atomic.Int64             // client connections open
+	clients   clientConns              // client connections open, by client
 
 	// logs spaces out warnings a flood of handshakes would repeat
 	// (failed on-demand issuance, no key server for a certificate);
@@ -205,17 +205,24 @@ type Server struct {
 	freshLeft  chan struct{} // 1-buffered: a fresh connection left fresh
 }
 
-// settings are the options Reload can change on a running server.
+// settings are the options Reload can change on a running server, and
+// what is built from them.
 type settings struct {
 	fallback   *tls.Certificate
 	fallbackID string // fallbackID(fallback), for session bindings
 	limits     Limits
 	tickets    *TicketKeys // nil: crypto/tls's own keys
+	trusted    []netip.Prefix
+	router     *router // Keyless and KeyServers
+	proxy      *Proxy
+	proxyOpts  ProxyOptions // proxy's, to rebuild it only when they change
 }
 
 // newSettings checks the reloadable options of opts, which has its
-// defaults applied, and returns them.
-func newSettings(opts Options) (*settings, error) {
+// defaults applied, and returns them; prev are the settings they
+// replace (nil in NewServer), whose proxy is kept if its options are
+// unchanged, so its idle origin connections are kept too.
+func (s *Server) newSettings(opts Options, prev *settings) (*settings, error) {
 	if err := opts.Limits.check(); err != nil {
 		return nil, err
 	}
@@ -224,12 +231,31 @@ func newSettings(opts Options) (*settings, error) {
 			return nil, err
 		}
 	}
-	return &settings{
+	set := &settings{
 		fallback:   opts.Fallback,
 		fallbackID: fallbackID(opts.Fallback),
 		limits:     opts.Limits,
 		tickets:    opts.Tickets,
-	}, nil
+		trusted:    opts.TrustedProxies,
+		router: &router{
+			node:      s.store.NodeAttributes(),
+			directory: opts.KeyServers,
+			client:    opts.Keyless,
+			decisions: s.metrics.routeCounters(),
+			log:       s.log,
+			logs:      &s.logs,
+		},
+		proxyOpts: opts.Proxy,
+	}
+	switch {
+	case prev == nil:
+		set.proxy = NewProxy(opts.Proxy, s.origin)
+	case prev.proxyOpts == opts.Proxy:
+		set.proxy = prev.proxy
+	default:
+		set.proxy = prev.proxy.withOptions(opts.Proxy)
+	}
+	return set, nil
 }
 
 // NewServer returns a Server; call Serve to run it.
@@ -239,32 +265,23 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	opts = opts.withDefaults()
 	s := &Server{
-		store:   opts.Store,
-		keyless: opts.Keyless,
-		acme:    opts.ACME,
-		trusted: opts.TrustedProxies,
-		metrics: newMetrics(),
-		log:     opts.Logger,
+		store:         opts.Store,
+		acme:          opts.ACME,
+		proxyProtocol: len(opts.TrustedProxies) > 0,
+		metrics:       newMetrics(),
+		log:           opts.Logger,
 
 		ticketsChanged: make(chan struct{}, 1),
 		freshLeft:      make(chan struct{}, 1),
 		done:           make(chan struct{}),
 	}
-	s.router = &router{
-		node:      opts.Store.NodeAttributes(),
-		directory: opts.KeyServers,
-		client:    opts.Keyless,
-		decisions: s.metrics.routeCounters(),
-		log:       s.log,
-		logs:      &s.logs,
-	}
-	set, err := newSettings(opts)
+	set, err := s.newSettings(opts, nil)
 	if err != nil {
 		return nil, err
 	}
 	limits := set.limits
 	s.settings.Store(set)
-	s.tlsConfig = &tls.Config{
+	tlsConfig := &tls.Config{
 		MinVersion:       opts.MinVersion,
 		CurvePreferences: opts.Curves,
 		CipherSuites:     tls12Suites,
@@ -273,19 +290,19 @@ func NewServer(opts Options) (*Server, error) {
 		WrapSession:      s.wrapSession,
 		UnwrapSession:    s.unwrapSession,
 	}
-	s.installTicketKeys()
 	if s.acme.ChallengeConfig != nil {
 		// nil, nil for every ClientHello but a CA's TLS-ALPN-01 validation.
-		s.tlsConfig.GetConfigForClient = s.acme.ChallengeConfig
+		tlsConfig.GetConfigForClient = s.acme.ChallengeConfig
 	}
-	s.proxy = NewProxy(opts.Proxy, s.origin)
+	s.tlsConfig.Store(tlsConfig)
+	s.installTicketKeys()
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
 	s.http = &http.Server{
-		Handler:           s.firstRequestHandler(s.proxy),
+		Handler:           s.firstRequestHandler(http.HandlerFunc(s.serveProxy)),
 		ConnContext:       withConn,
-		TLSConfig:         s.tlsConfig,
+		TLSConfig:         tlsConfig, // for net/http's HTTP/2 set-up; handshakes are tlsListener's
 		Protocols:         &protocols,
 		ReadHeaderTimeout: limits.ReadHeaderTimeout,
 		IdleTimeout:       limits.IdleTimeout,
@@ -293,7 +310,7 @@ func NewServer(opts Options) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		ConnState:         s.trackNew,
 	}
-	collectors := append(s.metrics.collectors(), s.proxy.Collectors()...)
+	collectors := append(s.metrics.collectors(), set.proxy.Collectors()...)
 	if opts.Keyless != nil {
 		collectors = append(collectors, opts.Keyless.Collectors()...)
 	}
@@ -308,14 +325,14 @@ func NewServer(opts Options) (*Server, error) {
 // Serve accepts TLS connections on l until Shutdown. Like
 // http.Server.Serve, it returns http.ErrServerClosed after Shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	if len(s.trusted) > 0 {
+	if s.proxyProtocol {
 		l = &proxyproto.Listener{
 			Listener:          l,
 			ConnPolicy:        s.proxyPolicy,
 			ReadHeaderTimeout: s.settings.Load().limits.HandshakeTimeout,
 		}
 	}
-	tl := newTLSListener(l, s, s.tlsConfig)
+	tl := newTLSListener(l, s)
 	s.mu.Lock()
 	s.listeners = append(s.listeners, tl)
 	s.mu.Unlock()
@@ -333,7 +350,7 @@ func (s *Server) Serve(l net.Listener) error {
 // one from anywhere else.
 func (s *Server) proxyPolicy(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
 	if ap, err := netip.ParseAddrPort(o.Upstream.String()); err == nil {
-		for _, p := range s.trusted {
+		for _, p := range s.settings.Load().trusted {
 			if p.Contains(ap.Addr().Unmap()) {
 				return proxyproto.REQUIRE, nil
 			}
@@ -369,9 +386,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err != nil {
 		s.http.Close()
 	}
-	s.proxy.Close()
-	if s.keyless != nil {
-		s.keyless.Close()
+	set := s.settings.Load()
+	set.proxy.Close()
+	if set.router.client != nil {
+		set.router.client.Close()
 	}
 	return err
 }
@@ -455,29 +473,68 @@ func (s *Server) awaitFirstRequests(ctx context.Context) {
 	}
 }
 
-// Reload applies the options that can change without a restart: the
-// fallback certificate, the session ticket secrets (a fleet secret
-// rotation), the handshake timeout, MaxConns and MaxConnsPerIP (for
-// connections accepted from then on). Other fields of opts are
-// ignored. Invalid limits or ticket settings change nothing: Reload
-// returns the error and the server keeps its settings. New ticket keys
-// are in use when Reload returns.
+// serveProxy serves a request through the current settings' proxy.
+func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
+	s.settings.Load().proxy.ServeHTTP(w, r)
+}
+
+// ErrNotReloadable is returned by Reload for options it cannot change
+// on a running server; the caller starts a new one instead.
+var ErrNotReloadable = errors.New("edge: option cannot change without a restart")
+
+// Reload applies the options that can change without a restart, from
+// the next handshake or request on, without dropping a connection:
+// MinVersion, Curves, Fallback, Tickets (a fleet secret rotation: the
+// new ticket keys are in use when Reload returns), Limits'
+// HandshakeTimeout, MaxConns and MaxConnsPerIP, TrustedProxies, Proxy
+// (a new origin connection pool when they change; requests in flight
+// finish on the old one), KeyServers and Keyless (a Keyless client that
+// is not the running one replaces it, and the old one is closed once
+// the handshakes that may still use it have ended). Store, ACME, Logger
+// and Registerer are fixed, and so are Limits' ReadHeaderTimeout,
+// IdleTimeout and MaxHeaderBytes (the http.Server's). Turning PROXY
+// protocol (TrustedProxies) or Keyless on or off returns an error
+// wrapping ErrNotReloadable. Any error changes nothing.
 func (s *Server) Reload(opts Options) error {
-	set, err := newSettings(opts.withDefaults())
+	opts = opts.withDefaults()
+	prev := s.settings.Load()
+	if (len(opts.TrustedProxies) > 0) != s.proxyProtocol {
+		return fmt.Errorf("%w: TrustedProxies (PROXY protocol on or off)", ErrNotReloadable)
+	}
+	if (opts.Keyless == nil) != (prev.router.client == nil) {
+		return fmt.Errorf("%w: Keyless (keyless signing on or off)", ErrNotReloadable)
+	}
+	// The other limits are the http.Server's, fixed by NewServer.
+	fresh := opts.Limits
+	opts.Limits = prev.limits
+	opts.Limits.HandshakeTimeout, opts.Limits.MaxConns, opts.Limits.MaxConnsPerIP = fresh.HandshakeTimeout, fresh.MaxConns, fresh.MaxConnsPerIP
+	if err := fresh.check(); err != nil {
+		return err
+	}
+	set, err := s.newSettings(opts, prev)
 	if err != nil {
 		return err
 	}
-	// The other limits are the http.Server's, fixed by NewServer.
-	fresh, old := set.limits, s.settings.Load().limits
-	set.limits = old
-	set.limits.HandshakeTimeout, set.limits.MaxConns, set.limits.MaxConnsPerIP = fresh.HandshakeTimeout, fresh.MaxConns, fresh.MaxConnsPerIP
+	tlsConfig := s.tlsConfig.Load().Clone() // with its ticket keys, so sessions keep resuming
+	tlsConfig.MinVersion, tlsConfig.CurvePreferences = opts.MinVersion, opts.Curves
+	s.ticketsMu.Lock()
 	s.settings.Store(set)
+	s.tlsConfig.Store(tlsConfig)
+	s.ticketsMu.Unlock()
 	// The new secrets apply from now on; the rotation then re-arms its
 	// timer for the new period.
 	s.installTicketKeys()
 	select {
 	case s.ticketsChanged <- struct{}{}:
 	default:
+	}
+	if set.proxy != prev.proxy {
+		prev.proxy.Close() // its idle connections; those in use close when idle
+	}
+	if old := prev.router.client; old != set.router.client {
+		// A handshake that began before now may still sign through old,
+		// for at most its handshake timeout.
+		time.AfterFunc(max(prev.limits.HandshakeTimeout, set.limits.HandshakeTimeout), func() { old.Close() })
 	}
 	return nil
 }
@@ -514,7 +571,7 @@ func (s *Server) installTicketKeys() (untilNext time.Duration, ok bool) {
 		return 0, false
 	}
 	now := t.now()
-	s.tlsConfig.SetSessionTicketKeys(t.Keys(now))
+	s.tlsConfig.Load().SetSessionTicketKeys(t.Keys(now))
 	return t.next(now).Sub(now), true
 }
 

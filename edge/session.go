@@ -140,14 +140,14 @@ func (s *Server) wrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]by
 		b = sessionBinding{name: b.name}
 	}
 	ss.Extra = append(ss.Extra, b.marshal())
-	return s.tlsConfig.EncryptTicket(cs, ss)
+	return s.tlsConfig.Load().EncryptTicket(cs, ss)
 }
 
 // unwrapSession is tls.Config.UnwrapSession: it decrypts a ticket and
 // returns its session only if the session's binding admits this
 // handshake; otherwise (nil, nil), and the client gets a full handshake.
 func (s *Server) unwrapSession(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
-	ss, err := s.tlsConfig.DecryptTicket(identity, cs)
+	ss, err := s.tlsConfig.Load().DecryptTicket(identity, cs)
 	if ss == nil || err != nil {
 		return nil, err
 	}

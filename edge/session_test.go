@@ -251,11 +251,11 @@ func BenchmarkSessionTicket(b *testing.B) {
 	fresh := func() *tls.SessionState { ss := *state; ss.Extra = nil; return &ss }
 	b.Run("crypto-tls", func(b *testing.B) {
 		for b.Loop() {
-			ticket, err := w.srv.tlsConfig.EncryptTicket(cs, fresh())
+			ticket, err := w.srv.tlsConfig.Load().EncryptTicket(cs, fresh())
 			if err != nil {
 				b.Fatal(err)
 			}
-			if ss, err := w.srv.tlsConfig.DecryptTicket(ticket, cs); ss == nil || err != nil {
+			if ss, err := w.srv.tlsConfig.Load().DecryptTicket(ticket, cs); ss == nil || err != nil {
 				b.Fatal("ticket not decrypted", err)
 			}
 		}

@@ -103,6 +103,22 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}, nil
 }
 
+// Reconfigured returns a new Client with opts that counts in c's metrics
+// (and whose identity the identity expiry gauge then reports), so a
+// configuration reload keeps the keyedge_keyless_client_* series: the
+// caller registers c's Collectors once. c keeps serving the requests
+// already using it; close it once they are done. The new Client opens
+// its own connections.
+func (c *Client) Reconfigured(opts ClientOptions) (*Client, error) {
+	n, err := NewClient(opts)
+	if err != nil {
+		return nil, err
+	}
+	n.metrics = c.metrics
+	n.metrics.identity.Store(n.opts.TLSConfig)
+	return n, nil
+}
+
 // withDefaults returns o with a copy of TLSConfig (at least TLS 1.2,
 // the default curves if it names none) and every zero field set to its
 // default.
@@ -283,6 +299,9 @@ func (k *RemoteKey) do(op wire.Op, payload []byte) ([]byte, error) {
 			return resp.Payload, nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", r.addr, err))
+		if errors.Is(err, wire.ErrKeyNotFound) {
+			k.c.keyNotFound(r.addr, k.ref)
+		}
 		// Another server may hold the key or be reachable; a crypto
 		// error or a bad request would fail there too.
 		if last || ctx.Err() != nil || !retryable(err) {
@@ -302,6 +321,16 @@ func (c *Client) failedOver(from, to string, err error) {
 	c.metrics.failovers.WithLabelValues(reason).Inc()
 	c.logs.Log(context.Background(), c.log, slog.LevelWarn, "failover", "keyserver: request failed over to the next key server (logged at most every 10s)",
 		"from", from, "to", to, "reason", reason, "err", err)
+}
+
+// keyNotFound logs, at most every logInterval, a key server answering
+// "key not found": a key server says that both for a key it does not
+// hold and for one this client's identity may not use, so the operator
+// has two things to check.
+func (c *Client) keyNotFound(addr string, ref KeyRef) {
+	c.logs.Log(context.Background(), c.log, slog.LevelWarn, "key_not_found",
+		"keyserver: key server answered key not found (logged at most every 10s): it does not hold the key, or its authorize rules do not let this node's identity use it; add the key to its keys (keys_dir or keystore) or a rule for this node, and see its keyedge_keyserver_denials_total",
+		"addr", addr, "cert", ref.CertID, "sni", ref.SNI)
 }
 
 // Failover reasons, the reason label of failovers_total.

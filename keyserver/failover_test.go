@@ -1,6 +1,7 @@
 package keyserver
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -425,4 +427,52 @@ func inFlight(cc *clientConn) int {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	return len(cc.pending)
+}
+
+// emptySource holds no key.
+type emptySource struct{}
+
+func (emptySource) Key(context.Context, KeyRef) (*Key, error) { return nil, ErrKeyNotFound }
+
+// TestClientWarnsKeyNotFound: a key server answering "key not found" (it
+// does not hold the key, or does not let this node use it) is logged at
+// warning with what to do, at most once per interval, not only counted.
+func TestClientWarnsKeyNotFound(t *testing.T) {
+	w := newClientWorld(t)
+	addr, _ := w.startServer(t, func(KeySource) KeySource { return emptySource{} })
+	var logs syncBuffer
+	c := w.client(t, ClientOptions{PingInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	digest := sha256.Sum256([]byte("x"))
+	for range 5 {
+		if _, err := w.key(t, c, context.Background(), testpki.ECDSAP256, addr).Sign(rand.Reader, digest[:], crypto.SHA256); err == nil {
+			t.Fatal("signed by a key server holding no key")
+		}
+	}
+	out := logs.String()
+	if n := strings.Count(out, "level=WARN"); n != 1 {
+		t.Fatalf("%d warnings for 5 key-not-found answers, want 1 (rate-limited); log:\n%s", n, out)
+	}
+	for _, want := range []string{"key not found", addr, "authorize"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("key-not-found warning does not say %q; log:\n%s", want, out)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the client's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

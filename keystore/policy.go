@@ -96,7 +96,9 @@ func (s *Store) loadPolicyKey(ctx context.Context, id string) (*policyKey, error
 		return nil, ctx.Err()
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return &policyKey{missing: true, err: s.failed("policy", id, key, err)}, nil
+		// Not an error yet: a writer is about to create it
+		// (policyPublicKey). A key sealed under it reports it (openKey).
+		return &policyKey{missing: true}, nil
 	}
 	pk := new(policyKey)
 	if err == nil {

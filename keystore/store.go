@@ -628,7 +628,11 @@ func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {
 			return nil, err
 		}
 		if pk.priv == nil {
-			return nil, fmt.Errorf("certificate %s: %w", c.ID, pk.err)
+			err := pk.err
+			if pk.missing { // a key sealed under it: the file was lost
+				err = s.failed("policy", pid, policyFileKey(pid), fs.ErrNotExist)
+			}
+			return nil, fmt.Errorf("certificate %s: %w", c.ID, err)
 		}
 		return pk.priv, nil
 	}

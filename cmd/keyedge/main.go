@@ -5,17 +5,23 @@
 // Usage:
 //
 //	keyedge serve --config edge.yaml [--pid-file FILE]
+//	keyedge check-config --config edge.yaml
 //	keyedge demo [--tenants N] [--check]
 //
 // serve terminates TLS for every tenant in the configured keystore and
 // proxies to their origins. SIGTERM or SIGINT drains (stop accepting,
-// finish requests in flight up to limits.drain_timeout); SIGHUP reloads
-// the fallback certificate, session ticket secrets, log level, handshake
-// timeout, max_conns and max_conns_per_ip without dropping connections
-// (a file that does not load or validate changes nothing); SIGUSR2 restarts
+// finish requests in flight up to limits.drain_timeout); SIGHUP applies
+// the re-read file without dropping connections, all of it or nothing: a
+// file that does not load, or that changes a setting only a new process
+// can apply (listen, keystore, fleet_key_file, …: each is named), is
+// refused and the running config stays (see edge/testdata/edge.yaml for
+// which settings SIGHUP applies); SIGUSR2 restarts
 // with no downtime: a new process of the (possibly replaced) executable
 // takes over the listening sockets, and this one drains once it is
 // ready. --pid-file keeps the serving process's PID, for systemd.
+//
+// check-config checks a config file and every file it names as serve
+// does, lists every problem and exits 1 if there is one (nginx -t).
 //
 // demo builds everything on one machine in a temp dir: a keystore of
 // generated tenants, an origin and an edge on 127.0.0.1, and prints what
@@ -39,7 +45,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: keyedge serve --config edge.yaml [--pid-file FILE] | keyedge demo [--tenants N] [--check]")
+		fmt.Fprintln(stderr, "usage: keyedge serve --config edge.yaml [--pid-file FILE] | keyedge check-config --config edge.yaml | keyedge demo [--tenants N] [--check]")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -55,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		err = serve(ctx, *config, *pidFile, stderr)
+	case "check-config":
+		return checkConfig(args[1:], stdout, stderr)
 	case "demo":
 		fs := flag.NewFlagSet("keyedge demo", flag.ContinueOnError)
 		fs.SetOutput(stderr)

@@ -21,6 +21,7 @@ import (
 	"github.com/keyedge/keyedge/edge"
 	"github.com/keyedge/keyedge/internal/config"
 	"github.com/keyedge/keyedge/internal/ops"
+	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -33,6 +34,7 @@ type node struct {
 	log     *slog.Logger
 	store   *keystore.Store
 	srv     *edge.Server
+	keyless *keyserver.Client // nil without a keyless section; replaced on SIGHUP
 	ln      net.Listener
 	metrics *http.Server  // nil when metrics_listen is "off"
 	acme    *acme.Manager // nil when ACME is off
@@ -77,6 +79,7 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listenFunc, logOut 
 	if opts.Keyless, err = cfg.KeylessClient(n.log); err != nil {
 		return nil, err
 	}
+	n.keyless = opts.Keyless
 	// Listeners are bound before the ACME manager starts, so it answers
 	// challenges on them instead of opening its own.
 	if n.ln, err = listen("tcp", cfg.Listen); err != nil {
@@ -149,26 +152,33 @@ func (n *node) metricsURL() string {
 	return "http://" + n.cfg.MetricsListen + "/metrics"
 }
 
-// reload re-reads the config file and applies what can change live.
+// reload re-reads the config file on SIGHUP and applies all of it or
+// nothing: a file that does not load, or that changes a setting SIGHUP
+// cannot apply (config.ErrNeedsRestart names each), is refused with the
+// reason, and the running config stays.
 func (n *node) reload(path string) {
-	cfg, err := config.LoadEdge(path)
+	cfg, err := config.CheckEdge(path)
+	var opts edge.Options
 	if err == nil {
-		var opts edge.Options
-		if opts, err = cfg.Options(); err == nil {
-			err = n.srv.Reload(opts)
-		}
-		if err == nil {
-			n.level.Set(cfg.Level())
+		opts, err = n.cfg.ReloadOptions(cfg, n.keyless, n.log)
+	}
+	if err == nil {
+		if err = n.srv.Reload(opts); err != nil && opts.Keyless != nil {
+			opts.Keyless.Close()
 		}
 	}
-	if err != nil {
-		n.log.Error("reload failed; still running the previous config", "err", err)
+	switch {
+	case errors.Is(err, config.ErrNeedsRestart):
+		n.log.Error("SIGHUP: reload refused; still running the previous config", "path", path, "err", err)
+		return
+	case err != nil:
+		n.log.Error("SIGHUP: reload failed; still running the previous config", "path", path, "err", err)
 		return
 	}
-	if cfg.Listen != n.cfg.Listen || cfg.Keystore != n.cfg.Keystore || cfg.FleetKeyFile != n.cfg.FleetKeyFile {
-		n.log.Warn("listen, keystore and fleet_key_file changes need a restart")
-	}
-	n.log.Info("config reloaded", "path", path)
+	n.level.Set(cfg.Level())
+	// The access log is applied here, once its section is reloadable.
+	n.cfg, n.keyless = cfg, opts.Keyless
+	n.log.Info("SIGHUP: config reloaded", "path", path)
 }
 
 // shutdown drains: stop accepting, let requests in flight finish until
@@ -204,7 +214,7 @@ func (n *node) shutdown() error {
 // drains this process: no connection is refused during the swap. With
 // pidFile set, the PID of the process serving is kept there.
 func serve(ctx context.Context, path, pidFile string, logOut io.Writer) error {
-	cfg, err := config.LoadEdge(path)
+	cfg, err := config.CheckEdge(path)
 	if err != nil {
 		return err
 	}

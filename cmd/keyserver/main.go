@@ -5,12 +5,17 @@
 // Usage:
 //
 //	keyserver --config keyserver.yaml
+//	keyserver check-config --config keyserver.yaml
 //
 // The configuration is documented in keyserver/testdata/keyserver.yaml;
 // relative paths in it are relative to the file. SIGTERM and SIGINT
 // shut the server down gracefully (requests already read are answered,
 // for up to 10s); SIGHUP re-reads the file and applies its authorize
-// rules (authorize, authorize_all) and log_level. Without authorize
+// rules (authorize, authorize_all) and log_level, all or nothing: a file
+// that does not load, or that changes any other setting (each is named;
+// they need a restart), is refused and the running config stays.
+// check-config checks a file and every file it names as the server does,
+// lists every problem and exits 1 if there is one. Without authorize
 // rules every request is denied; raw RSA decryption is off unless
 // allow_rsa_decrypt is set. Exit status is 2 for a usage error, 1 for a
 // failure.
@@ -27,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -53,6 +59,9 @@ func main() {
 // run runs the server until ctx ends, reloading the configuration on
 // every value from reload.
 func run(ctx context.Context, args []string, stderr io.Writer, reload <-chan os.Signal) int {
+	if len(args) > 0 && args[0] == "check-config" {
+		return checkConfig(args[1:], stderr)
+	}
 	fs := flag.NewFlagSet("keyserver", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "keyserver.yaml", "configuration file")
@@ -64,7 +73,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, reload <-chan os.
 		fs.Usage()
 		return 2
 	}
-	cfg, err := config.LoadKeyServer(*path)
+	cfg, err := config.CheckKeyServer(*path)
 	if err != nil {
 		fmt.Fprintf(stderr, "keyserver: %v\n", err)
 		return 1
@@ -128,7 +137,7 @@ wait:
 		case err := <-served:
 			return err
 		case <-reload:
-			reloadConfig(path, cfg, srv, log, level)
+			cfg = reloadConfig(path, cfg, srv, log, level)
 		case <-ctx.Done():
 			break wait
 		}
@@ -148,24 +157,49 @@ wait:
 }
 
 // reloadConfig applies the authorize rules (authorize, authorize_all)
-// and log level of the file at path; a file that does not load changes
-// nothing.
-func reloadConfig(path string, old *config.KeyServer, srv *keyserver.Server, log *slog.Logger, level *slog.LevelVar) {
-	cfg, err := config.LoadKeyServer(path)
+// and log level of the file at path, or nothing: a file that does not
+// load, or that changes a setting only a restart applies, is refused.
+// It returns the config now running.
+func reloadConfig(path string, old *config.KeyServer, srv *keyserver.Server, log *slog.Logger, level *slog.LevelVar) *config.KeyServer {
+	cfg, err := config.CheckKeyServer(path)
 	var auth *keyserver.Authorizer
+	if err == nil {
+		if names := old.NotReloadable(cfg); len(names) > 0 {
+			err = fmt.Errorf("%w (restart the key server for them): %s", config.ErrNeedsRestart, strings.Join(names, ", "))
+		}
+	}
 	if err == nil {
 		auth, err = cfg.Authorizer()
 	}
-	if err != nil {
-		log.Error("keyserver: reload failed; keeping the previous rules", "err", err)
-		return
+	switch {
+	case errors.Is(err, config.ErrNeedsRestart):
+		log.Error("keyserver: SIGHUP: reload refused; still running the previous config", "path", path, "err", err)
+		return old
+	case err != nil:
+		log.Error("keyserver: SIGHUP: reload failed; still running the previous config", "path", path, "err", err)
+		return old
 	}
 	srv.SetAuthorizer(auth)
 	level.Set(cfg.Level())
-	old.Authorize, old.AuthorizeAll, old.LogLevel = cfg.Authorize, cfg.AuthorizeAll, cfg.LogLevel
-	if fmt.Sprint(*cfg) != fmt.Sprint(*old) {
-		log.Warn("keyserver: only authorize, authorize_all and log_level change on reload; restart for the rest")
-	}
-	log.Info("keyserver: reloaded authorization rules", "rules", len(cfg.Authorize), "authorize_all", cfg.AuthorizeAll)
+	log.Info("keyserver: SIGHUP: config reloaded", "path", path, "rules", len(cfg.Authorize), "authorize_all", cfg.AuthorizeAll)
 	cfg.WarnAuthorization(log)
+	return cfg
+}
+
+// checkConfig runs `keyserver check-config --config FILE`: it checks the
+// file as the server does at start and on SIGHUP, lists every problem and
+// exits 1 if there are any.
+func checkConfig(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("keyserver check-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "keyserver.yaml", "configuration file to check")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if _, err := config.CheckKeyServer(*path); err != nil {
+		fmt.Fprintf(stderr, "keyserver check-config: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stdout, "keyserver: %s: configuration OK\n", *path)
+	return 0
 }

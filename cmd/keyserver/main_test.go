@@ -234,9 +234,9 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "keyserver.yaml")
-	write := func(clients string) {
+	write := func(clients string, extra ...string) {
 		cfg := fmt.Sprintf("listen: %s\ncert_file: server.pem\nkey_file: server.key\nclient_ca_file: edge-ca.pem\nkeys_dir: keys\nlog_level: debug\n"+
-			"authorize:\n  - clients: [%s]\n    keys: [\"name:shop.example\"]\n", addr, clients)
+			"authorize:\n  - clients: [%s]\n    keys: [\"name:shop.example\"]\n", addr, clients) + strings.Join(extra, "")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -264,11 +264,18 @@ func TestReload(t *testing.T) {
 	check("edge-b", "keyless: key not found")
 
 	reloads := func() int {
-		return len(regexp.MustCompile("reloaded authorization rules").FindAllString(logs.String(), -1))
+		return len(regexp.MustCompile("config reloaded").FindAllString(logs.String(), -1))
 	}
 	write(`"dns:edge-a.test", "dns:edge-b.test"`)
 	reload <- syscall.SIGHUP
 	waitFor(t, func() bool { return reloads() == 1 }, logs)
+	check("edge-b", "ok")
+
+	// A file that also changes a setting SIGHUP cannot apply is refused
+	// whole, naming it: the rules stay.
+	write(`"dns:edge-a.test"`, "max_in_flight: 8\n")
+	reload <- syscall.SIGHUP
+	waitFor(t, func() bool { return regexp.MustCompile(`reload refused.*max_in_flight`).MatchString(logs.String()) }, logs)
 	check("edge-b", "ok")
 
 	// A bad file changes nothing.

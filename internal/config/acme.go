@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
@@ -26,13 +27,11 @@ func (c *Edge) ACMEManager(store *keystore.Store, storage certmagic.Storage, htt
 		RenewalWindow: a.RenewalWindow, CheckInterval: a.CheckInterval,
 		Logger: log, Registerer: reg,
 	}
-	if a.CARootFile != "" {
-		roots, err := certs.ReadCertPool(c.Path(a.CARootFile))
-		if err != nil {
-			return nil, fmt.Errorf("edge: acme.ca_root_file: %w", err)
-		}
-		opts.TrustedRoots = roots
+	roots, err := c.acmeRoots()
+	if err != nil {
+		return nil, err
 	}
+	opts.TrustedRoots = roots
 	// certmagic opens its own challenge listener unless one is bound at
 	// the ports it is told; tell it the node's own.
 	if ta, ok := tlsAddr.(*net.TCPAddr); ok && ta.Port != 443 {
@@ -55,4 +54,17 @@ func (c *Edge) ACMEManager(store *keystore.Store, storage certmagic.Storage, htt
 		}
 	}
 	return acme.NewManager(opts)
+}
+
+// acmeRoots reads acme.ca_root_file, or returns nil (the system roots)
+// without one.
+func (c *Edge) acmeRoots() (*x509.CertPool, error) {
+	if c.ACME.CARootFile == "" {
+		return nil, nil
+	}
+	roots, err := certs.ReadCertPool(c.Path(c.ACME.CARootFile))
+	if err != nil {
+		return nil, fmt.Errorf("edge: acme.ca_root_file: %w", err)
+	}
+	return roots, nil
 }

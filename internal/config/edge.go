@@ -155,7 +155,12 @@ type Edge struct {
 // LoadEdge reads and checks an edge.yaml file. Unknown keys are errors,
 // so a misspelt setting is never silently ignored; every problem is
 // reported at once, each naming its setting.
-func LoadEdge(path string) (*Edge, error) {
+//
+// It does not read the files the config names: see CheckEdge.
+func LoadEdge(path string) (*Edge, error) { return loadEdge(path, false) }
+
+// loadEdge is LoadEdge, and with files CheckEdge.
+func loadEdge(path string, files bool) (*Edge, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("edge: failed to read config: %w", err)
@@ -167,7 +172,11 @@ func LoadEdge(path string) (*Edge, error) {
 		}
 		return nil, fmt.Errorf("edge: config %s: %w", path, err)
 	}
-	if err := c.check(); err != nil {
+	err = c.check()
+	if files {
+		err = errors.Join(err, c.checkFiles())
+	}
+	if err != nil {
 		return nil, fmt.Errorf("edge: config %s: %w", path, err)
 	}
 	c.setDefaults()
@@ -326,23 +335,11 @@ func (c *Edge) OpenKeystore(ctx context.Context, log *slog.Logger, reg prometheu
 func (c *Edge) Options() (edge.Options, error) {
 	var o edge.Options
 	var err error
-	if c.Fallback.CertFile != "" {
-		cert, err := secretfile.KeyPair(c.Path(c.Fallback.CertFile), c.Path(c.Fallback.KeyFile))
-		if err != nil {
-			return o, fmt.Errorf("edge: fallback certificate: %w", err)
-		}
-		o.Fallback = &cert
+	if o.Fallback, err = c.fallback(); err != nil {
+		return o, err
 	}
-	if st := c.SessionTickets; st.SecretFile != "" {
-		o.Tickets = &edge.TicketKeys{Period: st.Rotation, Accept: st.Accept}
-		if o.Tickets.Secret, err = edge.ReadTicketSecret(c.Path(st.SecretFile)); err != nil {
-			return o, err
-		}
-		if st.PreviousSecretFile != "" {
-			if o.Tickets.Previous, err = edge.ReadTicketSecret(c.Path(st.PreviousSecretFile)); err != nil {
-				return o, err
-			}
-		}
+	if o.Tickets, err = c.tickets(); err != nil {
+		return o, err
 	}
 	o.Curves, _ = parseCurves(c.Curves)
 	o.MinVersion, _ = parseVersion(c.MinTLSVersion)
@@ -363,6 +360,37 @@ func (c *Edge) Options() (edge.Options, error) {
 	}
 	_, o.KeyServers, _ = c.geo()
 	return o, nil
+}
+
+// fallback reads the fallback certificate, or returns nil without one.
+func (c *Edge) fallback() (*tls.Certificate, error) {
+	if c.Fallback.CertFile == "" {
+		return nil, nil
+	}
+	cert, err := secretfile.KeyPair(c.Path(c.Fallback.CertFile), c.Path(c.Fallback.KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("edge: fallback certificate: %w", err)
+	}
+	return &cert, nil
+}
+
+// tickets reads the session ticket secrets, or returns nil without them.
+func (c *Edge) tickets() (*edge.TicketKeys, error) {
+	st := c.SessionTickets
+	if st.SecretFile == "" {
+		return nil, nil
+	}
+	t := &edge.TicketKeys{Period: st.Rotation, Accept: st.Accept}
+	var err error
+	if t.Secret, err = edge.ReadTicketSecret(c.Path(st.SecretFile)); err != nil {
+		return nil, err
+	}
+	if st.PreviousSecretFile != "" {
+		if t.Previous, err = edge.ReadTicketSecret(c.Path(st.PreviousSecretFile)); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
 }
 
 // geo parses the geo section.
@@ -420,20 +448,29 @@ func (c *Edge) KeylessClient(log *slog.Logger) (*keyserver.Client, error) {
 	if c.Keyless.CertFile == "" {
 		return nil, nil
 	}
+	opts, err := c.keylessOptions(log)
+	if err != nil {
+		return nil, err
+	}
+	return keyserver.NewClient(opts)
+}
+
+// keylessOptions reads the keyless identity and CA into client options.
+func (c *Edge) keylessOptions(log *slog.Logger) (keyserver.ClientOptions, error) {
 	identity := &certs.KeyPairFile{CertFile: c.Path(c.Keyless.CertFile), KeyFile: c.Path(c.Keyless.KeyFile)}
 	if _, err := identity.Load(); err != nil {
-		return nil, fmt.Errorf("edge: keyless identity: %w", err)
+		return keyserver.ClientOptions{}, fmt.Errorf("edge: keyless identity: %w", err)
 	}
 	roots, err := certs.ReadCertPool(c.Path(c.Keyless.CAFile))
 	if err != nil {
-		return nil, fmt.Errorf("edge: keyless CA: %w", err)
+		return keyserver.ClientOptions{}, fmt.Errorf("edge: keyless CA: %w", err)
 	}
-	return keyserver.NewClient(keyserver.ClientOptions{
+	return keyserver.ClientOptions{
 		TLSConfig:      &tls.Config{RootCAs: roots, GetClientCertificate: identity.GetClientCertificate},
 		Timeout:        c.Keyless.Timeout,
 		AttemptTimeout: c.Keyless.AttemptTimeout,
 		Logger:         log,
-	})
+	}, nil
 }
 
 func parseCurves(names []string) ([]tls.CurveID, error) {

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 
 	"github.com/keyedge/keyedge/certs"
-	"github.com/keyedge/keyedge/internal/backend"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
@@ -50,8 +49,13 @@ type Rule struct {
 
 // LoadKeyServer reads and checks a keyserver.yaml file, and fills in the
 // default listen and metrics_listen. Unknown keys are errors, so a
-// misspelt setting is never silently ignored.
-func LoadKeyServer(path string) (*KeyServer, error) {
+// misspelt setting is never silently ignored; every problem is reported
+// at once. It does not read the files the config names: see
+// CheckKeyServer.
+func LoadKeyServer(path string) (*KeyServer, error) { return loadKeyServer(path, false) }
+
+// loadKeyServer is LoadKeyServer, and with files CheckKeyServer.
+func loadKeyServer(path string, files bool) (*KeyServer, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -60,7 +64,11 @@ func LoadKeyServer(path string) (*KeyServer, error) {
 	if err := decode(data, c); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if err := c.check(); err != nil {
+	err = c.check()
+	if files {
+		err = errors.Join(err, c.checkFiles())
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	c.setDefaults()
@@ -73,30 +81,34 @@ func (c *KeyServer) setDefaults() {
 	c.MetricsListen = cmp.Or(c.MetricsListen, "off")
 }
 
-// check validates the file, reporting the first problem it finds.
+// check validates the file, reporting every problem it finds.
 func (c *KeyServer) check() error {
-	for field, v := range map[string]string{"cert_file": c.CertFile, "key_file": c.KeyFile, "client_ca_file": c.ClientCAFile} {
-		if v == "" {
-			return fmt.Errorf("%s is required", field)
+	var errs []error
+	for _, f := range []struct{ name, v string }{{"cert_file", c.CertFile}, {"key_file", c.KeyFile}, {"client_ca_file", c.ClientCAFile}} {
+		if f.v == "" {
+			errs = append(errs, fmt.Errorf("%s is required", f.name))
 		}
 	}
-	switch {
-	case (c.KeysDir == "") == (c.Keystore == ""):
-		return errors.New("set exactly one of keys_dir and keystore")
-	case c.Keystore != "" && c.FleetKeyFile == "":
-		return errors.New("keystore needs fleet_key_file")
-	case c.KeysDir != "" && (c.FleetKeyFile != "" || c.NodeKeyFile != "" || c.KeystorePasswordFile != ""):
-		return errors.New("fleet_key_file, node_key_file and keystore_password_file go with keystore, not keys_dir")
-	case c.MaxInFlight < 0:
-		return checkPositive("max_in_flight", c.MaxInFlight)
-	case c.AuthorizeAll && len(c.Authorize) > 0:
-		return errors.New("set authorize or authorize_all, not both")
+	if (c.KeysDir == "") == (c.Keystore == "") {
+		errs = append(errs, errors.New("set exactly one of keys_dir and keystore"))
+	}
+	if c.Keystore != "" && c.FleetKeyFile == "" {
+		errs = append(errs, errors.New("keystore needs fleet_key_file"))
+	}
+	if c.KeysDir != "" && (c.FleetKeyFile != "" || c.NodeKeyFile != "" || c.KeystorePasswordFile != "") {
+		errs = append(errs, errors.New("fleet_key_file, node_key_file and keystore_password_file go with keystore, not keys_dir"))
+	}
+	errs = append(errs, checkPositive("max_in_flight", c.MaxInFlight))
+	if c.AuthorizeAll && len(c.Authorize) > 0 {
+		errs = append(errs, errors.New("set authorize or authorize_all, not both"))
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
-		return err
+		errs = append(errs, err)
 	}
-	_, err := c.Authorizer()
-	return err
+	if _, err := c.Authorizer(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // Path resolves p relative to the configuration file.
@@ -194,10 +206,8 @@ func (c *KeyServer) OpenKeySource(ctx context.Context, log *slog.Logger, reg pro
 		}
 	}
 	location := keystoreLocation(c.dir, c.Keystore)
-	if !backend.IsURL(location) {
-		if fi, err := os.Stat(location); err != nil || !fi.IsDir() {
-			return nil, nil, nil, fmt.Errorf("no keystore at %s", location)
-		}
+	if err := checkKeystoreDir(location); err != nil {
+		return nil, nil, nil, err
 	}
 	store, _, release, err := openKeystore(ctx, location, c.Path(c.KeystorePasswordFile), keystore.Options{
 		FleetKey:   fleet,
