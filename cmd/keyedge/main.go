@@ -12,7 +12,8 @@
 // finish requests in flight up to limits.drain_timeout); SIGHUP reloads
 // the fallback certificate, session ticket secrets, log level, handshake
 // timeout, max_conns and max_conns_per_ip without dropping connections
-// (a file that does not load or validate changes nothing); SIGUSR2 restarts
+// (a file that does not load or validate changes nothing); SIGUSR1
+// reopens the access log file, for logrotate; SIGUSR2 restarts
 // with no downtime: a new process of the (possibly replaced) executable
 // takes over the listening sockets, and this one drains once it is
 // ready. --pid-file keeps the serving process's PID, for systemd.

@@ -21,8 +21,9 @@ var layers = [][]string{
 		"internal/tlsconf", "internal/testclock", "internal/pebbletest", "internal/proctest",
 		"internal/redistest", "internal/layers",
 	},
-	// PEM and key helpers; the Keyless SSL wire format.
-	{"certs", "keyserver/wire"},
+	// PEM and key helpers; the Keyless SSL wire format; the access log
+	// writer.
+	{"certs", "keyserver/wire", "edge/accesslog"},
 	// Geo sealing; the storages a keystore lives in.
 	{"keystore/geo", "keystore/redisstore", "internal/bulkfile"},
 	{"keystore"},
