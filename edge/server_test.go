@@ -100,17 +100,7 @@ func TestProxyProtocol(t *testing.T) {
 			tr := &http.Transport{
 				TLSClientConfig: w.tlsConfig(""),
 				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-					conn, err := (&net.Dialer{}).DialContext(ctx, network, w.addr)
-					if err != nil || tt.version == 0 {
-						return conn, err
-					}
-					dst := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
-					h := proxyproto.HeaderProxyFromAddrs(tt.version, net.TCPAddrFromAddrPort(client), net.TCPAddrFromAddrPort(dst))
-					if _, err := h.WriteTo(conn); err != nil {
-						conn.Close()
-						return nil, err
-					}
-					return conn, nil
+					return dialProxied(ctx, w.addr, tt.version, client)
 				},
 			}
 			defer tr.CloseIdleConnections()
@@ -131,6 +121,22 @@ func TestProxyProtocol(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dialProxied connects to addr and, unless version is 0, sends a PROXY
+// protocol header of that version naming client.
+func dialProxied(ctx context.Context, addr string, version byte, client netip.AddrPort) (net.Conn, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil || version == 0 {
+		return conn, err
+	}
+	dst := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(client), net.TCPAddrFromAddrPort(dst))
+	if _, err := h.WriteTo(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 func TestOriginErrorsThroughEdge(t *testing.T) {
