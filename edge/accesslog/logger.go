@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"github.com/keyedge/keyedge/internal/ratelog"
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,6 +73,7 @@ type Logger struct {
 	failed  prometheus.Counter     // dropped's write_error child
 
 	queue   chan Record
+	wake    chan struct{} // 1-buffered: the queue is half full
 	reopen  chan reopenRequest
 	done    chan struct{} // closed by Close
 	stopped chan struct{} // closed when run has returned
@@ -90,9 +92,15 @@ type reopenRequest struct {
 	done chan struct{}
 }
 
-// batchSize is how many bytes of lines the writer gathers before a write
-// when records keep coming; it writes as soon as the queue is empty.
-const batchSize = 64 << 10
+// The writer wakes every flushInterval, or when the queue is half full,
+// and writes what is queued in batches of up to batchSize bytes, as
+// nginx's access_log buffer= and flush= do. Waking it for every record
+// would cost more CPU than the record itself (a thread wake-up each),
+// and a write per record a system call each.
+const (
+	batchSize     = 64 << 10
+	flushInterval = 100 * time.Millisecond
+)
 
 // New opens the log and starts its writer. Close it to write what is
 // queued and release the file.
@@ -113,6 +121,7 @@ func New(opts Options) (*Logger, error) {
 		rand:    opts.Rand,
 		log:     opts.Logger,
 		queue:   make(chan Record, cmp.Or(opts.Buffer, 4096)),
+		wake:    make(chan struct{}, 1),
 		reopen:  make(chan reopenRequest),
 		done:    make(chan struct{}),
 		stopped: make(chan struct{}),
@@ -173,15 +182,21 @@ func (l *Logger) Log(r *Record) {
 	}
 	select {
 	case l.queue <- *r:
+		if len(l.queue) >= cap(l.queue)/2 {
+			select {
+			case l.wake <- struct{}{}:
+			default:
+			}
+		}
 	default:
 		l.full.Inc()
 	}
 }
 
 // Reopen opens the file again by its path and writes to the new file
-// from then on: after logrotate has renamed the old one, records queued
-// before Reopen go to either, those logged after it returns to the new
-// one. If the file cannot be opened, the Logger keeps writing to the old
+// from then on: after logrotate has renamed the old one, records logged
+// before Reopen go to the old file, those logged after it returns to the
+// new one. If the file cannot be opened, the Logger keeps writing to the old
 // one and Reopen returns the error. With Stdout or a Writer it does
 // nothing.
 func (l *Logger) Reopen() error {
@@ -220,43 +235,45 @@ func (l *Logger) Close() error {
 	return nil
 }
 
-// run is the writer goroutine: it formats queued records into batches
-// and writes each batch when the queue is empty or the batch is full.
+// run is the writer goroutine: every flushInterval, or when the queue is
+// half full, it writes what is queued.
 func (l *Logger) run() {
 	defer close(l.stopped)
+	tick := time.NewTicker(flushInterval)
+	defer tick.Stop()
 	for {
 		select {
-		case r := <-l.queue:
-			l.add(&r)
+		case <-tick.C:
+		case <-l.wake:
 		case req := <-l.reopen:
-			l.flush()
+			l.drain()
 			if l.file != nil {
 				l.file.Close()
 			}
 			l.out, l.file = req.file, req.file
 			close(req.done)
+			continue
 		case <-l.done:
-			for {
-				select {
-				case r := <-l.queue:
-					l.add(&r)
-				default:
-					l.flush()
-					return
-				}
-			}
+			l.drain()
+			return
 		}
+		l.drain()
 	}
 }
 
-// add formats r into the batch, and writes the batch if it is full or
-// nothing else is queued.
-func (l *Logger) add(r *Record) {
-	l.buf = appendRecord(l.buf, r, l.json)
-	l.recs++
-	if len(l.buf) >= batchSize || len(l.queue) == 0 {
-		l.flush()
+// drain writes the records queued, in batches: at most a queue's worth,
+// so that records arriving as fast as they are written cannot hold off
+// a Reopen or Close.
+func (l *Logger) drain() {
+	for n := cap(l.queue); n > 0 && len(l.queue) > 0; n-- {
+		r := <-l.queue
+		l.buf = appendRecord(l.buf, &r, l.json)
+		l.recs++
+		if len(l.buf) >= batchSize {
+			l.flush()
+		}
 	}
+	l.flush()
 }
 
 // flush writes the batch. The records of a failed write are counted as
