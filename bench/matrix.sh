@@ -48,7 +48,9 @@
 #   more cores), PORT_BASE 18640, PEERS 1 (0: keyedge alone), H1_CONNS
 #   32, H2_CONNS 16, H2_STREAMS 10, ONLY (unset: every scenario;
 #   "h2load": scenario 7 alone), BASE_BIN (unset; a keyedge binary to
-#   compare with: scenario 7 runs it too, as keyedge-base, interleaved).
+#   compare with: scenario 7 runs it too, as keyedge-base, interleaved),
+#   ACCESS_LOG (unset; json or text: keyedge, not keyedge-base, writes an
+#   access log in that format to its run directory).
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -68,6 +70,7 @@ port=${PORT_BASE:-18640}
 mport=$((port + 10))
 peers=${PEERS:-1}
 base_bin=${BASE_BIN:-}
+access_log=${ACCESS_LOG:-}
 res="$out/matrix"
 [ "${BENCH_QUICK:-0}" = 1 ] && res="$out/matrix-quick" # keeps a full run's results
 rm -rf "$res"
@@ -155,7 +158,9 @@ start_server() {
 	keyedge | keyedge-base)
 		local bin=bin/keyedge
 		[ "$kind" = keyedge-base ] && bin=$base_bin
-		edge_config "$dir/matrix-edge.yaml" "$port" "$mport" 'min_tls_version: "1.3"'
+		local extra=()
+		[ -n "$access_log" ] && [ "$kind" = keyedge ] && extra=("access_log:" "  path: $run/access.log" "  format: $access_log")
+		edge_config "$dir/matrix-edge.yaml" "$port" "$mport" 'min_tls_version: "1.3"' "${extra[@]}"
 		"${pin0[@]}" "$bin" serve --config "$dir/matrix-edge.yaml" 2>>"$run/log" &
 		srv_pid=$!
 		;;

@@ -137,7 +137,10 @@ func (p *Proxy) logRequest(w *proxyWriter, r *http.Request, route *proxyRoute, c
 	if r.ProtoMajor == 2 {
 		rec.Proto = "h2"
 	}
-	if rec.Status == 0 && !w.clientGone {
+	switch {
+	case w.clientGone:
+		rec.Status = 0 // whatever the error response said, nobody read it
+	case rec.Status == 0:
 		rec.Status = http.StatusOK // what net/http sends for a handler that wrote nothing
 	}
 	if w.tunnel != nil {

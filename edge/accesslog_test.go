@@ -90,7 +90,7 @@ func TestAccessLogRecords(t *testing.T) {
 	ks, _ := kw.startKeyServer(t, "ks1")
 	kw.putKeyless(t, ks)
 	localID := kw.put(t, testpki.ECDSAP256, kw.OriginURL, "local.example.com")
-	downID := kw.put(t, testpki.ECDSAP256, "http://"+closedAddr(t), "down.example.com")
+	downID := kw.put(t, testpki.ECDSAP256, proxyTestClosedPort(t), "down.example.com")
 	keylessHost := kw.tenants[testpki.ECDSAP256].Cert.DNSNames[0]
 	origin, _ := url.Parse(kw.OriginURL)
 	sessions := tls.NewLRUClientSessionCache(4)
@@ -166,26 +166,12 @@ func TestAccessLogRecords(t *testing.T) {
 	}
 }
 
-// closedAddr is a 127.0.0.1 address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // TestAccessLogRequestID: a request's X-Request-ID is the upstream's
 // only when the connection came through a trusted PROXY protocol
 // upstream and the ID is well formed; otherwise the edge makes one up.
 // Either way the origin gets the logged ID, and the client gets none.
 func TestAccessLogRequestID(t *testing.T) {
-	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	elsewhere := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
-	client := netip.MustParseAddrPort("203.0.113.7:40000")
+	loopback, elsewhere, client := proxyTestNetworks()
 	tests := []struct {
 		name       string
 		trusted    []netip.Prefix

@@ -77,10 +77,16 @@ func TestGracefulDrain(t *testing.T) {
 	}
 }
 
+// proxyTestNetworks are the PROXY protocol tests' trusted networks:
+// loopback, where the tests connect from, and elsewhere, which they do
+// not; and the client a PROXY header names.
+func proxyTestNetworks() (loopback, elsewhere []netip.Prefix, client netip.AddrPort) {
+	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+		netip.MustParseAddrPort("203.0.113.7:40000")
+}
+
 func TestProxyProtocol(t *testing.T) {
-	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	elsewhere := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
-	client := netip.MustParseAddrPort("203.0.113.7:40000")
+	loopback, elsewhere, client := proxyTestNetworks()
 	tests := []struct {
 		name    string
 		trusted []netip.Prefix
