@@ -54,7 +54,9 @@
 #   the scenario numbers to run, e.g. "1" or "1 7"; "h2load" means 7),
 #   BASE_BIN (unset; a keyedge binary to compare with: scenarios 1-3 and
 #   7 run it too, with 1 tenant, as keyedge-base, interleaved),
-#   PEER_TICKETS 1 (0: nginx and HAProxy with session tickets off).
+#   PEER_TICKETS 1 (0: nginx and HAProxy with session tickets off),
+#   ACCESS_LOG (unset; json or text: keyedge, not keyedge-base, writes an
+#   access log in that format to its run directory).
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -87,6 +89,7 @@ port=${PORT_BASE:-18640}
 mport=$((port + 10))
 peers=${PEERS:-1}
 base_bin=${BASE_BIN:-}
+access_log=${ACCESS_LOG:-}
 res="$out/matrix"
 [ "${BENCH_QUICK:-0}" = 1 ] && res="$out/matrix-quick" # keeps a full run's results
 rm -rf "$res"
@@ -179,7 +182,9 @@ start_server() {
 	keyedge | keyedge-base)
 		local bin=bin/keyedge
 		[ "$kind" = keyedge-base ] && bin=$base_bin
-		edge_config "$dir/matrix-edge.yaml" "$port" "$mport" 'min_tls_version: "1.3"'
+		local extra=()
+		[ -n "$access_log" ] && [ "$kind" = keyedge ] && extra=("access_log:" "  path: $run/access.log" "  format: $access_log")
+		edge_config "$dir/matrix-edge.yaml" "$port" "$mport" 'min_tls_version: "1.3"' "${extra[@]}"
 		"${pin0[@]}" "$bin" serve --config "$dir/matrix-edge.yaml" 2>>"$run/log" &
 		srv_pid=$!
 		;;

@@ -40,7 +40,7 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 		// No choice to make: whether or not the client supports it, this
 		// is the certificate offered (as below), so the check, a hostname
 		// verification and a signature scheme search, is skipped.
-		return s.tlsCertificate(hello.Context(), entry.Certs[0]), nil
+		return s.tlsCertificate(hello, entry.Certs[0]), nil
 	}
 	var first *tls.Certificate
 	for _, alg := range []x509.PublicKeyAlgorithm{x509.ECDSA, x509.Ed25519, x509.RSA} {
@@ -48,9 +48,9 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 			if c.Leaf.PublicKeyAlgorithm != alg {
 				continue
 			}
-			tc := s.tlsCertificate(hello.Context(), c)
+			tc := s.tlsCertificate(hello, c)
 			if hello.SupportsCertificate(tc) == nil {
-				return tc, nil
+				return served(tc), nil
 			}
 			if first == nil {
 				first = tc
@@ -59,7 +59,19 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 	}
 	// Nothing fits the client: offer one anyway, and let the handshake
 	// fail with the alert crypto/tls chooses.
-	return first, nil
+	return served(first), nil
+}
+
+// served records tc, a tenant's certificate from tlsCertificate, as the
+// one its handshake is served with, for the access log, and returns it.
+func served(tc *tls.Certificate) *tls.Certificate {
+	if tc == nil {
+		return nil
+	}
+	if h := tc.PrivateKey.(*handshakeSigner); h.conn != nil {
+		h.conn.tenant, h.conn.cert = h.cert.Meta.Tenant, h.cert.ID
+	}
+	return tc
 }
 
 // obtainOnDemand asks ACME for a certificate for a name the keystore has
@@ -81,12 +93,16 @@ func (s *Server) obtainOnDemand(hello *tls.ClientHelloInfo) (*keystore.Entry, er
 // tlsCertificate wraps a stored certificate for one handshake. Its
 // private key is a handshakeSigner, so choosing among certificates never
 // opens a key: only the signature that the handshake finally makes does.
-func (s *Server) tlsCertificate(ctx context.Context, c *keystore.Cert) *tls.Certificate {
+func (s *Server) tlsCertificate(hello *tls.ClientHelloInfo, c *keystore.Cert) *tls.Certificate {
+	signer := &handshakeSigner{ctx: hello.Context(), cert: c, router: s.settings.Load().router}
+	if tc, ok := hello.Conn.(*trackedConn); ok {
+		signer.conn = &tc.facts
+	}
 	return &tls.Certificate{
 		Certificate: c.Chain,
 		Leaf:        c.Leaf,
 		OCSPStaple:  c.OCSP,
-		PrivateKey:  &handshakeSigner{ctx: ctx, cert: c, router: s.settings.Load().router},
+		PrivateKey:  signer,
 	}
 }
 
@@ -97,14 +113,19 @@ type handshakeSigner struct {
 	ctx    context.Context
 	cert   *keystore.Cert
 	router *router
+	conn   *connFacts // the handshake's connection's; nil outside a Server's listener
 }
 
 func (h *handshakeSigner) Public() crypto.PublicKey { return h.cert.Leaf.PublicKey }
 
 func (h *handshakeSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	signer, err := h.router.signer(h.ctx, h.cert)
+	signer, route, err := h.router.signer(h.ctx, h.cert)
 	if err != nil {
 		return nil, err
 	}
-	return signer.Sign(rand, digest, opts)
+	sig, err := signer.Sign(rand, digest, opts)
+	if err == nil {
+		h.conn.signedBy(route, signer)
+	}
+	return sig, err
 }

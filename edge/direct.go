@@ -118,7 +118,7 @@ func (p *Proxy) serveDirect(w *proxyWriter, r *http.Request, route *proxyRoute) 
 		p.routeError(w, out, route, err)
 		return
 	}
-	p.metrics.upstream.Observe(time.Since(start).Seconds())
+	p.originAnswered(route, start)
 
 	removeHopByHop(res.Header)
 	h := w.Header()

@@ -43,7 +43,7 @@ func TestDirect(t *testing.T) {
 
 // TestDirectMatchesReverseProxy checks that the origin gets the same
 // request, and the client the same response, from serveDirect as from
-// the ReverseProxy path. An Upgrade field without "Connection: upgrade"
+// the ReverseProxy path (but for the X-Request-ID each request gets). An Upgrade field without "Connection: upgrade"
 // keeps a request off the direct path, and ReverseProxy removes it.
 func TestDirectMatchesReverseProxy(t *testing.T) {
 	origin := httptest.NewServer(http.HandlerFunc(proxyEchoHandler))
@@ -78,6 +78,11 @@ func TestDirectMatchesReverseProxy(t *testing.T) {
 				t.Fatalf("decoding the origin's echo %q: %v", rec.Body, err)
 			}
 			headers[i] = rec.Header()
+			// Each request gets its own ID.
+			if id := echoes[i].Header.Get("X-Request-Id"); len(id) != 32 {
+				t.Errorf("%s: the origin got X-Request-ID %q, want 32 hex digits", target, id)
+			}
+			echoes[i].Header.Del("X-Request-Id")
 		}
 		if !reflect.DeepEqual(echoes[0], echoes[1]) {
 			t.Errorf("%s: the origin got\n%+v directly,\n%+v through ReverseProxy", target, echoes[0], echoes[1])

@@ -143,6 +143,7 @@ type clientBody struct {
 	io.ReadCloser
 	rc      *http.ResponseController // of the request; nil: no timeout
 	timeout time.Duration
+	n       atomic.Int64 // bytes read; the origin transport may read on its own goroutine
 
 	mu       sync.Mutex // guards err, and rc against use after done
 	err      error
@@ -152,6 +153,7 @@ type clientBody struct {
 func (b *clientBody) Read(p []byte) (int, error) {
 	b.setDeadline(time.Now().Add(b.timeout))
 	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
 	if err == io.EOF {
 		b.setDeadline(time.Time{})
 	}
@@ -201,6 +203,15 @@ func (b *clientBody) readErr() error {
 	return b.err
 }
 
+// count returns how many bytes of the body have been read; 0 for a nil
+// body.
+func (b *clientBody) count() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.n.Load()
+}
+
 // timedOut reports whether the client stopped sending its body for the
 // read timeout; false for a nil body.
 func (b *clientBody) timedOut() bool {
@@ -217,6 +228,8 @@ type idleConn struct {
 	timeout time.Duration
 	start   time.Time    // monotonic origin of last
 	last    atomic.Int64 // time of the last byte either way, since start
+	read    atomic.Int64 // bytes from the client
+	written atomic.Int64 // bytes to the client
 }
 
 func newIdleConn(c net.Conn, timeout time.Duration) *idleConn {
@@ -241,6 +254,7 @@ func (c *idleConn) Read(p []byte) (int, error) {
 		n, err := c.Conn.Read(p)
 		if n > 0 {
 			c.touch()
+			c.read.Add(int64(n))
 		}
 		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(c.idleUntil()) {
 			continue // the origin sent something while we waited
@@ -253,6 +267,7 @@ func (c *idleConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	if n > 0 {
 		c.touch()
+		c.written.Add(int64(n))
 	}
 	return n, err
 }

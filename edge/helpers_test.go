@@ -41,8 +41,8 @@ func (w *world) release() { w.slowOnce.Do(func() { close(w.slow) }) }
 // newWorld starts an edge with opts (Store, Logger, Registerer filled in)
 // over a keystore holding tenants t0…t<n-1>.keyedge.test, every 10th with
 // a wildcard, whose origin answers "origin <X-Forwarded-Host>" with the
-// X-Forwarded-For it saw in the X-Seen-For header; its /slow waits for
-// release.
+// X-Forwarded-For and X-Request-ID it saw in the X-Seen-For and
+// X-Seen-Request-Id headers; its /slow waits for release.
 func newWorld(t testing.TB, n int, opts Options) *world {
 	t.Helper()
 	w := openWorld(t, n)
@@ -76,6 +76,7 @@ func (w *world) serveOrigin(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rw.Header().Set("X-Seen-For", r.Header.Get("X-Forwarded-For"))
+	rw.Header().Set("X-Seen-Request-Id", r.Header.Get("X-Request-Id"))
 	fmt.Fprintf(rw, "origin %s", r.Header.Get("X-Forwarded-Host"))
 }
 

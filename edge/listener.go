@@ -197,7 +197,8 @@ func (l *tlsListener) handshake(raw *trackedConn, limits Limits) {
 	defer cancel()
 	conn := tls.Server(raw, l.srv.tlsConfig.Load())
 	err := conn.HandshakeContext(ctx)
-	l.srv.metrics.observeHandshake(conn, err, ctx.Err(), time.Since(start))
+	raw.facts.handshake = time.Since(start)
+	l.srv.metrics.observeHandshake(conn, err, ctx.Err(), raw.facts.handshake)
 	if err != nil {
 		l.srv.log.Debug("edge: handshake failed", "remote", raw.RemoteAddr(), "err", err)
 		var rhe tls.RecordHeaderError
@@ -207,6 +208,7 @@ func (l *tlsListener) handshake(raw *trackedConn, limits Limits) {
 		conn.Close()
 		return
 	}
+	l.srv.connected(ctx, conn, raw)
 	select {
 	case l.ready <- conn:
 	case <-l.ctx.Done():
@@ -255,6 +257,7 @@ type trackedConn struct {
 	srv    *Server
 	client netip.Prefix // counted in srv.clients; invalid: not counted
 	once   sync.Once
+	facts  connFacts // for the access log; written by the handshake, read by requests after it
 }
 
 // CloseWrite half-closes the connection, when it can.

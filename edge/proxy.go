@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyedge/keyedge/edge/accesslog"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http/httpguts"
 )
@@ -103,6 +104,9 @@ var (
 // The origin sees X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto and
 // an RFC 7239 Forwarded header describing the client, and never the
 // client's own values of those headers, so a client cannot spoof them.
+// It also sees an X-Request-ID: the client's own only when the request
+// came through a trusted PROXY protocol upstream (Options.TrustedProxies),
+// else a new random one; the access log records it.
 // The Host header is the origin's host. WebSocket and other HTTP/1.1
 // upgrades pass through, but for h2c's, which is removed; an upgraded
 // connection closes after TunnelIdleTimeout without traffic.
@@ -126,6 +130,7 @@ type Proxy struct {
 	transport   *http.Transport // shared by all tenants; Close drains it
 	fast        *originClient   // http:// origins' bodiless idempotent requests; Close drains it too
 	rp          *httputil.ReverseProxy
+	accessLog   *accesslog.Logger // nil: none; set by NewServer before serving
 }
 
 // proxyFlushInterval bounds how long response bytes wait in the server's
@@ -173,7 +178,7 @@ func newProxy(opts ProxyOptions, origin OriginFunc, metrics *proxyMetrics) *Prox
 	p.fast = newOriginClient(opts, p.transport.MaxIdleConns)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:       proxyRewrite,
-		Transport:     proxyTimedTransport{originTransport{p.fast, p.transport}, p.metrics.upstream},
+		Transport:     proxyTimedTransport{originTransport{p.fast, p.transport}, p},
 		FlushInterval: proxyFlushInterval,
 		BufferPool:    new(proxyBufferPool),
 		ErrorHandler:  p.handleError,
@@ -204,11 +209,14 @@ func (o ProxyOptions) withDefaults() ProxyOptions {
 type proxyRouteKey struct{}
 
 // proxyRoute is where a request goes, and the host it asked for (the
-// outbound request's Host is the origin's).
+// outbound request's Host is the origin's), and how it went there.
 type proxyRoute struct {
-	origin *url.URL
+	origin *url.URL // nil until chosen
 	host   string
 	body   *clientBody // nil without a request body
+
+	originTime time.Duration // until the origin's response header
+	reason     string        // why the request failed (proxyReason*); "" if it did not
 }
 
 // ServeHTTP forwards r to its origin and copies the origin's response to
@@ -216,15 +224,22 @@ type proxyRoute struct {
 // error naming the status and the cause, never the origin's address or an
 // internal error.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	conn := connFactsOf(r)
+	requestID := setRequestID(r, conn)
 	pw := &proxyWriter{ResponseWriter: w, tunnelIdle: p.tunnelIdle, mustClose: mustClose(r)}
-	defer p.countRequest(pw)
+	route := &proxyRoute{host: r.Host}
+	defer func() {
+		p.countRequest(pw)
+		p.logRequest(pw, r, route, conn, requestID, start)
+	}()
 
 	if err := checkRequest(r); err != nil {
 		reason := proxyReasonBadRequest
 		if errors.Is(err, errMethodNotAllowed) {
 			reason = proxyReasonNotAllowed
 		}
-		p.fail(pw, r, reason, &proxyRoute{host: r.Host}, err)
+		p.fail(pw, r, reason, route, err)
 		return
 	}
 	origin, err := p.origin(r)
@@ -239,11 +254,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, ErrMisdirected):
 			reason = proxyReasonMisdirected
 		}
-		p.fail(pw, r, reason, &proxyRoute{host: r.Host}, err)
+		p.fail(pw, r, reason, route, err)
 		return
 	}
 
-	route := &proxyRoute{origin: origin, host: r.Host}
+	route.origin = origin
 	stripH2C(r.Header)
 	// ReverseProxy, and serveDirect, panic with http.ErrAbortHandler when
 	// the response body cannot be copied, because the client went away
@@ -487,6 +502,7 @@ func proxyFailureResponse(reason string) (int, string) {
 // tenant's configuration is at fault, at Debug when the client is.
 func (p *Proxy) record(ctx context.Context, reason string, route *proxyRoute, err error) {
 	p.metrics.errors.WithLabelValues(reason).Inc()
+	route.reason = reason
 	level := slog.LevelWarn
 	switch reason {
 	case proxyReasonNoOrigin, proxyReasonMisdirected, proxyReasonBadRequest, proxyReasonBodyTimeout, proxyReasonNotAllowed, proxyReasonCanceled:
@@ -524,9 +540,11 @@ type proxyWriter struct {
 	tunnelIdle time.Duration // a hijacked connection's idle timeout
 	mustClose  bool          // close the client's connection after the response
 
-	code       int  // first final (non-1xx) status written; 0 until then
-	hijacked   bool // the connection was taken over for a protocol switch
-	clientGone bool // the client went away before any response
+	code       int       // first final (non-1xx) status written; 0 until then
+	written    int64     // response body bytes written
+	hijacked   bool      // the connection was taken over for a protocol switch
+	tunnel     *idleConn // the connection, once hijacked
+	clientGone bool      // the client went away before any response
 }
 
 func (w *proxyWriter) WriteHeader(code int) {
@@ -540,7 +558,9 @@ func (w *proxyWriter) Write(b []byte) (int, error) {
 	if w.code == 0 {
 		w.final(http.StatusOK)
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.written += int64(n)
+	return n, err
 }
 
 // final records the response's status just before its header is sent.
@@ -561,7 +581,8 @@ func (w *proxyWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.hijacked = true
 	w.code = http.StatusSwitchingProtocols
-	return newIdleConn(conn, w.tunnelIdle), brw, nil
+	w.tunnel = newIdleConn(conn, w.tunnelIdle)
+	return w.tunnel, brw, nil
 }
 
 // Unwrap lets http.ResponseController reach the server's writer, to flush.
@@ -569,17 +590,29 @@ func (w *proxyWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // proxyTimedTransport observes the time to each origin response's headers.
 type proxyTimedTransport struct {
-	rt      http.RoundTripper
-	seconds prometheus.Histogram
+	rt http.RoundTripper
+	p  *Proxy
 }
 
 func (t proxyTimedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	start := time.Now()
 	res, err := t.rt.RoundTrip(r)
 	if err == nil {
-		t.seconds.Observe(time.Since(start).Seconds())
+		route, _ := r.Context().Value(proxyRouteKey{}).(*proxyRoute)
+		t.p.originAnswered(route, start)
 	}
 	return res, err
+}
+
+// originAnswered observes the time from start, when the request to the
+// origin began, to its response header, and records it in route (which
+// may be nil).
+func (p *Proxy) originAnswered(route *proxyRoute, start time.Time) {
+	d := time.Since(start)
+	p.metrics.upstream.Observe(d.Seconds())
+	if route != nil {
+		route.originTime = d
+	}
 }
 
 // proxyBufferSize is the size of the buffers that copy response bodies.

@@ -50,30 +50,33 @@ type router struct {
 	admitted sync.Map // policy ID → []keyserver.Endpoint
 }
 
-// signer returns the signer for c's handshake signature.
-func (r *router) signer(ctx context.Context, c *keystore.Cert) (crypto.Signer, error) {
+// signer returns the signer for c's handshake signature, and its route:
+// routeLocal, routeKeyless or routeGeo.
+func (r *router) signer(ctx context.Context, c *keystore.Cert) (crypto.Signer, string, error) {
 	if c.Meta.Route == keystore.RouteKeyless {
 		servers := make([]keyserver.Endpoint, len(c.Meta.KeyServers))
 		for i, addr := range c.Meta.KeyServers {
 			servers[i] = keyserver.Endpoint{Addr: addr, Preference: i}
 		}
-		return r.remote(ctx, c, servers)
+		signer, err := r.remote(ctx, c, servers)
+		return signer, routeKeyless, err
 	}
 	if c.Policy == nil || c.Policy.Admits(r.node) {
 		key, err := c.PrivateKey(ctx)
 		if err == nil {
 			r.decisions.local.Inc()
-			return key, nil
+			return key, routeLocal, nil
 		}
 		// A key this node cannot open after all (a policy that admits
 		// even no attributes on a node without a node key, or a key
 		// moving to another policy) may still be signed by an admitted
 		// key server.
 		if c.Policy == nil || !errors.Is(err, keystore.ErrCannotOpen) {
-			return nil, err
+			return nil, "", err
 		}
 	}
-	return r.remote(ctx, c, r.admittedServers(c.Policy))
+	signer, err := r.remote(ctx, c, r.admittedServers(c.Policy))
+	return signer, routeGeo, err
 }
 
 // remote signs through the first reachable of servers.

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyedge/keyedge/edge/accesslog"
 	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/keyedge/keyedge/internal/ratelog"
 	"github.com/keyedge/keyedge/internal/tlsconf"
@@ -76,6 +77,11 @@ type Options struct {
 	TrustedProxies []netip.Prefix
 
 	Proxy ProxyOptions
+
+	// AccessLog gets a record of every request the server answers
+	// (package accesslog); the Server registers its metrics. The caller
+	// closes it after Shutdown. Nil: no access log.
+	AccessLog *accesslog.Logger
 
 	// Logger [slog.Default()]. Registerer, if set, gets every metric.
 	Logger     *slog.Logger
@@ -250,10 +256,12 @@ func (s *Server) newSettings(opts Options, prev *settings) (*settings, error) {
 	switch {
 	case prev == nil:
 		set.proxy = NewProxy(opts.Proxy, s.origin)
-	case prev.proxyOpts == opts.Proxy:
+		set.proxy.accessLog = opts.AccessLog
+	case prev.proxyOpts == opts.Proxy && prev.proxy.accessLog == opts.AccessLog:
 		set.proxy = prev.proxy
 	default:
 		set.proxy = prev.proxy.withOptions(opts.Proxy)
+		set.proxy.accessLog = opts.AccessLog
 	}
 	return set, nil
 }
@@ -314,6 +322,9 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.Keyless != nil {
 		collectors = append(collectors, opts.Keyless.Collectors()...)
 	}
+	if opts.AccessLog != nil {
+		collectors = append(collectors, opts.AccessLog.Collectors()...)
+	}
 	if err := ops.Register(opts.Registerer, collectors...); err != nil {
 		return nil, fmt.Errorf("edge: failed to register metrics: %w", err)
 	}
@@ -349,14 +360,22 @@ func (s *Server) Serve(l net.Listener) error {
 // proxyPolicy requires a PROXY header from trusted networks and refuses
 // one from anywhere else.
 func (s *Server) proxyPolicy(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
-	if ap, err := netip.ParseAddrPort(o.Upstream.String()); err == nil {
+	if s.trustedUpstream(o.Upstream) {
+		return proxyproto.REQUIRE, nil
+	}
+	return proxyproto.REJECT, nil
+}
+
+// trustedUpstream reports whether addr is in Options.TrustedProxies.
+func (s *Server) trustedUpstream(addr net.Addr) bool {
+	if ap, err := netip.ParseAddrPort(addr.String()); err == nil {
 		for _, p := range s.settings.Load().trusted {
 			if p.Contains(ap.Addr().Unmap()) {
-				return proxyproto.REQUIRE, nil
+				return true
 			}
 		}
 	}
-	return proxyproto.REJECT, nil
+	return false
 }
 
 // Shutdown stops accepting connections, lets the handshakes in flight

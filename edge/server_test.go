@@ -77,10 +77,16 @@ func TestGracefulDrain(t *testing.T) {
 	}
 }
 
+// proxyTestNetworks are the PROXY protocol tests' trusted networks:
+// loopback, where the tests connect from, and elsewhere, which they do
+// not; and the client a PROXY header names.
+func proxyTestNetworks() (loopback, elsewhere []netip.Prefix, client netip.AddrPort) {
+	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+		netip.MustParseAddrPort("203.0.113.7:40000")
+}
+
 func TestProxyProtocol(t *testing.T) {
-	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	elsewhere := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
-	client := netip.MustParseAddrPort("203.0.113.7:40000")
+	loopback, elsewhere, client := proxyTestNetworks()
 	tests := []struct {
 		name    string
 		trusted []netip.Prefix
@@ -100,17 +106,7 @@ func TestProxyProtocol(t *testing.T) {
 			tr := &http.Transport{
 				TLSClientConfig: w.tlsConfig(""),
 				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-					conn, err := (&net.Dialer{}).DialContext(ctx, network, w.addr)
-					if err != nil || tt.version == 0 {
-						return conn, err
-					}
-					dst := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
-					h := proxyproto.HeaderProxyFromAddrs(tt.version, net.TCPAddrFromAddrPort(client), net.TCPAddrFromAddrPort(dst))
-					if _, err := h.WriteTo(conn); err != nil {
-						conn.Close()
-						return nil, err
-					}
-					return conn, nil
+					return dialProxied(ctx, w.addr, tt.version, client)
 				},
 			}
 			defer tr.CloseIdleConnections()
@@ -131,6 +127,22 @@ func TestProxyProtocol(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dialProxied connects to addr and, unless version is 0, sends a PROXY
+// protocol header of that version naming client.
+func dialProxied(ctx context.Context, addr string, version byte, client netip.AddrPort) (net.Conn, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil || version == 0 {
+		return conn, err
+	}
+	dst := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	h := proxyproto.HeaderProxyFromAddrs(version, net.TCPAddrFromAddrPort(client), net.TCPAddrFromAddrPort(dst))
+	if _, err := h.WriteTo(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 func TestOriginErrorsThroughEdge(t *testing.T) {

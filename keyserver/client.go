@@ -15,6 +15,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyedge/keyedge/internal/ratelog"
@@ -212,6 +213,7 @@ type RemoteKey struct {
 	pub     crypto.PublicKey
 	ref     KeyRef // SKI set
 	servers []Endpoint
+	server  atomic.Pointer[string] // the address of the server that answered last
 }
 
 // RemoteRSAKey is a RemoteKey for RSA, which can also decrypt.
@@ -219,6 +221,16 @@ type RemoteRSAKey struct{ *RemoteKey }
 
 // Public returns the public key.
 func (k *RemoteKey) Public() crypto.PublicKey { return k.pub }
+
+// Server returns the address of the key server that made the key's
+// latest successful signature or decryption, "" before any: after a
+// failover, not the first one tried.
+func (k *RemoteKey) Server() string {
+	if addr := k.server.Load(); addr != nil {
+		return *addr
+	}
+	return ""
+}
 
 // Sign asks the key servers to sign digest, trying them in order of
 // preference and measured latency, skipping those that are down, and
@@ -296,6 +308,7 @@ func (k *RemoteKey) do(op wire.Op, payload []byte) ([]byte, error) {
 		}
 		if err == nil {
 			k.c.metrics.observe("ok", time.Since(start))
+			k.server.Store(&r.addr)
 			return resp.Payload, nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", r.addr, err))

@@ -15,7 +15,8 @@
 // file that does not load, or that changes a setting only a new process
 // can apply (listen, keystore, fleet_key_file, …: each is named), is
 // refused and the running config stays (see edge/testdata/edge.yaml for
-// which settings SIGHUP applies); SIGUSR2 restarts
+// which settings SIGHUP applies); SIGUSR1 reopens the access log file,
+// for logrotate; SIGUSR2 restarts
 // with no downtime: a new process of the (possibly replaced) executable
 // takes over the listening sockets, and this one drains once it is
 // ready. --pid-file keeps the serving process's PID, for systemd.

@@ -19,6 +19,7 @@ import (
 	"github.com/cloudflare/tableflip"
 	"github.com/keyedge/keyedge/certs/acme"
 	"github.com/keyedge/keyedge/edge"
+	"github.com/keyedge/keyedge/edge/accesslog"
 	"github.com/keyedge/keyedge/internal/config"
 	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/keyedge/keyedge/keyserver"
@@ -43,6 +44,8 @@ type node struct {
 	release func() error  // releases the keystore's storage
 	served  chan error    // Serve's result
 	ready   atomic.Bool   // /readyz: serving, not draining
+
+	access *accesslog.Logger // nil without an access log
 }
 
 // listenFunc opens a listener: net.Listen, or a tableflip Upgrader's
@@ -80,6 +83,13 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listenFunc, logOut 
 		return nil, err
 	}
 	n.keyless = opts.Keyless
+	if n.access, err = cfg.OpenAccessLog(n.log); err != nil {
+		return nil, err
+	}
+	if n.access != nil {
+		undo = append(undo, func() { n.access.Close() })
+		opts.AccessLog = n.access
+	}
 	// Listeners are bound before the ACME manager starts, so it answers
 	// challenges on them instead of opening its own.
 	if n.ln, err = listen("tcp", cfg.Listen); err != nil {
@@ -194,6 +204,9 @@ func (n *node) shutdown() error {
 		n.http.Shutdown(ctx)
 	}
 	err := n.srv.Shutdown(ctx)
+	if n.access != nil {
+		n.access.Close()
+	}
 	if n.metrics != nil {
 		n.metrics.Close()
 	}
@@ -208,8 +221,21 @@ func (n *node) shutdown() error {
 	return err
 }
 
+// reopenAccessLog reopens the access log file after logrotate renamed it.
+func (n *node) reopenAccessLog() {
+	if n.access == nil {
+		return
+	}
+	if err := n.access.Reopen(); err != nil {
+		n.log.Error("access log not reopened; still writing to the previous file", "err", err)
+		return
+	}
+	n.log.Info("access log reopened", "path", n.cfg.AccessLog.Path)
+}
+
 // serve runs `keyedge serve` until SIGTERM or SIGINT (ctx) ends it.
-// SIGHUP reloads the config; SIGUSR2 starts the same executable anew
+// SIGHUP reloads the config; SIGUSR1 reopens the access log file (for
+// logrotate); SIGUSR2 starts the same executable anew
 // (tableflip), hands it the listening sockets and, once it is ready,
 // drains this process: no connection is refused during the swap. With
 // pidFile set, the PID of the process serving is kept there.
@@ -235,13 +261,17 @@ func serve(ctx context.Context, path, pidFile string, logOut io.Writer) error {
 		n.log.Info("took over the listeners from the previous process")
 	}
 	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR2)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(signals)
 	for {
 		select {
 		case sig := <-signals:
-			if sig == syscall.SIGHUP {
+			switch sig {
+			case syscall.SIGHUP:
 				n.reload(path)
+				continue
+			case syscall.SIGUSR1:
+				go n.reopenAccessLog() // behind a stuck disk: signals keep being handled
 				continue
 			}
 			n.log.Info("SIGUSR2: starting a new process to take over")

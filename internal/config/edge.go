@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/edge"
+	"github.com/keyedge/keyedge/edge/accesslog"
 	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/internal/tlsconf"
 	"github.com/keyedge/keyedge/keyserver"
@@ -142,6 +143,19 @@ type Edge struct {
 		} `yaml:"on_demand"`
 	} `yaml:"acme"`
 
+	// AccessLog writes one line per request (package edge/accesslog) to
+	// path: a file, reopened on SIGUSR1 for logrotate, or stdout. Lines
+	// wait in a buffer for the disk; when it is full they are dropped
+	// and keyedge_edge_access_log_dropped_total counts them. Unset path:
+	// no access log.
+	AccessLog struct {
+		Path   string  `yaml:"path"`   // a file (created 0640), or "stdout"
+		Format string  `yaml:"format"` // json or text (key=value) [json]
+		Sample float64 `yaml:"sample"` // fraction of requests logged; errors and 5xx always are [1]
+		Buffer int     `yaml:"buffer"` // lines waiting for the disk [4096]
+		Off    bool    `yaml:"off"`    // log nothing, keeping the settings [false]
+	} `yaml:"access_log"`
+
 	Cache struct {
 		MaxEntries   int           `yaml:"max_entries"`   // [100000]
 		MaxBytes     int64         `yaml:"max_bytes"`     // [256 MiB]
@@ -230,6 +244,24 @@ func (c *Edge) check() error {
 	if _, err := parsePrefixes(c.ProxyProtocol.TrustedCIDRs); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.checkAccessLog())
+	return errors.Join(errs...)
+}
+
+// checkAccessLog checks the access_log section. (checkNumbers refuses
+// negative numbers.)
+func (c *Edge) checkAccessLog() error {
+	a := c.AccessLog
+	var errs []error
+	if a.Path == "" && (a.Format != "" || a.Sample != 0 || a.Buffer != 0) {
+		errs = append(errs, errors.New("access_log settings need access_log.path (a file, or stdout)"))
+	}
+	if f := accesslog.Format(a.Format); f != "" && f != accesslog.JSON && f != accesslog.Text {
+		errs = append(errs, fmt.Errorf("access_log.format: %q is not json or text", a.Format))
+	}
+	if a.Sample > 1 {
+		errs = append(errs, fmt.Errorf("access_log.sample: must be a fraction up to 1, got %v (0 or unset logs every request; off: true logs none)", a.Sample))
+	}
 	return errors.Join(errs...)
 }
 
@@ -264,6 +296,8 @@ func (c *Edge) checkNumbers() error {
 		checkPositive("cache.max_bytes", cache.MaxBytes),
 		checkPositive("cache.negative_ttl", cache.NegativeTTL),
 		checkPositive("cache.poll_interval", cache.PollInterval),
+		checkPositive("access_log.sample", c.AccessLog.Sample),
+		checkPositive("access_log.buffer", c.AccessLog.Buffer),
 	}
 	if st.Rotation > 0 && st.Rotation < time.Second {
 		errs = append(errs, fmt.Errorf("session_tickets.rotation: must be at least 1s, got %v", st.Rotation))
@@ -440,6 +474,25 @@ func (c *Edge) nodeKey() (*geo.NodeKey, error) {
 		return nil, fmt.Errorf("edge: node key %s was issued for %q, but geo.attributes are %q", c.Geo.NodeKeyFile, k.Attributes(), node)
 	}
 	return k, nil
+}
+
+// OpenAccessLog opens the access log the file names, or returns nil when
+// it names none or turns it off. The caller closes it after the server's
+// Shutdown, and calls Reopen on SIGUSR1.
+func (c *Edge) OpenAccessLog(log *slog.Logger) (*accesslog.Logger, error) {
+	a := c.AccessLog
+	if a.Path == "" || a.Off {
+		return nil, nil
+	}
+	path := a.Path
+	if path != accesslog.Stdout {
+		path = c.Path(path)
+	}
+	l, err := accesslog.New(accesslog.Options{Path: path, Format: accesslog.Format(a.Format), Sample: a.Sample, Buffer: a.Buffer, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("edge: access log: %w", err)
+	}
+	return l, nil
 }
 
 // KeylessClient makes the client for keyless tenants' key servers, or

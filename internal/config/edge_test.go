@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/edge/accesslog"
 	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
@@ -65,6 +66,11 @@ func TestLoadEdgeErrors(t *testing.T) {
 		"attempt >= handshake":     "keystore: k\nfleet_key_file: f\nkeyless:\n  attempt_timeout: 10s\n",
 		"attempt >= set handshake": "keystore: k\nfleet_key_file: f\nlimits:\n  handshake_timeout: 2s\nkeyless:\n  attempt_timeout: 3s\n",
 		"negative attempt":         "keystore: k\nfleet_key_file: f\nkeyless:\n  attempt_timeout: -1s\n",
+		"access log, no path":      "keystore: k\nfleet_key_file: f\naccess_log:\n  format: json\n",
+		"access log format":        "keystore: k\nfleet_key_file: f\naccess_log:\n  path: stdout\n  format: combined\n",
+		"access log sample > 1":    "keystore: k\nfleet_key_file: f\naccess_log:\n  path: stdout\n  sample: 10\n",
+		"negative access sample":   "keystore: k\nfleet_key_file: f\naccess_log:\n  path: stdout\n  sample: -0.5\n",
+		"negative access buffer":   "keystore: k\nfleet_key_file: f\naccess_log:\n  path: stdout\n  buffer: -1\n",
 	}
 	for name, text := range tests {
 		path := filepath.Join(t.TempDir(), "edge.yaml")
@@ -101,6 +107,54 @@ func TestEdgeOptions(t *testing.T) {
 	if c.Listen != ":443" || c.MetricsListen != "127.0.0.1:9090" || c.ACME.HTTPListen != "" || c.Limits.DrainTimeout != 30*time.Second {
 		t.Errorf("defaults: listen %q, metrics_listen %q, acme.http_listen %q, limits.drain_timeout %v",
 			c.Listen, c.MetricsListen, c.ACME.HTTPListen, c.Limits.DrainTimeout)
+	}
+}
+
+// TestEdgeAccessLog opens the access log a file names: relative to the
+// file, with its format, or none when off or unset.
+func TestEdgeAccessLog(t *testing.T) {
+	tests := []struct {
+		name, section string
+		want          string // a line's start; "" when no access log is opened
+	}{
+		{"unset", "", ""},
+		{"off", "access_log:\n  path: access.log\n  off: true\n", ""},
+		{"json", "access_log:\n  path: access.log\n", `{"time":`},
+		{"text", "access_log:\n  path: access.log\n  format: text\n  sample: 0.5\n  buffer: 16\n", "time="},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "edge.yaml")
+			if err := os.WriteFile(path, []byte("keystore: k\nfleet_key_file: f\n"+tt.section), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := LoadEdge(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, err := c.OpenAccessLog(slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.want == "" {
+				if l != nil {
+					t.Fatal("an access log was opened")
+				}
+				return
+			}
+			l.Log(&accesslog.Record{Status: 500, Error: "unreachable"}) // logged whatever the sample
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			data, err := os.ReadFile(filepath.Join(dir, "access.log"))
+			if err != nil {
+				t.Fatalf("the access log is not in the config file's directory: %v", err)
+			}
+			if !strings.HasPrefix(string(data), tt.want) {
+				t.Errorf("line %q, want it to start with %q", data, tt.want)
+			}
+		})
 	}
 }
 

@@ -22,8 +22,8 @@ var layers = [][]string{
 		"internal/layers",
 	},
 	// PEM and key helpers; the Keyless SSL wire format; a Redis server
-	// for tests (on a proctest port).
-	{"certs", "keyserver/wire", "internal/redistest"},
+	// for tests (on a proctest port); the access log writer.
+	{"certs", "keyserver/wire", "internal/redistest", "edge/accesslog"},
 	// Geo sealing; the storages a keystore lives in.
 	{"keystore/geo", "keystore/redisstore", "internal/bulkfile"},
 	{"keystore"},

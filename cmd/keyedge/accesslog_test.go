@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keyedge/keyedge/internal/proctest"
+	"github.com/keyedge/keyedge/internal/testpki"
+	"github.com/keyedge/keyedge/internal/testworld"
+)
+
+// TestAccessLogReopen is logrotate against a real keyedge process:
+// requests are logged to access_log.path; once the file is renamed and
+// the process gets SIGUSR1, the next requests go to a new file at the
+// path, and the renamed one gets no more.
+func TestAccessLogReopen(t *testing.T) {
+	w := testworld.ForTest(t, testworld.Options{Name: "accesslog", Origin: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(rw, "ok")
+	})})
+	if err := w.GenerateTenants(context.Background(), testpki.TenantSpec{Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	addr := proctest.FreeAddr(t)
+	cfg := fmt.Sprintf("listen: %s\nmetrics_listen: \"off\"\nkeystore: %s\nfleet_key_file: %s\naccess_log:\n  path: access.log\n  format: text\n",
+		addr, testworld.KeystoreDir, testworld.FleetKeyFile)
+	if err := os.WriteFile(w.Path("edge.yaml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := proctest.Build(t, "cmd/keyedge")[0]
+	p := proctest.Start(t, "keyedge", w.Dir, bin, "serve", "--config", w.Path("edge.yaml"))
+	proctest.WaitListening(t, addr, 20*time.Second)
+
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: w.Roots},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}
+	defer tr.CloseIdleConnections()
+	get := func(path string) {
+		t.Helper()
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://t0.keyedge.test" + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	logged := func(file, path string) bool {
+		data, _ := os.ReadFile(w.Path(file))
+		return strings.Contains(string(data), "path="+path+" ")
+	}
+
+	get("/before")
+	proctest.Eventually(t, 10*time.Second, "/before in access.log", func() bool { return logged("access.log", "/before") })
+	if err := os.Rename(w.Path("access.log"), w.Path("access.log.1")); err != nil {
+		t.Fatal(err)
+	}
+	p.Signal(t, syscall.SIGUSR1)
+	p.WaitOutput(t, "access log reopened", 10*time.Second)
+	get("/after")
+	proctest.Eventually(t, 10*time.Second, "/after in the new access.log", func() bool { return logged("access.log", "/after") })
+	if logged("access.log.1", "/after") || logged("access.log", "/before") {
+		t.Error("a line went to the wrong file")
+	}
+	if fi, err := os.Stat(filepath.Join(w.Dir, "access.log")); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("new access.log: %v, mode %v", err, fi.Mode())
+	}
+}
