@@ -40,7 +40,7 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 		// No choice to make: whether or not the client supports it, this
 		// is the certificate offered (as below), so the check, a hostname
 		// verification and a signature scheme search, is skipped.
-		return s.tlsCertificate(hello, entry.Certs[0]), nil
+		return served(s.tlsCertificate(hello, entry.Certs[0])), nil
 	}
 	var first *tls.Certificate
 	for _, alg := range []x509.PublicKeyAlgorithm{x509.ECDSA, x509.Ed25519, x509.RSA} {
