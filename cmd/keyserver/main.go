@@ -4,7 +4,9 @@
 //
 // Usage:
 //
-//	keyserver --config keyserver.yaml
+//	keyserver [--config keyserver.yaml]
+//	keyserver --version
+//	keyserver help
 //
 // The configuration is documented in keyserver/testdata/keyserver.yaml;
 // relative paths in it are relative to the file. SIGTERM and SIGINT
@@ -12,8 +14,9 @@
 // for up to 10s); SIGHUP re-reads the file and applies its authorize
 // rules (authorize, authorize_all) and log_level. Without authorize
 // rules every request is denied; raw RSA decryption is off unless
-// allow_rsa_decrypt is set. Exit status is 2 for a usage error, 1 for a
-// failure.
+// allow_rsa_decrypt is set. -h, --help and help print usage to standard
+// output and exit 0; --version and version print the build's version
+// and VCS revision. Exit status is 2 for a usage error, 1 for a failure.
 package main
 
 import (
@@ -31,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/cli"
 	"github.com/keyedge/keyedge/internal/config"
 	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/keyedge/keyedge/keyserver"
@@ -45,24 +49,45 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	code := run(ctx, os.Args[1:], os.Stderr, hup)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, hup)
 	stop()
 	os.Exit(code)
 }
 
+// keyserverHelp is keyserver's usage text after the synopsis.
+const keyserverHelp = `Runs a Keyless SSL key server: it signs TLS handshakes with the keys it
+holds for the edges its authorize rules admit, over mutual TLS. The
+configuration is documented in keyserver/testdata/keyserver.yaml;
+relative paths in it are relative to the file. Logs go to standard error.
+
+signals:
+  SIGHUP          re-read --config and apply authorize, authorize_all and
+                  log_level (a file that does not load changes nothing; other
+                  changes need a restart and are logged as such)
+  SIGTERM, SIGINT stop accepting, answer the requests already read for up
+                  to 10s, then exit 0`
+
 // run runs the server until ctx ends, reloading the configuration on
 // every value from reload.
-func run(ctx context.Context, args []string, stderr io.Writer, reload <-chan os.Signal) int {
-	fs := flag.NewFlagSet("keyserver", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "keyserver.yaml", "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return 2
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, reload <-chan os.Signal) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "help":
+			args = []string{"-h"}
+		case "version", "-version", "--version":
+			fmt.Fprint(stdout, cli.Version("keyserver"))
+			return 0
+		}
 	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "keyserver: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return 2
+	fs := flag.NewFlagSet("keyserver", flag.ContinueOnError)
+	path := fs.String("config", "keyserver.yaml", "configuration file")
+	cli.SetUsage(fs, "keyserver [--config FILE] | keyserver --version | keyserver help", keyserverHelp)
+	rest, err := cli.Parse(fs, args, stdout)
+	if err == nil && len(rest) > 0 {
+		err = cli.Usagef("unexpected argument %q", rest[0])
+	}
+	if err != nil {
+		return cli.Exit("keyserver", fs, stderr, err)
 	}
 	cfg, err := config.LoadKeyServer(*path)
 	if err != nil {
