@@ -343,7 +343,7 @@ func runRemove(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if !*yes {
-		if err := e.confirm(fmt.Sprintf("remove %s (every certificate serving it, and its ACME renewal)?", e.args[0])); err != nil {
+		if err := e.confirm("remove " + e.args[0] + " from the keystore and from ACME renewal"); err != nil {
 			return err
 		}
 	}
