@@ -84,21 +84,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	name := "keyedge " + args[0]
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	// Each flag set is named by a literal: deploy's tests read them from
+	// this source.
+	var fs *flag.FlagSet
 	var do func() error
 	switch args[0] {
 	case "serve":
+		fs = flag.NewFlagSet("keyedge serve", flag.ContinueOnError)
 		config := fs.String("config", "edge.yaml", "config file")
 		pidFile := fs.String("pid-file", "", "write the serving process's PID here (kept current across SIGUSR2 restarts)")
-		cli.SetUsage(fs, name+" "+commands[0].Args, serveHelp)
+		cli.SetUsage(fs, fs.Name()+" "+commands[0].Args, serveHelp)
 		do = func() error { return serve(ctx, *config, *pidFile, stderr) }
 	case "demo":
+		fs = flag.NewFlagSet("keyedge demo", flag.ContinueOnError)
 		var o demoOptions
 		fs.IntVar(&o.tenants, "tenants", 1000, "number of generated tenants")
 		fs.BoolVar(&o.check, "check", false, "exit after the self-check instead of serving until Ctrl-C")
 		fs.StringVar(&o.listen, "listen", "127.0.0.1:8443", "edge address (a free port is used if taken)")
-		cli.SetUsage(fs, name+" "+commands[1].Args, "Builds a keystore of generated tenants, an origin, key servers and an edge\non 127.0.0.1 in a new temp dir, checks one request per kind of tenant,\nprints commands to try, and serves until Ctrl-C (with --check: exits).")
+		cli.SetUsage(fs, fs.Name()+" "+commands[1].Args, "Builds a keystore of generated tenants, an origin, key servers and an edge\non 127.0.0.1 in a new temp dir, checks one request per kind of tenant,\nprints commands to try, and serves until Ctrl-C (with --check: exits).")
 		do = func() error { return demo(ctx, o, stdout, stderr) }
 	default:
 		fmt.Fprintf(stderr, "keyedge: unknown command %q\n\n", args[0])
@@ -114,5 +117,5 @@ func run(args []string, stdout, stderr io.Writer) int {
 			err = nil
 		}
 	}
-	return cli.Exit(name, fs, stderr, err)
+	return cli.Exit(fs.Name(), fs, stderr, err)
 }
