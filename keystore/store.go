@@ -320,17 +320,42 @@ func (s *Store) lookup(ctx context.Context, serverName string) (e *Entry, loadSt
 	if err != nil {
 		return nil, loadStart, err
 	}
-	if ne.refs == nil {
-		return nil, loadStart, cmpOr(ne.err, ErrNotFound)
+	e, err = s.entry(ctx, name, ne, &loadStart)
+	return e, loadStart, err
+}
+
+// Stored returns the certificates stored under name exactly, a wildcard
+// name such as "*.example.com" included and with no fallback from a
+// name to its wildcard, for tools listing what Names yields; Lookup is
+// what serves a handshake. It reports absence and failures as Lookup
+// does, and is not counted in the lookup metrics.
+func (s *Store) Stored(ctx context.Context, name string) (*Entry, error) {
+	name, err := NormalizeName(name)
+	if err != nil {
+		return nil, err
 	}
-	e = &Entry{Name: name, Certs: make([]*Cert, 0, len(ne.refs))}
+	var loadStart time.Time
+	ne, err := s.nameRefs(ctx, name, &loadStart)
+	if err != nil {
+		return nil, err
+	}
+	return s.entry(ctx, name, ne, &loadStart)
+}
+
+// entry loads the certificates ne refers to for the normalised name.
+func (s *Store) entry(ctx context.Context, name string, ne *nameEntry, loadStart *time.Time) (*Entry, error) {
+	if ne.refs == nil {
+		return nil, cmpOr(ne.err, ErrNotFound)
+	}
+	e := &Entry{Name: name, Certs: make([]*Cert, 0, len(ne.refs))}
 	var firstErr, uncovered error
 	for _, ref := range ne.refs {
 		c, ok := s.certs.GetIfPresent(ref.ID)
 		if !ok {
-			markLoad(&loadStart)
+			markLoad(loadStart)
+			var err error
 			if c, err = s.certs.Get(ctx, ref.ID, otter.LoaderFunc[string, *Cert](s.loadCert)); err != nil {
-				return nil, loadStart, err // ctx done, or the storage unavailable
+				return nil, err // ctx done, or the storage unavailable
 			}
 		}
 		switch {
@@ -351,9 +376,9 @@ func (s *Store) lookup(ctx context.Context, serverName string) (e *Entry, loadSt
 		firstErr = cmpOr(firstErr, err)
 	}
 	if len(e.Certs) == 0 {
-		return nil, loadStart, cmpOr(firstErr, ne.err)
+		return nil, cmpOr(firstErr, ne.err)
 	}
-	return e, loadStart, nil
+	return e, nil
 }
 
 // forgetUncovered replaces the cached entry ne of name, unless a newer

@@ -57,7 +57,11 @@ func managedKey(name string) string { return keystore.HashedKey(managedDir, name
 // loadEntry reads the entry of a normalised name from storage, never a
 // cache, so a node sees what another stored before it took the lock.
 func (m *Manager) loadEntry(ctx context.Context, name string) (*managedEntry, error) {
-	data, err := m.storage.Load(ctx, managedKey(name))
+	return loadEntry(ctx, m.storage, name)
+}
+
+func loadEntry(ctx context.Context, storage certmagic.Storage, name string) (*managedEntry, error) {
+	data, err := storage.Load(ctx, managedKey(name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s", ErrNotManaged, name)
 	}
@@ -69,6 +73,39 @@ func (m *Manager) loadEntry(ctx context.Context, name string) (*managedEntry, er
 		return nil, fmt.Errorf("acme: corrupt ACME entry %s", managedKey(name))
 	}
 	return &e, nil
+}
+
+// Declaration is what is recorded about a name ACME manages, as tools
+// show it.
+type Declaration struct {
+	Names  []string // the certificate's names, the primary first
+	Tenant string
+	Origin string
+	CertID string // the certificate obtained last; "" while pending
+
+	// After failed orders: how many in a row, when the next is due, and
+	// the last error (bounded in length).
+	Failures  int
+	RetryAt   time.Time
+	LastError string
+}
+
+// Declared returns what is recorded for the managed certificate whose
+// primary (first) name is name, as keyctl issue or on-demand issuance
+// declared it: a Declaration with no CertID is pending, obtained by no
+// node yet. It returns an error wrapping ErrNotManaged for a name that
+// is not a managed primary name.
+func Declared(ctx context.Context, storage certmagic.Storage, name string) (*Declaration, error) {
+	name, err := keystore.NormalizeName(name)
+	if err != nil {
+		return nil, err
+	}
+	e, err := loadEntry(ctx, storage, name)
+	if err != nil {
+		return nil, err
+	}
+	return &Declaration{Names: e.Names, Tenant: e.Tenant, Origin: e.Origin, CertID: e.CertID,
+		Failures: e.Failures, RetryAt: e.RetryAt, LastError: e.LastError}, nil
 }
 
 func (m *Manager) storeEntry(ctx context.Context, e *managedEntry) error {

@@ -37,6 +37,7 @@ import (
 
 	"github.com/keyedge/keyedge/bench"
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/cli"
 )
 
 func main() {
@@ -49,21 +50,28 @@ func main() {
 // run is edgebench with args, returning its exit status: 0, 1 when the
 // run failed, 2 for a usage error, 3 when -max-other-load was exceeded.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	switch {
+	case len(args) == 1 && args[0] == "help":
+		args = []string{"-h"}
+	case len(args) == 1 && args[0] == "version":
+		args = []string{"-version"}
+	}
 	var c command
-	fs := c.flagSet(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	fs := c.flagSet()
+	rest, err := cli.Parse(fs, args, stdout)
+	if err != nil {
+		return cli.Exit("edgebench", fs, stderr, err)
 	}
 	switch {
+	case c.version:
+		fmt.Fprint(stdout, cli.Version("edgebench"))
+		return 0
 	case c.origin != "":
 		return c.serveOrigin(ctx, stderr)
 	case c.summarize:
-		return c.summarizeResults(fs.Args(), stdout, stderr)
-	case fs.NArg() > 0:
-		return fail(stderr, usageError{fmt.Errorf("unexpected arguments %q", fs.Args())})
+		return c.summarizeResults(rest, stdout, stderr)
+	case len(rest) > 0:
+		return fail(stderr, usageError{fmt.Errorf("unexpected arguments %q", rest)})
 	}
 	opts, err := c.options(stderr)
 	if err != nil {
@@ -100,6 +108,7 @@ type command struct {
 	maxOther           float64
 
 	summarize   bool
+	version     bool
 	origin      string
 	readyWithin time.Duration
 	startedAt   int64
@@ -109,9 +118,9 @@ type command struct {
 var hiddenFlags = map[string]bool{"serve-origin": true, "ready-within": true, "started-at": true}
 
 // flagSet returns edgebench's flags, parsed into c.
-func (c *command) flagSet(stderr io.Writer) *flag.FlagSet {
+func (c *command) flagSet() *flag.FlagSet {
 	fs := flag.NewFlagSet("edgebench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.BoolVar(&c.version, "version", false, "print the version and VCS revision of this build, and exit")
 	fs.StringVar(&c.namesFile, "names", "", "file of server names, one a line")
 	fs.IntVar(&c.tenants, "tenants", 0, "use the generated tenant names t0…t<N-1>.<domain> (instead of -names)")
 	fs.StringVar(&c.domain, "domain", "keyedge.test", "domain of -tenants names")
@@ -153,7 +162,8 @@ func (c *command) flagSet(stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.Label, "label", "", "label of the run in reports, e.g. \"100000 tenants\"")
 	fs.StringVar(&o.Scenario, "scenario", "", "scenario of the run in reports, e.g. \"handshake\"")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: edgebench -addr HOST:PORT (-names FILE | -tenants N) [flags]\n       edgebench -mode keyless -key-server HOST:PORT -identity-cert F -identity-key F -key-server-ca F -key-cert F [flags]\n       edgebench -summarize [-plot FILE] RESULT.json...\n\nflags:")
+		w := fs.Output() // standard output for -h, see cli.Parse
+		fmt.Fprintln(w, "usage: edgebench -addr HOST:PORT (-names FILE | -tenants N) [flags]\n       edgebench -mode keyless -key-server HOST:PORT -identity-cert F -identity-key F -key-server-ca F -key-cert F [flags]\n       edgebench -summarize [-plot FILE] RESULT.json...\n\nflags:")
 		fs.VisitAll(func(f *flag.Flag) {
 			if hiddenFlags[f.Name] {
 				return
@@ -162,7 +172,7 @@ func (c *command) flagSet(stderr io.Writer) *flag.FlagSet {
 			if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" {
 				def = " (default " + f.DefValue + ")"
 			}
-			fmt.Fprintf(stderr, "  -%s\n    \t%s%s\n", f.Name, f.Usage, def)
+			fmt.Fprintf(w, "  -%s\n    \t%s%s\n", f.Name, f.Usage, def)
 		})
 	}
 	return fs

@@ -9,6 +9,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/keyedge/keyedge/internal/cli"
 	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/keystore/geo"
 )
@@ -58,7 +59,7 @@ func runNodeKey(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	if *attrs == "" {
-		return fmt.Errorf("%w: need --attrs", errUsage)
+		return cli.Usagef("need --attrs")
 	}
 	a, err := geo.ParseAttributes(*attrs)
 	if err != nil {
@@ -82,7 +83,10 @@ func runNodeKey(_ context.Context, e *env, args []string) error {
 func runPolicy(ctx context.Context, e *env, args []string) error {
 	master := e.geoMasterFlag()
 	if len(args) == 0 || (args[0] != "set" && args[0] != "check") {
-		return fmt.Errorf("%w: want policy set NAME|ID POLICY, or policy check POLICY", errUsage)
+		if err := e.parse(args, anyArgs); err != nil {
+			return err // -h among them: the help
+		}
+		return cli.Usagef("want policy set NAME|ID POLICY, or policy check POLICY")
 	}
 	verb := args[0]
 	want := map[string]int{"set": 2, "check": 1}[verb]

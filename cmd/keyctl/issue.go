@@ -15,6 +15,8 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/certs/acme"
+	"github.com/keyedge/keyedge/internal/cli"
+	"github.com/keyedge/keyedge/keystore"
 )
 
 // runIssue obtains certificates from an ACME CA into the keystore and
@@ -42,7 +44,10 @@ func runIssue(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if len(e.args) == 0 || *origin == "" {
-		return fmt.Errorf("%w: need at least one NAME (SANs of one certificate joined by commas) and --origin", errUsage)
+		return cli.Usagef("need at least one NAME (SANs of one certificate joined by commas) and --origin")
+	}
+	if _, err := keystore.ParseOrigin(*origin); err != nil {
+		return cli.Usagef("--origin: %v", err)
 	}
 	var reqs []acme.Request
 	for _, a := range e.args {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/cli"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 )
@@ -30,7 +31,7 @@ func runRoute(ctx context.Context, e *env, args []string) error {
 	route := keystore.Route(e.args[1])
 	for _, s := range servers {
 		if _, _, err := net.SplitHostPort(s); err != nil {
-			return fmt.Errorf("%w: --key-server %q: %v", errUsage, s, err)
+			return cli.Usagef("--key-server %q: %v", s, err)
 		}
 	}
 	store, err := e.open(ctx, nil)
@@ -55,11 +56,11 @@ func runIdentity(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	name := e.args[0]
-	spec := testpki.LeafSpec{Names: []string{name}, ClientAuth: true, NotAfter: time.Now().Add(*valid)}
+	spec := testpki.LeafSpec{Names: []string{name}, ClientAuth: true, NotAfter: e.now().Add(*valid)}
 	for _, s := range ips {
 		ip := net.ParseIP(s)
 		if ip == nil {
-			return fmt.Errorf("%w: --ip %q is not an IP address", errUsage, s)
+			return cli.Usagef("--ip %q is not an IP address", s)
 		}
 		spec.IPAddresses = append(spec.IPAddresses, ip)
 	}

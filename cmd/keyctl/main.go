@@ -8,19 +8,23 @@
 //	keyctl gen-tenants --count N [--wildcard-every K] [--rsa-every K] [--domain D] [--origin URL] [--ca PREFIX]
 //	keyctl import      --cert chain.pem --key key.pem --tenant T --origin URL [--policy P]
 //	keyctl show        NAME
-//	keyctl ls
+//	keyctl ls          [--long]
 //	keyctl reindex
-//	keyctl rm          NAME|ID
+//	keyctl rm          NAME|ID [--yes]
 //	keyctl route       NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]
 //	keyctl node-key    --attrs "region: eu, country: de" [--out FILE] [--geo-master FILE]
 //	keyctl policy      set NAME|ID "POLICY" [--geo-master FILE] | check "POLICY"
 //	keyctl issue       NAME[,SAN]... --origin URL [--ca URL] [--email E] [--defer] ...
 //	keyctl ticket-secret [--out FILE]
 //	keyctl identity    NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]
+//	keyctl version
+//	keyctl help        [COMMAND]
 //
-// Every command takes --keystore (default $KEYEDGE_KEYSTORE or
-// ./keystore) and --fleet-key (default $KEYEDGE_FLEET_KEY or
-// ./fleet.key). Exit status is 0 when the change is made (and, for a
+// Every command that reads or writes the keystore takes --keystore
+// (default $KEYEDGE_KEYSTORE or ./keystore) and --fleet-key (default
+// $KEYEDGE_FLEET_KEY or ./fleet.key); flags may come before or after
+// the arguments. -h, --help and help print usage to standard output and
+// exit 0. Exit status is 0 when the change is made (and, for a
 // write, journaled: every edge follows it), 1 for a failure that left
 // the keystore as it was, 2 for a usage error, and 3 for a write
 // interrupted and not undone (a disk still full): some edges may serve
@@ -36,37 +40,42 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/internal/backend"
+	"github.com/keyedge/keyedge/internal/cli"
 	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/keystore"
 )
 
-// errUsage marks a usage error: exit status 2 and the command's help.
-var errUsage = errors.New("usage")
-
 type command struct {
-	name, args, help string
-	run              func(ctx context.Context, env *env, args []string) error
+	cli.Command
+	keystore bool // reads or writes the keystore: takes --keystore and --fleet-key
+	run      func(ctx context.Context, env *env, args []string) error
 }
 
 var commands = []command{
-	{"init", "", "create the keystore (directory and empty change journal), a fleet key and a geo master key (0600 each)", runInit},
-	{"gen-tenants", "--count N [flags]", "generate N test tenants signed by a test CA", runGenTenants},
-	{"import", "--cert FILE --key FILE --tenant T --origin URL", "store a certificate chain and its key", runImport},
-	{"show", "NAME", "show the certificates serving NAME (never key bytes)", runShow},
-	{"ls", "", "list every stored name, streaming", runList},
-	{"reindex", "", "rebuild the name filter that keeps unknown names away from storage (a keystore from before it, or one reported corrupt)", runReindex},
-	{"rm", "NAME|ID", "remove a certificate by ID, or every certificate serving NAME", runRemove},
-	{"route", "NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]", "choose where a certificate's handshakes are signed", runRoute},
-	{"node-key", "--attrs \"region: eu, dc: fra1\" [--out FILE]", "issue a node's geo attribute key from the geo master key", runNodeKey},
-	{"policy", "set NAME|ID \"POLICY\" | check \"POLICY\"", "restrict where a key may be used (\"\" lifts it), re-sealing it; or check a policy", runPolicy},
-	{"issue", "NAME[,SAN]... --origin URL [--ca URL] [--email E] [--tenant T] [--ca-root FILE] [--http-addr A] [--tls-addr A] [--defer]", "obtain certificates from an ACME CA into the keystore; the edges renew them", runIssue},
-	{"ticket-secret", "[--out FILE]", "create the fleet's session ticket secret (0600)", runTicketSecret},
-	{"identity", "NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]", "issue an mTLS identity for an edge or a key server", runIdentity},
+	{cli.Command{Name: "init", Summary: "create the keystore (directory and empty change journal), a fleet key and a geo master key (0600 each)"}, true, runInit},
+	{cli.Command{Name: "gen-tenants", Args: "--count N [flags]", Summary: "generate N test tenants signed by a test CA"}, true, runGenTenants},
+	{cli.Command{Name: "import", Args: "--cert FILE (--key FILE | --keyless --key-server HOST:PORT...) --tenant T --origin URL [--policy P]", Summary: "store a certificate chain and its key"}, true, runImport},
+	{cli.Command{Name: "show", Args: "NAME", Summary: "show the certificates serving NAME (never key bytes), or that it is pending with ACME"}, true, runShow},
+	{cli.Command{Name: "ls", Args: "[--long]", Summary: "list every stored name, streaming; --long: expiry, route, policy and origin too"}, true, runList},
+	{cli.Command{Name: "reindex", Summary: "rebuild the name filter that keeps unknown names away from storage (a keystore from before it, or one reported corrupt)"}, true, runReindex},
+	{cli.Command{Name: "rm", Args: "NAME|ID [--yes]", Summary: "remove a certificate by ID, or every certificate serving NAME, after confirmation"}, true, runRemove},
+	{cli.Command{Name: "route", Args: "NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]", Summary: "choose where a certificate's handshakes are signed"}, true, runRoute},
+	{cli.Command{Name: "node-key", Args: "--attrs \"region: eu, dc: fra1\" [--out FILE]", Summary: "issue a node's geo attribute key from the geo master key"}, false, runNodeKey},
+	{cli.Command{Name: "policy", Args: "set NAME|ID \"POLICY\" | check \"POLICY\"", Summary: "restrict where a key may be used (\"\" lifts it), re-sealing it; or check a policy"}, true, runPolicy},
+	{cli.Command{Name: "issue", Args: "NAME[,SAN]... --origin URL [--ca URL] [--email E] [--tenant T] [--ca-root FILE] [--http-addr A] [--tls-addr A] [--defer]", Summary: "obtain certificates from an ACME CA into the keystore; the edges renew them"}, true, runIssue},
+	{cli.Command{Name: "ticket-secret", Args: "[--out FILE]", Summary: "create the fleet's session ticket secret (0600)"}, false, runTicketSecret},
+	{cli.Command{Name: "identity", Args: "NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]", Summary: "issue an mTLS identity for an edge or a key server"}, false, runIdentity},
+	{cli.Command{Name: "version", Summary: "print the version and VCS revision of this build"}, false, runVersion},
 }
+
+// help is the help command, listed with the others.
+var help = cli.Command{Name: "help", Args: "[COMMAND]", Summary: "print this help, or a command's"}
 
 // env is what every command shares: its flags and standard streams.
 type env struct {
@@ -74,70 +83,84 @@ type env struct {
 	keystore     string // a directory or a Redis URL
 	passwordFile string // the Redis keystore's password
 	fleetKey     string
+	cacheEntries int      // bound on the keystore's caches; 0: the default
 	args         []string // positional arguments, after parse
+	stdin        *os.File
 	stdout       io.Writer
 	stderr       io.Writer
+	now          func() time.Time
 	release      []func() error // run when the command returns
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
 		usage(stderr)
 		return 2
 	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		usage(stdout)
+		return 0
+	case "help":
+		if len(args) == 1 {
+			usage(stdout)
+			return 0
+		}
+		return run(ctx, []string{args[1], "-h"}, stdin, stdout, stderr)
+	case "-version", "--version":
+		args[0] = "version"
+	}
 	for _, c := range commands {
-		if c.name != args[0] {
+		if c.Name != args[0] {
 			continue
 		}
-		e := &env{flags: flag.NewFlagSet("keyctl "+c.name, flag.ContinueOnError), stdout: stdout, stderr: stderr}
-		e.flags.SetOutput(stderr)
-		e.flags.StringVar(&e.keystore, "keystore", envOr("KEYEDGE_KEYSTORE", "keystore"), "keystore directory, or redis://host:port/db URL of a shared one")
-		e.flags.StringVar(&e.passwordFile, "keystore-password-file", os.Getenv("KEYEDGE_KEYSTORE_PASSWORD_FILE"), "file holding the Redis keystore's password (0600)")
-		e.flags.StringVar(&e.fleetKey, "fleet-key", envOr("KEYEDGE_FLEET_KEY", "fleet.key"), "fleet key file (0600)")
-		e.flags.Usage = func() {
-			fmt.Fprintf(stderr, "usage: keyctl %s %s\n  %s\n\nflags:\n", c.name, c.args, c.help)
-			e.flags.PrintDefaults()
+		e := &env{flags: flag.NewFlagSet("keyctl "+c.Name, flag.ContinueOnError), stdin: stdin, stdout: stdout, stderr: stderr, now: time.Now}
+		if c.keystore {
+			e.flags.StringVar(&e.keystore, "keystore", envOr("KEYEDGE_KEYSTORE", "keystore"), "keystore directory, or redis://host:port/db URL of a shared one")
+			e.flags.StringVar(&e.passwordFile, "keystore-password-file", os.Getenv("KEYEDGE_KEYSTORE_PASSWORD_FILE"), "file holding the Redis keystore's password (0600)")
+			e.flags.StringVar(&e.fleetKey, "fleet-key", envOr("KEYEDGE_FLEET_KEY", "fleet.key"), "fleet key file (0600)")
 		}
+		cli.SetUsage(e.flags, strings.TrimSpace("keyctl "+c.Name+" "+c.Args), c.Summary)
 		err := c.run(ctx, e, args[1:])
 		for _, release := range e.release {
 			release()
 		}
-		switch {
-		case err == nil:
-			return 0
-		case errors.Is(err, flag.ErrHelp):
-			return 2
-		case errors.Is(err, keystore.ErrIncomplete):
-			fmt.Fprintf(stderr, "keyctl %s: %v\n", c.name, err)
+		if errors.Is(err, keystore.ErrIncomplete) {
+			fmt.Fprintf(stderr, "keyctl %s: %v\n", c.Name, err)
 			return 3
-		case errors.Is(err, errUsage):
-			fmt.Fprintf(stderr, "keyctl %s: %v\n", c.name, err)
-			e.flags.Usage()
-			return 2
-		default:
-			fmt.Fprintf(stderr, "keyctl %s: %v\n", c.name, err)
-			printSyntaxError(stderr, err)
-			return 1
 		}
+		code := cli.Exit("keyctl "+c.Name, e.flags, stderr, err)
+		if code == 1 {
+			printSyntaxError(stderr, err)
+		}
+		return code
 	}
-	fmt.Fprintf(stderr, "keyctl: unknown command %q\n", args[0])
+	fmt.Fprintf(stderr, "keyctl: unknown command %q\n\n", args[0])
 	usage(stderr)
 	return 2
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: keyctl COMMAND [flags]\n\ncommands:")
+	list := make([]cli.Command, 0, len(commands)+1)
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.help)
+		list = append(list, c.Command)
 	}
-	fmt.Fprintln(w, "\nRun keyctl COMMAND -h for a command's flags.")
+	cli.PrintCommands(w, "keyctl", append(list, help))
+}
+
+func runVersion(_ context.Context, e *env, args []string) error {
+	if err := e.parse(args, 0); err != nil {
+		return err
+	}
+	_, err := fmt.Fprint(e.stdout, cli.Version("keyctl"))
+	return err
 }
 
 func envOr(name, def string) string {
@@ -153,18 +176,12 @@ const anyArgs = -1
 // parse parses flags, which may come before, between or after the
 // positional arguments, and checks how many of those there are.
 func (e *env) parse(args []string, positional int) error {
-	for {
-		if err := e.flags.Parse(args); err != nil {
-			return err
-		}
-		if e.flags.NArg() == 0 {
-			break
-		}
-		e.args = append(e.args, e.flags.Arg(0))
-		args = e.flags.Args()[1:]
+	var err error
+	if e.args, err = cli.Parse(e.flags, args, e.stdout); err != nil {
+		return err
 	}
 	if positional != anyArgs && len(e.args) != positional {
-		return fmt.Errorf("%w: want %d argument(s), got %d", errUsage, positional, len(e.args))
+		return cli.Usagef("want %d argument(s), got %d", positional, len(e.args))
 	}
 	return nil
 }
@@ -210,10 +227,11 @@ func (e *env) open(ctx context.Context, storage keystore.Storage) (*keystore.Sto
 		}
 	}
 	return keystore.Open(ctx, keystore.Options{
-		Storage:  storage,
-		FleetKey: fleet,
-		Logger:   slog.New(slog.NewTextHandler(e.stderr, nil)),
-		OneShot:  true,
+		Storage:    storage,
+		FleetKey:   fleet,
+		Logger:     slog.New(slog.NewTextHandler(e.stderr, nil)),
+		OneShot:    true,
+		MaxEntries: e.cacheEntries,
 	})
 }
 

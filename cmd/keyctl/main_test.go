@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/rogpeppe/go-internal/testscript"
@@ -40,19 +41,33 @@ func TestScript(t *testing.T) {
 	})
 }
 
-// testLeaf CAPREFIX NAME BASE [KEYTYPE] issues a certificate for NAME
-// and www.NAME from the CA at CAPREFIX.{pem,key}, with a key of KEYTYPE
-// (testpki.KeyType; ECDSA P-256 by default), and writes BASE.pem (chain)
-// and BASE.key (PKCS#8), as a user would bring them to keyctl import.
+// testLeaf CAPREFIX NAME BASE [KEYTYPE] [from=DATE until=DATE] issues a
+// certificate for NAME and www.NAME from the CA at CAPREFIX.{pem,key},
+// with a key of KEYTYPE (testpki.KeyType; ECDSA P-256 by default), valid
+// from and until the given dates (YYYY-MM-DD; default testpki's), and
+// writes BASE.pem (chain) and BASE.key (PKCS#8), as a user would bring
+// them to keyctl import.
 func testLeaf(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) < 3 || len(args) > 4 {
-		ts.Fatalf("usage: testleaf CAPREFIX NAME BASE [KEYTYPE]")
+	if neg || len(args) < 3 || len(args) > 6 {
+		ts.Fatalf("usage: testleaf CAPREFIX NAME BASE [KEYTYPE] [from=DATE until=DATE]")
 	}
 	ca, err := testpki.LoadCA(ts.MkAbs(args[0]+".pem"), ts.MkAbs(args[0]+".key"))
 	ts.Check(err)
 	spec := testpki.LeafSpec{Names: []string{args[1], "www." + args[1]}}
-	if len(args) == 4 {
-		spec.KeyType = testpki.KeyType(args[3])
+	for _, a := range args[3:] {
+		key, value, _ := strings.Cut(a, "=")
+		switch key {
+		case "from", "until":
+			at, err := time.Parse(time.DateOnly, value)
+			ts.Check(err)
+			if key == "from" {
+				spec.NotBefore = at
+			} else {
+				spec.NotAfter = at
+			}
+		default:
+			spec.KeyType = testpki.KeyType(a)
+		}
 	}
 	leaf, err := ca.Issue(spec)
 	ts.Check(err)

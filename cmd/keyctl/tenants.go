@@ -3,8 +3,10 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/keyedge/keyedge/certs/acme"
 	"github.com/keyedge/keyedge/internal/backend"
 	"github.com/keyedge/keyedge/internal/bulkfile"
+	"github.com/keyedge/keyedge/internal/cli"
 	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
@@ -35,7 +38,10 @@ func runGenTenants(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if spec.Count <= 0 {
-		return fmt.Errorf("%w: --count must be positive", errUsage)
+		return cli.Usagef("--count must be positive")
+	}
+	if _, err := keystore.ParseOrigin(spec.Origin); err != nil {
+		return cli.Usagef("--origin: %v", err)
 	}
 	ca, err := loadOrCreateCA(caPrefix)
 	if err != nil {
@@ -110,7 +116,10 @@ func runImport(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if certFile == "" || meta.Tenant == "" || meta.Origin == "" || (keyFile == "") != *keyless || *keyless != (len(servers) > 0) {
-		return fmt.Errorf("%w: need --cert, --tenant, --origin, and --key or --keyless with --key-server", errUsage)
+		return cli.Usagef("need --cert, --tenant, --origin, and --key or --keyless with --key-server")
+	}
+	if _, err := keystore.ParseOrigin(meta.Origin); err != nil {
+		return cli.Usagef("--origin: %v", err)
 	}
 	pemBytes, err := os.ReadFile(certFile)
 	if err != nil {
@@ -119,6 +128,13 @@ func runImport(ctx context.Context, e *env, args []string) error {
 	chain, err := certs.ParseChainPEM(pemBytes)
 	if err != nil {
 		return fmt.Errorf("%s: %w", certFile, err)
+	}
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return fmt.Errorf("%s: %w", certFile, err)
+	}
+	if w := validityWarning(leaf, e.now()); w != "" {
+		fmt.Fprintf(e.stderr, "keyctl import: warning: %s\n", w)
 	}
 	b := &keystore.Bundle{Meta: meta, Chain: chain}
 	if *keyless {
@@ -149,16 +165,35 @@ func runImport(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
+// validityWarning says what is wrong with leaf's validity period at
+// now, or "" when nothing is: the keystore stores such a certificate (a
+// renewal may be on its way), but clients refuse it.
+func validityWarning(leaf *x509.Certificate, now time.Time) string {
+	switch {
+	case now.After(leaf.NotAfter):
+		return fmt.Sprintf("the certificate expired at %s: clients will refuse it until it is replaced", leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(leaf.NotBefore):
+		return fmt.Sprintf("the certificate is not valid before %s: clients will refuse it until then", leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return ""
+}
+
 func runShow(ctx context.Context, e *env, args []string) error {
 	if err := e.parse(args, 1); err != nil {
 		return err
 	}
-	store, err := e.open(ctx, nil)
+	store, storage, err := e.openWithStorage(ctx)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
 	entry, err := store.Lookup(ctx, e.args[0])
+	if errors.Is(err, keystore.ErrNotFound) {
+		if d, derr := acme.Declared(ctx, storage, e.args[0]); derr == nil && d.CertID == "" {
+			showPending(e.stdout, d)
+			return nil
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -184,24 +219,88 @@ func runShow(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
+// showPending shows a name declared for ACME whose certificate no node
+// has obtained yet.
+func showPending(w io.Writer, d *acme.Declaration) {
+	fmt.Fprintf(w, "name:      %s\n", d.Names[0])
+	fmt.Fprintf(w, "status:    pending: declared for ACME, no certificate obtained yet (the edges obtain it)\n")
+	fmt.Fprintf(w, "  names:     %s\n", strings.Join(d.Names, ", "))
+	fmt.Fprintf(w, "  tenant:    %s\n", d.Tenant)
+	fmt.Fprintf(w, "  origin:    %s\n", d.Origin)
+	if d.Failures > 0 {
+		fmt.Fprintf(w, "  failures:  %d, next try after %s\n", d.Failures, d.RetryAt.UTC().Format(time.RFC3339))
+		fmt.Fprintf(w, "  last error: %s\n", d.LastError)
+	}
+}
+
+// listCacheEntries bounds ls --long's caches: it reads each name once,
+// so caching more would only hold memory at a million tenants.
+const listCacheEntries = 1024
+
 func runList(ctx context.Context, e *env, args []string) error {
+	long := e.flags.Bool("long", false, "one line per certificate of each name: expiry, route (local, keyless or geo), geo policy and origin")
 	if err := e.parse(args, 0); err != nil {
 		return err
+	}
+	if *long {
+		e.cacheEntries = listCacheEntries
 	}
 	store, err := e.open(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	if *long {
+		fmt.Fprintf(e.stdout, listFormat, "NAME", "NOT AFTER", "ROUTE", "POLICY", "ORIGIN")
+	}
+	failed := 0
 	for name, err := range store.Names(ctx) {
 		if err != nil {
 			return err
 		}
-		if _, err := fmt.Fprintln(e.stdout, name); err != nil {
-			return err
+		if !*long {
+			if _, err := fmt.Fprintln(e.stdout, name); err != nil {
+				return err
+			}
+			continue
+		}
+		entry, err := store.Stored(ctx, name)
+		if err != nil {
+			if ctx.Err() != nil || keystore.IsUnavailable(err) {
+				return err
+			}
+			failed++
+			fmt.Fprintf(e.stderr, "keyctl ls: %s: %v\n", name, err)
+			continue
+		}
+		for _, c := range entry.Certs {
+			if _, err := fmt.Fprintf(e.stdout, listFormat, name, c.Leaf.NotAfter.UTC().Format(time.RFC3339),
+				routeOf(c), cmp.Or(c.Meta.Policy, "-"), cmp.Or(c.Meta.Origin, "-")); err != nil {
+				return err
+			}
 		}
 	}
+	if failed > 0 {
+		return fmt.Errorf("%d names could not be read (above)", failed)
+	}
 	return nil
+}
+
+// listFormat is a line of ls --long. Columns are padded to typical
+// widths rather than measured: the listing streams.
+const listFormat = "%-32s %-20s %-8s %-24s %s\n"
+
+// routeOf is where c's handshakes are signed, as ls --long shows it:
+// keyless (by its owner's key servers), geo (local, where the node's
+// attributes satisfy its policy; else by a geo key server) or local.
+func routeOf(c *keystore.Cert) string {
+	switch {
+	case c.Meta.Route == keystore.RouteKeyless:
+		return string(keystore.RouteKeyless)
+	case c.Meta.Policy != "":
+		return "geo"
+	}
+	return string(keystore.RouteLocal)
 }
 
 // runReindex rebuilds the name filter, showing progress: a spinner while
@@ -239,8 +338,14 @@ func runReindex(ctx context.Context, e *env, args []string) error {
 }
 
 func runRemove(ctx context.Context, e *env, args []string) error {
+	yes := e.flags.Bool("yes", false, "remove without asking for confirmation")
 	if err := e.parse(args, 1); err != nil {
 		return err
+	}
+	if !*yes {
+		if err := e.confirm("remove " + e.args[0] + " from the keystore and from ACME renewal"); err != nil {
+			return err
+		}
 	}
 	store, storage, err := e.openWithStorage(ctx)
 	if err != nil {

@@ -102,8 +102,10 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 			w.Path(testworld.CAFile), host, port, host, port)
 	}
 	fmt.Fprintf(stdout, "  curl -s %s | grep -E '^keyedge_(edge_route|keystore_policy)'\n", n.metricsURL())
-	fmt.Fprintf(stdout, "  %s --keystore %s --fleet-key %s show %s\n",
-		keyctlPath(), w.StoreDir, w.Path(testworld.FleetKeyFile), testpki.TenantName(42, demoDomain))
+	fmt.Fprintf(stdout, "  %s show %s --keystore %s --fleet-key %s\n",
+		keyctlPath(), testpki.TenantName(42, demoDomain), w.StoreDir, w.Path(testworld.FleetKeyFile))
+	fmt.Fprintf(stdout, "  %s ls --long --keystore %s --fleet-key %s | head\n",
+		keyctlPath(), w.StoreDir, w.Path(testworld.FleetKeyFile))
 	if failed > 0 {
 		return fmt.Errorf("self-check: %d of the requests above failed", failed)
 	}
@@ -122,7 +124,13 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 }
 
 // demoConfig is the demo's edge.yaml; paths are relative to it.
-const demoConfig = `# written by keyedge demo; run it again with: keyedge serve --config edge.yaml
+const demoConfig = `# Written by keyedge demo. The origin and the key servers this file and
+# the keystore point at ran inside the demo process, on 127.0.0.1 ports
+# that closed when it ended. keyedge serve --config edge.yaml serves the
+# keystore again, but then requests get 502 Bad Gateway (no origin), and
+# the keyless and geo-restricted tenants' handshakes fail (no key server;
+# serve warns about the geo key server at start). Run keyedge demo again
+# for the whole demo.
 listen: %s
 metrics_listen: %s
 keystore: keystore

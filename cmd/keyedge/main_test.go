@@ -21,7 +21,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){
+	testscript.Main(proctest.M(m), map[string]func(){
 		"keyedge": main,
 	})
 }

@@ -260,6 +260,7 @@ func serve(ctx context.Context, path, pidFile string, logOut io.Writer) error {
 	if upg.HasParent() {
 		n.log.Info("took over the listeners from the previous process")
 	}
+	warnUnreachable(ctx, cfg, n.log)
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(signals)

@@ -4,8 +4,10 @@
 //
 // Usage:
 //
-//	keyserver --config keyserver.yaml
-//	keyserver check-config --config keyserver.yaml
+//	keyserver [--config keyserver.yaml]
+//	keyserver check-config [--config keyserver.yaml]
+//	keyserver --version
+//	keyserver help
 //
 // The configuration is documented in keyserver/testdata/keyserver.yaml;
 // relative paths in it are relative to the file. SIGTERM and SIGINT
@@ -17,8 +19,9 @@
 // check-config checks a file and every file it names as the server does,
 // lists every problem and exits 1 if there is one. Without authorize
 // rules every request is denied; raw RSA decryption is off unless
-// allow_rsa_decrypt is set. Exit status is 2 for a usage error, 1 for a
-// failure.
+// allow_rsa_decrypt is set. -h, --help and help print usage to standard
+// output and exit 0; --version and version print the build's version
+// and VCS revision. Exit status is 2 for a usage error, 1 for a failure.
 package main
 
 import (
@@ -37,6 +40,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/cli"
 	"github.com/keyedge/keyedge/internal/config"
 	"github.com/keyedge/keyedge/internal/ops"
 	"github.com/keyedge/keyedge/keyserver"
@@ -51,27 +55,48 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	code := run(ctx, os.Args[1:], os.Stderr, hup)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, hup)
 	stop()
 	os.Exit(code)
 }
 
+// keyserverHelp is keyserver's usage text after the synopsis.
+const keyserverHelp = `Runs a Keyless SSL key server: it signs TLS handshakes with the keys it
+holds for the edges its authorize rules admit, over mutual TLS. The
+configuration is documented in keyserver/testdata/keyserver.yaml;
+relative paths in it are relative to the file. Logs go to standard error.
+
+signals:
+  SIGHUP          re-read --config and apply authorize, authorize_all and
+                  log_level; a file that does not load, or that changes
+                  anything else (each setting named: it needs a restart), is
+                  refused and the running config stays
+  SIGTERM, SIGINT stop accepting, answer the requests already read for up
+                  to 10s, then exit 0`
+
 // run runs the server until ctx ends, reloading the configuration on
 // every value from reload.
-func run(ctx context.Context, args []string, stderr io.Writer, reload <-chan os.Signal) int {
-	if len(args) > 0 && args[0] == "check-config" {
-		return checkConfig(args[1:], stderr)
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, reload <-chan os.Signal) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "help":
+			args = []string{"-h"}
+		case "version", "-version", "--version":
+			fmt.Fprint(stdout, cli.Version("keyserver"))
+			return 0
+		case "check-config":
+			return checkConfig(args[1:], stdout, stderr)
+		}
 	}
 	fs := flag.NewFlagSet("keyserver", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	path := fs.String("config", "keyserver.yaml", "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	cli.SetUsage(fs, "keyserver [--config FILE] | keyserver check-config [--config FILE] | keyserver --version | keyserver help", keyserverHelp)
+	rest, err := cli.Parse(fs, args, stdout)
+	if err == nil && len(rest) > 0 {
+		err = cli.Usagef("unexpected argument %q", rest[0])
 	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "keyserver: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return 2
+	if err != nil {
+		return cli.Exit("keyserver", fs, stderr, err)
 	}
 	cfg, err := config.CheckKeyServer(*path)
 	if err != nil {
@@ -189,17 +214,18 @@ func reloadConfig(path string, old *config.KeyServer, srv *keyserver.Server, log
 // checkConfig runs `keyserver check-config --config FILE`: it checks the
 // file as the server does at start and on SIGHUP, lists every problem and
 // exits 1 if there are any.
-func checkConfig(args []string, stderr io.Writer) int {
+func checkConfig(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyserver check-config", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	path := fs.String("config", "keyserver.yaml", "configuration file to check")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	cli.SetUsage(fs, "keyserver check-config [--config FILE]", "Checks the file as keyserver does at start and on SIGHUP, and every file it\nnames; lists every problem and exits 1, or prints one OK line and exits 0.")
+	rest, err := cli.Parse(fs, args, stdout)
+	if err == nil && len(rest) > 0 {
+		err = cli.Usagef("unexpected argument %q", rest[0])
 	}
-	if _, err := config.CheckKeyServer(*path); err != nil {
-		fmt.Fprintf(stderr, "keyserver check-config: %v\n", err)
-		return 1
+	if err == nil {
+		if _, err = config.CheckKeyServer(*path); err == nil {
+			fmt.Fprintf(stdout, "keyserver: %s: configuration OK\n", *path)
+		}
 	}
-	fmt.Fprintf(os.Stdout, "keyserver: %s: configuration OK\n", *path)
-	return 0
+	return cli.Exit("keyserver check-config", fs, stderr, err)
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -246,7 +247,7 @@ func TestReload(t *testing.T) {
 	reload := make(chan os.Signal, 1)
 	logs := &syncBuffer{}
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"--config", path}, logs, reload) }()
+	go func() { done <- run(ctx, []string{"--config", path}, io.Discard, logs, reload) }()
 	defer func() {
 		cancel()
 		if code := <-done; code != 0 {
@@ -334,7 +335,7 @@ func TestKeyServerDefaults(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			logs := &syncBuffer{}
 			done := make(chan int, 1)
-			go func() { done <- run(ctx, []string{"--config", path}, logs, nil) }()
+			go func() { done <- run(ctx, []string{"--config", path}, io.Discard, logs, nil) }()
 			got, err := request(dir, addr, "edge-a", tc.op)
 			cancel()
 			if code := <-done; code != 0 {

@@ -10,7 +10,7 @@
 //	keystore                           tenants, sealed keys
 //	keystore/geo, storages             geo sealing; where a keystore lives
 //	certs, keyserver/wire              PEM helpers; the wire format
-//	internal leaf helpers              secret files, logs, TLS settings, tests
+//	internal leaf helpers              secret files, logs, TLS settings, CLI conventions, tests
 //
 // A package imports only packages of lower layers, so edge never imports
 // certs/acme (it takes hooks) and keystore never imports a key server.

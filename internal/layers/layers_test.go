@@ -19,7 +19,7 @@ var layers = [][]string{
 	{
 		"internal/excerpt", "internal/ops", "internal/ratelog", "internal/secretfile",
 		"internal/tlsconf", "internal/testclock", "internal/pebbletest", "internal/proctest",
-		"internal/layers",
+		"internal/layers", "internal/cli",
 	},
 	// PEM and key helpers; the Keyless SSL wire format; a Redis server
 	// for tests (on a proctest port); the access log writer.

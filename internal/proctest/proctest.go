@@ -37,13 +37,24 @@ var built struct {
 // Main runs the tests of m, removes the binaries Build made and exits
 // with the tests' status. Call it from TestMain.
 func Main(m *testing.M) {
-	code := m.Run()
+	os.Exit(M(m).Run())
+}
+
+// M wraps m for a TestMain that hands it on rather than calling Main
+// (testscript.Main takes any Run() int): its Run runs the tests, then
+// removes the binaries Build made.
+func M(m *testing.M) interface{ Run() int } { return cleanup{m} }
+
+type cleanup struct{ m *testing.M }
+
+func (c cleanup) Run() int {
+	code := c.m.Run()
 	built.mu.Lock()
 	if built.dir != "" {
 		os.RemoveAll(built.dir)
 	}
 	built.mu.Unlock()
-	os.Exit(code)
+	return code
 }
 
 // Build returns the paths of the binaries of pkgs, paths of main packages
