@@ -233,7 +233,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	route := &proxyRoute{origin: origin, host: r.Host}
+	p.forward(pw, r, &proxyRoute{origin: origin, host: r.Host})
+}
+
+// serveFast serves r, which direct accepts for origin and checkRequest
+// lets through, from the HTTP/1.1 connection loop (h1conn.go): ServeHTTP
+// without the checks and the origin lookup the loop has done.
+func (p *Proxy) serveFast(w http.ResponseWriter, r *http.Request, origin *url.URL) {
+	pw := &proxyWriter{ResponseWriter: w, tunnelIdle: p.tunnelIdle}
+	defer p.countRequest(pw)
+	p.forward(pw, r, &proxyRoute{origin: origin, host: r.Host})
+}
+
+// forward sends r to route's origin and copies the response to w.
+func (p *Proxy) forward(pw *proxyWriter, r *http.Request, route *proxyRoute) {
+	w := pw.ResponseWriter
 	stripH2C(r.Header)
 	// ReverseProxy, and serveDirect, panic with http.ErrAbortHandler when
 	// the response body cannot be copied, because the client went away
@@ -244,7 +258,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.record(r.Context(), proxyAbortReason(r, route), route, errProxyAborted)
 		}
 	}()
-	if direct(r, origin) {
+	if direct(r, route.origin) {
 		p.serveDirect(pw, r, route)
 		finished = true
 		return
