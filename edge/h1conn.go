@@ -194,35 +194,40 @@ func (s *Server) serveH1(l *tlsListener, conn *tls.Conn, cs *tls.ConnectionState
 }
 
 // serve is the loop: wait for a request, read its head, serve it or hand
-// the connection to net/http.
+// the connection to net/http. After serving, it waits for the next
+// request in a new goroutine and ends: serving grows a goroutine's stack
+// (to 8 KiB), and a parked goroutine keeps its stack as it is, so an
+// idle connection would keep that; a new one starts small.
 func (c *h1Conn) serve() {
-	defer c.srv.h1.remove(c)
-	handedOff := false
+	handedOff, moved := false, false
 	defer func() {
-		c.srv.notFresh(c.tc)
-		if !handedOff {
-			if c.bufs != nil {
-				c.bw.Flush()
-				c.release()
-			}
-			c.tc.Close()
+		if !moved {
+			c.end(handedOff)
 		}
 	}()
 	limits := c.srv.settings.Load().limits
-	first, wait := true, limits.ReadHeaderTimeout
+	servedHere := false
 	for {
 		if c.bufs == nil || c.bufs.br.Buffered() == 0 {
 			c.release()
+			if servedHere && !c.pending {
+				moved = true
+				go c.serve()
+				return
+			}
+			wait := limits.ReadHeaderTimeout // the first request's, as net/http
+			if c.served {
+				wait = limits.IdleTimeout
+			}
 			if !c.await(wait) {
 				return
 			}
 			c.bufs = c.srv.h1.getBuffers(c)
 			c.bw = c.bufs.bw
 		}
-		if !first { // the first request's head has ReadHeaderTimeout from the start, as with net/http
+		if c.served { // the first request's head has ReadHeaderTimeout from the start, as with net/http
 			c.tc.SetReadDeadline(time.Now().Add(limits.ReadHeaderTimeout))
 		}
-		first, wait = false, limits.IdleTimeout
 		r, origin, err := c.readRequest()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return // as net/http: no answer to a head that did not come in time
@@ -232,12 +237,25 @@ func (c *h1Conn) serve() {
 			return
 		}
 		c.tc.SetReadDeadline(time.Time{})
-		c.served = true
+		c.served, servedHere = true, true
 		c.srv.notFresh(c.tc)
 		if !c.serveRequest(r, origin) || c.srv.shuttingDown() {
 			return
 		}
 	}
+}
+
+// end ends the loop: the connection closes unless net/http took it.
+func (c *h1Conn) end(handedOff bool) {
+	c.srv.notFresh(c.tc)
+	if !handedOff {
+		if c.bufs != nil {
+			c.bw.Flush()
+			c.release()
+		}
+		c.tc.Close()
+	}
+	c.srv.h1.remove(c)
 }
 
 // await waits for the first byte of the next request, at most timeout,
