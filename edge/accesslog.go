@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"time"
 
@@ -37,7 +38,8 @@ const (
 // connFactsOf returns the facts of r's connection, or nil for a request
 // that did not come through a Server's listener.
 func connFactsOf(r *http.Request) *connFacts {
-	c, _ := r.Context().Value(connKey{}).(*tls.Conn)
+	// A *tls.Conn, or a handoffConn wrapping one.
+	c, _ := r.Context().Value(connKey{}).(interface{ NetConn() net.Conn })
 	if c == nil {
 		return nil
 	}
@@ -163,11 +165,10 @@ func (p *Proxy) logRequest(w *proxyWriter, r *http.Request, route *proxyRoute, c
 // through a trusted upstream, and for a resumed session, which makes no
 // certificate choice, the tenant of its name (and the certificate when
 // the name has only one).
-func (s *Server) connected(ctx context.Context, conn *tls.Conn, raw *trackedConn) {
+func (s *Server) connected(ctx context.Context, cs *tls.ConnectionState, raw *trackedConn) {
 	if pc, ok := raw.Conn.(*proxyproto.Conn); ok {
 		raw.facts.trusted = s.trustedUpstream(pc.Raw().RemoteAddr())
 	}
-	cs := conn.ConnectionState()
 	if !cs.DidResume || cs.ServerName == "" {
 		return
 	}

@@ -52,15 +52,14 @@ func newTLSListener(inner net.Listener, srv *Server) *tlsListener {
 	return l
 }
 
-// Accept returns the next connection whose handshake succeeded. After
-// stopAccepting it still returns the connections whose handshakes were
-// in flight, then net.ErrClosed.
+// Accept returns the next connection whose handshake succeeded, or that
+// the HTTP/1.1 loop hands over, until Close: after stopAccepting it
+// still returns the connections whose handshakes were in flight, and
+// those the loop hands over while the server drains.
 func (l *tlsListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.ready:
 		return c, nil
-	case <-l.drained:
-		return nil, net.ErrClosed
 	case <-l.ctx.Done():
 		return nil, net.ErrClosed
 	}
@@ -208,10 +207,21 @@ func (l *tlsListener) handshake(raw *trackedConn, limits Limits) {
 		conn.Close()
 		return
 	}
-	l.srv.connected(ctx, conn, raw)
+	cs := conn.ConnectionState()
+	l.srv.connected(ctx, &cs, raw)
+	if cs.NegotiatedProtocol != "h2" {
+		if l.srv.h1Loop {
+			l.srv.serveH1(l, conn, &cs)
+			return
+		}
+		// Counted fresh before net/http takes it, so a Shutdown
+		// beginning now waits for its first request.
+		l.srv.markFresh(conn)
+	}
 	select {
 	case l.ready <- conn:
 	case <-l.ctx.Done():
+		l.srv.notFresh(conn)
 		conn.Close()
 	}
 }

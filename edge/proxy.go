@@ -224,15 +224,8 @@ type proxyRoute struct {
 // error naming the status and the cause, never the origin's address or an
 // internal error.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	conn := connFactsOf(r)
-	requestID := setRequestID(r, conn)
-	pw := &proxyWriter{ResponseWriter: w, tunnelIdle: p.tunnelIdle, mustClose: mustClose(r)}
-	route := &proxyRoute{host: r.Host}
-	defer func() {
-		p.countRequest(pw)
-		p.logRequest(pw, r, route, conn, requestID, start)
-	}()
+	pw, route, finish := p.track(w, r)
+	defer finish()
 
 	if err := checkRequest(r); err != nil {
 		reason := proxyReasonBadRequest
@@ -259,6 +252,22 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	route.origin = origin
+	p.forward(pw, r, route)
+}
+
+// serveFast serves r, which direct accepts for origin and checkRequest
+// lets through, from the HTTP/1.1 connection loop (h1conn.go): ServeHTTP
+// without the checks and the origin lookup the loop has done.
+func (p *Proxy) serveFast(w http.ResponseWriter, r *http.Request, origin *url.URL) {
+	pw, route, finish := p.track(w, r)
+	defer finish()
+	route.origin = origin
+	p.forward(pw, r, route)
+}
+
+// forward sends r to route's origin and copies the response to w.
+func (p *Proxy) forward(pw *proxyWriter, r *http.Request, route *proxyRoute) {
+	w := pw.ResponseWriter
 	stripH2C(r.Header)
 	// ReverseProxy, and serveDirect, panic with http.ErrAbortHandler when
 	// the response body cannot be copied, because the client went away
@@ -269,7 +278,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.record(r.Context(), proxyAbortReason(r, route), route, errProxyAborted)
 		}
 	}()
-	if direct(r, origin) {
+	if direct(r, route.origin) {
 		p.serveDirect(pw, r, route)
 		finished = true
 		return
@@ -282,6 +291,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), proxyRouteKey{}, route))
 	p.rp.ServeHTTP(pw, r)
 	finished = true
+}
+
+// track starts the accounting of request r, served through w: it
+// returns the writer that records the response, the request's route (for
+// the caller to fill) and finish, which counts and logs the request when
+// it ends. Every request the proxy serves goes through it, from net/http
+// and from the HTTP/1.1 connection loop alike.
+func (p *Proxy) track(w http.ResponseWriter, r *http.Request) (pw *proxyWriter, route *proxyRoute, finish func()) {
+	start := time.Now()
+	conn := connFactsOf(r)
+	requestID := setRequestID(r, conn)
+	pw = &proxyWriter{ResponseWriter: w, tunnelIdle: p.tunnelIdle, mustClose: mustClose(r)}
+	route = &proxyRoute{host: r.Host}
+	return pw, route, func() {
+		p.countRequest(pw)
+		p.logRequest(pw, r, route, conn, requestID, start)
+	}
 }
 
 // errProxyAborted is logged when a response is cut off mid-body.

@@ -209,6 +209,9 @@ type Server struct {
 	fresh      sync.Map      // net.Conn → struct{}
 	freshCount atomic.Int64  // entries in fresh
 	freshLeft  chan struct{} // 1-buffered: a fresh connection left fresh
+
+	h1     h1Conns // HTTP/1.1 connections served by the loop (h1conn.go)
+	h1Loop bool    // serve HTTP/1.1 connections with the loop; false in tests comparing it with net/http
 }
 
 // settings are the options Reload can change on a running server, and
@@ -279,6 +282,7 @@ func NewServer(opts Options) (*Server, error) {
 		metrics:       newMetrics(),
 		log:           opts.Logger,
 
+		h1Loop:         true,
 		ticketsChanged: make(chan struct{}, 1),
 		freshLeft:      make(chan struct{}, 1),
 		done:           make(chan struct{}),
@@ -401,9 +405,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.awaitFirstRequests(ctx)
+	s.h1.drain()
 	err := s.http.Shutdown(ctx)
 	if err != nil {
 		s.http.Close()
+	}
+	if h1Err := s.h1.wait(ctx); err == nil {
+		err = h1Err
 	}
 	set := s.settings.Load()
 	set.proxy.Close()
@@ -434,11 +442,28 @@ func (s *Server) trackNew(c net.Conn, state http.ConnState) {
 		if tc, ok := c.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
 			return
 		}
-		s.fresh.Store(c, struct{}{})
-		s.freshCount.Add(1)
+		s.markFresh(c)
 	case http.StateActive:
 	default:
 		s.notFresh(c)
+	}
+}
+
+// markFresh counts c as waiting for its first request, once.
+func (s *Server) markFresh(c net.Conn) {
+	if _, loaded := s.fresh.LoadOrStore(c, struct{}{}); !loaded {
+		s.freshCount.Add(1)
+	}
+}
+
+// shuttingDown reports whether Shutdown has begun: responses from then
+// on close their connection.
+func (s *Server) shuttingDown() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -21,6 +21,7 @@ func TestShutdownServesRequestReadAsItStarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.h1Loop = false // net/http's path; TestH1Shutdown drains the loop
 	// Hold the connection between "active" and net/http's shutdown check
 	// until Shutdown has begun (or, if Shutdown waits for it, a while).
 	var (

@@ -1,0 +1,502 @@
+package edge
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// The HTTP/1.1 connection loop. net/http's server keeps a 4 KiB read
+// buffer, a 4 KiB write buffer and a goroutine grown by serving for
+// every open connection, idle or not, and starts a goroutine for a
+// background read with every request. The loop serves an HTTP/1.1
+// connection after its handshake instead: while the connection is idle
+// it holds no buffer, only its goroutine parked in a 1-byte read; a
+// request's buffers come from a pool and go back to it before the next
+// wait. It serves the requests the direct path takes (direct.go):
+// bodiless, idempotent HTTP/1.1 requests to an http:// origin, for the
+// connection's own name, with none of Expect, Upgrade or an absolute
+// target. Any other request, or anything unusual (a head that does not
+// fit the 4 KiB buffer, a parse error), and the connection with it, is
+// handed to net/http for the rest of the connection's life: the bytes
+// read so far are replayed to it first (handoffConn), so everything
+// net/http does (upgrades, bodies, 100-continue, trailers, its errors
+// and limits) applies to those requests unchanged.
+
+// h1Conns are the connections the loop serves, for Shutdown, and the
+// buffers they share.
+type h1Conns struct {
+	mu       sync.Mutex // guards conns and draining
+	conns    map[*h1Conn]struct{}
+	draining bool
+
+	wg   sync.WaitGroup // a loop running
+	pool sync.Pool      // *h1Buffers
+}
+
+// h1State is where a loop is, for Shutdown: idle loops are closed,
+// active ones finish their request first.
+const (
+	h1Idle int32 = iota
+	h1Active
+	h1Closed
+)
+
+// add registers c, unless the server is draining.
+func (cs *h1Conns) add(c *h1Conn) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.draining {
+		return false
+	}
+	if cs.conns == nil {
+		cs.conns = make(map[*h1Conn]struct{})
+	}
+	cs.conns[c] = struct{}{}
+	cs.wg.Add(1)
+	return true
+}
+
+func (cs *h1Conns) remove(c *h1Conn) {
+	cs.mu.Lock()
+	delete(cs.conns, c)
+	cs.mu.Unlock()
+	cs.wg.Done()
+}
+
+func (cs *h1Conns) isDraining() bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.draining
+}
+
+// drain closes the idle connections; the others close after the
+// response they are writing, which says "Connection: close".
+func (cs *h1Conns) drain() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.draining = true
+	for c := range cs.conns {
+		if c.state.CompareAndSwap(h1Idle, h1Closed) {
+			c.tc.Close()
+		}
+	}
+}
+
+// wait waits for the loops to end, or closes their connections when ctx
+// ends first.
+func (cs *h1Conns) wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		cs.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	cs.mu.Lock()
+	for c := range cs.conns {
+		c.tc.Close()
+	}
+	cs.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+// h1Buffers are what a connection holds only while it serves a request.
+type h1Buffers struct {
+	br   *bufio.Reader // the connection's bytes
+	bw   *bufio.Writer // to the connection
+	head *bufio.Reader // one request head, for http.ReadRequest
+	src  bytes.Reader  // head's source
+	res  h1Response
+}
+
+// h1BufferSize is the size of the read and write buffers, net/http's;
+// a request head that does not fit goes to net/http.
+const h1BufferSize = 4 << 10
+
+func (cs *h1Conns) getBuffers(c *h1Conn) *h1Buffers {
+	b, ok := cs.pool.Get().(*h1Buffers)
+	if !ok {
+		b = &h1Buffers{
+			br:   bufio.NewReaderSize(nil, h1BufferSize),
+			bw:   bufio.NewWriterSize(nil, h1BufferSize),
+			head: bufio.NewReaderSize(nil, h1BufferSize),
+		}
+		b.res.pre = bufio.NewWriterSize(nil, h1ChunkingBuffer)
+	}
+	b.br.Reset(c)
+	b.bw.Reset(c)
+	return b
+}
+
+func (cs *h1Conns) putBuffers(b *h1Buffers) {
+	b.br.Reset(nil)
+	b.bw.Reset(nil)
+	b.head.Reset(nil)
+	b.src.Reset(nil)
+	b.res.reset(nil, nil)
+	cs.pool.Put(b)
+}
+
+// h1Conn is one connection the loop serves.
+type h1Conn struct {
+	// Static after serveH1 starts the loop.
+	srv    *Server
+	l      *tlsListener // hands connections over to net/http
+	tc     *tls.Conn
+	tls    *tls.ConnectionState
+	remote string
+	ctx    context.Context // each request's parent
+
+	state atomic.Int32 // h1Idle, h1Active or h1Closed
+
+	// Owned by the loop's goroutine (and by watch while it runs, which
+	// the loop waits for).
+	bufs     *h1Buffers // nil while idle
+	bw       *bufio.Writer
+	one      [1]byte
+	pending  bool // one holds the next byte of the connection
+	werr     error
+	cancel   context.CancelFunc // the current request's
+	watching sync.WaitGroup
+	served   bool // a request was served: the connection is no longer fresh
+}
+
+// serveH1 serves conn, which negotiated HTTP/1.1 (or nothing) and came
+// through l, with the loop. Like net/http, it counts conn as fresh until
+// its first request.
+func (s *Server) serveH1(l *tlsListener, conn *tls.Conn, cs *tls.ConnectionState) {
+	c := &h1Conn{srv: s, l: l, tc: conn, tls: cs, remote: conn.RemoteAddr().String()}
+	c.ctx = withConn(context.WithValue(context.WithValue(context.Background(), http.ServerContextKey, s.http), http.LocalAddrContextKey, conn.LocalAddr()), conn)
+	if !s.h1.add(c) {
+		conn.Close()
+		return
+	}
+	s.markFresh(conn)
+	go c.serve()
+}
+
+// serve is the loop: wait for a request, read its head, serve it or hand
+// the connection to net/http. After serving, it waits for the next
+// request in a new goroutine and ends: serving grows a goroutine's stack
+// (to 8 KiB), and a parked goroutine keeps its stack as it is, so an
+// idle connection would keep that; a new one starts small.
+func (c *h1Conn) serve() {
+	handedOff, moved := false, false
+	defer func() {
+		if !moved {
+			c.end(handedOff)
+		}
+	}()
+	limits := c.srv.settings.Load().limits
+	servedHere := false
+	for {
+		if c.bufs == nil || c.bufs.br.Buffered() == 0 {
+			c.release()
+			if servedHere && !c.pending {
+				moved = true
+				go c.serve()
+				return
+			}
+			wait := limits.ReadHeaderTimeout // the first request's, as net/http
+			if c.served {
+				wait = limits.IdleTimeout
+			}
+			if !c.await(wait) {
+				return
+			}
+			c.bufs = c.srv.h1.getBuffers(c)
+			c.bw = c.bufs.bw
+		}
+		if c.served { // the first request's head has ReadHeaderTimeout from the start, as with net/http
+			c.tc.SetReadDeadline(time.Now().Add(limits.ReadHeaderTimeout))
+		}
+		r, origin, err := c.readRequest()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return // as net/http: no answer to a head that did not come in time
+		}
+		if r == nil {
+			handedOff = c.handoff()
+			return
+		}
+		c.tc.SetReadDeadline(time.Time{})
+		c.served, servedHere = true, true
+		c.srv.notFresh(c.tc)
+		if !c.serveRequest(r, origin) || c.srv.shuttingDown() {
+			return
+		}
+	}
+}
+
+// end ends the loop: the connection closes unless net/http took it.
+func (c *h1Conn) end(handedOff bool) {
+	c.srv.notFresh(c.tc)
+	if !handedOff {
+		if c.bufs != nil {
+			c.bw.Flush()
+			c.release()
+		}
+		c.tc.Close()
+	}
+	c.srv.h1.remove(c)
+}
+
+// await waits for the first byte of the next request, at most timeout,
+// holding no buffer, and reports whether it came. It returns false when
+// the server is draining, and when Shutdown closed the connection while
+// it waited.
+func (c *h1Conn) await(timeout time.Duration) bool {
+	if c.pending {
+		c.state.Store(h1Active)
+		return true // watch read it
+	}
+	c.state.Store(h1Idle)
+	if c.srv.h1.isDraining() {
+		return false
+	}
+	c.tc.SetReadDeadline(time.Now().Add(timeout))
+	n, _ := c.tc.Read(c.one[:])
+	if !c.state.CompareAndSwap(h1Idle, h1Active) || n == 0 {
+		return false
+	}
+	c.pending = true
+	return true
+}
+
+// Read reads the connection for the request reader: the byte await or
+// watch read first, then what tls.Conn has.
+func (c *h1Conn) Read(p []byte) (int, error) {
+	if !c.pending || len(p) == 0 {
+		return c.tc.Read(p)
+	}
+	p[0] = c.one[0]
+	c.pending = false
+	if len(p) == 1 {
+		return 1, nil
+	}
+	// The rest of the record that byte came in, if any, is decrypted
+	// already; if it was all, this waits for what the head needs anyway.
+	n, err := c.tc.Read(p[1:])
+	return n + 1, err
+}
+
+// Write writes to the connection for the response writer, remembering
+// the first error, which cancels the request (as net/http's
+// checkConnErrorWriter).
+func (c *h1Conn) Write(p []byte) (int, error) {
+	n, err := c.tc.Write(p)
+	if err != nil && c.werr == nil {
+		c.werr = err
+		if c.cancel != nil {
+			c.cancel()
+		}
+	}
+	return n, err
+}
+
+// release returns the buffers to the pool.
+func (c *h1Conn) release() {
+	if c.bufs != nil {
+		c.srv.h1.putBuffers(c.bufs)
+		c.bufs, c.bw = nil, nil
+	}
+}
+
+// readRequest reads the next request head and returns the request with
+// its origin if the loop serves it; a nil request, with a nil error or
+// not, means the connection goes to net/http, its head still buffered.
+func (c *h1Conn) readRequest() (*http.Request, *url.URL, error) {
+	br := c.bufs.br
+	n, err := headLength(br)
+	if err != nil {
+		return nil, nil, err
+	}
+	head, _ := br.Peek(n)
+	c.bufs.src.Reset(head)
+	c.bufs.head.Reset(&c.bufs.src)
+	r, err := http.ReadRequest(c.bufs.head)
+	if err != nil || !c.fastRequest(r) {
+		return nil, nil, nil
+	}
+	r.RemoteAddr = c.remote
+	r.TLS = c.tls
+	origin, err := c.srv.origin(r)
+	if err != nil || !direct(r, origin) {
+		return nil, nil, nil
+	}
+	br.Discard(n)
+	return r, origin, nil
+}
+
+// headLength returns the length of the request head at the start of br,
+// its blank line included, reading until it is all buffered; an error
+// wrapping bufio.ErrBufferFull if it does not fit.
+func headLength(br *bufio.Reader) (int, error) {
+	scanned := 0
+	for {
+		buf, _ := br.Peek(br.Buffered())
+		// A line ends at LF; the head, at the first empty line (LF, or
+		// CR LF) after one, as textproto reads it.
+		for i := scanned; i < len(buf); i++ {
+			if buf[i] != '\n' {
+				continue
+			}
+			if i+1 < len(buf) && buf[i+1] == '\n' {
+				return i + 2, nil
+			}
+			if i+2 < len(buf) && buf[i+1] == '\r' && buf[i+2] == '\n' {
+				return i + 3, nil
+			}
+		}
+		scanned = max(0, len(buf)-2) // an LF near the end: its line is not complete yet
+		if len(buf) == br.Size() {
+			return 0, bufio.ErrBufferFull
+		}
+		if _, err := br.Peek(len(buf) + 1); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// fastRequest reports whether the loop may serve r, as net/http's
+// server would read it: HTTP/1.1, an origin-form target, a valid Host
+// naming the connection's own name, valid header fields, no body, no
+// Expect, and a request the direct path serves (checkRequest's and
+// fastKind's; direct then checks the origin).
+func (c *h1Conn) fastRequest(r *http.Request) bool {
+	if r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.URL.Host != "" || !strings.HasPrefix(r.RequestURI, "/") {
+		return false
+	}
+	if r.Body != http.NoBody || r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+		return false
+	}
+	if _, ok := r.Header["Expect"]; ok {
+		return false
+	}
+	if r.Host == "" || !httpguts.ValidHostHeader(r.Host) || checkHeader(r.Header) != nil {
+		return false
+	}
+	if checkRequest(r) != nil || !fastKind(r) {
+		return false
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.EqualFold(strings.TrimSuffix(host, "."), strings.TrimSuffix(c.tls.ServerName, "."))
+}
+
+// serveRequest serves r and finishes it, and reports whether the
+// connection may carry another request. Every request the loop serves
+// ends here: the place for per-request accounting that is not the
+// proxy's.
+func (c *h1Conn) serveRequest(r *http.Request, origin *url.URL) (keep bool) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	c.cancel = cancel
+	r = r.WithContext(ctx)
+	res := &c.bufs.res
+	res.reset(c, r)
+	stopWatch := c.watch(cancel)
+	defer func() {
+		stopWatch()
+		c.cancel = nil
+		if err := recover(); err != nil {
+			if err != http.ErrAbortHandler {
+				buf := make([]byte, 64<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				c.srv.http.ErrorLog.Printf("http: panic serving %v: %v\n%s", c.remote, err, buf)
+			}
+			keep = false // as net/http: what is buffered goes out, then the connection closes
+		}
+	}()
+	c.srv.settings.Load().proxy.serveFast(res, r, origin)
+	return res.finish()
+}
+
+// h1WatchDelay is how long a request runs before the loop watches its
+// connection for the client going away, as net/http's background read
+// does for every request: most requests are over sooner, and a client
+// that goes away during one is then noticed at the response.
+const h1WatchDelay = 5 * time.Millisecond
+
+// watch reads the connection, after h1WatchDelay, until the returned
+// function stops it: a client that closes the connection cancels the
+// request (its origin request with it); a byte of a next request is kept
+// for the loop.
+func (c *h1Conn) watch(cancel context.CancelFunc) (stop func()) {
+	c.watching.Add(1)
+	t := time.AfterFunc(h1WatchDelay, func() {
+		defer c.watching.Done()
+		n, err := c.tc.Read(c.one[:])
+		switch {
+		case n == 1:
+			c.pending = true
+		case !errors.Is(err, os.ErrDeadlineExceeded):
+			cancel()
+		}
+	})
+	return func() {
+		if t.Stop() {
+			c.watching.Done()
+			return
+		}
+		c.tc.SetReadDeadline(aLongTimeAgo)
+		c.watching.Wait()
+		c.tc.SetReadDeadline(time.Time{})
+	}
+}
+
+// handoff hands the connection to net/http, the bytes read so far to be
+// read again, and reports whether net/http took it: not once it has
+// been shut down.
+func (c *h1Conn) handoff() bool {
+	br := c.bufs.br
+	buffered, _ := br.Peek(br.Buffered())
+	hc := &handoffConn{Conn: c.tc, replay: bytes.Clone(buffered)}
+	c.release()
+	if !c.served {
+		c.srv.markFresh(hc) // before the connection leaves fresh, so Shutdown waits for it
+	}
+	select {
+	case c.l.ready <- hc:
+		return true
+	case <-c.l.ctx.Done():
+		c.srv.notFresh(hc)
+		return false
+	}
+}
+
+// handoffConn is a connection handed over to net/http: its reads return
+// replay first. It is not a *tls.Conn, but net/http finds the TLS state
+// through ConnectionState.
+type handoffConn struct {
+	*tls.Conn
+	replay []byte
+}
+
+func (c *handoffConn) Read(p []byte) (int, error) {
+	if len(c.replay) == 0 {
+		return c.Conn.Read(p)
+	}
+	n := copy(p, c.replay)
+	c.replay = c.replay[n:]
+	return n, nil
+}
