@@ -4,6 +4,9 @@ import (
 	"crypto/hpke"
 	"encoding/json"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 )
 
 // Exported for tests that build the files an older keyedge wrote, which
@@ -41,6 +44,35 @@ func sealV1(pub hpke.PublicKey, recipient, certID string, key []byte) ([]byte, e
 	}
 	f.sealed = ct
 	return f.marshal(), nil
+}
+
+// DowngradeKeys rewrites every fleet-sealed key file under dir, a
+// keystore directory, as keyedge wrote it before envelope encryption
+// (KES1), for benchmarks that compare the two.
+func DowngradeKeys(dir string, fleet *FleetKey) error {
+	opener := newOpener()
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.Name() != "key.sealed" {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		f, err := parseSealed(data)
+		if err != nil {
+			return err
+		}
+		id := filepath.Base(filepath.Dir(path))
+		der, err := opener.open(fleet.priv, f, id)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if data, err = sealV1(fleet.priv.PublicKey(), f.recipient, id, der); err != nil {
+			return err
+		}
+		return os.WriteFile(path, data, 0o600)
+	})
 }
 
 // newOpener returns a Store that only opens sealed files (Store.open),

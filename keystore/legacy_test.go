@@ -22,8 +22,8 @@ var legacyKeystore = filepath.Join("testdata", "keystore-v1.golden")
 
 // TestLegacyKeystoreOpens: a keystore written before envelope encryption
 // serves as it did, its KES1 keys opened by an edge through the usual
-// path, and keyctl policy set, run with a key's current policy, re-seals
-// it in the envelope format, after which edges open it that way.
+// path, and Reseal (keyctl reseal) rewrites them in the envelope format,
+// after which edges open them that way.
 func TestLegacyKeystoreOpens(t *testing.T) {
 	// The fleet and geo master keys writeGoldenKeystore made, drawn first
 	// from the same deterministic random source.
@@ -93,14 +93,38 @@ func TestLegacyKeystoreOpens(t *testing.T) {
 	}
 	serve("legacy", 2) // shop and its wildcard share a certificate
 
+	// keyctl reseal: without the geo master key it re-seals the fleet's
+	// keys only; a key that does not parse is counted and left alone.
+	bad := strings.Repeat("ab", 32)
+	badKey := filepath.Join(dir, "certs", "ab", bad, "key.sealed")
+	if err := os.MkdirAll(filepath.Dir(badKey), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(badKey, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	admin, err := Open(ctx, Options{Storage: &certmagic.FileStorage{Path: dir}, FleetKey: fleet, OneShot: true, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer admin.Close()
-	for _, m := range []struct{ name, policy string }{{"shop.example.com", ""}, {"eu.example.net", "region: eu and not country: ru"}} {
-		if err := admin.SetPolicy(ctx, m.name, m.policy, master); err != nil {
-			t.Fatalf("re-sealing %s: %v", m.name, err)
+	for _, run := range []struct {
+		master *geo.MasterKey
+		want   ResealStats
+	}{
+		{nil, ResealStats{Resealed: 1, Skipped: 1, Failed: 1}},
+		{master, ResealStats{Resealed: 1, Current: 1, Failed: 1}},
+		{master, ResealStats{Current: 2, Failed: 1}},
+	} {
+		st, err := admin.Reseal(ctx, run.master)
+		if st != run.want {
+			t.Errorf("Reseal(master: %v) = %+v, want %+v", run.master != nil, st, run.want)
+		}
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), bad) {
+			t.Errorf("Reseal error %v, want ErrCorrupt naming %s", err, bad)
+		}
+		if got, _ := os.ReadFile(badKey); string(got) != "garbage" {
+			t.Errorf("the bad key was rewritten: %q", got)
 		}
 	}
 	serve("envelope", 2)

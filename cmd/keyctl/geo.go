@@ -103,12 +103,9 @@ func runPolicy(ctx context.Context, e *env, args []string) error {
 			return err // before any file is read
 		}
 	}
-	var m *geo.MasterKey
-	if secretfile.Exists(*master) {
-		var err error
-		if m, err = geo.ReadMasterKeyFile(*master); err != nil {
-			return err
-		}
+	m, err := readMasterIfAny(*master)
+	if err != nil {
+		return err
 	}
 	store, err := e.open(ctx, nil)
 	if err != nil {
@@ -124,6 +121,35 @@ func runPolicy(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "%s: policy %q; key re-sealed, edges follow within their poll interval\n", name, policy)
 	}
 	return nil
+}
+
+func runReseal(ctx context.Context, e *env, args []string) error {
+	master := e.geoMasterFlag()
+	if err := e.parse(args, 0); err != nil {
+		return err
+	}
+	m, err := readMasterIfAny(*master)
+	if err != nil {
+		return err
+	}
+	store, err := e.open(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	st, err := store.Reseal(ctx, m)
+	fmt.Fprintf(e.stdout, "re-sealed %d keys; %d already envelope-sealed; %d skipped (sealed under a policy: need --geo-master); %d failed\n", st.Resealed, st.Current, st.Skipped, st.Failed)
+	return err
+}
+
+// readMasterIfAny reads the geo master key at path, or returns nil when
+// there is no such file: the commands that use it work without it on
+// keys sealed to the fleet key.
+func readMasterIfAny(path string) (*geo.MasterKey, error) {
+	if !secretfile.Exists(path) {
+		return nil, nil
+	}
+	return geo.ReadMasterKeyFile(path)
 }
 
 // printSyntaxError shows where in a policy or attribute string a syntax

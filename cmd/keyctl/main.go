@@ -14,6 +14,7 @@
 //	keyctl route       NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]
 //	keyctl node-key    --attrs "region: eu, country: de" [--out FILE] [--geo-master FILE]
 //	keyctl policy      set NAME|ID "POLICY" [--geo-master FILE] | check "POLICY"
+//	keyctl reseal      [--geo-master FILE]
 //	keyctl issue       NAME[,SAN]... --origin URL [--ca URL] [--email E] [--defer] ...
 //	keyctl ticket-secret [--out FILE]
 //	keyctl identity    NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]
@@ -63,6 +64,7 @@ var commands = []command{
 	{"route", "NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]", "choose where a certificate's handshakes are signed", runRoute},
 	{"node-key", "--attrs \"region: eu, dc: fra1\" [--out FILE]", "issue a node's geo attribute key from the geo master key", runNodeKey},
 	{"policy", "set NAME|ID \"POLICY\" | check \"POLICY\"", "restrict where a key may be used (\"\" lifts it), re-sealing it; or check a policy", runPolicy},
+	{"reseal", "[--geo-master FILE]", "rewrite keys sealed by a keyedge before envelope encryption in the envelope format (fast for edges to open); policy-sealed ones need the geo master key", runReseal},
 	{"issue", "NAME[,SAN]... --origin URL [--ca URL] [--email E] [--tenant T] [--ca-root FILE] [--http-addr A] [--tls-addr A] [--defer]", "obtain certificates from an ACME CA into the keystore; the edges renew them", runIssue},
 	{"ticket-secret", "[--out FILE]", "create the fleet's session ticket secret (0600)", runTicketSecret},
 	{"identity", "NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]", "issue an mTLS identity for an edge or a key server", runIdentity},
