@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/keyedge/keyedge/internal/secretfile"
+	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
 )
 
@@ -103,11 +104,7 @@ func runPolicy(ctx context.Context, e *env, args []string) error {
 			return err // before any file is read
 		}
 	}
-	m, err := readMasterIfAny(*master)
-	if err != nil {
-		return err
-	}
-	store, err := e.open(ctx, nil)
+	store, m, err := e.openAsAdmin(ctx, *master)
 	if err != nil {
 		return err
 	}
@@ -128,11 +125,7 @@ func runReseal(ctx context.Context, e *env, args []string) error {
 	if err := e.parse(args, 0); err != nil {
 		return err
 	}
-	m, err := readMasterIfAny(*master)
-	if err != nil {
-		return err
-	}
-	store, err := e.open(ctx, nil)
+	store, m, err := e.openAsAdmin(ctx, *master)
 	if err != nil {
 		return err
 	}
@@ -142,14 +135,19 @@ func runReseal(ctx context.Context, e *env, args []string) error {
 	return err
 }
 
-// readMasterIfAny reads the geo master key at path, or returns nil when
-// there is no such file: the commands that use it work without it on
-// keys sealed to the fleet key.
-func readMasterIfAny(path string) (*geo.MasterKey, error) {
-	if !secretfile.Exists(path) {
-		return nil, nil
+// openAsAdmin opens the keystore, and reads the geo master key at
+// masterPath, or returns a nil key when there is no such file: the
+// commands that use it work without it on keys sealed to the fleet key.
+func (e *env) openAsAdmin(ctx context.Context, masterPath string) (*keystore.Store, *geo.MasterKey, error) {
+	var m *geo.MasterKey
+	if secretfile.Exists(masterPath) {
+		var err error
+		if m, err = geo.ReadMasterKeyFile(masterPath); err != nil {
+			return nil, nil, err
+		}
 	}
-	return geo.ReadMasterKeyFile(path)
+	store, err := e.open(ctx, nil)
+	return store, m, err
 }
 
 // printSyntaxError shows where in a policy or attribute string a syntax
