@@ -3,6 +3,7 @@ package keystore_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"log/slog"
@@ -37,7 +38,11 @@ func TestCorruptFiles(t *testing.T) {
 		{"record missing", func(t *testing.T, p paths) { os.Remove(p.record) }, false, "/record", "record"},
 		{"key garbage", func(t *testing.T, p paths) { write(t, p.key, "garbage") }, true, "/key.sealed", "key"},
 		{"key truncated", func(t *testing.T, p paths) { truncateFile(t, p.key) }, true, "/key.sealed", "key"},
-		{"key tampered", func(t *testing.T, p paths) { flipLastByte(t, p.key) }, true, "/key.sealed", "key"},
+		{"key tampered", func(t *testing.T, p paths) { flipByte(t, p.key, -1) }, true, "/key.sealed", "key"},
+		// Byte 40 is in the wrapped data key, which the bystander's file
+		// holds intact: its key still opens.
+		{"key's data key tampered", func(t *testing.T, p paths) { flipByte(t, p.key, 40) }, true, "/key.sealed", "key"},
+		{"key's nonce tampered", func(t *testing.T, p paths) { flipByte(t, p.key, nonceOffset(t, p.key)) }, true, "/key.sealed", "key"},
 		{"key of another cert", func(t *testing.T, p paths) { copyFile(t, p.otherKey, p.key) }, true, "/key.sealed", "key"},
 		{"key missing", func(t *testing.T, p paths) { os.Remove(p.key) }, true, "/key.sealed", "key"},
 	}
@@ -141,14 +146,34 @@ func truncateFile(t *testing.T, path string) {
 	write(t, path, string(b[:len(b)/2]))
 }
 
-func flipLastByte(t *testing.T, path string) {
+// flipByte flips the low bit of a file's byte at, counted from the end
+// when negative.
+func flipByte(t *testing.T, path string, at int) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b[len(b)-1] ^= 1
+	if at < 0 {
+		at += len(b)
+	}
+	b[at] ^= 1
 	write(t, path, string(b))
+}
+
+// nonceOffset is where the nonce of a KES2 sealed key file starts: after
+// magic, recipient, suite and the length-prefixed wrapped data key.
+func nonceOffset(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b[:4]) != "KES2" {
+		t.Fatalf("%s is not a KES2 file", path)
+	}
+	at := 4 + 1 + int(b[4]) + 6
+	return at + 2 + int(binary.BigEndian.Uint16(b[at:]))
 }
 
 func copyFile(t *testing.T, from, to string) {

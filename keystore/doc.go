@@ -27,11 +27,15 @@
 // the rate of change. A command that opens a Store to do one thing
 // (keyctl) sets Options.OneShot and starts none of that.
 //
-// Private keys are sealed at rest with HPKE over the hybrid post-quantum
-// KEM ML-KEM-768+X25519: keys with no geo policy to the FleetKey every
-// node holds, keys with a policy (Meta.Policy, see package geo) to a
-// per-policy key whose private half is itself sealed under the policy
-// with CP-ABE (policy.go). A node opens a restricted key only when its
+// Private keys are sealed at rest by envelope encryption (datakey.go):
+// each under a data key with XChaCha20-Poly1305, the data key sealed with
+// HPKE over the hybrid post-quantum KEM ML-KEM-768+X25519, so a node
+// decapsulates once per data key and opens each tenant key with an AEAD.
+// Data keys of keys with no geo policy are sealed to the FleetKey every
+// node holds, those of keys with a policy (Meta.Policy, see package geo)
+// to a per-policy key whose private half is itself sealed under the
+// policy with CP-ABE (policy.go). Keys sealed before envelope encryption
+// (one HPKE seal per key) still open; Reseal rewrites them. A node opens a restricted key only when its
 // NodeKey's attributes satisfy the policy; otherwise PrivateKey fails
 // with ErrCannotOpen and the edge signs through a key server the policy
 // admits. Policy keys open once per node, in the background at Open.

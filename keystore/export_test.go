@@ -1,6 +1,13 @@
 package keystore
 
-import "encoding/json"
+import (
+	"crypto/hpke"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
 
 // Exported for tests that build the files an older keyedge wrote, which
 // today's writers refuse to write.
@@ -17,13 +24,61 @@ func NewPolicyKeyPair() (pub, seed []byte, err error) {
 }
 
 // SealToPolicyKey seals a tenant key's PKCS#8 DER to the policy key pub
-// of policy policyID, as key.sealed holds it.
+// of policy policyID, as key.sealed held it before envelope encryption.
 func SealToPolicyKey(pub []byte, policyID, certID string, der []byte) ([]byte, error) {
 	pk, err := sealKEM.NewPublicKey(pub)
 	if err != nil {
 		return nil, err
 	}
-	return sealTo(pk, policyRecipient+policyID, certID, der)
+	return sealV1(pk, policyRecipient+policyID, certID, der)
+}
+
+// sealV1 seals key as keyedge wrote key.sealed before envelope
+// encryption (KES1): HPKE straight to the recipient's public key, bound
+// to recipient and certID.
+func sealV1(pub hpke.PublicKey, recipient, certID string, key []byte) ([]byte, error) {
+	f := sealedFile{sealedHeader: sealedHeader{recipient, sealKEM.ID(), sealKDF.ID(), sealAEAD.ID()}}
+	ct, err := hpke.Seal(pub, sealKDF, sealAEAD, f.infoV1(certID), key)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: failed to seal key: %w", err)
+	}
+	f.sealed = ct
+	return f.marshal(), nil
+}
+
+// DowngradeKeys rewrites every fleet-sealed key file under dir, a
+// keystore directory, as keyedge wrote it before envelope encryption
+// (KES1), for benchmarks that compare the two.
+func DowngradeKeys(dir string, fleet *FleetKey) error {
+	opener := newOpener()
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.Name() != "key.sealed" {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		f, err := parseSealed(data)
+		if err != nil {
+			return err
+		}
+		id := filepath.Base(filepath.Dir(path))
+		der, err := opener.open(fleet.priv, f, id)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if data, err = sealV1(fleet.priv.PublicKey(), f.recipient, id, der); err != nil {
+			return err
+		}
+		return os.WriteFile(path, data, 0o600)
+	})
+}
+
+// newOpener returns a Store that only opens sealed files (Store.open),
+// for tests of the format without storage.
+func newOpener() *Store {
+	return &Store{metrics: newMetrics(), dataKeys: newDataKeyCache()}
 }
 
 // MarshalPolicyFile encodes policies/<id>.

@@ -261,12 +261,12 @@ func parseGolden(t testing.TB, golden []byte) map[string][]byte {
 // open opens a pinned sealed key, through the pinned policy file when
 // the key is policy-sealed, and checks it is the key that was sealed.
 func (w *goldenWorld) open(id string, sealed []byte, files map[string][]byte) error {
-	h, ct, err := parseSealed(sealed)
+	f, err := parseSealed(sealed)
 	if err != nil {
 		return err
 	}
 	priv := w.fleet.priv
-	if policyID, ok := strings.CutPrefix(h.recipient, policyRecipient); ok {
+	if policyID, ok := strings.CutPrefix(f.recipient, policyRecipient); ok {
 		var pk policyKey
 		if err := pk.parse(policyID, files[policyFileKey(policyID)]); err != nil {
 			return fmt.Errorf("its policy file: %w", err)
@@ -279,7 +279,7 @@ func (w *goldenWorld) open(id string, sealed []byte, files map[string][]byte) er
 			return err
 		}
 	}
-	key, err := openWith(priv, h, ct, id)
+	key, err := newOpener().open(priv, f, id)
 	if err != nil {
 		return err
 	}

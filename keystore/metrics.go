@@ -21,6 +21,10 @@ type metrics struct {
 	policyOpens       *prometheus.CounterVec // result: ok, not_admitted, error
 	policyOpenSeconds prometheus.Histogram   // CP-ABE opens of policy keys
 
+	keyOpens           *prometheus.CounterVec // format: envelope (KES2), legacy (KES1)
+	dataKeyOpens       *prometheus.CounterVec // result: ok, error
+	dataKeyOpenSeconds prometheus.Histogram   // HPKE opens of data keys
+
 	// The lookups children, resolved once: the hot path does not hash labels.
 	hits, misses, negative, errors prometheus.Counter
 }
@@ -61,6 +65,19 @@ func newMetrics() *metrics {
 			Name:    "keyedge_keystore_policy_key_open_seconds",
 			Help:    "Time taken by successful CP-ABE opens of geo policy keys (once per policy per node).",
 			Buckets: prometheus.ExponentialBuckets(1e-3, 2, 12),
+		}),
+		keyOpens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyedge_keystore_sealed_key_opens_total",
+			Help: "Sealed keys and secrets opened, by format: envelope (under a data key), legacy (one HPKE decapsulation each; keyctl reseal rewrites them).",
+		}, []string{"format"}),
+		dataKeyOpens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyedge_keystore_data_key_opens_total",
+			Help: "HPKE opens of the data keys that envelope-sealed keys share (once per data key per node), by result: ok, error.",
+		}, []string{"result"}),
+		dataKeyOpenSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "keyedge_keystore_data_key_open_seconds",
+			Help:    "Time taken by successful HPKE opens of data keys.",
+			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 14),
 		}),
 	}
 	m.hits, m.misses = m.lookups.WithLabelValues("hit"), m.lookups.WithLabelValues("miss")
@@ -111,7 +128,7 @@ func (m *metrics) register(r prometheus.Registerer, s *Store) error {
 			return 1
 		}),
 	}
-	err := ops.Register(r, append(gauges, m.lookups, m.loadSeconds, m.keyOpenSeconds, m.loadErrors, m.evictions, m.journal, m.policyOpens, m.policyOpenSeconds)...)
+	err := ops.Register(r, append(gauges, m.lookups, m.loadSeconds, m.keyOpenSeconds, m.loadErrors, m.evictions, m.journal, m.policyOpens, m.policyOpenSeconds, m.keyOpens, m.dataKeyOpens, m.dataKeyOpenSeconds)...)
 	if err != nil {
 		return fmt.Errorf("keystore: failed to register metrics (one Store per registry): %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -73,46 +74,92 @@ func FuzzParseRecord(f *testing.F) {
 	})
 }
 
-// FuzzOpenSealed: only the genuine sealed key opens. The fuzzer shapes
-// the header (recipient, suite) and damages the HPKE payload (one byte
-// changed, a tail cut off) rather than mutating a 1 KB input, so its
-// inputs stay small and cheap to minimise; the expensive setup (key
-// generation, the seal) runs once. Seeds start from the genuine file,
-// which opens.
+// FuzzParseSealed: a sealed key file of either version that parses
+// re-encodes to the very bytes it was parsed from, so no two files parse
+// alike and nothing a parser skipped can hide in one.
+func FuzzParseSealed(f *testing.F) {
+	for key, data := range goldenFiles(f) {
+		if strings.HasSuffix(key, "/key.sealed") {
+			f.Add(data)
+		}
+	}
+	v1, err := os.ReadFile(filepath.Join("testdata", "keystore-v1.golden"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for key, data := range parseGolden(f, v1) {
+		if strings.HasSuffix(key, "/key.sealed") {
+			f.Add(data)
+		}
+	}
+	f.Add([]byte("KES2\x05fleet\x00\x01\x00\x02\x00\x03\x00\x01w"))
+	f.Add([]byte("KES1\x05fleet"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		sf, err := parseSealed(data)
+		if err != nil {
+			return
+		}
+		if out := sf.marshal(); !bytes.Equal(out, data) {
+			t.Fatalf("parsed %x, re-encoded %x", data, out)
+		}
+	})
+}
+
+// FuzzOpenSealed: only the genuine sealed key opens, in either version.
+// The fuzzer shapes the header (recipient, suite) and damages the rest
+// (one byte changed, a tail cut off) rather than mutating a 1 KB input,
+// so its inputs stay small and cheap to minimise; the expensive setup
+// (key generation, the seals) runs once. Seeds start from the genuine
+// files, which open.
 func FuzzOpenSealed(f *testing.F) {
 	k, err := GenerateFleetKey()
 	if err != nil {
 		f.Fatal(err)
 	}
-	good, err := sealTo(k.priv.PublicKey(), FleetRecipient, "id", []byte("key bytes"))
+	v1, err := sealV1(k.priv.PublicKey(), FleetRecipient, "id", []byte("key bytes"))
 	if err != nil {
 		f.Fatal(err)
 	}
-	h, payload, err := parseSealed(good)
+	v2, err := newOpener().seal(k.priv.PublicKey(), FleetRecipient, "id", []byte("key bytes"))
 	if err != nil {
 		f.Fatal(err)
 	}
-	header := h.append(nil)
-	f.Add(header, uint16(0), byte(0), uint16(0))
-	f.Add(header, uint16(7), byte(1), uint16(0))
-	f.Add(header, uint16(0), byte(0), uint16(16))
-	f.Add(sealedHeader{policyRecipient + "0123", h.kem, h.kdf, h.aead}.append(nil), uint16(0), byte(0), uint16(0))
-	f.Add(sealedHeader{FleetRecipient, h.kem, h.kdf, h.aead + 1}.append(nil), uint16(0), byte(0), uint16(0))
-	f.Add([]byte("KES1\x05fleet"), uint16(0), byte(0), uint16(0))
-	f.Fuzz(func(t *testing.T, header []byte, at uint16, xor byte, cut uint16) {
-		ct := bytes.Clone(payload)
+	goods := [][]byte{v1, v2}
+	var header, payload [2][]byte
+	for i, good := range goods {
+		sf, err := parseSealed(good)
+		if err != nil {
+			f.Fatal(err)
+		}
+		header[i] = sf.append(nil, string(good[:4]))
+		payload[i] = good[len(header[i]):]
+	}
+	for v := range byte(2) {
+		f.Add(v, header[v], uint16(0), byte(0), uint16(0))
+		f.Add(v, header[v], uint16(7), byte(1), uint16(0))
+		f.Add(v, header[v], uint16(0), byte(0), uint16(16))
+		f.Add(v, header[v], uint16(1200), byte(1), uint16(0)) // the nonce, or a ciphertext byte
+		f.Add(v, sealedHeader{policyRecipient + "0123", sealKEM.ID(), sealKDF.ID(), sealAEAD.ID()}.append(nil, string(goods[v][:4])), uint16(0), byte(0), uint16(0))
+		f.Add(v, sealedHeader{FleetRecipient, sealKEM.ID(), sealKDF.ID(), sealAEAD.ID() + 1}.append(nil, string(goods[v][:4])), uint16(0), byte(0), uint16(0))
+	}
+	f.Add(byte(0), []byte("KES1\x05fleet"), uint16(0), byte(0), uint16(0))
+	f.Add(byte(1), []byte("KES2\x05fleet"), uint16(0), byte(0), uint16(0))
+	opener := newOpener()
+	f.Fuzz(func(t *testing.T, v byte, header []byte, at uint16, xor byte, cut uint16) {
+		v %= 2
+		ct := bytes.Clone(payload[v])
 		ct[int(at)%len(ct)] ^= xor
 		ct = ct[:len(ct)-int(cut)%len(ct)]
 		data := append(bytes.Clone(header), ct...)
-		h, ct, err := parseSealed(data)
+		sf, err := parseSealed(data)
 		if err != nil {
 			return
 		}
-		out, err := openWith(k.priv, h, ct, "id")
+		out, err := opener.open(k.priv, sf, "id")
 		if err != nil {
 			return
 		}
-		if !bytes.Equal(data, good) || !bytes.Equal(out, []byte("key bytes")) {
+		if !bytes.Equal(data, goods[0]) && !bytes.Equal(data, goods[1]) || !bytes.Equal(out, []byte("key bytes")) {
 			t.Fatalf("opened an altered sealed key %x to %q", data, out)
 		}
 	})

@@ -185,13 +185,13 @@ func (s *Store) sealFor(ctx context.Context, pol *geo.Policy, certID string, der
 		if s.fleet == nil {
 			return nil, ErrNoSealer
 		}
-		return sealTo(s.fleet.priv.PublicKey(), FleetRecipient, certID, der)
+		return s.seal(s.fleet.priv.PublicKey(), FleetRecipient, certID, der)
 	}
 	pub, err := s.policyPublicKey(ctx, pol)
 	if err != nil {
 		return nil, err
 	}
-	return sealTo(pub, policyRecipient+pol.ID(), certID, der)
+	return s.seal(pub, policyRecipient+pol.ID(), certID, der)
 }
 
 // policyPublicKey returns pol's policy public key, creating the policy

@@ -110,7 +110,11 @@ func isCertID(s string) bool {
 
 func nameKey(name string) string { return HashedKey(namesDir, name) }
 
-func certDir(id string) string   { return "certs/" + id[:2] + "/" + id }
+// certsDir holds a directory per certificate, under the first two hex
+// digits of its ID.
+const certsDir = "certs"
+
+func certDir(id string) string   { return certsDir + "/" + id[:2] + "/" + id }
 func recordKey(id string) string { return certDir(id) + "/record" }
 func sealedKey(id string) string { return certDir(id) + "/key.sealed" }
 

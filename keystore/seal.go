@@ -18,16 +18,35 @@ import (
 // admit the node's attributes. The caller must sign elsewhere.
 var ErrCannotOpen = errors.New("keystore: sealed key is not addressed to this node")
 
-// Sealed key file layout (key.sealed), all integers big-endian:
+// Sealed key file layout (key.sealed), all integers big-endian. Two
+// versions are read; KES2 is written.
 //
-//	magic     [4]byte "KES1"
+//	magic     [4]byte "KES1" or "KES2"
 //	recipLen  uint8   length of recipient, 1..64
 //	recipient [recipLen]byte  who can open it: "fleet", or "policy:" and a policy ID
 //	kem, kdf, aead uint16     the HPKE suite (RFC 9180 identifiers)
+//
+// KES1 (written before envelope encryption) then holds
+//
 //	sealed    []byte  HPKE single-shot enc || ciphertext of the PKCS#8 DER
 //
-// The HPKE info string binds the ciphertext to recipient and certificate.
-const sealMagic = "KES1"
+// with the HPKE info string binding it to recipient and certificate: one
+// ML-KEM-768 + X25519 decapsulation per key. KES2 holds
+//
+//	wrapLen   uint16  length of wrap, 1..maxWrapLen
+//	wrap      [wrapLen]byte  the data key, HPKE-sealed to the recipient (datakey.go)
+//	nonce     [24]byte
+//	sealed    []byte  XChaCha20-Poly1305 ciphertext of the PKCS#8 DER under
+//	                  the data key, with recipient and certificate as
+//	                  associated data
+//
+// Many keys share one data key (and so one wrap), so a node decapsulates
+// each data key once and then opens each tenant key with an AEAD.
+const (
+	sealMagicV1 = "KES1"
+	sealMagicV2 = "KES2"
+	maxWrapLen  = 4096
+)
 
 // sealedHeader is the parsed fixed part of a sealed key file.
 type sealedHeader struct {
@@ -35,12 +54,13 @@ type sealedHeader struct {
 	kem, kdf, aead uint16
 }
 
-func (h sealedHeader) info(certID string) []byte {
+// infoV1 is the HPKE info string of a KES1 file.
+func (h sealedHeader) infoV1(certID string) []byte {
 	return []byte("keyedge key.sealed v1\x00" + h.recipient + "\x00" + certID)
 }
 
-func (h sealedHeader) append(b []byte) []byte {
-	b = append(b, sealMagic...)
+func (h sealedHeader) append(b []byte, magic string) []byte {
+	b = append(b, magic...)
 	b = append(b, byte(len(h.recipient)))
 	b = append(b, h.recipient...)
 	b = binary.BigEndian.AppendUint16(b, h.kem)
@@ -48,23 +68,76 @@ func (h sealedHeader) append(b []byte) []byte {
 	return binary.BigEndian.AppendUint16(b, h.aead)
 }
 
-// parseSealed splits a sealed key file into its header and HPKE payload.
-func parseSealed(data []byte) (sealedHeader, []byte, error) {
-	var h sealedHeader
-	if len(data) < len(sealMagic)+1 || string(data[:len(sealMagic)]) != sealMagic {
-		return h, nil, fmt.Errorf("%w: not a sealed key", errMalformed)
+// sealedFile is a parsed sealed key file. Its slices alias the file.
+type sealedFile struct {
+	sealedHeader
+	envelope bool   // KES2; else KES1, whose sealed is the HPKE payload
+	wrap     []byte // KES2: the wrapped data key
+	nonce    []byte // KES2: the AEAD nonce
+	sealed   []byte
+}
+
+// parseSealed parses a sealed key file of either version, checking
+// every length before it slices.
+func parseSealed(data []byte) (sealedFile, error) {
+	var f sealedFile
+	if len(data) < len(sealMagicV1)+1 {
+		return f, fmt.Errorf("%w: not a sealed key", errMalformed)
 	}
-	data = data[len(sealMagic):]
+	switch string(data[:len(sealMagicV1)]) {
+	case sealMagicV1:
+	case sealMagicV2:
+		f.envelope = true
+	default:
+		return f, fmt.Errorf("%w: not a sealed key", errMalformed)
+	}
+	data = data[len(sealMagicV1):]
 	n := int(data[0])
 	if n == 0 || n > 64 || len(data) < 1+n+6 {
-		return h, nil, fmt.Errorf("%w: truncated sealed key header", errMalformed)
+		return f, fmt.Errorf("%w: truncated sealed key header", errMalformed)
 	}
-	h.recipient = string(data[1 : 1+n])
+	f.recipient = string(data[1 : 1+n])
 	data = data[1+n:]
-	h.kem = binary.BigEndian.Uint16(data)
-	h.kdf = binary.BigEndian.Uint16(data[2:])
-	h.aead = binary.BigEndian.Uint16(data[4:])
-	return h, data[6:], nil
+	f.kem = binary.BigEndian.Uint16(data)
+	f.kdf = binary.BigEndian.Uint16(data[2:])
+	f.aead = binary.BigEndian.Uint16(data[4:])
+	data = data[6:]
+	if !f.envelope {
+		f.sealed = data
+		return f, nil
+	}
+	if len(data) < 2 {
+		return f, fmt.Errorf("%w: truncated sealed key header", errMalformed)
+	}
+	n = int(binary.BigEndian.Uint16(data))
+	if n == 0 || n > maxWrapLen || len(data) < 2+n+nonceLen {
+		return f, fmt.Errorf("%w: truncated data key", errMalformed)
+	}
+	f.wrap = data[2 : 2+n]
+	f.nonce = data[2+n : 2+n+nonceLen]
+	f.sealed = data[2+n+nonceLen:]
+	return f, nil
+}
+
+// marshal encodes f as parseSealed reads it.
+func (f sealedFile) marshal() []byte {
+	if !f.envelope {
+		return append(f.append(nil, sealMagicV1), f.sealed...)
+	}
+	b := f.append(nil, sealMagicV2)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(f.wrap)))
+	b = append(b, f.wrap...)
+	b = append(b, f.nonce...)
+	return append(b, f.sealed...)
+}
+
+// checkSuite refuses a file sealed with an HPKE suite this version does
+// not use.
+func (f sealedFile) checkSuite() error {
+	if f.kem != sealKEM.ID() || f.kdf != sealKDF.ID() || f.aead != sealAEAD.ID() {
+		return fmt.Errorf("%w: unsupported HPKE suite %#04x/%#04x/%#04x", errMalformed, f.kem, f.kdf, f.aead)
+	}
+	return nil
 }
 
 // FleetRecipient is the recipient name of keys sealed to the fleet key.
@@ -121,28 +194,32 @@ func (k *FleetKey) MarshalPEM() ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: fleetPEMType, Bytes: b}), nil
 }
 
-// sealTo seals a tenant's PKCS#8 key to an HPKE public key of the
-// keystore's suite, under the named recipient.
-func sealTo(pub hpke.PublicKey, recipient, certID string, key []byte) ([]byte, error) {
-	h := sealedHeader{recipient, sealKEM.ID(), sealKDF.ID(), sealAEAD.ID()}
-	ct, err := hpke.Seal(pub, sealKDF, sealAEAD, h.info(certID), key)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: failed to seal key: %w", err)
-	}
-	return append(h.append(nil), ct...), nil
-}
-
-// openWith opens a sealed key file whose header has been parsed, with the
-// private key of the recipient it names.
-func openWith(priv hpke.PrivateKey, h sealedHeader, ct []byte, certID string) ([]byte, error) {
-	if h.kem != sealKEM.ID() || h.kdf != sealKDF.ID() || h.aead != sealAEAD.ID() {
-		return nil, fmt.Errorf("%w: unsupported HPKE suite %#04x/%#04x/%#04x", errMalformed, h.kem, h.kdf, h.aead)
-	}
-	key, err := hpke.Open(priv, sealKDF, sealAEAD, h.info(certID), ct)
+// openV1 opens a KES1 file with the private key of the recipient it names.
+func openV1(priv hpke.PrivateKey, f sealedFile, certID string) ([]byte, error) {
+	key, err := hpke.Open(priv, sealKDF, sealAEAD, f.infoV1(certID), f.sealed)
 	if err != nil {
 		return nil, fmt.Errorf("%w: sealed key does not open (tampered, or sealed for another certificate or key)", errMalformed)
 	}
 	return key, nil
+}
+
+// open opens a parsed sealed key file of either version with the
+// private key of the recipient it names; info is what the file is bound
+// to (a certificate ID, or a storage key: sealInfo).
+func (s *Store) open(priv hpke.PrivateKey, f sealedFile, info string) ([]byte, error) {
+	if err := f.checkSuite(); err != nil {
+		return nil, err
+	}
+	if !f.envelope {
+		s.metrics.keyOpens.WithLabelValues("legacy").Inc()
+		return openV1(priv, f, info)
+	}
+	s.metrics.keyOpens.WithLabelValues("envelope").Inc()
+	aead, err := s.dataKey(priv, f)
+	if err != nil {
+		return nil, err
+	}
+	return openEntry(aead, f, info)
 }
 
 // openSealed opens certificate id's sealed key file, for a serving node
@@ -155,13 +232,13 @@ func openWith(priv hpke.PrivateKey, h sealedHeader, ct []byte, certID string) ([
 // that does not parse) pass through corrupt, which says how the caller
 // reports a corrupt key.
 func (s *Store) openSealed(id string, sealed []byte, policyKey func(pid string) (hpke.PrivateKey, error), corrupt func(error) error) (crypto.PrivateKey, []byte, error) {
-	h, ct, err := parseSealed(sealed)
+	f, err := parseSealed(sealed)
 	if err != nil {
 		return nil, nil, corrupt(err)
 	}
 	var priv hpke.PrivateKey
-	switch pid, ok := strings.CutPrefix(h.recipient, policyRecipient); {
-	case h.recipient == FleetRecipient:
+	switch pid, ok := strings.CutPrefix(f.recipient, policyRecipient); {
+	case f.recipient == FleetRecipient:
 		if s.fleet == nil {
 			return nil, nil, fmt.Errorf("%w: certificate %s: no fleet key configured", ErrCannotOpen, id)
 		}
@@ -171,9 +248,9 @@ func (s *Store) openSealed(id string, sealed []byte, policyKey func(pid string) 
 			return nil, nil, err
 		}
 	default:
-		return nil, nil, corrupt(fmt.Errorf("%w: sealed to unknown recipient %q", errMalformed, h.recipient))
+		return nil, nil, corrupt(fmt.Errorf("%w: sealed to unknown recipient %q", errMalformed, f.recipient))
 	}
-	der, err := openWith(priv, h, ct, id)
+	der, err := s.open(priv, f, id)
 	if err != nil {
 		return nil, nil, corrupt(err)
 	}
@@ -217,7 +294,7 @@ func (s *Store) SealSecret(key string, value []byte) ([]byte, error) {
 	if s.fleet == nil {
 		return nil, ErrNoSealer
 	}
-	return sealTo(s.fleet.priv.PublicKey(), FleetRecipient, sealInfo(key), value)
+	return s.seal(s.fleet.priv.PublicKey(), FleetRecipient, sealInfo(key), value)
 }
 
 // OpenSecret opens what SealSecret sealed for key. It fails with an
@@ -227,9 +304,12 @@ func (s *Store) OpenSecret(key string, sealed []byte) ([]byte, error) {
 	if s.fleet == nil {
 		return nil, fmt.Errorf("%w: %s: no fleet key configured", ErrCannotOpen, key)
 	}
-	h, ct, err := parseSealed(sealed)
+	f, err := parseSealed(sealed)
+	if err == nil && f.recipient != FleetRecipient {
+		err = fmt.Errorf("%w: sealed to %q, not the fleet key", errMalformed, f.recipient)
+	}
 	if err == nil {
-		sealed, err = openWith(s.fleet.priv, h, ct, sealInfo(key))
+		sealed, err = s.open(s.fleet.priv, f, sealInfo(key))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, key, err)

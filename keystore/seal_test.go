@@ -8,9 +8,10 @@ import (
 	"testing"
 )
 
-// BenchmarkOpenTenantKey is the HPKE open (ML-KEM-768+X25519,
-// ChaCha20-Poly1305) of one sealed ECDSA tenant key: the per-key cost
-// once its fleet or policy key is open.
+// BenchmarkOpenTenantKey is the open of one sealed ECDSA tenant key once
+// its fleet or policy key is open: "legacy" a KES1 file (one HPKE open,
+// ML-KEM-768+X25519 and ChaCha20-Poly1305), "envelope" a KES2 file whose
+// data key this Store has opened before (one XChaCha20-Poly1305 open).
 //
 //	go test -run '^$' -bench OpenTenantKey ./keystore
 func BenchmarkOpenTenantKey(b *testing.B) {
@@ -26,17 +27,30 @@ func BenchmarkOpenTenantKey(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sealed, err := sealTo(k.priv.PublicKey(), policyRecipient+"0123", "id", der)
+	s := newOpener()
+	recipient := policyRecipient + "0123"
+	legacy, err := sealV1(k.priv.PublicKey(), recipient, "id", der)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for b.Loop() {
-		h, ct, err := parseSealed(sealed)
-		if err == nil {
-			_, err = openWith(k.priv, h, ct, "id")
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
+	envelope, err := s.seal(k.priv.PublicKey(), recipient, "id", der)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bb := range []struct {
+		name   string
+		sealed []byte
+	}{{"legacy", legacy}, {"envelope", envelope}} {
+		b.Run("format="+bb.name, func(b *testing.B) {
+			for b.Loop() {
+				f, err := parseSealed(bb.sealed)
+				if err == nil {
+					_, err = s.open(k.priv, f, "id")
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto"
+	"crypto/cipher"
 	"crypto/hpke"
 	"crypto/x509"
 	"errors"
@@ -113,10 +114,14 @@ type Store struct {
 	log            *slog.Logger
 	metrics        *metrics
 
-	names    *otter.Cache[string, *nameEntry] // name → certificate refs, or a remembered miss
-	certs    *otter.Cache[string, *Cert]      // certificate ID → loaded record
-	policies *otter.Cache[string, *policyKey] // policy ID → loaded, perhaps opened, policy key
-	reported *otter.Cache[string, string]     // file → last error logged for it
+	names    *otter.Cache[string, *nameEntry]  // name → certificate refs, or a remembered miss
+	certs    *otter.Cache[string, *Cert]       // certificate ID → loaded record
+	policies *otter.Cache[string, *policyKey]  // policy ID → loaded, perhaps opened, policy key
+	reported *otter.Cache[string, string]      // file → last error logged for it
+	dataKeys *otter.Cache[string, cipher.AEAD] // recipient and wrapped data key → opened data key (datakey.go)
+
+	sealMu  sync.Mutex             // guards sealing
+	sealing map[string]*sealingKey // recipient → the data key this Store seals with
 
 	writeMu sync.Mutex // serialises this process's writers before the storage lock
 
@@ -232,6 +237,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		OnDeletion: countEvictions[*nameEntry](s.metrics.evictions.WithLabelValues("names")),
 	})
 	s.policies = s.newPolicyCache()
+	s.dataKeys = newDataKeyCache()
 	s.reported = otter.Must(&otter.Options[string, string]{MaximumSize: 10_000})
 	if err := s.metrics.register(opts.Registerer, s); err != nil {
 		return nil, err

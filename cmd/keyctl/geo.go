@@ -11,6 +11,7 @@ import (
 
 	"github.com/keyedge/keyedge/internal/cli"
 	"github.com/keyedge/keyedge/internal/secretfile"
+	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
 )
 
@@ -107,14 +108,7 @@ func runPolicy(ctx context.Context, e *env, args []string) error {
 			return err // before any file is read
 		}
 	}
-	var m *geo.MasterKey
-	if secretfile.Exists(*master) {
-		var err error
-		if m, err = geo.ReadMasterKeyFile(*master); err != nil {
-			return err
-		}
-	}
-	store, err := e.open(ctx, nil)
+	store, m, err := e.openAsAdmin(ctx, *master)
 	if err != nil {
 		return err
 	}
@@ -128,6 +122,36 @@ func runPolicy(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "%s: policy %q; key re-sealed, edges follow within their poll interval\n", name, policy)
 	}
 	return nil
+}
+
+func runReseal(ctx context.Context, e *env, args []string) error {
+	master := e.geoMasterFlag()
+	if err := e.parse(args, 0); err != nil {
+		return err
+	}
+	store, m, err := e.openAsAdmin(ctx, *master)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	st, err := store.Reseal(ctx, m)
+	fmt.Fprintf(e.stdout, "re-sealed %d keys; %d already envelope-sealed; %d skipped (sealed under a policy: need --geo-master); %d failed\n", st.Resealed, st.Current, st.Skipped, st.Failed)
+	return err
+}
+
+// openAsAdmin opens the keystore, and reads the geo master key at
+// masterPath, or returns a nil key when there is no such file: the
+// commands that use it work without it on keys sealed to the fleet key.
+func (e *env) openAsAdmin(ctx context.Context, masterPath string) (*keystore.Store, *geo.MasterKey, error) {
+	var m *geo.MasterKey
+	if secretfile.Exists(masterPath) {
+		var err error
+		if m, err = geo.ReadMasterKeyFile(masterPath); err != nil {
+			return nil, nil, err
+		}
+	}
+	store, err := e.open(ctx, nil)
+	return store, m, err
 }
 
 // printSyntaxError shows where in a policy or attribute string a syntax
