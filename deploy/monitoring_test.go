@@ -166,7 +166,7 @@ func checkExpr(p *problems, where, expr string, cat map[string]metricLabels) map
 }
 
 func lookupMetric(cat map[string]metricLabels, name string) (metricLabels, bool) {
-	for _, m := range []map[string]metricLabels{cat, synthetic, pendingMetrics} {
+	for _, m := range []map[string]metricLabels{cat, synthetic} {
 		if l, ok := m[name]; ok {
 			return l, true
 		}
