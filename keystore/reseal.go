@@ -19,10 +19,6 @@ type ResealStats struct {
 	Failed   int // keys that could not be read or opened, left as they were
 }
 
-// resealBatch is how many certificates Reseal handles per hold of the
-// write lock, so writers (renewals, imports) wait for one batch at most.
-const resealBatch = 256
-
 // maxResealErrors bounds the errors Reseal reports; the rest are counted.
 const maxResealErrors = 10
 
@@ -32,49 +28,38 @@ const maxResealErrors = 10
 // fleet key, or a policy key, opened with master (nil: such keys are
 // skipped and counted). The key itself does not change, so neither do
 // records, caches or the journal; nodes open the new file the next time
-// they load the key, and open either format meanwhile. Keys are
-// re-sealed under the write lock, a batch at a time. A key that cannot
-// be read or opened is left as it was and counted, and the run goes on;
-// the returned error then names the first few.
+// they load the key, and open either format meanwhile. The run holds
+// the write lock once, from start to end (see Hold for why not per
+// batch), so other writers wait for it. A key that cannot be read or
+// opened is left as it was and counted, and the run goes on; the
+// returned error then names the first few.
 func (s *Store) Reseal(ctx context.Context, master *geo.MasterKey) (ResealStats, error) {
 	var (
 		st       ResealStats
 		errs     []error
-		batch    []string
 		policies = map[string]hpke.PrivateKey{} // policy ID → key opened with master, once per run
 	)
-	flush := func() error {
-		err := s.locked(ctx, func() error {
-			for _, id := range batch {
-				if err := s.resealKey(ctx, id, master, policies, &st); err != nil {
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					st.Failed++
-					if len(errs) < maxResealErrors {
-						errs = append(errs, err)
-					}
+	err := s.locked(ctx, func() error {
+		for id, err := range HashedNames(ctx, s.storage, certsDir) {
+			if err != nil {
+				return fmt.Errorf("keystore: failed to list certificates: %w", err)
+			}
+			if !isCertID(id) {
+				continue // not a certificate's directory
+			}
+			if err := s.resealKey(ctx, id, master, policies, &st); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				st.Failed++
+				if len(errs) < maxResealErrors {
+					errs = append(errs, err)
 				}
 			}
-			return nil
-		})
-		batch = batch[:0]
-		return err
-	}
-	for id, err := range HashedNames(ctx, s.storage, certsDir) {
-		if err != nil {
-			return st, fmt.Errorf("keystore: failed to list certificates: %w", err)
 		}
-		if !isCertID(id) {
-			continue // not a certificate's directory
-		}
-		if batch = append(batch, id); len(batch) == resealBatch {
-			if err := flush(); err != nil {
-				return st, err
-			}
-		}
-	}
-	if err := flush(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return st, err
 	}
 	if st.Failed > 0 {

@@ -124,6 +124,7 @@ type Store struct {
 	sealing map[string]*sealingKey // recipient → the data key this Store seals with
 
 	writeMu sync.Mutex // serialises this process's writers before the storage lock
+	held    bool       // Hold took the storage lock for a bulk run; guarded by writeMu
 
 	filter  filterState // which names storage may hold (filter.go)
 	oneShot bool        // Options.OneShot: no follower, no filter

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"path"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
@@ -148,20 +149,64 @@ func leafNames(leaf *x509.Certificate) ([]string, error) {
 	return slices.Compact(names), nil
 }
 
-// locked runs fn holding this process's write mutex and the storage lock.
+// locked runs fn holding this process's write mutex and the storage lock
+// (taken for fn alone unless Hold holds it already).
 func (s *Store) locked(ctx context.Context, fn func() error) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	if !s.held {
+		if err := s.lockStorage(ctx); err != nil {
+			return err
+		}
+		defer s.unlockStorage(ctx)
+	}
+	return fn()
+}
+
+// Hold takes the storage write lock for a bulk run of writes through s
+// and returns the function that releases it (safe to call more than
+// once). Until then s's writes skip taking the lock each, and every
+// other writer on the storage (other keyctl runs, edges renewing
+// certificates) waits. A bulk run must hold the lock once rather than
+// per batch: each certmagic.FileStorage Lock starts a goroutine that
+// rewrites the lock file every five seconds until it finds the file
+// gone, so a lock taken per batch leaves dozens of them rewriting one
+// file, and one reading it just as another truncated it logs "Keeping
+// lock file fresh: unexpected end of JSON input". It fails if s holds
+// the lock already.
+func (s *Store) Hold(ctx context.Context) (release func(), err error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.held {
+		return nil, errors.New("keystore: write lock already held by this store")
+	}
+	if err := s.lockStorage(ctx); err != nil {
+		return nil, err
+	}
+	s.held = true
+	return sync.OnceFunc(func() {
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
+		s.held = false
+		s.unlockStorage(ctx)
+	}), nil
+}
+
+// lockStorage takes the storage write lock; the caller holds writeMu.
+func (s *Store) lockStorage(ctx context.Context) error {
 	if err := s.storage.Lock(ctx, writeLock); err != nil {
 		s.clearFailedLock(ctx, writeLock)
 		return fmt.Errorf("keystore: failed to take write lock: %w", err)
 	}
-	defer func() {
-		if err := s.storage.Unlock(context.WithoutCancel(ctx), writeLock); err != nil {
-			s.log.Error("keystore: failed to release write lock", "err", err)
-		}
-	}()
-	return fn()
+	return nil
+}
+
+// unlockStorage releases the storage write lock, even when ctx is done;
+// the caller holds writeMu.
+func (s *Store) unlockStorage(ctx context.Context) {
+	if err := s.storage.Unlock(context.WithoutCancel(ctx), writeLock); err != nil {
+		s.log.Error("keystore: failed to release write lock", "err", err)
+	}
 }
 
 // write stores prepared bundles and commits them (see undo.go): if it

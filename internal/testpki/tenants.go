@@ -37,7 +37,8 @@ func TenantName(i int, domain string) string {
 // GenerateTenants issues spec.Count tenant certificates and stores them
 // in store, in parallel batches. progress, if not nil, is called with
 // the number of tenants stored so far after every batch, from any
-// goroutine. It stops at the first error or when ctx is done.
+// goroutine. It stops at the first error or when ctx is done. It holds
+// the store's write lock from start to end, so other writers wait.
 func (ca *CA) GenerateTenants(ctx context.Context, store *keystore.Store, spec TenantSpec, progress func(done int)) error {
 	if spec.Count < 0 || spec.First < 0 || spec.WildcardEvery < 0 || spec.RSAEvery < 0 {
 		return fmt.Errorf("testpki: negative count, index or interval in tenant spec")
@@ -54,6 +55,13 @@ func (ca *CA) GenerateTenants(ctx context.Context, store *keystore.Store, spec T
 	if batch <= 0 {
 		batch = 256
 	}
+	// One hold of the write lock for the whole run, not one per batch
+	// (see keystore.Store.Hold).
+	release, err := store.Hold(ctx)
+	if err != nil {
+		return fmt.Errorf("testpki: %w", err)
+	}
+	defer release()
 	var next, done atomic.Int64
 	g, ctx := errgroup.WithContext(ctx)
 	for range workers {
