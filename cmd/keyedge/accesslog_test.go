@@ -18,11 +18,13 @@ import (
 	"github.com/keyedge/keyedge/internal/testworld"
 )
 
-// TestAccessLogReopen is logrotate against a real keyedge process:
-// requests are logged to access_log.path; once the file is renamed and
-// the process gets SIGUSR1, the next requests go to a new file at the
-// path, and the renamed one gets no more.
-func TestAccessLogReopen(t *testing.T) {
+// TestAccessLogReopenAndReload is logrotate against a real keyedge
+// process: requests are logged to access_log.path; once the file is
+// renamed and the process gets SIGUSR1, the next requests go to a new
+// file at the path, and the renamed one gets no more. Then SIGHUP moves
+// the log to another file and format, and refuses to turn it off (that
+// needs SIGUSR2).
+func TestAccessLogReopenAndReload(t *testing.T) {
 	w := testworld.ForTest(t, testworld.Options{Name: "accesslog", Origin: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(rw, "ok")
 	})})
@@ -74,4 +76,33 @@ func TestAccessLogReopen(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(w.Dir, "access.log")); err != nil || fi.Mode().Perm() != 0o640 {
 		t.Errorf("new access.log: %v, mode %v", err, fi.Mode())
 	}
+
+	// SIGHUP moves the log to another file and format.
+	moved := strings.Replace(cfg, "  path: access.log\n  format: text\n", "  path: moved.log\n  format: json\n", 1)
+	if err := os.WriteFile(w.Path("edge.yaml"), []byte(moved), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.Signal(t, syscall.SIGHUP)
+	p.WaitOutput(t, "SIGHUP: config reloaded", 10*time.Second)
+	get("/moved")
+	proctest.Eventually(t, 10*time.Second, "/moved in moved.log as JSON", func() bool {
+		data, _ := os.ReadFile(w.Path("moved.log"))
+		return strings.Contains(string(data), `"path":"/moved"`)
+	})
+
+	// Turning it off needs a new process: refused by name, still logging.
+	off := strings.Replace(moved, "  format: json\n", "  format: json\n  off: true\n", 1)
+	if err := os.WriteFile(w.Path("edge.yaml"), []byte(off), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.Signal(t, syscall.SIGHUP)
+	p.WaitOutput(t, "SIGHUP: reload refused", 10*time.Second)
+	if out := p.Output(t); !strings.Contains(out, "access_log") {
+		t.Errorf("the refusal does not name access_log:\n%s", out)
+	}
+	get("/still")
+	proctest.Eventually(t, 10*time.Second, "/still in moved.log", func() bool {
+		data, _ := os.ReadFile(w.Path("moved.log"))
+		return strings.Contains(string(data), `"path":"/still"`)
+	})
 }

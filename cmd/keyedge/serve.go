@@ -172,9 +172,25 @@ func (n *node) reload(path string) {
 	if err == nil {
 		opts, err = n.cfg.ReloadOptions(cfg, n.keyless, n.log)
 	}
+	if err == nil && n.access != nil {
+		// First, as its new file is what can still fail; undone below if
+		// the rest is refused.
+		if err = n.access.Reconfigure(cfg.AccessLogOptions(n.log)); err != nil {
+			err = fmt.Errorf("access_log: %w", err)
+			if opts.Keyless != nil {
+				opts.Keyless.Close()
+			}
+		}
+	}
 	if err == nil {
-		if err = n.srv.Reload(opts); err != nil && opts.Keyless != nil {
-			opts.Keyless.Close()
+		opts.AccessLog = n.access
+		if err = n.srv.Reload(opts); err != nil {
+			if opts.Keyless != nil {
+				opts.Keyless.Close()
+			}
+			if n.access != nil {
+				n.access.Reconfigure(n.cfg.AccessLogOptions(n.log)) // back to the file and format before
+			}
 		}
 	}
 	switch {
@@ -186,7 +202,6 @@ func (n *node) reload(path string) {
 		return
 	}
 	n.level.Set(cfg.Level())
-	// The access log is applied here, once its section is reloadable.
 	n.cfg, n.keyless = cfg, opts.Keyless
 	n.log.Info("SIGHUP: config reloaded", "path", path)
 }
@@ -221,8 +236,9 @@ func (n *node) shutdown() error {
 	return err
 }
 
-// reopenAccessLog reopens the access log file after logrotate renamed it.
-func (n *node) reopenAccessLog() {
+// reopenAccessLog reopens the access log file, path in the config, after
+// logrotate renamed it.
+func (n *node) reopenAccessLog(path string) {
 	if n.access == nil {
 		return
 	}
@@ -230,7 +246,7 @@ func (n *node) reopenAccessLog() {
 		n.log.Error("access log not reopened; still writing to the previous file", "err", err)
 		return
 	}
-	n.log.Info("access log reopened", "path", n.cfg.AccessLog.Path)
+	n.log.Info("access log reopened", "path", path)
 }
 
 // serve runs `keyedge serve` until SIGTERM or SIGINT (ctx) ends it.
@@ -272,7 +288,7 @@ func serve(ctx context.Context, path, pidFile string, logOut io.Writer) error {
 				n.reload(path)
 				continue
 			case syscall.SIGUSR1:
-				go n.reopenAccessLog() // behind a stuck disk: signals keep being handled
+				go n.reopenAccessLog(n.cfg.AccessLog.Path) // behind a stuck disk: signals keep being handled
 				continue
 			}
 			n.log.Info("SIGUSR2: starting a new process to take over")

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,14 +64,15 @@ var ErrClosed = errors.New("accesslog: logger closed")
 // concurrent use.
 type Logger struct {
 	// Static after New.
-	path    string // "" when not a file: Reopen does nothing
-	json    bool
-	sample  float64
 	rand    func() float64
 	log     *slog.Logger
 	dropped *prometheus.CounterVec // reason: buffer_full, write_error
 	full    prometheus.Counter     // dropped's buffer_full child
 	failed  prometheus.Counter     // dropped's write_error child
+
+	mu   sync.Mutex                 // guards path, and orders Reopen and Reconfigure
+	path string                     // "" when not a file: Reopen does nothing
+	form atomic.Pointer[formatting] // set by New and Reconfigure
 
 	queue   chan Record
 	wake    chan struct{} // 1-buffered: the queue is half full
@@ -87,8 +89,15 @@ type Logger struct {
 	recs int      // records in buf
 }
 
+// formatting is what Reconfigure can change without a new Logger.
+type formatting struct {
+	json   bool
+	sample float64
+}
+
 type reopenRequest struct {
-	file *os.File
+	out  io.Writer
+	file *os.File // out, when it is a file the Logger opened
 	done chan struct{}
 }
 
@@ -105,19 +114,14 @@ const (
 // New opens the log and starts its writer. Close it to write what is
 // queued and release the file.
 func New(opts Options) (*Logger, error) {
-	if opts.Sample < 0 || opts.Sample > 1 {
-		return nil, fmt.Errorf("accesslog: sample rate %v is not between 0 and 1", opts.Sample)
+	form, err := opts.formatting()
+	if err != nil {
+		return nil, err
 	}
 	if opts.Buffer < 0 {
 		return nil, fmt.Errorf("accesslog: buffer %d is negative", opts.Buffer)
 	}
-	format := cmp.Or(opts.Format, JSON)
-	if format != JSON && format != Text {
-		return nil, fmt.Errorf("accesslog: format %q is not json or text", opts.Format)
-	}
 	l := &Logger{
-		json:    format == JSON,
-		sample:  cmp.Or(opts.Sample, 1),
 		rand:    opts.Rand,
 		log:     opts.Logger,
 		queue:   make(chan Record, cmp.Or(opts.Buffer, 4096)),
@@ -132,6 +136,7 @@ func New(opts Options) (*Logger, error) {
 			Help: "Access log records lost, by reason: buffer_full (the writer fell behind: a slow disk), write_error (the write failed).",
 		}, []string{"reason"}),
 	}
+	l.form.Store(form)
 	l.full, l.failed = l.dropped.WithLabelValues("buffer_full"), l.dropped.WithLabelValues("write_error")
 	if l.rand == nil {
 		l.rand = rand.Float64
@@ -139,21 +144,42 @@ func New(opts Options) (*Logger, error) {
 	if l.log == nil {
 		l.log = slog.Default()
 	}
-	switch {
-	case l.out != nil:
-	case opts.Path == Stdout:
-		l.out = os.Stdout
-	case opts.Path == "":
-		return nil, errors.New("accesslog: no path")
-	default:
-		f, err := openFile(opts.Path)
-		if err != nil {
+	if l.out == nil {
+		if l.out, l.file, err = open(opts.Path); err != nil {
 			return nil, err
 		}
-		l.path, l.out, l.file = opts.Path, f, f
+		l.path = opts.Path
 	}
 	go l.run()
 	return l, nil
+}
+
+// formatting checks opts' format and sample rate.
+func (opts *Options) formatting() (*formatting, error) {
+	if opts.Sample < 0 || opts.Sample > 1 {
+		return nil, fmt.Errorf("accesslog: sample rate %v is not between 0 and 1", opts.Sample)
+	}
+	format := cmp.Or(opts.Format, JSON)
+	if format != JSON && format != Text {
+		return nil, fmt.Errorf("accesslog: format %q is not json or text", opts.Format)
+	}
+	return &formatting{json: format == JSON, sample: cmp.Or(opts.Sample, 1)}, nil
+}
+
+// open opens path for appending, or returns standard output for Stdout
+// (and a nil file).
+func open(path string) (io.Writer, *os.File, error) {
+	switch path {
+	case Stdout:
+		return os.Stdout, nil, nil
+	case "":
+		return nil, nil, errors.New("accesslog: no path")
+	}
+	f, err := openFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, f, nil
 }
 
 func openFile(path string) (*os.File, error) {
@@ -174,7 +200,7 @@ func (l *Logger) Collectors() []prometheus.Collector {
 // never blocks: when the queue is full the record is dropped and
 // counted. The caller may reuse r when Log returns.
 func (l *Logger) Log(r *Record) {
-	if l.sample < 1 && !r.always() && l.rand() >= l.sample {
+	if sample := l.form.Load().sample; sample < 1 && !r.always() && l.rand() >= sample {
 		return
 	}
 	if l.closed.Load() {
@@ -200,20 +226,54 @@ func (l *Logger) Log(r *Record) {
 // one and Reopen returns the error. With Stdout or a Writer it does
 // nothing.
 func (l *Logger) Reopen() error {
-	if l.path == "" {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.path == "" || l.path == Stdout {
 		return nil
 	}
-	f, err := openFile(l.path)
+	return l.switchTo(l.path)
+}
+
+// Reconfigure applies opts' Path, Format and Sample to the Logger, for a
+// configuration reload: records logged before it returns are written as
+// before, to the file before. Buffer, Writer, Rand and Logger are New's
+// only. If the new file cannot be opened, nothing changes.
+func (l *Logger) Reconfigure(opts Options) error {
+	form, err := opts.formatting()
 	if err != nil {
 		return err
 	}
-	req := reopenRequest{file: f, done: make(chan struct{})}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.path == "" {
+		return errors.New("accesslog: a Logger writing to a Writer cannot be reconfigured")
+	}
+	if opts.Path != l.path {
+		if err := l.switchTo(opts.Path); err != nil {
+			return err
+		}
+		l.path = opts.Path
+	}
+	l.form.Store(form)
+	return nil
+}
+
+// switchTo opens path and has the writer write to it from now on, after
+// writing what is queued to the old file. l.mu is held.
+func (l *Logger) switchTo(path string) error {
+	out, f, err := open(path)
+	if err != nil {
+		return err
+	}
+	req := reopenRequest{out: out, file: f, done: make(chan struct{})}
 	select {
 	case l.reopen <- req:
 		<-req.done
 		return nil
 	case <-l.stopped:
-		f.Close()
+		if f != nil {
+			f.Close()
+		}
 		return ErrClosed
 	}
 }
@@ -250,7 +310,7 @@ func (l *Logger) run() {
 			if l.file != nil {
 				l.file.Close()
 			}
-			l.out, l.file = req.file, req.file
+			l.out, l.file = req.out, req.file
 			close(req.done)
 			continue
 		case <-l.done:
@@ -267,7 +327,7 @@ func (l *Logger) run() {
 func (l *Logger) drain() {
 	for n := cap(l.queue); n > 0 && len(l.queue) > 0; n-- {
 		r := <-l.queue
-		l.buf = appendRecord(l.buf, &r, l.json)
+		l.buf = appendRecord(l.buf, &r, l.form.Load().json)
 		l.recs++
 		if len(l.buf) >= batchSize {
 			l.flush()

@@ -181,6 +181,43 @@ func TestReopenFailureKeepsWriting(t *testing.T) {
 	}
 }
 
+// TestReconfigure: a reload moves the log to another file and format;
+// what was logged before goes to the old file in the old format, and a
+// bad new setting changes nothing.
+func TestReconfigure(t *testing.T) {
+	dir := t.TempDir()
+	first, second := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
+	l := newLogger(t, Options{Path: first, Format: Text})
+	l.Log(&Record{Path: "/before"})
+	for name, bad := range map[string]Options{
+		"bad format":  {Path: second, Format: "combined"},
+		"bad sample":  {Path: second, Sample: 2},
+		"missing dir": {Path: filepath.Join(dir, "nope", "b.log")},
+	} {
+		if err := l.Reconfigure(bad); err == nil {
+			t.Errorf("%s: Reconfigure succeeded", name)
+		}
+	}
+	l.Log(&Record{Path: "/still-first"})
+	if err := l.Reconfigure(Options{Path: second, Format: JSON}); err != nil {
+		t.Fatal(err)
+	}
+	l.Log(&Record{Path: "/after"})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	old, current := lines(t, first), lines(t, second)
+	if len(old) != 2 || !strings.Contains(old[0], "path=/before") || !strings.Contains(old[1], "path=/still-first") {
+		t.Errorf("first file: %q", old)
+	}
+	if len(current) != 1 || !strings.Contains(current[0], `"path":"/after"`) {
+		t.Errorf("second file: %q", current)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nope")); !os.IsNotExist(err) {
+		t.Errorf("a refused path left something behind: %v", err)
+	}
+}
+
 func TestNewErrors(t *testing.T) {
 	for name, opts := range map[string]Options{
 		"no path":         {},

@@ -478,22 +478,32 @@ func (c *Edge) nodeKey() (*geo.NodeKey, error) {
 
 // OpenAccessLog opens the access log the file names, or returns nil when
 // it names none or turns it off. The caller closes it after the server's
-// Shutdown, and calls Reopen on SIGUSR1.
+// Shutdown, calls Reopen on SIGUSR1, and Reconfigure with
+// AccessLogOptions on SIGHUP.
 func (c *Edge) OpenAccessLog(log *slog.Logger) (*accesslog.Logger, error) {
-	a := c.AccessLog
-	if a.Path == "" || a.Off {
+	if !c.accessLogOn() {
 		return nil, nil
 	}
-	path := a.Path
-	if path != accesslog.Stdout {
-		path = c.Path(path)
-	}
-	l, err := accesslog.New(accesslog.Options{Path: path, Format: accesslog.Format(a.Format), Sample: a.Sample, Buffer: a.Buffer, Logger: log})
+	l, err := accesslog.New(c.AccessLogOptions(log))
 	if err != nil {
 		return nil, fmt.Errorf("edge: access log: %w", err)
 	}
 	return l, nil
 }
+
+// AccessLogOptions are the access log's settings, its path resolved
+// against the config file's directory.
+func (c *Edge) AccessLogOptions(log *slog.Logger) accesslog.Options {
+	a := c.AccessLog
+	path := a.Path
+	if path != accesslog.Stdout {
+		path = c.Path(path)
+	}
+	return accesslog.Options{Path: path, Format: accesslog.Format(a.Format), Sample: a.Sample, Buffer: a.Buffer, Logger: log}
+}
+
+// accessLogOn reports whether the file turns an access log on.
+func (c *Edge) accessLogOn() bool { return c.AccessLog.Path != "" && !c.AccessLog.Off }
 
 // KeylessClient makes the client for keyless tenants' key servers, or
 // returns nil when the config has no keyless section.

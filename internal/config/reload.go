@@ -39,8 +39,11 @@ var edgeLive = []string{
 	"origin",
 	"keyless",
 	"geo.key_servers",
-	// access_log: list it here once SIGHUP applies it (ReloadOptions, and
-	// the access logger's own swap in cmd/keyedge's reload).
+	// The access log's file and format, applied by the caller
+	// (accesslog.Logger.Reconfigure); its buffer is sized at start.
+	"access_log.path",
+	"access_log.format",
+	"access_log.sample",
 }
 
 // keyServerLive are the keyserver.yaml settings SIGHUP applies.
@@ -53,6 +56,9 @@ func (c *Edge) NotReloadable(next *Edge) []string {
 	names := notLive(changedSettings(c, next), edgeLive)
 	if (c.Keyless.CertFile == "") != (next.Keyless.CertFile == "") {
 		names = append(names, "keyless (turned on or off)")
+	}
+	if c.accessLogOn() != next.accessLogOn() {
+		names = append(names, "access_log (turned on or off)")
 	}
 	if (len(c.ProxyProtocol.TrustedCIDRs) == 0) != (len(next.ProxyProtocol.TrustedCIDRs) == 0) {
 		names = append(names, "proxy_protocol.trusted_cidrs (PROXY protocol turned on or off)")
