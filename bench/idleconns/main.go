@@ -16,6 +16,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -30,8 +31,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 func main() {
@@ -145,7 +144,11 @@ func open(addr string, cfg *tls.Config, url string, h2 bool, closed *atomic.Int6
 			return nil, fmt.Errorf("ALPN: got %q, not h2", p)
 		}
 		conn.SetDeadline(time.Time{})
-		cc, err := (&http2.Transport{}).NewClientConn(conn)
+		// A Transport whose only connection is conn, HTTP/2 only.
+		tr := &http.Transport{Protocols: new(http.Protocols)}
+		tr.Protocols.SetHTTP2(true)
+		tr.DialTLSContext = func(context.Context, string, string) (net.Conn, error) { return conn, nil }
+		cc, err := tr.NewClientConn(context.Background(), "https", addr)
 		if err != nil {
 			conn.Close()
 			return nil, err
