@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/testlog"
+
 	"github.com/keyedge/keyedge/internal/testpki"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -37,13 +39,13 @@ const frontDoorStream = 2500 * time.Millisecond
 // captured.
 type frontDoor struct {
 	*world
-	log      *proxyTestLog
+	log      *testlog.Buffer
 	echoHits atomic.Int64 // requests that reached the echo origin
 }
 
 func newFrontDoor(t *testing.T, proxy ProxyOptions) *frontDoor {
 	t.Helper()
-	fd := &frontDoor{log: new(proxyTestLog)}
+	fd := &frontDoor{log: new(testlog.Buffer)}
 	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fd.echoHits.Add(1)
 		proxyEchoHandler(w, r)

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/testlog"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/websocket"
 )
@@ -30,14 +32,14 @@ const proxyTestHost = "www.tenant.example"
 type proxyTest struct {
 	p   *Proxy
 	reg *prometheus.Registry
-	log *proxyTestLog
+	log *testlog.Buffer
 }
 
 // newProxyTest returns a Proxy configured by cfg and origin whose metrics
 // are registered in a fresh registry and whose log is captured.
 func newProxyTest(t *testing.T, cfg ProxyOptions, origin OriginFunc) *proxyTest {
 	t.Helper()
-	pt := &proxyTest{reg: prometheus.NewPedanticRegistry(), log: new(proxyTestLog)}
+	pt := &proxyTest{reg: prometheus.NewPedanticRegistry(), log: new(testlog.Buffer)}
 	cfg.Logger = slog.New(slog.NewTextHandler(pt.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	pt.p = NewProxy(cfg, origin)
 	t.Cleanup(pt.p.Close)
@@ -125,25 +127,6 @@ func (pt *proxyTest) upstreamCount(t *testing.T) uint64 {
 	}
 	t.Fatal("no keyedge_proxy_upstream_seconds")
 	return 0
-}
-
-// proxyTestLog collects a text log; slog handlers write one record per
-// Write.
-type proxyTestLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *proxyTestLog) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(b)
-}
-
-func (l *proxyTestLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // proxyTestOrigin returns an OriginFunc sending every request to rawURL.

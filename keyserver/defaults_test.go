@@ -1,7 +1,6 @@
 package keyserver_test
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -9,9 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyedge/keyedge/internal/testlog"
 
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keyserver/wire"
@@ -76,31 +76,6 @@ func TestRSADecryptOffByDefault(t *testing.T) {
 	}
 }
 
-// logBuffer is a buffer a logger and a test share.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the logged lines containing s.
-func (b *logBuffer) lines(s string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for _, l := range strings.Split(b.buf.String(), "\n") {
-		if strings.Contains(l, s) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
 // TestDenialLogsRateLimited: a burst of denials is counted in full but
 // logged once, not once per request.
 func TestDenialLogsRateLimited(t *testing.T) {
@@ -109,7 +84,7 @@ func TestDenialLogsRateLimited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	// An hour between lines, so the burst fits in one interval however
 	// slow the machine.
 	ts := startServer(t, keyserver.ServerOptions{Authorizer: none, LogInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(logs, nil))})
@@ -121,7 +96,7 @@ func TestDenialLogsRateLimited(t *testing.T) {
 	if got := metric(t, ts.reg, "keyedge_keyserver_denials_total", nil); got != 100 {
 		t.Errorf("denials_total = %v, want 100", got)
 	}
-	if got := logs.lines("not authorized"); len(got) == 0 || len(got) > 2 {
+	if got := logs.Lines("not authorized"); len(got) == 0 || len(got) > 2 {
 		t.Errorf("100 denials logged in %d lines, want 1 or 2:\n%s", len(got), strings.Join(got, "\n"))
 	}
 }

@@ -1,7 +1,6 @@
 package keyserver
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -15,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/keyedge/keyedge/internal/testlog"
 
 	"github.com/keyedge/keyedge/internal/testclock"
 	"github.com/keyedge/keyedge/internal/testpki"
@@ -440,7 +441,7 @@ func (emptySource) Key(context.Context, KeyRef) (*Key, error) { return nil, ErrK
 func TestClientWarnsKeyNotFound(t *testing.T) {
 	w := newClientWorld(t)
 	addr, _ := w.startServer(t, func(KeySource) KeySource { return emptySource{} })
-	var logs syncBuffer
+	var logs testlog.Buffer
 	c := w.client(t, ClientOptions{PingInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	digest := sha256.Sum256([]byte("x"))
 	for range 5 {
@@ -457,22 +458,4 @@ func TestClientWarnsKeyNotFound(t *testing.T) {
 			t.Errorf("key-not-found warning does not say %q; log:\n%s", want, out)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the client's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -14,10 +13,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keyedge/keyedge/internal/testlog"
 
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/internal/proctest"
@@ -208,24 +208,6 @@ func request(dir, addr, client string, op wire.Op) (string, error) {
 	return "ok", nil
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestReload runs the server in process and changes its rules with a
 // reload (SIGHUP in main).
 func TestReload(t *testing.T) {
@@ -245,7 +227,7 @@ func TestReload(t *testing.T) {
 	write(`"dns:edge-a.test"`)
 	ctx, cancel := context.WithCancel(context.Background())
 	reload := make(chan os.Signal, 1)
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"--config", path}, io.Discard, logs, reload) }()
 	defer func() {
@@ -333,7 +315,7 @@ func TestKeyServerDefaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithCancel(context.Background())
-			logs := &syncBuffer{}
+			logs := &testlog.Buffer{}
 			done := make(chan int, 1)
 			go func() { done <- run(ctx, []string{"--config", path}, io.Discard, logs, nil) }()
 			got, err := request(dir, addr, "edge-a", tc.op)

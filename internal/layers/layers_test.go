@@ -18,12 +18,13 @@ var layers = [][]string{
 	// Leaf helpers, importing no package of ours.
 	{
 		"internal/excerpt", "internal/ops", "internal/ratelog", "internal/secretfile",
-		"internal/tlsconf", "internal/testclock", "internal/pebbletest", "internal/proctest",
+		"internal/tlsconf", "internal/testclock", "internal/testlog", "internal/proctest",
 		"internal/layers", "internal/cli",
 	},
 	// PEM and key helpers; the Keyless SSL wire format; a Redis server
-	// for tests (on a proctest port); the access log writer.
-	{"certs", "keyserver/wire", "internal/redistest", "edge/accesslog"},
+	// for tests (on a proctest port) and an ACME CA (Pebble, its log in a
+	// testlog buffer); the access log writer.
+	{"certs", "keyserver/wire", "internal/redistest", "internal/pebbletest", "edge/accesslog"},
 	// Geo sealing; the storages a keystore lives in.
 	{"keystore/geo", "keystore/redisstore", "internal/bulkfile"},
 	{"keystore"},
