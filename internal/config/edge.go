@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -175,25 +174,10 @@ func LoadEdge(path string) (*Edge, error) { return loadEdge(path, false) }
 
 // loadEdge is LoadEdge, and with files CheckEdge.
 func loadEdge(path string, files bool) (*Edge, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("edge: failed to read config: %w", err)
-	}
 	c := &Edge{dir: filepath.Dir(path)}
-	if err := decode(data, c); err != nil {
-		if errors.Is(err, errEmpty) { // no YAML document at all, or only comments
-			return nil, fmt.Errorf("edge: config %s is empty", path)
-		}
-		return nil, fmt.Errorf("edge: config %s: %w", path, err)
+	if err := load(path, c, files); err != nil {
+		return nil, err
 	}
-	err = c.check()
-	if files {
-		err = errors.Join(err, c.checkFiles())
-	}
-	if err != nil {
-		return nil, fmt.Errorf("edge: config %s: %w", path, err)
-	}
-	c.setDefaults()
 	return c, nil
 }
 

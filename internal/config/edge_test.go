@@ -77,8 +77,8 @@ func TestLoadEdgeErrors(t *testing.T) {
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := LoadEdge(path); err == nil || !strings.HasPrefix(err.Error(), "edge: config") {
-			t.Errorf("%s: err = %v, want an edge: config error", name, err)
+		if _, err := LoadEdge(path); err == nil || !strings.HasPrefix(err.Error(), "config ") {
+			t.Errorf("%s: err = %v, want a config PATH error", name, err)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	"github.com/caddyserver/certmagic"
@@ -20,7 +21,7 @@ import (
 
 // errEmpty is decode's error for a file with no YAML document, or only
 // comments.
-var errEmpty = errors.New("empty file")
+var errEmpty = errors.New("empty")
 
 // decode decodes a YAML document into v. Unknown keys are errors, so a
 // misspelt setting is never silently ignored.
@@ -33,6 +34,42 @@ func decode(data []byte, v any) error {
 		}
 		return err
 	}
+	return nil
+}
+
+// settings is a configuration file's schema: Edge or KeyServer.
+type settings interface {
+	// check validates the settings, reporting every problem it finds.
+	check() error
+	// checkFiles checks every file the settings name.
+	checkFiles() error
+	// setDefaults fills in what the binary defaults.
+	setDefaults()
+}
+
+// load reads the file at path into c, checks it (and with files, every
+// file it names) and fills in the defaults. Errors begin "config PATH"
+// (the binary names itself before them); all problems found are
+// reported together.
+func load(path string, c settings, files bool) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := decode(data, c); err != nil {
+		if errors.Is(err, errEmpty) { // no YAML document at all, or only comments
+			return fmt.Errorf("config %s is empty", path)
+		}
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	err = c.check()
+	if files {
+		err = errors.Join(err, c.checkFiles())
+	}
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	c.setDefaults()
 	return nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 
 	"github.com/keyedge/keyedge/certs"
@@ -56,22 +55,10 @@ func LoadKeyServer(path string) (*KeyServer, error) { return loadKeyServer(path,
 
 // loadKeyServer is LoadKeyServer, and with files CheckKeyServer.
 func loadKeyServer(path string, files bool) (*KeyServer, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
+	c := &KeyServer{dir: filepath.Dir(path)}
+	if err := load(path, c, files); err != nil {
 		return nil, err
 	}
-	c := &KeyServer{dir: filepath.Dir(path)}
-	if err := decode(data, c); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	err = c.check()
-	if files {
-		err = errors.Join(err, c.checkFiles())
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	c.setDefaults()
 	return c, nil
 }
 

@@ -28,7 +28,7 @@ func TestLoadKeyServerErrors(t *testing.T) {
 	const base = "cert_file: s.pem\nkey_file: s.key\nclient_ca_file: ca.pem\n"
 	tests := map[string]struct{ text, want string }{
 		"unknown key":    {base + "keys_dir: k\nlisen: x\n", "field lisen not found"},
-		"empty":          {"", "empty file"},
+		"empty":          {"", "is empty"},
 		"no cert":        {"key_file: s.key\nclient_ca_file: ca.pem\nkeys_dir: k\n", "cert_file is required"},
 		"both sources":   {base + "keys_dir: k\nkeystore: s\n", "set exactly one of keys_dir and keystore"},
 		"no fleet key":   {base + "keystore: s\n", "keystore needs fleet_key_file"},
@@ -44,8 +44,8 @@ func TestLoadKeyServerErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := LoadKeyServer(path)
-		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), path+": ") {
-			t.Errorf("%s: err = %v, want %q after the path", name, err, tt.want)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "config "+path) {
+			t.Errorf("%s: err = %v, want \"config PATH\" then %q", name, err, tt.want)
 		}
 	}
 
