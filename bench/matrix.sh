@@ -12,7 +12,10 @@
 # and HAProxy (OpenSSL) two, stateless tickets (PEER_TICKETS=0 turns the
 # peers' off; OpenSSL then still sends two stateful tickets, which with
 # the session cache off can never resume). edgebench offers no session
-# in the handshake scenarios, so every handshake is a full one. All
+# in the handshake scenarios, so every handshake is a full one; having
+# no session cache, it sends no psk_key_exchange_modes either, and
+# crypto/tls issues tickets only to clients that do (RFC 8446 4.2.9):
+# in scenarios 1 and 2 keyedge sends none, the peers still two. All
 # three proxy to the same origin (`edgebench -serve-origin`, 3-byte
 # body).
 #
