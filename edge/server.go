@@ -314,7 +314,7 @@ func NewServer(opts Options) (*Server, error) {
 	s.http = &http.Server{
 		Handler:           s.firstRequestHandler(http.HandlerFunc(s.serveProxy)),
 		ConnContext:       withConn,
-		TLSConfig:         tlsConfig, // for net/http's HTTP/2 set-up; handshakes are tlsListener's
+		TLSConfig:         tlsConfig.Clone(), // for net/http's HTTP/2 set-up, which writes to it while Reload may clone tlsConfig; handshakes are tlsListener's
 		Protocols:         &protocols,
 		ReadHeaderTimeout: limits.ReadHeaderTimeout,
 		IdleTimeout:       limits.IdleTimeout,
