@@ -62,7 +62,7 @@ type Options struct {
 
 	// ECH serves Encrypted ClientHello with the fleet's keys derived
 	// from its secret, under one public name. Nil: ECH off (a client
-	// offering it gets a normal handshake for its outer name).
+	// offering it is served for its outer name, without retry configs).
 	ECH *ECHKeys
 
 	// Curves are the key exchanges offered [X25519MLKEM768, X25519,
