@@ -26,6 +26,8 @@ type connFacts struct {
 	keyServer string        // the key server that signed, for routeKeyless and routeGeo
 	handshake time.Duration // accept to finished handshake, the PROXY header included
 	trusted   bool          // came through a trusted PROXY protocol upstream: its X-Request-ID is kept
+
+	echOffered bool // the ClientHello offered ECH (for the metrics; not logged)
 }
 
 // Signing routes, as the access log names them.

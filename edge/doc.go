@@ -28,6 +28,11 @@
 // imports no ACME package. [NewHTTPServer] is the port-80 server, which
 // redirects everything else to https.
 //
+// Encrypted ClientHello (Options.ECH, an [ECHKeys]) hides the tenant's
+// name under one public name for the fleet: the keys derive per epoch
+// from the fleet secret, so every node accepts the same configs, and a
+// client with a stale one gets the current one to retry with.
+//
 // Key exchange offers X25519MLKEM768, X25519 and P-256 by default, with
 // crypto/tls preferring the hybrid post-quantum group; TLS 1.2 is limited
 // to ECDHE with AEAD suites.

@@ -18,10 +18,12 @@ type metrics struct {
 	refused          *prometheus.CounterVec // reason: refusedMaxConns, refusedPerIP
 	routes           *prometheus.CounterVec
 	resumptions      *prometheus.CounterVec // result of a ticket offered
+	ech              *prometheus.CounterVec // result: accepted, rejected, none
 
 	// Children resolved once, so a handshake hashes no labels for them.
 	tenantSelections, fallbackSelections, unknownSelections, selectionErrors prometheus.Counter
 	handshakesOK                                                             sync.Map // handshakeKind → prometheus.Counter
+	echResults                                                               echCounters
 }
 
 // handshakeKind is what a successful handshake is counted by, besides
@@ -79,7 +81,12 @@ func newMetrics() *metrics {
 			Name: "keyedge_edge_session_resumptions_total",
 			Help: "Session tickets offered by clients that decrypted, by result: resumed; or refused (full handshake) because the ticket was for another name (other_name), the name has no tenant now (unknown_name), a certificate it was issued under was removed or replaced (certificate_changed), it carries no tenant binding (unbound), or the keystore failed (error).",
 		}, []string{"result"}),
+		ech: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyedge_edge_ech_handshakes_total",
+			Help: "Completed handshakes by what became of Encrypted ClientHello: accepted (the inner ClientHello decrypted with a fleet ECH key), rejected (ECH offered, no key accepted: the client got retry configs; browsers without a config send such GREASE offers too), none (not offered, or ECH off).",
+		}, []string{"result"}),
 	}
+	m.echResults = echCounters{m.ech.WithLabelValues("accepted"), m.ech.WithLabelValues("rejected"), m.ech.WithLabelValues("none")}
 	m.tenantSelections = m.selections.WithLabelValues("tenant")
 	m.fallbackSelections = m.selections.WithLabelValues("fallback")
 	m.unknownSelections = m.selections.WithLabelValues("unknown")
@@ -91,7 +98,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.handshakes, m.handshakeSeconds, m.selections, m.openConns, m.refused, m.routes, m.resumptions}
+	return []prometheus.Collector{m.handshakes, m.handshakeSeconds, m.selections, m.openConns, m.refused, m.routes, m.resumptions, m.ech}
 }
 
 // fallbackSelected counts a ClientHello answered with the fallback
@@ -111,6 +118,7 @@ func (m *metrics) observeHandshake(c *tls.Conn, err, ctxErr error, d time.Durati
 	}
 	m.handshakeSeconds.Observe(d.Seconds())
 	cs := c.ConnectionState()
+	m.observeECH(c, &cs)
 	k := handshakeKind{cs.Version, cs.CurveID}
 	counter, ok := m.handshakesOK.Load(k)
 	if !ok {

@@ -60,6 +60,11 @@ type Options struct {
 	// rotating keys, so tickets resume only on this process.
 	Tickets *TicketKeys
 
+	// ECH serves Encrypted ClientHello with the fleet's keys derived
+	// from its secret, under one public name. Nil: ECH off (a client
+	// offering it is served for its outer name, without retry configs).
+	ECH *ECHKeys
+
 	// Curves are the key exchanges offered [X25519MLKEM768, X25519,
 	// P-256]. crypto/tls applies its own preference order among them,
 	// which puts the hybrid post-quantum X25519MLKEM768 first.
@@ -221,6 +226,7 @@ type settings struct {
 	fallbackID string // fallbackID(fallback), for session bindings
 	limits     Limits
 	tickets    *TicketKeys // nil: crypto/tls's own keys
+	ech        *ECHKeys    // nil: ECH off
 	trusted    []netip.Prefix
 	router     *router // Keyless and KeyServers
 	proxy      *Proxy
@@ -240,7 +246,14 @@ func (s *Server) newSettings(opts Options, prev *settings) (*settings, error) {
 			return nil, err
 		}
 	}
+	if opts.ECH != nil {
+		if err := opts.ECH.check(); err != nil {
+			return nil, err
+		}
+		s.warnECHPublicName(opts.ECH)
+	}
 	set := &settings{
+		ech:        opts.ECH,
 		fallback:   opts.Fallback,
 		fallbackID: fallbackID(opts.Fallback),
 		limits:     opts.Limits,
@@ -301,6 +314,8 @@ func NewServer(opts Options) (*Server, error) {
 		GetCertificate:   s.getCertificate,
 		WrapSession:      s.wrapSession,
 		UnwrapSession:    s.unwrapSession,
+
+		GetEncryptedClientHelloKeys: s.echKeys,
 	}
 	if s.acme.ChallengeConfig != nil {
 		// nil, nil for every ClientHello but a CA's TLS-ALPN-01 validation.
@@ -314,7 +329,7 @@ func NewServer(opts Options) (*Server, error) {
 	s.http = &http.Server{
 		Handler:           s.firstRequestHandler(http.HandlerFunc(s.serveProxy)),
 		ConnContext:       withConn,
-		TLSConfig:         tlsConfig, // for net/http's HTTP/2 set-up; handshakes are tlsListener's
+		TLSConfig:         tlsConfig.Clone(), // for net/http's HTTP/2 set-up, which writes to it while Reload may clone tlsConfig; handshakes are tlsListener's
 		Protocols:         &protocols,
 		ReadHeaderTimeout: limits.ReadHeaderTimeout,
 		IdleTimeout:       limits.IdleTimeout,
@@ -529,7 +544,7 @@ var ErrNotReloadable = errors.New("edge: option cannot change without a restart"
 // Reload applies the options that can change without a restart, from
 // the next handshake or request on, without dropping a connection:
 // MinVersion, Curves, Fallback, Tickets (a fleet secret rotation: the
-// new ticket keys are in use when Reload returns), Limits'
+// new ticket keys are in use when Reload returns), ECH, Limits'
 // HandshakeTimeout, MaxConns and MaxConnsPerIP, TrustedProxies, Proxy
 // (a new origin connection pool when they change; requests in flight
 // finish on the old one), KeyServers and Keyless (a Keyless client that

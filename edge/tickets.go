@@ -2,9 +2,6 @@ package edge
 
 import (
 	"cmp"
-	"crypto/hkdf"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -41,35 +38,23 @@ const minSecret = 32
 // ErrWeakSecret is returned for a ticket secret shorter than 32 bytes.
 var ErrWeakSecret = errors.New("edge: session ticket secret shorter than 32 bytes")
 
-func (t *TicketKeys) period() time.Duration { return cmp.Or(t.Period, time.Hour) }
-func (t *TicketKeys) accept() int           { return cmp.Or(t.Accept, 2) }
-
-func (t *TicketKeys) now() time.Time {
-	if t.Now == nil {
-		return time.Now()
-	}
-	return t.Now()
+// rotation is the epoch scheme of the ticket keys.
+func (t *TicketKeys) rotation() rotation {
+	return rotation{period: cmp.Or(t.Period, time.Hour), accept: cmp.Or(t.Accept, 2), now: t.Now}
 }
+
+func (t *TicketKeys) now() time.Time               { return t.rotation().time() }
+func (t *TicketKeys) next(now time.Time) time.Time { return t.rotation().next(now) }
 
 // check validates the secrets and the period.
 func (t *TicketKeys) check() error {
 	if len(t.Secret) < minSecret || (t.Previous != nil && len(t.Previous) < minSecret) {
 		return ErrWeakSecret
 	}
-	if t.Period < 0 || t.Accept < 0 || t.period() < time.Second {
+	if t.Period < 0 || t.Accept < 0 || t.rotation().period < time.Second {
 		return fmt.Errorf("edge: session ticket period %v / accept %d out of range", t.Period, t.Accept)
 	}
 	return nil
-}
-
-// epoch is the number of the epoch containing now.
-func (t *TicketKeys) epoch(now time.Time) int64 {
-	return now.UnixNano() / int64(t.period())
-}
-
-// next is when the epoch after now's begins.
-func (t *TicketKeys) next(now time.Time) time.Time {
-	return time.Unix(0, (t.epoch(now)+1)*int64(t.period()))
 }
 
 // Keys returns the ticket keys at time now, for tls.Config's
@@ -78,27 +63,17 @@ func (t *TicketKeys) next(now time.Time) time.Time {
 // node whose clock runs slightly behind accepts a ticket from one ahead),
 // the Accept previous epochs', and the same epochs of Previous.
 func (t *TicketKeys) Keys(now time.Time) [][32]byte {
-	e := t.epoch(now)
+	window := t.rotation().window(now)
 	var keys [][32]byte
 	for _, secret := range [][]byte{t.Secret, t.Previous} {
 		if secret == nil {
 			continue
 		}
-		keys = append(keys, ticketKey(secret, e), ticketKey(secret, e+1))
-		for i := int64(1); i <= int64(t.accept()); i++ {
-			keys = append(keys, ticketKey(secret, e-i))
+		for _, e := range window {
+			keys = append(keys, [32]byte(epochKey(secret, "keyedge session ticket key v1", e, 32)))
 		}
 	}
 	return keys
-}
-
-func ticketKey(secret []byte, epoch int64) [32]byte {
-	info := binary.BigEndian.AppendUint64([]byte("keyedge session ticket key v1\x00"), uint64(epoch))
-	b, err := hkdf.Key(sha256.New, secret, nil, string(info), 32)
-	if err != nil {
-		panic(err) // only for lengths HKDF-SHA256 cannot produce
-	}
-	return [32]byte(b)
 }
 
 // ReadTicketSecret reads a fleet ticket secret: hex digits (at least 64,

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -27,6 +28,11 @@ func TestTicketKeysRotate(t *testing.T) {
 	now := tk.Keys(t0)
 	if len(now) != 4 {
 		t.Fatalf("%d keys, want current, next and 2 previous", len(now))
+	}
+	// Pinned: nodes of a fleet running different builds must derive the
+	// same keys, or sessions stop resuming across them mid-upgrade.
+	if got, want := hex.EncodeToString(now[0][:]), "b69e9a2196c5f46bf75391688445c1991ba9bcf3290dd2c8d56536be7b11ae24"; got != want {
+		t.Errorf("current key %s, want %s (the derivation changed)", got, want)
 	}
 	if !slices.Equal(now, tk.Keys(t0.Add(29*time.Minute))) {
 		t.Error("keys changed within an epoch")

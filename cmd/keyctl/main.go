@@ -17,6 +17,7 @@
 //	keyctl reseal      [--geo-master FILE]
 //	keyctl issue       NAME[,SAN]... --origin URL [--ca URL] [--email E] [--defer] ...
 //	keyctl ticket-secret [--out FILE]
+//	keyctl ech         [--config edge.yaml] [--at TIME]
 //	keyctl identity    NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]
 //	keyctl version
 //	keyctl help        [COMMAND]
@@ -72,6 +73,7 @@ var commands = []command{
 	{cli.Command{Name: "reseal", Args: "[--geo-master FILE]", Summary: "rewrite keys sealed by a keyedge before envelope encryption in the envelope format (fast for edges to open); policy-sealed ones need the geo master key"}, true, runReseal},
 	{cli.Command{Name: "issue", Args: "NAME[,SAN]... --origin URL [--ca URL] [--email E] [--tenant T] [--ca-root FILE] [--http-addr A] [--tls-addr A] [--defer]", Summary: "obtain certificates from an ACME CA into the keystore; the edges renew them"}, true, runIssue},
 	{cli.Command{Name: "ticket-secret", Args: "[--out FILE]", Summary: "create the fleet's session ticket secret (0600)"}, false, runTicketSecret},
+	{cli.Command{Name: "ech", Args: "[--config edge.yaml] [--at TIME]", Summary: "print the ECH config list to publish in DNS (HTTPS records' ech=), and the next one and when"}, false, runECH},
 	{cli.Command{Name: "identity", Args: "NAME [--ca PREFIX] [--ip IP]... [--valid D] [--out PREFIX]", Summary: "issue an mTLS identity for an edge or a key server"}, false, runIdentity},
 	{cli.Command{Name: "version", Summary: "print the version and VCS revision of this build"}, false, runVersion},
 }

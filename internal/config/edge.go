@@ -58,6 +58,17 @@ type Edge struct {
 		Accept             int           `yaml:"accept"`               // previous epochs still resumed [2]
 	} `yaml:"session_tickets"`
 
+	// ECH serves Encrypted ClientHello under one public name for the
+	// fleet, with keys derived per epoch from the fleet secret of
+	// session_tickets (and its previous_secret_file while it rotates),
+	// so every node accepts the same configs (see edge.ECHKeys).
+	// `keyctl ech --config` prints what to publish in DNS. Unset: off.
+	ECH struct {
+		PublicName string        `yaml:"public_name"` // the outer ClientHello's name; its certificate comes from the keystore
+		Rotation   time.Duration `yaml:"rotation"`    // epoch length [24h], at least 1m
+		Accept     int           `yaml:"accept"`      // previous epochs whose configs are still accepted [1]
+	} `yaml:"ech"`
+
 	Curves        []string `yaml:"curves"`          // [X25519MLKEM768, X25519, P-256]
 	MinTLSVersion string   `yaml:"min_tls_version"` // "1.2" or "1.3" [1.2]
 
@@ -216,6 +227,7 @@ func (c *Edge) check() error {
 	if st := c.SessionTickets; st.SecretFile == "" && (st.PreviousSecretFile != "" || st.Rotation != 0 || st.Accept != 0) {
 		errs = append(errs, errors.New("session_tickets settings need session_tickets.secret_file"))
 	}
+	errs = append(errs, c.checkECH())
 	if a := c.ACME; a.CA == "" && (a.Email != "" || a.CARootFile != "" || a.HTTPListen != "" || a.OnDemand.Enabled) {
 		errs = append(errs, errors.New("acme settings need acme.ca"))
 	}
@@ -230,6 +242,26 @@ func (c *Edge) check() error {
 	}
 	errs = append(errs, c.checkAccessLog())
 	return errors.Join(errs...)
+}
+
+// checkECH checks the ech section. (checkNumbers refuses negative
+// numbers.)
+func (c *Edge) checkECH() error {
+	e := c.ECH
+	switch {
+	case e.PublicName == "" && (e.Rotation != 0 || e.Accept != 0):
+		return errors.New("ech settings need ech.public_name")
+	case e.PublicName == "":
+		return nil
+	case c.SessionTickets.SecretFile == "":
+		return errors.New("ech needs session_tickets.secret_file: the fleet secret its keys derive from")
+	case e.Rotation > 0 && e.Rotation < time.Minute:
+		return fmt.Errorf("ech.rotation: must be at least 1m, got %v", e.Rotation)
+	}
+	if err := edge.CheckECHPublicName(e.PublicName); err != nil {
+		return fmt.Errorf("ech.public_name: %w", err)
+	}
+	return nil
 }
 
 // checkAccessLog checks the access_log section. (checkNumbers refuses
@@ -266,6 +298,8 @@ func (c *Edge) checkNumbers() error {
 		checkPositive("limits.drain_timeout", l.DrainTimeout),
 		checkPositive("session_tickets.rotation", st.Rotation),
 		checkPositive("session_tickets.accept", st.Accept),
+		checkPositive("ech.rotation", c.ECH.Rotation),
+		checkPositive("ech.accept", c.ECH.Accept),
 		checkPositive("origin.timeout", c.Origin.Timeout),
 		checkPositive("origin.dial_timeout", c.Origin.DialTimeout),
 		checkPositive("keyless.attempt_timeout", c.Keyless.AttemptTimeout),
@@ -359,6 +393,7 @@ func (c *Edge) Options() (edge.Options, error) {
 	if o.Tickets, err = c.tickets(); err != nil {
 		return o, err
 	}
+	o.ECH = c.ech(o.Tickets)
 	o.Curves, _ = parseCurves(c.Curves)
 	o.MinVersion, _ = parseVersion(c.MinTLSVersion)
 	o.TrustedProxies, _ = parsePrefixes(c.ProxyProtocol.TrustedCIDRs)
@@ -410,6 +445,38 @@ func (c *Edge) tickets() (*edge.TicketKeys, error) {
 	}
 	return t, nil
 }
+
+// ech returns the ECH keys, derived from the session ticket secrets
+// (tickets), or nil when ECH is off.
+func (c *Edge) ech(tickets *edge.TicketKeys) *edge.ECHKeys {
+	if c.ECH.PublicName == "" || tickets == nil {
+		return nil
+	}
+	return &edge.ECHKeys{
+		PublicName: c.ECH.PublicName,
+		Secret:     tickets.Secret,
+		Previous:   tickets.Previous,
+		Period:     c.ECH.Rotation,
+		Accept:     c.ECH.Accept,
+	}
+}
+
+// ECHKeys reads the fleet secret and returns the ECH keys the file
+// configures, for printing what to publish in DNS (keyctl ech).
+// ErrNoECH: the file has no ech section.
+func (c *Edge) ECHKeys() (*edge.ECHKeys, error) {
+	if c.ECH.PublicName == "" {
+		return nil, ErrNoECH
+	}
+	tickets, err := c.tickets()
+	if err != nil {
+		return nil, err
+	}
+	return c.ech(tickets), nil
+}
+
+// ErrNoECH is returned by Edge.ECHKeys for a file without ECH.
+var ErrNoECH = errors.New("edge: config has no ech section (ech.public_name)")
 
 // geo parses the geo section.
 func (c *Edge) geo() (geo.Attributes, []edge.KeyServer, error) {

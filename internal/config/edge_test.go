@@ -32,6 +32,9 @@ func TestLoadEdgeExample(t *testing.T) {
 		c.Keyless.AttemptTimeout != time.Second {
 		t.Errorf("parsed %+v", c)
 	}
+	if e := c.ECH; e.PublicName != "ech.example.net" || e.Rotation != 24*time.Hour || e.Accept != 1 {
+		t.Errorf("ech parsed %+v", e)
+	}
 	if od := c.ACME.OnDemand; od.ChecksPerSecond != 10 || od.CheckBurst != 20 || od.RefusedTTL != time.Minute {
 		t.Errorf("acme.on_demand parsed %+v", od)
 	}
@@ -71,6 +74,11 @@ func TestLoadEdgeErrors(t *testing.T) {
 		"access log sample > 1":    "keystore: k\nfleet_key_file: f\naccess_log:\n  path: stdout\n  sample: 10\n",
 		"negative access sample":   "keystore: k\nfleet_key_file: f\naccess_log:\n  path: stdout\n  sample: -0.5\n",
 		"negative access buffer":   "keystore: k\nfleet_key_file: f\naccess_log:\n  path: stdout\n  buffer: -1\n",
+		"ech, no public name":      "keystore: k\nfleet_key_file: f\nsession_tickets:\n  secret_file: s\nech:\n  rotation: 1h\n",
+		"ech, no fleet secret":     "keystore: k\nfleet_key_file: f\nech:\n  public_name: ech.example.net\n",
+		"ech public name":          "keystore: k\nfleet_key_file: f\nsession_tickets:\n  secret_file: s\nech:\n  public_name: ECH.example.net.\n",
+		"ech public name IP":       "keystore: k\nfleet_key_file: f\nsession_tickets:\n  secret_file: s\nech:\n  public_name: 192.0.2.1\n",
+		"ech rotation < 1m":        "keystore: k\nfleet_key_file: f\nsession_tickets:\n  secret_file: s\nech:\n  public_name: ech.example.net\n  rotation: 30s\n",
 	}
 	for name, text := range tests {
 		path := filepath.Join(t.TempDir(), "edge.yaml")
@@ -264,6 +272,8 @@ func TestLoadEdgeBadNumbers(t *testing.T) {
 		{"session tickets", base + "session_tickets:\n  secret_file: s\n  rotation: -1h\n  accept: -1\n",
 			[]string{"session_tickets.rotation: must be positive, got -1h0m0s", "session_tickets.accept: must be positive, got -1"}},
 		{"keyless", base + "keyless:\n  timeout: -1s\n", []string{"keyless.timeout: must be positive, got -1s"}},
+		{"ech", base + "session_tickets:\n  secret_file: s\nech:\n  public_name: ech.example.net\n  rotation: -1h\n  accept: -1\n",
+			[]string{"ech.rotation: must be positive, got -1h0m0s", "ech.accept: must be positive, got -1"}},
 		{"acme", base + "acme:\n  ca: https://ca.example/dir\n  renewal_window: 1.5\n  check_interval: -1h\n" +
 			"  on_demand:\n    per_minute: -1\n    burst: -1\n    checks_per_second: -1\n    refused_ttl: -1s\n",
 			[]string{"acme.renewal_window: must be a fraction between 0 and 1, got 1.5", "acme.check_interval",

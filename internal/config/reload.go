@@ -27,6 +27,7 @@ var edgeLive = []string{
 	"log_level",
 	"fallback",
 	"session_tickets",
+	"ech",
 	"curves",
 	"min_tls_version",
 	"limits.handshake_timeout",
