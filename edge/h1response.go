@@ -52,10 +52,16 @@ type h1Response struct {
 // out, net/http's bufferBeforeChunkingSize.
 const h1ChunkingBuffer = 2048
 
-// reset prepares r for req on c.
+// reset prepares r for req on c. The header map is the last request's,
+// emptied: a map that grows anew for every response costs an allocation
+// per request.
 func (r *h1Response) reset(c *h1Conn, req *http.Request) {
-	pre, cw := r.pre, r.cw
-	*r = h1Response{conn: c, req: req, pre: pre, cw: cw, handlerHeader: make(http.Header), contentLength: -1}
+	pre, cw, h := r.pre, r.cw, r.handlerHeader
+	if h == nil {
+		h = make(http.Header)
+	}
+	clear(h)
+	*r = h1Response{conn: c, req: req, pre: pre, cw: cw, handlerHeader: h, contentLength: -1}
 	r.cw = h1ChunkWriter{res: r}
 	r.pre.Reset(&r.cw)
 }
