@@ -85,8 +85,9 @@ var errRefused = errors.New("edge: QUIC connection refused")
 
 // ServeHTTP3 serves HTTP/3 on pc, a UDP socket, until Shutdown, and
 // while it does, HTTP/1.1 and HTTP/2 responses carry an Alt-Svc field
-// advertising pc's port. Like Serve, it returns http.ErrServerClosed
-// after Shutdown; it closes pc when it returns.
+// advertising pc's port (one ServeHTTP3 per Server, then). Like Serve,
+// it returns http.ErrServerClosed after Shutdown, once the connections
+// have drained; it closes pc when it returns.
 func (s *Server) ServeHTTP3(pc net.PacketConn) error {
 	defer pc.Close()
 	port, err := udpPort(pc.LocalAddr())
@@ -126,6 +127,7 @@ func (s *Server) ServeHTTP3(pc net.PacketConn) error {
 		<-srv.drained
 		return http.ErrServerClosed
 	}
+	s.h3.altSvc.Store(nil) // no longer true
 	return err
 }
 
