@@ -38,13 +38,13 @@ type node struct {
 	keyless *keyserver.Client // nil without a keyless section; replaced on SIGHUP
 	ln      net.Listener
 	udp     net.PacketConn // HTTP/3's; nil when http3 is off
-	metrics *http.Server  // nil when metrics_listen is "off"
-	acme    *acme.Manager // nil when ACME is off
-	http    *http.Server  // port 80, with ACME
-	stop    func()        // ends the ACME renewal loop
-	release func() error  // releases the keystore's storage
-	served  chan error    // Serve's result
-	ready   atomic.Bool   // /readyz: serving, not draining
+	metrics *http.Server   // nil when metrics_listen is "off"
+	acme    *acme.Manager  // nil when ACME is off
+	http    *http.Server   // port 80, with ACME
+	stop    func()         // ends the ACME renewal loop
+	release func() error   // releases the keystore's storage
+	served  chan error     // Serve's result
+	ready   atomic.Bool    // /readyz: serving, not draining
 
 	access *accesslog.Logger // nil without an access log
 }
