@@ -40,6 +40,9 @@ const (
 // connFactsOf returns the facts of r's connection, or nil for a request
 // that did not come through a Server's listener.
 func connFactsOf(r *http.Request) *connFacts {
+	if qc := quicConnOf(r.Context()); qc != nil {
+		return &qc.facts
+	}
 	// A *tls.Conn, or a handoffConn wrapping one.
 	c, _ := r.Context().Value(connKey{}).(interface{ NetConn() net.Conn })
 	if c == nil {
@@ -138,8 +141,11 @@ func (p *Proxy) logRequest(w *proxyWriter, r *http.Request, route *proxyRoute, c
 		Origin:    route.originTime,
 		Error:     route.reason,
 	}
-	if r.ProtoMajor == 2 {
+	switch r.ProtoMajor {
+	case 2:
 		rec.Proto = "h2"
+	case 3:
+		rec.Proto = "h3"
 	}
 	switch {
 	case w.clientGone:
@@ -164,13 +170,18 @@ func (p *Proxy) logRequest(w *proxyWriter, r *http.Request, route *proxyRoute, c
 
 // connected records the facts of a finished handshake on conn, raw's
 // TLS connection, that the handshake's hooks did not: whether it came
-// through a trusted upstream, and for a resumed session, which makes no
-// certificate choice, the tenant of its name (and the certificate when
-// the name has only one).
+// through a trusted upstream, and recordResumed's.
 func (s *Server) connected(ctx context.Context, cs *tls.ConnectionState, raw *trackedConn) {
 	if pc, ok := raw.Conn.(*proxyproto.Conn); ok {
 		raw.facts.trusted = s.trustedUpstream(pc.Raw().RemoteAddr())
 	}
+	s.recordResumed(ctx, cs, &raw.facts)
+}
+
+// recordResumed records in facts, for a resumed session, which makes no
+// certificate choice, the tenant of its name (and the certificate when
+// the name has only one).
+func (s *Server) recordResumed(ctx context.Context, cs *tls.ConnectionState, facts *connFacts) {
 	if !cs.DidResume || cs.ServerName == "" {
 		return
 	}
@@ -178,8 +189,8 @@ func (s *Server) connected(ctx context.Context, cs *tls.ConnectionState, raw *tr
 	if err != nil {
 		return // the fallback's session, or the keystore failed: no tenant to name
 	}
-	raw.facts.tenant = entry.Certs[0].Meta.Tenant
+	facts.tenant = entry.Certs[0].Meta.Tenant
 	if len(entry.Certs) == 1 {
-		raw.facts.cert = entry.Certs[0].ID
+		facts.cert = entry.Certs[0].ID
 	}
 }

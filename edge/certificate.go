@@ -97,6 +97,8 @@ func (s *Server) tlsCertificate(hello *tls.ClientHelloInfo, c *keystore.Cert) *t
 	signer := &handshakeSigner{ctx: hello.Context(), cert: c, router: s.settings.Load().router}
 	if tc, ok := hello.Conn.(*trackedConn); ok {
 		signer.conn = &tc.facts
+	} else if qc := quicConnOf(hello.Context()); qc != nil {
+		signer.conn = &qc.facts
 	}
 	return &tls.Certificate{
 		Certificate: c.Chain,

@@ -33,6 +33,7 @@ type geoWorld struct {
 	*keylessWorld
 	nodes      map[string]*geoNode
 	keyServers map[string]*os.Process
+	directory  []KeyServer // the key servers, for the nodes' Options.KeyServers
 }
 
 func newGeoWorld(t *testing.T) *geoWorld {
@@ -44,7 +45,6 @@ func newGeoWorld(t *testing.T) *geoWorld {
 	}
 
 	// Key servers read the same keystore, each with its own node key.
-	var directory []KeyServer
 	for _, ks := range []struct{ name, attrs string }{
 		{"ks-eu", "region: eu, country: nl"},
 		{"ks-us", "region: us, country: us"},
@@ -56,7 +56,7 @@ func newGeoWorld(t *testing.T) *geoWorld {
 		source := "keystore: " + gw.StoreDir + "\nfleet_key_file: " + gw.Path(testworld.FleetKeyFile) + "\nnode_key_file: " + keyFile + "\n"
 		addr, proc := gw.startKeyServerWith(t, ks.name, source)
 		gw.keyServers[ks.name] = proc
-		directory = append(directory, KeyServer{Addr: addr, Attributes: mustAttributes(t, ks.attrs)})
+		gw.directory = append(gw.directory, KeyServer{Addr: addr, Attributes: mustAttributes(t, ks.attrs)})
 	}
 
 	for name, attrs := range map[string]string{
@@ -72,7 +72,7 @@ func newGeoWorld(t *testing.T) *geoWorld {
 		srv, err := NewServer(Options{
 			Store:      n.store,
 			Keyless:    gw.keylessClient(t),
-			KeyServers: directory,
+			KeyServers: gw.directory,
 			Logger:     slog.New(slog.DiscardHandler),
 			Registerer: n.reg,
 		})

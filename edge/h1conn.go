@@ -431,6 +431,7 @@ func (c *h1Conn) serveRequest(r *http.Request, origin *url.URL) (keep bool) {
 			keep = false // as net/http: what is buffered goes out, then the connection closes
 		}
 	}()
+	c.srv.advertiseHTTP3(res.Header())
 	c.srv.settings.Load().proxy.serveFast(res, r, origin)
 	return res.finish()
 }

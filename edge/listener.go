@@ -341,11 +341,16 @@ func (c *clientConns) release(client netip.Prefix) {
 // using more of its own addresses). ok is false for an address that is
 // not IP (a Unix socket).
 func clientPrefix(a net.Addr) (p netip.Prefix, ok bool) {
-	tcp, isTCP := a.(*net.TCPAddr)
-	if !isTCP {
+	var addr net.IP
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		addr = a.IP
+	case *net.UDPAddr: // QUIC (http3.go)
+		addr = a.IP
+	default:
 		return p, false
 	}
-	ip, isIP := netip.AddrFromSlice(tcp.IP)
+	ip, isIP := netip.AddrFromSlice(addr)
 	if !isIP {
 		return p, false
 	}

@@ -20,6 +20,9 @@ type metrics struct {
 	resumptions      *prometheus.CounterVec // result of a ticket offered
 	ech              *prometheus.CounterVec // result: accepted, rejected, none
 
+	// QUIC (http3.go).
+	quicHandshakes *prometheus.CounterVec // result, group
+
 	// Children resolved once, so a handshake hashes no labels for them.
 	tenantSelections, fallbackSelections, unknownSelections, selectionErrors prometheus.Counter
 	handshakesOK                                                             sync.Map // handshakeKind → prometheus.Counter
@@ -87,6 +90,10 @@ func newMetrics() *metrics {
 		}, []string{"result"}),
 	}
 	m.echResults = echCounters{m.ech.WithLabelValues("accepted"), m.ech.WithLabelValues("rejected"), m.ech.WithLabelValues("none")}
+	m.quicHandshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyedge_edge_quic_handshakes_total",
+		Help: "QUIC (HTTP/3) handshakes by result (ok; timeout; closed by the client or the server; error, including names refused with unrecognized_name) and key exchange group. Always TLS 1.3.",
+	}, []string{"result", "group"})
 	m.tenantSelections = m.selections.WithLabelValues("tenant")
 	m.fallbackSelections = m.selections.WithLabelValues("fallback")
 	m.unknownSelections = m.selections.WithLabelValues("unknown")
@@ -98,7 +105,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.handshakes, m.handshakeSeconds, m.selections, m.openConns, m.refused, m.routes, m.resumptions, m.ech}
+	return []prometheus.Collector{m.handshakes, m.handshakeSeconds, m.selections, m.openConns, m.refused, m.routes, m.resumptions, m.ech, m.quicHandshakes}
 }
 
 // fallbackSelected counts a ClientHello answered with the fallback
@@ -126,4 +133,14 @@ func (m *metrics) observeHandshake(c *tls.Conn, err, ctxErr error, d time.Durati
 		counter, _ = m.handshakesOK.LoadOrStore(k, m.handshakes.WithLabelValues("ok", tls.VersionName(k.version), k.group.String()))
 	}
 	counter.(prometheus.Counter).Inc()
+}
+
+// observeQUICHandshake counts a QUIC handshake's result; group is the
+// key exchange of a successful one.
+func (m *metrics) observeQUICHandshake(result string, group tls.CurveID) {
+	if result != "ok" {
+		m.quicHandshakes.WithLabelValues(result, "").Inc()
+		return
+	}
+	m.quicHandshakes.WithLabelValues(result, group.String()).Inc()
 }

@@ -305,7 +305,7 @@ func (p *Proxy) track(w http.ResponseWriter, r *http.Request) (pw *proxyWriter, 
 	pw = &proxyWriter{ResponseWriter: w, tunnelIdle: p.tunnelIdle, mustClose: mustClose(r)}
 	route = &proxyRoute{host: r.Host}
 	return pw, route, func() {
-		p.countRequest(pw)
+		p.countRequest(pw, r)
 		p.logRequest(pw, r, route, conn, requestID, start)
 	}
 }
@@ -320,6 +320,8 @@ var errProxyAborted = errors.New("edge: response aborted mid-body")
 //     client got ("1xx" for protocol switches such as WebSocket, to "5xx"),
 //     counting the proxy's own error responses; a client that went away
 //     before any response is not counted here.
+//   - keyedge_proxy_protocol_requests_total{proto}: the same requests by
+//     the HTTP version the client used: h1, h2 or h3.
 //   - keyedge_proxy_upstream_seconds: time from sending a request to the
 //     origin (connection setup and request body included) to its response
 //     headers.
@@ -332,7 +334,7 @@ var errProxyAborted = errors.New("edge: response aborted mid-body")
 // No label carries a hostname, so the series are bounded however many
 // tenants there are.
 func (p *Proxy) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.metrics.requests, p.metrics.upstream, p.metrics.errors}
+	return []prometheus.Collector{p.metrics.requests, p.metrics.upstream, p.metrics.errors, p.metrics.protocols}
 }
 
 // Close closes idle origin connections. Requests in flight are not
@@ -546,11 +548,12 @@ func (p *Proxy) record(ctx context.Context, reason string, route *proxyRoute, er
 }
 
 // countRequest counts a finished request by the status class the client
-// got.
-func (p *Proxy) countRequest(w *proxyWriter) {
+// got, and by its HTTP version.
+func (p *Proxy) countRequest(w *proxyWriter, r *http.Request) {
 	if w.clientGone {
 		return
 	}
+	p.metrics.protos[min(max(r.ProtoMajor, 1), 3)-1].Inc()
 	code := w.code
 	if code == 0 {
 		code = http.StatusOK // what net/http sends for a handler that wrote nothing
@@ -666,8 +669,11 @@ func (bp *proxyBufferPool) Put(b []byte) {
 type proxyMetrics struct {
 	requests *prometheus.CounterVec // code: 1xx to 5xx
 	codes    [5]prometheus.Counter  // requests' children, by status class - 1
+	protos   [3]prometheus.Counter  // keyedge_proxy_protocol_requests_total's children, by HTTP major version - 1
 	upstream prometheus.Histogram
 	errors   *prometheus.CounterVec // reason: see the proxyReason constants
+
+	protocols *prometheus.CounterVec // proto: h1, h2, h3
 }
 
 func newProxyMetrics() *proxyMetrics {
@@ -686,6 +692,14 @@ func newProxyMetrics() *proxyMetrics {
 			Help: "Proxy failures by reason: unreachable, timeout, no_origin, misdirected, bad_request, body_timeout, not_allowed, canceled, other.",
 		}, []string{"reason"}),
 	}
+	protocols := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyedge_proxy_protocol_requests_total",
+		Help: "Proxied requests by the HTTP version the client used: h1, h2, h3 (counted as keyedge_proxy_requests_total).",
+	}, []string{"proto"})
+	for i := range m.protos {
+		m.protos[i] = protocols.WithLabelValues(fmt.Sprintf("h%d", i+1))
+	}
+	m.protocols = protocols
 	for i := range m.codes {
 		m.codes[i] = m.requests.WithLabelValues(fmt.Sprintf("%dxx", i+1))
 	}

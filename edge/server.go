@@ -83,6 +83,10 @@ type Options struct {
 
 	Proxy ProxyOptions
 
+	// HTTP3 configures HTTP/3, served by ServeHTTP3 (http3.go). Fixed
+	// at NewServer.
+	HTTP3 HTTP3Options
+
 	// AccessLog gets a record of every request the server answers
 	// (package accesslog); the Server registers its metrics. The caller
 	// closes it after Shutdown. Nil: no access log.
@@ -215,6 +219,9 @@ type Server struct {
 	freshCount atomic.Int64  // entries in fresh
 	freshLeft  chan struct{} // 1-buffered: a fresh connection left fresh
 
+	h3     h3State      // HTTP/3 servers (http3.go)
+	h3opts HTTP3Options // static after NewServer
+
 	h1     h1Conns // HTTP/1.1 connections served by the loop (h1conn.go)
 	h1Loop bool    // serve HTTP/1.1 connections with the loop; false in tests comparing it with net/http
 }
@@ -294,6 +301,7 @@ func NewServer(opts Options) (*Server, error) {
 		proxyProtocol: len(opts.TrustedProxies) > 0,
 		metrics:       newMetrics(),
 		log:           opts.Logger,
+		h3opts:        opts.HTTP3,
 
 		h1Loop:         true,
 		ticketsChanged: make(chan struct{}, 1),
@@ -407,6 +415,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	default:
 		close(s.done)
 	}
+	waitH3 := s.shutdownHTTP3(ctx)
 	s.mu.Lock()
 	listeners := s.listeners
 	s.mu.Unlock()
@@ -427,6 +436,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if h1Err := s.h1.wait(ctx); err == nil {
 		err = h1Err
+	}
+	if h3Err := waitH3(); err == nil {
+		err = h3Err
 	}
 	set := s.settings.Load()
 	set.proxy.Close()
@@ -534,6 +546,9 @@ func (s *Server) awaitFirstRequests(ctx context.Context) {
 
 // serveProxy serves a request through the current settings' proxy.
 func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor < 3 {
+		s.advertiseHTTP3(w.Header())
+	}
 	s.settings.Load().proxy.ServeHTTP(w, r)
 }
 
@@ -549,8 +564,8 @@ var ErrNotReloadable = errors.New("edge: option cannot change without a restart"
 // (a new origin connection pool when they change; requests in flight
 // finish on the old one), KeyServers and Keyless (a Keyless client that
 // is not the running one replaces it, and the old one is closed once
-// the handshakes that may still use it have ended). Store, ACME, Logger
-// and Registerer are fixed, and so are Limits' ReadHeaderTimeout,
+// the handshakes that may still use it have ended). Store, ACME, HTTP3,
+// Logger and Registerer are fixed, and so are Limits' ReadHeaderTimeout,
 // IdleTimeout and MaxHeaderBytes (the http.Server's). Turning PROXY
 // protocol (TrustedProxies) or Keyless on or off returns an error
 // wrapping ErrNotReloadable. Any error changes nothing.

@@ -37,24 +37,40 @@ type node struct {
 	srv     *edge.Server
 	keyless *keyserver.Client // nil without a keyless section; replaced on SIGHUP
 	ln      net.Listener
-	metrics *http.Server  // nil when metrics_listen is "off"
-	acme    *acme.Manager // nil when ACME is off
-	http    *http.Server  // port 80, with ACME
-	stop    func()        // ends the ACME renewal loop
-	release func() error  // releases the keystore's storage
-	served  chan error    // Serve's result
-	ready   atomic.Bool   // /readyz: serving, not draining
+	udp     net.PacketConn // HTTP/3's; nil when http3 is off
+	metrics *http.Server   // nil when metrics_listen is "off"
+	acme    *acme.Manager  // nil when ACME is off
+	http    *http.Server   // port 80, with ACME
+	stop    func()         // ends the ACME renewal loop
+	release func() error   // releases the keystore's storage
+	served  chan error     // Serve's result
+	ready   atomic.Bool    // /readyz: serving, not draining
 
 	access *accesslog.Logger // nil without an access log
 }
 
-// listenFunc opens a listener: net.Listen, or a tableflip Upgrader's
-// Listen, which hands over the listeners of the process it replaces.
-type listenFunc func(network, addr string) (net.Listener, error)
+// listeners opens the listening sockets: netListeners, or a tableflip
+// Upgrader's, which hands over the sockets of the process it replaces
+// (the UDP one too).
+type listeners interface {
+	Listen(network, addr string) (net.Listener, error)
+	ListenPacket(network, addr string) (net.PacketConn, error)
+}
 
-// startNode opens the keystore and starts serving cfg, on listeners
-// from listen.
-func startNode(ctx context.Context, cfg *config.Edge, listen listenFunc, logOut io.Writer) (_ *node, err error) {
+// netListeners opens new sockets.
+type netListeners struct{}
+
+func (netListeners) Listen(network, addr string) (net.Listener, error) {
+	return net.Listen(network, addr)
+}
+
+func (netListeners) ListenPacket(network, addr string) (net.PacketConn, error) {
+	return net.ListenPacket(network, addr)
+}
+
+// startNode opens the keystore and starts serving cfg, on sockets from
+// listen.
+func startNode(ctx context.Context, cfg *config.Edge, listen listeners, logOut io.Writer) (_ *node, err error) {
 	n := &node{cfg: cfg, level: new(slog.LevelVar), served: make(chan error, 1), stop: func() {}}
 	n.level.Set(cfg.Level())
 	n.log = slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: n.level}))
@@ -92,13 +108,19 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listenFunc, logOut 
 	}
 	// Listeners are bound before the ACME manager starts, so it answers
 	// challenges on them instead of opening its own.
-	if n.ln, err = listen("tcp", cfg.Listen); err != nil {
+	if n.ln, err = listen.Listen("tcp", cfg.Listen); err != nil {
 		return nil, err
 	}
 	undo = append(undo, func() { n.ln.Close() })
+	if cfg.HTTP3On() {
+		if n.udp, err = listen.ListenPacket("udp", cfg.HTTP3.Listen); err != nil {
+			return nil, fmt.Errorf("http3: %w", err)
+		}
+		undo = append(undo, func() { n.udp.Close() })
+	}
 	var httpLn net.Listener
 	if cfg.ACME.CA != "" {
-		if httpLn, err = listen("tcp", cfg.ACME.HTTPListen); err != nil {
+		if httpLn, err = listen.Listen("tcp", cfg.ACME.HTTPListen); err != nil {
 			return nil, fmt.Errorf("acme: %w", err)
 		}
 		undo = append(undo, func() { httpLn.Close() })
@@ -112,7 +134,7 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listenFunc, logOut 
 		return nil, err
 	}
 	if addr := cfg.MetricsListen; addr != "off" {
-		mln, err := listen("tcp", addr)
+		mln, err := listen.Listen("tcp", addr)
 		if err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
@@ -121,6 +143,14 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listenFunc, logOut 
 		n.log.Info("metrics listening", "addr", "http://"+mln.Addr().String()+"/metrics", "pprof", cfg.Pprof)
 	}
 	go func() { n.served <- n.srv.Serve(n.ln) }()
+	if n.udp != nil {
+		go func() {
+			if err := n.srv.ServeHTTP3(n.udp); !errors.Is(err, http.ErrServerClosed) {
+				n.log.Error("http3 stopped; serving HTTP/1.1 and HTTP/2 only", "err", err)
+			}
+		}()
+		n.log.Info("http3 listening", "addr", n.udp.LocalAddr().String())
+	}
 	n.ready.Store(true)
 	n.log.Info("edge listening", "addr", n.ln.Addr().String(), "keystore", storage)
 	if n.acme != nil {
@@ -265,7 +295,7 @@ func serve(ctx context.Context, path, pidFile string, logOut io.Writer) error {
 		return err
 	}
 	defer upg.Stop()
-	n, err := startNode(ctx, cfg, upg.Listen, logOut)
+	n, err := startNode(ctx, cfg, upg.Fds, logOut)
 	if err != nil {
 		return err
 	}

@@ -84,6 +84,17 @@ type Edge struct {
 		DrainTimeout      time.Duration `yaml:"drain_timeout"`       // SIGTERM grace [30s]
 	} `yaml:"limits"`
 
+	// HTTP3 serves HTTP/3 over QUIC on a UDP socket, with the TLS
+	// listener's certificates, limits (max_conns and max_conns_per_ip
+	// count TCP and QUIC connections together) and origins, and
+	// advertises it in an Alt-Svc field on HTTP/1.1 and HTTP/2
+	// responses. PROXY protocol is TCP only.
+	HTTP3 struct {
+		Enabled      *bool         `yaml:"enabled"`         // [true]
+		Listen       string        `yaml:"listen"`          // UDP address [listen's]
+		AltSvcMaxAge time.Duration `yaml:"alt_svc_max_age"` // how long clients remember Alt-Svc [24h]
+	} `yaml:"http3"`
+
 	ProxyProtocol struct {
 		TrustedCIDRs []string `yaml:"trusted_cidrs"` // PROXY v1/v2 required from these, refused from others
 	} `yaml:"proxy_protocol"`
@@ -202,7 +213,13 @@ func (c *Edge) setDefaults() {
 		c.ACME.HTTPListen = cmp.Or(c.ACME.HTTPListen, ":80")
 	}
 	c.Limits.DrainTimeout = cmp.Or(c.Limits.DrainTimeout, 30*time.Second)
+	if c.HTTP3On() {
+		c.HTTP3.Listen = cmp.Or(c.HTTP3.Listen, c.Listen)
+	}
 }
+
+// HTTP3On reports whether HTTP/3 is served (http3.enabled, default on).
+func (c *Edge) HTTP3On() bool { return c.HTTP3.Enabled == nil || *c.HTTP3.Enabled }
 
 // check validates the whole config and reports every problem it finds
 // at once, each naming its setting.
@@ -228,6 +245,9 @@ func (c *Edge) check() error {
 		errs = append(errs, errors.New("session_tickets settings need session_tickets.secret_file"))
 	}
 	errs = append(errs, c.checkECH())
+	if h := c.HTTP3; !c.HTTP3On() && (h.Listen != "" || h.AltSvcMaxAge != 0) {
+		errs = append(errs, errors.New("http3 settings need http3.enabled (it is false)"))
+	}
 	if a := c.ACME; a.CA == "" && (a.Email != "" || a.CARootFile != "" || a.HTTPListen != "" || a.OnDemand.Enabled) {
 		errs = append(errs, errors.New("acme settings need acme.ca"))
 	}
@@ -296,6 +316,7 @@ func (c *Edge) checkNumbers() error {
 		checkPositive("limits.max_conns_per_ip", l.MaxConnsPerIP),
 		checkPositive("limits.max_header_bytes", l.MaxHeaderBytes),
 		checkPositive("limits.drain_timeout", l.DrainTimeout),
+		checkPositive("http3.alt_svc_max_age", c.HTTP3.AltSvcMaxAge),
 		checkPositive("session_tickets.rotation", st.Rotation),
 		checkPositive("session_tickets.accept", st.Accept),
 		checkPositive("ech.rotation", c.ECH.Rotation),
@@ -411,6 +432,7 @@ func (c *Edge) Options() (edge.Options, error) {
 		TunnelIdleTimeout: c.Limits.TunnelIdleTimeout,
 		BodyReadTimeout:   c.Limits.BodyReadTimeout,
 	}
+	o.HTTP3.AltSvcMaxAge = c.HTTP3.AltSvcMaxAge
 	_, o.KeyServers, _ = c.geo()
 	return o, nil
 }
