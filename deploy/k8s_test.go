@@ -4,6 +4,7 @@ package deploy
 // that breaks a manifest on purpose.
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"path"
@@ -116,7 +117,7 @@ func checkCluster(t *testing.T, c *cluster, f *facts) problems {
 		for _, sp := range s.Spec.Ports {
 			if sp.TargetPort.IntVal == 0 && sp.TargetPort.StrVal == "" {
 				p.add("Service %s port %d: set targetPort to a container port", name, sp.Port)
-			} else if _, ok := podPort(&d.Spec.Template.Spec, sp.TargetPort); !ok {
+			} else if _, ok := podPort(&d.Spec.Template.Spec, sp.TargetPort, sp.Protocol); !ok {
 				p.add("Service %s port %d: targetPort %s is no container port of Deployment %s", name, sp.Port, sp.TargetPort.String(), d.Name)
 			}
 		}
@@ -164,7 +165,7 @@ func checkDeployment(c *cluster, name string, d *appsv1.Deployment, p *problems)
 	checkPod(c, "Deployment "+name, pod, true, p)
 	if a := d.Spec.Template.Annotations; a["prometheus.io/scrape"] == "true" {
 		n, err := strconv.Atoi(a["prometheus.io/port"])
-		if _, ok := podPort(pod, intstr.FromString("metrics")); err != nil || !ok || !podHasPort(pod, n) {
+		if _, ok := podPort(pod, intstr.FromString("metrics"), corev1.ProtocolTCP); err != nil || !ok || !podHasPort(pod, n) {
 			p.add("Deployment %s: prometheus.io/port %q is not the pod's metrics port", name, a["prometheus.io/port"])
 		}
 	}
@@ -255,7 +256,7 @@ func checkPod(c *cluster, name string, pod *corev1.PodSpec, probes bool, p *prob
 				p.add("%s: %s runs a command; the images have no shell", where, probe.kind)
 				continue
 			}
-			if _, ok := containerPort(&ct, port); !ok {
+			if _, ok := containerPort(&ct, port, corev1.ProtocolTCP); !ok {
 				p.add("%s: %s port %s is not a port of the container", where, probe.kind, port.String())
 			}
 		}
@@ -350,23 +351,31 @@ func checkEdge(t *testing.T, c *cluster, f *facts, p *problems) {
 		if svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
 			p.add("edge: Service externalTrafficPolicy %q, want Local (client addresses, per-node health checks)", svc.Spec.ExternalTrafficPolicy)
 		}
-		want := map[int32]int{443: listenPort(cfg.Listen, 443)}
+		type target struct {
+			port   int32
+			proto  corev1.Protocol
+			listen int
+		}
+		want := []target{{443, corev1.ProtocolTCP, listenPort(cfg.Listen, 443)}}
+		if cfg.HTTP3On() { // HTTP/3: QUIC on UDP, the same port number unless http3.listen says otherwise
+			want = append(want, target{443, corev1.ProtocolUDP, listenPort(cmp.Or(cfg.HTTP3.Listen, cfg.Listen), 443)})
+		}
 		if cfg.ACME.CA != "" {
-			want[80] = listenPort(cfg.ACME.HTTPListen, 80)
+			want = append(want, target{80, corev1.ProtocolTCP, listenPort(cfg.ACME.HTTPListen, 80)})
 		} else {
 			p.add("edge: acme is off, so nothing listens behind the Service's port 80")
 		}
-		for port, target := range want {
-			sp := servicePort(svc, port)
+		for _, w := range want {
+			sp := servicePort(svc, w.port, w.proto)
 			if sp == nil {
-				p.add("edge: Service has no port %d", port)
+				p.add("edge: Service has no %s port %d", w.proto, w.port)
 				continue
 			}
-			if n, ok := containerPort(ct, sp.TargetPort); !ok || int(n) != target {
-				p.add("edge: Service port %d targetPort %s is container port %d, but edge.yaml listens on %d there", port, sp.TargetPort.String(), n, target)
+			if n, ok := containerPort(ct, sp.TargetPort, w.proto); !ok || int(n) != w.listen {
+				p.add("edge: Service %s port %d targetPort %s is %s container port %d, but edge.yaml listens on %d there", w.proto, w.port, sp.TargetPort.String(), w.proto, n, w.listen)
 			}
-			if target < 1024 {
-				p.add("edge: edge.yaml listens on %d, a privileged port the container cannot bind without NET_BIND_SERVICE", target)
+			if w.listen < 1024 {
+				p.add("edge: edge.yaml listens on %d, a privileged port the container cannot bind without NET_BIND_SERVICE", w.listen)
 			}
 		}
 	}
@@ -495,7 +504,7 @@ func checkKeyserver(t *testing.T, c *cluster, f *facts, p *problems) {
 		p.add("keyserver: no Service %s", keyserverName)
 	} else if len(svc.Spec.Ports) != 1 {
 		p.add("keyserver: Service: want one port, the keyless listener")
-	} else if n, ok := containerPort(ct, svc.Spec.Ports[0].TargetPort); !ok || int(n) != listen {
+	} else if n, ok := containerPort(ct, svc.Spec.Ports[0].TargetPort, svc.Spec.Ports[0].Protocol); !ok || int(n) != listen {
 		p.add("keyserver: Service targetPort %s is container port %d, but keyserver.yaml listens on %d", svc.Spec.Ports[0].TargetPort.String(), n, listen)
 	}
 	preStop := time.Duration(0)
@@ -514,7 +523,7 @@ func checkProbe(p *problems, who string, ct *corev1.Container, probe *corev1.Pro
 		p.add("%s: %s probe: want GET %s on port %d", who, kind, path, port)
 		return
 	}
-	n, ok := containerPort(ct, probe.HTTPGet.Port)
+	n, ok := containerPort(ct, probe.HTTPGet.Port, corev1.ProtocolTCP)
 	if probe.HTTPGet.Path != path || !ok || int(n) != port {
 		p.add("%s: %s probe GET %s on port %s (%d): want %s on %d, the metrics listener", who, kind, probe.HTTPGet.Path, probe.HTTPGet.Port.String(), n, path, port)
 	}
@@ -591,9 +600,12 @@ func container(pod *corev1.PodSpec, name string) *corev1.Container {
 }
 
 // containerPort resolves a port by name or number among the container's
-// declared ports.
-func containerPort(ct *corev1.Container, port intstr.IntOrString) (int32, bool) {
+// declared ports of protocol proto (TCP when empty, as in Kubernetes).
+func containerPort(ct *corev1.Container, port intstr.IntOrString, proto corev1.Protocol) (int32, bool) {
 	for _, cp := range ct.Ports {
+		if protocolOf(cp.Protocol) != protocolOf(proto) {
+			continue
+		}
 		if port.Type == intstr.String && cp.Name == port.StrVal || port.Type == intstr.Int && cp.ContainerPort == port.IntVal {
 			return cp.ContainerPort, true
 		}
@@ -601,9 +613,9 @@ func containerPort(ct *corev1.Container, port intstr.IntOrString) (int32, bool) 
 	return 0, false
 }
 
-func podPort(pod *corev1.PodSpec, port intstr.IntOrString) (int32, bool) {
+func podPort(pod *corev1.PodSpec, port intstr.IntOrString, proto corev1.Protocol) (int32, bool) {
 	for i := range pod.Containers {
-		if n, ok := containerPort(&pod.Containers[i], port); ok {
+		if n, ok := containerPort(&pod.Containers[i], port, proto); ok {
 			return n, true
 		}
 	}
@@ -611,18 +623,21 @@ func podPort(pod *corev1.PodSpec, port intstr.IntOrString) (int32, bool) {
 }
 
 func podHasPort(pod *corev1.PodSpec, n int) bool {
-	_, ok := podPort(pod, intstr.FromInt(n))
+	_, ok := podPort(pod, intstr.FromInt(n), corev1.ProtocolTCP)
 	return ok
 }
 
-func servicePort(s *corev1.Service, port int32) *corev1.ServicePort {
+func servicePort(s *corev1.Service, port int32, proto corev1.Protocol) *corev1.ServicePort {
 	for i := range s.Spec.Ports {
-		if s.Spec.Ports[i].Port == port {
+		if s.Spec.Ports[i].Port == port && protocolOf(s.Spec.Ports[i].Protocol) == protocolOf(proto) {
 			return &s.Spec.Ports[i]
 		}
 	}
 	return nil
 }
+
+// protocolOf is p, or TCP, Kubernetes' default, when p is empty.
+func protocolOf(p corev1.Protocol) corev1.Protocol { return cmp.Or(p, corev1.ProtocolTCP) }
 
 // listenPort is the port of a host:port listen address, or def when the
 // address is empty.
