@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -72,12 +71,12 @@ type poolWorld struct {
 	*world
 	clock *testclock.Clock
 	book  *healthBook
-	logs  *syncBuffer
+	logs  *proxyTestLog
 }
 
 func newPoolWorld(t *testing.T) *poolWorld {
 	t.Helper()
-	pw := &poolWorld{world: openWorld(t, 0), clock: testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), logs: new(syncBuffer)}
+	pw := &poolWorld{world: openWorld(t, 0), clock: testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), logs: new(proxyTestLog)}
 	pw.startEdge(t, Options{Logger: slog.New(slog.NewTextHandler(pw.logs, nil))})
 	pw.book = pw.srv.settings.Load().proxy.health
 	// Before any request: nothing has read them yet.
@@ -329,22 +328,4 @@ func TestOriginTLS(t *testing.T) {
 	if strings.Contains(pw.logs.String(), "PRIVATE KEY") {
 		t.Error("a key in the logs")
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use, for logs.
-type syncBuffer struct {
-	mu  sync.Mutex // guards buf
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
