@@ -334,3 +334,31 @@ func TestOriginTLS(t *testing.T) {
 		t.Error("a key in the logs")
 	}
 }
+
+// TestOriginPool5xxBurst takes an origin answering only 5xx out of its
+// pool after ejectAfter5xx of them in a row, with no health check to
+// notice: the requests after go to the healthy origin.
+func TestOriginPool5xxBurst(t *testing.T) {
+	pw := newPoolWorld(t)
+	c := pw.client(t, false)
+	const host = "burst.example"
+	pw.put(t, testpki.ECDSAP256, pw.OriginURL, host)
+	a := startOrigin(t, "A", "")
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "broken", http.StatusInternalServerError)
+	}))
+	t.Cleanup(failing.Close)
+	pw.setOrigins(t, host, keystore.OriginPool{Targets: []keystore.OriginTarget{{URL: "http://" + a.addr, Weight: 1}, {URL: failing.URL, Weight: 1}}}, nil)
+	failed := 0
+	for range 100 {
+		if code, _ := fetch(t, c, host, "/"); code != http.StatusOK {
+			failed++
+		}
+	}
+	if failed != ejectAfter5xx {
+		t.Errorf("%d requests failed, want %d: the burst that takes the origin out", failed, ejectAfter5xx)
+	}
+	if n := testutil.ToFloat64(pw.book.metrics.ejections.WithLabelValues(ejectCause5xx)); n != 1 {
+		t.Errorf("%v ejections for 5xx bursts, want 1", n)
+	}
+}
