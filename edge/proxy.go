@@ -100,8 +100,10 @@ var (
 )
 
 // Proxy is the edge's reverse proxy: it forwards each request to the
-// origin its OriginFunc names, streaming bodies both ways, over one pool
-// of origin connections shared by all tenants.
+// origin its OriginFunc names (a Server's: one of the tenant's origin
+// pool, originpool.go), streaming bodies both ways, over one pool of
+// origin connections shared by all tenants but those with origin TLS
+// settings or timeouts of their own.
 //
 // The origin sees X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto and
 // an RFC 7239 Forwarded header describing the client, and never the
@@ -403,6 +405,15 @@ var errProxyAborted = errors.New("edge: response aborted mid-body")
 //     length conflict, no host, a broken body), body_timeout (the
 //     client stopped sending its request body; a 408), not_allowed (TRACE),
 //     canceled (the client went away) or other.
+//   - keyedge_proxy_retries_total: idempotent requests sent again to
+//     another origin of their pool after a connection failure.
+//   - keyedge_origin_ejections_total{cause}: origins taken out of their
+//     pool: connect, 5xx (a burst), check (failed health checks).
+//   - keyedge_origin_health_checks_total{result}: ok or fail.
+//   - keyedge_origin_checked{state}: origins health-checked now (pools
+//     with recent traffic), up or out.
+//   - keyedge_origin_transports: connection pools kept for tenants'
+//     own origin TLS settings or timeouts.
 //
 // No label carries a hostname, so the series are bounded however many
 // tenants there are.
