@@ -113,7 +113,7 @@ func (p *Proxy) serveDirect(w *proxyWriter, r *http.Request, route *proxyRoute) 
 	}
 
 	start := time.Now()
-	res, err := p.fast.do(out, w.informational)
+	res, err := p.originRoundTrip(route, out, w.informational)
 	if err != nil {
 		p.routeError(w, out, route, err)
 		return

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"runtime"
 	"strings"
@@ -232,7 +231,7 @@ func (c *h1Conn) serve() {
 		if c.served { // the first request's head has ReadHeaderTimeout from the start, as with net/http
 			c.tc.SetReadDeadline(time.Now().Add(limits.ReadHeaderTimeout))
 		}
-		r, origin, err := c.readRequest()
+		r, pool, target, err := c.readRequest()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return // as net/http: no answer to a head that did not come in time
 		}
@@ -243,7 +242,7 @@ func (c *h1Conn) serve() {
 		c.tc.SetReadDeadline(time.Time{})
 		c.served, servedHere = true, true
 		c.srv.notFresh(c.tc)
-		if !c.serveRequest(r, origin) || c.srv.shuttingDown() {
+		if !c.serveRequest(r, pool, target) || c.srv.shuttingDown() {
 			return
 		}
 	}
@@ -324,29 +323,34 @@ func (c *h1Conn) release() {
 }
 
 // readRequest reads the next request head and returns the request with
-// its origin if the loop serves it; a nil request, with a nil error or
-// not, means the connection goes to net/http, its head still buffered.
-func (c *h1Conn) readRequest() (*http.Request, *url.URL, error) {
+// its origin pool and the origin chosen if the loop serves it; a nil
+// request, with a nil error or not, means the connection goes to
+// net/http, its head still buffered.
+func (c *h1Conn) readRequest() (*http.Request, *originPool, *originTarget, error) {
 	br := c.bufs.br
 	n, err := headLength(br)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	head, _ := br.Peek(n)
 	c.bufs.src.Reset(head)
 	c.bufs.head.Reset(&c.bufs.src)
 	r, err := http.ReadRequest(c.bufs.head)
 	if err != nil || !c.fastRequest(r) {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	r.RemoteAddr = c.remote
 	r.TLS = c.tls
-	origin, err := c.srv.origin(r)
-	if err != nil || !direct(r, origin) {
-		return nil, nil, nil
+	pool, err := c.srv.settings.Load().proxy.resolve(r)
+	if err != nil {
+		return nil, nil, nil, nil
+	}
+	target := pool.pick(nil)
+	if !direct(r, target.url) {
+		return nil, nil, nil, nil
 	}
 	br.Discard(n)
-	return r, origin, nil
+	return r, pool, target, nil
 }
 
 // headLength returns the length of the request head at the start of br,
@@ -411,7 +415,7 @@ func (c *h1Conn) fastRequest(r *http.Request) bool {
 // connection may carry another request. Every request the loop serves
 // ends here: the place for per-request accounting that is not the
 // proxy's.
-func (c *h1Conn) serveRequest(r *http.Request, origin *url.URL) (keep bool) {
+func (c *h1Conn) serveRequest(r *http.Request, pool *originPool, target *originTarget) (keep bool) {
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	c.cancel = cancel
@@ -432,7 +436,7 @@ func (c *h1Conn) serveRequest(r *http.Request, origin *url.URL) (keep bool) {
 		}
 	}()
 	c.srv.advertiseHTTP3(res.Header())
-	c.srv.settings.Load().proxy.serveFast(res, r, origin)
+	c.srv.settings.Load().proxy.serveFast(res, r, pool, target)
 	return res.finish()
 }
 

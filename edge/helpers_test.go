@@ -80,12 +80,14 @@ func (w *world) serveOrigin(rw http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(rw, "origin %s", r.Header.Get("X-Forwarded-Host"))
 }
 
-// startEdge starts the world's edge with opts (Store, Logger, Registerer
-// filled in).
+// startEdge starts the world's edge with opts (Store, Registerer and,
+// unless set, Logger filled in).
 func (w *world) startEdge(t testing.TB, opts Options) {
 	t.Helper()
 	opts.Store = w.store
-	opts.Logger = slog.New(slog.DiscardHandler)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	opts.Registerer = w.reg
 	var err error
 	if w.srv, err = NewServer(opts); err != nil {

@@ -34,20 +34,6 @@ import (
 // else (request bodies, upgrades, https origins) goes through the
 // http.Transport.
 
-// originTransport sends each request through the fast path when it can,
-// else through the http.Transport.
-type originTransport struct {
-	fast *originClient
-	std  *http.Transport
-}
-
-func (t originTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if fastPath(r) {
-		return t.fast.RoundTrip(r)
-	}
-	return t.std.RoundTrip(r)
-}
-
 // fastPath reports whether originClient serves r.
 func fastPath(r *http.Request) bool {
 	return r.URL.Scheme == "http" && fastRequest(r)
@@ -210,7 +196,7 @@ func (c *originClient) release(pc *originConn, stop func() bool, keep bool) {
 // reset or broken pipe.
 func isOriginGone(err error) bool {
 	var opErr *net.OpError
-	return err == io.EOF || (errors.As(err, &opErr) && !opErr.Timeout())
+	return errors.Is(err, io.EOF) || (errors.As(err, &opErr) && !opErr.Timeout())
 }
 
 // aLongTimeAgo is a deadline in the past, to unblock reads and writes.
@@ -224,12 +210,12 @@ func (pc *originConn) send(r *http.Request, got1xx func(int, textproto.MIMEHeade
 		return nil, err
 	}
 	if err := pc.bw.Flush(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errNoResponse, err)
 	}
 	// io.EOF here, before any byte: the origin had closed the connection
 	// (http.ReadResponse would say io.ErrUnexpectedEOF).
 	if _, err := pc.br.Peek(1); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errNoResponse, err)
 	}
 	for informational := 0; ; informational++ {
 		res, err := http.ReadResponse(pc.br, r)

@@ -18,9 +18,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyedge/keyedge/edge/accesslog"
+	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http/httpguts"
 )
@@ -98,8 +100,10 @@ var (
 )
 
 // Proxy is the edge's reverse proxy: it forwards each request to the
-// origin its OriginFunc names, streaming bodies both ways, over one pool
-// of origin connections shared by all tenants.
+// origin its OriginFunc names (a Server's: one of the tenant's origin
+// pool, originpool.go), streaming bodies both ways, over one pool of
+// origin connections shared by all tenants but those with origin TLS
+// settings or timeouts of their own.
 //
 // The origin sees X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto and
 // an RFC 7239 Forwarded header describing the client, and never the
@@ -122,15 +126,25 @@ var (
 //
 // A Proxy is safe for concurrent use.
 type Proxy struct {
-	origin      OriginFunc
+	origin      OriginFunc // NewProxy's; nil for a Server's proxy, which has tenant
+	tenant      tenantFunc
 	tunnelIdle  time.Duration // TunnelIdleTimeout
 	bodyTimeout time.Duration // BodyReadTimeout
 	log         *slog.Logger
 	metrics     *proxyMetrics
-	transport   *http.Transport // shared by all tenants; Close drains it
-	fast        *originClient   // http:// origins' bodiless idempotent requests; Close drains it too
-	rp          *httputil.ReverseProxy
-	accessLog   *accesslog.Logger // nil: none; set by NewServer before serving
+	transport   *http.Transport   // shared by all tenants; Close drains it
+	fast        *originClient     // http:// origins' bodiless idempotent requests; Close drains it too
+	defaults    *originTransports // fast and transport, for pools without settings of their own
+
+	// Origin pools (originpool.go): the health book, shared with the
+	// proxies replacing this one on reload; tenants' own transports; and
+	// the pool of NewProxy's last origin, so a fixed OriginFunc costs no
+	// pool per request.
+	health           *healthBook
+	tenantTransports *transportCache
+	last             atomic.Pointer[originPool]
+	rp               *httputil.ReverseProxy
+	accessLog        *accesslog.Logger // nil: none; set by NewServer before serving
 }
 
 // proxyFlushInterval bounds how long response bytes wait in the server's
@@ -147,38 +161,44 @@ const proxyMinIdleConns = 4096
 // NewProxy returns a Proxy that sends each request to the origin named by
 // origin.
 func NewProxy(opts ProxyOptions, origin OriginFunc) *Proxy {
-	return newProxy(opts, origin, newProxyMetrics())
+	p := newProxy(opts, newProxyMetrics(), nil)
+	p.origin = origin
+	return p
 }
 
-// withOptions returns a Proxy with opts, p's OriginFunc and p's metrics,
-// so a reload keeps counting in the series registered once.
+// newTenantProxy returns a Proxy sending each request to the origins of
+// the keystore certificate tenant finds for it.
+func newTenantProxy(opts ProxyOptions, tenant tenantFunc) *Proxy {
+	p := newProxy(opts, newProxyMetrics(), nil)
+	p.tenant = tenant
+	return p
+}
+
+// withOptions returns a Proxy with opts, p's OriginFunc (or tenantFunc),
+// p's metrics and health book, so a reload keeps counting in the series
+// registered once.
 func (p *Proxy) withOptions(opts ProxyOptions) *Proxy {
-	return newProxy(opts, p.origin, p.metrics)
+	np := newProxy(opts, p.metrics, p.health)
+	np.origin, np.tenant = p.origin, p.tenant
+	return np
 }
 
-func newProxy(opts ProxyOptions, origin OriginFunc, metrics *proxyMetrics) *Proxy {
+// newProxy returns a Proxy with opts, metrics and health (nil: a new
+// book), that has yet to be given its OriginFunc or tenantFunc.
+func newProxy(opts ProxyOptions, metrics *proxyMetrics, health *healthBook) *Proxy {
 	opts = opts.withDefaults()
-	p := &Proxy{origin: origin, tunnelIdle: opts.TunnelIdleTimeout, bodyTimeout: opts.BodyReadTimeout, log: opts.Logger, metrics: metrics}
-	dialer := &net.Dialer{Timeout: opts.DialTimeout}
-	p.transport = &http.Transport{
-		// No Proxy: origins are reached directly, whatever HTTP_PROXY says.
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       &tls.Config{RootCAs: opts.OriginRootCAs, MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout:   opts.DialTimeout,
-		ForceAttemptHTTP2:     true, // for https origins; a custom dialer and TLS config would disable it
-		MaxIdleConns:          max(proxyMinIdleConns, opts.MaxIdleConnsPerHost),
-		MaxIdleConnsPerHost:   opts.MaxIdleConnsPerHost,
-		IdleConnTimeout:       opts.IdleConnTimeout,
-		ResponseHeaderTimeout: opts.OriginTimeout,
-		ExpectContinueTimeout: 1 * time.Second,
-		// Pass bodies through as the origin encoded them rather than
-		// asking for gzip and decompressing on the client's behalf.
-		DisableCompression: true,
+	if health == nil {
+		health = newHealthBook(opts.Logger)
 	}
-	p.fast = newOriginClient(opts, p.transport.MaxIdleConns)
+	p := &Proxy{tunnelIdle: opts.TunnelIdleTimeout, bodyTimeout: opts.BodyReadTimeout, log: opts.Logger, metrics: metrics, health: health}
+	maxIdle := max(proxyMinIdleConns, opts.MaxIdleConnsPerHost)
+	p.transport = newStdTransport(opts, &tls.Config{RootCAs: opts.OriginRootCAs, MinVersion: tls.VersionTLS12}, maxIdle)
+	p.fast = newOriginClient(opts, maxIdle)
+	p.defaults = &originTransports{fast: p.fast, std: p.transport}
+	p.tenantTransports = newTransportCache(opts, health.metrics)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:       proxyRewrite,
-		Transport:     proxyTimedTransport{originTransport{p.fast, p.transport}, p},
+		Transport:     proxyTimedTransport{p},
 		FlushInterval: proxyFlushInterval,
 		BufferPool:    new(proxyBufferPool),
 		ErrorHandler:  p.handleError,
@@ -187,6 +207,27 @@ func newProxy(opts ProxyOptions, origin OriginFunc, metrics *proxyMetrics) *Prox
 		ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
 	}
 	return p
+}
+
+// newStdTransport returns the http.Transport of origin requests the
+// fast path does not serve, keeping at most maxIdle idle connections.
+func newStdTransport(opts ProxyOptions, tlsConfig *tls.Config, maxIdle int) *http.Transport {
+	dialer := &net.Dialer{Timeout: opts.DialTimeout}
+	return &http.Transport{
+		// No Proxy: origins are reached directly, whatever HTTP_PROXY says.
+		DialContext:           dialer.DialContext,
+		TLSClientConfig:       tlsConfig,
+		TLSHandshakeTimeout:   opts.DialTimeout,
+		ForceAttemptHTTP2:     true, // for https origins; a custom dialer and TLS config would disable it
+		MaxIdleConns:          maxIdle,
+		MaxIdleConnsPerHost:   opts.MaxIdleConnsPerHost,
+		IdleConnTimeout:       opts.IdleConnTimeout,
+		ResponseHeaderTimeout: opts.OriginTimeout,
+		ExpectContinueTimeout: 1 * time.Second,
+		// Pass bodies through as the origin encoded them rather than
+		// asking for gzip and decompressing on the client's behalf.
+		DisableCompression: true,
+	}
 }
 
 // withDefaults returns o with every zero (or negative) field set to its
@@ -211,7 +252,10 @@ type proxyRouteKey struct{}
 // proxyRoute is where a request goes, and the host it asked for (the
 // outbound request's Host is the origin's), and how it went there.
 type proxyRoute struct {
-	origin *url.URL // nil until chosen
+	origin *url.URL      // nil until chosen: target's URL
+	pool   *originPool   // the tenant's origins; nil until found
+	target *originTarget // the origin of pool the request went to
+	in     *url.URL      // the client's request URL, to send it to another origin
 	host   string
 	body   *clientBody // nil without a request body
 
@@ -235,10 +279,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.fail(pw, r, reason, route, err)
 		return
 	}
-	origin, err := p.origin(r)
-	if err == nil {
-		err = proxyCheckOrigin(origin)
-	}
+	pool, err := p.resolve(r)
 	if err != nil {
 		reason := proxyReasonOther
 		switch {
@@ -251,18 +292,54 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	route.origin = origin
+	route.setTarget(pool, pool.pick(nil))
 	p.forward(pw, r, route)
 }
 
-// serveFast serves r, which direct accepts for origin and checkRequest
-// lets through, from the HTTP/1.1 connection loop (h1conn.go): ServeHTTP
-// without the checks and the origin lookup the loop has done.
-func (p *Proxy) serveFast(w http.ResponseWriter, r *http.Request, origin *url.URL) {
+// serveFast serves r, which direct accepts for target, of pool, and
+// checkRequest lets through, from the HTTP/1.1 connection loop
+// (h1conn.go): ServeHTTP without the checks and the origin lookup the
+// loop has done.
+func (p *Proxy) serveFast(w http.ResponseWriter, r *http.Request, pool *originPool, target *originTarget) {
 	pw, route, finish := p.track(w, r)
 	defer finish()
-	route.origin = origin
+	route.setTarget(pool, target)
 	p.forward(pw, r, route)
+}
+
+// setTarget records that the request goes to target, of pool.
+func (route *proxyRoute) setTarget(pool *originPool, target *originTarget) {
+	route.pool, route.target, route.origin = pool, target, target.url
+}
+
+// A tenantFunc finds the keystore certificate whose record names the
+// origins of a request's host, with the errors an OriginFunc returns.
+type tenantFunc func(r *http.Request) (*keystore.Cert, error)
+
+// resolve returns the origin pool of a request, with the errors an
+// OriginFunc returns, and the pool's own when it cannot be used.
+func (p *Proxy) resolve(r *http.Request) (*originPool, error) {
+	if p.tenant != nil {
+		c, err := p.tenant(r)
+		if err != nil {
+			return nil, err
+		}
+		pool := p.pool(c)
+		return pool, pool.err
+	}
+	u, err := p.origin(r)
+	if err == nil {
+		err = proxyCheckOrigin(u)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if last := p.last.Load(); last != nil && last.targets[0].url == u {
+		return last, nil
+	}
+	pool := singlePool(u, p.defaults)
+	p.last.Store(pool)
+	return pool, nil
 }
 
 // forward sends r to route's origin and copies the response to w.
@@ -303,7 +380,7 @@ func (p *Proxy) track(w http.ResponseWriter, r *http.Request) (pw *proxyWriter, 
 	conn := connFactsOf(r)
 	requestID := setRequestID(r, conn)
 	pw = &proxyWriter{ResponseWriter: w, tunnelIdle: p.tunnelIdle, mustClose: mustClose(r)}
-	route = &proxyRoute{host: r.Host}
+	route = &proxyRoute{host: r.Host, in: r.URL}
 	return pw, route, func() {
 		p.countRequest(pw, r)
 		p.logRequest(pw, r, route, conn, requestID, start)
@@ -330,18 +407,27 @@ var errProxyAborted = errors.New("edge: response aborted mid-body")
 //     length conflict, no host, a broken body), body_timeout (the
 //     client stopped sending its request body; a 408), not_allowed (TRACE),
 //     canceled (the client went away) or other.
+//   - keyedge_proxy_retries_total: idempotent requests sent again to
+//     another origin of their pool after a connection failure.
+//   - keyedge_origin_ejections_total{cause}: origins taken out of their
+//     pool: connect, 5xx (a burst), check (failed health checks).
+//   - keyedge_origin_health_checks_total{result}: ok or fail.
+//   - keyedge_origin_checked{state}: origins health-checked now (pools
+//     with recent traffic), up or out.
+//   - keyedge_origin_transports: connection pools kept for tenants'
+//     own origin TLS settings or timeouts.
 //
 // No label carries a hostname, so the series are bounded however many
 // tenants there are.
 func (p *Proxy) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.metrics.requests, p.metrics.upstream, p.metrics.errors, p.metrics.protocols}
+	return append([]prometheus.Collector{p.metrics.requests, p.metrics.upstream, p.metrics.errors, p.metrics.protocols}, p.health.collectors()...)
 }
 
 // Close closes idle origin connections. Requests in flight are not
 // affected, and the Proxy remains usable.
 func (p *Proxy) Close() {
-	p.transport.CloseIdleConnections()
-	p.fast.CloseIdleConnections()
+	p.defaults.close()
+	p.tenantTransports.close()
 }
 
 // proxyCheckOrigin reports whether u is an origin URL the proxy can use.
@@ -617,17 +703,16 @@ func (w *proxyWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Unwrap lets http.ResponseController reach the server's writer, to flush.
 func (w *proxyWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// proxyTimedTransport observes the time to each origin response's headers.
-type proxyTimedTransport struct {
-	rt http.RoundTripper
-	p  *Proxy
-}
+// proxyTimedTransport sends ReverseProxy's requests to their route's
+// origin (originRoundTrip) and observes the time to each origin
+// response's headers.
+type proxyTimedTransport struct{ p *Proxy }
 
 func (t proxyTimedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	start := time.Now()
-	res, err := t.rt.RoundTrip(r)
+	route := r.Context().Value(proxyRouteKey{}).(*proxyRoute)
+	res, err := t.p.originRoundTrip(route, r, nil)
 	if err == nil {
-		route, _ := r.Context().Value(proxyRouteKey{}).(*proxyRoute)
 		t.p.originAnswered(route, start)
 	}
 	return res, err

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -278,7 +277,7 @@ func (s *Server) newSettings(opts Options, prev *settings) (*settings, error) {
 	}
 	switch {
 	case prev == nil:
-		set.proxy = NewProxy(opts.Proxy, s.origin)
+		set.proxy = newTenantProxy(opts.Proxy, s.tenant)
 		set.proxy.accessLog = opts.AccessLog
 	case prev.proxyOpts == opts.Proxy && prev.proxy.accessLog == opts.AccessLog:
 		set.proxy = prev.proxy
@@ -442,6 +441,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	set := s.settings.Load()
 	set.proxy.Close()
+	set.proxy.health.close()
 	if set.router.client != nil {
 		set.router.client.Close()
 	}
@@ -649,13 +649,15 @@ func (s *Server) installTicketKeys() (untilNext time.Duration, ok bool) {
 	return t.next(now).Sub(now), true
 }
 
-// origin finds the origin of a request's host. The host must be the
+// tenant finds the certificate whose record names the origins of a
+// request's host (its first: every record of a name holds the same
+// origins). The host must be the
 // connection's SNI, or a name the SNI's certificate also covers (a
 // client reusing a connection for another name on the same certificate,
 // as HTTP/2 allows); anything else is misdirected. The SNI's entry is
 // checked first, from the cache its handshake filled, so a stream of
 // made-up hosts on one connection costs the keystore nothing.
-func (s *Server) origin(r *http.Request) (*url.URL, error) {
+func (s *Server) tenant(r *http.Request) (*keystore.Cert, error) {
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
@@ -686,15 +688,7 @@ func (s *Server) origin(r *http.Request) (*url.URL, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := entry.Certs[0]
-	if c.Meta.Origin == "" {
-		return nil, fmt.Errorf("%w: tenant %s has no origin", ErrNoOrigin, c.Meta.Tenant)
-	}
-	u, err := url.Parse(c.Meta.Origin)
-	if err != nil {
-		return nil, fmt.Errorf("edge: tenant %s: bad origin: %w", c.Meta.Tenant, err)
-	}
-	return u, nil
+	return entry.Certs[0], nil
 }
 
 func coversName(e *keystore.Entry, name string) bool {

@@ -47,6 +47,13 @@ type Meta struct {
 	NotAfter time.Time `json:"not_after"`
 	// Version increases with every write of the record.
 	Version uint64 `json:"version"`
+
+	// Origin pool (issue 17). OriginPool, when set, is the tenant's
+	// origins and how the edge reaches them (Store.SetOrigins, `keyctl
+	// origin set`); it replaces Origin, which then keeps its first
+	// origin for edges from before pools. Nil: Origin alone, with the
+	// edge's defaults. Origins returns the pool either way.
+	OriginPool *OriginPool `json:"origin_pool,omitempty"`
 }
 
 // record is the on-disk form of certs/<id2>/<id>/record: one JSON object

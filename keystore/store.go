@@ -170,6 +170,12 @@ type Cert struct {
 	keyErr   error // last load failure, remembered for NegativeTTL; never a timeout
 	keyErrAt time.Time
 	keyLoad  *keyLoad // the load in flight, if any
+
+	// The origin client key (originpool.go), opened once.
+	originKeyOnce sync.Once
+	originKey     crypto.Signer
+	originKeyErr  error
+	memo          memo // Memo's values
 }
 
 // positiveTTL makes every cached entry re-read now and then, a safety
@@ -550,7 +556,7 @@ func (s *Store) failed(kind, subject, key string, err error) error {
 // parsed leaf (which holds its own copy of the DER plus decoded fields),
 // and fixed overheads measured by BenchmarkCachedCertHeap.
 func (c *Cert) size() int64 {
-	n := int64(certOverhead) + int64(len(c.OCSP)) + int64(len(c.Meta.Tenant)+len(c.Meta.Origin)+len(c.Meta.Policy))
+	n := int64(certOverhead) + int64(len(c.OCSP)) + int64(len(c.Meta.Tenant)+len(c.Meta.Origin)+len(c.Meta.Policy)) + c.Meta.OriginPool.size()
 	for _, der := range c.Chain {
 		n += int64(len(der))
 	}

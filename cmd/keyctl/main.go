@@ -14,6 +14,7 @@
 //	keyctl route       NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]
 //	keyctl node-key    --attrs "region: eu, country: de" [--out FILE] [--geo-master FILE]
 //	keyctl policy      set NAME|ID "POLICY" [--geo-master FILE] | check "POLICY"
+//	keyctl origin      set NAME URL[=WEIGHT]... [--health-path P] [--ca FILE] [--server-name N] [--client-cert F --client-key F] ... | show NAME
 //	keyctl reseal      [--geo-master FILE]
 //	keyctl issue       NAME[,SAN]... --origin URL [--ca URL] [--email E] [--defer] ...
 //	keyctl ticket-secret [--out FILE]
@@ -70,6 +71,7 @@ var commands = []command{
 	{cli.Command{Name: "route", Args: "NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]", Summary: "choose where a certificate's handshakes are signed"}, true, runRoute},
 	{cli.Command{Name: "node-key", Args: "--attrs \"region: eu, dc: fra1\" [--out FILE]", Summary: "issue a node's geo attribute key from the geo master key"}, false, runNodeKey},
 	{cli.Command{Name: "policy", Args: "set NAME|ID \"POLICY\" | check \"POLICY\"", Summary: "restrict where a key may be used (\"\" lifts it), re-sealing it; or check a policy"}, true, runPolicy},
+	{cli.Command{Name: "origin", Args: "set NAME URL[=WEIGHT]... [--health-path P --health-interval D] [--ca FILE] [--server-name N] [--client-cert F --client-key F] [--connect-timeout D] [--timeout D] | show NAME", Summary: "set a name's origins (weights, health check, timeouts, origin TLS), or show them (never key bytes)"}, true, runOrigin},
 	{cli.Command{Name: "reseal", Args: "[--geo-master FILE]", Summary: "rewrite keys sealed by a keyedge before envelope encryption in the envelope format (fast for edges to open); policy-sealed ones need the geo master key"}, true, runReseal},
 	{cli.Command{Name: "issue", Args: "NAME[,SAN]... --origin URL [--ca URL] [--email E] [--tenant T] [--ca-root FILE] [--http-addr A] [--tls-addr A] [--defer]", Summary: "obtain certificates from an ACME CA into the keystore; the edges renew them"}, true, runIssue},
 	{cli.Command{Name: "ticket-secret", Args: "[--out FILE]", Summary: "create the fleet's session ticket secret (0600)"}, false, runTicketSecret},
