@@ -47,6 +47,11 @@ type Meta struct {
 	NotAfter time.Time `json:"not_after"`
 	// Version increases with every write of the record.
 	Version uint64 `json:"version"`
+
+	// HTTP is the tenant's HTTP settings (redirect, HSTS, header rules,
+	// rate limit, client certificates); nil: the defaults. Every record
+	// of a name holds the same (Store.UpdateHTTP).
+	HTTP *TenantHTTP `json:"http,omitempty"`
 }
 
 // record is the on-disk form of certs/<id2>/<id>/record: one JSON object
@@ -84,6 +89,9 @@ func parseRecord(id string, data []byte) (*record, *x509.Certificate, error) {
 	case "", RouteLocal, RouteKeyless:
 	default:
 		return nil, nil, fmt.Errorf("%w: unknown route %q", errMalformed, r.Route)
+	}
+	if err := r.HTTP.Check(); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errMalformed, err)
 	}
 	return &r, leaf, nil
 }
