@@ -427,7 +427,10 @@ func (c *h1Conn) serveRequest(r *http.Request, origin *url.URL) (keep bool) {
 			keep = false // as net/http: what is buffered goes out, then the connection closes
 		}
 	}()
-	c.srv.settings.Load().proxy.serveFast(res, r, origin)
+	p := c.srv.settings.Load().proxy
+	if w, ok := c.srv.tenantRequest(res, r, p); ok {
+		p.serveFast(w, r, origin)
+	}
 	return res.finish()
 }
 

@@ -181,6 +181,7 @@ type Server struct {
 	http          *http.Server
 	metrics       *metrics
 	log           *slog.Logger
+	limiter       *rateLimiter // tenants' rate limits (tenanthttp.go)
 
 	// tlsConfig is the handshakes' configuration, replaced by Reload
 	// (MinVersion, CurvePreferences); ticket keys are installed into it
@@ -281,6 +282,7 @@ func NewServer(opts Options) (*Server, error) {
 		proxyProtocol: len(opts.TrustedProxies) > 0,
 		metrics:       newMetrics(),
 		log:           opts.Logger,
+		limiter:       newRateLimiter(time.Now),
 
 		h1Loop:         true,
 		ticketsChanged: make(chan struct{}, 1),
@@ -301,10 +303,8 @@ func NewServer(opts Options) (*Server, error) {
 		GetCertificate:   s.getCertificate,
 		WrapSession:      s.wrapSession,
 		UnwrapSession:    s.unwrapSession,
-	}
-	if s.acme.ChallengeConfig != nil {
-		// nil, nil for every ClientHello but a CA's TLS-ALPN-01 validation.
-		tlsConfig.GetConfigForClient = s.acme.ChallengeConfig
+		// ACME's TLS-ALPN-01 validations; tenants' client certificates.
+		GetConfigForClient: s.configForClient,
 	}
 	s.tlsConfig.Store(tlsConfig)
 	s.installTicketKeys()
@@ -323,6 +323,7 @@ func NewServer(opts Options) (*Server, error) {
 		ConnState:         s.trackNew,
 	}
 	collectors := append(s.metrics.collectors(), set.proxy.Collectors()...)
+	collectors = append(collectors, s.limiter.limited)
 	if opts.Keyless != nil {
 		collectors = append(collectors, opts.Keyless.Collectors()...)
 	}
@@ -517,9 +518,13 @@ func (s *Server) awaitFirstRequests(ctx context.Context) {
 	}
 }
 
-// serveProxy serves a request through the current settings' proxy.
+// serveProxy serves a request through the tenant's HTTP settings and
+// the current settings' proxy.
 func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
-	s.settings.Load().proxy.ServeHTTP(w, r)
+	p := s.settings.Load().proxy
+	if w, ok := s.tenantRequest(w, r, p); ok {
+		p.ServeHTTP(w, r)
+	}
 }
 
 // ErrNotReloadable is returned by Reload for options it cannot change

@@ -1,0 +1,111 @@
+package edge
+
+import (
+	"bytes"
+	"crypto/tls"
+	"slices"
+
+	"github.com/keyedge/keyedge/keystore"
+)
+
+// Client certificates (keystore.ClientAuth), per tenant. The handshake
+// asks for one only for a tenant that wants it: GetConfigForClient
+// returns, for such a ClientHello, a copy of the server's configuration
+// with the tenant's CAs and mode; every other handshake runs as before.
+//
+// Resumption: crypto/tls resumes a session only if it carries a
+// certificate when the configuration requires one, and only if that
+// certificate was verified when it verifies certificates, but it does not
+// re-check a resumed session's chain against the current CAs. So a
+// tenant's sessions are also bound to its client authentication: a
+// session issued under it carries its fingerprint (CAs and mode), and
+// resumes under client authentication only with the same fingerprint;
+// anything else (a session from before client authentication was turned
+// on, or from before the CAs changed) gets a full handshake, which asks
+// for a certificate again.
+//
+// Requests: a connection outlives settings (a change propagates while it
+// is open) and HTTP/2 carries requests for every name its certificate
+// covers, so each request of a tenant with client authentication is
+// checked too (verifiedSubject): its connection must hold a chain ending
+// at one of the tenant's current CAs, or, for a required certificate,
+// the request gets a 421 and the client a new connection, whose
+// handshake asks for one.
+
+// configForClient is tls.Config.GetConfigForClient: the ACME challenge
+// configuration for a CA's TLS-ALPN-01 validation, the tenant's client
+// authentication for a tenant that has it, else nil (the server's
+// configuration).
+func (s *Server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	if s.acme.ChallengeConfig != nil {
+		if cfg, err := s.acme.ChallengeConfig(hello); cfg != nil || err != nil {
+			return cfg, err
+		}
+	}
+	if hello.ServerName == "" {
+		return nil, nil
+	}
+	entry, err := s.store.Lookup(hello.Context(), hello.ServerName)
+	if err != nil {
+		return nil, nil // getCertificate answers it: the fallback, or the error
+	}
+	a := clientAuthOf(entry.Certs[0])
+	if a == nil {
+		return nil, nil
+	}
+	cfg := s.tlsConfig.Load().Clone()
+	cfg.GetConfigForClient = nil
+	cfg.ClientCAs = a.Pool()
+	cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	if a.Mode == keystore.ClientAuthRequired {
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	binding := clientAuthBinding(a)
+	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		ss.Extra = append(ss.Extra, binding)
+		return s.wrapSession(cs, ss)
+	}
+	cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := s.unwrapSession(identity, cs)
+		if ss == nil || err != nil || !slices.ContainsFunc(ss.Extra, func(e []byte) bool { return bytes.Equal(e, binding) }) {
+			return nil, err
+		}
+		return ss, nil
+	}
+	return cfg, nil
+}
+
+// clientAuthOf returns c's client authentication, or nil.
+func clientAuthOf(c *keystore.Cert) *keystore.ClientAuth {
+	if c.Meta.HTTP == nil {
+		return nil
+	}
+	return c.Meta.HTTP.ClientAuth
+}
+
+// clientAuthLabel starts the SessionState.Extra entry binding a session
+// to a tenant's client authentication.
+const clientAuthLabel = "keyedge client auth v1\x00"
+
+func clientAuthBinding(a *keystore.ClientAuth) []byte {
+	fp := a.Fingerprint()
+	return append([]byte(clientAuthLabel), fp[:]...)
+}
+
+// verifiedSubject returns the subject of the client certificate of cs
+// that one of a's CAs verified, and whether there is one. Its chain's
+// last certificate, the CA crypto/tls verified it against, must be one
+// of a's: a chain verified under other CAs (before a change, or in a
+// handshake for another name on a coalesced HTTP/2 connection) does not
+// count.
+func verifiedSubject(cs *tls.ConnectionState, a *keystore.ClientAuth) (string, bool) {
+	if cs == nil {
+		return "", false
+	}
+	for _, chain := range cs.VerifiedChains {
+		if len(chain) > 0 && a.HasCA(chain[len(chain)-1]) {
+			return chain[0].Subject.String(), true
+		}
+	}
+	return "", false
+}
