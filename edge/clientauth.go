@@ -1,9 +1,7 @@
 package edge
 
 import (
-	"bytes"
 	"crypto/tls"
-	"slices"
 
 	"github.com/keyedge/keyedge/keystore"
 )
@@ -13,16 +11,14 @@ import (
 // returns, for such a ClientHello, a copy of the server's configuration
 // with the tenant's CAs and mode; every other handshake runs as before.
 //
-// Resumption: crypto/tls resumes a session only if it carries a
-// certificate when the configuration requires one, and only if that
-// certificate was verified when it verifies certificates, but it does not
-// re-check a resumed session's chain against the current CAs. So a
-// tenant's sessions are also bound to its client authentication: a
-// session issued under it carries its fingerprint (CAs and mode), and
-// resumes under client authentication only with the same fingerprint;
-// anything else (a session from before client authentication was turned
-// on, or from before the CAs changed) gets a full handshake, which asks
-// for a certificate again.
+// Resumption needs nothing more: crypto/tls (Go 1.26) resumes a session
+// under a configuration asking for certificates only if the session
+// carries one when one is required, and only if its chain is rooted in
+// the configuration's current ClientCAs; a session carrying one under a
+// configuration asking for none gets a full handshake too. So a session
+// from before client authentication was turned on, or from before the
+// CAs changed, gets a full handshake, which asks for a certificate
+// again (TestTenantClientCertificatesResumption).
 //
 // Requests: a connection outlives settings (a change propagates while it
 // is open) and HTTP/2 carries requests for every name its certificate
@@ -60,18 +56,6 @@ func (s *Server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error
 	if a.Mode == keystore.ClientAuthRequired {
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
-	binding := clientAuthBinding(a)
-	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
-		ss.Extra = append(ss.Extra, binding)
-		return s.wrapSession(cs, ss)
-	}
-	cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
-		ss, err := s.unwrapSession(identity, cs)
-		if ss == nil || err != nil || !slices.ContainsFunc(ss.Extra, func(e []byte) bool { return bytes.Equal(e, binding) }) {
-			return nil, err
-		}
-		return ss, nil
-	}
 	return cfg, nil
 }
 
@@ -81,15 +65,6 @@ func clientAuthOf(c *keystore.Cert) *keystore.ClientAuth {
 		return nil
 	}
 	return c.Meta.HTTP.ClientAuth
-}
-
-// clientAuthLabel starts the SessionState.Extra entry binding a session
-// to a tenant's client authentication.
-const clientAuthLabel = "keyedge client auth v1\x00"
-
-func clientAuthBinding(a *keystore.ClientAuth) []byte {
-	fp := a.Fingerprint()
-	return append([]byte(clientAuthLabel), fp[:]...)
 }
 
 // verifiedSubject returns the subject of the client certificate of cs

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keyedge/keyedge/keystore"
@@ -44,6 +45,18 @@ func (s *Server) tenantRequest(w http.ResponseWriter, r *http.Request, p *Proxy)
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
+	}
+	if r.TLS == nil || r.TLS.ServerName == "" {
+		return w, true // not a tenant's: the proxy answers it
+	}
+	if !strings.EqualFold(strings.TrimSuffix(host, "."), strings.TrimSuffix(r.TLS.ServerName, ".")) {
+		// Another name on the connection: only one its certificate
+		// covers is a tenant's here (the proxy answers others with a
+		// 421), so made-up hosts cost the keystore nothing.
+		conn, err := s.store.Lookup(r.Context(), r.TLS.ServerName)
+		if err != nil || !coversName(conn, host) {
+			return w, true
+		}
 	}
 	entry, err := s.store.Lookup(r.Context(), host)
 	if err != nil || entry.Certs[0].Meta.HTTP == nil {

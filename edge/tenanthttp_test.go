@@ -236,3 +236,224 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// clientCA is a CA issuing client certificates, with one it issued.
+type clientCA struct {
+	ca   *testpki.CA
+	cert tls.Certificate
+	pem  string
+}
+
+func newClientCA(t *testing.T, name string) *clientCA {
+	t.Helper()
+	ca, err := testpki.NewCA(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue(testpki.LeafSpec{Names: []string{"client." + strings.ReplaceAll(strings.ToLower(name), " ", "-") + ".test"}, ClientAuth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &clientCA{ca: ca, cert: tls.Certificate{Certificate: leaf.Chain, PrivateKey: leaf.Key}, pem: string(ca.CertPEM())}
+}
+
+// TestTenantClientCertificates: a tenant requiring client certificates
+// refuses a handshake without one or with one from another CA, and
+// passes the verified subject to the origin, never the client's own
+// header; optional lets a client without one through.
+func TestTenantClientCertificates(t *testing.T) {
+	w := newWorld(t, 0, Options{})
+	origin := headerOrigin(t)
+	good, other := newClientCA(t, "Client CA"), newClientCA(t, "Other CA")
+	w.put(t, testpki.ECDSAP256, origin, "mtls.keyedge.test")
+	w.put(t, testpki.ECDSAP256, origin, "open.keyedge.test")
+
+	request := func(h2 bool, cert *tls.Certificate, host string) (*http.Response, http.Header, error) {
+		cfg := &tls.Config{}
+		if cert != nil {
+			// Sent whatever CAs the edge names, as a client that does
+			// not check them would.
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+		}
+		req := must(http.NewRequest(http.MethodGet, "https://"+host+"/", nil))
+		req.Header.Set("X-Client-Subject", "CN=admin")
+		return fetch(tenantClient(t, w, cfg, h2, ""), req)
+	}
+	for _, mode := range []keystore.ClientAuthMode{keystore.ClientAuthRequired, keystore.ClientAuthOptional} {
+		w.setHTTP(t, "mtls.keyedge.test", func(h *keystore.TenantHTTP) {
+			h.ClientAuth = &keystore.ClientAuth{CAs: good.pem, Mode: mode, SubjectHeader: "X-Client-Subject"}
+		})
+		eventually(t, 10*time.Second, "the edge applies "+string(mode)+" client auth", func() bool {
+			_, _, err := request(false, &other.cert, "mtls.keyedge.test")
+			return err != nil
+		})
+		for _, h2 := range []bool{false, true} {
+			resp, seen, err := request(h2, &good.cert, "mtls.keyedge.test")
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s, h2=%v, a good certificate: %v, %v", mode, h2, resp, err)
+			}
+			if got := seen.Get("X-Client-Subject"); got != "CN=client.client-ca.test" {
+				t.Errorf("%s, h2=%v: the origin saw subject %q", mode, h2, got)
+			}
+			if _, _, err := request(h2, &other.cert, "mtls.keyedge.test"); err == nil {
+				t.Errorf("%s, h2=%v: a certificate from another CA was accepted", mode, h2)
+			}
+			resp, seen, err = request(h2, nil, "mtls.keyedge.test")
+			switch {
+			case mode == keystore.ClientAuthRequired && err == nil:
+				t.Errorf("required, h2=%v: no certificate: %s, want the handshake refused", h2, resp.Status)
+			case mode == keystore.ClientAuthOptional && (err != nil || resp.StatusCode != http.StatusOK):
+				t.Errorf("optional, h2=%v: no certificate: %v, %v", h2, resp, err)
+			case mode == keystore.ClientAuthOptional && seen.Get("X-Client-Subject") != "":
+				t.Errorf("optional, h2=%v: no certificate, yet the origin saw the client's subject header %q", h2, seen.Get("X-Client-Subject"))
+			}
+		}
+	}
+	// Another tenant asks for no certificate.
+	if resp, _, err := request(true, nil, "open.keyedge.test"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("a tenant without client auth: %v, %v", resp, err)
+	}
+}
+
+// TestTenantClientCertificatesResumption: a session does not carry a
+// client past a change of the tenant's client authentication: not one
+// from before it was required, not one verified under CAs it no longer
+// trusts. An unchanged tenant's sessions still resume.
+func TestTenantClientCertificatesResumption(t *testing.T) {
+	w := newWorld(t, 0, Options{})
+	origin := headerOrigin(t)
+	first, second := newClientCA(t, "First CA"), newClientCA(t, "Second CA")
+	w.put(t, testpki.ECDSAP256, origin, "resume.keyedge.test")
+
+	// handshake connects with the session cache, a certificate from ca
+	// (none if nil) and TLS version v, and reports whether it resumed;
+	// err is the handshake's, or the first read's (TLS 1.3 clients learn
+	// of a refused certificate then).
+	handshake := func(cache tls.ClientSessionCache, ca *clientCA, v uint16) (resumed bool, err error) {
+		cfg := &tls.Config{ServerName: "resume.keyedge.test", RootCAs: w.Roots, ClientSessionCache: cache, MinVersion: v, MaxVersion: v}
+		if ca != nil {
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &ca.cert, nil }
+		}
+		conn, err := w.handshake(cfg)
+		if err != nil {
+			return false, err
+		}
+		defer conn.Close()
+		// A request, so a TLS 1.3 client reads the server's tickets, or
+		// its refusal of the certificate.
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(conn, "GET / HTTP/1.1\r\nHost: resume.keyedge.test\r\nConnection: close\r\n\r\n")
+		_, err = io.ReadAll(conn)
+		return conn.ConnectionState().DidResume, err
+	}
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		w.setHTTP(t, "resume.keyedge.test", func(h *keystore.TenantHTTP) { h.ClientAuth = nil })
+		eventually(t, 10*time.Second, "client auth off", func() bool { _, err := handshake(nil, nil, v); return err == nil })
+
+		// A session from before client certificates were required.
+		cache := tls.NewLRUClientSessionCache(4)
+		if _, err := handshake(cache, nil, v); err != nil {
+			t.Fatal(err)
+		}
+		if resumed, err := handshake(cache, nil, v); !resumed || err != nil {
+			t.Fatalf("%x: no resumption without client auth: %v, %v", v, resumed, err)
+		}
+		w.setHTTP(t, "resume.keyedge.test", func(h *keystore.TenantHTTP) {
+			h.ClientAuth = &keystore.ClientAuth{CAs: first.pem, Mode: keystore.ClientAuthRequired}
+		})
+		eventually(t, 10*time.Second, "client auth required", func() bool { _, err := handshake(nil, nil, v); return err != nil })
+		if resumed, err := handshake(cache, nil, v); resumed || err == nil {
+			t.Errorf("%x: a session from before client auth resumed without a certificate: resumed %v, %v", v, resumed, err)
+		}
+
+		// A session verified under the first CA, then the second only.
+		cache = tls.NewLRUClientSessionCache(4)
+		if _, err := handshake(cache, first, v); err != nil {
+			t.Fatal(err)
+		}
+		if resumed, err := handshake(cache, first, v); !resumed || err != nil {
+			t.Errorf("%x: an unchanged tenant's session did not resume: %v, %v", v, resumed, err)
+		}
+		w.setHTTP(t, "resume.keyedge.test", func(h *keystore.TenantHTTP) { h.ClientAuth.CAs = second.pem })
+		eventually(t, 10*time.Second, "the second CA", func() bool { _, err := handshake(nil, second, v); return err == nil })
+		if resumed, err := handshake(cache, first, v); resumed || err == nil {
+			t.Errorf("%x: a session verified under a CA no longer trusted: resumed %v, %v", v, resumed, err)
+		}
+	}
+}
+
+// TestTenantClientCertificatesOpenConnection: a connection opened before
+// its tenant required client certificates carries no request past the
+// change: each gets a 421, so the client retries on a new connection,
+// whose handshake asks for a certificate.
+func TestTenantClientCertificatesOpenConnection(t *testing.T) {
+	w := newWorld(t, 0, Options{})
+	origin := headerOrigin(t)
+	ca := newClientCA(t, "Client CA")
+	w.put(t, testpki.ECDSAP256, origin, "late.keyedge.test")
+	for _, h2 := range []bool{false, true} {
+		w.setHTTP(t, "late.keyedge.test", func(h *keystore.TenantHTTP) { h.ClientAuth = nil })
+		c := tenantClient(t, w, &tls.Config{}, h2, "")
+		eventually(t, 10*time.Second, "client auth off", func() bool {
+			resp, _, err := fetch(c, must(http.NewRequest(http.MethodGet, "https://late.keyedge.test/", nil)))
+			return err == nil && resp.StatusCode == http.StatusOK
+		})
+		w.setHTTP(t, "late.keyedge.test", func(h *keystore.TenantHTTP) {
+			h.ClientAuth = &keystore.ClientAuth{CAs: ca.pem, Mode: keystore.ClientAuthRequired}
+		})
+		eventually(t, 10*time.Second, "a 421 on the open connection", func() bool {
+			resp, _, err := fetch(c, must(http.NewRequest(http.MethodGet, "https://late.keyedge.test/", nil)))
+			if err != nil {
+				t.Fatalf("h2=%v: %v", h2, err) // a new connection: the open one was closed
+			}
+			return resp.StatusCode == http.StatusMisdirectedRequest
+		})
+	}
+}
+
+// TestPlainHTTPRedirect: the port-80 server redirects a tenant's
+// requests to https, refuses those of a tenant that opted out (a change
+// a running server follows), and redirects a name no tenant has, as
+// before.
+func TestPlainHTTPRedirect(t *testing.T) {
+	w := newWorld(t, 0, Options{})
+	w.put(t, testpki.ECDSAP256, w.OriginURL, "shop.keyedge.test")
+	w.put(t, testpki.ECDSAP256, w.OriginURL, "api.keyedge.test")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewHTTPServer(w.store, ACME{}, Limits{}, slog.New(slog.DiscardHandler))
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 10 * time.Second}
+	get := func(host string) (int, string) {
+		t.Helper()
+		req := must(http.NewRequest(http.MethodGet, "http://"+l.Addr().String()+"/a?b=c", nil))
+		req.Host = host
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Location")
+	}
+	w.setHTTP(t, "api.keyedge.test", func(h *keystore.TenantHTTP) { h.NoRedirect = true })
+	eventually(t, 10*time.Second, "the opt-out applies", func() bool { code, _ := get("api.keyedge.test"); return code == http.StatusForbidden })
+	for _, tc := range []struct {
+		host     string
+		code     int
+		location string
+	}{
+		{"shop.keyedge.test", http.StatusMovedPermanently, "https://shop.keyedge.test/a?b=c"},
+		{"shop.keyedge.test:80", http.StatusMovedPermanently, "https://shop.keyedge.test/a?b=c"},
+		{"api.keyedge.test", http.StatusForbidden, ""},
+		{"unknown.keyedge.test", http.StatusMovedPermanently, "https://unknown.keyedge.test/a?b=c"},
+	} {
+		if code, loc := get(tc.host); code != tc.code || loc != tc.location {
+			t.Errorf("Host %s: %d %q, want %d %q", tc.host, code, loc, tc.code, tc.location)
+		}
+	}
+	w.setHTTP(t, "api.keyedge.test", func(h *keystore.TenantHTTP) { h.NoRedirect = false })
+	eventually(t, 10*time.Second, "redirected again", func() bool { code, _ := get("api.keyedge.test"); return code == http.StatusMovedPermanently })
+}

@@ -1,7 +1,7 @@
 package keystore
 
 import (
-	"crypto/sha256"
+	"bytes"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -112,17 +112,18 @@ type ClientAuth struct {
 	SubjectHeader string `json:"subject_header,omitempty"`
 
 	// Set by Check.
-	pool        *x509.CertPool
-	fingerprint [sha256.Size]byte
+	pool *x509.CertPool
+	cas  []*x509.Certificate // pool's
 }
 
 // Pool returns the CAs, parsed by Check.
 func (c *ClientAuth) Pool() *x509.CertPool { return c.pool }
 
-// Fingerprint identifies the CAs and mode: two ClientAuths with the same
-// fingerprint verify clients alike, so a session verified under one may
-// be resumed under the other.
-func (c *ClientAuth) Fingerprint() [sha256.Size]byte { return c.fingerprint }
+// HasCA reports whether ca is one of the CAs: the end of a chain
+// verified against Pool.
+func (c *ClientAuth) HasCA(ca *x509.Certificate) bool {
+	return slices.ContainsFunc(c.cas, func(o *x509.Certificate) bool { return bytes.Equal(o.Raw, ca.Raw) })
+}
 
 var (
 	// ErrBadHTTPSettings is wrapped by every error Check returns.
@@ -390,6 +391,7 @@ func (c *ClientAuth) check() error {
 		return badf("client CA bundle of %d bytes: at most %d", len(c.CAs), maxClientCABytes)
 	}
 	pool := x509.NewCertPool()
+	var cas []*x509.Certificate
 	rest, n := []byte(c.CAs), 0
 	for {
 		var block *pem.Block
@@ -408,13 +410,13 @@ func (c *ClientAuth) check() error {
 			return badf("client CA bundle: certificate %d (%s) is not a CA", n+1, excerpt.Of(ca.Subject.String(), 80))
 		}
 		pool.AddCert(ca)
+		cas = append(cas, ca)
 		n++
 	}
 	if n == 0 || strings.TrimSpace(string(rest)) != "" {
 		return badf("client CA bundle: want one or more PEM CERTIFICATE blocks and nothing else")
 	}
-	c.pool = pool
-	c.fingerprint = sha256.Sum256([]byte(string(c.Mode) + "\x00" + c.CAs))
+	c.pool, c.cas = pool, cas
 	return nil
 }
 
