@@ -1,0 +1,63 @@
+package edge
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/keyedge/keyedge/internal/testpki"
+)
+
+// BenchmarkTenantHTTP is BenchmarkProxyFast through a Server, for a
+// tenant with no HTTP settings: "proxy" calls the proxy as the server
+// did before the per-tenant layer, "layer" as it does now, so the ratio
+// is the layer's cost; "lookup" is the layer alone (tenantRequest), for
+// a figure the machine's noise does not drown. Run it with -count:
+//
+//	go test -run '^$' -bench TenantHTTP -benchtime 20000x -count 6 ./edge
+func BenchmarkTenantHTTP(b *testing.B) {
+	w := openWorld(b, 0)
+	origin := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) }))
+	defer origin.Close()
+	w.put(b, testpki.ECDSAP256, origin.URL, proxyTestHost)
+	srv, err := NewServer(Options{Store: w.store, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := srv.settings.Load().proxy
+	defer p.Close()
+	for _, bc := range []struct {
+		name  string
+		serve func(http.ResponseWriter, *http.Request)
+	}{
+		{"proxy", p.ServeHTTP},
+		{"layer", srv.serveProxy},
+		{"lookup", func(rw http.ResponseWriter, r *http.Request) {
+			if _, ok := srv.tenantRequest(rw, r, p); ok {
+				rw.WriteHeader(http.StatusOK)
+			}
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := httptest.NewRequest(http.MethodGet, "https://"+proxyTestHost+"/", nil)
+			r.TLS = &tls.ConnectionState{ServerName: proxyTestHost, HandshakeComplete: true}
+			r.Header.Set("User-Agent", "h2load nghttp2/1.52.0")
+			r.Header.Set("Accept", "*/*")
+			rw := &benchWriter{h: make(http.Header)}
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			for b.Loop() {
+				clear(rw.h)
+				rw.code = 0
+				bc.serve(rw, r)
+				if rw.code != http.StatusOK {
+					b.Fatalf("status %d", rw.code)
+				}
+			}
+			cpu := cpuTime() - cpu0
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
+		})
+	}
+}
