@@ -41,23 +41,7 @@ func BenchmarkTenantHTTP(b *testing.B) {
 		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			r := httptest.NewRequest(http.MethodGet, "https://"+proxyTestHost+"/", nil)
-			r.TLS = &tls.ConnectionState{ServerName: proxyTestHost, HandshakeComplete: true}
-			r.Header.Set("User-Agent", "h2load nghttp2/1.52.0")
-			r.Header.Set("Accept", "*/*")
-			rw := &benchWriter{h: make(http.Header)}
-			b.ReportAllocs()
-			cpu0 := cpuTime()
-			for b.Loop() {
-				clear(rw.h)
-				rw.code = 0
-				bc.serve(rw, r)
-				if rw.code != http.StatusOK {
-					b.Fatalf("status %d", rw.code)
-				}
-			}
-			cpu := cpuTime() - cpu0
-			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
+			benchGET(b, bc.serve, &tls.ConnectionState{ServerName: proxyTestHost, HandshakeComplete: true})
 		})
 	}
 }

@@ -3,7 +3,6 @@ package keystore
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/excerpt"
 	"golang.org/x/net/http/httpguts"
 )
@@ -232,25 +232,18 @@ func (h *HSTS) check() error {
 }
 
 // Header returns the Strict-Transport-Security header value.
-func (h *HSTS) Header() string {
-	v := "max-age=" + strconv.FormatInt(int64(h.MaxAge/time.Second), 10)
-	if h.IncludeSubDomains {
-		v += "; includeSubDomains"
-	}
-	if h.Preload {
-		v += "; preload"
-	}
-	return v
-}
+func (h *HSTS) Header() string { return h.format("; ") }
 
 // String is the HSTS policy as keyctl http takes it.
-func (h *HSTS) String() string {
+func (h *HSTS) String() string { return h.format(",") }
+
+func (h *HSTS) format(sep string) string {
 	v := "max-age=" + strconv.FormatInt(int64(h.MaxAge/time.Second), 10)
 	if h.IncludeSubDomains {
-		v += ",includeSubDomains"
+		v += sep + "includeSubDomains"
 	}
 	if h.Preload {
-		v += ",preload"
+		v += sep + "preload"
 	}
 	return v
 }
@@ -390,31 +383,19 @@ func (c *ClientAuth) check() error {
 	if len(c.CAs) > maxClientCABytes {
 		return badf("client CA bundle of %d bytes: at most %d", len(c.CAs), maxClientCABytes)
 	}
+	ders, err := certs.ParseChainPEM([]byte(c.CAs))
+	if err != nil {
+		return badf("client CA bundle: %v; want one or more PEM CERTIFICATE blocks", err)
+	}
 	pool := x509.NewCertPool()
-	var cas []*x509.Certificate
-	rest, n := []byte(c.CAs), 0
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return badf("client CA bundle: a %q block; want CERTIFICATE blocks only", excerpt.Of(block.Type, 40))
-		}
-		ca, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return badf("client CA bundle: certificate %d: %v", n+1, err)
-		}
+	cas := make([]*x509.Certificate, len(ders))
+	for i, der := range ders {
+		ca, _ := x509.ParseCertificate(der) // ParseChainPEM parsed it
 		if !ca.IsCA {
-			return badf("client CA bundle: certificate %d (%s) is not a CA", n+1, excerpt.Of(ca.Subject.String(), 80))
+			return badf("client CA bundle: certificate %d (%s) is not a CA", i+1, excerpt.Of(ca.Subject.String(), 80))
 		}
 		pool.AddCert(ca)
-		cas = append(cas, ca)
-		n++
-	}
-	if n == 0 || strings.TrimSpace(string(rest)) != "" {
-		return badf("client CA bundle: want one or more PEM CERTIFICATE blocks and nothing else")
+		cas[i] = ca
 	}
 	c.pool, c.cas = pool, cas
 	return nil

@@ -117,7 +117,7 @@ func TestClientAuthCheck(t *testing.T) {
 		{"no mode", keystore.ClientAuth{CAs: good}, false},
 		{"no CA", keystore.ClientAuth{Mode: keystore.ClientAuthRequired}, false},
 		{"a leaf, not a CA", keystore.ClientAuth{CAs: string(testpki.ChainPEM(leaf.Chain[:1])), Mode: keystore.ClientAuthRequired}, false},
-		{"trailing junk", keystore.ClientAuth{CAs: good + "junk", Mode: keystore.ClientAuthRequired}, false},
+		{"a malformed block", keystore.ClientAuth{CAs: good + "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n", Mode: keystore.ClientAuthRequired}, false},
 		{"a key", keystore.ClientAuth{CAs: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", Mode: keystore.ClientAuthRequired}, false},
 		{"protected subject header", keystore.ClientAuth{CAs: good, Mode: keystore.ClientAuthRequired, SubjectHeader: "X-Forwarded-User"}, false},
 	} {
