@@ -91,7 +91,7 @@ func TestHTTPServerACME(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := NewHTTPServer(tc.a, Limits{}, slog.New(slog.DiscardHandler))
+			srv := NewHTTPServer(nil, tc.a, Limits{}, slog.New(slog.DiscardHandler))
 			go srv.Serve(l)
 			defer srv.Close()
 			req, _ := http.NewRequest(http.MethodGet, "http://"+l.Addr().String()+tc.path, nil)
@@ -153,7 +153,7 @@ func newACMEEdge(t *testing.T, opts acme.Options) *acmeEdge {
 		srv.Shutdown(context.Background())
 		<-done
 	})
-	hs := NewHTTPServer(acmeHooks(e.m), Limits{}, slog.New(slog.DiscardHandler))
+	hs := NewHTTPServer(e.store, acmeHooks(e.m), Limits{}, slog.New(slog.DiscardHandler))
 	go hs.Serve(httpLn)
 	t.Cleanup(func() { hs.Close() })
 	e.addr = tlsLn.Addr().String()

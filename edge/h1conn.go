@@ -436,7 +436,10 @@ func (c *h1Conn) serveRequest(r *http.Request, pool *originPool, target *originT
 		}
 	}()
 	c.srv.advertiseHTTP3(res.Header())
-	c.srv.settings.Load().proxy.serveFast(res, r, pool, target)
+	p := c.srv.settings.Load().proxy
+	if w, ok := c.srv.tenantRequest(res, r, p); ok {
+		p.serveFast(w, r, pool, target)
+	}
 	return res.finish()
 }
 

@@ -179,18 +179,23 @@ func (s *Server) shutdownHTTP3(ctx context.Context) (wait func() error) {
 // quicTLSConfig is the QUIC listener's GetConfigForClient: the TCP
 // listener's current tls.Config, with its certificate selection, curves
 // and session ticket hooks, offering ALPN h3; made again when Reload
-// replaces that. TLS-ALPN-01 challenges are TCP only, so ACME's hook is
-// not asked.
-func (s *Server) quicTLSConfig(*tls.ClientHelloInfo) (*tls.Config, error) {
+// replaces that; for a tenant with client authentication, a copy asking
+// for its certificates, as over TCP. TLS-ALPN-01 challenges are TCP
+// only, so ACME's hook is not asked.
+func (s *Server) quicTLSConfig(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	base := s.tlsConfig.Load()
-	if c := s.h3.tls.Load(); c != nil && c.base == base {
-		return c.config, nil
+	c := s.h3.tls.Load()
+	if c == nil || c.base != base {
+		config := base.Clone()
+		config.NextProtos = []string{http3.NextProtoH3}
+		config.GetConfigForClient = nil
+		c = &h3TLSConfig{base, config}
+		s.h3.tls.Store(c)
 	}
-	config := base.Clone()
-	config.NextProtos = []string{http3.NextProtoH3}
-	config.GetConfigForClient = nil
-	s.h3.tls.Store(&h3TLSConfig{base, config})
-	return config, nil
+	if cfg := s.clientAuthConfig(hello, c.config); cfg != nil {
+		return cfg, nil
+	}
+	return c.config, nil
 }
 
 // quicConfig is the quic.Config of a new connection, with the current

@@ -354,6 +354,11 @@ func clientPrefix(a net.Addr) (p netip.Prefix, ok bool) {
 	if !isIP {
 		return p, false
 	}
+	return clientNetwork(ip)
+}
+
+// clientNetwork is clientPrefix for an IP address.
+func clientNetwork(ip netip.Addr) (p netip.Prefix, ok bool) {
 	ip = ip.Unmap()
 	bits := 32
 	if ip.Is6() {

@@ -6,18 +6,27 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/keyedge/keyedge/keystore"
 )
 
 // NewHTTPServer returns the server for the edge's plain-HTTP listener
 // (port 80): it redirects every request to the same URL over https
 // (301 for GET and HEAD, 308 otherwise), except those a.HTTPHandler, when
-// set, answers (ACME HTTP-01 validations). Bind its listener before the
-// ACME manager's renewal loop starts, so certmagic finds the port taken
-// and does not open one of its own.
-func NewHTTPServer(a ACME, limits Limits, log *slog.Logger) *http.Server {
+// set, answers (ACME HTTP-01 validations), and those for a name whose
+// tenant opted out (keystore.TenantHTTP.NoRedirect), which get a 403:
+// nothing is proxied in clear text. A name store has no tenant for is
+// redirected too: with ACME on demand, its https handshake may obtain
+// its certificate. A nil store redirects every name. Bind its listener
+// before the ACME manager's renewal loop starts, so certmagic finds the
+// port taken and does not open one of its own.
+func NewHTTPServer(store *keystore.Store, a ACME, limits Limits, log *slog.Logger) *http.Server {
 	limits = limits.WithDefaults()
 	log = cmp.Or(log, slog.Default())
 	var h http.Handler = http.HandlerFunc(redirectToHTTPS)
+	if store != nil {
+		h = plainHTTP{store}
+	}
 	if a.HTTPHandler != nil {
 		h = a.HTTPHandler(h)
 	}
@@ -29,6 +38,24 @@ func NewHTTPServer(a ACME, limits Limits, log *slog.Logger) *http.Server {
 		MaxHeaderBytes:    limits.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+}
+
+// plainHTTP is the port-80 handler: redirectToHTTPS, but for tenants
+// that opted out.
+type plainHTTP struct{ store *keystore.Store }
+
+func (p plainHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if entry, err := p.store.Lookup(r.Context(), host); err == nil {
+		if h := entry.Certs[0].Meta.HTTP; h != nil && h.NoRedirect {
+			http.Error(w, "403 Forbidden: this site is served over https only", http.StatusForbidden)
+			return
+		}
+	}
+	redirectToHTTPS(w, r)
 }
 
 // redirectToHTTPS answers a plain-HTTP request with a permanent redirect

@@ -189,6 +189,7 @@ type Server struct {
 	http          *http.Server
 	metrics       *metrics
 	log           *slog.Logger
+	limiter       *rateLimiter // tenants' rate limits (tenanthttp.go)
 
 	// tlsConfig is the handshakes' configuration, replaced by Reload
 	// (MinVersion, CurvePreferences); ticket keys are installed into it
@@ -301,6 +302,7 @@ func NewServer(opts Options) (*Server, error) {
 		metrics:       newMetrics(),
 		log:           opts.Logger,
 		h3opts:        opts.HTTP3,
+		limiter:       newRateLimiter(time.Now),
 
 		h1Loop:         true,
 		ticketsChanged: make(chan struct{}, 1),
@@ -323,10 +325,8 @@ func NewServer(opts Options) (*Server, error) {
 		UnwrapSession:    s.unwrapSession,
 
 		GetEncryptedClientHelloKeys: s.echKeys,
-	}
-	if s.acme.ChallengeConfig != nil {
-		// nil, nil for every ClientHello but a CA's TLS-ALPN-01 validation.
-		tlsConfig.GetConfigForClient = s.acme.ChallengeConfig
+		// ACME's TLS-ALPN-01 validations; tenants' client certificates.
+		GetConfigForClient: s.configForClient,
 	}
 	s.tlsConfig.Store(tlsConfig)
 	s.installTicketKeys()
@@ -345,6 +345,7 @@ func NewServer(opts Options) (*Server, error) {
 		ConnState:         s.trackNew,
 	}
 	collectors := append(s.metrics.collectors(), set.proxy.Collectors()...)
+	collectors = append(collectors, s.limiter.limited)
 	if opts.Keyless != nil {
 		collectors = append(collectors, opts.Keyless.Collectors()...)
 	}
@@ -544,12 +545,16 @@ func (s *Server) awaitFirstRequests(ctx context.Context) {
 	}
 }
 
-// serveProxy serves a request through the current settings' proxy.
+// serveProxy serves a request through the tenant's HTTP settings and
+// the current settings' proxy.
 func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor < 3 {
 		s.advertiseHTTP3(w.Header())
 	}
-	s.settings.Load().proxy.ServeHTTP(w, r)
+	p := s.settings.Load().proxy
+	if w, ok := s.tenantRequest(w, r, p); ok {
+		p.ServeHTTP(w, r)
+	}
 }
 
 // ErrNotReloadable is returned by Reload for options it cannot change

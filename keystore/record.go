@@ -54,6 +54,11 @@ type Meta struct {
 	// origin for edges from before pools. Nil: Origin alone, with the
 	// edge's defaults. Origins returns the pool either way.
 	OriginPool *OriginPool `json:"origin_pool,omitempty"`
+
+	// HTTP is the tenant's HTTP settings (redirect, HSTS, header rules,
+	// rate limit, client certificates); nil: the defaults. Every record
+	// of a name holds the same (Store.UpdateHTTP).
+	HTTP *TenantHTTP `json:"http,omitempty"`
 }
 
 // record is the on-disk form of certs/<id2>/<id>/record: one JSON object
@@ -91,6 +96,9 @@ func parseRecord(id string, data []byte) (*record, *x509.Certificate, error) {
 	case "", RouteLocal, RouteKeyless:
 	default:
 		return nil, nil, fmt.Errorf("%w: unknown route %q", errMalformed, r.Route)
+	}
+	if err := r.HTTP.Check(); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errMalformed, err)
 	}
 	return &r, leaf, nil
 }

@@ -556,7 +556,7 @@ func (s *Store) failed(kind, subject, key string, err error) error {
 // parsed leaf (which holds its own copy of the DER plus decoded fields),
 // and fixed overheads measured by BenchmarkCachedCertHeap.
 func (c *Cert) size() int64 {
-	n := int64(certOverhead) + int64(len(c.OCSP)) + int64(len(c.Meta.Tenant)+len(c.Meta.Origin)+len(c.Meta.Policy)) + c.Meta.OriginPool.size()
+	n := int64(certOverhead) + int64(len(c.OCSP)) + int64(len(c.Meta.Tenant)+len(c.Meta.Origin)+len(c.Meta.Policy)) + c.Meta.OriginPool.size() + c.Meta.HTTP.size()
 	for _, der := range c.Chain {
 		n += int64(len(der))
 	}

@@ -95,6 +95,9 @@ func (s *Store) prepare(ctx context.Context, b *Bundle) (*prepared, error) {
 	if p.names, err = leafNames(leaf); err != nil {
 		return nil, err
 	}
+	if err := s.inheritHTTP(ctx, p); err != nil {
+		return nil, err
+	}
 	var pol *geo.Policy
 	if b.Meta.Policy != "" {
 		if pol, err = geo.ParsePolicy(b.Meta.Policy); err != nil {

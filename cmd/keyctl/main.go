@@ -13,6 +13,7 @@
 //	keyctl rm          NAME|ID [--yes]
 //	keyctl route       NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]
 //	keyctl node-key    --attrs "region: eu, country: de" [--out FILE] [--geo-master FILE]
+//	keyctl http        set NAME [--redirect on|off] [--hsts SPEC|off] [--request-header RULE]... [--response-header RULE]... [--rate N/s [--burst B]|off] [--client-ca FILE --client-auth required|optional|off] [--client-subject-header H|off] | show NAME
 //	keyctl policy      set NAME|ID "POLICY" [--geo-master FILE] | check "POLICY"
 //	keyctl origin      set NAME URL[=WEIGHT]... [--health-path P] [--ca FILE] [--server-name N] [--client-cert F --client-key F] ... | show NAME
 //	keyctl reseal      [--geo-master FILE]
@@ -70,6 +71,7 @@ var commands = []command{
 	{cli.Command{Name: "rm", Args: "NAME|ID [--yes]", Summary: "remove a certificate by ID, or every certificate serving NAME, after confirmation"}, true, runRemove},
 	{cli.Command{Name: "route", Args: "NAME|ID local|keyless [--key-server HOST:PORT]... [--delete-key]", Summary: "choose where a certificate's handshakes are signed"}, true, runRoute},
 	{cli.Command{Name: "node-key", Args: "--attrs \"region: eu, dc: fra1\" [--out FILE]", Summary: "issue a node's geo attribute key from the geo master key"}, false, runNodeKey},
+	{cli.Command{Name: "http", Args: "set NAME [--redirect on|off] [--hsts max-age=N[,includeSubDomains][,preload]|off] [--request-header RULE]... [--response-header RULE]... [--rate N/s [--burst B]|off] [--client-ca FILE] [--client-auth required|optional|off] [--client-subject-header H|off] | show NAME", Summary: "a name's HTTP settings: https redirect, HSTS, header rules, rate limit, client certificates"}, true, runHTTP},
 	{cli.Command{Name: "policy", Args: "set NAME|ID \"POLICY\" | check \"POLICY\"", Summary: "restrict where a key may be used (\"\" lifts it), re-sealing it; or check a policy"}, true, runPolicy},
 	{cli.Command{Name: "origin", Args: "set NAME URL[=WEIGHT]... [--health-path P --health-interval D] [--ca FILE] [--server-name N] [--client-cert F --client-key F] [--connect-timeout D] [--timeout D] | show NAME", Summary: "set a name's origins (weights, health check, timeouts, origin TLS), or show them (never key bytes)"}, true, runOrigin},
 	{cli.Command{Name: "reseal", Args: "[--geo-master FILE]", Summary: "rewrite keys sealed by a keyedge before envelope encryption in the envelope format (fast for edges to open); policy-sealed ones need the geo master key"}, true, runReseal},

@@ -154,7 +154,7 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listeners, logOut i
 	n.ready.Store(true)
 	n.log.Info("edge listening", "addr", n.ln.Addr().String(), "keystore", storage)
 	if n.acme != nil {
-		n.http = edge.NewHTTPServer(opts.ACME, opts.Limits, n.log)
+		n.http = edge.NewHTTPServer(n.store, opts.ACME, opts.Limits, n.log)
 		go n.http.Serve(httpLn)
 		runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		n.stop = stop
