@@ -332,3 +332,36 @@ func TestHTTP3Drain(t *testing.T) {
 		t.Errorf("Shutdown: %v", err)
 	}
 }
+
+// TestHTTP3ClientCertificates: a tenant asking for client certificates
+// asks for them over HTTP/3 too: the QUIC handshake offers h3 with the
+// tenant's CAs, refuses a client without a certificate, and passes the
+// verified subject to the origin.
+func TestHTTP3ClientCertificates(t *testing.T) {
+	w := newWorld(t, 0, Options{})
+	origin := headerOrigin(t)
+	good := newClientCA(t, "Client CA")
+	w.put(t, testpki.ECDSAP256, origin, "mtls.keyedge.test")
+	w.setHTTP(t, "mtls.keyedge.test", func(h *keystore.TenantHTTP) {
+		h.ClientAuth = &keystore.ClientAuth{CAs: good.pem, Mode: keystore.ClientAuthRequired, SubjectHeader: "X-Client-Subject"}
+	})
+	addr := serveH3(t, w.srv)
+	request := func(cert *tls.Certificate) (*http.Response, http.Header, error) {
+		c := h3Client(t, w.Roots, addr, "")
+		if cert != nil {
+			c.Transport.(*http3.Transport).TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+		}
+		return fetchSeen(c, must(http.NewRequest(http.MethodGet, "https://mtls.keyedge.test/", nil)))
+	}
+	eventually(t, 10*time.Second, "the edge asks for client certificates", func() bool {
+		_, _, err := request(nil)
+		return err != nil
+	})
+	resp, seen, err := request(&good.cert)
+	if err != nil || resp.StatusCode != http.StatusOK || resp.ProtoMajor != 3 {
+		t.Fatalf("h3 with a good certificate: %v, %v", resp, err)
+	}
+	if got := seen.Get("X-Client-Subject"); got != "CN=client.client-ca.test" {
+		t.Errorf("the origin saw subject %q over h3", got)
+	}
+}
