@@ -62,6 +62,9 @@ func TestMinimalConfig(t *testing.T) {
 	if cfg == string(data) {
 		t.Fatal("edge-minimal.yaml no longer listens on 127.0.0.1:8443 and 127.0.0.1:9090: update this test")
 	}
+	// The plain-HTTP listener, without ACME: it redirects to https.
+	plain := proctest.FreeAddr(t)
+	cfg += "\nhttp_listen: " + plain + "\n"
 	path := filepath.Join(dir, "edge-minimal.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -93,5 +96,20 @@ func TestMinimalConfig(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK || string(body) != "origin of shop.example" {
 		t.Fatalf("GET https://shop.example/ = %d %q, want 200 from its origin", resp.StatusCode, body)
+	}
+
+	noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, err := http.NewRequest(http.MethodGet, "http://"+plain+"/cart?id=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "shop.example"
+	resp, err = noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusMovedPermanently || loc != "https://shop.example/cart?id=1" {
+		t.Errorf("GET http://shop.example/cart?id=1 on http_listen = %d, Location %q; want 301 to https://shop.example/cart?id=1", resp.StatusCode, loc)
 	}
 }

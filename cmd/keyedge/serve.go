@@ -119,11 +119,13 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listeners, logOut i
 		undo = append(undo, func() { n.udp.Close() })
 	}
 	var httpLn net.Listener
-	if cfg.ACME.CA != "" {
-		if httpLn, err = listen.Listen("tcp", cfg.ACME.HTTPListen); err != nil {
-			return nil, fmt.Errorf("acme: %w", err)
+	if cfg.HTTPListen != "" {
+		if httpLn, err = listen.Listen("tcp", cfg.HTTPListen); err != nil {
+			return nil, fmt.Errorf("http_listen: %w", err)
 		}
 		undo = append(undo, func() { httpLn.Close() })
+	}
+	if cfg.ACME.CA != "" {
 		if n.acme, err = cfg.ACMEManager(n.store, storage, httpLn.Addr(), n.ln.Addr(), n.log, reg); err != nil {
 			return nil, err
 		}
@@ -153,9 +155,12 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listeners, logOut i
 	}
 	n.ready.Store(true)
 	n.log.Info("edge listening", "addr", n.ln.Addr().String(), "keystore", storage)
-	if n.acme != nil {
+	if httpLn != nil {
 		n.http = edge.NewHTTPServer(n.store, opts.ACME, opts.Limits, n.log)
 		go n.http.Serve(httpLn)
+		n.log.Info("plain http listening (redirects to https)", "addr", httpLn.Addr().String())
+	}
+	if n.acme != nil {
 		runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		n.stop = stop
 		go n.acme.Run(runCtx)

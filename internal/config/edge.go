@@ -139,6 +139,12 @@ type Edge struct {
 		} `yaml:"key_servers"`
 	} `yaml:"geo"`
 
+	// HTTPListen is the plain-HTTP listener (port 80): it redirects every
+	// request to https, but for tenants that opted out (keyctl http set
+	// --redirect off: 403), and answers ACME HTTP-01 when acme is on.
+	// [off; with acme on, acme.http_listen's :80]
+	HTTPListen string `yaml:"http_listen"`
+
 	// ACME obtains and renews certificates of the names declared for it
 	// (keyctl issue) from an ACME CA, answering HTTP-01 on http_listen
 	// (which otherwise redirects to https) and TLS-ALPN-01 on listen.
@@ -210,7 +216,8 @@ func (c *Edge) setDefaults() {
 	c.Listen = cmp.Or(c.Listen, ":443")
 	c.MetricsListen = cmp.Or(c.MetricsListen, "127.0.0.1:9090")
 	if c.ACME.CA != "" {
-		c.ACME.HTTPListen = cmp.Or(c.ACME.HTTPListen, ":80")
+		c.ACME.HTTPListen = cmp.Or(c.ACME.HTTPListen, c.HTTPListen, ":80")
+		c.HTTPListen = c.ACME.HTTPListen
 	}
 	c.Limits.DrainTimeout = cmp.Or(c.Limits.DrainTimeout, 30*time.Second)
 	if c.HTTP3On() {
@@ -247,6 +254,9 @@ func (c *Edge) check() error {
 	errs = append(errs, c.checkECH())
 	if h := c.HTTP3; !c.HTTP3On() && (h.Listen != "" || h.AltSvcMaxAge != 0) {
 		errs = append(errs, errors.New("http3 settings need http3.enabled (it is false)"))
+	}
+	if c.HTTPListen != "" && c.ACME.HTTPListen != "" && c.HTTPListen != c.ACME.HTTPListen {
+		errs = append(errs, fmt.Errorf("http_listen %q and acme.http_listen %q: one plain-HTTP listener serves both; set one", c.HTTPListen, c.ACME.HTTPListen))
 	}
 	if a := c.ACME; a.CA == "" && (a.Email != "" || a.CARootFile != "" || a.HTTPListen != "" || a.OnDemand.Enabled) {
 		errs = append(errs, errors.New("acme settings need acme.ca"))
