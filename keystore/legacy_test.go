@@ -127,6 +127,11 @@ func TestLegacyKeystoreOpens(t *testing.T) {
 			t.Errorf("the bad key was rewritten: %q", got)
 		}
 	}
+	// Every good key moved into its record: a cold tenant is two reads.
+	keyFiles, _ := filepath.Glob(filepath.Join(dir, "certs", "*", "*", "key.sealed"))
+	if len(keyFiles) != 1 || keyFiles[0] != badKey {
+		t.Errorf("key.sealed files left after reseal: %q, want only the bad one", keyFiles)
+	}
 	serve("envelope", 2)
 }
 
