@@ -216,7 +216,7 @@ func TestGeoTamperedKey(t *testing.T) {
 	gw := newGeoWorld(t)
 	id := gw.putRestricted(t, "tampered.geo.test", "region: eu")
 	gw.putRestricted(t, "fine.geo.test", "region: eu")
-	keyFile := filepath.Join(gw.StoreDir, "certs", id[:2], id, "key.sealed")
+	keyFile := filepath.Join(gw.StoreDir, "certs", id[:2], id, "record") // which ends with the sealed key
 	data, err := os.ReadFile(keyFile)
 	if err != nil {
 		t.Fatal(err)

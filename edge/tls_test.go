@@ -316,7 +316,14 @@ func TestCorruptTenantFailsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := e.Certs[0].ID
-	if err := os.WriteFile(filepath.Join(w.StoreDir, "certs", id[:2], id, "key.sealed"), []byte("garbage"), 0o600); err != nil {
+	// The record ends with the sealed key: damage its last byte.
+	record := filepath.Join(w.StoreDir, "certs", id[:2], id, "record")
+	data, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)-1] ^= 1
+	if err := os.WriteFile(record, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if conn, err := w.handshake(w.tlsConfig("t1.keyedge.test")); err == nil {

@@ -19,9 +19,12 @@ import (
 
 // TestCorruptFiles damages one tenant's files in every way we know and
 // checks that only that tenant fails, with an error naming it and the
-// file, counted and logged once, and that nothing is deleted.
+// file, counted and logged once, and that nothing is deleted. Each
+// case runs on a keystore as written now, where the sealed key is the
+// record's last section (the key damage is done to that section, then
+// written back: the error names the record), and on one in the layout
+// before, the key in key.sealed beside a JSON record.
 func TestCorruptFiles(t *testing.T) {
-	type paths struct{ name, record, key, otherRecord, otherKey string }
 	tests := []struct {
 		name    string
 		damage  func(t *testing.T, p paths)
@@ -46,64 +49,103 @@ func TestCorruptFiles(t *testing.T) {
 		{"key of another cert", func(t *testing.T, p paths) { copyFile(t, p.otherKey, p.key) }, true, "/key.sealed", "key"},
 		{"key missing", func(t *testing.T, p paths) { os.Remove(p.key) }, true, "/key.sealed", "key"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t)
-			w := f.open(t, keystore.Options{})
-			ids := put(t, w, f.bundle(t, "", "victim.example.com"), f.bundle(t, "", "bystander.example.com"))
-			p := paths{
-				name:        filepath.Join(f.dir, "names", h2("victim.example.com"), "victim.example.com"),
-				record:      filepath.Join(f.dir, "certs", ids[0][:2], ids[0], "record"),
-				key:         filepath.Join(f.dir, "certs", ids[0][:2], ids[0], "key.sealed"),
-				otherRecord: filepath.Join(f.dir, "certs", ids[1][:2], ids[1], "record"),
-				otherKey:    filepath.Join(f.dir, "certs", ids[1][:2], ids[1], "key.sealed"),
+	for _, split := range []bool{false, true} {
+		for _, tt := range tests {
+			layout := "key in record"
+			if split {
+				layout = "key.sealed"
 			}
-			tt.damage(t, p)
-			before := listFiles(t, f.dir)
+			t.Run(layout+"/"+tt.name, func(t *testing.T) {
+				testCorruptFile(t, split, tt.damage, tt.inKey, tt.file, tt.counter)
+			})
+		}
+	}
+}
 
-			logs := &logCounter{}
-			reg := prometheus.NewRegistry()
-			s := f.open(t, keystore.Options{Logger: slog.New(logs), Registerer: reg, NegativeTTL: time.Millisecond})
-			ctx := context.Background()
-			var err error
-			for range 3 { // failures are re-read after NegativeTTL but logged once
-				var e *keystore.Entry
-				e, err = s.Lookup(ctx, "victim.example.com")
-				if tt.inKey {
-					if err != nil {
-						t.Fatalf("Lookup: %v (key damage must not fail the lookup)", err)
-					}
-					_, err = e.Certs[0].PrivateKey(ctx)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-			if !errors.Is(err, keystore.ErrCorrupt) {
-				t.Fatalf("error = %v, want ErrCorrupt", err)
-			}
-			if !strings.Contains(err.Error(), tt.file) || !strings.Contains(err.Error(), "victim.example.com") && !strings.Contains(err.Error(), ids[0]) {
-				t.Errorf("error %q does not name the tenant and %s", err, tt.file)
-			}
-			if n := logs.errs.Load(); n != 1 {
-				t.Errorf("logged %d errors for one bad file, want 1", n)
-			}
-			if m := gather(t, reg); m[`keyedge_keystore_load_errors_total{file="`+tt.counter+`"}`] < 1 {
-				t.Errorf("load error not counted under file=%q: %v", tt.counter, m)
-			}
-			if strings.Contains(logs.buf.String(), "PRIVATE KEY") {
-				t.Error("log mentions key material")
-			}
+type paths struct{ name, record, key, otherRecord, otherKey string }
 
-			e, err := s.Lookup(ctx, "bystander.example.com")
+func testCorruptFile(t *testing.T, split bool, damage func(t *testing.T, p paths), inKey bool, file, counter string) {
+	f := newFixture(t)
+	w := f.open(t, keystore.Options{})
+	ids := put(t, w, f.bundle(t, "", "victim.example.com"), f.bundle(t, "", "bystander.example.com"))
+	p := paths{
+		name:        filepath.Join(f.dir, "names", h2("victim.example.com"), "victim.example.com"),
+		record:      filepath.Join(f.dir, "certs", ids[0][:2], ids[0], "record"),
+		key:         filepath.Join(f.dir, "certs", ids[0][:2], ids[0], "key.sealed"),
+		otherRecord: filepath.Join(f.dir, "certs", ids[1][:2], ids[1], "record"),
+		otherKey:    filepath.Join(f.dir, "certs", ids[1][:2], ids[1], "key.sealed"),
+	}
+	if split {
+		if err := keystore.SplitKeys(f.dir); err != nil {
+			t.Fatal(err)
+		}
+		damage(t, p)
+	} else {
+		// The keys, taken out of their records to be damaged as files.
+		scratch := t.TempDir()
+		p.key, p.otherKey = filepath.Join(scratch, "key"), filepath.Join(scratch, "other")
+		for _, k := range [][2]string{{p.record, p.key}, {p.otherRecord, p.otherKey}} {
+			sealed, err := keystore.SealedKey(k[0])
 			if err != nil {
-				t.Fatalf("bystander affected: %v", err)
+				t.Fatal(err)
 			}
-			if _, err := e.Certs[0].PrivateKey(ctx); err != nil {
-				t.Fatalf("bystander key affected: %v", err)
+			write(t, k[1], string(sealed))
+		}
+		damage(t, p)
+		if inKey {
+			sealed, err := os.ReadFile(p.key)
+			if err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
 			}
-			if after := listFiles(t, f.dir); after != before {
-				t.Errorf("files changed by reading a corrupt tenant:\n%s\nbecame\n%s", before, after)
+			if err := keystore.SetSealedKey(p.record, sealed); err != nil {
+				t.Fatal(err)
 			}
-		})
+			file = "/record"
+		}
+	}
+	before := listFiles(t, f.dir)
+
+	logs := &logCounter{}
+	reg := prometheus.NewRegistry()
+	s := f.open(t, keystore.Options{Logger: slog.New(logs), Registerer: reg, NegativeTTL: time.Millisecond})
+	ctx := context.Background()
+	var err error
+	for range 3 { // failures are re-read after NegativeTTL but logged once
+		var e *keystore.Entry
+		e, err = s.Lookup(ctx, "victim.example.com")
+		if inKey {
+			if err != nil {
+				t.Fatalf("Lookup: %v (key damage must not fail the lookup)", err)
+			}
+			_, err = e.Certs[0].PrivateKey(ctx)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !errors.Is(err, keystore.ErrCorrupt) {
+		t.Fatalf("error = %v, want ErrCorrupt", err)
+	}
+	if !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "victim.example.com") && !strings.Contains(err.Error(), ids[0]) {
+		t.Errorf("error %q does not name the tenant and %s", err, file)
+	}
+	if n := logs.errs.Load(); n != 1 {
+		t.Errorf("logged %d errors for one bad file, want 1", n)
+	}
+	if m := gather(t, reg); m[`keyedge_keystore_load_errors_total{file="`+counter+`"}`] < 1 {
+		t.Errorf("load error not counted under file=%q: %v", counter, m)
+	}
+	if strings.Contains(logs.buf.String(), "PRIVATE KEY") {
+		t.Error("log mentions key material")
+	}
+
+	e, err := s.Lookup(ctx, "bystander.example.com")
+	if err != nil {
+		t.Fatalf("bystander affected: %v", err)
+	}
+	if _, err := e.Certs[0].PrivateKey(ctx); err != nil {
+		t.Fatalf("bystander key affected: %v", err)
+	}
+	if after := listFiles(t, f.dir); after != before {
+		t.Errorf("files changed by reading a corrupt tenant:\n%s\nbecame\n%s", before, after)
 	}
 }
 

@@ -13,8 +13,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// keyFile is the path of certificate id's sealed key in f.
-func keyFile(f *fixture, id string) string {
+// keyFile is the path of certificate id's sealed key in f, once moved
+// out of its record into key.sealed (the layout before, which edges
+// read as ever), where these tests read and damage it as a file.
+func keyFile(t *testing.T, f *fixture, id string) string {
+	t.Helper()
+	if err := keystore.SplitKeys(f.dir); err != nil {
+		t.Fatal(err)
+	}
 	return filepath.Join(f.dir, "certs", id[:2], id, "key.sealed")
 }
 
@@ -43,7 +49,7 @@ func TestEnvelopeSharesOneDataKey(t *testing.T) {
 		ids = append(ids, put(t, w, f.bundle(t, "", n))...)
 	}
 	for _, id := range ids {
-		checkEnvelope(t, keyFile(f, id), keystore.FleetRecipient)
+		checkEnvelope(t, keyFile(t, f, id), keystore.FleetRecipient)
 	}
 	reg := prometheus.NewRegistry()
 	s := f.open(t, keystore.Options{Registerer: reg})
@@ -73,12 +79,12 @@ func TestEnvelopeSwappedKeysRefused(t *testing.T) {
 	if err := openKey(s, "three.example.com"); err != nil { // the data key is now open
 		t.Fatal(err)
 	}
-	one, err := os.ReadFile(keyFile(f, ids[0]))
+	one, err := os.ReadFile(keyFile(t, f, ids[0]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	copyFile(t, keyFile(f, ids[1]), keyFile(f, ids[0]))
-	write(t, keyFile(f, ids[1]), string(one))
+	copyFile(t, keyFile(t, f, ids[1]), keyFile(t, f, ids[0]))
+	write(t, keyFile(t, f, ids[1]), string(one))
 	for _, n := range []string{"one.example.com", "two.example.com"} {
 		err := openKey(s, n)
 		if !errors.Is(err, keystore.ErrCorrupt) || !strings.Contains(err.Error(), "sealed for another certificate") {
@@ -103,11 +109,11 @@ func TestEnvelopePolicyDataKey(t *testing.T) {
 	if err := openKey(eu, "eu.example.com"); err != nil {
 		t.Fatalf("node inside the policy: %v", err)
 	}
-	sealed, err := os.ReadFile(keyFile(f, id))
+	sealed, err := os.ReadFile(keyFile(t, f, id))
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkEnvelope(t, keyFile(f, id), "policy:"+geoPolicyID(t, "region: eu"))
+	checkEnvelope(t, keyFile(t, f, id), "policy:"+geoPolicyID(t, "region: eu"))
 
 	reg := prometheus.NewRegistry()
 	us := f.open(t, keystore.Options{NodeKey: nodeKey(t, "region: us"), Registerer: reg})
@@ -122,7 +128,7 @@ func TestEnvelopePolicyDataKey(t *testing.T) {
 	// bound to its recipient, so the fleet key does not open it.
 	recipient := "policy:" + geoPolicyID(t, "region: eu")
 	relabelled := "KES2" + string([]byte{byte(len(keystore.FleetRecipient))}) + keystore.FleetRecipient + string(sealed[5+len(recipient):])
-	write(t, keyFile(f, id), relabelled)
+	write(t, keyFile(t, f, id), relabelled)
 	fleetOnly := f.open(t, keystore.Options{})
 	if err := openKey(fleetOnly, "eu.example.com"); !errors.Is(err, keystore.ErrCorrupt) || !strings.Contains(err.Error(), "data key does not open") {
 		t.Errorf("policy-sealed key relabelled as the fleet's: %v, want ErrCorrupt: data key does not open", err)
@@ -156,7 +162,7 @@ func TestSetPolicyReseals(t *testing.T) {
 		if err := admin.SetPolicy(ctx, "move.example.com", step.policy, geoMaster()); err != nil {
 			t.Fatalf("SetPolicy(%q): %v", step.policy, err)
 		}
-		checkEnvelope(t, keyFile(f, id), step.recipient)
+		checkEnvelope(t, keyFile(t, f, id), step.recipient)
 		opts := keystore.Options{}
 		if step.attrs != "" {
 			opts.NodeKey = nodeKey(t, step.attrs)

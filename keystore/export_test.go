@@ -46,10 +46,14 @@ func sealV1(pub hpke.PublicKey, recipient, certID string, key []byte) ([]byte, e
 	return f.marshal(), nil
 }
 
-// DowngradeKeys rewrites every fleet-sealed key file under dir, a
-// keystore directory, as keyedge wrote it before envelope encryption
-// (KES1), for benchmarks that compare the two.
+// DowngradeKeys rewrites every fleet-sealed key under dir, a keystore
+// directory, as keyedge wrote it before envelope encryption (KES1, in
+// key.sealed beside a JSON record: SplitKeys), for benchmarks that
+// compare the two.
 func DowngradeKeys(dir string, fleet *FleetKey) error {
+	if err := SplitKeys(dir); err != nil {
+		return err
+	}
 	opener := newOpener()
 	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.Name() != "key.sealed" {
@@ -84,4 +88,64 @@ func newOpener() *Store {
 // MarshalPolicyFile encodes policies/<id>.
 func MarshalPolicyFile(policy string, pub, sealed []byte) ([]byte, error) {
 	return json.Marshal(policyFile{Policy: policy, Public: pub, Sealed: sealed})
+}
+
+// SplitKeys rewrites every record under dir, a keystore directory, in
+// the layout before the key moved into the record: a JSON record, and
+// its sealed key, if any, in key.sealed beside it.
+func SplitKeys(dir string) error {
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.Name() != "record" {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil || !isRecordFile(data) {
+			return err
+		}
+		var r record
+		if err := parseRecordFile(data, &r); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if r.Sealed != nil {
+			if err := os.WriteFile(filepath.Join(filepath.Dir(path), "key.sealed"), r.Sealed, 0o600); err != nil {
+				return err
+			}
+		}
+		if data, err = json.Marshal(&r); err != nil {
+			return err
+		}
+		return os.WriteFile(path, data, 0o600)
+	})
+}
+
+// SealedKey returns the sealed key held in the record file at path, nil
+// when it holds none.
+func SealedKey(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r record
+	if err := parseRecordFile(data, &r); err != nil {
+		return nil, err
+	}
+	return r.Sealed, nil
+}
+
+// SetSealedKey rewrites the record file at path with sealed as its key
+// (nil: none), and nothing else changed.
+func SetSealedKey(path string, sealed []byte) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r record
+	if err := parseRecordFile(data, &r); err != nil {
+		return err
+	}
+	r.Sealed = sealed
+	if data, err = r.marshal(); err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
 }

@@ -135,3 +135,12 @@ func put(t testing.TB, s *keystore.Store, bs ...*keystore.Bundle) []string {
 
 // eventually polls cond until it holds or the deadline passes.
 var eventually = proctest.Eventually
+
+// splitKeys moves f's sealed keys out of their records into key.sealed
+// files, the layout before, which edges read as ever.
+func splitKeys(t *testing.T, f *fixture) {
+	t.Helper()
+	if err := keystore.SplitKeys(f.dir); err != nil {
+		t.Fatal(err)
+	}
+}

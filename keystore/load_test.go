@@ -71,6 +71,7 @@ func waitResult(t *testing.T, ch <-chan result, what string) result {
 func TestPrivateKeyCallerCancellation(t *testing.T) {
 	f := newFixture(t)
 	put(t, f.open(t, keystore.Options{}), f.bundle(t, "", "shop.example.com"))
+	splitKeys(t, f) // a key read of its own, to hold up
 	gs := newGatedStorage(f.dir, "/key.sealed")
 	s := f.open(t, keystore.Options{Storage: gs, NegativeTTL: time.Hour})
 	e, err := s.Lookup(context.Background(), "shop.example.com")
@@ -116,6 +117,7 @@ func TestPrivateKeyCallerCancellation(t *testing.T) {
 func TestPrivateKeyLoadTimeout(t *testing.T) {
 	f := newFixture(t)
 	put(t, f.open(t, keystore.Options{}), f.bundle(t, "", "slow.example.com"))
+	splitKeys(t, f) // a key read of its own, to hold up
 	gs := newGatedStorage(f.dir, "/key.sealed")
 	s := f.open(t, keystore.Options{Storage: gs, NegativeTTL: time.Hour, KeyLoadTimeout: 50 * time.Millisecond})
 	e, err := s.Lookup(context.Background(), "slow.example.com")

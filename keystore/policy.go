@@ -280,10 +280,11 @@ func (s *Store) SetGeoParams(ctx context.Context, params *geo.Params) error {
 //
 // Every certificate's key is opened before anything is written, so a
 // policy, a certificate or a key that cannot be used fails the call
-// with nothing changed. Each new sealed key is then written atomically
-// over the old one before the record names the new policy, so at every
-// moment the stored key opens for the nodes of one of the two policies;
-// should a write fail, what was written is put back. Nodes see the
+// with nothing changed. Each record is then written atomically with the
+// new policy and its key sealed anew in it (a key.sealed of the layout
+// before is deleted after), so at every moment the stored key opens for
+// the nodes of one of the two policies; should a write fail, what was
+// written is put back. Nodes see the
 // change within PollInterval, with no restart.
 func (s *Store) SetPolicy(ctx context.Context, nameOrID, policy string, master *geo.MasterKey) error {
 	var pol *geo.Policy
@@ -315,21 +316,22 @@ func (s *Store) SetPolicy(ctx context.Context, nameOrID, policy string, master *
 		newPolicyFile := pol != nil && !s.storage.Exists(ctx, policyFileKey(pol.ID()))
 		for _, m := range moves {
 			if m.sealed, err = s.sealFor(ctx, pol, m.id, m.der); err != nil {
-				return s.undoMoves(ctx, nil, false, newPolicyFile, pol, err)
+				return s.undoMoves(ctx, nil, newPolicyFile, pol, err)
 			}
 		}
 		var c change
 		for i, m := range moves {
-			if err := s.storage.Store(ctx, sealedKey(m.id), m.sealed); err != nil {
-				return s.undoMoves(ctx, moves[:i+1], false, newPolicyFile, pol, fmt.Errorf("keystore: failed to write key of %s: %w", m.id, err))
-			}
 			m.record.Policy = ""
 			if pol != nil {
 				m.record.Policy = pol.String()
 			}
+			m.record.Sealed = m.sealed
 			m.record.Version++
 			if err := s.writeRecord(ctx, m.id, m.record); err != nil {
-				return s.undoMoves(ctx, moves[:i+1], true, newPolicyFile, pol, err)
+				return s.undoMoves(ctx, moves[:i+1], newPolicyFile, pol, err)
+			}
+			if err := s.dropKeyFile(ctx, nil, m.id); err != nil {
+				return s.undoMoves(ctx, moves[:i+1], newPolicyFile, pol, err)
 			}
 			names, _ := leafNames(m.leaf)
 			c.names = append(c.names, names...)
@@ -346,7 +348,7 @@ type keyMove struct {
 	leaf      *x509.Certificate
 	record    *record
 	oldRecord []byte // the record file as stored
-	oldSealed []byte // the key file as stored
+	oldSealed []byte // the key file (key.sealed) as stored; nil when the record holds the key
 	der       []byte // the opened key; cleared when SetPolicy returns
 	sealed    []byte // the key sealed anew
 }
@@ -362,35 +364,38 @@ func (s *Store) openForMove(ctx context.Context, id string, master *geo.MasterKe
 	if m.record.Route == RouteKeyless {
 		return nil, fmt.Errorf("keystore: certificate %s is keyless: its key is on the tenant's key server, not in the keystore", id)
 	}
-	if m.oldSealed, err = s.storage.Load(ctx, sealedKey(id)); err != nil {
-		return nil, fmt.Errorf("keystore: failed to read key of %s: %w", id, err)
+	sealed := m.record.Sealed
+	if sealed == nil {
+		if m.oldSealed, err = s.storage.Load(ctx, sealedKey(id)); err != nil {
+			return nil, fmt.Errorf("keystore: failed to read key of %s: %w", id, err)
+		}
+		sealed = m.oldSealed
 	}
-	if m.der, err = s.adminOpen(ctx, id, m.oldSealed, m.record.Policy, master); err != nil {
+	if m.der, err = s.adminOpen(ctx, id, sealed, m.record.Policy, master); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-// undoMoves puts back the key and record files of moves, which a failed
-// SetPolicy wrote (the last one's key only if lastKeyWritten: a failed
-// write may still have landed, so it is put back all the same), removes
+// undoMoves puts back the record and key files of moves, which a failed
+// SetPolicy wrote (the last one's too: a failed write may still have
+// landed, so it is put back all the same), removes
 // pol's policy file if SetPolicy created it, and journals the
 // certificates it wrote, since nodes may have read them meanwhile. It
 // returns cause joined with anything it could not put back. It runs
 // even once ctx is done: the keystore must not stay half changed.
-func (s *Store) undoMoves(ctx context.Context, moves []*keyMove, lastKeyWritten, newPolicyFile bool, pol *geo.Policy, cause error) error {
+func (s *Store) undoMoves(ctx context.Context, moves []*keyMove, newPolicyFile bool, pol *geo.Policy, cause error) error {
 	ctx = context.WithoutCancel(ctx)
 	errs := []error{cause}
 	var c change
-	for i, m := range slices.Backward(moves) {
+	for _, m := range slices.Backward(moves) {
 		if err := s.storage.Store(ctx, recordKey(m.id), m.oldRecord); err != nil {
 			errs = append(errs, fmt.Errorf("keystore: failed to restore record of %s: %w", m.id, err))
 		}
-		if err := s.storage.Store(ctx, sealedKey(m.id), m.oldSealed); err != nil {
-			errs = append(errs, fmt.Errorf("keystore: failed to restore key of %s: %w", m.id, err))
-		}
-		if i == len(moves)-1 && !lastKeyWritten {
-			continue
+		if m.oldSealed != nil { // else the old record, put back, holds the key
+			if err := s.storage.Store(ctx, sealedKey(m.id), m.oldSealed); err != nil {
+				errs = append(errs, fmt.Errorf("keystore: failed to restore key of %s: %w", m.id, err))
+			}
 		}
 		names, _ := leafNames(m.leaf)
 		c.names = append(c.names, names...)

@@ -44,6 +44,7 @@ func TestSetPolicyRecoversUnparseablePolicy(t *testing.T) {
 			setJSONField(t, policyFilePath(t, f, "region: eu"), "policy", "region: eu &&")
 		}},
 		{"record's policy damaged", func(t *testing.T, f *fixture, id string, _ crypto.Signer) {
+			splitKeys(t, f) // a JSON record
 			setJSONField(t, filepath.Join(f.dir, "certs", id[:2], id, "record"), "policy", "region: eu &&")
 		}},
 	}
@@ -108,6 +109,7 @@ func TestSetPolicyRecoversUnparseablePolicy(t *testing.T) {
 // policy key, and the record naming text.
 func writeLegacyPolicy(t *testing.T, f *fixture, id string, key crypto.Signer, text string) {
 	t.Helper()
+	splitKeys(t, f) // the layout of that keyedge: the key in key.sealed, a JSON record
 	sum := sha256.Sum256([]byte(text))
 	pid := hex.EncodeToString(sum[:16])
 	pub, seed, err := keystore.NewPolicyKeyPair()
@@ -234,8 +236,8 @@ func TestSetPolicyChangesNothingOnFailure(t *testing.T) {
 		{name: "second key needs the master key", policy: "", master: false, wantErr: keystore.ErrCannotOpen,
 			second: func(b *keystore.Bundle) { b.Meta.Policy = "region: us" }},
 		{name: "no geo parameters", noGeo: true, policy: "region: eu", master: true, wantErr: keystore.ErrNoGeo},
-		{name: "first key write fails", policy: "region: eu", master: true,
-			failOn: func(ids []string) string { return "certs/" + ids[0][:2] + "/" + ids[0] + "/key.sealed" }},
+		// The key is written with its record (recordfile.go): the first
+		// record write is the first write.
 		{name: "first record write fails", policy: "region: eu", master: true, journals: true,
 			failOn: func(ids []string) string { return "certs/" + ids[0][:2] + "/" + ids[0] + "/record" }},
 		{name: "second record write fails", policy: "region: eu", master: true, journals: true,

@@ -198,7 +198,7 @@ func TestTamperedRestrictedKey(t *testing.T) {
 	b := f.bundle(t, "", "tamper.example.com")
 	b.Meta.Tenant, b.Meta.Policy = "tamper-tenant", "region: eu"
 	id := put(t, w, b)[0]
-	keyFile := filepath.Join(f.dir, "certs", id[:2], id, "key.sealed")
+	keyFile := filepath.Join(f.dir, "certs", id[:2], id, "record") // which ends with the sealed key
 	data, err := os.ReadFile(keyFile)
 	if err != nil {
 		t.Fatal(err)

@@ -61,25 +61,30 @@ type Meta struct {
 	HTTP *TenantHTTP `json:"http,omitempty"`
 }
 
-// record is the on-disk form of certs/<id2>/<id>/record: one JSON object
-// holding the meta, the DER chain (leaf first) and an optional OCSP staple.
+// record is the content of certs/<id2>/<id>/record: the meta, the DER
+// chain (leaf first), an optional OCSP staple and, in the layout written
+// now (recordfile.go), the sealed key. A record in the layout written
+// before is one JSON object of the other fields, its key in key.sealed.
 type record struct {
 	Meta
-	Chain [][]byte `json:"chain"`
-	OCSP  []byte   `json:"ocsp,omitempty"`
+	Chain  [][]byte `json:"chain"`
+	OCSP   []byte   `json:"ocsp,omitempty"`
+	Sealed []byte   `json:"-"` // the sealed key file (seal.go); nil when in key.sealed, or keyless
 }
 
 // errMalformed marks a stored file that cannot be parsed. It is wrapped
 // into ErrCorrupt with the tenant and file named.
 var errMalformed = errors.New("malformed")
 
-func (r *record) marshal() ([]byte, error) { return json.Marshal(r) }
-
 // parseRecord decodes a record and checks it is internally consistent:
 // a parseable leaf whose key hashes to id.
 func parseRecord(id string, data []byte) (*record, *x509.Certificate, error) {
 	var r record
-	if err := json.Unmarshal(data, &r); err != nil {
+	if isRecordFile(data) {
+		if err := parseRecordFile(data, &r); err != nil {
+			return nil, nil, err
+		}
+	} else if err := json.Unmarshal(data, &r); err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", errMalformed, err)
 	}
 	if len(r.Chain) == 0 {
@@ -131,7 +136,7 @@ const certsDir = "certs"
 
 func certDir(id string) string   { return certsDir + "/" + id[:2] + "/" + id }
 func recordKey(id string) string { return certDir(id) + "/record" }
-func sealedKey(id string) string { return certDir(id) + "/key.sealed" }
+func sealedKey(id string) string { return certDir(id) + "/key.sealed" } // before the key moved into the record
 
 // nameRef is one line of a name file: a certificate serving the name and
 // its key algorithm, so a renewal replaces the certificate of the same

@@ -165,7 +165,10 @@ type Cert struct {
 	store *Store
 	err   error // load failure, remembered for NegativeTTL
 
-	mu       sync.Mutex // guards key, keyErr, keyErrAt, keyLoad; never held across I/O
+	combined bool // the record is in the layout that holds the sealed key (recordfile.go)
+
+	mu       sync.Mutex // guards sealed, key, keyErr, keyErrAt, keyLoad; never held across I/O
+	sealed   []byte     // the sealed key as read with the record, until the first open (sealedkey.go)
 	key      crypto.Signer
 	keyErr   error // last load failure, remembered for NegativeTTL; never a timeout
 	keyErrAt time.Time
@@ -522,13 +525,15 @@ func (s *Store) loadCert(ctx context.Context, id string) (*Cert, error) {
 		if r, leaf, err = parseRecord(id, data); err == nil {
 			c := &Cert{ID: id, Meta: r.Meta, Chain: r.Chain, Leaf: leaf, OCSP: r.OCSP, store: s}
 			c.names, _ = leafNames(leaf) // a name that fails to normalise covers nothing
-			if r.Policy == "" {
+			if r.Policy != "" {
+				if c.Policy, err = geo.ParsePolicy(r.Policy); err != nil {
+					err = fmt.Errorf("%w: %w", errMalformed, err)
+				}
+			}
+			if err == nil {
+				c.combined, c.sealed = isRecordFile(data), s.keepSealed(c, r.Sealed)
 				return c, nil
 			}
-			if c.Policy, err = geo.ParsePolicy(r.Policy); err == nil {
-				return c, nil
-			}
-			err = fmt.Errorf("%w: %w", errMalformed, err)
 		}
 	}
 	if ctx.Err() != nil {
@@ -554,9 +559,13 @@ func (s *Store) failed(kind, subject, key string, err error) error {
 
 // size estimates the heap held by a cached Cert: the DER it keeps, the
 // parsed leaf (which holds its own copy of the DER plus decoded fields),
-// and fixed overheads measured by BenchmarkCachedCertHeap.
+// the sealed key until it is opened, and fixed overheads measured by
+// BenchmarkCachedCertHeap.
 func (c *Cert) size() int64 {
-	n := int64(certOverhead) + int64(len(c.OCSP)) + int64(len(c.Meta.Tenant)+len(c.Meta.Origin)+len(c.Meta.Policy)) + c.Meta.OriginPool.size() + c.Meta.HTTP.size()
+	c.mu.Lock()
+	n := int64(len(c.sealed))
+	c.mu.Unlock()
+	n += int64(certOverhead) + int64(len(c.OCSP)) + int64(len(c.Meta.Tenant)+len(c.Meta.Origin)+len(c.Meta.Policy)) + c.Meta.OriginPool.size() + c.Meta.HTTP.size()
 	for _, der := range c.Chain {
 		n += int64(len(der))
 	}
@@ -640,20 +649,22 @@ func (c *Cert) loadKey(ctx context.Context, l *keyLoad) {
 	close(l.done)
 }
 
-// openKey reads and opens c's sealed key as a serving node does: with
+// openKey reads (sealedKeyFile) and opens c's sealed key as a serving node does: with
 // the fleet key, or the policy key its node key opens. Every failure of
 // the files is logged and counted (failed).
 func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {
 	if c.Meta.Route == RouteKeyless {
 		return nil, fmt.Errorf("%w: certificate %s is keyless", ErrCannotOpen, c.ID)
 	}
-	key := sealedKey(c.ID)
+	data, key, err := s.sealedKeyFile(ctx, c)
 	subject := fmt.Sprintf("%s of tenant %q", c.ID, c.Meta.Tenant)
 	corrupt := func(err error) error { return s.failed("key", subject, key, err) }
-	data, err := s.storage.Load(ctx, key)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err
+		}
+		if errors.Is(err, errMalformed) {
+			return nil, corrupt(err)
 		}
 		if uerr := s.unavailable(ctx, key, err); uerr != nil {
 			return nil, uerr

@@ -3,6 +3,7 @@ package keystore_test
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -178,7 +179,7 @@ func TestFilesAreSealedAndPrivate(t *testing.T) {
 	s := f.open(t, keystore.Options{})
 	b := f.bundle(t, "", "sealed.example.com")
 	id := put(t, s, b)[0]
-	keyFile := filepath.Join(f.dir, "certs", id[:2], id, "key.sealed")
+	keyFile := filepath.Join(f.dir, "certs", id[:2], id, "record") // which holds the sealed key
 	fi, err := os.Stat(keyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -186,9 +187,12 @@ func TestFilesAreSealedAndPrivate(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("key file mode %v, want 0600", fi.Mode().Perm())
 	}
-	der, _ := keyDER(b.Key)
+	scalar, err := b.Key.(*ecdsa.PrivateKey).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
 	sealed, _ := os.ReadFile(keyFile)
-	if strings.Contains(string(sealed), string(der[len(der)-32:])) {
+	if strings.Contains(string(sealed), string(scalar)) {
 		t.Error("sealed key file contains the private key bytes")
 	}
 }
@@ -225,8 +229,25 @@ func TestLazyOpenAndColdLookup(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The record brought the key: opening it reads nothing more.
+	if cs.count("key") != 0 || cs.count("certs") != 1 {
+		t.Fatalf("key open read keys=%d records=%d, want 0 1", cs.count("key"), cs.count("certs"))
+	}
+
+	// A keystore of the layout before keeps the key in key.sealed, read
+	// once on the first open.
+	splitKeys(t, f)
+	e, err = s.Lookup(context.Background(), "t8.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := e.Certs[0].PrivateKey(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if cs.count("key") != 1 {
-		t.Fatalf("key read %d times, want once", cs.count("key"))
+		t.Fatalf("key.sealed read %d times, want once", cs.count("key"))
 	}
 }
 
@@ -249,8 +270,8 @@ func TestSingleflight(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if cs.count("names") != 1 || cs.count("certs") != 1 || cs.count("key") != 1 {
-		t.Fatalf("64 concurrent cold lookups read names=%d records=%d keys=%d, want 1 each", cs.count("names"), cs.count("certs"), cs.count("key"))
+	if cs.count("names") != 1 || cs.count("certs") != 1 || cs.count("key") != 0 {
+		t.Fatalf("64 concurrent cold lookups read names=%d records=%d keys=%d, want 1 1 0 (the record holds the key)", cs.count("names"), cs.count("certs"), cs.count("key"))
 	}
 }
 
@@ -497,8 +518,6 @@ func sigAlg(kt testpki.KeyType) x509.SignatureAlgorithm {
 	return x509.ECDSAWithSHA256
 }
 
-func keyDER(k crypto.Signer) ([]byte, error) { return x509.MarshalPKCS8PrivateKey(k) }
-
 func TestCertByID(t *testing.T) {
 	f := newFixture(t)
 	s := f.open(t, keystore.Options{})
@@ -532,6 +551,9 @@ func TestSetRoute(t *testing.T) {
 	}
 	if _, err := os.Stat(keyFile); !os.IsNotExist(err) {
 		t.Errorf("key file still present after moving to keyless: %v", err)
+	}
+	if sealed, err := keystore.SealedKey(filepath.Join(f.dir, "certs", id[:2], id, "record")); sealed != nil || err != nil {
+		t.Errorf("record still holds the key after moving to keyless (%d bytes): %v", len(sealed), err)
 	}
 	e, err := s.Lookup(ctx, "route.example.com")
 	if err != nil {

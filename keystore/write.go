@@ -42,8 +42,7 @@ type prepared struct {
 	id     string
 	alg    string
 	names  []string
-	record record
-	sealed []byte // nil for RouteKeyless
+	record record // its Sealed is nil for RouteKeyless
 }
 
 // Put stores certificates and returns their IDs, in order. Each bundle is
@@ -129,7 +128,7 @@ func (s *Store) prepare(ctx context.Context, b *Bundle) (*prepared, error) {
 		return nil, fmt.Errorf("keystore: failed to encode private key: %w", err)
 	}
 	defer clear(der)
-	if p.sealed, err = s.sealFor(ctx, pol, p.id, der); err != nil {
+	if p.record.Sealed, err = s.sealFor(ctx, pol, p.id, der); err != nil {
 		return nil, fmt.Errorf("keystore: %s: %w", p.names[0], err)
 	}
 	return p, nil
@@ -364,9 +363,10 @@ func (s *Store) sweep(ctx context.Context) error {
 	return nil
 }
 
-// writeCert writes a certificate's sealed key and then its record, with
-// the version after the stored one. A new certificate is undone by
-// deleting its directory, a stored one by putting its files back.
+// writeCert writes a certificate's record, its sealed key in it, with
+// the version after the stored one, then deletes a key.sealed of the
+// layout before, which the record replaces. A new certificate is undone
+// by deleting its directory, a stored one by putting its files back.
 func (s *Store) writeCert(ctx context.Context, p *prepared, u *undoLog) error {
 	old, err := s.load(ctx, recordKey(p.id))
 	if err != nil {
@@ -380,23 +380,33 @@ func (s *Store) writeCert(ctx context.Context, p *prepared, u *undoLog) error {
 	} else if r, _, err := parseRecord(p.id, old); err == nil {
 		p.record.Version = r.Version + 1
 	}
-	if p.sealed != nil {
-		var prev []byte
-		if old != nil {
-			if prev, err = s.load(ctx, sealedKey(p.id)); err != nil {
-				return err
-			}
-		}
-		if err := s.store(ctx, fileUndo, sealedKey(p.id), prev, p.sealed); err != nil {
-			return fmt.Errorf("keystore: failed to write key of %s: %w", p.names[0], err)
-		}
-	}
 	data, err := p.record.marshal()
 	if err != nil {
 		return fmt.Errorf("keystore: failed to encode record of %s: %w", p.names[0], err)
 	}
 	if err := s.store(ctx, fileUndo, recordKey(p.id), old, data); err != nil {
 		return fmt.Errorf("keystore: failed to write record of %s: %w", p.names[0], err)
+	}
+	if old == nil {
+		return nil
+	}
+	return s.dropKeyFile(ctx, fileUndo, p.id)
+}
+
+// dropKeyFile deletes certificate id's key.sealed, if any, once its
+// record was written without needing it (holding the key, or keyless),
+// recording in u, if not nil, what it held. A stale key file must not
+// stay: it may be sealed to a recipient the record no longer allows.
+func (s *Store) dropKeyFile(ctx context.Context, u *undoLog, id string) error {
+	prev, err := s.load(ctx, sealedKey(id))
+	if err != nil || prev == nil {
+		return err
+	}
+	if u != nil {
+		u.add(sealedKey(id), prev)
+	}
+	if err := s.storage.Delete(ctx, sealedKey(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("keystore: failed to delete key file of %s: %w", id, err)
 	}
 	return nil
 }
@@ -586,7 +596,7 @@ func (s *Store) SetRoute(ctx context.Context, nameOrID string, route Route, keyS
 		return fmt.Errorf("keystore: unknown route %q", route)
 	}
 	return s.updateRecords(ctx, nameOrID, func(id string, r *record) (func() error, error) {
-		hasKey := s.storage.Exists(ctx, sealedKey(id))
+		hasKey := r.Sealed != nil || s.storage.Exists(ctx, sealedKey(id))
 		if route == RouteLocal && !hasKey {
 			return nil, fmt.Errorf("keystore: certificate %s has no key in the keystore; import it with its key instead", id)
 		}
@@ -597,13 +607,10 @@ func (s *Store) SetRoute(ctx context.Context, nameOrID string, route Route, keyS
 		if route != RouteKeyless || !hasKey {
 			return nil, nil
 		}
-		// The key goes once the record no longer needs it.
-		return func() error {
-			if err := s.storage.Delete(ctx, sealedKey(id)); err != nil {
-				return fmt.Errorf("keystore: failed to delete key of %s: %w", id, err)
-			}
-			return nil
-		}, nil
+		// The record is written without the key; a key file of the
+		// layout before goes once the record no longer needs it.
+		r.Sealed = nil
+		return func() error { return s.dropKeyFile(ctx, nil, id) }, nil
 	})
 }
 

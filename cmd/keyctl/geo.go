@@ -135,7 +135,7 @@ func runReseal(ctx context.Context, e *env, args []string) error {
 	}
 	defer store.Close()
 	st, err := store.Reseal(ctx, m)
-	fmt.Fprintf(e.stdout, "re-sealed %d keys; %d already envelope-sealed; %d skipped (sealed under a policy: need --geo-master); %d failed\n", st.Resealed, st.Current, st.Skipped, st.Failed)
+	fmt.Fprintf(e.stdout, "re-sealed %d keys; %d already envelope-sealed; %d skipped (sealed under a policy: need --geo-master); %d failed; %d moved into their record\n", st.Resealed, st.Current, st.Skipped, st.Failed, st.Moved)
 	return err
 }
 

@@ -58,8 +58,9 @@
 //   - TestKeyServerStopped: the preferred key server is SIGSTOPped under
 //     load; no request fails (the edge fails over after the keyless
 //     attempt timeout).
-//   - TestCorruptTenantFiles (fast): one tenant's record, another's
-//     key.sealed, a third's name file overwritten with garbage; every
+//   - TestCorruptTenantFiles (fast): one tenant's record and a third's
+//     name file overwritten with garbage, another's sealed key (its
+//     record's last byte) flipped; every
 //     request to them fails, the other tenants are served, no keystore
 //     file is deleted and the garbage is left as it was.
 //   - TestSwappedNameFiles: two tenants' name files swapped on disk;

@@ -10,29 +10,38 @@ import (
 	"testing"
 )
 
-// TestCorruptTenantFiles overwrites one file of each victim tenant with
-// garbage (its record, its sealed key, its name file) before the edge
-// has loaded it: every request to a victim fails, every other tenant is
+// TestCorruptTenantFiles damages one file of each victim tenant before
+// the edge has loaded it (its record and its name file overwritten with
+// garbage, the last byte of another's record, which is its sealed key,
+// flipped): every request to a victim fails, every other tenant is
 // served, and nothing in the keystore is deleted or rewritten.
 func TestCorruptTenantFiles(t *testing.T) {
 	w := newWorld(t, options{Tenants: 4})
-	garbage := []byte("\x00garbage\xff not a keystore file\n")
+	garbage := func([]byte) []byte { return []byte("\x00garbage\xff not a keystore file\n") }
+	flipLast := func(b []byte) []byte { b[len(b)-1] ^= 1; return b }
 	victims := []struct {
-		host string
-		file func(tenantFiles) string
+		host   string
+		file   func(tenantFiles) string
+		damage func([]byte) []byte
 	}{
-		{w.local[0], func(f tenantFiles) string { return f.record }},
-		{w.local[1], func(f tenantFiles) string { return f.sealed }},
-		{w.local[2], func(f tenantFiles) string { return f.name }},
+		{w.local[0], func(f tenantFiles) string { return f.record }, garbage},
+		{w.local[1], func(f tenantFiles) string { return f.record }, flipLast},
+		{w.local[2], func(f tenantFiles) string { return f.name }, garbage},
 	}
-	var victimHosts, corrupted []string
+	var victimHosts []string
+	corrupted := map[string][]byte{}
 	for _, v := range victims {
 		path := v.file(w.filesOf(v.host))
-		if err := os.WriteFile(path, garbage, 0o600); err != nil {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = v.damage(data)
+		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		victimHosts = append(victimHosts, v.host)
-		corrupted = append(corrupted, path)
+		corrupted[path] = data
 	}
 	before := keystoreFiles(t, w.path("keystore"))
 
@@ -46,8 +55,8 @@ func TestCorruptTenantFiles(t *testing.T) {
 			t.Errorf("%s was deleted", path)
 		}
 	}
-	for _, path := range corrupted {
-		if data, err := os.ReadFile(path); err != nil || !bytes.Equal(data, garbage) {
+	for path, want := range corrupted {
+		if data, err := os.ReadFile(path); err != nil || !bytes.Equal(data, want) {
 			t.Errorf("%s was changed (%v)", path, err)
 		}
 	}

@@ -350,7 +350,7 @@ func (e *edgeNode) servingPID() int {
 // tenantFiles are the storage files of a local tenant, as DESIGN.md's
 // keystore layout places them.
 type tenantFiles struct {
-	name, record, sealed string
+	name, record string
 }
 
 // filesOf finds the files of tenant name in the world's keystore
@@ -368,7 +368,7 @@ func (w *world) filesOf(name string) tenantFiles {
 	}
 	id, _, _ := strings.Cut(strings.TrimSpace(string(data)), " ")
 	dir := filepath.Join(w.dir, "keystore", "certs", id[:2], id)
-	return tenantFiles{name: nameFile, record: filepath.Join(dir, "record"), sealed: filepath.Join(dir, "key.sealed")}
+	return tenantFiles{name: nameFile, record: filepath.Join(dir, "record")}
 }
 
 // origin is the tenants' plain HTTP origin: it answers "origin HOST"
