@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/testmetrics"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,30 +58,6 @@ func h3Client(t testing.TB, roots *x509.CertPool, addr, sni string) *http.Client
 	}
 	t.Cleanup(func() { tr.Close() })
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
-}
-
-// counterOf returns the sum of the series of counter name whose label
-// has value, in reg: 0 when there are none.
-func counterOf(t *testing.T, reg prometheus.Gatherer, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					sum += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return sum
 }
 
 // TestHTTP3Tenants: HTTP/3 requests through a real edge for local ECDSA
@@ -136,13 +113,13 @@ func TestHTTP3Tenants(t *testing.T) {
 			}
 		})
 	}
-	if got := counterOf(t, kw.reg, "keyedge_edge_quic_handshakes_total", "result", "ok"); got != 4 {
+	if got := testmetrics.Sum(t, kw.reg, "keyedge_edge_quic_handshakes_total", map[string]string{"result": "ok"}); got != 4 {
 		t.Errorf("%v QUIC handshakes ok counted, want 4", got)
 	}
-	if got := counterOf(t, kw.reg, "keyedge_proxy_protocol_requests_total", "proto", "h3"); got != 4 {
+	if got := testmetrics.Sum(t, kw.reg, "keyedge_proxy_protocol_requests_total", map[string]string{"proto": "h3"}); got != 4 {
 		t.Errorf("%v h3 requests counted, want 4", got)
 	}
-	if got := counterOf(t, kw.reg, "keyedge_edge_handshakes_total", "result", "ok"); got != 0 {
+	if got := testmetrics.Sum(t, kw.reg, "keyedge_edge_handshakes_total", map[string]string{"result": "ok"}); got != 0 {
 		t.Errorf("%v TCP handshakes counted for QUIC ones", got)
 	}
 	// Every connection closed is uncounted.
@@ -196,7 +173,7 @@ func TestHTTP3UnknownName(t *testing.T) {
 		t.Fatalf("GET for an unknown name: %v, want an unrecognized_name alert", err)
 	}
 	eventually(t, 10*time.Second, "the failed QUIC handshake counted", func() bool {
-		return counterOf(t, w.reg, "keyedge_edge_quic_handshakes_total", "result", "error") == 1
+		return testmetrics.Sum(t, w.reg, "keyedge_edge_quic_handshakes_total", map[string]string{"result": "error"}) == 1
 	})
 }
 
@@ -283,7 +260,7 @@ func TestHTTP3Limits(t *testing.T) {
 		t.Errorf("QUIC past max_conns_per_ip: %v, want CONNECTION_REFUSED", err)
 	}
 	// Each Initial packet of the attempt is refused: one or more.
-	if got := counterOf(t, w.reg, "keyedge_edge_refused_connections_total", "reason", refusedPerIP); got < 1 {
+	if got := testmetrics.Sum(t, w.reg, "keyedge_edge_refused_connections_total", map[string]string{"reason": refusedPerIP}); got < 1 {
 		t.Errorf("%v per-IP refusals counted, want at least 1", got)
 	}
 	tcp.Close()

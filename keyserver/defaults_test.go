@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/internal/testlog"
+	"github.com/keyedge/keyedge/internal/testmetrics"
 
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keyserver/wire"
@@ -42,7 +43,7 @@ func TestNilAuthorizerDenies(t *testing.T) {
 	defer c.close()
 	req := &wire.Message{Opcode: wire.OpECDSASignSHA256, Payload: digest(crypto.SHA256, []byte("x")), SKI: ski(t, k.ecdsa.Public())}
 	wantError(t, mustDo(t, c, req), wire.ErrKeyNotFound)
-	if got := metric(t, reg, "keyedge_keyserver_denials_total", nil); got != 1 {
+	if got := testmetrics.Sum(t, reg, "keyedge_keyserver_denials_total", nil); got != 1 {
 		t.Errorf("denials_total = %v, want 1", got)
 	}
 }
@@ -63,7 +64,7 @@ func TestRSADecryptOffByDefault(t *testing.T) {
 		return &wire.Message{Opcode: wire.OpRSADecrypt, Payload: ct, SKI: ski(t, k.rsa.Public())}
 	}
 	wantError(t, mustDo(t, c, req()), wire.ErrBadOpcode)
-	if got := metric(t, ts.reg, "keyedge_keyserver_requests_total", map[string]string{"op": "rsa-decrypt", "result": "disabled"}); got != 1 {
+	if got := testmetrics.Sum(t, ts.reg, "keyedge_keyserver_requests_total", map[string]string{"op": "rsa-decrypt", "result": "disabled"}); got != 1 {
 		t.Errorf("requests_total{op=rsa-decrypt,result=disabled} = %v, want 1", got)
 	}
 	// Signing is unaffected.
@@ -93,7 +94,7 @@ func TestDenialLogsRateLimited(t *testing.T) {
 		req := &wire.Message{Opcode: wire.OpECDSASignSHA256, Payload: digest(crypto.SHA256, []byte("x")), SKI: ski(t, k.ecdsa.Public())}
 		wantError(t, mustDo(t, c, req), wire.ErrKeyNotFound)
 	}
-	if got := metric(t, ts.reg, "keyedge_keyserver_denials_total", nil); got != 100 {
+	if got := testmetrics.Sum(t, ts.reg, "keyedge_keyserver_denials_total", nil); got != 100 {
 		t.Errorf("denials_total = %v, want 100", got)
 	}
 	if got := logs.Lines("not authorized"); len(got) == 0 || len(got) > 2 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/testclock"
+	"github.com/keyedge/keyedge/internal/testmetrics"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keyserver"
 )
@@ -39,7 +40,7 @@ func TestServerIdentityExpiryMetric(t *testing.T) {
 	clients.AddCert(p.clientCA.Certificate())
 	ts := startServer(t, keyserver.ServerOptions{TLSConfig: &tls.Config{GetCertificate: identity.GetCertificate, ClientCAs: clients}})
 	expiry := func() float64 {
-		return metric(t, ts.reg, "keyedge_keyserver_identity_expiry_timestamp_seconds", nil)
+		return testmetrics.Sum(t, ts.reg, "keyedge_keyserver_identity_expiry_timestamp_seconds", nil)
 	}
 	if got := expiry(); got != float64(first.Unix()) {
 		t.Fatalf("identity expiry = %v, want %v (the certificate served)", got, first.Unix())

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyedge/keyedge/internal/testmetrics"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keyserver/wire"
 )
@@ -244,7 +245,7 @@ func TestTruncatedFrame(t *testing.T) {
 		})
 	}
 	eventually(t, 5*time.Second, "connections gauge back to 1", func() bool {
-		return metric(t, ts.reg, "keyedge_keyserver_connections", nil) == 1
+		return testmetrics.Sum(t, ts.reg, "keyedge_keyserver_connections", nil) == 1
 	})
 }
 
@@ -273,7 +274,7 @@ func TestClientGoesAway(t *testing.T) {
 	}
 	c.close()
 	eventually(t, 5*time.Second, "connection gauge back to 0", func() bool {
-		return metric(t, ts.reg, "keyedge_keyserver_connections", nil) == 0
+		return testmetrics.Sum(t, ts.reg, "keyedge_keyserver_connections", nil) == 0
 	})
 	mustDo(t, ts.client(t), &wire.Message{Opcode: wire.OpPing})
 }

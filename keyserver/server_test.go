@@ -25,11 +25,11 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/internal/proctest"
+	"github.com/keyedge/keyedge/internal/testmetrics"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // pki is a test PKI: a CA for the key server's certificate and another
@@ -255,48 +255,6 @@ func wantError(t testing.TB, resp *wire.Message, want wire.Error) {
 	}
 }
 
-// metric returns the value of a counter or gauge with the given labels
-// (a subset of its labels), or 0 if absent.
-func metric(t testing.TB, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for k, v := range labels {
-				if !hasLabel(m, k, v) {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.Counter.GetValue()
-			case m.Gauge != nil:
-				sum += m.Gauge.GetValue()
-			case m.Histogram != nil:
-				sum += float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
-	return sum
-}
-
-func hasLabel(m *dto.Metric, k, v string) bool {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == k && l.GetValue() == v {
-			return true
-		}
-	}
-	return false
-}
-
 // digest hashes msg with h; MD5SHA1 is MD5 then SHA-1, as TLS 1.0 signs.
 func digest(h crypto.Hash, msg []byte) []byte {
 	if h == crypto.MD5SHA1 {
@@ -367,11 +325,11 @@ func TestSign(t *testing.T) {
 			}
 		})
 	}
-	if got := metric(t, ts.reg, "keyedge_keyserver_requests_total", map[string]string{"op": "rsa-md5sha1", "result": "ok"}); got != 1 {
+	if got := testmetrics.Sum(t, ts.reg, "keyedge_keyserver_requests_total", map[string]string{"op": "rsa-md5sha1", "result": "ok"}); got != 1 {
 		t.Errorf("requests_total{op=rsa-md5sha1,result=ok} = %v, want 1", got)
 	}
 	for _, fam := range []string{"rsa", "rsa-pss", "ecdsa", "ed25519"} {
-		if got := metric(t, ts.reg, "keyedge_keyserver_sign_seconds", map[string]string{"family": fam}); got == 0 {
+		if got := testmetrics.Sum(t, ts.reg, "keyedge_keyserver_sign_seconds", map[string]string{"family": fam}); got == 0 {
 			t.Errorf("sign_seconds{family=%s} has no samples", fam)
 		}
 	}
@@ -459,10 +417,10 @@ func TestBadRequests(t *testing.T) {
 			wantError(t, mustDo(t, c, tc.req), tc.want)
 		})
 	}
-	if got := metric(t, ts.reg, "keyedge_keyserver_requests_total", map[string]string{"op": "unknown", "result": "bad_request"}); got != 1 {
+	if got := testmetrics.Sum(t, ts.reg, "keyedge_keyserver_requests_total", map[string]string{"op": "unknown", "result": "bad_request"}); got != 1 {
 		t.Errorf("requests_total{op=unknown,result=bad_request} = %v, want 1 (opcode 0x50)", got)
 	}
-	if got := metric(t, ts.reg, "keyedge_keyserver_requests_total", map[string]string{"result": "key_not_found"}); got != 3 {
+	if got := testmetrics.Sum(t, ts.reg, "keyedge_keyserver_requests_total", map[string]string{"result": "key_not_found"}); got != 3 {
 		t.Errorf("requests_total{result=key_not_found} = %v, want 3", got)
 	}
 
@@ -539,10 +497,10 @@ func TestAuthorization(t *testing.T) {
 	}
 	wantError(t, mustDo(t, b, req()), wire.ErrKeyNotFound)
 	wantError(t, mustDo(t, a, &wire.Message{Opcode: wire.OpEd25519Sign, Payload: []byte("m"), SKI: ski(t, k.ed25519.Public())}), wire.ErrKeyNotFound)
-	if got := metric(t, ts.reg, "keyedge_keyserver_denials_total", nil); got != 2 {
+	if got := testmetrics.Sum(t, ts.reg, "keyedge_keyserver_denials_total", nil); got != 2 {
 		t.Errorf("denials_total = %v, want 2", got)
 	}
-	if got := metric(t, ts.reg, "keyedge_keyserver_requests_total", map[string]string{"result": "denied"}); got != 2 {
+	if got := testmetrics.Sum(t, ts.reg, "keyedge_keyserver_requests_total", map[string]string{"result": "denied"}); got != 2 {
 		t.Errorf("requests_total{result=denied} = %v, want 2", got)
 	}
 
@@ -585,9 +543,9 @@ func TestHandshakeRefused(t *testing.T) {
 		})
 	}
 	eventually(t, 5*time.Second, "3 handshake errors counted", func() bool {
-		return metric(t, ts.reg, "keyedge_keyserver_connections_total", map[string]string{"result": "handshake_error"}) == 3
+		return testmetrics.Sum(t, ts.reg, "keyedge_keyserver_connections_total", map[string]string{"result": "handshake_error"}) == 3
 	})
-	if got := metric(t, ts.reg, "keyedge_keyserver_connections_total", map[string]string{"result": "ok"}); got != 0 {
+	if got := testmetrics.Sum(t, ts.reg, "keyedge_keyserver_connections_total", map[string]string{"result": "ok"}); got != 0 {
 		t.Errorf("connections_total{result=ok} = %v, want 0", got)
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -14,8 +13,6 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/internal/proctest"
-	"github.com/keyedge/keyedge/internal/testpki"
-	"github.com/keyedge/keyedge/internal/testworld"
 )
 
 // TestAccessLogReopenAndReload is logrotate against a real keyedge
@@ -25,21 +22,7 @@ import (
 // the log to another file and format, and refuses to turn it off (that
 // needs SIGUSR2).
 func TestAccessLogReopenAndReload(t *testing.T) {
-	w := testworld.ForTest(t, testworld.Options{Name: "accesslog", Origin: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(rw, "ok")
-	})})
-	if err := w.GenerateTenants(context.Background(), testpki.TenantSpec{Count: 1}); err != nil {
-		t.Fatal(err)
-	}
-	addr := proctest.FreeAddr(t)
-	cfg := fmt.Sprintf("listen: %s\nmetrics_listen: \"off\"\nkeystore: %s\nfleet_key_file: %s\naccess_log:\n  path: access.log\n  format: text\n",
-		addr, testworld.KeystoreDir, testworld.FleetKeyFile)
-	if err := os.WriteFile(w.Path("edge.yaml"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	bin := proctest.Build(t, "cmd/keyedge")[0]
-	p := proctest.Start(t, "keyedge", w.Dir, bin, "serve", "--config", w.Path("edge.yaml"))
-	proctest.WaitListening(t, addr, 20*time.Second)
+	w, addr, cfg, p := okEdge(t, "accesslog", "access_log:\n  path: access.log\n  format: text\n")
 
 	tr := &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: w.Roots},

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,8 +14,6 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/internal/proctest"
-	"github.com/keyedge/keyedge/internal/testpki"
-	"github.com/keyedge/keyedge/internal/testworld"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 )
@@ -26,22 +23,8 @@ import (
 // SIGUSR2 the new process, given the UDP socket too, answers HTTP/3 on
 // the same port.
 func TestHTTP3Handoff(t *testing.T) {
-	w := testworld.ForTest(t, testworld.Options{Name: "http3", Origin: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(rw, "ok")
-	})})
-	if err := w.GenerateTenants(context.Background(), testpki.TenantSpec{Count: 1}); err != nil {
-		t.Fatal(err)
-	}
-	addr := proctest.FreeAddr(t)
-	cfg := fmt.Sprintf("listen: %s\nmetrics_listen: \"off\"\nkeystore: %s\nfleet_key_file: %s\nlimits:\n  drain_timeout: 5s\n",
-		addr, testworld.KeystoreDir, testworld.FleetKeyFile)
-	if err := os.WriteFile(w.Path("edge.yaml"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	w, addr, _, p := okEdge(t, "http3", "limits:\n  drain_timeout: 5s\n", "--pid-file", "keyedge.pid")
 	pidFile := w.Path("keyedge.pid")
-	bin := proctest.Build(t, "cmd/keyedge")[0]
-	p := proctest.Start(t, "keyedge", w.Dir, bin, "serve", "--config", w.Path("edge.yaml"), "--pid-file", pidFile)
-	proctest.WaitListening(t, addr, 20*time.Second)
 	p.WaitOutput(t, "http3 listening", 10*time.Second)
 
 	h2 := &http.Transport{

@@ -18,7 +18,7 @@ var layers = [][]string{
 	// Leaf helpers, importing no package of ours.
 	{
 		"internal/excerpt", "internal/ops", "internal/ratelog", "internal/secretfile",
-		"internal/tlsconf", "internal/testclock", "internal/testlog", "internal/proctest",
+		"internal/tlsconf", "internal/testclock", "internal/testlog", "internal/testmetrics", "internal/proctest",
 		"internal/layers", "internal/cli",
 	},
 	// PEM and key helpers; the Keyless SSL wire format; a Redis server
