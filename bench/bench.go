@@ -22,7 +22,8 @@ const (
 	// ModeHandshake makes every request on a new TCP connection with a
 	// full TLS handshake (no session resumption), sends one GET over
 	// HTTP/1.1 with "Connection: close", reads the response and closes;
-	// with Options.HTTP3, a new QUIC connection, one GET over HTTP/3.
+	// with Options.HTTP2 one GET over HTTP/2, with Options.HTTP3 a new
+	// QUIC connection and one GET over HTTP/3.
 	ModeHandshake = "handshake"
 	// ModeKeepAlive keeps Concurrency persistent connections, each
 	// issuing GETs back to back over HTTP/1.1 (or HTTP/2 with

@@ -125,14 +125,11 @@ func (o Options) Check() error {
 			errs = append(errs, err)
 		}
 	}
-	if o.HTTP2 && o.Mode != ModeKeepAlive {
-		bad("HTTP/2 is for keep-alive mode only")
-	}
 	switch {
-	case o.HTTP3 && o.HTTP2:
+	case o.HTTP2 && o.HTTP3:
 		bad("HTTP/2 and HTTP/3 exclude each other")
-	case o.HTTP3 && o.Mode == ModeKeyless:
-		bad("HTTP/3 is for the modes that send requests, not keyless")
+	case (o.HTTP2 || o.HTTP3) && o.Mode == ModeKeyless:
+		bad("HTTP/2 and HTTP/3 are for the modes that send requests, not keyless")
 	}
 	for _, pid := range o.ServerPIDs {
 		if pid <= 0 {
