@@ -457,12 +457,12 @@ h3_summary() {
 			END {
 				for (k in c2) {C2 = C2 " " c2[k]; R2 = R2 " " r2[k]}
 				for (k in c3) {C3 = C3 " " c3[k]; R3 = R3 " " r3[k]}
-				for (k = 1; k in c2 && k in c3; k++) per = per sprintf(" %.2f", c2[k] > 0 ? c3[k] / c2[k] : 0)
+				for (k = 1; k in c2 && k in c3; k++) per = per sprintf(" %.2f", (c2[k] > 0 ? c3[k] / c2[k] : 0))
 				split(med(C2), x2, "|"); split(med(C3), x3, "|"); split(med(R2), y2, "|"); split(med(R3), y3, "|")
 				sub(/, HTTP\/2$/, "", label)
 				printf "| %s | %.0f (%.0f–%.0f) | %.0f (%.0f–%.0f) | %.0f (%.0f–%.0f) | %.0f (%.0f–%.0f) | %.2f×;%s | %.2f× |\n", label,
 					y2[1], y2[2], y2[3], y3[1], y3[2], y3[3], x2[1], x2[2], x2[3], x3[1], x3[2], x3[3],
-					x2[1] > 0 ? x3[1] / x2[1] : 0, per, y2[1] > 0 ? y3[1] / y2[1] : 0
+					(x2[1] > 0 ? x3[1] / x2[1] : 0), per, (y2[1] > 0 ? y3[1] / y2[1] : 0)
 			}' "$res/per-cpu.txt"
 	done
 }
