@@ -21,11 +21,13 @@ import (
 const (
 	// ModeHandshake makes every request on a new TCP connection with a
 	// full TLS handshake (no session resumption), sends one GET over
-	// HTTP/1.1 with "Connection: close", reads the response and closes.
+	// HTTP/1.1 with "Connection: close", reads the response and closes;
+	// with Options.HTTP2 one GET over HTTP/2, with Options.HTTP3 a new
+	// QUIC connection and one GET over HTTP/3.
 	ModeHandshake = "handshake"
 	// ModeKeepAlive keeps Concurrency persistent connections, each
 	// issuing GETs back to back over HTTP/1.1 (or HTTP/2 with
-	// Options.HTTP2). A connection's server name is drawn once, when the
+	// Options.HTTP2, HTTP/3 over QUIC with Options.HTTP3). A connection's server name is drawn once, when the
 	// worker starts; a connection that fails or is closed by the server
 	// is replaced by a new one for the same name.
 	ModeKeepAlive = "keepalive"

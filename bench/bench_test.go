@@ -226,7 +226,7 @@ func TestRunBadConfig(t *testing.T) {
 		{Addr: "127.0.0.1:1"},
 		{Addr: "127.0.0.1:1", Names: []string{"a"}, Mode: "nope"},
 		{Addr: "127.0.0.1:1", Names: []string{"a"}, Dist: "nope"},
-		{Addr: "127.0.0.1:1", Names: []string{"a"}, HTTP2: true},
+		{Addr: "127.0.0.1:1", Names: []string{"a"}, HTTP2: true, HTTP3: true},
 		{Addr: "127.0.0.1:1", Names: []string{"a"}, ServerPIDs: []int{-1}},
 	} {
 		if _, err := Run(context.Background(), cfg); err == nil {
@@ -237,8 +237,8 @@ func TestRunBadConfig(t *testing.T) {
 
 // Check names every problem at once, not just the first.
 func TestCheckReportsEveryProblem(t *testing.T) {
-	err := Options{Dist: "nope", HTTP2: true, ServerPIDs: []int{0}}.Check()
-	for _, want := range []string{"no address", "no server names", `unknown distribution "nope"`, "HTTP/2 is for keep-alive mode only", "bad server PID 0"} {
+	err := Options{Dist: "nope", HTTP2: true, HTTP3: true, ServerPIDs: []int{0}}.Check()
+	for _, want := range []string{"no address", "no server names", `unknown distribution "nope"`, "HTTP/2 and HTTP/3 exclude each other", "bad server PID 0"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Check() = %v, want it to say %q", err, want)
 		}

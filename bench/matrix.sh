@@ -45,6 +45,15 @@
 #       server's CPU time is read from /proc/PID/stat (utime + stime, the
 #       nginx master and worker together) just before and after each
 #       h2load run, after a 1 s warm-up on the same connections' settings.
+#   8   HTTP/3 beside HTTP/2, keyedge alone (Debian's nginx 1.22 has no
+#       HTTP/3 module and its HAProxy 2.6 is built without QUIC; h2load
+#       has no QUIC either, so edgebench is the client): full handshakes
+#       per server CPU-second (scenario 1's client, X25519, ECDSA, a new
+#       connection and one GET per handshake, -h2 over TCP, -h3 over
+#       QUIC to the UDP port keyedge serves HTTP/3 on) and keep-alive
+#       requests per server CPU-second (CONCURRENCY connections, one
+#       request at a time each, -h2 / -h3), 1 tenant, interleaved h2 h3
+#       h2 h3 each round; the h3/h2 ratios come from the same run.
 #
 # Environment (defaults; BENCH_QUICK=1 defaults in brackets):
 #   ROUNDS 3 [3], DURATION 8s [2s], CONCURRENCY 16, TENANTS 100000
@@ -54,7 +63,8 @@
 #   0.2 [0] (summaries leave out runs during which other processes used
 #   more cores), PORT_BASE 18640, PEERS 1 (0: keyedge alone), H1_CONNS
 #   32, H2_CONNS 16, H2_STREAMS 10, ONLY (unset: every scenario; else
-#   the scenario numbers to run, e.g. "1" or "1 7"; "h2load" means 7),
+#   the scenario numbers to run, e.g. "1" or "1 7"; "h2load" means 7,
+#   "h3" 8),
 #   BASE_BIN (unset; a keyedge binary to compare with: scenarios 1-3 and
 #   7 run it too, with 1 tenant, as keyedge-base, interleaved),
 #   PEER_TICKETS 1 (0: nginx and HAProxy with session tickets off),
@@ -72,15 +82,16 @@ else
 	cache_n=${CACHE_N:-20000} startup_limit=${STARTUP_LIMIT:-60} quiet=${QUIET:-0.3} max_other=${MAX_OTHER:-0.2}
 fi
 rounds=${ROUNDS:-3}
-only=" ${ONLY:-1 2 3 4 5 6 7} "
+only=" ${ONLY:-1 2 3 4 5 6 7 8} "
 only=${only// h2load / 7 }
+only=${only// h3 / 8 }
 # runs N: whether scenario N is to run (ONLY).
 runs() { [[ $only == *" $1 "* ]]; }
 for n in $only; do
 	case $n in
-	[1-7]) ;;
+	[1-8]) ;;
 	*)
-		echo "ONLY: unknown scenario \"$n\" (the scenarios are 1-7; h2load is 7)" >&2
+		echo "ONLY: unknown scenario \"$n\" (the scenarios are 1-8; h2load is 7, h3 8)" >&2
 		exit 2
 		;;
 	esac
@@ -317,7 +328,7 @@ CONF
 origin_pid=$!
 wait_port "${origin_addr##*:}"
 
-# Scenarios 1-3: "KIND|DIR|N|DOMAIN|TYPE|LABEL" per server.
+# Scenarios 1-3 and 8: "KIND|DIR|N|DOMAIN|TYPE|LABEL" per server.
 hs=("keyedge|$k1|1|keyedge.test|ecdsa|keyedge, 1 tenant"
 	"keyedge|$kmany|$many|keyedge.test|ecdsa|keyedge, $many tenants (Zipf)")
 rsa=("keyedge|$krsa|1|rsa.keyedge.test|rsa|keyedge, 1 tenant")
@@ -332,10 +343,16 @@ if [ "$peers" = 1 ]; then
 	rsa+=("nginx|$krsa|1|rsa.keyedge.test|rsa|nginx, 1 certificate" "haproxy|$krsa|1|rsa.keyedge.test|rsa|HAProxy, 1 certificate")
 	ka+=("nginx|$k1|1|keyedge.test|ecdsa|nginx, 1 certificate" "haproxy|$k1|1|keyedge.test|ecdsa|HAProxy, 1 certificate")
 fi
-scenarios=("1 handshakes, X25519, ECDSA P-256" "1 handshakes, X25519, RSA-2048" "2 handshakes, X25519MLKEM768 offered" "3 keep-alive through the proxy")
+h3=("keyedge|$k1|1|keyedge.test|ecdsa|keyedge, 1 tenant")
+scenarios=("1 handshakes, X25519, ECDSA P-256" "1 handshakes, X25519, RSA-2048" "2 handshakes, X25519MLKEM768 offered" "3 keep-alive through the proxy"
+	"8 handshakes, HTTP/2" "8 handshakes, HTTP/3" "8 keep-alive requests, HTTP/2" "8 keep-alive requests, HTTP/3")
 scenario_flags=("-mode handshake -curves X25519 -sig ecdsa" "-mode handshake -curves X25519 -sig rsa"
-	"-mode handshake -curves X25519MLKEM768,X25519 -sig ecdsa" "-mode keepalive -curves X25519")
-scenario_servers=(hs rsa hs ka)
+	"-mode handshake -curves X25519MLKEM768,X25519 -sig ecdsa" "-mode keepalive -curves X25519"
+	"-mode handshake -curves X25519 -sig ecdsa -h2" "-mode handshake -curves X25519 -sig ecdsa -h3"
+	"-mode keepalive -curves X25519 -h2" "-mode keepalive -curves X25519 -h3")
+scenario_servers=(hs rsa hs ka h3 h3 h3 h3)
+# h3_pairs: scenario 8's HTTP/2 and HTTP/3 indices above, side by side.
+h3_pairs=("4 5" "6 7")
 declare -A files
 
 # scenario_runs: the indices of the scenarios above that ONLY selects.
@@ -343,12 +360,12 @@ scenario_runs=()
 for s in "${!scenarios[@]}"; do
 	runs "${scenarios[$s]%% *}" && scenario_runs+=("$s")
 done
-echo "index server kind round per_cpu_s" >"$res/per-cpu.txt"
+echo "index server kind round per_cpu_s rate" >"$res/per-cpu.txt"
 rounds13=$rounds
 [ ${#scenario_runs[@]} = 0 ] && rounds13=0
 for round in $(seq "$rounds13"); do
 	echo
-	echo "== scenarios 1-3, round $round of $rounds"
+	echo "== scenarios 1-3 and 8, round $round of $rounds"
 	for s in "${scenario_runs[@]}"; do
 		declare -n list=${scenario_servers[$s]}
 		for i in "${!list[@]}"; do
@@ -371,7 +388,7 @@ for round in $(seq "$rounds13"); do
 			stop_server
 			files[$s]+=" $res/$name.json"
 			awk -v l="${scenarios[$s]}: $label" '/^  rate/ {r = $2 " " $3} /^  server cpu/ {c = $(NF-7)} /^  requests/ {e = $4 " errors"} END {printf "%-70s %s, %s per server CPU-s (handshakes or requests), %s\n", l, r, c, e}' "$res/$name.txt"
-			awk -v s="$s" -v k="$kind" -v i="$i" -v r="$round" '/^  server cpu/ {print s, i, k, r, $(NF-7)}' "$res/$name.txt" >>"$res/per-cpu.txt"
+			awk -v s="$s" -v k="$kind" -v i="$i" -v r="$round" '/^  rate/ {rate = $2} /^  server cpu/ {c = $(NF-7)} END {print s, i, k, r, c, rate}' "$res/$name.txt" >>"$res/per-cpu.txt"
 		done
 		unset -n list
 	done
@@ -385,13 +402,13 @@ awk_med='function med(list,   a, n, i, j, t) {
 	return (n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2) "|" a[1] "|" a[n]
 }'
 
-# ratio_summary: for scenarios 1-3, each server's median per server
+# ratio_summary: for scenarios 1-3 and 8, each server's median per server
 # CPU-second and the ratios of keyedge's (1 tenant) and the base
 # binary's to it, all from this run.
 ratio_summary() {
 	[ ${#scenario_runs[@]} = 0 ] && return
 	echo
-	echo "### 1-3 per server CPU-second and ratios (medians of $rounds rounds, this run)"
+	echo "### 1-3 and 8 per server CPU-second and ratios (medians of $rounds rounds, this run)"
 	echo
 	echo "| scenario | server | per server CPU-s | keyedge / this | keyedge-base / this |"
 	echo "|---|---|---:|---:|---:|"
@@ -421,7 +438,36 @@ ratio_summary() {
 		}' - "$res/per-cpu.txt"
 }
 
-# summary13: scenarios 1-3's tables.
+# h3_summary: scenario 8's HTTP/3 figures over HTTP/2's, medians of
+# the rounds of this run, and the ratio round by round (the two ran
+# back to back).
+h3_summary() {
+	runs 8 || return 0
+	echo
+	echo "### 8 HTTP/3 beside HTTP/2, keyedge 1 tenant (median, min–max of $rounds rounds, this run)"
+	echo
+	echo "| workload | h2 /s | h3 /s | h2 per server CPU-s | h3 per server CPU-s | h3/h2 per CPU-s (median; per round) | h3/h2 rate |"
+	echo "|---|---:|---:|---:|---:|---:|---:|"
+	local pair a b
+	for pair in "${h3_pairs[@]}"; do
+		read -r a b <<<"$pair"
+		awk -v a="$a" -v b="$b" -v label="${scenarios[$a]#8 }" "$awk_med"'
+			NR > 1 && $1 == a {c2[$4] = $5; r2[$4] = $6}
+			NR > 1 && $1 == b {c3[$4] = $5; r3[$4] = $6}
+			END {
+				for (k in c2) {C2 = C2 " " c2[k]; R2 = R2 " " r2[k]}
+				for (k in c3) {C3 = C3 " " c3[k]; R3 = R3 " " r3[k]}
+				for (k = 1; k in c2 && k in c3; k++) per = per sprintf(" %.2f", (c2[k] > 0 ? c3[k] / c2[k] : 0))
+				split(med(C2), x2, "|"); split(med(C3), x3, "|"); split(med(R2), y2, "|"); split(med(R3), y3, "|")
+				sub(/, HTTP\/2$/, "", label)
+				printf "| %s | %.0f (%.0f–%.0f) | %.0f (%.0f–%.0f) | %.0f (%.0f–%.0f) | %.0f (%.0f–%.0f) | %.2f×;%s | %.2f× |\n", label,
+					y2[1], y2[2], y2[3], y3[1], y3[2], y3[3], x2[1], x2[2], x2[3], x3[1], x3[2], x3[3],
+					(x2[1] > 0 ? x3[1] / x2[1] : 0), per, (y2[1] > 0 ? y3[1] / y2[1] : 0)
+			}' "$res/per-cpu.txt"
+	done
+}
+
+# summary13: scenarios 1-3's and 8's tables.
 summary13() {
 	local s
 	for s in "${scenario_runs[@]}"; do
@@ -432,6 +478,7 @@ summary13() {
 		bin/edgebench -summarize -max-other-load "$max_other" -plot "$res/plot-s$s.svg" ${files[$s]}
 	done
 	ratio_summary
+	h3_summary
 }
 
 if runs 7; then

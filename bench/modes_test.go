@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -49,6 +50,60 @@ func TestRunResumedNeverResumes(t *testing.T) {
 	})
 	if !errors.Is(err, ErrNotResumed) || r == nil || r.Resumed != 0 || r.Handshakes != 5 {
 		t.Fatalf("Run = %+v, %v; want 5 full handshakes and ErrNotResumed", r, err)
+	}
+}
+
+// Over HTTP/2 and HTTP/3 each mode makes its requests over the protocol
+// asked for: HTTP/3 on QUIC connections to the edge's UDP port (no TCP
+// listener there to fall back to), every connection negotiating it, and
+// the edge counts the requests by that protocol (and QUIC handshakes).
+func TestRunHTTP2And3(t *testing.T) {
+	e := startEdge(t)
+	cases := []struct {
+		proto      string // ALPN
+		mode       string
+		handshakes int64 // for 24 requests over 3 workers
+		resumed    bool
+	}{
+		{"h3", ModeHandshake, 24, false},
+		{"h3", ModeKeepAlive, 3, false},
+		{"h3", ModeResumed, 24, true},
+		{"h2", ModeHandshake, 24, false},
+		{"h2", ModeResumed, 24, true},
+	}
+	for _, c := range cases {
+		t.Run(c.proto+"/"+c.mode, func(t *testing.T) {
+			o := Options{
+				Addr: e.Addr, Mode: c.mode, HTTP2: true, Names: e.Names[:2], Dist: DistSequential, RootCAs: e.Roots,
+				Concurrency: 3, Requests: 24, MetricsURL: e.MetricsURL,
+			}
+			if c.proto == "h3" {
+				o.Addr, o.HTTP2, o.HTTP3 = e.H3Addr, false, true
+			}
+			r, err := Run(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkCounts(t, r, 24)
+			if r.Handshakes != c.handshakes || r.Protocols[c.proto] != c.handshakes || r.Versions["TLS 1.3"] != c.handshakes {
+				t.Errorf("%d handshakes, protocols %v, versions %v; want %d, all %s over TLS 1.3", r.Handshakes, r.Protocols, r.Versions, c.handshakes, c.proto)
+			}
+			if c.resumed != (r.Resumed > 0) {
+				t.Errorf("%d of %d handshakes resumed", r.Resumed, r.Handshakes)
+			}
+			if got := r.Metrics[`keyedge_proxy_protocol_requests_total{proto="`+c.proto+`"}`]; got != 24 {
+				t.Errorf("the edge counted %v %s requests, want 24; metrics %v", got, c.proto, r.Metrics)
+			}
+			quic := r.Metrics[`keyedge_edge_quic_handshakes_total{group="X25519MLKEM768",result="ok"}`]
+			if want := map[string]int64{"h2": 0, "h3": c.handshakes}[c.proto]; quic != float64(want) {
+				t.Errorf("the edge counted %v QUIC handshakes, want %d; metrics %v", quic, want, r.Metrics)
+			}
+			var text bytes.Buffer
+			WriteText(&text, r)
+			if want := map[string]string{"h2": "(HTTP/2)", "h3": "(HTTP/3)"}[c.proto]; !strings.Contains(text.String(), want) {
+				t.Errorf("text report does not say %s:\n%s", want, text.String())
+			}
+		})
 	}
 }
 
@@ -137,7 +192,9 @@ func TestRunModeConfigErrors(t *testing.T) {
 	for _, cfg := range []Options{
 		{Mode: ModeKeyless},
 		{Mode: ModeKeyless, Keyless: &Keyless{Addr: "127.0.0.1:1"}},
-		{Addr: "127.0.0.1:1", Names: []string{"a"}, Mode: ModeResumed, HTTP2: true},
+		{Addr: "127.0.0.1:1", Names: []string{"a"}, Mode: ModeResumed, HTTP2: true, HTTP3: true},
+		{Mode: ModeKeyless, Keyless: &Keyless{Addr: "127.0.0.1:1"}, HTTP2: true},
+		{Mode: ModeKeyless, Keyless: &Keyless{Addr: "127.0.0.1:1"}, HTTP3: true},
 	} {
 		if _, err := Run(context.Background(), cfg); err == nil {
 			t.Errorf("Run(%+v) succeeded", cfg)

@@ -39,8 +39,12 @@ type Options struct {
 	// these. crypto/tls does not let a TLS 1.3 client restrict its
 	// signature_algorithms, so there the names must be chosen to match.
 	CertKeys []x509.PublicKeyAlgorithm
-	HTTP2    bool   // keep-alive mode over HTTP/2 instead of HTTP/1.1
-	Path     string // request path ["/"]
+	HTTP2    bool // keep-alive mode over HTTP/2 instead of HTTP/1.1
+	// HTTP3 sends the requests over HTTP/3: QUIC to Addr's port over UDP
+	// (keyedge serves HTTP/3 on the UDP port of its TCP listener), with
+	// quic-go's client, in every mode but ModeKeyless.
+	HTTP3 bool
+	Path  string // request path ["/"]
 
 	Concurrency int // parallel workers (connections in keep-alive mode, signatures in flight in keyless mode) [1]
 
@@ -121,8 +125,11 @@ func (o Options) Check() error {
 			errs = append(errs, err)
 		}
 	}
-	if o.HTTP2 && o.Mode != ModeKeepAlive {
-		bad("HTTP/2 is for keep-alive mode only")
+	switch {
+	case o.HTTP2 && o.HTTP3:
+		bad("HTTP/2 and HTTP/3 exclude each other")
+	case (o.HTTP2 || o.HTTP3) && o.Mode == ModeKeyless:
+		bad("HTTP/2 and HTTP/3 are for the modes that send requests, not keyless")
 	}
 	for _, pid := range o.ServerPIDs {
 		if pid <= 0 {

@@ -36,8 +36,11 @@ func ReadJSON(path string) (*Result, error) {
 // WriteText writes r as a human-readable table.
 func WriteText(w io.Writer, r *Result) {
 	proto := "HTTP/1.1"
-	if r.HTTP2 {
+	switch {
+	case r.HTTP2:
 		proto = "HTTP/2"
+	case r.HTTP3:
+		proto = "HTTP/3"
 	}
 	dist := r.Dist
 	if r.Dist == DistZipf {

@@ -18,6 +18,7 @@ type Result struct {
 	Scenario    string    `json:"scenario,omitempty"`
 	Mode        string    `json:"mode"`
 	HTTP2       bool      `json:"http2"`
+	HTTP3       bool      `json:"http3,omitempty"`
 	Addr        string    `json:"addr"`
 	Names       int       `json:"names"`
 	Dist        string    `json:"dist"`
@@ -111,7 +112,7 @@ func (r *Result) Errs() int64 {
 func newResult(o *Options, start time.Time, elapsed time.Duration, workers []*worker, sign *signer) *Result {
 	r := &Result{
 		Label: o.Label, Scenario: o.Scenario,
-		Mode: o.Mode, HTTP2: o.HTTP2, Addr: o.Addr, Names: len(o.Names),
+		Mode: o.Mode, HTTP2: o.HTTP2, HTTP3: o.HTTP3, Addr: o.Addr, Names: len(o.Names),
 		Dist: o.Dist, Seed: o.Seed, Concurrency: o.Concurrency,
 		Start: start, Seconds: elapsed.Seconds(), ClientProcs: runtime.GOMAXPROCS(0),
 		ClockTicks: ClockTicks(), ServerPIDs: o.ServerPIDs,

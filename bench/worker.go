@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/internal/tlsconf"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // stageError marks the stage a request failed in.
@@ -125,8 +127,8 @@ type worker struct {
 	samples map[string]string
 	status  map[int]int64
 
-	// Connection stats: with HTTP/2, connect runs on net/http's dialing
-	// goroutine, so they have their own lock.
+	// Connection stats: with HTTP/2 and HTTP/3, the dial runs on the
+	// transport's dialing goroutine, so they have their own lock.
 	connMu    sync.Mutex
 	handshake *Histogram
 	conns     int64
@@ -136,6 +138,10 @@ type worker struct {
 	certKeys  map[string]int64
 	resumed   int64
 	offered   *offerCounter // ModeResumed: the session cache's hits
+
+	// udp is the socket of the worker's QUIC connections (HTTP/3), made
+	// by the first dial.
+	udp *quic.Transport
 }
 
 func newWorker(opts *Options, p *picker) *worker {
@@ -162,8 +168,11 @@ func newWorker(opts *Options, p *picker) *worker {
 		protos:    make(map[string]int64),
 		certKeys:  make(map[string]int64),
 	}
-	if opts.HTTP2 {
+	switch {
+	case opts.HTTP2:
 		w.base.NextProtos = []string{"h2"}
+	case opts.HTTP3:
+		w.base.NextProtos = []string{http3.NextProtoH3}
 	}
 	if len(opts.CertKeys) > 0 {
 		w.base.CipherSuites = tls12Suites(opts.CertKeys)
@@ -199,12 +208,12 @@ func (c *offerCounter) Get(key string) (*tls.ClientSessionState, bool) {
 
 func (w *worker) run() {
 	switch {
-	case w.opts.Mode == ModeHandshake || w.opts.Mode == ModeResumed:
-		w.runHandshakes()
 	case w.opts.Mode == ModeKeyless:
 		w.runKeyless()
-	case w.opts.HTTP2:
-		w.runKeepAliveH2()
+	case w.opts.HTTP2 || w.opts.HTTP3:
+		w.runRoundTrips()
+	case w.opts.Mode == ModeHandshake || w.opts.Mode == ModeResumed:
+		w.runHandshakes()
 	default:
 		w.runKeepAlive()
 	}
@@ -251,29 +260,62 @@ func (w *worker) runKeepAlive() {
 	}
 }
 
-// runKeepAliveH2: one HTTP/2 connection (a transport of its own, dialing
-// through connect), GETs back to back.
-func (w *worker) runKeepAliveH2() {
-	name := w.picker.pick()
-	tr := &http.Transport{
-		DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return w.connect(ctx, name)
-		},
-		ForceAttemptHTTP2:   true,
-		MaxConnsPerHost:     1,
-		MaxIdleConnsPerHost: 1,
-		DisableCompression:  true,
+// pool is the HTTP client of runRoundTrips: net/http's transport for
+// HTTP/2, quic-go's for HTTP/3. Each dials through the worker, which
+// records the handshakes.
+type pool interface {
+	http.RoundTripper
+	CloseIdleConnections()
+}
+
+// runRoundTrips makes the requests of HTTP/2 and HTTP/3 through a pool
+// of its own: in keep-alive mode one connection, GETs back to back; in
+// the handshake modes a new connection per request, closed after it.
+func (w *worker) runRoundTrips() {
+	var tr pool
+	if w.opts.HTTP3 {
+		h3 := w.h3Transport()
+		defer w.closeQUIC(h3)
+		tr = h3
+	} else {
+		tr = &http.Transport{
+			DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+				return w.connect(ctx, hostOf(addr))
+			},
+			ForceAttemptHTTP2:   true,
+			MaxConnsPerHost:     1,
+			MaxIdleConnsPerHost: 1,
+			DisableCompression:  true,
+		}
 	}
 	defer tr.CloseIdleConnections()
-	url := "https://" + name + w.opts.Path
+	keepAlive := w.opts.Mode == ModeKeepAlive
+	name := w.picker.pick()
 	for w.sh.take() {
+		if !keepAlive {
+			name = w.picker.pick()
+		}
 		start := time.Now()
-		err := w.getH2(tr, url)
+		err := w.roundTrip(tr, "https://"+name+w.opts.Path)
+		if !keepAlive {
+			tr.CloseIdleConnections()
+		}
 		w.finish(start, err)
 	}
 }
 
-func (w *worker) getH2(tr *http.Transport, url string) error {
+// hostOf is the host of the host:port a transport dials (the URL's: the
+// server name), or addr itself without a port.
+func hostOf(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
+// roundTrip makes one GET through tr and reads the whole response, which
+// must come over the protocol asked for: a fallback is an error.
+func (w *worker) roundTrip(tr http.RoundTripper, url string) error {
 	ctx, cancel := context.WithTimeout(w.sh.parent, w.opts.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -293,10 +335,18 @@ func (w *worker) getH2(tr *http.Transport, url string) error {
 		w.status[resp.StatusCode]++
 		return &stageError{ErrStatus, fmt.Errorf("%s %s", resp.Proto, resp.Status)}
 	}
-	if resp.ProtoMajor != 2 {
-		return &stageError{ErrRead, fmt.Errorf("response over %s, not HTTP/2", resp.Proto)}
+	if want := w.protoMajor(); resp.ProtoMajor != want {
+		return &stageError{ErrRead, fmt.Errorf("response over %s, not HTTP/%d", resp.Proto, want)}
 	}
 	return nil
+}
+
+// protoMajor is the HTTP version runRoundTrips' responses must have.
+func (w *worker) protoMajor() int {
+	if w.opts.HTTP3 {
+		return 3
+	}
+	return 2
 }
 
 // connect dials the edge and completes a TLS handshake for name.
@@ -317,9 +367,18 @@ func (w *worker) connect(ctx context.Context, name string) (*tls.Conn, error) {
 		raw.Close()
 		return nil, &stageError{ErrHandshake, err}
 	}
-	d := time.Since(start)
-	cs := c.ConnectionState()
+	w.recordConn(time.Since(start), c.ConnectionState())
+	if w.opts.HTTP2 {
+		raw.SetDeadline(time.Time{}) // net/http sets its own per request
+	}
+	return c, nil
+}
+
+// recordConn counts a connection whose handshake took d and negotiated
+// cs.
+func (w *worker) recordConn(d time.Duration, cs tls.ConnectionState) {
 	w.connMu.Lock()
+	defer w.connMu.Unlock()
 	w.handshake.Record(d)
 	w.conns++
 	w.groups[tlsconf.CurveName(cs.CurveID)]++
@@ -331,11 +390,6 @@ func (w *worker) connect(ctx context.Context, name string) (*tls.Conn, error) {
 	if cs.DidResume {
 		w.resumed++
 	}
-	w.connMu.Unlock()
-	if w.opts.HTTP2 {
-		raw.SetDeadline(time.Time{}) // net/http sets its own per request
-	}
-	return c, nil
 }
 
 // get sends one HTTP/1.1 GET on c and reads the whole response. closed

@@ -38,6 +38,7 @@ const (
 // when the test ends. Its files are in the test's temp dir.
 type World struct {
 	Addr       string         // the edge's TLS listener
+	H3Addr     string         // the edge's HTTP/3 listener (UDP)
 	MetricsURL string         // the edge's /metrics
 	Roots      *x509.CertPool // the CA of the tenants' certificates
 	CAFile     string         // the same CA, PEM
@@ -84,16 +85,22 @@ func Start(t testing.TB, origin http.Handler) *World {
 	check(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	check(t, err)
-	served := make(chan error, 1)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	check(t, err)
+	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- srv.ServeHTTP3(pc) }()
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
-		if err := <-served; err != http.ErrServerClosed {
-			t.Errorf("edge: Serve returned %v", err)
+		for range 2 {
+			if err := <-served; err != http.ErrServerClosed {
+				t.Errorf("edge: Serve or ServeHTTP3 returned %v", err)
+			}
 		}
 	})
+	w.H3Addr = pc.LocalAddr().String()
 	w.Addr = ln.Addr().String()
 	w.MetricsURL = "http://" + serveHTTP(t, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})) + "/metrics"
 

@@ -13,7 +13,8 @@
 // every request (no resumption); -mode resumed does the same with a
 // session cache, so after a name's first handshake per worker the rest
 // resume (it fails when none did); -mode keepalive keeps -c connections
-// busy; -mode keyless keeps -c signatures in flight to a key server. The
+// busy; -h2 makes any of these HTTP/2, -h3 HTTP/3 over QUIC
+// (connections and handshakes are QUIC's then); -mode keyless keeps -c signatures in flight to a key server. The
 // run ends after -duration or -requests, whichever comes first, and
 // prints a progress line every second on stderr (-q: none). -json writes
 // the result for `edgebench -summarize`, which prints a markdown table of
@@ -149,7 +150,8 @@ func (c *command) flagSet() *flag.FlagSet {
 	o := &c.opts
 	fs.StringVar(&o.Addr, "addr", "127.0.0.1:443", "host:port of the edge")
 	fs.StringVar(&o.Mode, "mode", bench.ModeHandshake, "handshake (new connection and full handshake per request), resumed (the same, resuming sessions), keepalive, or keyless (signatures from a key server)")
-	fs.BoolVar(&o.HTTP2, "h2", false, "keepalive over HTTP/2 instead of HTTP/1.1")
+	fs.BoolVar(&o.HTTP2, "h2", false, "HTTP/2 instead of HTTP/1.1, in handshake, resumed or keepalive mode")
+	fs.BoolVar(&o.HTTP3, "h3", false, "HTTP/3 over QUIC to the UDP port of -addr instead of TCP, in handshake, resumed or keepalive mode")
 	fs.StringVar(&o.Dist, "dist", bench.DistZipf, "name distribution: zipf, uniform or seq (in turn)")
 	fs.Float64Var(&o.ZipfS, "zipf-s", bench.DefaultZipfS, "Zipf exponent (> 1)")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the name draws")

@@ -34,6 +34,7 @@ func TestSmoke(t *testing.T) {
 		{"resumed", append([]string{"-mode", "resumed", "-dist", "seq"}, edge...), "resumed"},
 		{"keepalive", append([]string{"-mode", "keepalive"}, edge...), "40 ok, 0 errors"},
 		{"keepalive-h2", append([]string{"-mode", "keepalive", "-h2"}, edge...), "h2 4"},
+		{"handshake-h3", append(append([]string{"-mode", "handshake", "-h3"}, edge...), "-addr", w.H3Addr), "h3 40"},
 		{"keyless-ecdsa", append([]string{"-key-cert", w.ECDSAKeyCert}, keyless...), "ECDSA P-256"},
 		{"keyless-rsa", append([]string{"-key-cert", w.RSAKeyCert}, keyless...), "RSA-2048"},
 	}
@@ -96,6 +97,7 @@ func TestUsageErrors(t *testing.T) {
 		{"-names", "x", "-tenants", "1"},
 		{"-tenants", "1", "-mode", "nope"},
 		{"-tenants", "1", "-dist", "nope", "-h2"},
+		{"-tenants", "1", "-mode", "keepalive", "-h2", "-h3"},
 		{"-summarize"},
 	} {
 		var stdout, stderr bytes.Buffer
