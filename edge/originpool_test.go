@@ -192,7 +192,7 @@ func TestOriginPoolFailover(t *testing.T) {
 	if got := served(10, false); got["B"] != 0 {
 		t.Fatalf("B still down: served %v", got)
 	}
-	b = startOrigin(t, "B", b.addr)
+	startOrigin(t, "B", b.addr) // B up again, on its old address
 	pw.clock.Advance(5 * time.Second)
 	pw.book.checkDue()
 	if got := served(20, false); got["B"] != 0 {
