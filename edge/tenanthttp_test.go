@@ -283,9 +283,11 @@ func TestTenantClientCertificates(t *testing.T) {
 		w.setHTTP(t, "mtls.keyedge.test", func(h *keystore.TenantHTTP) {
 			h.ClientAuth = &keystore.ClientAuth{CAs: good.pem, Mode: mode, SubjectHeader: "X-Client-Subject"}
 		})
+		// Wait for what tells this mode from the one before (none, then
+		// required): a client without a certificate refused, then served.
 		eventually(t, 10*time.Second, "the edge applies "+string(mode)+" client auth", func() bool {
-			_, _, err := request(false, &other.cert, "mtls.keyedge.test")
-			return err != nil
+			_, _, err := request(false, nil, "mtls.keyedge.test")
+			return (err != nil) == (mode == keystore.ClientAuthRequired)
 		})
 		for _, h2 := range []bool{false, true} {
 			resp, seen, err := request(h2, &good.cert, "mtls.keyedge.test")
