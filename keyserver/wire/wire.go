@@ -228,8 +228,13 @@ func (m *Message) UnmarshalBody(h Header, body []byte) error {
 }
 
 // setItem stores one item's data in m. It reports whether tag is one of
-// this protocol version's tags; unknown tags are skipped.
+// this protocol version's tags; unknown tags are skipped. An empty item
+// is stored as an absent one (nil), as AppendBinary writes none for it,
+// so a message decodes the same after a round trip.
 func (m *Message) setItem(tag Tag, data []byte) (known bool, err error) {
+	if len(data) == 0 {
+		data = nil
+	}
 	switch tag {
 	case TagOpcode:
 		if len(data) != 1 {
