@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"net"
 	"net/http"
 	"os"
 	"runtime"
@@ -404,11 +403,8 @@ func (c *h1Conn) fastRequest(r *http.Request) bool {
 	if checkRequest(r) != nil || !fastKind(r) {
 		return false
 	}
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	return strings.EqualFold(strings.TrimSuffix(host, "."), strings.TrimSuffix(c.tls.ServerName, "."))
+	host := hostOf(r)
+	return sameName(host, c.tls.ServerName)
 }
 
 // serveRequest serves r and finishes it, and reports whether the

@@ -3,7 +3,6 @@ package edge
 import (
 	"cmp"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
@@ -45,10 +44,7 @@ func NewHTTPServer(store *keystore.Store, a ACME, limits Limits, log *slog.Logge
 type plainHTTP struct{ store *keystore.Store }
 
 func (p plainHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
+	host := hostOf(r)
 	if entry, err := p.store.Lookup(r.Context(), host); err == nil {
 		if h := entry.Certs[0].Meta.HTTP; h != nil && h.NoRedirect {
 			http.Error(w, "403 Forbidden: this site is served over https only", http.StatusForbidden)
@@ -63,10 +59,7 @@ func (p plainHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // (the edge serves TLS on 443): 301 for GET and HEAD, 308 otherwise so
 // clients keep the method and body.
 func redirectToHTTPS(w http.ResponseWriter, r *http.Request) {
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
+	host := hostOf(r)
 	if host == "" {
 		http.Error(w, "missing Host", http.StatusBadRequest)
 		return

@@ -663,10 +663,7 @@ func (s *Server) installTicketKeys() (untilNext time.Duration, ok bool) {
 // checked first, from the cache its handshake filled, so a stream of
 // made-up hosts on one connection costs the keystore nothing.
 func (s *Server) tenant(r *http.Request) (*keystore.Cert, error) {
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
+	host := hostOf(r)
 	sni := ""
 	if r.TLS != nil {
 		sni = r.TLS.ServerName
@@ -674,7 +671,7 @@ func (s *Server) tenant(r *http.Request) (*keystore.Cert, error) {
 	if sni == "" {
 		return nil, ErrMisdirected
 	}
-	if !strings.EqualFold(strings.TrimSuffix(host, "."), strings.TrimSuffix(sni, ".")) {
+	if !sameName(host, sni) {
 		conn, err := s.store.Lookup(r.Context(), sni)
 		if errors.Is(err, keystore.ErrNotFound) || errors.Is(err, keystore.ErrBadName) {
 			return nil, fmt.Errorf("%w: %v", ErrMisdirected, err)
@@ -694,6 +691,20 @@ func (s *Server) tenant(r *http.Request) (*keystore.Cert, error) {
 		return nil, err
 	}
 	return entry.Certs[0], nil
+}
+
+// hostOf is r's Host without its port.
+func hostOf(r *http.Request) string {
+	if h, _, err := net.SplitHostPort(r.Host); err == nil {
+		return h
+	}
+	return r.Host
+}
+
+// sameName reports whether two DNS names are the same, ignoring case and
+// a trailing dot.
+func sameName(a, b string) bool {
+	return strings.EqualFold(strings.TrimSuffix(a, "."), strings.TrimSuffix(b, "."))
 }
 
 func coversName(e *keystore.Entry, name string) bool {

@@ -2,11 +2,9 @@ package edge
 
 import (
 	"errors"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/keyedge/keyedge/keystore"
@@ -42,27 +40,14 @@ var errClientCertRequired = errors.New("edge: the tenant requires a client certi
 // answered r itself (a 421 or 429), through p, so that the request is
 // counted and logged like any other.
 func (s *Server) tenantRequest(w http.ResponseWriter, r *http.Request, p *Proxy) (http.ResponseWriter, bool) {
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	// The tenant the proxy will serve: misdirected hosts (only names the
+	// connection's certificate covers are tenants' here, so made-up hosts
+	// cost the keystore nothing) and hosts without a tenant are the
+	// proxy's to answer.
+	c, err := s.tenant(r)
+	if err != nil || c.Meta.HTTP == nil {
+		return w, true
 	}
-	if r.TLS == nil || r.TLS.ServerName == "" {
-		return w, true // not a tenant's: the proxy answers it
-	}
-	if !strings.EqualFold(strings.TrimSuffix(host, "."), strings.TrimSuffix(r.TLS.ServerName, ".")) {
-		// Another name on the connection: only one its certificate
-		// covers is a tenant's here (the proxy answers others with a
-		// 421), so made-up hosts cost the keystore nothing.
-		conn, err := s.store.Lookup(r.Context(), r.TLS.ServerName)
-		if err != nil || !coversName(conn, host) {
-			return w, true
-		}
-	}
-	entry, err := s.store.Lookup(r.Context(), host)
-	if err != nil || entry.Certs[0].Meta.HTTP == nil {
-		return w, true // no settings; or no tenant, which the proxy answers
-	}
-	c := entry.Certs[0]
 	h := c.Meta.HTTP
 	if h.HSTS != nil || len(h.ResponseHeaders) > 0 {
 		w = &tenantWriter{ResponseWriter: w, h: h}
