@@ -61,7 +61,8 @@ bench-million:
 # a short run at 0 execs/s.
 FUZZ_TARGETS := ./keystore:FuzzNormalizeName ./keystore:FuzzParseNameFile ./keystore:FuzzParseRecord \
 	./keystore:FuzzOpenSealed ./keystore:FuzzParseChange ./keystore:FuzzParseNameFilter ./certs:FuzzParseChainPEM \
-	./keyserver/wire:FuzzReadMessage ./keystore/geo:FuzzParsePolicy ./keystore/geo:FuzzParseAttributes
+	./keyserver/wire:FuzzReadMessage ./keystore/geo:FuzzParsePolicy ./keystore/geo:FuzzParseAttributes \
+	./edge:FuzzRequestHead ./edge:FuzzResponseHead
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

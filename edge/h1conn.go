@@ -122,6 +122,7 @@ type h1Buffers struct {
 	bw   *bufio.Writer // to the connection
 	head *bufio.Reader // one request head, for http.ReadRequest
 	src  bytes.Reader  // head's source
+	req  h1RequestHead // the request head, read without net/http
 	res  h1Response
 }
 
@@ -149,6 +150,7 @@ func (cs *h1Conns) putBuffers(b *h1Buffers) {
 	b.bw.Reset(nil)
 	b.head.Reset(nil)
 	b.src.Reset(nil)
+	b.req.reset()
 	b.res.reset(nil, nil)
 	cs.pool.Put(b)
 }
@@ -332,9 +334,12 @@ func (c *h1Conn) readRequest() (*http.Request, *originPool, *originTarget, error
 		return nil, nil, nil, err
 	}
 	head, _ := br.Peek(n)
-	c.bufs.src.Reset(head)
-	c.bufs.head.Reset(&c.bufs.src)
-	r, err := http.ReadRequest(c.bufs.head)
+	r, ok := c.bufs.req.readRequestHead(head)
+	if !ok {
+		c.bufs.src.Reset(head)
+		c.bufs.head.Reset(&c.bufs.src)
+		r, err = http.ReadRequest(c.bufs.head)
+	}
 	if err != nil || !c.fastRequest(r) {
 		return nil, nil, nil, nil
 	}

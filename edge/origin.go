@@ -218,6 +218,10 @@ func (pc *originConn) send(r *http.Request, got1xx func(int, textproto.MIMEHeade
 		return nil, fmt.Errorf("%w: %w", errNoResponse, err)
 	}
 	for informational := 0; ; informational++ {
+		res := readResponseHead(pc.br, r)
+		if res != nil {
+			return res, nil
+		}
 		res, err := http.ReadResponse(pc.br, r)
 		if err != nil {
 			return nil, err
