@@ -695,6 +695,9 @@ func (s *Server) tenant(r *http.Request) (*keystore.Cert, error) {
 
 // hostOf is r's Host without its port.
 func hostOf(r *http.Request) string {
+	if !strings.Contains(r.Host, ":") {
+		return r.Host // no port; SplitHostPort would allocate its error
+	}
 	if h, _, err := net.SplitHostPort(r.Host); err == nil {
 		return h
 	}
