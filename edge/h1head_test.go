@@ -113,10 +113,7 @@ func checkRequestHead(t *testing.T, raw []byte) bool {
 		if err != nil {
 			t.Fatalf("the loop's reader took %q, which http.ReadRequest refuses: %v", head, err)
 		}
-		for _, f := range []struct {
-			name      string
-			got, want any
-		}{
+		sameFields(t, head, "http.ReadRequest", []headField{
 			{"Method", got.Method, want.Method},
 			{"URL", got.URL, want.URL},
 			{"Proto", got.Proto, want.Proto},
@@ -130,11 +127,7 @@ func checkRequestHead(t *testing.T, raw []byte) bool {
 			{"Host", got.Host, want.Host},
 			{"Trailer", got.Trailer, want.Trailer},
 			{"RequestURI", got.RequestURI, want.RequestURI},
-		} {
-			if !reflect.DeepEqual(f.got, f.want) {
-				t.Fatalf("%q: %s: the loop's reader has %#v, http.ReadRequest %#v", head, f.name, f.got, f.want)
-			}
-		}
+		})
 	}
 	return true
 }
@@ -235,10 +228,7 @@ func checkResponseHead(t *testing.T, head bool, raw []byte) bool {
 	wantBody, wantErr := io.ReadAll(want.Body)
 	gotRest, _ := io.ReadAll(br)
 	wantRest, _ := io.ReadAll(stdr)
-	for _, f := range []struct {
-		name      string
-		got, want any
-	}{
+	sameFields(t, raw, "http.ReadResponse", []headField{
 		{"Status", got.Status, want.Status},
 		{"StatusCode", got.StatusCode, want.StatusCode},
 		{"Proto", got.Proto, want.Proto},
@@ -255,10 +245,23 @@ func checkResponseHead(t *testing.T, head bool, raw []byte) bool {
 		{"body", string(gotBody), string(wantBody)},
 		{"body's error", gotErr, wantErr},
 		{"the bytes after it", string(gotRest), string(wantRest)},
-	} {
+	})
+	return true
+}
+
+// headField is a field of what the edge's reader and net/http's read.
+type headField struct {
+	name      string
+	got, want any
+}
+
+// sameFields fails t for the first of fields that net/http's reader,
+// named std, did not read as the edge's did from input.
+func sameFields(t *testing.T, input []byte, std string, fields []headField) {
+	t.Helper()
+	for _, f := range fields {
 		if !reflect.DeepEqual(f.got, f.want) {
-			t.Fatalf("%q: %s: the fast path's reader has %#v, http.ReadResponse %#v", raw, f.name, f.got, f.want)
+			t.Fatalf("%q: %s: the edge's reader has %#v, %s %#v", input, f.name, f.got, std, f.want)
 		}
 	}
-	return true
 }
