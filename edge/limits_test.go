@@ -142,3 +142,19 @@ func TestMaxConnsPerIP(t *testing.T) {
 		return err == nil
 	})
 }
+
+// TestIdleTimeout: a keep-alive connection, HTTP/1.1 (keyedge's loop) or
+// HTTP/2 (net/http's), is closed once idle for IdleTimeout after its
+// request. With no TCP keep-alive probes on client connections, this is
+// what reclaims a client that went away between requests.
+func TestIdleTimeout(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		w := newWorld(t, 1, Options{Limits: Limits{IdleTimeout: 300 * time.Millisecond}})
+		resp, _ := w.get(t, w.client(t, h2), "t0.keyedge.test", "/")
+		if resp.ProtoMajor != map[bool]int{false: 1, true: 2}[h2] {
+			t.Fatalf("h2=%v: served over %s", h2, resp.Proto)
+		}
+		open := func() float64 { return testutil.ToFloat64(w.srv.metrics.openConns) }
+		eventually(t, 10*time.Second, fmt.Sprintf("h2=%v: the idle connection closed by the edge", h2), func() bool { return open() == 0 })
+	}
+}

@@ -77,7 +77,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	n, err := startNode(ctx, cfg, netListeners{}, stderr)
+	n, err := startNode(ctx, cfg, sockets{}, stderr)
 	if err != nil {
 		return err
 	}

@@ -49,28 +49,9 @@ type node struct {
 	access *accesslog.Logger // nil without an access log
 }
 
-// listeners opens the listening sockets: netListeners, or a tableflip
-// Upgrader's, which hands over the sockets of the process it replaces
-// (the UDP one too).
-type listeners interface {
-	Listen(network, addr string) (net.Listener, error)
-	ListenPacket(network, addr string) (net.PacketConn, error)
-}
-
-// netListeners opens new sockets.
-type netListeners struct{}
-
-func (netListeners) Listen(network, addr string) (net.Listener, error) {
-	return net.Listen(network, addr)
-}
-
-func (netListeners) ListenPacket(network, addr string) (net.PacketConn, error) {
-	return net.ListenPacket(network, addr)
-}
-
 // startNode opens the keystore and starts serving cfg, on sockets from
 // listen.
-func startNode(ctx context.Context, cfg *config.Edge, listen listeners, logOut io.Writer) (_ *node, err error) {
+func startNode(ctx context.Context, cfg *config.Edge, listen sockets, logOut io.Writer) (_ *node, err error) {
 	n := &node{cfg: cfg, level: new(slog.LevelVar), served: make(chan error, 1), stop: func() {}}
 	n.level.Set(cfg.Level())
 	n.log = slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: n.level}))
@@ -108,7 +89,7 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listeners, logOut i
 	}
 	// Listeners are bound before the ACME manager starts, so it answers
 	// challenges on them instead of opening its own.
-	if n.ln, err = listen.Listen("tcp", cfg.Listen); err != nil {
+	if n.ln, err = listen.Listen(cfg.ClientListenConfig(), "tcp", cfg.Listen); err != nil {
 		return nil, err
 	}
 	undo = append(undo, func() { n.ln.Close() })
@@ -120,7 +101,7 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listeners, logOut i
 	}
 	var httpLn net.Listener
 	if cfg.HTTPListen != "" {
-		if httpLn, err = listen.Listen("tcp", cfg.HTTPListen); err != nil {
+		if httpLn, err = listen.Listen(cfg.ClientListenConfig(), "tcp", cfg.HTTPListen); err != nil {
 			return nil, fmt.Errorf("http_listen: %w", err)
 		}
 		undo = append(undo, func() { httpLn.Close() })
@@ -136,7 +117,7 @@ func startNode(ctx context.Context, cfg *config.Edge, listen listeners, logOut i
 		return nil, err
 	}
 	if addr := cfg.MetricsListen; addr != "off" {
-		mln, err := listen.Listen("tcp", addr)
+		mln, err := listen.Listen(&net.ListenConfig{}, "tcp", addr) // Go's keep-alive: this server has no idle timeout
 		if err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
@@ -300,7 +281,7 @@ func serve(ctx context.Context, path, pidFile string, logOut io.Writer) error {
 		return err
 	}
 	defer upg.Stop()
-	n, err := startNode(ctx, cfg, upg.Fds, logOut)
+	n, err := startNode(ctx, cfg, sockets{upg.Fds}, logOut)
 	if err != nil {
 		return err
 	}

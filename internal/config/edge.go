@@ -82,6 +82,10 @@ type Edge struct {
 		MaxConnsPerIP     int           `yaml:"max_conns_per_ip"`    // per client address (IPv6: /64) [256, at most max_conns/4]
 		MaxHeaderBytes    int           `yaml:"max_header_bytes"`    // [65536]
 		DrainTimeout      time.Duration `yaml:"drain_timeout"`       // SIGTERM grace [30s]
+		// TCPKeepAlive turns on TCP keep-alive probes on client
+		// connections (listen, http_listen) after this long idle; see
+		// Edge.ClientListenConfig [off].
+		TCPKeepAlive time.Duration `yaml:"tcp_keepalive"`
 	} `yaml:"limits"`
 
 	// HTTP3 serves HTTP/3 over QUIC on a UDP socket, with the TLS
@@ -326,6 +330,7 @@ func (c *Edge) checkNumbers() error {
 		checkPositive("limits.max_conns_per_ip", l.MaxConnsPerIP),
 		checkPositive("limits.max_header_bytes", l.MaxHeaderBytes),
 		checkPositive("limits.drain_timeout", l.DrainTimeout),
+		checkPositive("limits.tcp_keepalive", l.TCPKeepAlive),
 		checkPositive("http3.alt_svc_max_age", c.HTTP3.AltSvcMaxAge),
 		checkPositive("session_tickets.rotation", st.Rotation),
 		checkPositive("session_tickets.accept", st.Accept),
