@@ -82,8 +82,10 @@ const maxRequestID = 200
 // when r came through a trusted upstream (Options.TrustedProxies) and
 // it is 1 to 200 visible ASCII characters, else a new random one, 32
 // hex digits, replacing whatever the client sent. Like nginx and Caddy,
-// the edge does not add it to the response; an origin may.
-func setRequestID(r *http.Request, conn *connFacts) string {
+// the edge does not add it to the response; an origin may. A new ID's
+// header value goes in slot, a slice of length 1 the caller owns for
+// the request's lifetime, to save an allocation.
+func setRequestID(r *http.Request, conn *connFacts, slot []string) string {
 	if conn != nil && conn.trusted {
 		if v := r.Header[requestIDHeader]; len(v) == 1 && validRequestID(v[0]) {
 			return v[0]
@@ -93,7 +95,8 @@ func setRequestID(r *http.Request, conn *connFacts) string {
 	if r.Header == nil {
 		r.Header = make(http.Header)
 	}
-	r.Header[requestIDHeader] = []string{id}
+	slot[0] = id
+	r.Header[requestIDHeader] = slot[:1:1]
 	return id
 }
 

@@ -85,24 +85,30 @@ func removeHopByHop(h http.Header) {
 	}
 }
 
-// serveDirect forwards r, which direct accepts, to route's origin on the
-// fast path and copies the response to w. Like ReverseProxy, it panics
-// with http.ErrAbortHandler when the response body cannot be copied
-// under a server.
-func (p *Proxy) serveDirect(w *proxyWriter, r *http.Request, route *proxyRoute) {
+// serveDirect forwards r, which direct accepts, to its route's origin on
+// the fast path and copies the response to the client. Like
+// ReverseProxy, it panics with http.ErrAbortHandler when the response
+// body cannot be copied under a server.
+//
+// r's header becomes the outbound request's, rewritten in place rather
+// than cloned: a handler may change its request's header (net/http has
+// read what it needs of it before the handler runs), and nothing reads
+// r's header after this.
+func (p *Proxy) serveDirect(ex *proxyExchange, r *http.Request) {
+	w, route := &ex.w, &ex.route
 	// The outbound request, as ReverseProxy builds it.
-	out := new(http.Request)
+	out := &ex.out
 	*out = *r
-	u := *r.URL
-	out.URL = &u
-	out.Header = r.Header.Clone()
+	ex.outURL = *r.URL
+	out.URL = &ex.outURL
 	if out.Header == nil {
 		out.Header = make(http.Header)
 	}
 	out.Body, out.Trailer, out.Close = nil, nil, false
+	teTrailers := httpguts.HeaderValuesContainsToken(out.Header["Te"], "trailers")
 	removeHopByHop(out.Header)
-	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
-		out.Header.Set("Te", "trailers")
+	if teTrailers {
+		out.Header["Te"] = []string{"trailers"}
 	}
 	for _, k := range [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 		delete(out.Header, k)

@@ -268,8 +268,29 @@ type proxyRoute struct {
 // error naming the status and the cause, never the origin's address or an
 // internal error.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	pw, route, finish := p.track(w, r)
-	defer finish()
+	p.serve(w, r, nil)
+}
+
+// tenantLookup is what a tenantFunc returned for a request.
+type tenantLookup struct {
+	cert *keystore.Cert
+	err  error
+}
+
+// serveTenant is ServeHTTP for a request whose tenant the caller has
+// looked up with the Proxy's tenantFunc (the Server's handler, which
+// needs it first for the tenant HTTP layer): one keystore lookup per
+// request instead of two.
+func (p *Proxy) serveTenant(w http.ResponseWriter, r *http.Request, c *keystore.Cert, err error) {
+	p.serve(w, r, &tenantLookup{cert: c, err: err})
+}
+
+// serve is ServeHTTP, with r's tenant already looked up unless looked
+// is nil.
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, looked *tenantLookup) {
+	ex := p.track(w, r)
+	defer ex.finish()
+	pw, route := &ex.w, &ex.route
 
 	if err := checkRequest(r); err != nil {
 		reason := proxyReasonBadRequest
@@ -279,7 +300,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.fail(pw, r, reason, route, err)
 		return
 	}
-	pool, err := p.resolve(r)
+	var pool *originPool
+	var err error
+	if looked != nil {
+		pool, err = p.tenantPool(looked.cert, looked.err)
+	} else {
+		pool, err = p.resolve(r)
+	}
 	if err != nil {
 		reason := proxyReasonOther
 		switch {
@@ -293,7 +320,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	route.setTarget(pool, pool.pick(nil))
-	p.forward(pw, r, route)
+	p.forward(ex, r)
 }
 
 // serveFast serves r, which direct accepts for target, of pool, and
@@ -301,10 +328,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // (h1conn.go): ServeHTTP without the checks and the origin lookup the
 // loop has done.
 func (p *Proxy) serveFast(w http.ResponseWriter, r *http.Request, pool *originPool, target *originTarget) {
-	pw, route, finish := p.track(w, r)
-	defer finish()
-	route.setTarget(pool, target)
-	p.forward(pw, r, route)
+	ex := p.track(w, r)
+	defer ex.finish()
+	ex.route.setTarget(pool, target)
+	p.forward(ex, r)
 }
 
 // setTarget records that the request goes to target, of pool.
@@ -320,12 +347,7 @@ type tenantFunc func(r *http.Request) (*keystore.Cert, error)
 // OriginFunc returns, and the pool's own when it cannot be used.
 func (p *Proxy) resolve(r *http.Request) (*originPool, error) {
 	if p.tenant != nil {
-		c, err := p.tenant(r)
-		if err != nil {
-			return nil, err
-		}
-		pool := p.pool(c)
-		return pool, pool.err
+		return p.tenantPool(p.tenant(r))
 	}
 	u, err := p.origin(r)
 	if err == nil {
@@ -342,8 +364,19 @@ func (p *Proxy) resolve(r *http.Request) (*originPool, error) {
 	return pool, nil
 }
 
-// forward sends r to route's origin and copies the response to w.
-func (p *Proxy) forward(pw *proxyWriter, r *http.Request, route *proxyRoute) {
+// tenantPool is resolve given what the tenantFunc returned.
+func (p *Proxy) tenantPool(c *keystore.Cert, err error) (*originPool, error) {
+	if err != nil {
+		return nil, err
+	}
+	pool := p.pool(c)
+	return pool, pool.err
+}
+
+// forward sends r to its route's origin and copies the response to the
+// client.
+func (p *Proxy) forward(ex *proxyExchange, r *http.Request) {
+	pw, route := &ex.w, &ex.route
 	w := pw.ResponseWriter
 	stripH2C(r.Header)
 	// ReverseProxy, and serveDirect, panic with http.ErrAbortHandler when
@@ -356,7 +389,7 @@ func (p *Proxy) forward(pw *proxyWriter, r *http.Request, route *proxyRoute) {
 		}
 	}()
 	if direct(r, route.origin) {
-		p.serveDirect(pw, r, route)
+		p.serveDirect(ex, r)
 		finished = true
 		return
 	}
@@ -368,23 +401,6 @@ func (p *Proxy) forward(pw *proxyWriter, r *http.Request, route *proxyRoute) {
 	r = r.WithContext(context.WithValue(r.Context(), proxyRouteKey{}, route))
 	p.rp.ServeHTTP(pw, r)
 	finished = true
-}
-
-// track starts the accounting of request r, served through w: it
-// returns the writer that records the response, the request's route (for
-// the caller to fill) and finish, which counts and logs the request when
-// it ends. Every request the proxy serves goes through it, from net/http
-// and from the HTTP/1.1 connection loop alike.
-func (p *Proxy) track(w http.ResponseWriter, r *http.Request) (pw *proxyWriter, route *proxyRoute, finish func()) {
-	start := time.Now()
-	conn := connFactsOf(r)
-	requestID := setRequestID(r, conn)
-	pw = &proxyWriter{ResponseWriter: w, tunnelIdle: p.tunnelIdle, mustClose: mustClose(r)}
-	route = &proxyRoute{host: r.Host, in: r.URL}
-	return pw, route, func() {
-		p.countRequest(pw, r)
-		p.logRequest(pw, r, route, conn, requestID, start)
-	}
 }
 
 // errProxyAborted is logged when a response is cut off mid-body.
@@ -449,12 +465,30 @@ func proxyRewrite(pr *httputil.ProxyRequest) {
 	proxyRewriteTo(pr, pr.In.Context().Value(proxyRouteKey{}).(*proxyRoute))
 }
 
-// proxyRewriteTo is proxyRewrite with the route given.
+// proxyRewriteTo is proxyRewrite with the route given. It sets the
+// X-Forwarded-* fields as pr.SetXForwarded does (there is no prior
+// X-Forwarded-For to append to: the client's is gone), with one
+// allocation for the four fields' values rather than one each.
 func proxyRewriteTo(pr *httputil.ProxyRequest, route *proxyRoute) {
 	pr.SetURL(route.origin)
-	pr.SetXForwarded()
-	pr.Out.Header.Set("Forwarded", proxyForwarded(pr.In))
-	pr.Out.Header.Del("X-Real-Ip")
+	h, in := pr.Out.Header, pr.In
+	v := make([]string, 4)
+	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
+		v[0] = ip
+		h["X-Forwarded-For"] = v[0:1:1]
+	} else {
+		delete(h, "X-Forwarded-For")
+	}
+	v[1] = in.Host
+	h["X-Forwarded-Host"] = v[1:2:2]
+	v[2] = "http"
+	if in.TLS != nil {
+		v[2] = "https"
+	}
+	h["X-Forwarded-Proto"] = v[2:3:3]
+	v[3] = proxyForwarded(in)
+	h["Forwarded"] = v[3:4:4]
+	delete(h, "X-Real-Ip")
 }
 
 // proxyForwarded returns the RFC 7239 Forwarded element for r: the client
@@ -466,7 +500,7 @@ func proxyForwarded(r *http.Request) string {
 		if ip, err := netip.ParseAddr(host); err == nil {
 			ip = ip.WithZone("")
 			if ip.Is4() {
-				node = ip.String()
+				node = host // as ip.String() writes it: ParseAddr takes no other form
 			} else {
 				node = `"[` + ip.String() + `]"` // sections 6.1 and 4: IPv6 in brackets, quoted
 			}

@@ -45,7 +45,16 @@ func (s *Server) tenantRequest(w http.ResponseWriter, r *http.Request, p *Proxy)
 	// cost the keystore nothing) and hosts without a tenant are the
 	// proxy's to answer.
 	c, err := s.tenant(r)
-	if err != nil || c.Meta.HTTP == nil {
+	if err != nil {
+		return w, true
+	}
+	return s.applyTenant(w, r, p, c)
+}
+
+// applyTenant is tenantRequest for r, whose tenant c the caller has
+// looked up (s.tenant), to pass it on to p.serveTenant.
+func (s *Server) applyTenant(w http.ResponseWriter, r *http.Request, p *Proxy, c *keystore.Cert) (http.ResponseWriter, bool) {
+	if c.Meta.HTTP == nil {
 		return w, true
 	}
 	h := c.Meta.HTTP
@@ -143,9 +152,9 @@ func (w *tenantWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // refuse answers r with the failure response for reason, counted and
 // logged as the proxy's own failures are.
 func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, reason string, err error) {
-	pw, route, finish := p.track(w, r)
-	defer finish()
-	p.fail(pw, r, reason, route, err)
+	ex := p.track(w, r)
+	defer ex.finish()
+	p.fail(&ex.w, r, reason, &ex.route, err)
 }
 
 // proxyReasonRateLimited is the access log's error for a request a
@@ -157,9 +166,10 @@ const proxyReasonRateLimited = "rate_limited"
 // whole seconds, counted and logged like every request the proxy
 // answers.
 func (p *Proxy) tooManyRequests(w http.ResponseWriter, r *http.Request, wait time.Duration) {
-	pw, route, finish := p.track(w, r)
-	defer finish()
-	route.reason = proxyReasonRateLimited
+	ex := p.track(w, r)
+	defer ex.finish()
+	pw := &ex.w
+	ex.route.reason = proxyReasonRateLimited
 	pw.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(wait), 10))
 	http.Error(pw, "429 Too Many Requests: this client's request rate is over the site's limit", http.StatusTooManyRequests)
 }
