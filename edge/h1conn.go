@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyedge/keyedge/keystore"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -232,7 +233,7 @@ func (c *h1Conn) serve() {
 		if c.served { // the first request's head has ReadHeaderTimeout from the start, as with net/http
 			c.tc.SetReadDeadline(time.Now().Add(limits.ReadHeaderTimeout))
 		}
-		r, pool, target, err := c.readRequest()
+		r, to, err := c.readRequest()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return // as net/http: no answer to a head that did not come in time
 		}
@@ -243,7 +244,7 @@ func (c *h1Conn) serve() {
 		c.tc.SetReadDeadline(time.Time{})
 		c.served, servedHere = true, true
 		c.srv.notFresh(c.tc)
-		if !c.serveRequest(r, pool, target) || c.srv.shuttingDown() {
+		if !c.serveRequest(r, to) || c.srv.shuttingDown() {
 			return
 		}
 	}
@@ -323,15 +324,24 @@ func (c *h1Conn) release() {
 	}
 }
 
+// h1Route is where the loop sends a request it serves: the tenant's
+// certificate (its settings), the origin pool and the origin chosen.
+type h1Route struct {
+	cert   *keystore.Cert
+	pool   *originPool
+	target *originTarget
+}
+
 // readRequest reads the next request head and returns the request with
-// its origin pool and the origin chosen if the loop serves it; a nil
-// request, with a nil error or not, means the connection goes to
-// net/http, its head still buffered.
-func (c *h1Conn) readRequest() (*http.Request, *originPool, *originTarget, error) {
+// its route if the loop serves it; a nil request, with a nil error or
+// not, means the connection goes to net/http, its head still buffered.
+// The tenant is looked up once, here, for both the tenant HTTP layer
+// and the origin.
+func (c *h1Conn) readRequest() (*http.Request, h1Route, error) {
 	br := c.bufs.br
 	n, err := headLength(br)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, h1Route{}, err
 	}
 	head, _ := br.Peek(n)
 	r, ok := c.bufs.req.readRequestHead(head)
@@ -341,20 +351,21 @@ func (c *h1Conn) readRequest() (*http.Request, *originPool, *originTarget, error
 		r, err = http.ReadRequest(c.bufs.head)
 	}
 	if err != nil || !c.fastRequest(r) {
-		return nil, nil, nil, nil
+		return nil, h1Route{}, nil
 	}
 	r.RemoteAddr = c.remote
 	r.TLS = c.tls
-	pool, err := c.srv.settings.Load().proxy.resolve(r)
+	cert, err := c.srv.tenant(r)
+	pool, err := c.srv.settings.Load().proxy.tenantPool(cert, err)
 	if err != nil {
-		return nil, nil, nil, nil
+		return nil, h1Route{}, nil
 	}
 	target := pool.pick(nil)
 	if !direct(r, target.url) {
-		return nil, nil, nil, nil
+		return nil, h1Route{}, nil
 	}
 	br.Discard(n)
-	return r, pool, target, nil
+	return r, h1Route{cert, pool, target}, nil
 }
 
 // headLength returns the length of the request head at the start of br,
@@ -416,7 +427,7 @@ func (c *h1Conn) fastRequest(r *http.Request) bool {
 // connection may carry another request. Every request the loop serves
 // ends here: the place for per-request accounting that is not the
 // proxy's.
-func (c *h1Conn) serveRequest(r *http.Request, pool *originPool, target *originTarget) (keep bool) {
+func (c *h1Conn) serveRequest(r *http.Request, to h1Route) (keep bool) {
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	c.cancel = cancel
@@ -438,8 +449,8 @@ func (c *h1Conn) serveRequest(r *http.Request, pool *originPool, target *originT
 	}()
 	c.srv.advertiseHTTP3(res.Header())
 	p := c.srv.settings.Load().proxy
-	if w, ok := c.srv.tenantRequest(res, r, p); ok {
-		p.serveFast(w, r, pool, target)
+	if w, ok := c.srv.applyTenant(res, r, p, to.cert); ok {
+		p.serveFast(w, r, to.pool, to.target)
 	}
 	return res.finish()
 }

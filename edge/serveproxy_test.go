@@ -11,10 +11,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// TestOneLookupPerRequest: an HTTP/2 request through the Server's
-// handler looks its host up in the keystore once, for both the tenant
-// HTTP layer and the origin (keyedge_keystore_lookups_total), with and
-// without tenant settings, and is proxied.
+// TestOneLookupPerRequest: a request, over HTTP/2 (the Server's handler)
+// or HTTP/1.1 (the connection loop), looks its host up in the keystore
+// once, for both the tenant HTTP layer and the origin
+// (keyedge_keystore_lookups_total), with and without tenant settings,
+// and is proxied.
 func TestOneLookupPerRequest(t *testing.T) {
 	w := openWorld(t, 0)
 	reg := prometheus.NewRegistry()
@@ -38,8 +39,12 @@ func TestOneLookupPerRequest(t *testing.T) {
 		return n
 	}
 	const requests = 5
-	for _, host := range []string{"plain.example.com", "hsts.example.com"} {
-		c := w.client(t, true)
+	for _, tc := range []struct {
+		host  string
+		major int
+	}{{"plain.example.com", 2}, {"hsts.example.com", 2}, {"plain.example.com", 1}, {"hsts.example.com", 1}} {
+		host := tc.host
+		c := w.client(t, tc.major == 2)
 		// The handshake's lookups, the cache filled, and the settings
 		// (through the journal) in effect.
 		for deadline := time.Now().Add(10 * time.Second); ; {
@@ -55,12 +60,12 @@ func TestOneLookupPerRequest(t *testing.T) {
 		before := lookups()
 		for range requests {
 			resp, body := w.get(t, c, host, "/")
-			if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+			if resp.StatusCode != http.StatusOK || resp.ProtoMajor != tc.major {
 				t.Fatalf("%s: %s over HTTP/%d: %q", host, resp.Status, resp.ProtoMajor, body)
 			}
 		}
 		if n := lookups() - before; n != requests {
-			t.Errorf("%s: %v keystore lookups for %d requests, want one each", host, n, requests)
+			t.Errorf("%s over HTTP/%d: %v keystore lookups for %d requests, want one each", host, tc.major, n, requests)
 		}
 	}
 }

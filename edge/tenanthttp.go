@@ -35,24 +35,12 @@ import (
 // no certificate its tenant's CAs verified.
 var errClientCertRequired = errors.New("edge: the tenant requires a client certificate this connection does not hold")
 
-// tenantRequest applies the settings of r's host to r before p serves
-// it and returns the writer to serve it through, or false when it has
+// applyTenant applies the settings of c, r's tenant (s.tenant: only
+// names the connection's certificate covers are tenants here, so
+// made-up hosts cost the keystore nothing), to r before p serves it,
+// and returns the writer to serve it through, or false when it has
 // answered r itself (a 421 or 429), through p, so that the request is
 // counted and logged like any other.
-func (s *Server) tenantRequest(w http.ResponseWriter, r *http.Request, p *Proxy) (http.ResponseWriter, bool) {
-	// The tenant the proxy will serve: misdirected hosts (only names the
-	// connection's certificate covers are tenants' here, so made-up hosts
-	// cost the keystore nothing) and hosts without a tenant are the
-	// proxy's to answer.
-	c, err := s.tenant(r)
-	if err != nil {
-		return w, true
-	}
-	return s.applyTenant(w, r, p, c)
-}
-
-// applyTenant is tenantRequest for r, whose tenant c the caller has
-// looked up (s.tenant), to pass it on to p.serveTenant.
 func (s *Server) applyTenant(w http.ResponseWriter, r *http.Request, p *Proxy, c *keystore.Cert) (http.ResponseWriter, bool) {
 	if c.Meta.HTTP == nil {
 		return w, true
