@@ -6,13 +6,10 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/keyedge/keyedge/internal/rsasigner"
 	"github.com/keyedge/keyedge/keyserver"
-	"github.com/keyedge/keyedge/keyserver/wire"
 )
 
 // signerBackend is an RSA signer backend a test runs with: its
@@ -64,39 +61,3 @@ func TestDirSourceSigner(t *testing.T) {
 
 // wrappedSigner marks a signer a DirOptions.Signer hook made.
 type wrappedSigner struct{ crypto.Signer }
-
-// BenchmarkServerRSA measures RSA-2048 PSS signatures (TLS 1.3's) per
-// second through a key server over one mutual TLS connection (client
-// and server in this process), 16 requests in flight, with each RSA
-// signer backend (rsasigner).
-func BenchmarkServerRSA(b *testing.B) {
-	k := keys(b)
-	s := ski(b, k.rsa.Public())
-	d := digest(crypto.SHA256, []byte("bench"))
-	for _, backend := range signerBackends(b) {
-		b.Run(string(backend.name), func(b *testing.B) {
-			var signer crypto.Signer = k.rsa
-			if backend.wrap != nil {
-				signer = backend.wrap(k.rsa)
-			}
-			ts := startServer(b, keyserver.ServerOptions{Keys: mapSource{[20]byte(s): signer}, Logger: slog.New(slog.DiscardHandler)})
-			c := ts.client(b)
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			for range 16 {
-				wg.Go(func() {
-					for next.Add(1) <= int64(b.N) {
-						resp, err := c.do(&wire.Message{Opcode: wire.OpRSAPSSSignSHA256, Payload: d, SKI: s})
-						if err != nil || resp.ResponseError() != nil {
-							b.Errorf("request: %v %v", err, resp)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sig/s")
-		})
-	}
-}
