@@ -5,8 +5,6 @@ package keyserver_test
 import (
 	"crypto"
 	"log/slog"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -33,23 +31,9 @@ func BenchmarkServerRSA(b *testing.B) {
 			}
 			ts := startServer(b, keyserver.ServerOptions{Keys: mapSource{[20]byte(s): signer}, Logger: slog.New(slog.DiscardHandler)})
 			c := ts.client(b)
-			var next atomic.Int64
-			var wg sync.WaitGroup
 			var before, after syscall.Rusage
 			syscall.Getrusage(syscall.RUSAGE_SELF, &before)
-			b.ResetTimer()
-			for range 16 {
-				wg.Go(func() {
-					for next.Add(1) <= int64(b.N) {
-						resp, err := c.do(&wire.Message{Opcode: wire.OpRSAPSSSignSHA256, Payload: d, SKI: s})
-						if err != nil || resp.ResponseError() != nil {
-							b.Errorf("request: %v %v", err, resp)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
+			benchSign(b, c, &wire.Message{Opcode: wire.OpRSAPSSSignSHA256, Payload: d, SKI: s}, 16)
 			syscall.Getrusage(syscall.RUSAGE_SELF, &after)
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sig/s")
 			cpu := after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano()
