@@ -194,7 +194,7 @@ func TestNew(t *testing.T) {
 		log     string
 	}{
 		{"auto, libcrypto missing", Auto, missing, Go, "libcrypto did not load"},
-		{"unset, libcrypto missing", "", missing, Go, "/nonexistent/libcrypto.so.3"},
+		{"unset, libcrypto missing", "", missing, Go, "libcrypto did not load"},
 		{"openssl, libcrypto missing", OpenSSL, missing, "", ""},
 		{"go", Go, func() (string, error) { panic("go loads no libcrypto") }, Go, "rsa_signer: go"},
 		{"auto, libcrypto loads", Auto, loads, OpenSSL, "OpenSSL 3.0.99"},
