@@ -62,7 +62,7 @@ func (r *router) signer(ctx context.Context, c *keystore.Cert) (crypto.Signer, s
 		return signer, routeKeyless, err
 	}
 	if c.Policy == nil || c.Policy.Admits(r.node) {
-		key, err := c.PrivateKey(ctx)
+		key, err := c.Signer(ctx)
 		if err == nil {
 			r.decisions.local.Inc()
 			return key, routeLocal, nil

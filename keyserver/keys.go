@@ -107,8 +107,8 @@ type KeystoreSource struct {
 
 // NewKeystoreSource returns a KeySource over s, which the caller opened
 // with the keys it may open (Options.FleetKey, and Options.NodeKey for
-// keys with a geo policy admitting this key server) and closes after the
-// server stops.
+// keys with a geo policy admitting this key server) and the signer they
+// sign with (Options.Signer), and closes after the server stops.
 func NewKeystoreSource(s *keystore.Store) *KeystoreSource {
 	return &KeystoreSource{store: s}
 }
@@ -151,7 +151,7 @@ func (k *KeystoreSource) Key(ctx context.Context, r KeyRef) (*Key, error) {
 	default:
 		return nil, fmt.Errorf("%w: a keystore needs a certificate ID or SNI", ErrKeyNotFound)
 	}
-	signer, err := cert.PrivateKey(ctx)
+	signer, err := cert.Signer(ctx)
 	if err != nil {
 		return nil, keystoreErr(err)
 	}
@@ -177,6 +177,11 @@ type DirOptions struct {
 	// Logger receives bad files (once per version of a file) and
 	// re-indexing [slog.Default()].
 	Logger *slog.Logger
+
+	// Signer, if set, makes the signer a loaded private key signs with
+	// (internal/rsasigner's OpenSSL one), once per load. It must return
+	// a signer of the same public key. [the key as parsed]
+	Signer func(crypto.Signer) crypto.Signer
 }
 
 // withDefaults returns o with every zero field set to its default.
@@ -213,11 +218,12 @@ const maxKeyFileSize = 1 << 20
 // subdirectories are ignored.
 type DirSource struct {
 	// Static after NewDirSource.
-	dir  string
-	poll time.Duration
-	log  *slog.Logger
-	stop chan struct{}
-	done chan struct{}
+	dir    string
+	poll   time.Duration
+	log    *slog.Logger
+	signer func(crypto.Signer) crypto.Signer // DirOptions.Signer, or nil
+	stop   chan struct{}
+	done   chan struct{}
 
 	// Owned by the goroutine scanning (NewDirSource, then pollLoop).
 	files    map[string]*dirFile // file name → what it held when last read
@@ -261,6 +267,7 @@ func NewDirSource(dir string, opts DirOptions) (*DirSource, error) {
 		dir:      dir,
 		poll:     opts.PollInterval,
 		log:      opts.Logger,
+		signer:   opts.Signer,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		files:    map[string]*dirFile{},
@@ -441,7 +448,7 @@ func (d *DirSource) Key(ctx context.Context, r KeyRef) (*Key, error) {
 	if k == nil {
 		return nil, ErrKeyNotFound
 	}
-	signer, err := k.load()
+	signer, err := k.load(d.signer)
 	if err != nil {
 		return nil, err
 	}
@@ -456,10 +463,11 @@ func padSKI(b []byte) []byte {
 	return b
 }
 
-// load returns the file's private key, reading it on first use. A file
-// that no longer holds the indexed key (it changed since the last scan)
-// is not found until the next scan re-indexes it.
-func (k *keyFile) load() (crypto.Signer, error) {
+// load returns the file's private key, reading it on first use and
+// passing it through wrap unless nil. A file that no longer holds the
+// indexed key (it changed since the last scan) is not found until the
+// next scan re-indexes it.
+func (k *keyFile) load(wrap func(crypto.Signer) crypto.Signer) (crypto.Signer, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.signer != nil {
@@ -477,6 +485,9 @@ func (k *keyFile) load() (crypto.Signer, error) {
 		return nil, fmt.Errorf("%w: %s changed since it was indexed", ErrKeyNotFound, k.path)
 	}
 	k.signer = f.key.signer
+	if wrap != nil {
+		k.signer = wrap(k.signer)
+	}
 	return k.signer, nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/keyedge/keyedge/internal/ratelog"
+	"github.com/keyedge/keyedge/internal/rsasigner"
 	"github.com/keyedge/keyedge/internal/tlsconf"
 	"github.com/keyedge/keyedge/keyserver/wire"
 	"github.com/prometheus/client_golang/prometheus"
@@ -355,6 +356,9 @@ func operate(signer crypto.Signer, op wire.Op, payload []byte) ([]byte, wire.Err
 	}
 	if op == wire.OpRSADecrypt {
 		priv, ok := signer.(*rsa.PrivateKey)
+		if s, isOpenSSL := signer.(*rsasigner.Signer); isOpenSSL {
+			priv, ok = s.PrivateKey(), true
+		}
 		if !ok {
 			return nil, wire.ErrCrypto, fmt.Errorf("raw RSA decryption needs an *rsa.PrivateKey, not %T", signer)
 		}

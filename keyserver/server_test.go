@@ -154,12 +154,18 @@ func ski(t testing.TB, pub crypto.PublicKey) []byte {
 // keys, polling every 10ms.
 func dirSource(t testing.TB) (*keyserver.DirSource, string) {
 	t.Helper()
+	return dirSourceSigning(t, nil)
+}
+
+// dirSourceSigning is dirSource with DirOptions.Signer set to wrap.
+func dirSourceSigning(t testing.TB, wrap func(crypto.Signer) crypto.Signer) (*keyserver.DirSource, string) {
+	t.Helper()
 	k := keys(t)
 	dir := t.TempDir()
 	writeKey(t, dir, "rsa.key", k.rsa)
 	writeKey(t, dir, "ecdsa.key", k.ecdsa)
 	writeKey(t, dir, "ed25519.key", k.ed25519)
-	src, err := keyserver.NewDirSource(dir, keyserver.DirOptions{PollInterval: 10 * time.Millisecond, Logger: quietLogger()})
+	src, err := keyserver.NewDirSource(dir, keyserver.DirOptions{PollInterval: 10 * time.Millisecond, Logger: quietLogger(), Signer: wrap})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,9 +277,18 @@ var eventually = proctest.Eventually
 
 // TestSign asks for a signature with every signing opcode and verifies
 // it with the public key.
+// TestSign: every signing opcode, answered by each RSA signer backend
+// (rsasigner), verifies.
 func TestSign(t *testing.T) {
+	for _, b := range signerBackends(t) {
+		t.Run(string(b.name), func(t *testing.T) { testSign(t, b.wrap) })
+	}
+}
+
+func testSign(t *testing.T, wrap func(crypto.Signer) crypto.Signer) {
 	k := keys(t)
-	ts := startServer(t, keyserver.ServerOptions{})
+	src, _ := dirSourceSigning(t, wrap)
+	ts := startServer(t, keyserver.ServerOptions{Keys: src})
 	c := ts.client(t)
 	msg := []byte("the handshake transcript")
 	type signCase struct {
@@ -336,10 +351,18 @@ func TestSign(t *testing.T) {
 }
 
 // TestRSADecrypt decrypts a PKCS#1 v1.5 ciphertext raw and unpads it
-// as a TLS client of the key server would.
+// as a TLS client of the key server would, whichever backend signs
+// (rsasigner).
 func TestRSADecrypt(t *testing.T) {
+	for _, b := range signerBackends(t) {
+		t.Run(string(b.name), func(t *testing.T) { testRSADecrypt(t, b.wrap) })
+	}
+}
+
+func testRSADecrypt(t *testing.T, wrap func(crypto.Signer) crypto.Signer) {
 	k := keys(t)
-	ts := startServer(t, keyserver.ServerOptions{AllowRSADecrypt: true})
+	src, _ := dirSourceSigning(t, wrap)
+	ts := startServer(t, keyserver.ServerOptions{Keys: src, AllowRSADecrypt: true})
 	c := ts.client(t)
 	secret := []byte("48 bytes of TLS 1.2 premaster secret, say......")
 	//lint:ignore SA1019 tests the Keyless SSL protocol's PKCS#1 v1.5 RSA-decrypt operation

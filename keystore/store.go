@@ -98,6 +98,13 @@ type Options struct {
 	// expires. Writes are those of any Store: journaled, keeping the
 	// stored name filter up to date. PollInterval is unused.
 	OneShot bool
+
+	// Signer, if set, makes the signer Cert.Signer returns from each
+	// private key this Store opens, once per load: a server's faster
+	// signer for the key (internal/rsasigner's OpenSSL one). It must
+	// return a signer of the same public key. Nil: Cert.Signer returns
+	// the key as parsed.
+	Signer func(crypto.Signer) crypto.Signer
 }
 
 // Store is a lazily loaded keystore: it reads nothing per tenant when
@@ -113,6 +120,7 @@ type Store struct {
 	keyLoadTimeout time.Duration
 	log            *slog.Logger
 	metrics        *metrics
+	signer         func(crypto.Signer) crypto.Signer // Options.Signer, or nil
 
 	names    *otter.Cache[string, *nameEntry]  // name → certificate refs, or a remembered miss
 	certs    *otter.Cache[string, *Cert]       // certificate ID → loaded record
@@ -167,10 +175,11 @@ type Cert struct {
 
 	combined bool // the record is in the layout that holds the sealed key (recordfile.go)
 
-	mu       sync.Mutex // guards sealed, key, keyErr, keyErrAt, keyLoad; never held across I/O
+	mu       sync.Mutex // guards sealed, key, signer, keyErr, keyErrAt, keyLoad; never held across I/O
 	sealed   []byte     // the sealed key as read with the record, until the first open (sealedkey.go)
 	key      crypto.Signer
-	keyErr   error // last load failure, remembered for NegativeTTL; never a timeout
+	signer   crypto.Signer // key through Options.Signer (Cert.Signer)
+	keyErr   error         // last load failure, remembered for NegativeTTL; never a timeout
 	keyErrAt time.Time
 	keyLoad  *keyLoad // the load in flight, if any
 
@@ -216,6 +225,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		pollInterval:   opts.PollInterval,
 		deleteGrace:    opts.DeleteGrace,
 		keyLoadTimeout: opts.KeyLoadTimeout,
+		signer:         opts.Signer,
 		oneShot:        opts.OneShot,
 		log:            opts.Logger,
 		metrics:        newMetrics(),
@@ -593,14 +603,29 @@ const certOverhead = 2900
 // bounds only this caller's wait, and neither its end nor the load's
 // timeout is remembered as the key's error.
 func (c *Cert) PrivateKey(ctx context.Context) (crypto.Signer, error) {
+	key, _, err := c.loadedKey(ctx)
+	return key, err
+}
+
+// Signer returns the signer a handshake signs with: the private key as
+// Options.Signer made it when the key was loaded, or the key itself
+// without that hook. It loads the key as PrivateKey does, with its
+// errors.
+func (c *Cert) Signer(ctx context.Context) (crypto.Signer, error) {
+	_, signer, err := c.loadedKey(ctx)
+	return signer, err
+}
+
+// loadedKey returns the key and its signer, loading them (PrivateKey).
+func (c *Cert) loadedKey(ctx context.Context) (key, signer crypto.Signer, err error) {
 	c.mu.Lock()
 	if c.key != nil {
 		defer c.mu.Unlock()
-		return c.key, nil
+		return c.key, c.signer, nil
 	}
 	if c.keyErr != nil && time.Since(c.keyErrAt) < c.store.negativeTTL {
 		defer c.mu.Unlock()
-		return nil, c.keyErr
+		return nil, nil, c.keyErr
 	}
 	l := c.keyLoad
 	if l == nil {
@@ -611,18 +636,19 @@ func (c *Cert) PrivateKey(ctx context.Context) (crypto.Signer, error) {
 	c.mu.Unlock()
 	select {
 	case <-l.done:
-		return l.key, l.err
+		return l.key, l.signer, l.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
 }
 
-// keyLoad is one shared load of a Cert's private key; key and err are
-// set before done is closed.
+// keyLoad is one shared load of a Cert's private key; key, signer and
+// err are set before done is closed.
 type keyLoad struct {
-	done chan struct{}
-	key  crypto.Signer
-	err  error
+	done   chan struct{}
+	key    crypto.Signer
+	signer crypto.Signer // key through Options.Signer
+	err    error
 }
 
 // loadKey runs l for c under its own deadline and publishes the result.
@@ -632,6 +658,9 @@ func (c *Cert) loadKey(ctx context.Context, l *keyLoad) {
 	defer cancel()
 	start := time.Now()
 	l.key, l.err = c.store.openKey(ctx, c)
+	if l.signer = l.key; l.err == nil && c.store.signer != nil {
+		l.signer = c.store.signer(l.key)
+	}
 	c.store.metrics.keyOpenSeconds.Observe(time.Since(start).Seconds())
 	if l.err != nil && ctx.Err() != nil {
 		// The load ran out of time: say so, whatever the storage said.
@@ -640,7 +669,7 @@ func (c *Cert) loadKey(ctx context.Context, l *keyLoad) {
 	c.mu.Lock()
 	switch {
 	case l.err == nil:
-		c.key, c.keyErr = l.key, nil
+		c.key, c.signer, c.keyErr = l.key, l.signer, nil
 	case ctx.Err() == nil:
 		c.keyErr, c.keyErrAt = l.err, time.Now()
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/edge"
 	"github.com/keyedge/keyedge/edge/accesslog"
+	"github.com/keyedge/keyedge/internal/rsasigner"
 	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/internal/tlsconf"
 	"github.com/keyedge/keyedge/keyserver"
@@ -37,6 +38,11 @@ type Edge struct {
 	KeystorePasswordFile string `yaml:"keystore_password_file"`
 	FleetKeyFile         string `yaml:"fleet_key_file"` // fleet key, mode 0600 (required)
 	LogLevel             string `yaml:"log_level"`      // debug, info, warn, error [info]
+	// RSASigner picks who computes local RSA signatures: OpenSSL's
+	// libcrypto.so.3 (openssl: the edge does not start without it), Go's
+	// crypto/rsa (go), or OpenSSL when it loads and else Go (auto). See
+	// internal/rsasigner [auto].
+	RSASigner string `yaml:"rsa_signer"`
 	// Pprof serves Go's profiles (net/http/pprof) under /debug/pprof/ on
 	// metrics_listen, for profiling in production. They show the
 	// process's internals and a CPU or trace profile costs CPU while it
@@ -249,6 +255,9 @@ func (c *Edge) check() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := rsasigner.ParseBackend(c.RSASigner); err != nil {
+		errs = append(errs, fmt.Errorf("rsa_signer: %w", err))
+	}
 	if _, _, err := c.geo(); err != nil {
 		errs = append(errs, err)
 	}
@@ -392,7 +401,8 @@ func (c *Edge) Level() slog.Level {
 }
 
 // OpenKeystore opens the keystore the file names, with its fleet key,
-// its node key (see nodeKey) and its cache settings. It returns the
+// its node key (see nodeKey), its cache settings and the RSA signer of
+// rsa_signer (see rsaSigners). It returns the
 // store, its storage (the ACME manager's too) and the function releasing
 // the storage, to call after the store's Close.
 func (c *Edge) OpenKeystore(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) (*keystore.Store, certmagic.Storage, func() error, error) {
@@ -401,6 +411,10 @@ func (c *Edge) OpenKeystore(ctx context.Context, log *slog.Logger, reg prometheu
 		return nil, nil, nil, err
 	}
 	nodeKey, err := c.nodeKey()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	signers, err := rsaSigners(c.RSASigner, log, reg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -413,6 +427,7 @@ func (c *Edge) OpenKeystore(ctx context.Context, log *slog.Logger, reg prometheu
 		PollInterval: c.Cache.PollInterval,
 		Logger:       log,
 		Registerer:   reg,
+		Signer:       signers.Wrap,
 	})
 }
 

@@ -58,6 +58,7 @@ func TestLoadEdgeErrors(t *testing.T) {
 		"bad version":              "keystore: k\nfleet_key_file: f\nmin_tls_version: \"1.1\"\n",
 		"bad cidr":                 "keystore: k\nfleet_key_file: f\nproxy_protocol:\n  trusted_cidrs: [10.0.0.0/99]\n",
 		"bad level":                "keystore: k\nfleet_key_file: f\nlog_level: loud\n",
+		"bad rsa signer":           "keystore: k\nfleet_key_file: f\nrsa_signer: boringssl\n",
 		"bad duration":             "keystore: k\nfleet_key_file: f\nlimits:\n  idle_timeout: soon\n",
 		"half a fallback":          "keystore: k\nfleet_key_file: f\nfallback:\n  cert_file: c.pem\n",
 		"not yaml":                 "{{{",

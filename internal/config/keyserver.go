@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/keyedge/keyedge/certs"
+	"github.com/keyedge/keyedge/internal/rsasigner"
 	"github.com/keyedge/keyedge/keyserver"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
@@ -35,6 +36,7 @@ type KeyServer struct {
 	MaxInFlight          int    `yaml:"max_in_flight"`          // per connection [256]
 	MetricsListen        string `yaml:"metrics_listen"`         // host:port for /metrics, /healthz, /readyz, or "off" ["off"]
 	LogLevel             string `yaml:"log_level"`              // debug, info, warn, error ["info"]
+	RSASigner            string `yaml:"rsa_signer"`             // auto, openssl or go, as edge.yaml's ["auto"]
 
 	dir string // of the file, for relative paths
 }
@@ -91,6 +93,9 @@ func (c *KeyServer) check() error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
+	}
+	if _, err := rsasigner.ParseBackend(c.RSASigner); err != nil {
+		errs = append(errs, fmt.Errorf("rsa_signer: %w", err))
 	}
 	if _, err := c.Authorizer(); err != nil {
 		errs = append(errs, err)
@@ -171,12 +176,16 @@ func (c *KeyServer) tlsConfig() (*tls.Config, error) {
 	return &tls.Config{GetCertificate: identity.GetCertificate, ClientCAs: pool}, nil
 }
 
-// OpenKeySource opens keys_dir or the keystore. It returns the source,
-// its readiness check (nil while its storage answers) and a function
-// closing it.
+// OpenKeySource opens keys_dir or the keystore, whose RSA keys sign as
+// rsa_signer says (see rsaSigners). It returns the source, its readiness
+// check (nil while its storage answers) and a function closing it.
 func (c *KeyServer) OpenKeySource(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) (keyserver.KeySource, func() error, func(), error) {
+	signers, err := rsaSigners(c.RSASigner, log, reg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	if c.KeysDir != "" {
-		d, err := keyserver.NewDirSource(c.Path(c.KeysDir), keyserver.DirOptions{Logger: log})
+		d, err := keyserver.NewDirSource(c.Path(c.KeysDir), keyserver.DirOptions{Logger: log, Signer: signers.Wrap})
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -201,6 +210,7 @@ func (c *KeyServer) OpenKeySource(ctx context.Context, log *slog.Logger, reg pro
 		NodeKey:    nodeKey,
 		Logger:     log,
 		Registerer: reg,
+		Signer:     signers.Wrap,
 	})
 	if err != nil {
 		return nil, nil, nil, err

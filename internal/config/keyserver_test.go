@@ -37,6 +37,7 @@ func TestLoadKeyServerErrors(t *testing.T) {
 		"both authorize": {base + "keys_dir: k\nauthorize_all: true\nauthorize:\n  - clients: [\"dns:a.test\"]\n    keys: [\"*\"]\n", "set authorize or authorize_all, not both"},
 		"bad rule":       {base + "keys_dir: k\nauthorize:\n  - clients: [\"a.test\"]\n    keys: [\"*\"]\n", "authorize: "},
 		"bad level":      {base + "keys_dir: k\nlog_level: loud\n", `log_level "loud"`},
+		"bad rsa signer": {base + "keys_dir: k\nrsa_signer: OpenSSL\n", `rsa_signer: rsasigner: "OpenSSL" is not auto, openssl or go`},
 	}
 	for name, tt := range tests {
 		path := filepath.Join(t.TempDir(), "keyserver.yaml")

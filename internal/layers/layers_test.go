@@ -23,8 +23,8 @@ var layers = [][]string{
 	},
 	// PEM and key helpers; the Keyless SSL wire format; a Redis server
 	// for tests (on a proctest port) and an ACME CA (Pebble, its log in a
-	// testlog buffer); the access log writer.
-	{"certs", "keyserver/wire", "internal/redistest", "internal/pebbletest", "edge/accesslog"},
+	// testlog buffer); the access log writer; RSA signing by OpenSSL.
+	{"certs", "keyserver/wire", "internal/redistest", "internal/pebbletest", "edge/accesslog", "internal/rsasigner"},
 	// Geo sealing; the storages a keystore lives in.
 	{"keystore/geo", "keystore/redisstore", "internal/bulkfile"},
 	{"keystore"},
