@@ -66,7 +66,8 @@
 #   the scenario numbers to run, e.g. "1" or "1 7"; "h2load" means 7,
 #   "h3" 8),
 #   BASE_BIN (unset; a keyedge binary to compare with: scenarios 1-3 and
-#   7 run it too, with 1 tenant, as keyedge-base, interleaved),
+#   7 run it too, with 1 tenant, as keyedge-base, interleaved, and
+#   scenarios 1 and 2 with TENANTS tenants as well),
 #   PEER_TICKETS 1 (0: nginx and HAProxy with session tickets off),
 #   ACCESS_LOG (unset; json or text: keyedge, not keyedge-base, writes an
 #   access log in that format to its run directory).
@@ -334,7 +335,8 @@ hs=("keyedge|$k1|1|keyedge.test|ecdsa|keyedge, 1 tenant"
 rsa=("keyedge|$krsa|1|rsa.keyedge.test|rsa|keyedge, 1 tenant")
 ka=("keyedge|$k1|1|keyedge.test|ecdsa|keyedge, 1 tenant")
 if [ -n "$base_bin" ]; then
-	hs+=("keyedge-base|$k1|1|keyedge.test|ecdsa|keyedge-base, 1 tenant")
+	hs+=("keyedge-base|$k1|1|keyedge.test|ecdsa|keyedge-base, 1 tenant"
+		"keyedge-base|$kmany|$many|keyedge.test|ecdsa|keyedge-base, $many tenants (Zipf)")
 	rsa+=("keyedge-base|$krsa|1|rsa.keyedge.test|rsa|keyedge-base, 1 tenant")
 	ka+=("keyedge-base|$k1|1|keyedge.test|ecdsa|keyedge-base, 1 tenant")
 fi
@@ -427,7 +429,7 @@ ratio_summary() {
 			for (j = 1; j <= m; j++) {
 				k = key[j]; split(med(v[k]), M, "|"); p[k] = M[1]
 				if (kind[k] == "keyedge" && !(scen[k] in ke)) ke[scen[k]] = p[k]
-				if (kind[k] == "keyedge-base") kb[scen[k]] = p[k]
+				if (kind[k] == "keyedge-base" && !(scen[k] in kb)) kb[scen[k]] = p[k]
 			}
 			for (j = 1; j <= m; j++) {
 				k = key[j]

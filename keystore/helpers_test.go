@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/internal/filestore"
 	"github.com/keyedge/keyedge/internal/proctest"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
@@ -93,7 +93,7 @@ func newFixture(t testing.TB) *fixture {
 func (f *fixture) open(t testing.TB, opts keystore.Options) *keystore.Store {
 	t.Helper()
 	if opts.Storage == nil {
-		opts.Storage = &certmagic.FileStorage{Path: f.dir}
+		opts.Storage = filestore.New(f.dir) // as backend.Open gives the edge
 	}
 	if opts.FleetKey == nil {
 		opts.FleetKey = f.fleet

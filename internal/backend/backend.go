@@ -1,6 +1,7 @@
 // Package backend opens the storage a keystore lives in from the location
-// a configuration names: a directory (certmagic.FileStorage, one node's
-// disk) or a redis:// or rediss:// URL (redisstore, shared by a fleet).
+// a configuration names: a directory (filestore, a certmagic.FileStorage
+// with cheaper reads: one node's disk) or a redis:// or rediss:// URL
+// (redisstore, shared by a fleet).
 // Every command that takes a keystore accepts both.
 package backend
 
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/internal/filestore"
 	"github.com/keyedge/keyedge/internal/ratelog"
 	"github.com/keyedge/keyedge/internal/secretfile"
 	"github.com/keyedge/keyedge/keystore/redisstore"
@@ -43,7 +45,7 @@ func Open(ctx context.Context, location, passwordFile string, log *slog.Logger) 
 		if passwordFile != "" {
 			return nil, nil, errors.New("a password file goes with a redis:// keystore, not a directory")
 		}
-		return &certmagic.FileStorage{Path: location}, func() error { return nil }, nil
+		return filestore.New(location), func() error { return nil }, nil
 	}
 	u, err := url.Parse(location)
 	if err != nil {

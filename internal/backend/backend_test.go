@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/internal/filestore"
 	"github.com/keyedge/keyedge/internal/redistest"
 	"github.com/keyedge/keyedge/keystore/redisstore"
 )
@@ -19,7 +19,7 @@ func TestOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	release()
-	if _, ok := st.(*certmagic.FileStorage); !ok {
+	if _, ok := st.(*filestore.Storage); !ok {
 		t.Errorf("a directory opened as %T", st)
 	}
 

@@ -26,7 +26,7 @@ var layers = [][]string{
 	// testlog buffer); the access log writer; RSA signing by OpenSSL.
 	{"certs", "keyserver/wire", "internal/redistest", "internal/pebbletest", "edge/accesslog", "internal/rsasigner"},
 	// Geo sealing; the storages a keystore lives in.
-	{"keystore/geo", "keystore/redisstore", "internal/bulkfile"},
+	{"keystore/geo", "keystore/redisstore", "internal/bulkfile", "internal/filestore"},
 	{"keystore"},
 	// Keyless signing (its KeystoreSource reads a keystore); the test
 	// PKI, which stores tenants.

@@ -37,6 +37,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/keyedge/keyedge/internal/bulkfile"
+	"github.com/keyedge/keyedge/internal/filestore"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
@@ -188,7 +189,7 @@ func (w *World) OpenStore(ctx context.Context, opts keystore.Options) (*keystore
 }
 
 func (w *World) openStore(ctx context.Context, opts keystore.Options) (*keystore.Store, error) {
-	opts.Storage = &certmagic.FileStorage{Path: w.StoreDir}
+	opts.Storage = filestore.New(w.StoreDir) // as backend.Open gives keyedge
 	w.fill(&opts)
 	s, err := keystore.Open(ctx, opts)
 	if err != nil {
