@@ -31,9 +31,9 @@ const (
 	// worker starts; a connection that fails or is closed by the server
 	// is replaced by a new one for the same name.
 	ModeKeepAlive = "keepalive"
-	// ModeResumed is ModeHandshake with a session cache per worker: a
-	// name's first handshake on a worker is a full one, later ones offer
-	// the session ticket the server sent and resume. Run fails with
+	// ModeResumed is ModeHandshake with a client session cache shared by
+	// the workers: a name's first handshake is a full one, later ones
+	// offer the session ticket the server sent and resume. Run fails with
 	// ErrNotResumed when no handshake resumed.
 	ModeResumed = "resumed"
 	// ModeKeyless sends signing requests straight to a key server

@@ -18,8 +18,8 @@ import (
 	"github.com/keyedge/keyedge/internal/testpki"
 )
 
-// In resumed mode each worker's first handshake per name is full and
-// the rest resume the edge's tickets.
+// In resumed mode a name's first handshake is full and the rest resume
+// the edge's tickets.
 func TestRunResumed(t *testing.T) {
 	e := startEdge(t)
 	names := e.Names[:2]
@@ -31,13 +31,30 @@ func TestRunResumed(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkCounts(t, r, 40)
-	// Sequential names over 2 workers: each worker may meet both names,
-	// so 2 to 4 full handshakes.
+	// Sequential names over 2 workers: a name's second handshake can start
+	// before its first has the ticket, so 2 to 4 full handshakes.
 	if full := r.Handshakes - r.Resumed; full < 2 || full > 4 || r.Resumed != r.ResumeOffered {
 		t.Errorf("%d handshakes, %d resumed, %d offered; want 2–4 full and every offered session resumed", r.Handshakes, r.Resumed, r.ResumeOffered)
 	}
 	if r.ResumedShare < 0.9 {
 		t.Errorf("resumed share %.2f", r.ResumedShare)
+	}
+}
+
+// In resumed mode the workers share one session cache, as the tabs of
+// one returning browser do: a session one worker was given is offered by
+// whichever worker draws the name next. (With a cache per worker, a name
+// drawn again by another worker got a full handshake, and whether a run
+// resumed at all depended on how the scheduler spread the names.)
+func TestResumedWorkersShareSessions(t *testing.T) {
+	sh := &shared{opts: &Options{Mode: ModeResumed, Names: []string{"a.test", "b.test"}, Dist: DistSequential, Concurrency: 2}}
+	w := sh.newWorkers()
+	w[0].base.ClientSessionCache.Put("a.test", &tls.ClientSessionState{})
+	if _, ok := w[1].base.ClientSessionCache.Get("a.test"); !ok {
+		t.Fatal("worker 1 does not offer the session worker 0 was given")
+	}
+	if w[0].offered.hits != 0 || w[1].offered.hits != 1 {
+		t.Errorf("offers counted %d and %d, want 0 and 1", w[0].offered.hits, w[1].offered.hits)
 	}
 }
 

@@ -31,14 +31,17 @@ func (e *stageError) Unwrap() error { return e.err }
 
 // shared is the state the workers of a run share.
 type shared struct {
-	opts    *Options
-	parent  context.Context // the caller's: its end aborts requests in flight
-	stop    context.Context // ends when no new request may start
-	signer  *signer         // ModeKeyless
-	next    atomic.Uint64   // DistSequential's next name
-	tickets atomic.Int64
-	ok      atomic.Int64
-	errs    atomic.Int64
+	opts   *Options
+	parent context.Context // the caller's: its end aborts requests in flight
+	stop   context.Context // ends when no new request may start
+	signer *signer         // ModeKeyless
+	next   atomic.Uint64   // DistSequential's next name
+	// sessions is ModeResumed's client session cache, one for all the
+	// workers, so a name resumes whichever worker draws it next.
+	sessions tls.ClientSessionCache
+	tickets  atomic.Int64
+	ok       atomic.Int64
+	errs     atomic.Int64
 }
 
 // take reports whether a worker may start another request.
@@ -53,12 +56,15 @@ func (s *shared) take() bool {
 // names (none in ModeKeyless).
 func (s *shared) newWorkers() []*worker {
 	workers := make([]*worker, s.opts.Concurrency)
+	if s.opts.Mode == ModeResumed {
+		s.sessions = tls.NewLRUClientSessionCache(min(len(s.opts.Names), sessionCacheSize))
+	}
 	for i := range workers {
 		var p *picker
 		if s.opts.Mode != ModeKeyless {
 			p = newPicker(s.opts.Names, s.opts.Dist, s.opts.ZipfS, s.opts.Seed, uint64(i), &s.next)
 		}
-		workers[i] = newWorker(s.opts, p)
+		workers[i] = newWorker(s.opts, p, s.sessions)
 		workers[i].sh = s
 	}
 	return workers
@@ -144,7 +150,9 @@ type worker struct {
 	udp *quic.Transport
 }
 
-func newWorker(opts *Options, p *picker) *worker {
+// newWorker returns a worker drawing names from p; sessions is the run's
+// client session cache in ModeResumed, else nil.
+func newWorker(opts *Options, p *picker, sessions tls.ClientSessionCache) *worker {
 	w := &worker{
 		opts:   opts,
 		picker: p,
@@ -178,20 +186,20 @@ func newWorker(opts *Options, p *picker) *worker {
 		w.base.CipherSuites = tls12Suites(opts.CertKeys)
 		w.base.VerifyConnection = acceptCertKeys(opts.CertKeys)
 	}
-	if opts.Mode == ModeResumed {
-		w.offered = &offerCounter{ClientSessionCache: tls.NewLRUClientSessionCache(min(len(opts.Names), sessionCacheSize))}
+	if sessions != nil {
+		w.offered = &offerCounter{ClientSessionCache: sessions}
 		w.base.ClientSessionCache = w.offered
 	}
 	return w
 }
 
-// sessionCacheSize bounds a ModeResumed worker's session cache: names
+// sessionCacheSize bounds ModeResumed's session cache: names
 // beyond it are drawn again only after their session was evicted, and
 // get a full handshake then.
 const sessionCacheSize = 1024
 
-// offerCounter is a client session cache that counts the handshakes
-// that found a session to offer. A worker's handshakes run one at a
+// offerCounter counts a worker's handshakes that found a session to
+// offer in the run's shared cache. A worker's handshakes run one at a
 // time, so the count needs no lock.
 type offerCounter struct {
 	tls.ClientSessionCache

@@ -11,8 +11,8 @@
 //
 // -mode handshake makes a new TCP connection and a full TLS handshake for
 // every request (no resumption); -mode resumed does the same with a
-// session cache, so after a name's first handshake per worker the rest
-// resume (it fails when none did); -mode keepalive keeps -c connections
+// session cache shared by the workers, so after a name's first handshake
+// the rest resume (it fails when none did); -mode keepalive keeps -c connections
 // busy; -h2 makes any of these HTTP/2, -h3 HTTP/3 over QUIC
 // (connections and handshakes are QUIC's then); -mode keyless keeps -c signatures in flight to a key server. The
 // run ends after -duration or -requests, whichever comes first, and
