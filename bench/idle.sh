@@ -20,7 +20,13 @@
 # alone), SETTLE 2 (seconds between the last connection and the
 # reading), PORT_BASE 19740 (the server; +10 its metrics, +20 the
 # origin, whose address the keystore in bench/_out/idle-tenants-1 records), EDGE_YAML (extra lines for keyedge's
-# edge.yaml, for A/B runs), LABEL (keyedge's label in the table).
+# edge.yaml, for A/B runs), LABEL (keyedge's label in the table),
+# FORCE_GC 0 (1: keyedge's reading comes after four garbage collections,
+# forced through its /debug/pprof/heap?gc=1, so its heap figures are the
+# live heap and the stacks are what the collections left, not shrunk).
+# The Go heap column is the heap in use, garbage and free spans with
+# objects included; the allocated column is the heap's objects, live or
+# not yet collected: live only with FORCE_GC=1.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -34,6 +40,7 @@ port=${PORT_BASE:-19740}
 mport=$((port + 10))
 origin_addr=${ORIGIN_ADDR:-127.0.0.1:$((port + 20))}
 label=${LABEL:-keyedge}
+force_gc=${FORCE_GC:-0}
 res="$out/idle"
 rm -rf "$res"
 mkdir -p "$res"
@@ -81,6 +88,7 @@ trap cleanup EXIT
 # connections held for minutes.
 edge_config "$dir/idle-edge.yaml" "$port" "$mport" "  max_conns: $((4 * n))" "  max_conns_per_ip: $((2 * n))" \
 	'min_tls_version: "1.3"' ${EDGE_YAML:+"$EDGE_YAML"}
+[ "$force_gc" = 1 ] && echo "pprof: true" >>"$dir/idle-edge.yaml"
 mkdir -p "$res/nginx/tmp"
 cat >"$res/nginx/nginx.conf" <<CONF
 # written by bench/idle.sh
@@ -162,12 +170,21 @@ stop_server() {
 	srv_pid=
 }
 
-# gostats: keyedge's heap in use, goroutine stacks in use (bytes) and
-# goroutines, from its /metrics.
+# gostats: keyedge's heap in use, goroutine stacks in use (bytes),
+# goroutines and heap allocated (bytes), from its /metrics.
 gostats() {
 	curl -s "http://127.0.0.1:$mport/metrics" | awk '
 		/^go_memstats_heap_inuse_bytes / {h = $2} /^go_memstats_stack_inuse_bytes / {s = $2} /^go_goroutines / {g = $2}
-		END {printf "%d %d %d", h, s, g}'
+		/^go_memstats_heap_alloc_bytes / {a = $2}
+		END {printf "%d %d %d %d", h, s, g, a}'
+}
+
+# collect: four garbage collections in keyedge, for FORCE_GC=1 (a stack
+# shrinks by half at most once per collection).
+collect() {
+	for _ in 1 2 3 4; do
+		curl -sf -o /dev/null "http://127.0.0.1:$mport/debug/pprof/heap?gc=1"
+	done
 }
 
 "${pin1[@]}" bin/edgebench -serve-origin "$origin_addr" 2>"$res/origin.log" &
@@ -176,13 +193,14 @@ wait_port "${origin_addr##*:}"
 
 kinds=(keyedge)
 [ "$peers" = 1 ] && kinds+=(nginx haproxy)
-echo "round proto server rss_before_kib rss_after_kib kib_per_conn heap_before heap_after stack_before stack_after goroutines_before goroutines_after" >"$res/idle.txt"
+echo "round proto server rss_before_kib rss_after_kib kib_per_conn heap_before heap_after stack_before stack_after goroutines_before goroutines_after alloc_before alloc_after" >"$res/idle.txt"
 for round in $(seq "$rounds"); do
 	for proto in $protos; do
 		for kind in "${kinds[@]}"; do
 			start_server "$kind"
 			sleep 1
-			rss0=$(rss_kib "$srv_pid") go0="0 0 0"
+			[ "$kind" = keyedge ] && [ "$force_gc" = 1 ] && collect
+			rss0=$(rss_kib "$srv_pid") go0="0 0 0 0"
 			[ "$kind" = keyedge ] && go0=$(gostats)
 			h2=()
 			[ "$proto" = h2 ] && h2=(-h2)
@@ -203,7 +221,8 @@ for round in $(seq "$rounds"); do
 				exit 1
 			fi
 			sleep "$settle"
-			rss1=$(rss_kib "$srv_pid") go1="0 0 0"
+			[ "$kind" = keyedge ] && [ "$force_gc" = 1 ] && collect
+			rss1=$(rss_kib "$srv_pid") go1="0 0 0 0"
 			[ "$kind" = keyedge ] && go1=$(gostats)
 			kill "$client_pid"
 			wait "$client_pid" 2>/dev/null || true
@@ -213,15 +232,15 @@ for round in $(seq "$rounds"); do
 				exit 1
 			fi
 			stop_server
-			read -r h0 s0 g0 <<<"$go0"
-			read -r h1 s1 g1 <<<"$go1"
+			read -r h0 s0 g0 a0 <<<"$go0"
+			read -r h1 s1 g1 a1 <<<"$go1"
 			per=$(awk -v a="$rss0" -v b="$rss1" -v n="$n" 'BEGIN {printf "%.1f", (b - a) / n}')
 			srvlabel=$kind
 			[ "$kind" = keyedge ] && srvlabel=$label
-			echo "$round $proto $srvlabel $rss0 $rss1 $per $h0 $h1 $s0 $s1 $g0 $g1" >>"$res/idle.txt"
+			echo "$round $proto $srvlabel $rss0 $rss1 $per $h0 $h1 $s0 $s1 $g0 $g1 $a0 $a1" >>"$res/idle.txt"
 			printf '%-8s %-3s %-28s RSS %6d → %6d KiB: %5s KiB per connection' "r$round" "$proto" "$srvlabel" "$rss0" "$rss1" "$per"
-			[ "$kind" = keyedge ] && awk -v n="$n" -v h0="$h0" -v h1="$h1" -v s0="$s0" -v s1="$s1" -v g0="$g0" -v g1="$g1" \
-				'BEGIN {printf "; heap %.1f, stacks %.1f KiB, %.2f goroutines per connection", (h1 - h0) / 1024 / n, (s1 - s0) / 1024 / n, (g1 - g0) / n}'
+			[ "$kind" = keyedge ] && awk -v n="$n" -v h0="$h0" -v h1="$h1" -v s0="$s0" -v s1="$s1" -v g0="$g0" -v g1="$g1" -v a0="$a0" -v a1="$a1" \
+				'BEGIN {printf "; heap %.1f (allocated %.1f), stacks %.1f KiB, %.2f goroutines per connection", (h1 - h0) / 1024 / n, (a1 - a0) / 1024 / n, (s1 - s0) / 1024 / n, (g1 - g0) / n}'
 			echo
 		done
 	done
@@ -230,13 +249,13 @@ done
 echo
 echo "== summary: median (min–max) over $rounds rounds, $n idle connections, KiB per connection (RSS delta / N)"
 echo
-echo "| protocol | server | RSS KiB per connection | Go heap KiB per connection | goroutine stacks KiB per connection | goroutines per connection |"
-echo "|---|---|---:|---:|---:|---:|"
+echo "| protocol | server | RSS KiB per connection | Go heap KiB per connection | Go heap allocated KiB per connection | goroutine stacks KiB per connection | goroutines per connection |"
+echo "|---|---|---:|---:|---:|---:|---:|"
 awk -v n="$n" 'NR > 1 {
 		k = $2 "|" $3
 		if (!(k in seen)) {seen[k] = 1; order[++m] = k}
 		r[k] = r[k] " " $6
-		if ($7 > 0) {h[k] = h[k] " " ($8 - $7) / 1024 / n; s[k] = s[k] " " ($10 - $9) / 1024 / n; g[k] = g[k] " " ($12 - $11) / n}
+		if ($7 > 0) {h[k] = h[k] " " ($8 - $7) / 1024 / n; s[k] = s[k] " " ($10 - $9) / 1024 / n; g[k] = g[k] " " ($12 - $11) / n; al[k] = al[k] " " ($14 - $13) / 1024 / n}
 	}
 	function med(list, fmt,   a, c, i, j, t, mid) {
 		c = split(list, a, " ")
@@ -248,6 +267,6 @@ awk -v n="$n" 'NR > 1 {
 	END {
 		for (i = 1; i <= m; i++) {
 			split(order[i], p, "|")
-			printf "| %s | %s | %s | %s | %s | %s |\n", p[1], p[2], med(r[order[i]], "%.1f"), med(h[order[i]], "%.1f"), med(s[order[i]], "%.1f"), med(g[order[i]], "%.2f")
+			printf "| %s | %s | %s | %s | %s | %s | %s |\n", p[1], p[2], med(r[order[i]], "%.1f"), med(h[order[i]], "%.1f"), med(al[order[i]], "%.1f"), med(s[order[i]], "%.1f"), med(g[order[i]], "%.2f")
 		}
 	}' "$res/idle.txt" | tee "$res/summary.md"
