@@ -80,3 +80,22 @@ func (s *Store) sealedKeyFile(ctx context.Context, c *Cert) ([]byte, string, err
 	}
 	return nil, files[0], fs.ErrNotExist
 }
+
+// opensInline reports whether c's key, not yet opened, can be opened
+// without I/O, so that the first caller opens it on its own goroutine
+// instead of starting a load goroutine and waiting for it: the sealed
+// bytes came with the record and are sealed to the fleet key, whose data
+// keys are opened in memory (datakey.go). A key sealed to a geo policy
+// may need its policy key read from storage, and a key in key.sealed
+// needs a read: those load on a goroutine of their own, bounded by
+// KeyLoadTimeout. On one CPU the goroutine's start, its stack growth
+// through the PKCS#8 parse and the two switches are a measurable part of
+// a cold tenant's cost (bench/RESULTS.md, "Cold tenants: where the CPU
+// of a cold load goes"). c.mu must be held.
+func (c *Cert) opensInline() bool {
+	if c.sealed == nil || c.Policy != nil || c.store.fleet == nil {
+		return false
+	}
+	f, err := parseSealed(c.sealed)
+	return err == nil && f.recipient == FleetRecipient
+}

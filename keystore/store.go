@@ -601,7 +601,9 @@ const certOverhead = 2900
 // However many callers ask at once, the key is loaded once. The load runs
 // detached from the callers' contexts, bounded by KeyLoadTimeout: ctx
 // bounds only this caller's wait, and neither its end nor the load's
-// timeout is remembered as the key's error.
+// timeout is remembered as the key's error. A fleet key read with its
+// record needs no I/O: the first caller opens it on its own goroutine
+// (tens of microseconds of CPU) and others wait for that.
 func (c *Cert) PrivateKey(ctx context.Context) (crypto.Signer, error) {
 	key, _, err := c.loadedKey(ctx)
 	return key, err
@@ -631,6 +633,12 @@ func (c *Cert) loadedKey(ctx context.Context) (key, signer crypto.Signer, err er
 	if l == nil {
 		l = &keyLoad{done: make(chan struct{})}
 		c.keyLoad = l
+		if c.opensInline() {
+			// No I/O to wait for: open on this goroutine (sealedkey.go).
+			c.mu.Unlock()
+			c.loadKey(context.WithoutCancel(ctx), l)
+			return l.key, l.signer, l.err
+		}
 		go c.loadKey(context.WithoutCancel(ctx), l)
 	}
 	c.mu.Unlock()

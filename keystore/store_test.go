@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/keyedge/keyedge/internal/testmetrics"
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/keyedge/keyedge/keystore"
 	"github.com/keyedge/keyedge/keystore/geo"
@@ -251,12 +252,21 @@ func TestLazyOpenAndColdLookup(t *testing.T) {
 	}
 }
 
+// TestSingleflight: concurrent cold lookups of one name read its files
+// once, and their first PrivateKey calls open the key once (the first
+// caller opens it on its own goroutine, the record having brought it;
+// the others wait for that open) and all get the same key.
 func TestSingleflight(t *testing.T) {
 	f := newFixture(t)
 	put(t, f.open(t, keystore.Options{}), f.bundle(t, "", "busy.example.com"))
 	cs := &countingStorage{Storage: &certmagic.FileStorage{Path: f.dir}, delay: 50 * time.Millisecond}
-	s := f.open(t, keystore.Options{Storage: cs})
-	var wg sync.WaitGroup
+	reg := prometheus.NewRegistry()
+	s := f.open(t, keystore.Options{Storage: cs, Registerer: reg})
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		keys = map[crypto.Signer]bool{}
+	)
 	for range 64 {
 		wg.Go(func() {
 			e, err := s.Lookup(context.Background(), "busy.example.com")
@@ -264,14 +274,22 @@ func TestSingleflight(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			if _, err := e.Certs[0].PrivateKey(context.Background()); err != nil {
+			key, err := e.Certs[0].PrivateKey(context.Background())
+			if err != nil {
 				t.Error(err)
+				return
 			}
+			mu.Lock()
+			keys[key] = true
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
 	if cs.count("names") != 1 || cs.count("certs") != 1 || cs.count("key") != 0 {
 		t.Fatalf("64 concurrent cold lookups read names=%d records=%d keys=%d, want 1 1 0 (the record holds the key)", cs.count("names"), cs.count("certs"), cs.count("key"))
+	}
+	if opens := testmetrics.Sum(t, reg, "keyedge_keystore_sealed_key_opens_total", map[string]string{"format": "envelope"}); opens != 1 || len(keys) != 1 {
+		t.Fatalf("64 concurrent first PrivateKey calls opened the sealed key %v times and got %d distinct keys, want 1 and 1", opens, len(keys))
 	}
 }
 
