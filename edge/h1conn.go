@@ -198,6 +198,9 @@ func (s *Server) serveH1(l *tlsListener, conn *tls.Conn, cs *tls.ConnectionState
 		conn.Close()
 		return
 	}
+	if t, ok := conn.NetConn().(*trackedConn); ok {
+		t.rio = newRawSocket(t.Conn)
+	}
 	s.markFresh(conn)
 	go c.serve()
 }
