@@ -23,15 +23,16 @@ import (
 type rawSocket struct {
 	conn net.Conn // for its addresses, in errors
 	rc   syscall.RawConn
+	r, w rawOp
+}
 
-	rbuf  []byte
-	rn    int
-	rerr  syscall.Errno
-	wbuf  []byte
-	wn    int
-	werr  syscall.Errno
-	read  func(fd uintptr) bool // rawRead, bound once: a method value per call allocates
-	write func(fd uintptr) bool
+// rawOp is the state of one read or write in progress, for the system
+// call's function, bound once: a method value made per call allocates.
+type rawOp struct {
+	buf   []byte
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
 }
 
 // newRawSocket returns c's rawSocket if c is a plain TCP connection (not
@@ -47,38 +48,38 @@ func newRawSocket(c net.Conn) *rawSocket {
 		return nil
 	}
 	s := &rawSocket{conn: c, rc: rc}
-	s.read, s.write = s.rawRead, s.rawWrite
+	s.r.fn, s.w.fn = s.rawRead, s.rawWrite
 	return s
 }
 
 func (s *rawSocket) rawRead(fd uintptr) bool {
 	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)))
+		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&s.r.buf[0])), uintptr(len(s.r.buf)))
 		switch errno {
 		case 0:
-			s.rn = int(n)
+			s.r.n = int(n)
 			return true
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
 			return false // wait until readable
 		}
-		s.rerr = errno
+		s.r.errno = errno
 		return true
 	}
 }
 
 func (s *rawSocket) rawWrite(fd uintptr) bool {
-	for s.wn < len(s.wbuf) {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&s.wbuf[s.wn])), uintptr(len(s.wbuf)-s.wn))
+	for s.w.n < len(s.w.buf) {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&s.w.buf[s.w.n])), uintptr(len(s.w.buf)-s.w.n))
 		switch errno {
 		case 0:
-			s.wn += int(n)
+			s.w.n += int(n)
 		case syscall.EINTR:
 		case syscall.EAGAIN:
 			return false // wait until writable
 		default:
-			s.werr = errno
+			s.w.errno = errno
 			return true
 		}
 	}
@@ -88,38 +89,33 @@ func (s *rawSocket) rawWrite(fd uintptr) bool {
 // Read reads p as net.Conn's Read does: io.EOF at the end, errors as
 // *net.OpError.
 func (s *rawSocket) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	s.rbuf, s.rn, s.rerr = p, 0, 0
-	err := s.rc.Read(s.read)
-	n, errno := s.rn, s.rerr
-	s.rbuf = nil
-	switch {
-	case err != nil:
-		return 0, s.opError("read", err)
-	case errno != 0:
-		return 0, s.opError("read", errno)
-	case n == 0:
+	n, err := s.run(&s.r, "read", s.rc.Read, p)
+	if err == nil && n == 0 && len(p) > 0 {
 		return 0, io.EOF
 	}
-	return n, nil
+	return n, err
 }
 
 // Write writes all of p as net.Conn's Write does.
 func (s *rawSocket) Write(p []byte) (int, error) {
+	return s.run(&s.w, "write", s.rc.Write, p)
+}
+
+// run runs op on p through do, RawConn's Read or Write, which calls
+// op.fn until it reports done, waiting in the poller in between.
+func (s *rawSocket) run(op *rawOp, name string, do func(func(uintptr) bool) error, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	s.wbuf, s.wn, s.werr = p, 0, 0
-	err := s.rc.Write(s.write)
-	n, errno := s.wn, s.werr
-	s.wbuf = nil
+	op.buf, op.n, op.errno = p, 0, 0
+	err := do(op.fn)
+	n, errno := op.n, op.errno
+	op.buf = nil
 	switch {
 	case err != nil:
-		return n, s.opError("write", err)
+		return n, s.opError(name, err)
 	case errno != 0:
-		return n, s.opError("write", errno)
+		return n, s.opError(name, errno)
 	}
 	return n, nil
 }
