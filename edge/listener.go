@@ -267,7 +267,24 @@ type trackedConn struct {
 	srv    *Server
 	client netip.Prefix // counted in srv.clients; invalid: not counted
 	once   sync.Once
-	facts  connFacts // for the access log; written by the handshake, read by requests after it
+	facts  connFacts  // for the access log; written by the handshake, read by requests after it
+	rio    *rawSocket // set before the HTTP/1.1 loop starts; nil: Conn's Read and Write
+}
+
+// Read and Write go through rio once the HTTP/1.1 loop serves the
+// connection (serveH1).
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.rio != nil {
+		return c.rio.Read(p)
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	if c.rio != nil {
+		return c.rio.Write(p)
+	}
+	return c.Conn.Write(p)
 }
 
 // CloseWrite half-closes the connection, when it can.

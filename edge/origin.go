@@ -398,11 +398,15 @@ func (c *originClient) dial(ctx context.Context, addr string) (*originConn, erro
 	if err != nil {
 		return nil, err
 	}
+	var rw io.ReadWriter = conn
+	if rio := newRawSocket(conn); rio != nil {
+		rw = rio
+	}
 	return &originConn{
 		Conn: conn,
 		addr: addr,
-		br:   bufio.NewReaderSize(conn, originBufferSize),
-		bw:   bufio.NewWriterSize(conn, originBufferSize),
+		br:   bufio.NewReaderSize(rw, originBufferSize),
+		bw:   bufio.NewWriterSize(rw, originBufferSize),
 	}, nil
 }
 
