@@ -303,6 +303,22 @@ func routeOf(c *keystore.Cert) string {
 	return string(keystore.RouteLocal)
 }
 
+// countingBar returns a progress bar of unknown length (a spinner and a
+// count) until ChangeMax gives it one. Its spinner turns at each render:
+// with progressbar's default, a goroutine of its own turns it every
+// 100 ms and reads the bar's state without its lock, a data race with
+// the first render (progressbar v3.19.1).
+func countingBar(w io.Writer, description string) *progressbar.ProgressBar {
+	return progressbar.NewOptions(-1,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription(description),
+		progressbar.OptionShowCount(),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionSetSpinnerChangeInterval(0),
+		progressbar.OptionClearOnFinish(),
+	)
+}
+
 // runReindex rebuilds the name filter, showing progress: a spinner while
 // names are counted, then a bar while they are added.
 func runReindex(ctx context.Context, e *env, args []string) error {
@@ -314,13 +330,7 @@ func runReindex(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer store.Close()
-	bar := progressbar.NewOptions(-1,
-		progressbar.OptionSetWriter(e.stderr),
-		progressbar.OptionSetDescription("counting names"),
-		progressbar.OptionShowCount(),
-		progressbar.OptionThrottle(200*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
-	)
+	bar := countingBar(e.stderr, "counting names")
 	start := time.Now()
 	n, err := store.RebuildNameFilter(ctx, func(done, total int) {
 		if total > 0 && bar.GetMax() != total {
