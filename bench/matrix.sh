@@ -526,10 +526,15 @@ if runs 7; then
 				ready "$kind" "$k1" 1 keyedge.test >/dev/null
 				log="$res/h2load-$wname-$kind-r$round.txt"
 				# shellcheck disable=SC2086 # wflags are words
-				"${pin1[@]}" h2load $wflags -D 1 --connect-to="127.0.0.1:$port" https://t0.keyedge.test/ >/dev/null 2>&1 || true
+				# timeout: an h2load warm-up was once seen to go on sending
+				# well past its -D (against keyedge-base, cause unknown).
+				"${pin1[@]}" timeout 30 h2load $wflags -D 1 --connect-to="127.0.0.1:$port" https://t0.keyedge.test/ >/dev/null 2>&1 || true
 				before=$(cpu_ticks "$cpu_pids")
 				# shellcheck disable=SC2086
-				"${pin1[@]}" h2load $wflags -D "$secs" --connect-to="127.0.0.1:$port" https://t0.keyedge.test/ >"$log" 2>&1
+				"${pin1[@]}" timeout $((secs + 60)) h2load $wflags -D "$secs" --connect-to="127.0.0.1:$port" https://t0.keyedge.test/ >"$log" 2>&1 || {
+					echo "h2load against $kind did not finish within $((secs + 60)) s (exit $?): $log" >&2
+					exit 1
+				}
 				after=$(cpu_ticks "$cpu_pids")
 				stop_server
 				read -r ok failed < <(awk '/^requests:/ {print $8, $10}' "$log")
