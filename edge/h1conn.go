@@ -125,6 +125,8 @@ type h1Buffers struct {
 	src  bytes.Reader  // head's source
 	req  h1RequestHead // the request head, read without net/http
 	res  h1Response
+	ctx  h1RequestContext // the request's context
+	ex   proxyExchange    // the request's in the proxy
 }
 
 // h1BufferSize is the size of the read and write buffers, net/http's;
@@ -153,6 +155,8 @@ func (cs *h1Conns) putBuffers(b *h1Buffers) {
 	b.src.Reset(nil)
 	b.req.reset()
 	b.res.reset(nil, nil)
+	b.ctx.reset(nil)
+	b.ex = proxyExchange{}
 	cs.pool.Put(b)
 }
 
@@ -175,9 +179,9 @@ type h1Conn struct {
 	one       [1]byte
 	pending   bool // one holds the next byte of the connection
 	werr      error
-	cancel    context.CancelFunc // the current request's
-	served    bool               // a request was served: the connection is no longer fresh
-	waiting   bool               // a wait for the next request began (waitUntil is its end)
+	reqCtx    *h1RequestContext // the current request's; nil between requests
+	served    bool              // a request was served: the connection is no longer fresh
+	waiting   bool              // a wait for the next request began (waitUntil is its end)
 	waitUntil time.Time
 
 	// The watch (startWatch): one timer for the connection's life, reset
@@ -354,8 +358,8 @@ func (c *h1Conn) Write(p []byte) (int, error) {
 	n, err := c.tc.Write(p)
 	if err != nil && c.werr == nil {
 		c.werr = err
-		if c.cancel != nil {
-			c.cancel()
+		if c.reqCtx != nil {
+			c.reqCtx.cancel()
 		}
 	}
 	return n, err
@@ -473,16 +477,17 @@ func (c *h1Conn) fastRequest(r *http.Request) bool {
 // ends here: the place for per-request accounting that is not the
 // proxy's.
 func (c *h1Conn) serveRequest(r *http.Request, to h1Route) (keep bool) {
-	ctx, cancel := context.WithCancel(c.ctx)
-	defer cancel()
-	c.cancel = cancel
-	r = r.WithContext(ctx)
+	ctx := &c.bufs.ctx
+	ctx.reset(c.ctx)
+	defer ctx.cancel()
+	c.reqCtx = ctx
+	*r = *r.WithContext(ctx) // r is the loop's: no copy
 	res := &c.bufs.res
 	res.reset(c, r)
 	c.startWatch()
 	defer func() {
 		c.stopWatch()
-		c.cancel = nil
+		c.reqCtx = nil
 		if err := recover(); err != nil {
 			if err != http.ErrAbortHandler {
 				buf := make([]byte, 64<<10)
@@ -495,7 +500,7 @@ func (c *h1Conn) serveRequest(r *http.Request, to h1Route) (keep bool) {
 	c.srv.advertiseHTTP3(res.Header())
 	p := c.srv.settings.Load().proxy
 	if w, ok := c.srv.applyTenant(res, r, p, to.cert); ok {
-		p.serveFast(w, r, to.pool, to.target)
+		p.serveFast(&c.bufs.ex, w, r, to.pool, to.target)
 	}
 	return res.finish()
 }
@@ -510,7 +515,7 @@ func (c *h1Conn) serveRequest(r *http.Request, to h1Route) (keep bool) {
 // away sooner is noticed at the response, or after this delay.
 const h1WatchDelay = 100 * time.Millisecond
 
-// startWatch starts the watch of the current request (c.cancel's):
+// startWatch starts the watch of the current request (c.reqCtx's):
 // after h1WatchDelay, watchRead reads the connection until stopWatch.
 // The connection's one timer is reset for each request: a timer and a
 // closure allocated for each cost more than the reset.
@@ -542,7 +547,7 @@ func (c *h1Conn) watchRead() {
 	case n == 1:
 		c.pending = true
 	case !errors.Is(err, os.ErrDeadlineExceeded):
-		c.cancel()
+		c.reqCtx.cancel()
 	}
 }
 

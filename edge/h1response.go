@@ -32,6 +32,8 @@ type h1Response struct {
 
 	handlerHeader http.Header // the handler's, which it may change after WriteHeader
 	header        http.Header // handlerHeader as it was at WriteHeader, if the handler looked at it since; nil otherwise
+	snap          http.Header // header's storage, reused (snapshot)
+	snapValues    []string    // the values of snap's fields, reused
 	calledHeader  bool        // the handler called Header
 	wroteHeader   bool        // a final status was given (not sent yet, maybe)
 	handlerDone   bool        // the handler returned: a Content-Length can be computed
@@ -52,16 +54,18 @@ type h1Response struct {
 // out, net/http's bufferBeforeChunkingSize.
 const h1ChunkingBuffer = 2048
 
-// reset prepares r for req on c. The header map is the last request's,
+// reset prepares r for req on c. The header maps are the last request's,
 // emptied: a map that grows anew for every response costs an allocation
 // per request.
 func (r *h1Response) reset(c *h1Conn, req *http.Request) {
-	pre, cw, h := r.pre, r.cw, r.handlerHeader
+	pre, cw, h, snap, values := r.pre, r.cw, r.handlerHeader, r.snap, r.snapValues
 	if h == nil {
 		h = make(http.Header)
 	}
 	clear(h)
-	*r = h1Response{conn: c, req: req, pre: pre, cw: cw, handlerHeader: h, contentLength: -1}
+	clear(snap)
+	clear(values)
+	*r = h1Response{conn: c, req: req, pre: pre, cw: cw, handlerHeader: h, snap: snap, snapValues: values[:0], contentLength: -1}
 	r.cw = h1ChunkWriter{res: r}
 	r.pre.Reset(&r.cw)
 }
@@ -69,10 +73,32 @@ func (r *h1Response) reset(c *h1Conn, req *http.Request) {
 func (r *h1Response) Header() http.Header {
 	if r.header == nil && r.wroteHeader && !r.cw.wroteHeader {
 		// Changes after WriteHeader must not reach the header not yet sent.
-		r.header = r.handlerHeader.Clone()
+		r.snapshot()
 	}
 	r.calledHeader = true
 	return r.handlerHeader
+}
+
+// snapshot sets header to a copy of handlerHeader, as
+// http.Header.Clone makes (net/http's server clones it), in storage
+// reused from one response to the next: a clone costs three allocations
+// per request.
+func (r *h1Response) snapshot() {
+	if r.snap == nil {
+		r.snap = make(http.Header, len(r.handlerHeader))
+	}
+	values := r.snapValues[:0]
+	for k, vv := range r.handlerHeader {
+		if vv == nil {
+			r.snap[k] = nil // as Clone: a nil value stays nil
+			continue
+		}
+		n := len(values)
+		values = append(values, vv...)
+		r.snap[k] = values[n:len(values):len(values)]
+	}
+	r.snapValues = values
+	r.header = r.snap
 }
 
 func (r *h1Response) WriteHeader(code int) {
@@ -93,7 +119,7 @@ func (r *h1Response) WriteHeader(code int) {
 	r.wroteHeader = true
 	r.status = code
 	if r.calledHeader && r.header == nil {
-		r.header = r.handlerHeader.Clone()
+		r.snapshot()
 	}
 	if cl := r.handlerHeader.Get("Content-Length"); cl != "" {
 		if v, err := strconv.ParseInt(cl, 10, 64); err == nil && v >= 0 {

@@ -153,7 +153,7 @@ func (c *originClient) roundTrip(pc *originConn, r *http.Request, reused bool, g
 	}
 	// A client going away ends the exchange with the origin, until the
 	// end of the response body.
-	stop := context.AfterFunc(ctx, func() { pc.SetDeadline(aLongTimeAgo) })
+	stop := abortOnDone(ctx, pc)
 	res, err := pc.send(r, got1xx)
 	if err != nil {
 		stop()

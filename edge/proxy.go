@@ -326,9 +326,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, looked *tenantLook
 // serveFast serves r, which direct accepts for target, of pool, and
 // checkRequest lets through, from the HTTP/1.1 connection loop
 // (h1conn.go): ServeHTTP without the checks and the origin lookup the
-// loop has done.
-func (p *Proxy) serveFast(w http.ResponseWriter, r *http.Request, pool *originPool, target *originTarget) {
-	ex := p.track(w, r)
+// loop has done, in the loop's exchange ex, reused from one request to
+// the next.
+func (p *Proxy) serveFast(ex *proxyExchange, w http.ResponseWriter, r *http.Request, pool *originPool, target *originTarget) {
+	p.trackIn(ex, w, r)
 	defer ex.finish()
 	ex.route.setTarget(pool, target)
 	p.forward(ex, r)
@@ -462,17 +463,16 @@ func proxyCheckOrigin(u *url.URL) error {
 // X-Forwarded-* and Forwarded; X-Real-IP, which some origins trust as
 // the client address, is removed here).
 func proxyRewrite(pr *httputil.ProxyRequest) {
-	proxyRewriteTo(pr, pr.In.Context().Value(proxyRouteKey{}).(*proxyRoute))
+	proxyRewriteTo(pr, pr.In.Context().Value(proxyRouteKey{}).(*proxyRoute), make([]string, 4))
 }
 
 // proxyRewriteTo is proxyRewrite with the route given. It sets the
 // X-Forwarded-* fields as pr.SetXForwarded does (there is no prior
-// X-Forwarded-For to append to: the client's is gone), with one
-// allocation for the four fields' values rather than one each.
-func proxyRewriteTo(pr *httputil.ProxyRequest, route *proxyRoute) {
+// X-Forwarded-For to append to: the client's is gone), the four fields'
+// values in v (of length 4) rather than in a slice each.
+func proxyRewriteTo(pr *httputil.ProxyRequest, route *proxyRoute, v []string) {
 	pr.SetURL(route.origin)
 	h, in := pr.Out.Header, pr.In
-	v := make([]string, 4)
 	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
 		v[0] = ip
 		h["X-Forwarded-For"] = v[0:1:1]
