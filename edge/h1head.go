@@ -173,15 +173,21 @@ func readResponseHead(br *bufio.Reader, req *http.Request) *http.Response {
 		return nil
 	}
 	lines := strings.Count(fields, "\r\n")
+	o := new(originResponse)
+	strs := o.values[:]
+	if lines > len(strs) {
+		strs = make([]string, lines)
+	}
 	hdr := make(http.Header, lines)
-	if !readFields(fields, hdr, make([]string, lines)) {
+	if !readFields(fields, hdr, strs) {
 		return nil
 	}
 	length, ok := contentLength(hdr["Content-Length"])
 	if !ok || hasField(hdr, "Transfer-Encoding") || hasField(hdr, "Pragma") || hasField(hdr, "Trailer") {
 		return nil
 	}
-	res := &http.Response{
+	res := &o.res
+	*res = http.Response{
 		Status:        status,
 		StatusCode:    code,
 		Proto:         "HTTP/1.1",
@@ -197,11 +203,25 @@ func readResponseHead(br *bufio.Reader, req *http.Request) *http.Response {
 		delete(hdr, "Connection")
 	}
 	if length > 0 {
-		res.Body = &lengthBody{br: br, n: length}
+		o.body = lengthBody{br: br, n: length}
+		res.Body = &o.body
 	}
 	br.Discard(n)
 	return res
 }
+
+// originResponse is what readResponseHead allocates for a response but
+// its head's string and header map: one allocation for three.
+type originResponse struct {
+	res    http.Response
+	body   lengthBody
+	values [originResponseValues]string // the fields' values, when they fit
+}
+
+// originResponseValues is how many field values of a response head
+// originResponse holds; a head with more lines allocates a slice for
+// them.
+const originResponseValues = 8
 
 // contentLength returns the length a response's one Content-Length field
 // declares: decimal digits, up to 18 of them.
