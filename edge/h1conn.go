@@ -125,8 +125,8 @@ type h1Buffers struct {
 	src  bytes.Reader  // head's source
 	req  h1RequestHead // the request head, read without net/http
 	res  h1Response
-	ctx  h1RequestContext // the request's context
-	ex   proxyExchange    // the request's in the proxy
+	ctx  *h1RequestContext // the last request's context (nextRequestContext)
+	ex   proxyExchange     // the request's in the proxy
 }
 
 // h1BufferSize is the size of the read and write buffers, net/http's;
@@ -155,7 +155,11 @@ func (cs *h1Conns) putBuffers(b *h1Buffers) {
 	b.src.Reset(nil)
 	b.req.reset()
 	b.res.reset(nil, nil)
-	b.ctx.reset(nil)
+	if b.ctx != nil && !b.ctx.reusable() {
+		b.ctx = nil // someone may hold it: it stays as it is
+	} else if b.ctx != nil {
+		b.ctx.Context = nil
+	}
 	b.ex = proxyExchange{}
 	cs.pool.Put(b)
 }
@@ -477,8 +481,8 @@ func (c *h1Conn) fastRequest(r *http.Request) bool {
 // ends here: the place for per-request accounting that is not the
 // proxy's.
 func (c *h1Conn) serveRequest(r *http.Request, to h1Route) (keep bool) {
-	ctx := &c.bufs.ctx
-	ctx.reset(c.ctx)
+	ctx := nextRequestContext(c.bufs.ctx, c.ctx)
+	c.bufs.ctx = ctx
 	defer ctx.cancel()
 	c.reqCtx = ctx
 	*r = *r.WithContext(ctx) // r is the loop's: no copy

@@ -18,32 +18,47 @@ import (
 //
 // A request's context is canceled at the latest when the loop is done
 // with it, as net/http's is; after that, reset makes it the next
-// request's. Nothing the loop serves keeps its request's context past
-// the request: the origin client stops its registration before the
-// response ends, and contexts derived from it (a dial's) end with the
-// call that made them.
+// request's, unless something may still hold it: once Done has been
+// called (by whatever waits for it, and by every context derived from
+// it: a dial's, a resolver's goroutine), a context that was done must
+// stay done, so the loop drops it (reusable) and makes a new one. The
+// origin client's own registration (abortOnDone) is stopped before the
+// response ends.
 type h1RequestContext struct {
 	context.Context // the connection's
 
-	mu    sync.Mutex
-	done  chan struct{} // made by Done, closed by cancel
-	err   error         // context.Canceled once canceled
-	abort net.Conn      // abortOnDone's connection, to cut off when canceled
+	mu      sync.Mutex
+	done    chan struct{} // made by Done, closed by cancel
+	err     error         // context.Canceled once canceled
+	abort   net.Conn      // abortOnDone's connection, to cut off when canceled
+	exposed bool          // Done was called: not to be reused
 
 	stop func() bool // stopAbort, made once: a method value allocates
 }
 
-// reset makes x the context of a new request on the connection whose
-// context is conn; nil when x goes back to its pool.
-func (x *h1RequestContext) reset(conn context.Context) {
-	x.mu.Lock()
+// nextRequestContext returns the context of a new request on the
+// connection whose context is conn: x, the last request's, when nothing
+// can hold that one any more (see reusable), else a new one.
+func nextRequestContext(x *h1RequestContext, conn context.Context) *h1RequestContext {
+	if x == nil || !x.reusable() {
+		return &h1RequestContext{Context: conn}
+	}
 	x.Context, x.done, x.err, x.abort = conn, nil, nil, nil
-	x.mu.Unlock()
+	return x
+}
+
+// reusable reports whether x, canceled, may become another request's
+// context: whether nothing has waited for it to be done.
+func (x *h1RequestContext) reusable() bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return !x.exposed && x.abort == nil
 }
 
 func (x *h1RequestContext) Done() <-chan struct{} {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.exposed = true
 	if x.done == nil {
 		x.done = make(chan struct{})
 		if x.err != nil {
