@@ -48,7 +48,7 @@ const h1HeadValues = 16
 // readRequestHead reads head, a request head with its blank line, as
 // http.ReadRequest would, and reports whether it took it. The request
 // it returns is h's and valid until h reads the next head; the caller
-// serves it with a copy (Request.WithContext).
+// gives it its context in place (h1Conn.serveRequest).
 func (h *h1RequestHead) readRequestHead(head []byte) (*http.Request, bool) {
 	s, ok := headString(head)
 	if !ok {
