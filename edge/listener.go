@@ -281,12 +281,13 @@ type trackedConn struct {
 	client netip.Prefix // counted in srv.clients; invalid: not counted
 	once   sync.Once
 	facts  connFacts   // for the access log; written by the handshake, read by requests after it
-	rio    *rawSocket  // set before the HTTP/1.1 loop starts; nil: Conn's Read and Write
+	rio    *rawSocket  // set at accept for a plain TCP connection; nil: Conn's Read and Write
 	hs     deadlineCtx // the handshake's context, for its hooks (handshakeContext)
 }
 
-// Read and Write go through rio once the HTTP/1.1 loop serves the
-// connection (serveH1).
+// Read and Write go through rio when the connection has one: from the
+// handshake on, so that its system calls do not wake the runtime's
+// monitor thread (rawSocket).
 func (c *trackedConn) Read(p []byte) (int, error) {
 	if c.rio != nil {
 		return c.rio.Read(p)
