@@ -23,7 +23,7 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 		s.metrics.fallbackSelected(st.fallback)
 		return st.fallback, nil
 	}
-	entry, err := s.store.Lookup(hello.Context(), hello.ServerName)
+	entry, err := s.store.Lookup(handshakeContext(hello), hello.ServerName)
 	if errors.Is(err, keystore.ErrNotFound) && s.acme.Obtain != nil {
 		entry, err = s.obtainOnDemand(hello)
 	}
@@ -81,20 +81,20 @@ func served(tc *tls.Certificate) *tls.Certificate {
 // allow service or the CA is asked. Other failures are logged at most
 // every 10s.
 func (s *Server) obtainOnDemand(hello *tls.ClientHelloInfo) (*keystore.Entry, error) {
-	if err := s.acme.Obtain(hello.Context(), hello.ServerName); err != nil {
+	if err := s.acme.Obtain(handshakeContext(hello), hello.ServerName); err != nil {
 		if !errors.Is(err, s.acme.NotAllowed) {
-			s.logs.Log(hello.Context(), s.log, slog.LevelWarn, "on_demand", "edge: on-demand certificate not obtained (logged at most every 10s)", "err", err)
+			s.logs.Log(handshakeContext(hello), s.log, slog.LevelWarn, "on_demand", "edge: on-demand certificate not obtained (logged at most every 10s)", "err", err)
 		}
 		return nil, keystore.ErrNotFound
 	}
-	return s.store.Lookup(hello.Context(), hello.ServerName)
+	return s.store.Lookup(handshakeContext(hello), hello.ServerName)
 }
 
 // tlsCertificate wraps a stored certificate for one handshake. Its
 // private key is a handshakeSigner, so choosing among certificates never
 // opens a key: only the signature that the handshake finally makes does.
 func (s *Server) tlsCertificate(hello *tls.ClientHelloInfo, c *keystore.Cert) *tls.Certificate {
-	signer := &handshakeSigner{ctx: hello.Context(), cert: c, router: s.settings.Load().router}
+	signer := &handshakeSigner{ctx: handshakeContext(hello), cert: c, router: s.settings.Load().router}
 	if tc, ok := hello.Conn.(*trackedConn); ok {
 		signer.conn = &tc.facts
 	} else if qc := quicConnOf(hello.Context()); qc != nil {

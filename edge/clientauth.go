@@ -48,7 +48,7 @@ func (s *Server) clientAuthConfig(hello *tls.ClientHelloInfo, base *tls.Config) 
 	if hello.ServerName == "" {
 		return nil
 	}
-	entry, err := s.store.Lookup(hello.Context(), hello.ServerName)
+	entry, err := s.store.Lookup(handshakeContext(hello), hello.ServerName)
 	if err != nil {
 		return nil // getCertificate answers it: the fallback, or the error
 	}

@@ -196,21 +196,19 @@ type h1Conn struct {
 	watchEnded bool       // stopWatch ran: watchRead must not start reading
 }
 
-// serveH1 serves conn, which negotiated HTTP/1.1 (or nothing) and came
-// through l, with the loop. Like net/http, it counts conn as fresh until
-// its first request.
-func (s *Server) serveH1(l *tlsListener, conn *tls.Conn, cs *tls.ConnectionState) {
+// serveH1 readies conn, which negotiated HTTP/1.1 (or nothing) and came
+// through l, for the loop, and returns it for the caller to serve; nil
+// if the server is draining (conn is closed then). Like net/http, it
+// counts conn as fresh until its first request.
+func (s *Server) serveH1(l *tlsListener, conn *tls.Conn, cs *tls.ConnectionState) *h1Conn {
 	c := &h1Conn{srv: s, l: l, tc: conn, tls: cs, remote: conn.RemoteAddr().String()}
 	c.ctx = withConn(context.WithValue(context.WithValue(context.Background(), http.ServerContextKey, s.http), http.LocalAddrContextKey, conn.LocalAddr()), conn)
 	if !s.h1.add(c) {
 		conn.Close()
-		return
-	}
-	if t, ok := conn.NetConn().(*trackedConn); ok {
-		t.rio = newRawSocket(t.Conn)
+		return nil
 	}
 	s.markFresh(conn)
-	go c.serve()
+	return c
 }
 
 // serve is the loop: wait for a request, read its head, serve it or hand
@@ -218,8 +216,9 @@ func (s *Server) serveH1(l *tlsListener, conn *tls.Conn, cs *tls.ConnectionState
 // request itself for h1HoldWait at most, then in a new goroutine, and
 // ends: serving grows a goroutine's stack (to 8 KiB), and a parked
 // goroutine keeps its stack as it is, so an idle connection would keep
-// that; a new one starts small.
-func (c *h1Conn) serve() {
+// that; a new one starts small. grown says the stack is grown already
+// (the handshake's): then the first wait holds too.
+func (c *h1Conn) serve(grown bool) {
 	handedOff, moved := false, false
 	defer func() {
 		if !moved {
@@ -227,7 +226,7 @@ func (c *h1Conn) serve() {
 		}
 	}()
 	limits := c.srv.settings.Load().limits
-	servedHere := false
+	servedHere := grown
 	reserveStack4K()
 	for {
 		if c.bufs == nil || c.bufs.br.Buffered() == 0 {
@@ -239,7 +238,7 @@ func (c *h1Conn) serve() {
 			switch c.await(wait, servedHere) {
 			case h1Moving:
 				moved = true
-				go c.serve()
+				go c.serve(false)
 				return
 			case h1Gone:
 				return

@@ -114,7 +114,7 @@ func (l *tlsListener) acceptLoop() {
 		}
 		l.srv.metrics.openConns.Inc()
 		l.wg.Add(1)
-		job := handshakeJob{&trackedConn{Conn: raw, srv: l.srv}, st.limits}
+		job := handshakeJob{&trackedConn{Conn: raw, srv: l.srv, rio: newRawSocket(raw)}, st.limits}
 		select {
 		case l.work <- job:
 		default:
@@ -148,7 +148,9 @@ func (l *tlsListener) worker(job handshakeJob) {
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
-		l.handshake(job.conn, job.limits)
+		if c := l.handshake(job.conn, job.limits); c != nil {
+			c.serve(true)
+		}
 		if l.idle.Add(1) > maxIdleWorkers {
 			l.idle.Add(-1)
 			return
@@ -168,36 +170,47 @@ func (l *tlsListener) worker(job handshakeJob) {
 }
 
 // handshake admits a connection under the per-client limit, runs its TLS
-// handshake and queues it for Accept.
-func (l *tlsListener) handshake(raw *trackedConn, limits Limits) {
+// handshake and queues it for Accept; or, for the HTTP/1.1 loop, returns
+// it for the caller to serve on its goroutine, whose stack the
+// handshake has grown already.
+func (l *tlsListener) handshake(raw *trackedConn, limits Limits) *h1Conn {
 	defer l.wg.Done()
 	// The client's address is known here, not in the accept loop: behind
 	// a PROXY protocol listener, RemoteAddr reads the header (within the
 	// handshake timeout), which must not stall other accepts. Close ends
-	// that read as it ends handshakes.
+	// that read and the handshake by closing the connection.
 	stop := context.AfterFunc(l.ctx, func() { raw.Close() })
 	addr := raw.RemoteAddr()
-	if !stop() {
-		return // closed by Close
+	if l.ctx.Err() != nil {
+		return nil // closed by Close
 	}
 	if client, ok := clientPrefix(addr); ok {
 		if !l.srv.clients.acquire(client, limits.MaxConnsPerIP) {
+			stop()
 			l.srv.refuse(refusedPerIP, "max_conns_per_ip", limits.MaxConnsPerIP, "client", client.String())
 			raw.Close()
-			return
+			return nil
 		}
 		raw.client = client
 	}
-	timeout := limits.HandshakeTimeout
+	// The handshake is bounded by the connection's deadline, not by a
+	// context given to crypto/tls, which would start a goroutine per
+	// handshake to watch it; its hooks get raw.hs (handshakeContext).
 	start := time.Now()
-	// HandshakeContext closes the connection when ctx ends: at the
-	// handshake timeout, or when the listener closes.
-	ctx, cancel := context.WithTimeout(l.ctx, timeout)
-	defer cancel()
+	deadline := start.Add(limits.HandshakeTimeout)
+	raw.hs.init(l.ctx, deadline)
+	defer raw.hs.end()
+	raw.SetDeadline(deadline)
 	conn := tls.Server(raw, l.srv.tlsConfig.Load())
-	err := conn.HandshakeContext(ctx)
+	err := conn.Handshake()
 	raw.facts.handshake = time.Since(start)
-	l.srv.metrics.observeHandshake(conn, err, ctx.Err(), raw.facts.handshake)
+	if !stop() && err == nil {
+		err = net.ErrClosed // by Close, as the handshake ended
+	}
+	l.srv.metrics.observeHandshake(conn, err, raw.hs.Err(), raw.facts.handshake)
+	if err == nil {
+		err = raw.SetDeadline(time.Time{})
+	}
 	if err != nil {
 		l.srv.log.Debug("edge: handshake failed", "remote", raw.RemoteAddr(), "err", err)
 		var rhe tls.RecordHeaderError
@@ -205,14 +218,13 @@ func (l *tlsListener) handshake(raw *trackedConn, limits Limits) {
 			answerPlainHTTP(rhe.Conn)
 		}
 		conn.Close()
-		return
+		return nil
 	}
 	cs := conn.ConnectionState()
-	l.srv.connected(ctx, &cs, raw)
+	l.srv.connected(&raw.hs, &cs, raw)
 	if cs.NegotiatedProtocol != "h2" {
 		if l.srv.h1Loop {
-			l.srv.serveH1(l, conn, &cs)
-			return
+			return l.srv.serveH1(l, conn, &cs)
 		}
 		// Counted fresh before net/http takes it, so a Shutdown
 		// beginning now waits for its first request.
@@ -224,6 +236,7 @@ func (l *tlsListener) handshake(raw *trackedConn, limits Limits) {
 		l.srv.notFresh(conn)
 		conn.Close()
 	}
+	return nil
 }
 
 // plainHTTPResponse answers a client that sent plain HTTP to the TLS
@@ -267,12 +280,14 @@ type trackedConn struct {
 	srv    *Server
 	client netip.Prefix // counted in srv.clients; invalid: not counted
 	once   sync.Once
-	facts  connFacts  // for the access log; written by the handshake, read by requests after it
-	rio    *rawSocket // set before the HTTP/1.1 loop starts; nil: Conn's Read and Write
+	facts  connFacts   // for the access log; written by the handshake, read by requests after it
+	rio    *rawSocket  // set at accept for a plain TCP connection; nil: Conn's Read and Write
+	hs     deadlineCtx // the handshake's context, for its hooks (handshakeContext)
 }
 
-// Read and Write go through rio once the HTTP/1.1 loop serves the
-// connection (serveH1).
+// Read and Write go through rio when the connection has one: from the
+// handshake on, so that its system calls do not wake the runtime's
+// monitor thread (rawSocket).
 func (c *trackedConn) Read(p []byte) (int, error) {
 	if c.rio != nil {
 		return c.rio.Read(p)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/keyedge/keyedge/keystore"
 )
@@ -133,8 +134,8 @@ func fallbackID(c *tls.Certificate) string {
 // the ticket is issued bound to no certificate, so it never resumes:
 // the handshake itself has succeeded and must not fail for a ticket.
 func (s *Server) wrapSession(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.settings.Load().limits.HandshakeTimeout)
-	defer cancel()
+	ctx := newDeadlineCtx(context.Background(), time.Now().Add(s.settings.Load().limits.HandshakeTimeout))
+	defer ctx.end()
 	b, err := s.currentBinding(ctx, cs.ServerName)
 	if err != nil {
 		b = sessionBinding{name: b.name}
@@ -156,8 +157,8 @@ func (s *Server) unwrapSession(identity []byte, cs tls.ConnectionState) (*tls.Se
 		s.metrics.resumptions.WithLabelValues("unbound").Inc()
 		return nil, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.settings.Load().limits.HandshakeTimeout)
-	defer cancel()
+	ctx := newDeadlineCtx(context.Background(), time.Now().Add(s.settings.Load().limits.HandshakeTimeout))
+	defer ctx.end()
 	now, err := s.currentBinding(ctx, cs.ServerName)
 	result := "resumed"
 	switch {
