@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"iter"
 	"path"
+	"sync"
 )
 
 // Storage is what a Store keeps its files in: values under "/"-separated
@@ -47,6 +48,32 @@ type Storage interface {
 
 	// Unlock releases a lock taken with Lock.
 	Unlock(ctx context.Context, name string) error
+}
+
+// intoLoader is a Storage that reads a value into the caller's buffer
+// (filestore.Storage): LoadInto returns buf[:n] when buf is larger than
+// the value, else a slice of its own.
+type intoLoader interface {
+	LoadInto(ctx context.Context, key string, buf []byte) ([]byte, error)
+}
+
+// readBufSize is the size of the buffers a cold lookup reads its name
+// file and record into: larger than either for ECDSA and RSA tenants
+// with usual chains (~70 B, ~2.3 KB and ~5 KB).
+const readBufSize = 8 << 10
+
+// readBufs holds *[]byte of readBufSize. What is read into them is
+// public (names, certificates, settings) or sealed (keys).
+var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+
+// loadLent returns the value at key, in buf (from readBufs) if storage
+// reads into a caller's buffer and the value fits, so the caller must
+// copy what it keeps before it returns buf to readBufs.
+func (s *Store) loadLent(ctx context.Context, key string, buf []byte) ([]byte, error) {
+	if l, ok := s.storage.(intoLoader); ok {
+		return l.LoadInto(ctx, key, buf)
+	}
+	return s.storage.Load(ctx, key)
 }
 
 // HashedKey returns the storage key of name in a hashed index under dir:

@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto"
@@ -13,6 +14,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
@@ -127,6 +129,8 @@ type Store struct {
 	policies *otter.Cache[string, *policyKey]  // policy ID → loaded, perhaps opened, policy key
 	reported *otter.Cache[string, string]      // file → last error logged for it
 	dataKeys *otter.Cache[string, cipher.AEAD] // recipient and wrapped data key → opened data key (datakey.go)
+
+	lastDataKey atomic.Pointer[openedDataKey] // the data key last returned by dataKey (datakey.go)
 
 	sealMu  sync.Mutex             // guards sealing
 	sealing map[string]*sealingKey // recipient → the data key this Store seals with
@@ -496,18 +500,19 @@ func (s *Store) nameRefs(ctx context.Context, name string, loadStart *time.Time)
 // for NegativeTTL), not errors, so otter keeps them.
 func (s *Store) loadName(ctx context.Context, name string) (*nameEntry, error) {
 	key := nameKey(name)
-	data, err := s.storage.Load(ctx, key)
+	buf := readBufs.Get().(*[]byte)
+	defer readBufs.Put(buf)
+	data, err := s.loadLent(ctx, key, *buf)
 	if err != nil {
 		if uerr := s.unavailable(ctx, key, err); uerr != nil {
 			return nil, uerr // not cached: the next lookup asks again
 		}
-	}
-	if errors.Is(err, fs.ErrNotExist) {
-		return &nameEntry{}, nil
-	}
-	if err == nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return &nameEntry{}, nil
+		}
+	} else {
 		var refs []nameRef
-		if refs, err = parseNameFile(data); err == nil {
+		if refs, err = parseNameFile(data); err == nil { // copies what it keeps
 			return &nameEntry{refs: refs}, nil
 		}
 	}
@@ -521,35 +526,44 @@ func (s *Store) loadName(ctx context.Context, name string) (*nameEntry, error) {
 // Cert carrying the error, cached for NegativeTTL.
 func (s *Store) loadCert(ctx context.Context, id string) (*Cert, error) {
 	key := recordKey(id)
-	data, err := s.storage.Load(ctx, key)
+	buf := readBufs.Get().(*[]byte)
+	defer readBufs.Put(buf)
+	data, err := s.loadLent(ctx, key, *buf)
 	if err != nil {
 		if uerr := s.unavailable(ctx, key, err); uerr != nil {
 			return nil, uerr // not cached: the next lookup asks again
 		}
-	}
-	if err == nil {
-		var (
-			r    *record
-			leaf *x509.Certificate
-		)
-		if r, leaf, err = parseRecord(id, data); err == nil {
-			c := &Cert{ID: id, Meta: r.Meta, Chain: r.Chain, Leaf: leaf, OCSP: r.OCSP, store: s}
-			c.names, _ = leafNames(leaf) // a name that fails to normalise covers nothing
-			if r.Policy != "" {
-				if c.Policy, err = geo.ParsePolicy(r.Policy); err != nil {
-					err = fmt.Errorf("%w: %w", errMalformed, err)
-				}
-			}
-			if err == nil {
-				c.combined, c.sealed = isRecordFile(data), s.keepSealed(c, r.Sealed)
-				return c, nil
-			}
+	} else {
+		var c *Cert
+		if c, err = s.newCert(id, data); err == nil {
+			return c, nil
 		}
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
 	return &Cert{ID: id, err: s.failed("record", id, key, err)}, nil
+}
+
+// newCert parses the record of certificate id into a Cert that keeps
+// nothing of data, which may be a read buffer (Store.loadLent).
+func (s *Store) newCert(id string, data []byte) (*Cert, error) {
+	r, leaf, err := parseRecord(id, data)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cert{ID: id, Meta: r.Meta, Chain: r.Chain, Leaf: leaf, OCSP: r.OCSP, store: s}
+	c.names, _ = leafNames(leaf) // a name that fails to normalise covers nothing
+	if r.Policy != "" {
+		if c.Policy, err = geo.ParsePolicy(r.Policy); err != nil {
+			return nil, fmt.Errorf("%w: %w", errMalformed, err)
+		}
+	}
+	c.combined = isRecordFile(data)
+	if sealed := s.keepSealed(c, r.Sealed); sealed != nil {
+		c.sealed = bytes.Clone(sealed) // r.Sealed is part of data
+	}
+	return c, nil
 }
 
 // failed turns a load failure into the error callers see, counts it, and
@@ -634,12 +648,17 @@ func (c *Cert) loadedKey(ctx context.Context) (key, signer crypto.Signer, err er
 		l = &keyLoad{done: make(chan struct{})}
 		c.keyLoad = l
 		if c.opensInline() {
-			// No I/O to wait for: open on this goroutine (sealedkey.go).
+			// No I/O to wait for, so no KeyLoadTimeout to bound it: open
+			// on this goroutine (sealedkey.go).
 			c.mu.Unlock()
 			c.loadKey(context.WithoutCancel(ctx), l)
 			return l.key, l.signer, l.err
 		}
-		go c.loadKey(context.WithoutCancel(ctx), l)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.store.keyLoadTimeout)
+			defer cancel()
+			c.loadKey(ctx, l)
+		}()
 	}
 	c.mu.Unlock()
 	select {
@@ -659,11 +678,10 @@ type keyLoad struct {
 	err    error
 }
 
-// loadKey runs l for c under its own deadline and publishes the result.
-// ctx carries the first caller's values, not its cancellation.
+// loadKey runs l for c and publishes the result. ctx carries the first
+// caller's values, not its cancellation, and KeyLoadTimeout's deadline
+// when the load may do I/O.
 func (c *Cert) loadKey(ctx context.Context, l *keyLoad) {
-	ctx, cancel := context.WithTimeout(ctx, c.store.keyLoadTimeout)
-	defer cancel()
 	start := time.Now()
 	l.key, l.err = c.store.openKey(ctx, c)
 	if l.signer = l.key; l.err == nil && c.store.signer != nil {
@@ -694,8 +712,9 @@ func (s *Store) openKey(ctx context.Context, c *Cert) (crypto.Signer, error) {
 		return nil, fmt.Errorf("%w: certificate %s is keyless", ErrCannotOpen, c.ID)
 	}
 	data, key, err := s.sealedKeyFile(ctx, c)
-	subject := fmt.Sprintf("%s of tenant %q", c.ID, c.Meta.Tenant)
-	corrupt := func(err error) error { return s.failed("key", subject, key, err) }
+	corrupt := func(err error) error {
+		return s.failed("key", fmt.Sprintf("%s of tenant %q", c.ID, c.Meta.Tenant), key, err)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err

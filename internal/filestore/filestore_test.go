@@ -25,6 +25,11 @@ func TestReadFile(t *testing.T) {
 		{"empty", []byte{}},
 		{"small", []byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef ecdsa\n")},
 		{"large", bytes.Repeat([]byte("record "), 100_000)},
+		// Around ReadFile's buffer size (8 KiB): a read that fills it is
+		// not the end of the file.
+		{"buffer less one", bytes.Repeat([]byte{'b'}, 8<<10-1)},
+		{"buffer", bytes.Repeat([]byte{'b'}, 8<<10)},
+		{"buffer and one", bytes.Repeat([]byte{'b'}, 8<<10+1)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name)
@@ -37,6 +42,19 @@ func TestReadFile(t *testing.T) {
 			}
 			if !bytes.Equal(got, tc.content) || got == nil {
 				t.Fatalf("read %d bytes (nil: %v), want the %d written", len(got), got == nil, len(tc.content))
+			}
+			for _, size := range []int{0, 1, len(tc.content), len(tc.content) + 1} {
+				buf := make([]byte, size)
+				got, err := filestore.ReadInto(path, buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, tc.content) {
+					t.Fatalf("ReadInto a buffer of %d read %d bytes, want the %d written", size, len(got), len(tc.content))
+				}
+				if inBuf := size > 0 && cap(got) > 0 && &got[:1][0] == &buf[0]; inBuf != (size > len(tc.content)) {
+					t.Fatalf("ReadInto a buffer of %d bytes, file of %d: result in the buffer: %v", size, len(tc.content), inBuf)
+				}
 			}
 		})
 	}
@@ -83,6 +101,9 @@ func TestStorage(t *testing.T) {
 	}
 	if _, err := st.Load(ctx, "certs/ab/other"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("Load of a missing key: %v, want fs.ErrNotExist", err)
+	}
+	if got, err := st.LoadInto(ctx, "certs/ab/record", make([]byte, 16)); err != nil || string(got) != "KER1" {
+		t.Fatalf("LoadInto = %q, %v; want KER1", got, err)
 	}
 }
 

@@ -4,6 +4,6 @@ package filestore
 
 import "os"
 
-// ReadFile is os.ReadFile where ReadFile's system calls are not
-// available.
-func ReadFile(name string) ([]byte, error) { return os.ReadFile(name) }
+// ReadInto is os.ReadFile where its system calls are not available: buf
+// is not used.
+func ReadInto(name string, _ []byte) ([]byte, error) { return os.ReadFile(name) }
