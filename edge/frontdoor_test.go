@@ -529,3 +529,52 @@ func TestPlainHTTPOnTLSPort(t *testing.T) {
 		t.Errorf("after the 400: %v, want the connection closed", err)
 	}
 }
+
+// TestExpectContinue: a client that sends "Expect: 100-continue" and
+// waits before sending its body gets an answer without sending it: the
+// origin's response when the origin answers without reading the body,
+// "100 Continue" when it reads it (RFC 9110, section 10.1.1). curl sends
+// Expect on every upload of 1 MiB or more and waits a second for it.
+func TestExpectContinue(t *testing.T) {
+	fd := newFrontDoor(t, ProxyOptions{})
+	const quick = "quick.example.com" // its origin answers without reading the body
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "answered unread")
+	}))
+	t.Cleanup(origin.Close)
+	fd.put(t, testpki.ECDSAP256, origin.URL, quick)
+	head := func(host string) string {
+		return "POST / HTTP/1.1\r\nHost: " + host + "\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+	}
+
+	t.Run("origin answers without the body", func(t *testing.T) {
+		conn, br := fd.dialHTTP1(t, quick)
+		if _, err := io.WriteString(conn, head(quick)); err != nil {
+			t.Fatal(err)
+		}
+		resp, body := readResponse(t, br) // the body is never sent
+		if resp.StatusCode != http.StatusOK || body != "answered unread" {
+			t.Errorf("got %s %q, want 200 %q", resp.Status, body, "answered unread")
+		}
+	})
+	t.Run("origin reads the body", func(t *testing.T) {
+		conn, br := fd.dialHTTP1(t, echoHost)
+		if _, err := io.WriteString(conn, head(echoHost)); err != nil {
+			t.Fatal(err)
+		}
+		interim, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("reading the answer to the head: %v", err)
+		}
+		if interim.StatusCode != http.StatusContinue {
+			t.Fatalf("the answer to the head is %s, want 100 Continue", interim.Status)
+		}
+		if _, err := io.WriteString(conn, "hello"); err != nil {
+			t.Fatal(err)
+		}
+		resp, body := readResponse(t, br)
+		if e := decodeEcho(t, body); resp.StatusCode != http.StatusOK || e.Body != "hello" {
+			t.Errorf("got %s, the origin saw body %q; want 200 and %q", resp.Status, e.Body, "hello")
+		}
+	})
+}

@@ -394,12 +394,17 @@ func (p *Proxy) forward(ex *proxyExchange, r *http.Request) {
 		finished = true
 		return
 	}
+	// The body is wrapped in the copy WithContext makes, never in the
+	// server's request: net/http's HTTP/1 server looks at that one's body
+	// to know whether a "100 Continue" was owed and never sent, and closes
+	// the connection then rather than read a body the client may be
+	// waiting to send.
+	r = r.WithContext(context.WithValue(r.Context(), proxyRouteKey{}, route))
 	if r.Body != nil && r.Body != http.NoBody {
 		route.body = &clientBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: p.bodyTimeout}
 		r.Body = route.body
 		defer route.body.finish()
 	}
-	r = r.WithContext(context.WithValue(r.Context(), proxyRouteKey{}, route))
 	p.rp.ServeHTTP(pw, r)
 	finished = true
 }
