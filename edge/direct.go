@@ -113,7 +113,7 @@ func (p *Proxy) serveDirect(ex *proxyExchange, r *http.Request) {
 	for _, k := range [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 		delete(out.Header, k)
 	}
-	proxyRewriteTo(&httputil.ProxyRequest{In: r, Out: out}, route, ex.forwarded[:])
+	proxyRewriteTo(&httputil.ProxyRequest{In: r, Out: out}, route, ex.forwarded[:], ex.fwdMemo)
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header.Set("User-Agent", "")
 	}

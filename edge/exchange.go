@@ -22,8 +22,9 @@ type proxyExchange struct {
 	r         *http.Request // as the handler got it
 	conn      *connFacts
 	requestID string
-	idValue   [1]string // r's X-Request-Id values, when setRequestID sets it
-	forwarded [4]string // the direct path's X-Forwarded-* and Forwarded values (proxyRewriteTo)
+	idValue   [1]string      // r's X-Request-Id values, when setRequestID sets it
+	forwarded [4]string      // the direct path's X-Forwarded-* and Forwarded values (proxyRewriteTo)
+	fwdMemo   *forwardedMemo // the connection's, from the HTTP/1.1 loop; nil: none
 	start     time.Time
 
 	// The direct path's outbound request (serveDirect).

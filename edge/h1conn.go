@@ -181,7 +181,8 @@ type h1Conn struct {
 	bufs      *h1Buffers // nil while idle
 	bw        *bufio.Writer
 	one       [1]byte
-	pending   bool // one holds the next byte of the connection
+	pending   bool          // one holds the next byte of the connection
+	fwd       forwardedMemo // its requests' X-Forwarded-For and Forwarded values (proxyRewriteTo)
 	werr      error
 	reqCtx    *h1RequestContext // the current request's; nil between requests
 	served    bool              // a request was served: the connection is no longer fresh
@@ -503,7 +504,7 @@ func (c *h1Conn) serveRequest(r *http.Request, to h1Route) (keep bool) {
 	c.srv.advertiseHTTP3(res.Header())
 	p := c.srv.settings.Load().proxy
 	if w, ok := c.srv.applyTenant(res, r, p, to.cert); ok {
-		p.serveFast(&c.bufs.ex, w, r, to.pool, to.target)
+		p.serveFast(&c.bufs.ex, &c.fwd, w, r, to.pool, to.target)
 	}
 	return res.finish()
 }

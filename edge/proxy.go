@@ -327,9 +327,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, looked *tenantLook
 // checkRequest lets through, from the HTTP/1.1 connection loop
 // (h1conn.go): ServeHTTP without the checks and the origin lookup the
 // loop has done, in the loop's exchange ex, reused from one request to
-// the next.
-func (p *Proxy) serveFast(ex *proxyExchange, w http.ResponseWriter, r *http.Request, pool *originPool, target *originTarget) {
+// the next, with the connection's Forwarded values in memo.
+func (p *Proxy) serveFast(ex *proxyExchange, memo *forwardedMemo, w http.ResponseWriter, r *http.Request, pool *originPool, target *originTarget) {
 	p.trackIn(ex, w, r)
+	ex.fwdMemo = memo
 	defer ex.finish()
 	ex.route.setTarget(pool, target)
 	p.forward(ex, r)
@@ -468,18 +469,22 @@ func proxyCheckOrigin(u *url.URL) error {
 // X-Forwarded-* and Forwarded; X-Real-IP, which some origins trust as
 // the client address, is removed here).
 func proxyRewrite(pr *httputil.ProxyRequest) {
-	proxyRewriteTo(pr, pr.In.Context().Value(proxyRouteKey{}).(*proxyRoute), make([]string, 4))
+	proxyRewriteTo(pr, pr.In.Context().Value(proxyRouteKey{}).(*proxyRoute), make([]string, 4), nil)
 }
 
 // proxyRewriteTo is proxyRewrite with the route given. It sets the
 // X-Forwarded-* fields as pr.SetXForwarded does (there is no prior
 // X-Forwarded-For to append to: the client's is gone), the four fields'
 // values in v (of length 4) rather than in a slice each.
-func proxyRewriteTo(pr *httputil.ProxyRequest, route *proxyRoute, v []string) {
+func proxyRewriteTo(pr *httputil.ProxyRequest, route *proxyRoute, v []string, memo *forwardedMemo) {
 	pr.SetURL(route.origin)
 	h, in := pr.Out.Header, pr.In
-	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
-		v[0] = ip
+	if memo == nil {
+		memo = new(forwardedMemo)
+	}
+	fwd := memo.of(in)
+	if fwd.hasIP {
+		v[0] = fwd.ip
 		h["X-Forwarded-For"] = v[0:1:1]
 	} else {
 		delete(h, "X-Forwarded-For")
@@ -491,7 +496,7 @@ func proxyRewriteTo(pr *httputil.ProxyRequest, route *proxyRoute, v []string) {
 		v[2] = "https"
 	}
 	h["X-Forwarded-Proto"] = v[2:3:3]
-	v[3] = proxyForwarded(in)
+	v[3] = fwd.value
 	h["Forwarded"] = v[3:4:4]
 	delete(h, "X-Real-Ip")
 }
