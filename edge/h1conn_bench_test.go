@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -23,7 +21,8 @@ import (
 //
 //	go test -run '^$' -bench H1Loop -benchmem -count 6 ./edge
 func BenchmarkH1Loop(b *testing.B) {
-	origin := rawOrigin(b, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nDate: Wed, 02 Dec 2026 00:00:00 GMT\r\n\r\nok\n")
+	const response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nDate: Wed, 02 Dec 2026 00:00:00 GMT\r\n\r\nok\n"
+	origin := rawOrigin(b, func(string) string { return response })
 	w := openWorld(b, 0)
 	w.put(b, testpki.ECDSAP256, "http://"+origin, "bench.keyedge.test")
 	w.startEdge(b, Options{})
@@ -59,38 +58,4 @@ func BenchmarkH1Loop(b *testing.B) {
 	}
 	cpu := cpuTime() - cpu0
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
-}
-
-// rawOrigin serves response to every request head on its connections
-// until the benchmark ends, and returns its address.
-func rawOrigin(b *testing.B, response string) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				br := bufio.NewReader(conn)
-				for {
-					line, err := br.ReadSlice('\n')
-					if err != nil {
-						return
-					}
-					if strings.TrimRight(string(line), "\r\n") == "" {
-						if _, err := io.WriteString(conn, response); err != nil {
-							return
-						}
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -238,4 +240,46 @@ func tcpPair(t *testing.T) (client, server *net.TCPConn) {
 	}
 	t.Cleanup(func() { c.Close(); s.Close() })
 	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// rawOrigin is a plain-HTTP origin on 127.0.0.1 that reads request heads
+// (no bodies) on each of its connections and answers each with the bytes
+// respond returns for its request line, written at once, until the test
+// ends; it returns its address.
+func rawOrigin(t testing.TB, respond func(requestLine string) string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				br := bufio.NewReader(conn)
+				requestLine := ""
+				for {
+					line, err := br.ReadSlice('\n')
+					if err != nil {
+						return
+					}
+					switch text := strings.TrimRight(string(line), "\r\n"); {
+					case requestLine == "":
+						requestLine = text
+					case text == "":
+						if _, err := io.WriteString(conn, respond(requestLine)); err != nil {
+							return
+						}
+						requestLine = ""
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }

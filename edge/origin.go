@@ -180,10 +180,14 @@ func (c *originClient) roundTrip(pc *originConn, r *http.Request, reused bool, g
 	return res, nil
 }
 
-// release ends pc's exchange: it returns pc to the pool if keep is set and
-// the exchange was not cut off by its context, else closes it.
+// release ends pc's exchange: it returns pc to the pool if keep is set,
+// the exchange was not cut off by its context and the origin sent nothing
+// past the response's end, else closes it. Such bytes (a body on a 204 or
+// a 304, or on the response to a HEAD, or more than the Content-Length)
+// would be read as the next request's response: http.Transport closes a
+// connection for them too ("unsolicited response").
 func (c *originClient) release(pc *originConn, stop func() bool, keep bool) {
-	if stop() && keep {
+	if stop() && keep && pc.br.Buffered() == 0 {
 		c.put(pc)
 	} else {
 		pc.Close()

@@ -13,6 +13,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/keyedge/keyedge/internal/testpki"
 )
 
 // originConns is a plain-HTTP origin that records the client address of
@@ -254,4 +257,63 @@ func frontGet(t *testing.T, ctx context.Context, front *httptest.Server) (*http.
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	return res, string(body)
+}
+
+// TestOriginStrayBytes checks that bytes an origin sends after the end of
+// a response (a body on a 204 or a 304, or on the response to a HEAD, or
+// more than its Content-Length) are never taken for the response to the
+// next request sent on that origin connection: the connection is closed
+// rather than reused, as http.Transport closes one on an "unsolicited
+// response". The stray bytes here are a whole response, which the next
+// request, a client's own, must never get.
+func TestOriginStrayBytes(t *testing.T) {
+	const stray = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"
+	origin := rawOrigin(t, func(requestLine string) string {
+		_, target, _ := strings.Cut(requestLine, " ")
+		path, _, _ := strings.Cut(target, " ")
+		switch path {
+		case "/nocontent":
+			return "HTTP/1.1 204 No Content\r\nContent-Length: 41\r\n\r\n" + stray
+		case "/notmodified":
+			return "HTTP/1.1 304 Not Modified\r\nContent-Length: 41\r\n\r\n" + stray
+		case "/long":
+			return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlong" + stray
+		}
+		// The response to a HEAD has no body: this one's is stray.
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(path), path)
+	})
+	w := openWorld(t, 0)
+	w.put(t, testpki.ECDSAP256, "http://"+origin, "stray.keyedge.test")
+	w.startEdge(t, Options{})
+	eventually(t, 10*time.Second, "the tenant in the edge's keystore", func() bool {
+		_, err := w.srv.store.Lookup(context.Background(), "stray.keyedge.test")
+		return err == nil
+	})
+	for _, tt := range []struct {
+		method, path string
+		code         int
+		body         string
+	}{
+		{http.MethodGet, "/nocontent", http.StatusNoContent, ""},
+		{http.MethodGet, "/notmodified", http.StatusNotModified, ""},
+		{http.MethodHead, "/head", http.StatusOK, ""},
+		{http.MethodGet, "/long", http.StatusOK, "long"},
+	} {
+		for _, h2 := range []bool{false, true} {
+			c := w.client(t, h2)
+			req, _ := http.NewRequest(tt.method, "https://stray.keyedge.test"+tt.path, nil)
+			res, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("%s %s: %v", tt.method, tt.path, err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != tt.code || string(body) != tt.body {
+				t.Errorf("%s %s (HTTP/2 %v): %d %q, want %d %q", tt.method, tt.path, h2, res.StatusCode, body, tt.code, tt.body)
+			}
+			if res, body := w.get(t, c, "stray.keyedge.test", "/next"); res.StatusCode != http.StatusOK || body != "/next" {
+				t.Errorf("the request after %s %s (HTTP/2 %v): %d %q, want 200 \"/next\"", tt.method, tt.path, h2, res.StatusCode, body)
+			}
+		}
+	}
 }
