@@ -169,7 +169,9 @@ func TestAccessLogRecords(t *testing.T) {
 // TestAccessLogRequestID: a request's X-Request-ID is the upstream's
 // only when the connection came through a trusted PROXY protocol
 // upstream and the ID is well formed; otherwise the edge makes one up.
-// Either way the origin gets the logged ID, and the client gets none.
+// Either way the origin gets the logged ID, and the client gets none,
+// even when the client names X-Request-Id as hop-by-hop in Connection,
+// on the direct path and with a request body (ReverseProxy's).
 func TestAccessLogRequestID(t *testing.T) {
 	loopback, elsewhere, client := proxyTestNetworks()
 	tests := []struct {
@@ -179,12 +181,16 @@ func TestAccessLogRequestID(t *testing.T) {
 		sent       string
 		kept       bool
 		wantClient string
+		connection string // the client's Connection field
+		body       string // a POST's, if not empty
 	}{
-		{"trusted upstream", loopback, 2, "lb-7f3a-0001", true, "203.0.113.7:40000"},
-		{"trusted upstream, malformed ID", loopback, 1, "two words", false, "203.0.113.7:40000"},
-		{"trusted upstream, ID too long", loopback, 2, strings.Repeat("x", 201), false, "203.0.113.7:40000"},
-		{"untrusted client", elsewhere, 0, "lb-7f3a-0001", false, "127.0.0.1"},
-		{"no PROXY protocol", nil, 0, "lb-7f3a-0001", false, "127.0.0.1"},
+		{"trusted upstream", loopback, 2, "lb-7f3a-0001", true, "203.0.113.7:40000", "", ""},
+		{"trusted upstream, malformed ID", loopback, 1, "two words", false, "203.0.113.7:40000", "", ""},
+		{"trusted upstream, ID too long", loopback, 2, strings.Repeat("x", 201), false, "203.0.113.7:40000", "", ""},
+		{"untrusted client", elsewhere, 0, "lb-7f3a-0001", false, "127.0.0.1", "", ""},
+		{"no PROXY protocol", nil, 0, "lb-7f3a-0001", false, "127.0.0.1", "", ""},
+		{"listed in Connection", nil, 0, "lb-7f3a-0001", false, "127.0.0.1", "X-Request-Id", ""},
+		{"listed in Connection, with a body", nil, 0, "lb-7f3a-0001", false, "127.0.0.1", "X-Request-Id", "body"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -198,7 +204,13 @@ func TestAccessLogRequestID(t *testing.T) {
 			}
 			defer tr.CloseIdleConnections()
 			req, _ := http.NewRequest(http.MethodGet, "https://t0.keyedge.test/", nil)
+			if tt.body != "" {
+				req, _ = http.NewRequest(http.MethodPost, "https://t0.keyedge.test/", strings.NewReader(tt.body))
+			}
 			req.Header.Set("X-Request-Id", tt.sent)
+			if tt.connection != "" {
+				req.Header.Set("Connection", tt.connection)
+			}
 			resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
 			if err != nil {
 				t.Fatal(err)

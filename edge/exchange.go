@@ -50,7 +50,7 @@ func (p *Proxy) trackIn(ex *proxyExchange, w http.ResponseWriter, r *http.Reques
 	*ex = proxyExchange{p: p, r: r, start: time.Now(), conn: connFactsOf(r)}
 	ex.requestID = setRequestID(r, ex.conn, ex.idValue[:])
 	ex.w = proxyWriter{ResponseWriter: w, tunnelIdle: p.tunnelIdle, mustClose: mustClose(r)}
-	ex.route = proxyRoute{host: r.Host, in: r.URL}
+	ex.route = proxyRoute{host: r.Host, in: r.URL, requestID: r.Header[requestIDHeader]}
 }
 
 // finish counts and logs the request.

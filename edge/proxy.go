@@ -259,6 +259,11 @@ type proxyRoute struct {
 	host   string
 	body   *clientBody // nil without a request body
 
+	// requestID is the X-Request-Id the origin gets (setRequestID), set
+	// again on the outbound request: a client may name the field in
+	// Connection, and hop-by-hop removal would drop it.
+	requestID []string
+
 	originTime time.Duration // until the origin's response header
 	reason     string        // why the request failed (proxyReason*); "" if it did not
 }
@@ -475,7 +480,8 @@ func proxyRewrite(pr *httputil.ProxyRequest) {
 // proxyRewriteTo is proxyRewrite with the route given. It sets the
 // X-Forwarded-* fields as pr.SetXForwarded does (there is no prior
 // X-Forwarded-For to append to: the client's is gone), the four fields'
-// values in v (of length 4) rather than in a slice each.
+// values in v (of length 4) rather than in a slice each, and the route's
+// X-Request-Id.
 func proxyRewriteTo(pr *httputil.ProxyRequest, route *proxyRoute, v []string, memo *forwardedMemo) {
 	pr.SetURL(route.origin)
 	h, in := pr.Out.Header, pr.In
@@ -499,6 +505,7 @@ func proxyRewriteTo(pr *httputil.ProxyRequest, route *proxyRoute, v []string, me
 	v[3] = fwd.value
 	h["Forwarded"] = v[3:4:4]
 	delete(h, "X-Real-Ip")
+	h[requestIDHeader] = route.requestID
 }
 
 // proxyForwarded returns the RFC 7239 Forwarded element for r: the client
