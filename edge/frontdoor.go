@@ -21,7 +21,10 @@ import (
 var (
 	// errMethodNotAllowed: TRACE and TRACK echo the request, cookies and
 	// all, back to whoever sent it (cross-site tracing); the edge answers
-	// them 405, as nginx does, whatever the origin would do.
+	// them 405, as nginx does, whatever the origin would do. CONNECT asks
+	// for a tunnel the edge does not open: forwarded, it reached the
+	// origin with an origin-form target no origin can read as one (RFC
+	// 9112, section 3.2.3).
 	errMethodNotAllowed = errors.New("edge: method not allowed")
 
 	// errNoHost: neither :authority nor Host (HTTP/2), or no Host
@@ -45,7 +48,7 @@ const allowedMethods = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
 // checkRequest returns why the edge refuses r, or nil. A refusal is the
 // client's error: a 405 for errMethodNotAllowed, a 400 for the others.
 func checkRequest(r *http.Request) error {
-	if strings.EqualFold(r.Method, "TRACE") || strings.EqualFold(r.Method, "TRACK") {
+	if strings.EqualFold(r.Method, "TRACE") || strings.EqualFold(r.Method, "TRACK") || strings.EqualFold(r.Method, http.MethodConnect) {
 		return errMethodNotAllowed
 	}
 	if r.Host == "" {

@@ -348,12 +348,13 @@ func TestHTTP2MalformedRequests(t *testing.T) {
 
 // TestTraceRefused: the edge answers TRACE (and IIS's TRACK) itself with
 // 405, as nginx does, so no origin can echo a client's cookies back to a
-// script.
+// script; and CONNECT, a tunnel it does not open, over HTTP/1.1
+// (authority-form) and HTTP/2 alike.
 func TestTraceRefused(t *testing.T) {
 	tests := []struct {
 		method string
 		h2     bool
-	}{{"TRACE", false}, {"TRACE", true}, {"trace", false}, {"TRACK", false}}
+	}{{"TRACE", false}, {"TRACE", true}, {"trace", false}, {"TRACK", false}, {"CONNECT", false}, {"CONNECT", true}}
 	for _, tt := range tests {
 		fd := newFrontDoor(t, ProxyOptions{})
 		req, err := http.NewRequest(tt.method, "https://"+echoHost+"/", nil)

@@ -433,7 +433,7 @@ var errProxyAborted = errors.New("edge: response aborted mid-body")
 //   - keyedge_proxy_errors_total{reason}: failures by reason: unreachable,
 //     timeout, no_origin, misdirected, bad_request (malformed: a host or
 //     length conflict, no host, a broken body), body_timeout (the
-//     client stopped sending its request body; a 408), not_allowed (TRACE),
+//     client stopped sending its request body; a 408), not_allowed (TRACE, CONNECT),
 //     canceled (the client went away) or other.
 //   - keyedge_proxy_retries_total: idempotent requests sent again to
 //     another origin of their pool after a connection failure.
