@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -96,12 +97,41 @@ type originConn struct {
 	addr      string // host:port, its pool's key
 	br        *bufio.Reader
 	bw        *bufio.Writer
+	head      headLimit // under br
 	idleSince time.Time
+}
+
+// headLimit is what an origin connection's bufio.Reader reads: the
+// connection, up to n bytes. send sets n to originMaxHead while it reads a
+// response head, and lifts it for the body, as http.Transport does.
+type headLimit struct {
+	r io.Reader
+	n int64
+}
+
+// errOriginHeadTooLarge is a response head over originMaxHead bytes.
+var errOriginHeadTooLarge = fmt.Errorf("edge: origin response head over %d bytes", originMaxHead)
+
+func (l *headLimit) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errOriginHeadTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
 }
 
 // originBufferSize is the size of each origin connection's read and write
 // buffers, as http.Transport's.
 const originBufferSize = 4 << 10
+
+// originMaxHead bounds the bytes read for a response head (and each 1xx
+// before it): http.Transport's default MaxResponseHeaderBytes, which the
+// http.Transport of the other origin requests keeps.
+const originMaxHead = 10 << 20
 
 // errOriginReused is a request's failure on a pooled connection before
 // any of the response arrived: the origin had most likely closed it.
@@ -218,21 +248,23 @@ func (pc *originConn) send(r *http.Request, got1xx func(int, textproto.MIMEHeade
 	}
 	// io.EOF here, before any byte: the origin had closed the connection
 	// (http.ReadResponse would say io.ErrUnexpectedEOF).
+	pc.head.n = originMaxHead
 	if _, err := pc.br.Peek(1); err != nil {
 		return nil, fmt.Errorf("%w: %w", errNoResponse, err)
 	}
 	for informational := 0; ; informational++ {
 		res := readResponseHead(pc.br, r)
-		if res != nil {
-			return res, nil
-		}
-		res, err := http.ReadResponse(pc.br, r)
-		if err != nil {
-			return nil, err
+		if res == nil {
+			var err error
+			if res, err = http.ReadResponse(pc.br, r); err != nil {
+				return nil, err
+			}
 		}
 		if res.StatusCode >= 200 {
+			pc.head.n = math.MaxInt64 // the body's length is the origin's
 			return res, nil
 		}
+		pc.head.n = originMaxHead // the next head's, as http.Transport's
 		if res.StatusCode == http.StatusSwitchingProtocols || informational == maxInformational {
 			return nil, fmt.Errorf("edge: origin sent an unexpected %s", res.Status)
 		}
@@ -413,12 +445,14 @@ func (c *originClient) dial(ctx context.Context, addr string) (*originConn, erro
 	if rio := newRawSocket(conn); rio != nil {
 		rw = rio
 	}
-	return &originConn{
+	pc := &originConn{
 		Conn: conn,
 		addr: addr,
-		br:   bufio.NewReaderSize(rw, originBufferSize),
 		bw:   bufio.NewWriterSize(rw, originBufferSize),
-	}, nil
+		head: headLimit{r: rw},
+	}
+	pc.br = bufio.NewReaderSize(&pc.head, originBufferSize)
+	return pc, nil
 }
 
 // originBody is a response body read from an origin connection: the

@@ -317,3 +317,32 @@ func TestOriginStrayBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestOriginHeadLimit checks that the fast path reads at most
+// originMaxHead of a response head, as http.Transport reads at most its
+// MaxResponseHeaderBytes: an origin sending an endless head gets its
+// client a 502, not the edge's memory, and the next request is answered.
+func TestOriginHeadLimit(t *testing.T) {
+	origin := rawOrigin(t, func(requestLine string) string {
+		if strings.HasPrefix(requestLine, "GET /huge ") {
+			return "HTTP/1.1 200 OK\r\nX-Huge: " + strings.Repeat("h", originMaxHead) + "\r\nContent-Length: 2\r\n\r\nok"
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"
+	})
+	w := openWorld(t, 0)
+	w.put(t, testpki.ECDSAP256, "http://"+origin, "huge.keyedge.test")
+	w.startEdge(t, Options{})
+	eventually(t, 10*time.Second, "the tenant in the edge's keystore", func() bool {
+		_, err := w.srv.store.Lookup(context.Background(), "huge.keyedge.test")
+		return err == nil
+	})
+	for _, h2 := range []bool{false, true} {
+		c := w.client(t, h2)
+		if res, _ := w.get(t, c, "huge.keyedge.test", "/huge"); res.StatusCode != http.StatusBadGateway {
+			t.Errorf("a head over %d bytes (HTTP/2 %v): %d, want 502", originMaxHead, h2, res.StatusCode)
+		}
+		if res, body := w.get(t, c, "huge.keyedge.test", "/next"); res.StatusCode != http.StatusOK || body != "next" {
+			t.Errorf("the request after it (HTTP/2 %v): %d %q, want 200 \"next\"", h2, res.StatusCode, body)
+		}
+	}
+}
