@@ -2,13 +2,9 @@ package edge
 
 import (
 	"bufio"
-	"context"
 	"io"
 	"net/http"
 	"testing"
-	"time"
-
-	"github.com/keyedge/keyedge/internal/testpki"
 )
 
 // BenchmarkH1Loop measures proxied keep-alive GETs through the HTTP/1.1
@@ -23,13 +19,7 @@ import (
 func BenchmarkH1Loop(b *testing.B) {
 	const response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nDate: Wed, 02 Dec 2026 00:00:00 GMT\r\n\r\nok\n"
 	origin := rawOrigin(b, func(string) string { return response })
-	w := openWorld(b, 0)
-	w.put(b, testpki.ECDSAP256, "http://"+origin, "bench.keyedge.test")
-	w.startEdge(b, Options{})
-	eventually(b, 10*time.Second, "the tenant in the edge's keystore", func() bool {
-		_, err := w.srv.store.Lookup(context.Background(), "bench.keyedge.test")
-		return err == nil
-	})
+	w := tenantWorld(b, "http://"+origin, "bench.keyedge.test")
 	cfg := w.tlsConfig("bench.keyedge.test")
 	cfg.NextProtos = []string{"http/1.1"}
 	conn, err := w.handshake(cfg)

@@ -242,6 +242,20 @@ func tcpPair(t *testing.T) (client, server *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
+// tenantWorld starts an edge whose one tenant, name, has origin (a URL),
+// once the edge's keystore has it.
+func tenantWorld(t testing.TB, origin, name string) *world {
+	t.Helper()
+	w := openWorld(t, 0)
+	w.put(t, testpki.ECDSAP256, origin, name)
+	w.startEdge(t, Options{})
+	eventually(t, 10*time.Second, name+" in the edge's keystore", func() bool {
+		_, err := w.srv.store.Lookup(context.Background(), name)
+		return err == nil
+	})
+	return w
+}
+
 // rawOrigin is a plain-HTTP origin on 127.0.0.1 that reads request heads
 // (no bodies) on each of its connections and answers each with the bytes
 // respond returns for its request line, written at once, until the test

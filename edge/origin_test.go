@@ -13,9 +13,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
-
-	"github.com/keyedge/keyedge/internal/testpki"
 )
 
 // originConns is a plain-HTTP origin that records the client address of
@@ -282,13 +279,7 @@ func TestOriginStrayBytes(t *testing.T) {
 		// The response to a HEAD has no body: this one's is stray.
 		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(path), path)
 	})
-	w := openWorld(t, 0)
-	w.put(t, testpki.ECDSAP256, "http://"+origin, "stray.keyedge.test")
-	w.startEdge(t, Options{})
-	eventually(t, 10*time.Second, "the tenant in the edge's keystore", func() bool {
-		_, err := w.srv.store.Lookup(context.Background(), "stray.keyedge.test")
-		return err == nil
-	})
+	w := tenantWorld(t, "http://"+origin, "stray.keyedge.test")
 	for _, tt := range []struct {
 		method, path string
 		code         int
@@ -329,13 +320,7 @@ func TestOriginHeadLimit(t *testing.T) {
 		}
 		return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"
 	})
-	w := openWorld(t, 0)
-	w.put(t, testpki.ECDSAP256, "http://"+origin, "huge.keyedge.test")
-	w.startEdge(t, Options{})
-	eventually(t, 10*time.Second, "the tenant in the edge's keystore", func() bool {
-		_, err := w.srv.store.Lookup(context.Background(), "huge.keyedge.test")
-		return err == nil
-	})
+	w := tenantWorld(t, "http://"+origin, "huge.keyedge.test")
 	for _, h2 := range []bool{false, true} {
 		c := w.client(t, h2)
 		if res, _ := w.get(t, c, "huge.keyedge.test", "/huge"); res.StatusCode != http.StatusBadGateway {
