@@ -77,6 +77,13 @@
 #   started; its label says so),
 #   ACCESS_LOG (unset; json or text: keyedge, not keyedge-base, writes an
 #   access log in that format to its run directory).
+#   SPEED 0 (1: in scenario 7 a fixed loop runs on CPU 0 every 0.25 s
+#   during each measured run, its own CPU time taken by perf stat; each
+#   round reports the loop's median, and the summary each server's
+#   requests per CPU-second at the median loop time over all runs. CPU 0
+#   of the shared VM was seen to run any fixed work up to 1.8x slower
+#   for seconds at a time, every server's CPU per request with it: see
+#   bench/RESULTS.md, "HTTP/1.1: what varies between rounds").
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -111,6 +118,11 @@ mport=$((port + 10))
 peers=${PEERS:-1}
 base_bin=${BASE_BIN:-}
 access_log=${ACCESS_LOG:-}
+speed=${SPEED:-0}
+if [ "$speed" = 1 ] && ! command -v perf >/dev/null; then
+	echo "SPEED=1 needs perf" >&2
+	exit 2
+fi
 res="$out/matrix"
 [ "${BENCH_QUICK:-0}" = 1 ] && res="$out/matrix-quick" # keeps a full run's results
 rm -rf "$res"
@@ -515,8 +527,18 @@ if runs 7; then
 	h2load_kinds=(keyedge)
 	[ -n "$base_bin" ] && h2load_kinds+=(keyedge-base)
 	[ "$peers" = 1 ] && h2load_kinds+=(nginx haproxy)
+	# cpu0_loop SECS FILE: while SECS pass, the CPU time (ms) of a fixed
+	# loop on CPU 0 every 0.25 s, one a line (SPEED).
+	cpu0_loop() {
+		local end=$((SECONDS + $1))
+		while [ $SECONDS -lt "$end" ]; do
+			perf stat -x, -e task-clock taskset -c 0 awk 'BEGIN {for (i = 0; i < 3e5; i++) s += i}' 2>&1 >/dev/null |
+				awk -F, '/task-clock/ {printf "%.2f\n", $1}'
+			sleep 0.25
+		done >"$2"
+	}
 	secs=${duration%s}
-	echo "workload kind round requests failed server_cpu_ticks seconds" >"$res/h2load.txt"
+	echo "workload kind round requests failed server_cpu_ticks seconds cpu0_loop_ms" >"$res/h2load.txt"
 	for round in $(seq "$rounds"); do
 		for w in "${h2load_workloads[@]}"; do
 			IFS='|' read -r wname wflags wlabel <<<"$w"
@@ -529,6 +551,8 @@ if runs 7; then
 				# timeout: an h2load warm-up was once seen to go on sending
 				# well past its -D (against keyedge-base, cause unknown).
 				"${pin1[@]}" timeout 30 h2load $wflags -D 1 --connect-to="127.0.0.1:$port" https://t0.keyedge.test/ >/dev/null 2>&1 || true
+				loop_pid=
+				[ "$speed" = 1 ] && { cpu0_loop "$secs" "$res/cpu0-loop-$wname-$kind-r$round.txt" & loop_pid=$!; }
 				before=$(cpu_ticks "$cpu_pids")
 				# shellcheck disable=SC2086
 				"${pin1[@]}" timeout $((secs + 60)) h2load $wflags -D "$secs" --connect-to="127.0.0.1:$port" https://t0.keyedge.test/ >"$log" 2>&1 || {
@@ -536,11 +560,16 @@ if runs 7; then
 					exit 1
 				}
 				after=$(cpu_ticks "$cpu_pids")
+				loop_ms=0
+				if [ -n "$loop_pid" ]; then
+					wait "$loop_pid"
+					loop_ms=$(sort -n "$res/cpu0-loop-$wname-$kind-r$round.txt" | awk '{v[NR] = $1} END {print NR ? v[int((NR + 1) / 2)] : 0}')
+				fi
 				stop_server
 				read -r ok failed < <(awk '/^requests:/ {print $8, $10}' "$log")
-				echo "$wname $kind $round $ok $failed $((after - before)) $secs" >>"$res/h2load.txt"
-				awk -v l="7 $wlabel: $kind" -v ok="$ok" -v f="$failed" -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" -v s="$secs" \
-					'BEGIN {printf "%-70s %.0f requests/s, %.0f per server CPU-s, %d failed\n", l, ok / s, t ? ok / (t / hz) : 0, f}'
+				echo "$wname $kind $round $ok $failed $((after - before)) $secs $loop_ms" >>"$res/h2load.txt"
+				awk -v l="7 $wlabel: $kind" -v ok="$ok" -v f="$failed" -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" -v s="$secs" -v lm="$loop_ms" \
+					'BEGIN {printf "%-70s %.0f requests/s, %.0f per server CPU-s, %d failed%s\n", l, ok / s, t ? ok / (t / hz) : 0, f, (lm > 0 ? sprintf(", CPU 0 loop %.1f ms", lm) : "")}'
 			done
 		done
 	done
@@ -563,6 +592,25 @@ h2load_summary() {
 				split(order[i], kn, " "); split(med(r[order[i]]), R, "|"); split(med(c[order[i]]), C, "|")
 				ratio = per[kn[1] " " kn[2]] ? sprintf("%.2f×", per[kn[1] " keyedge"] / per[kn[1] " " kn[2]]) : "–"
 				printf "| %s | %s | %.0f (%.0f–%.0f) | %.0f (%.0f–%.0f) | %d | %s |\n", (kn[1] == "h1" ? l1 : l2), kn[2], R[1], R[2], R[3], C[1], C[2], C[3], f[order[i]], ratio
+			}
+		}' "$res/h2load.txt"
+	[ "$speed" = 1 ] || return 0
+	echo
+	echo "At equal CPU 0 speed (SPEED=1): each round's requests per server CPU-s times its loop time over the median loop time of the workload's runs (median, min–max):"
+	echo
+	echo "| workload | server | CPU 0 loop ms | per server CPU-s at the median loop time | keyedge / this |"
+	echo "|---|---|---:|---:|---:|"
+	awk -v hz="$(getconf CLK_TCK)" -v l1="${h2load_workloads[0]##*|}" -v l2="${h2load_workloads[1]##*|}" "$awk_med"'
+		NR > 1 && $6 && $8 > 0 {k = $1 " " $2; per[NR] = $4 / ($6 / hz); lm[NR] = $8; key[NR] = k; loops[$1] = loops[$1] " " $8; l[k] = l[k] " " $8
+			if (!(k in seen)) {seen[k] = 1; order[++m] = k}}
+		END {
+			for (w in loops) {split(med(loops[w]), M, "|"); mid[w] = M[1]}
+			for (i in per) {split(key[i], kn, " "); c[key[i]] = c[key[i]] " " per[i] * lm[i] / mid[kn[1]]}
+			for (i = 1; i <= m; i++) {split(med(c[order[i]]), C, "|"); at[order[i]] = C[1]}
+			for (i = 1; i <= m; i++) {
+				split(order[i], kn, " "); split(med(c[order[i]]), C, "|"); split(med(l[order[i]]), L, "|")
+				ratio = at[order[i]] ? sprintf("%.2f×", at[kn[1] " keyedge"] / at[order[i]]) : "–"
+				printf "| %s | %s | %.1f (%.1f–%.1f) | %.0f (%.0f–%.0f) | %s |\n", (kn[1] == "h1" ? l1 : l2), kn[2], L[1], L[2], L[3], C[1], C[2], C[3], ratio
 			}
 		}' "$res/h2load.txt"
 }
