@@ -158,3 +158,73 @@ func TestIdleTimeout(t *testing.T) {
 		eventually(t, 10*time.Second, fmt.Sprintf("h2=%v: the idle connection closed by the edge", h2), func() bool { return open() == 0 })
 	}
 }
+
+// TestSendTimeout: a client that stops reading a response is closed once
+// a write to it has waited SendTimeout, as nginx's send_timeout does, so
+// it cannot hold its connection and the origin's for ever; the origin's
+// request is cut off, it is counted, and other clients are served. Over
+// a plain TCP connection (raw socket calls) and through PROXY protocol
+// (net.Conn's).
+func TestSendTimeout(t *testing.T) {
+	for _, proxied := range []bool{false, true} {
+		t.Run(fmt.Sprintf("proxy_protocol=%v", proxied), func(t *testing.T) {
+			originDone := make(chan error, 1) // how the origin's streaming ended
+			origin := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+				chunk := make([]byte, 64<<10)
+				for range 16 << 10 { // at most 1 GiB
+					if _, err := rw.Write(chunk); err != nil {
+						originDone <- err
+						return
+					}
+				}
+				originDone <- nil
+			}))
+			t.Cleanup(origin.Close)
+			opts := Options{Limits: Limits{SendTimeout: 200 * time.Millisecond}}
+			if proxied {
+				opts.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+			}
+			w := newWorld(t, 0, opts)
+			w.put(t, testpki.ECDSAP256, origin.URL, "stream.example.com")
+
+			conn, err := net.Dial("tcp", w.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if proxied {
+				src := net.TCPAddrFromAddrPort(netip.MustParseAddrPort("203.0.113.7:1000"))
+				if _, err := proxyproto.HeaderProxyFromAddrs(2, src, conn.RemoteAddr().(*net.TCPAddr)).WriteTo(conn); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tc := tls.Client(conn, w.tlsConfig("stream.example.com"))
+			if _, err := io.WriteString(tc, "GET /big HTTP/1.1\r\nHost: stream.example.com\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			// ... and read nothing. A hang guard, not a timing: the edge
+			// gives up after 200 ms of a full socket buffer.
+			select {
+			case err := <-originDone:
+				if err == nil {
+					t.Fatal("the origin sent 1 GiB to a client that reads nothing")
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the origin still streams to a client that stopped reading")
+			}
+			eventually(t, 10*time.Second, "the stalled client counted in keyedge_edge_send_timeouts_total", func() bool {
+				return testutil.ToFloat64(w.srv.metrics.sendTimeouts) == 1
+			})
+			eventually(t, 10*time.Second, "the stalled client's connection closed", func() bool {
+				return testutil.ToFloat64(w.srv.metrics.openConns) == 0
+			})
+			if proxied {
+				return // a client without a PROXY header is refused here
+			}
+			w.put(t, testpki.ECDSAP256, w.OriginURL, "other.example.com")
+			if resp, body := w.get(t, w.client(t, false), "other.example.com", "/"); resp.StatusCode != http.StatusOK {
+				t.Errorf("another client: %s %q, want 200", resp.Status, body)
+			}
+		})
+	}
+}

@@ -210,6 +210,7 @@ func (l *tlsListener) handshake(raw *trackedConn, limits Limits) *h1Conn {
 	l.srv.metrics.observeHandshake(conn, err, raw.hs.Err(), raw.facts.handshake)
 	if err == nil {
 		err = raw.SetDeadline(time.Time{})
+		raw.sendTimeout = limits.SendTimeout
 	}
 	if err != nil {
 		l.srv.log.Debug("edge: handshake failed", "remote", raw.RemoteAddr(), "err", err)
@@ -283,6 +284,14 @@ type trackedConn struct {
 	facts  connFacts   // for the access log; written by the handshake, read by requests after it
 	rio    *rawSocket  // set at accept for a plain TCP connection; nil: Conn's Read and Write
 	hs     deadlineCtx // the handshake's context, for its hooks (handshakeContext)
+
+	// sendTimeout bounds each write's wait for the client to read
+	// (Limits.SendTimeout), from the end of the handshake on (0 before:
+	// the handshake's deadline bounds it); ownDeadline is set while a
+	// write deadline set by SetDeadline or SetWriteDeadline (crypto/tls's
+	// for its close_notify) is in force, which the send timeout leaves be.
+	sendTimeout time.Duration
+	ownDeadline atomic.Bool
 }
 
 // Read and Write go through rio when the connection has one: from the
@@ -295,11 +304,38 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-func (c *trackedConn) Write(p []byte) (int, error) {
-	if c.rio != nil {
-		return c.rio.Write(p)
+// Write writes p, failing with os.ErrDeadlineExceeded (counted, and the
+// connection is then of no more use) when the client read nothing of it
+// for sendTimeout. Through rio the deadline is set only when the write
+// waits; otherwise each write sets one.
+func (c *trackedConn) Write(p []byte) (n int, err error) {
+	stall := c.sendTimeout
+	if c.ownDeadline.Load() {
+		stall = 0
 	}
-	return c.Conn.Write(p)
+	switch {
+	case c.rio != nil:
+		n, err = c.rio.writeBounded(p, stall)
+	case stall > 0:
+		c.Conn.SetWriteDeadline(time.Now().Add(stall))
+		n, err = c.Conn.Write(p)
+	default:
+		return c.Conn.Write(p)
+	}
+	if stall > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		c.srv.metrics.sendTimeouts.Inc()
+	}
+	return n, err
+}
+
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	c.ownDeadline.Store(!t.IsZero())
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	c.ownDeadline.Store(!t.IsZero())
+	return c.Conn.SetWriteDeadline(t)
 }
 
 // CloseWrite half-closes the connection, when it can.

@@ -19,6 +19,7 @@ type metrics struct {
 	routes           *prometheus.CounterVec
 	resumptions      *prometheus.CounterVec // result of a ticket offered
 	ech              *prometheus.CounterVec // result: accepted, rejected, none
+	sendTimeouts     prometheus.Counter
 
 	// QUIC (http3.go).
 	quicHandshakes *prometheus.CounterVec // result, group
@@ -84,6 +85,10 @@ func newMetrics() *metrics {
 			Name: "keyedge_edge_session_resumptions_total",
 			Help: "Session tickets offered by clients that decrypted, by result: resumed; or refused (full handshake) because the ticket was for another name (other_name), the name has no tenant now (unknown_name), a certificate it was issued under was removed or replaced (certificate_changed), it carries no tenant binding (unbound), or the keystore failed (error).",
 		}, []string{"result"}),
+		sendTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keyedge_edge_send_timeouts_total",
+			Help: "Writes to a client that waited limits.send_timeout for the client to read; each closes its connection.",
+		}),
 		ech: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyedge_edge_ech_handshakes_total",
 			Help: "Completed handshakes by what became of Encrypted ClientHello: accepted (the inner ClientHello decrypted with a fleet ECH key), rejected (ECH offered, no key accepted: the client got retry configs; browsers without a config send such GREASE offers too), none (not offered, or ECH off).",
@@ -105,7 +110,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.handshakes, m.handshakeSeconds, m.selections, m.openConns, m.refused, m.routes, m.resumptions, m.ech, m.quicHandshakes}
+	return []prometheus.Collector{m.handshakes, m.handshakeSeconds, m.selections, m.openConns, m.refused, m.routes, m.resumptions, m.ech, m.sendTimeouts, m.quicHandshakes}
 }
 
 // fallbackSelected counts a ClientHello answered with the fallback

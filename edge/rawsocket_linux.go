@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -33,6 +34,11 @@ type rawOp struct {
 	n     int
 	errno syscall.Errno
 	fn    func(fd uintptr) bool
+
+	// A write's wait for the peer: each wait bounded by stall if it is
+	// not 0 (writeBounded); armed once a deadline was set for one.
+	stall time.Duration
+	armed bool
 }
 
 // newRawSocket returns c's rawSocket if c is a plain TCP connection (not
@@ -77,6 +83,10 @@ func (s *rawSocket) rawWrite(fd uintptr) bool {
 			s.w.n += int(n)
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			if s.w.stall > 0 { // each wait anew: progress resets it
+				s.conn.SetWriteDeadline(time.Now().Add(s.w.stall))
+				s.w.armed = true
+			}
 			return false // wait until writable
 		default:
 			s.w.errno = errno
@@ -98,7 +108,22 @@ func (s *rawSocket) Read(p []byte) (int, error) {
 
 // Write writes all of p as net.Conn's Write does.
 func (s *rawSocket) Write(p []byte) (int, error) {
-	return s.run(&s.w, "write", s.rc.Write, p)
+	return s.writeBounded(p, 0)
+}
+
+// writeBounded is Write, with each wait for the peer to read bounded by
+// stall (0: unbounded): a deadline is set only when the socket's buffer
+// is full, so a write that does not wait costs nothing more, and it is
+// cleared after the write. It fails with os.ErrDeadlineExceeded when the
+// peer read nothing for stall. The caller must have no write deadline of
+// its own set, which this would replace.
+func (s *rawSocket) writeBounded(p []byte, stall time.Duration) (int, error) {
+	s.w.stall, s.w.armed = stall, false
+	n, err := s.run(&s.w, "write", s.rc.Write, p)
+	if s.w.armed {
+		s.conn.SetWriteDeadline(time.Time{})
+	}
+	return n, err
 }
 
 // run runs op on p through do, RawConn's Read or Write, which calls

@@ -111,6 +111,14 @@ type Limits struct {
 	// are closed at accept. [256, or MaxConns/4 if that is less, at
 	// least 1]
 	MaxConnsPerIP int
+
+	// SendTimeout bounds how long a write to a client may wait for the
+	// client to read, once its handshake is done: a client that stops
+	// reading a response (or a tunnel's data) for this long has its
+	// connection closed, as nginx's send_timeout does, so it cannot hold
+	// the connection and its origin connection forever. A write that
+	// makes progress waits anew. [60s]
+	SendTimeout time.Duration
 }
 
 // check reports the limits that are negative, each by name; zero means
@@ -123,6 +131,7 @@ func (l Limits) check() error {
 		checkPositive("Limits.MaxConns", l.MaxConns),
 		checkPositive("Limits.MaxHeaderBytes", l.MaxHeaderBytes),
 		checkPositive("Limits.MaxConnsPerIP", l.MaxConnsPerIP),
+		checkPositive("Limits.SendTimeout", l.SendTimeout),
 	)
 	if err != nil {
 		return fmt.Errorf("edge: %w", err)
@@ -147,6 +156,7 @@ func (l Limits) WithDefaults() Limits {
 	l.MaxConns = cmp.Or(l.MaxConns, 10_000)
 	l.MaxHeaderBytes = cmp.Or(l.MaxHeaderBytes, 64<<10)
 	l.MaxConnsPerIP = cmp.Or(l.MaxConnsPerIP, max(1, min(256, l.MaxConns/4)))
+	l.SendTimeout = cmp.Or(l.SendTimeout, 60*time.Second)
 	return l
 }
 
@@ -597,6 +607,7 @@ func (s *Server) Reload(opts Options) error {
 	fresh := opts.Limits
 	opts.Limits = prev.limits
 	opts.Limits.HandshakeTimeout, opts.Limits.MaxConns, opts.Limits.MaxConnsPerIP = fresh.HandshakeTimeout, fresh.MaxConns, fresh.MaxConnsPerIP
+	opts.Limits.SendTimeout = fresh.SendTimeout // from the next handshake on
 	if err := fresh.check(); err != nil {
 		return err
 	}

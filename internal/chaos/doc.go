@@ -101,6 +101,10 @@
 //   - TestSlowBodies: 200 POSTs sending 1 byte/s with
 //     limits.body_read_timeout 500ms: each answered 408, the origin left
 //     reading none of them, normal clients served.
+//   - TestSlowReaders: 100 GETs of a large response whose clients read
+//     nothing, with limits.send_timeout 500ms: each closed by the edge
+//     and counted, the origin left streaming to none of them, normal
+//     clients served.
 //   - TestIdleSocketsPerIP (fast): 300 idle sockets from 127.0.0.1 with
 //     limits.max_conns_per_ip 100: 200 refused at accept (counted and
 //     logged), a client from 127.0.0.2 served.

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,6 +98,72 @@ func slowPost(ctx context.Context, addr, host string) int {
 	default:
 		return 0
 	}
+}
+
+// TestSlowReaders opens 100 requests for a large response whose clients
+// then read nothing, against an edge with limits.send_timeout 500ms:
+// each is closed and counted once a write to it has waited that long,
+// the origin is left streaming to none of them, and normal clients are
+// served meanwhile.
+func TestSlowReaders(t *testing.T) {
+	full(t)
+	w := newWorld(t, options{Limits: []string{"send_timeout: 500ms"}})
+	const slow = 100
+	host := w.local[0]
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var closed, stuck atomic.Int64
+	var wg sync.WaitGroup
+	for range slow {
+		wg.Go(func() {
+			if stalledGet(ctx, w.edge.addr, host) {
+				closed.Add(1)
+			} else {
+				stuck.Add(1)
+			}
+		})
+	}
+	l := w.startLoad(load{Hosts: w.hosts(), Requests: 300, Within: 30 * time.Second})
+	wg.Wait()
+	rep := l.wait(t)
+	t.Logf("%d stalled readers: %d closed by the edge, %d not", slow, closed.Load(), stuck.Load())
+	if stuck.Load() != 0 {
+		t.Errorf("want every stalled reader closed by the edge within a minute")
+	}
+	proctest.Eventually(t, 30*time.Second, "the origin streaming to no stalled reader", func() bool { return w.origin.streaming.Load() == 0 })
+	if n := w.edge.metric(t, "keyedge_edge_send_timeouts_total"); n != slow {
+		t.Errorf("keyedge_edge_send_timeouts_total = %v, want %d", n, slow)
+	}
+	rep.allOK(t, "normal clients beside stalled readers", w.hosts()...)
+}
+
+// stalledGet asks host for /stream, reads nothing until the edge has
+// had time to fill the socket buffers, then waits for the edge to close
+// the connection, reading what it sent. It reports whether the edge
+// closed it before ctx ended.
+func stalledGet(ctx context.Context, addr, host string) bool {
+	var d tls.Dialer
+	d.Config = &tls.Config{ServerName: host, InsecureSkipVerify: true}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /stream HTTP/1.1\r\nHost: " + host + "\r\n\r\n")); err != nil {
+		return false
+	}
+	// Reading nothing: a bounded wait, long against the edge's 500 ms
+	// once the buffers are full. The edge closing meanwhile is what the
+	// read below finds.
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(5 * time.Second):
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	_, err = io.Copy(io.Discard, conn)
+	return ctx.Err() == nil && !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // TestIdleSocketsPerIP opens 300 idle TCP connections from 127.0.0.1 to

@@ -373,12 +373,13 @@ func (w *world) filesOf(name string) tenantFiles {
 
 // origin is the tenants' plain HTTP origin: it answers "origin HOST"
 // for the host the edge forwarded, holds requests to /hold until
-// release is called, and reads the whole body of requests to /upload
-// first.
+// release is called, reads the whole body of requests to /upload
+// first, and answers /stream with up to 64 MiB, as fast as it can.
 type origin struct {
 	*httptest.Server
 	held      atomic.Int64  // requests to /hold that have arrived
 	uploading atomic.Int64  // requests to /upload reading their body now
+	streaming atomic.Int64  // answers to /stream being written now
 	release   func()        // lets every held request (and later ones) answer
 	gate      chan struct{} // closed by release
 }
@@ -394,6 +395,17 @@ func startOrigin(t *testing.T) *origin {
 			case <-r.Context().Done():
 				return
 			}
+		}
+		if r.URL.Path == "/stream" {
+			o.streaming.Add(1)
+			defer o.streaming.Add(-1)
+			chunk := make([]byte, 64<<10)
+			for range 1 << 10 {
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+			return
 		}
 		if r.URL.Path == "/upload" {
 			o.uploading.Add(1)

@@ -84,6 +84,7 @@ type Edge struct {
 		IdleTimeout       time.Duration `yaml:"idle_timeout"`        // [120s]
 		TunnelIdleTimeout time.Duration `yaml:"tunnel_idle_timeout"` // upgraded (WebSocket) connection without traffic [5m]
 		BodyReadTimeout   time.Duration `yaml:"body_read_timeout"`   // between two reads of a request body, then 408 [60s]
+		SendTimeout       time.Duration `yaml:"send_timeout"`        // a write waiting for the client to read, then the connection closes [60s]
 		MaxConns          int           `yaml:"max_conns"`           // [10000]
 		MaxConnsPerIP     int           `yaml:"max_conns_per_ip"`    // per client address (IPv6: /64) [256, at most max_conns/4]
 		MaxHeaderBytes    int           `yaml:"max_header_bytes"`    // [65536]
@@ -335,6 +336,7 @@ func (c *Edge) checkNumbers() error {
 		checkPositive("limits.idle_timeout", l.IdleTimeout),
 		checkPositive("limits.tunnel_idle_timeout", l.TunnelIdleTimeout),
 		checkPositive("limits.body_read_timeout", l.BodyReadTimeout),
+		checkPositive("limits.send_timeout", l.SendTimeout),
 		checkPositive("limits.max_conns", l.MaxConns),
 		checkPositive("limits.max_conns_per_ip", l.MaxConnsPerIP),
 		checkPositive("limits.max_header_bytes", l.MaxHeaderBytes),
@@ -455,6 +457,7 @@ func (c *Edge) Options() (edge.Options, error) {
 		MaxConns:          c.Limits.MaxConns,
 		MaxHeaderBytes:    c.Limits.MaxHeaderBytes,
 		MaxConnsPerIP:     c.Limits.MaxConnsPerIP,
+		SendTimeout:       c.Limits.SendTimeout,
 	}
 	o.Proxy = edge.ProxyOptions{
 		OriginTimeout:     c.Origin.Timeout,

@@ -35,6 +35,7 @@ var edgeLive = []string{
 	"limits.max_conns_per_ip",
 	"limits.tunnel_idle_timeout",
 	"limits.body_read_timeout",
+	"limits.send_timeout",  // from the next connection on
 	"limits.drain_timeout", // read at SIGTERM
 	"proxy_protocol.trusted_cidrs",
 	"origin",
