@@ -1,8 +1,10 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +17,8 @@ import (
 	"github.com/keyedge/keyedge/internal/testpki"
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // TestSlowRequestBody: a POST whose body stalls gets a 408 once no byte
@@ -163,11 +167,20 @@ func TestIdleTimeout(t *testing.T) {
 // a write to it has waited SendTimeout, as nginx's send_timeout does, so
 // it cannot hold its connection and the origin's for ever; the origin's
 // request is cut off, it is counted, and other clients are served. Over
-// a plain TCP connection (raw socket calls) and through PROXY protocol
-// (net.Conn's).
+// HTTP/1.1 on a plain TCP connection (raw socket calls) and through
+// PROXY protocol (net.Conn's), and over HTTP/2 with flow-control windows
+// that let the edge send all it has (net/http's server writing).
 func TestSendTimeout(t *testing.T) {
-	for _, proxied := range []bool{false, true} {
-		t.Run(fmt.Sprintf("proxy_protocol=%v", proxied), func(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		proxied, h2 bool
+	}{
+		{"h1", false, false},
+		{"h1 proxy_protocol", true, false},
+		{"h2", false, true},
+	} {
+		proxied := tt.proxied
+		t.Run(tt.name, func(t *testing.T) {
 			originDone := make(chan error, 1) // how the origin's streaming ended
 			origin := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 				chunk := make([]byte, 64<<10)
@@ -198,8 +211,14 @@ func TestSendTimeout(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			tc := tls.Client(conn, w.tlsConfig("stream.example.com"))
-			if _, err := io.WriteString(tc, "GET /big HTTP/1.1\r\nHost: stream.example.com\r\n\r\n"); err != nil {
+			cfg := w.tlsConfig("stream.example.com")
+			if tt.h2 {
+				cfg.NextProtos = []string{"h2"}
+			}
+			tc := tls.Client(conn, cfg)
+			if tt.h2 {
+				sendH2Get(t, tc, "stream.example.com")
+			} else if _, err := io.WriteString(tc, "GET /big HTTP/1.1\r\nHost: stream.example.com\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
 			// ... and read nothing. A hang guard, not a timing: the edge
@@ -226,5 +245,28 @@ func TestSendTimeout(t *testing.T) {
 				t.Errorf("another client: %s %q, want 200", resp.Status, body)
 			}
 		})
+	}
+}
+
+// sendH2Get opens an HTTP/2 connection on tc whose flow-control windows
+// (the connection's and each stream's) are 1 GiB, and asks for host's /big.
+func sendH2Get(t *testing.T, tc *tls.Conn, host string) {
+	t.Helper()
+	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(tc, tc)
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", host}, {":path", "/big"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	err := errors.Join(
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30}),
+		fr.WriteWindowUpdate(0, 1<<30),
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}),
+	)
+	if err != nil {
+		t.Fatal(err)
 	}
 }
