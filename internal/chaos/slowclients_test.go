@@ -64,15 +64,11 @@ func TestSlowBodies(t *testing.T) {
 // answered, 0 if the connection closed without an answer, and -1 if
 // ctx ended first.
 func slowPost(ctx context.Context, addr, host string) int {
-	var d tls.Dialer
-	d.Config = &tls.Config{ServerName: host, InsecureSkipVerify: true}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, hangUp, err := dialUntil(ctx, addr, host)
 	if err != nil {
 		return 0
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
+	defer hangUp()
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -142,13 +138,11 @@ func TestSlowReaders(t *testing.T) {
 // the connection, reading what it sent. It reports whether the edge
 // closed it before ctx ended.
 func stalledGet(ctx context.Context, addr, host string) bool {
-	var d tls.Dialer
-	d.Config = &tls.Config{ServerName: host, InsecureSkipVerify: true}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, hangUp, err := dialUntil(ctx, addr, host)
 	if err != nil {
 		return false
 	}
-	defer conn.Close()
+	defer hangUp()
 	if _, err := conn.Write([]byte("GET /stream HTTP/1.1\r\nHost: " + host + "\r\n\r\n")); err != nil {
 		return false
 	}
@@ -160,10 +154,20 @@ func stalledGet(ctx context.Context, addr, host string) bool {
 		return false
 	case <-time.After(5 * time.Second):
 	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
 	_, err = io.Copy(io.Discard, conn)
 	return ctx.Err() == nil && !errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// dialUntil connects to addr over TLS for host (any certificate) and
+// makes the connection's reads and writes fail once ctx ends; hangUp
+// closes it.
+func dialUntil(ctx context.Context, addr, host string) (conn net.Conn, hangUp func(), err error) {
+	d := tls.Dialer{Config: &tls.Config{ServerName: host, InsecureSkipVerify: true}}
+	if conn, err = d.DialContext(ctx, "tcp", addr); err != nil {
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	return conn, func() { stop(); conn.Close() }, nil
 }
 
 // TestIdleSocketsPerIP opens 300 idle TCP connections from 127.0.0.1 to
