@@ -110,6 +110,7 @@ func (s *Server) ServeHTTP3(pc net.PacketConn) error {
 		MaxHeaderBytes: limits.MaxHeaderBytes,
 		IdleTimeout:    limits.IdleTimeout,
 		Logger:         s.log,
+		ConnContext:    s.h3ConnContext,
 	}}
 	s.h3.mu.Lock()
 	if s.shuttingDown() {
@@ -129,6 +130,15 @@ func (s *Server) ServeHTTP3(pc net.PacketConn) error {
 	}
 	s.h3.altSvc.Store(nil) // no longer true
 	return err
+}
+
+// h3ConnContext is http3.Server's ConnContext: it adds the
+// http.ServerContextKey that net/http sets and quic-go does not, so
+// that ReverseProxy and serveDirect, seeing a server that recovers
+// their panic, abort a response the origin cuts off mid-body (quic-go
+// resets the stream) rather than return as if it were complete.
+func (s *Server) h3ConnContext(ctx context.Context, _ *quic.Conn) context.Context {
+	return context.WithValue(ctx, http.ServerContextKey, s.http)
 }
 
 // udpPort is the port of a UDP socket's address, for Alt-Svc.

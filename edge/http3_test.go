@@ -342,3 +342,65 @@ func TestHTTP3ClientCertificates(t *testing.T) {
 		t.Errorf("the origin saw subject %q over h3", got)
 	}
 }
+
+// TestOriginFailsMidBody: when the origin drops its connection in the
+// middle of a response body, the client sees a failed response, never a
+// shorter body passed off as complete, over HTTP/1.1, HTTP/2 and
+// HTTP/3, on the fast path (a GET without a body) and through
+// ReverseProxy (a POST), with a Content-Length and chunked. (Over HTTP/3
+// the stream used to end cleanly: a browser kept half a download as
+// the whole of it.)
+func TestOriginFailsMidBody(t *testing.T) {
+	const part = "the first half of the body\n"
+	origin := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Query().Get("length") == "1" {
+			rw.Header().Set("Content-Length", fmt.Sprint(2*len(part)))
+		}
+		io.WriteString(rw, part)
+		rc := http.NewResponseController(rw)
+		rc.Flush()
+		conn, _, err := rc.Hijack()
+		if err != nil {
+			panic(err)
+		}
+		conn.Close()
+	}))
+	t.Cleanup(origin.Close)
+	w := tenantWorld(t, origin.URL, "cut.example.com")
+	h3 := h3Client(t, w.Roots, serveH3(t, w.srv), "")
+	requests := 0
+	for _, proto := range []struct {
+		name string
+		c    *http.Client
+	}{{"h1", w.client(t, false)}, {"h2", w.client(t, true)}, {"h3", h3}} {
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			for _, length := range []string{"0", "1"} {
+				requests++
+				t.Run(fmt.Sprintf("%s %s length=%s", proto.name, method, length), func(t *testing.T) {
+					var body io.Reader
+					if method == http.MethodPost {
+						body = strings.NewReader("a request body")
+					}
+					req, err := http.NewRequest(method, "https://cut.example.com/?length="+length, body)
+					if err != nil {
+						t.Fatal(err)
+					}
+					resp, err := proto.c.Do(req)
+					if err != nil {
+						return // failed before the head (a reset stream can take it along): not complete either
+					}
+					got, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err == nil {
+						t.Errorf("%s: read %d bytes %q and a clean end, from a body the origin cut off", resp.Status, len(got), got)
+					}
+				})
+			}
+		}
+	}
+	// Each is counted as the origin's failure (and logged at Warn).
+	eventually(t, 10*time.Second, "every cut-off response counted", func() bool {
+		return testmetrics.Sum(t, w.reg, "keyedge_proxy_errors_total", map[string]string{"reason": proxyReasonOther}) == float64(requests)
+	})
+}

@@ -39,7 +39,7 @@ var layers = [][]string{
 	// and the world it drives load at.
 	{"internal/config", "bench", "bench/benchtest", "internal/chaos"},
 	// Binaries.
-	{"cmd/keyedge", "cmd/keyserver", "cmd/keyctl", "cmd/edgebench", "bench/keystorebench", "bench/pemexport", "bench/idleconns"},
+	{"cmd/keyedge", "cmd/keyserver", "cmd/keyctl", "cmd/edgebench", "bench/keystorebench", "bench/pemexport", "bench/idleconns", "bench/browsercheck"},
 }
 
 // mustNotLink names dependencies outside the module, direct or not, a
