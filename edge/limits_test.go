@@ -246,10 +246,14 @@ func TestSendTimeout(t *testing.T) {
 // SendTimeout for the window, as nginx's send_timeout bounds it, so it
 // cannot hold the request's origin connection for ever; the origin's
 // request is cut off, it is counted, and the connection's other streams
-// are served.
+// are served. The edge starts with a send timeout of an hour and is
+// reloaded to 300 ms, as a SIGHUP would.
 func TestSendTimeoutH2Window(t *testing.T) {
 	origin := newStreamOrigin(t)
-	w := newWorld(t, 0, Options{Limits: Limits{SendTimeout: 300 * time.Millisecond}})
+	w := newWorld(t, 0, Options{Limits: Limits{SendTimeout: time.Hour}})
+	if err := w.srv.Reload(Options{Limits: Limits{SendTimeout: 300 * time.Millisecond}}); err != nil {
+		t.Fatal(err)
+	}
 	w.put(t, testpki.ECDSAP256, origin.URL, "stream.example.com")
 	cfg := w.tlsConfig("stream.example.com")
 	cfg.NextProtos = []string{"h2"}

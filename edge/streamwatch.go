@@ -33,6 +33,11 @@ type streamWatch struct {
 	shards [streamWatchShards]streamShard
 }
 
+// streamSweepMax is the longest interval between sweeps: a reload's
+// SendTimeout applies within it. A sweep reads each watched stream's
+// write count, under its shard's lock.
+const streamSweepMax = time.Second
+
 // streamWatchShards spreads the streams over locks, so that requests on
 // different cores seldom wait for each other, or for a sweep.
 const streamWatchShards = 16
@@ -144,14 +149,15 @@ func (s *watchedStream) stalled(now time.Time, timeout time.Duration) bool {
 }
 
 // watchStreams sweeps the server's HTTP/2 streams every quarter of
-// SendTimeout (read anew each time, so a reload applies from the next
-// sweep on) until Shutdown, counting their resets as send timeouts.
+// SendTimeout, or every streamSweepMax if that is sooner, until
+// Shutdown, counting their resets as send timeouts. SendTimeout is read
+// anew for each sweep, so a reload applies within streamSweepMax.
 func (s *Server) watchStreams() {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		timeout := s.settings.Load().limits.SendTimeout
-		timer.Reset(timeout / 4)
+		timer.Reset(min(timeout/4, streamSweepMax))
 		select {
 		case <-timer.C:
 		case <-s.done:
