@@ -210,16 +210,9 @@ func TestSendTimeout(t *testing.T) {
 			} else if _, err := io.WriteString(tc, "GET /big HTTP/1.1\r\nHost: stream.example.com\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
-			// ... and read nothing. A hang guard, not a timing: the edge
-			// gives up after 200 ms of a full socket buffer.
-			select {
-			case err := <-origin.done:
-				if err == nil {
-					t.Fatal("the origin sent 1 GiB to a client that reads nothing")
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatal("the origin still streams to a client that stopped reading")
-			}
+			// ... and read nothing: the edge gives up after 200 ms of a
+			// full socket buffer.
+			origin.requireCutOff(t, "a client that reads nothing")
 			eventually(t, 10*time.Second, "the stalled client counted in keyedge_edge_send_timeouts_total", func() bool {
 				return testutil.ToFloat64(w.srv.metrics.sendTimeouts) == 1
 			})
@@ -283,14 +276,7 @@ func TestSendTimeoutH2Window(t *testing.T) {
 			t.Fatalf("GOAWAY %v: the connection closed rather than the stalled stream", f.ErrCode)
 		}
 	}
-	select {
-	case err := <-origin.done:
-		if err == nil {
-			t.Fatal("the origin sent 1 GiB to a stream that took 64 KiB")
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the origin still streams to a reset stream")
-	}
+	origin.requireCutOff(t, "a stream that took 64 KiB")
 	eventually(t, 10*time.Second, "the stalled stream counted in keyedge_edge_send_timeouts_total", func() bool {
 		return testutil.ToFloat64(w.srv.metrics.sendTimeouts) == 1
 	})
@@ -399,6 +385,21 @@ func newStreamOrigin(t *testing.T) *streamOrigin {
 	}))
 	t.Cleanup(o.Close)
 	return o
+}
+
+// requireCutOff waits for the streaming of /big to client to end, and
+// fails t unless the edge cut it off. The wait is a hang guard, not a
+// timing.
+func (o *streamOrigin) requireCutOff(t *testing.T, client string) {
+	t.Helper()
+	select {
+	case err := <-o.done:
+		if err == nil {
+			t.Fatalf("the origin sent 1 GiB to %s", client)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the origin still streams to %s", client)
+	}
 }
 
 // startH2 opens an HTTP/2 connection on tc whose flow-control window is
