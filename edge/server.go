@@ -611,7 +611,7 @@ func (s *Server) Reload(opts Options) error {
 	fresh := opts.Limits
 	opts.Limits = prev.limits
 	opts.Limits.HandshakeTimeout, opts.Limits.MaxConns, opts.Limits.MaxConnsPerIP = fresh.HandshakeTimeout, fresh.MaxConns, fresh.MaxConnsPerIP
-	opts.Limits.SendTimeout = fresh.SendTimeout // from the next handshake on
+	opts.Limits.SendTimeout = fresh.SendTimeout // from the next handshake on; for HTTP/2 streams, from the next sweep (watchStreams)
 	if err := fresh.check(); err != nil {
 		return err
 	}
