@@ -21,10 +21,12 @@ import (
 // (Server.watchStreams) resets a stream whose one write it has seen in
 // progress for SendTimeout, as net/http does for a stream's write
 // deadline. A response that is not writing, such as a long poll between
-// events, is never cut. What this costs a request is two uncontended
-// mutex sections and two atomic adds per write, no allocation and no
-// message to the connection's serve loop: net/http's own per-stream
-// write deadline is a message and a timer for each setting.
+// events, is never cut. A write is one of the proxy's (at most its
+// 32 KiB copy buffer): a window opened bit by bit does not restart its
+// wait. What this costs a request is two uncontended mutex sections,
+// and two atomic adds per write, with no allocation and no message to
+// the connection's serve loop: net/http's own per-stream write deadline
+// is a message and a timer for each setting.
 //
 // Not watched: the last bytes (at most net/http's 4 KiB write buffer)
 // that net/http flushes with the end of the stream after the handler
