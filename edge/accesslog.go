@@ -43,16 +43,24 @@ func connFactsOf(r *http.Request) *connFacts {
 	if qc := quicConnOf(r.Context()); qc != nil {
 		return &qc.facts
 	}
-	// A *tls.Conn, or a handoffConn wrapping one.
-	c, _ := r.Context().Value(connKey{}).(interface{ NetConn() net.Conn })
-	if c == nil {
-		return nil
-	}
-	tc, _ := c.NetConn().(*trackedConn)
+	tc := trackedConnOf(r.Context())
 	if tc == nil {
 		return nil
 	}
 	return &tc.facts
+}
+
+// trackedConnOf returns the connection of the request whose context is
+// ctx, or nil for a request that did not come over TCP through a
+// Server's listener.
+func trackedConnOf(ctx context.Context) *trackedConn {
+	// A *tls.Conn, or a handoffConn wrapping one.
+	c, _ := ctx.Value(connKey{}).(interface{ NetConn() net.Conn })
+	if c == nil {
+		return nil
+	}
+	tc, _ := c.NetConn().(*trackedConn)
+	return tc
 }
 
 // signedBy records where a handshake's signature was made.

@@ -30,6 +30,8 @@ type proxyExchange struct {
 	// The direct path's outbound request (serveDirect).
 	out    http.Request
 	outURL url.URL
+
+	stream watchedStream // an HTTP/2 request's, in p.streams until finish
 }
 
 // track starts the accounting of request r, served through w: it
@@ -40,6 +42,10 @@ type proxyExchange struct {
 func (p *Proxy) track(w http.ResponseWriter, r *http.Request) *proxyExchange {
 	ex := new(proxyExchange)
 	p.trackIn(ex, w, r)
+	if r.ProtoMajor == 2 && p.streams != nil {
+		p.streams.watch(&ex.stream, w, r)
+		ex.w.stream = &ex.stream
+	}
 	return ex
 }
 
@@ -53,8 +59,12 @@ func (p *Proxy) trackIn(ex *proxyExchange, w http.ResponseWriter, r *http.Reques
 	ex.route = proxyRoute{host: r.Host, in: r.URL, requestID: r.Header[requestIDHeader]}
 }
 
-// finish counts and logs the request.
+// finish counts and logs the request, and ends the watch of its
+// stream.
 func (ex *proxyExchange) finish() {
+	if ex.w.stream != nil {
+		ex.w.stream.unwatch()
+	}
 	ex.p.countRequest(&ex.w, ex.r)
 	ex.p.logRequest(&ex.w, ex.r, &ex.route, ex.conn, ex.requestID, ex.start)
 }

@@ -181,18 +181,7 @@ func TestSendTimeout(t *testing.T) {
 	} {
 		proxied := tt.proxied
 		t.Run(tt.name, func(t *testing.T) {
-			originDone := make(chan error, 1) // how the origin's streaming ended
-			origin := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-				chunk := make([]byte, 64<<10)
-				for range 16 << 10 { // at most 1 GiB
-					if _, err := rw.Write(chunk); err != nil {
-						originDone <- err
-						return
-					}
-				}
-				originDone <- nil
-			}))
-			t.Cleanup(origin.Close)
+			origin := newStreamOrigin(t)
 			opts := Options{Limits: Limits{SendTimeout: 200 * time.Millisecond}}
 			if proxied {
 				opts.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
@@ -217,26 +206,22 @@ func TestSendTimeout(t *testing.T) {
 			}
 			tc := tls.Client(conn, cfg)
 			if tt.h2 {
-				sendH2Get(t, tc, "stream.example.com")
+				h2Get(t, startH2(t, tc, 1<<30), 1, "stream.example.com", "/big")
 			} else if _, err := io.WriteString(tc, "GET /big HTTP/1.1\r\nHost: stream.example.com\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
-			// ... and read nothing. A hang guard, not a timing: the edge
-			// gives up after 200 ms of a full socket buffer.
-			select {
-			case err := <-originDone:
-				if err == nil {
-					t.Fatal("the origin sent 1 GiB to a client that reads nothing")
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatal("the origin still streams to a client that stopped reading")
-			}
+			// ... and read nothing: the edge gives up after 200 ms of a
+			// full socket buffer.
+			origin.requireCutOff(t, "a client that reads nothing")
 			eventually(t, 10*time.Second, "the stalled client counted in keyedge_edge_send_timeouts_total", func() bool {
 				return testutil.ToFloat64(w.srv.metrics.sendTimeouts) == 1
 			})
 			eventually(t, 10*time.Second, "the stalled client's connection closed", func() bool {
 				return testutil.ToFloat64(w.srv.metrics.openConns) == 0
 			})
+			if got := testutil.ToFloat64(w.srv.metrics.sendTimeouts); got != 1 {
+				t.Errorf("keyedge_edge_send_timeouts_total = %v for one stalled client, want 1", got)
+			}
 			if proxied {
 				return // a client without a PROXY header is refused here
 			}
@@ -248,25 +233,204 @@ func TestSendTimeout(t *testing.T) {
 	}
 }
 
-// sendH2Get opens an HTTP/2 connection on tc whose flow-control windows
-// (the connection's and each stream's) are 1 GiB, and asks for host's /big.
-func sendH2Get(t *testing.T, tc *tls.Conn, host string) {
+// TestSendTimeoutH2Window: an HTTP/2 client that keeps its connection
+// reading but never opens a stream's flow-control window past the first
+// 64 KiB has that stream reset once the edge's write has waited
+// SendTimeout for the window, as nginx's send_timeout bounds it, so it
+// cannot hold the request's origin connection for ever; the origin's
+// request is cut off, it is counted, and the connection's other streams
+// are served. The edge starts with a send timeout of an hour and is
+// reloaded to 300 ms, as a SIGHUP would.
+func TestSendTimeoutH2Window(t *testing.T) {
+	origin := newStreamOrigin(t)
+	w := newWorld(t, 0, Options{Limits: Limits{SendTimeout: time.Hour}})
+	if err := w.srv.Reload(Options{Limits: Limits{SendTimeout: 300 * time.Millisecond}}); err != nil {
+		t.Fatal(err)
+	}
+	w.put(t, testpki.ECDSAP256, origin.URL, "stream.example.com")
+	cfg := w.tlsConfig("stream.example.com")
+	cfg.NextProtos = []string{"h2"}
+	tc, err := w.handshake(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	// A hang guard, not a timing: the edge gives up after 300 ms of
+	// waiting for the window.
+	tc.SetDeadline(time.Now().Add(30 * time.Second))
+	fr := startH2(t, tc, 64<<10)
+	h2Get(t, fr, 1, "stream.example.com", "/big")
+
+	var got int
+	for reset := false; !reset; {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %d bytes of the stalled stream: %v, want its RST_STREAM", got, err)
+		}
+		switch f := f.(type) {
+		case *http2.DataFrame:
+			got += len(f.Data()) // and no WINDOW_UPDATE for it
+		case *http2.RSTStreamFrame:
+			reset = f.StreamID == 1
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v: the connection closed rather than the stalled stream", f.ErrCode)
+		}
+	}
+	origin.requireCutOff(t, "a stream that took 64 KiB")
+	eventually(t, 10*time.Second, "the stalled stream counted in keyedge_edge_send_timeouts_total", func() bool {
+		return testutil.ToFloat64(w.srv.metrics.sendTimeouts) == 1
+	})
+
+	h2Get(t, fr, 3, "stream.example.com", "/small")
+	var status, body string
+	for done := false; !done; {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("another stream of the connection: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			if f.StreamID == 3 {
+				status, done = f.PseudoValue("status"), f.StreamEnded()
+			}
+		case *http2.DataFrame:
+			if f.StreamID == 3 {
+				body += string(f.Data())
+				done = f.StreamEnded()
+			}
+		case *http2.RSTStreamFrame:
+			if f.StreamID == 3 {
+				t.Fatalf("another stream of the connection reset: %v", f.ErrCode)
+			}
+		}
+	}
+	if status != "200" || body != "small" {
+		t.Errorf("another stream of the connection: %s %q, want 200 \"small\"", status, body)
+	}
+	if got := testutil.ToFloat64(w.srv.metrics.sendTimeouts); got != 1 {
+		t.Errorf("keyedge_edge_send_timeouts_total = %v after a stream that read its response, want 1", got)
+	}
+}
+
+// TestSendTimeoutH2LongPoll: an HTTP/2 response that sends nothing for
+// many times SendTimeout (a long poll, an event stream between events)
+// is not cut: the send timeout bounds a write's wait, not a response.
+func TestSendTimeoutH2LongPoll(t *testing.T) {
+	origin := newStreamOrigin(t)
+	const sendTimeout = 100 * time.Millisecond
+	w := newWorld(t, 0, Options{Limits: Limits{SendTimeout: sendTimeout}})
+	w.put(t, testpki.ECDSAP256, origin.URL, "stream.example.com")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a hang guard
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", "https://stream.example.com/poll", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := w.client(t, true).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, len("first"))
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatalf("the poll's first event: %v", err)
+	}
+	// Not a timing: ten times SendTimeout of silence, which the edge
+	// must sit through however long it really is.
+	time.Sleep(10 * sendTimeout)
+	close(origin.release)
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || string(rest) != "last" {
+		t.Errorf("the poll after its silence: %q, %v; want \"last\"", rest, err)
+	}
+	if got := testutil.ToFloat64(w.srv.metrics.sendTimeouts); got != 0 {
+		t.Errorf("keyedge_edge_send_timeouts_total = %v, want 0", got)
+	}
+}
+
+// streamOrigin is the origin of the send timeout tests: its /big
+// streams 1 GiB and tells on done how that ended (nil: all sent); its
+// /poll sends "first", then "last" once release is closed; anything
+// else is "small".
+type streamOrigin struct {
+	*httptest.Server
+	done    chan error
+	release chan struct{}
+}
+
+func newStreamOrigin(t *testing.T) *streamOrigin {
+	o := &streamOrigin{done: make(chan error, 1), release: make(chan struct{})}
+	o.Server = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/big":
+			chunk := make([]byte, 64<<10)
+			for range 16 << 10 { // at most 1 GiB
+				if _, err := rw.Write(chunk); err != nil {
+					o.done <- err
+					return
+				}
+			}
+			o.done <- nil
+		case "/poll":
+			io.WriteString(rw, "first")
+			http.NewResponseController(rw).Flush()
+			select {
+			case <-o.release:
+				io.WriteString(rw, "last")
+			case <-r.Context().Done():
+			}
+		default:
+			io.WriteString(rw, "small")
+		}
+	}))
+	t.Cleanup(o.Close)
+	return o
+}
+
+// requireCutOff waits for the streaming of /big to client to end, and
+// fails t unless the edge cut it off. The wait is a hang guard, not a
+// timing.
+func (o *streamOrigin) requireCutOff(t *testing.T, client string) {
+	t.Helper()
+	select {
+	case err := <-o.done:
+		if err == nil {
+			t.Fatalf("the origin sent 1 GiB to %s", client)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the origin still streams to %s", client)
+	}
+}
+
+// startH2 opens an HTTP/2 connection on tc whose flow-control window is
+// 1 GiB for the connection and streamWindow for each stream, and returns
+// its framer, which acknowledges nothing and opens no window further.
+func startH2(t *testing.T, tc *tls.Conn, streamWindow uint32) *http2.Framer {
 	t.Helper()
 	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
 	fr := http2.NewFramer(tc, tc)
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", host}, {":path", "/big"}} {
-		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	err := errors.Join(
-		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30}),
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow}),
 		fr.WriteWindowUpdate(0, 1<<30),
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}),
 	)
 	if err != nil {
+		t.Fatal(err)
+	}
+	return fr
+}
+
+// h2Get asks for host's path on stream id of fr's connection.
+func h2Get(t *testing.T, fr *http2.Framer, id uint32, host, path string) {
+	t.Helper()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", host}, {":path", path}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
 		t.Fatal(err)
 	}
 }

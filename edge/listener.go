@@ -292,6 +292,7 @@ type trackedConn struct {
 	// for its close_notify) is in force, which the send timeout leaves be.
 	sendTimeout time.Duration
 	ownDeadline atomic.Bool
+	waiting     atomic.Bool // without rio: a write bounded by sendTimeout has not completed (sendWaits)
 }
 
 // Read and Write go through rio when the connection has one: from the
@@ -318,7 +319,11 @@ func (c *trackedConn) Write(p []byte) (n int, err error) {
 		n, err = c.rio.writeBounded(p, stall)
 	case stall > 0:
 		c.Conn.SetWriteDeadline(time.Now().Add(stall))
+		c.waiting.Store(true)
 		n, err = c.Conn.Write(p)
+		if err == nil {
+			c.waiting.Store(false)
+		}
 	default:
 		return c.Conn.Write(p)
 	}
@@ -326,6 +331,18 @@ func (c *trackedConn) Write(p []byte) (n int, err error) {
 		c.srv.metrics.sendTimeouts.Inc()
 	}
 	return n, err
+}
+
+// sendWaits reports whether a write to c bounded by the send timeout
+// waits for the client to read, or failed: through rio, once the
+// socket's buffer was full; otherwise, from the write's start. The
+// HTTP/2 stream watch leaves the streams of such a connection to its
+// send timeout, which closes it, so one stalled client counts once.
+func (c *trackedConn) sendWaits() bool {
+	if c.rio != nil {
+		return c.rio.waiting.Load()
+	}
+	return c.waiting.Load()
 }
 
 func (c *trackedConn) SetDeadline(t time.Time) error {

@@ -87,7 +87,7 @@ func newMetrics() *metrics {
 		}, []string{"result"}),
 		sendTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keyedge_edge_send_timeouts_total",
-			Help: "Writes to a client that waited limits.send_timeout for the client to read; each closes its connection.",
+			Help: "Writes to a client that waited limits.send_timeout for the client to read: with the socket's buffer full, each closes its connection; over HTTP/2, for the client's flow-control window, each resets its stream.",
 		}),
 		ech: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyedge_edge_ech_handshakes_total",

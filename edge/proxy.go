@@ -145,6 +145,7 @@ type Proxy struct {
 	last             atomic.Pointer[originPool]
 	rp               *httputil.ReverseProxy
 	accessLog        *accesslog.Logger // nil: none; set by NewServer before serving
+	streams          *streamWatch      // the Server's, bounding HTTP/2 responses' writes; nil: none (NewProxy's)
 }
 
 // proxyFlushInterval bounds how long response bytes wait in the server's
@@ -179,7 +180,7 @@ func newTenantProxy(opts ProxyOptions, tenant tenantFunc) *Proxy {
 // registered once.
 func (p *Proxy) withOptions(opts ProxyOptions) *Proxy {
 	np := newProxy(opts, p.metrics, p.health)
-	np.origin, np.tenant = p.origin, p.tenant
+	np.origin, np.tenant, np.streams = p.origin, p.tenant, p.streams
 	return np
 }
 
@@ -711,6 +712,8 @@ type proxyWriter struct {
 	hijacked   bool      // the connection was taken over for a protocol switch
 	tunnel     *idleConn // the connection, once hijacked
 	clientGone bool      // the client went away before any response
+
+	stream *watchedStream // an HTTP/2 response's, whose writes it marks (streamwatch.go); nil: not watched
 }
 
 func (w *proxyWriter) WriteHeader(code int) {
@@ -724,9 +727,25 @@ func (w *proxyWriter) Write(b []byte) (int, error) {
 	if w.code == 0 {
 		w.final(http.StatusOK)
 	}
+	if w.stream != nil {
+		w.stream.begin()
+	}
 	n, err := w.ResponseWriter.Write(b)
+	if w.stream != nil {
+		w.stream.end()
+	}
 	w.written += int64(n)
 	return n, err
+}
+
+// FlushError flushes the response to the client (through Unwrap), its
+// wait watched as Write's is.
+func (w *proxyWriter) FlushError() error {
+	if w.stream != nil {
+		w.stream.begin()
+		defer w.stream.end()
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 // final records the response's status just before its header is sent.

@@ -114,10 +114,31 @@ func cpuTime() time.Duration {
 //
 //	go test -run '^$' -bench ProxyTenant -benchtime 20000x -count 1 ./edge
 func BenchmarkProxyTenant(b *testing.B) {
+	srv := benchTenantServer(b)
+	benchServe(b, srv.serveProxy, &tls.ConnectionState{ServerName: proxyTestHost})
+}
+
+// BenchmarkProxyTenantH2 is BenchmarkProxyTenant for a request that came
+// over HTTP/2, whose writes the server watches for send_timeout
+// (streamwatch.go):
+//
+//	go test -run '^$' -bench ProxyTenantH2 -benchtime 20000x -count 6 ./edge
+func BenchmarkProxyTenantH2(b *testing.B) {
+	srv := benchTenantServer(b)
+	benchServe(b, func(w http.ResponseWriter, r *http.Request) {
+		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+		srv.serveProxy(w, r)
+	}, &tls.ConnectionState{ServerName: proxyTestHost, NegotiatedProtocol: "h2"})
+}
+
+// benchTenantServer returns a Server whose keystore holds one tenant,
+// proxyTestHost, with a single origin answering "ok\n", all closed when
+// the benchmark ends.
+func benchTenantServer(b *testing.B) *Server {
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	}))
-	defer origin.Close()
+	b.Cleanup(origin.Close)
 	store, _ := tempStore(b)
 	ca, err := testpki.NewCA("bench CA")
 	if err != nil {
@@ -134,6 +155,6 @@ func BenchmarkProxyTenant(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer srv.Shutdown(context.Background())
-	benchServe(b, srv.serveProxy, &tls.ConnectionState{ServerName: proxyTestHost})
+	b.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return srv
 }

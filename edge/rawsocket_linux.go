@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -25,6 +26,10 @@ type rawSocket struct {
 	conn net.Conn // for its addresses, in errors
 	rc   syscall.RawConn
 	r, w rawOp
+
+	// waiting is set once a write bounded by a stall has waited for the
+	// peer, until it completes (trackedConn.sendWaits).
+	waiting atomic.Bool
 }
 
 // rawOp is the state of one read or write in progress, for the system
@@ -86,6 +91,7 @@ func (s *rawSocket) rawWrite(fd uintptr) bool {
 			if s.w.stall > 0 { // each wait anew: progress resets it
 				s.conn.SetWriteDeadline(time.Now().Add(s.w.stall))
 				s.w.armed = true
+				s.waiting.Store(true)
 			}
 			return false // wait until writable
 		default:
@@ -122,6 +128,9 @@ func (s *rawSocket) writeBounded(p []byte, stall time.Duration) (int, error) {
 	n, err := s.run(&s.w, "write", s.rc.Write, p)
 	if s.w.armed {
 		s.conn.SetWriteDeadline(time.Time{})
+		if err == nil {
+			s.waiting.Store(false)
+		}
 	}
 	return n, err
 }

@@ -4,12 +4,16 @@ package edge
 
 import (
 	"net"
+	"sync/atomic"
 	"time"
 )
 
 // rawSocket is Linux's (rawsocket_linux.go); elsewhere connections are
 // read and written as they are.
-type rawSocket struct{ net.Conn }
+type rawSocket struct {
+	net.Conn
+	waiting atomic.Bool
+}
 
 func newRawSocket(net.Conn) *rawSocket { return nil }
 

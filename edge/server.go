@@ -234,6 +234,8 @@ type Server struct {
 
 	h1     h1Conns // HTTP/1.1 connections served by the loop (h1conn.go)
 	h1Loop bool    // serve HTTP/1.1 connections with the loop; false in tests comparing it with net/http
+
+	streams streamWatch // HTTP/2 responses' writes, which SendTimeout bounds (streamwatch.go)
 }
 
 // settings are the options Reload can change on a running server, and
@@ -290,6 +292,7 @@ func (s *Server) newSettings(opts Options, prev *settings) (*settings, error) {
 	case prev == nil:
 		set.proxy = newTenantProxy(opts.Proxy, s.tenant)
 		set.proxy.accessLog = opts.AccessLog
+		set.proxy.streams = &s.streams
 	case prev.proxyOpts == opts.Proxy && prev.proxy.accessLog == opts.AccessLog:
 		set.proxy = prev.proxy
 	default:
@@ -367,6 +370,7 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	// Last: from here NewServer cannot fail, so the goroutine cannot leak.
 	go s.rotateTickets()
+	go s.watchStreams()
 	return s, nil
 }
 
@@ -607,7 +611,7 @@ func (s *Server) Reload(opts Options) error {
 	fresh := opts.Limits
 	opts.Limits = prev.limits
 	opts.Limits.HandshakeTimeout, opts.Limits.MaxConns, opts.Limits.MaxConnsPerIP = fresh.HandshakeTimeout, fresh.MaxConns, fresh.MaxConnsPerIP
-	opts.Limits.SendTimeout = fresh.SendTimeout // from the next handshake on
+	opts.Limits.SendTimeout = fresh.SendTimeout // from the next handshake on; for HTTP/2 streams, from the next sweep (watchStreams)
 	if err := fresh.check(); err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ var edgeLive = []string{
 	"limits.max_conns_per_ip",
 	"limits.tunnel_idle_timeout",
 	"limits.body_read_timeout",
-	"limits.send_timeout",  // from the next connection on
+	"limits.send_timeout",  // from the next connection on; HTTP/2 streams' within a second
 	"limits.drain_timeout", // read at SIGTERM
 	"proxy_protocol.trusted_cidrs",
 	"origin",
