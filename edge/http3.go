@@ -106,7 +106,7 @@ func (s *Server) ServeHTTP3(pc net.PacketConn) error {
 	}
 	limits := s.settings.Load().limits
 	srv := &h3Server{ln: ln, drained: make(chan struct{}), http: &http3.Server{
-		Handler:        http.HandlerFunc(s.serveProxy),
+		Handler:        http.HandlerFunc(s.serveHTTP3),
 		MaxHeaderBytes: limits.MaxHeaderBytes,
 		IdleTimeout:    limits.IdleTimeout,
 		Logger:         s.log,

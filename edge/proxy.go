@@ -784,6 +784,9 @@ func (t proxyTimedTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 	res, err := t.p.originRoundTrip(route, r, nil)
 	if err == nil {
 		t.p.originAnswered(route, start)
+		if err = checkH3Upgrade(r, res); err != nil { // h3websocket.go
+			return nil, err
+		}
 	}
 	return res, err
 }
