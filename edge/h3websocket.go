@@ -170,6 +170,14 @@ func (w *h3UpgradeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter
 // connection the proxy tunnels through: its DATA frames carry the
 // WebSocket's bytes. A write waiting longer than SendTimeout for the
 // client's flow-control window fails, and is counted as a send timeout.
+//
+// The tunnel's idle timeout is a read deadline (idleConn) that the
+// origin's bytes extend: a read timing out is then tried again. quic-go
+// parses a DATA frame's header from the stream as it reads, so a
+// deadline passing with half a frame header read would lose that half;
+// it takes a client idle for the whole timeout whose next frame header
+// is split across packets and delayed right at the deadline, and ends
+// that tunnel with a malformed-frame error.
 type h3StreamConn struct {
 	*http3.Stream
 	local, remote net.Addr

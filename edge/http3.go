@@ -38,6 +38,8 @@ import (
 //     flow control bounds the rest (100 concurrent requests per
 //     connection).
 //   - 0-RTT is off: a request is never replayable.
+//   - WebSockets: an RFC 9220 extended CONNECT is served as the HTTP/1.1
+//     upgrade it stands for (h3websocket.go).
 //   - PROXY protocol is TCP only: behind a UDP load balancer, the client
 //     address the limits and the access log see is the balancer's.
 //   - Metrics: keyedge_edge_quic_handshakes_total counts QUIC handshakes
