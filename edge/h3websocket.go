@@ -175,9 +175,10 @@ func (w *h3UpgradeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter
 // origin's bytes extend: a read timing out is then tried again. quic-go
 // parses a DATA frame's header from the stream as it reads, so a
 // deadline passing with half a frame header read would lose that half;
-// it takes a client idle for the whole timeout whose next frame header
-// is split across packets and delayed right at the deadline, and ends
-// that tunnel with a malformed-frame error.
+// it takes a client silent for the whole timeout (the origin not) whose
+// next frame header is split across packets and delayed right at the
+// deadline, and the stream's framing is broken then: quic-go ends the
+// stream, or the connection, with a frame error.
 type h3StreamConn struct {
 	*http3.Stream
 	local, remote net.Addr
