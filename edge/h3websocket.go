@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -142,7 +143,7 @@ func (w *h3UpgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	h := w.Header()
 	for f, v := range w.state.header {
-		h[f] = v
+		h[f] = slices.Clone(v) // the proxy appends the 101's fields to h next
 	}
 	removeHopByHop(h)
 	delete(h, "Sec-Websocket-Accept")
