@@ -59,6 +59,19 @@ func (p *renewedPair) renew(name string) {
 	}
 }
 
+// step renews the files as a table's step says: "" leaves them alone,
+// "broken" writes garbage as the key, any other name a pair for it.
+func (p *renewedPair) step(renew string) {
+	p.t.Helper()
+	switch renew {
+	case "":
+	case "broken":
+		p.renew("")
+	default:
+		p.renew(renew)
+	}
+}
+
 // name is the common name of the pair Load returns.
 func (p *renewedPair) name() string {
 	p.t.Helper()
@@ -92,13 +105,7 @@ func TestKeyPairFileReloads(t *testing.T) {
 		{certs.Recheck, "broken", "second.example"},
 	} {
 		p.clock = p.clock.Add(step.advance)
-		switch step.renew {
-		case "":
-		case "broken":
-			p.renew("")
-		default:
-			p.renew(step.renew)
-		}
+		p.step(step.renew)
 		if got := p.name(); got != step.want {
 			t.Fatalf("%v after the first load (renewed: %q): loaded %q, want %q", p.clock.Sub(start), step.renew, got, step.want)
 		}
@@ -184,13 +191,7 @@ func TestKeyPairFileLogsBrokenRenewal(t *testing.T) {
 		{"second.example", 2, "second.example"},
 	} {
 		p.clock = p.clock.Add(certs.Recheck)
-		switch want.renew {
-		case "":
-		case "broken":
-			p.renew("")
-		default:
-			p.renew(want.renew)
-		}
+		p.step(want.renew)
 		if got := p.name(); got != want.loaded {
 			t.Fatalf("step %d: loaded %q, want %q", i, got, want.loaded)
 		}

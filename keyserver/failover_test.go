@@ -273,10 +273,7 @@ func TestClientLastServerGetsWholeDeadline(t *testing.T) {
 		addrs := []string{slow.addr()}
 		if withDown {
 			hung := newStallProxy(t, addr)
-			hung.stall()
-			if _, err := c.Ping(context.Background(), hung.addr()); err == nil {
-				t.Fatal("ping through a stalled proxy succeeded")
-			}
+			markDown(t, c, hung)
 			addrs = append(addrs, hung.addr())
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -314,10 +311,7 @@ func TestClientAllDownFailsWithinAttempts(t *testing.T) {
 		if _, err := c.Ping(context.Background(), hung.addr()); err != nil {
 			t.Fatal(err)
 		}
-		hung.stall()
-		if _, err := c.Ping(context.Background(), hung.addr()); err == nil {
-			t.Fatal("ping through a stalled proxy succeeded")
-		}
+		markDown(t, c, hung)
 		addrs = append(addrs, hung.addr())
 	}
 	// The caller's deadline is far beyond the attempts: the signature
@@ -331,6 +325,16 @@ func TestClientAllDownFailsWithinAttempts(t *testing.T) {
 	}
 	if !errors.Is(err, errAttemptTimeout) || strings.Count(err.Error(), errAttemptTimeout.Error()) != len(addrs) {
 		t.Errorf("signature with every server hung: %v; want an attempt timeout from each server", err)
+	}
+}
+
+// markDown stalls proxy and has c's health check find it hung, so that
+// c marks the server behind it down.
+func markDown(t *testing.T, c *Client, proxy *stallProxy) {
+	t.Helper()
+	proxy.stall()
+	if _, err := c.Ping(context.Background(), proxy.addr()); err == nil {
+		t.Fatal("ping through a stalled proxy succeeded")
 	}
 }
 
