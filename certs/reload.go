@@ -1,8 +1,10 @@
 package certs
 
 import (
+	"cmp"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -22,9 +24,16 @@ type KeyPairFile struct {
 	// [time.Now]. Tests set it to move past a recheck without waiting.
 	Now func() time.Time
 
+	// Logger is told, once per version of the files, of a renewal that
+	// does not load, while the previous pair stays in use: without it
+	// a broken renewal would go unnoticed until the old pair expires.
+	// [slog.Default()]
+	Logger *slog.Logger
+
 	mu      sync.Mutex // guards the fields below
 	cert    *tls.Certificate
 	stamp   string    // modification times and sizes of the files loaded
+	broken  string    // stamp of the files that last failed to load, not read again
 	checked time.Time // last time the files were stat'ed
 }
 
@@ -34,8 +43,8 @@ const recheck = time.Second
 // Load returns the current key pair, reading the files when they have
 // changed. A key file other users can read is refused (an error wrapping
 // secretfile.ErrExposed). A file that fails to load, or is refused,
-// keeps the previous pair in use and reports the error only when there
-// is none.
+// keeps the previous pair in use, logged once (see Logger), and
+// reports the error only when there is none.
 func (k *KeyPairFile) Load() (*tls.Certificate, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -48,7 +57,7 @@ func (k *KeyPairFile) Load() (*tls.Certificate, error) {
 	}
 	k.checked = now
 	stamp, err := fileStamp(k.CertFile, k.KeyFile)
-	if err == nil && stamp == k.stamp {
+	if err == nil && (stamp == k.stamp || k.cert != nil && stamp == k.broken) {
 		return k.cert, nil
 	}
 	var cert tls.Certificate
@@ -57,6 +66,11 @@ func (k *KeyPairFile) Load() (*tls.Certificate, error) {
 	}
 	if err != nil {
 		if k.cert != nil {
+			if stamp != "" {
+				k.broken = stamp
+				cmp.Or(k.Logger, slog.Default()).Error("certs: renewed key pair does not load; still using the previous one",
+					"cert_file", k.CertFile, "key_file", k.KeyFile, "err", err)
+			}
 			return k.cert, nil
 		}
 		return nil, fmt.Errorf("certs: failed to load key pair %s: %w", k.CertFile, err)

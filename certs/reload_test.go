@@ -3,13 +3,16 @@ package certs_test
 import (
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/keyedge/keyedge/certs"
 	"github.com/keyedge/keyedge/internal/secretfile"
+	"github.com/keyedge/keyedge/internal/testlog"
 	"github.com/keyedge/keyedge/internal/testpki"
 )
 
@@ -56,6 +59,19 @@ func (p *renewedPair) renew(name string) {
 	}
 }
 
+// step renews the files as a table's step says: "" leaves them alone,
+// "broken" writes garbage as the key, any other name a pair for it.
+func (p *renewedPair) step(renew string) {
+	p.t.Helper()
+	switch renew {
+	case "":
+	case "broken":
+		p.renew("")
+	default:
+		p.renew(renew)
+	}
+}
+
 // name is the common name of the pair Load returns.
 func (p *renewedPair) name() string {
 	p.t.Helper()
@@ -89,13 +105,7 @@ func TestKeyPairFileReloads(t *testing.T) {
 		{certs.Recheck, "broken", "second.example"},
 	} {
 		p.clock = p.clock.Add(step.advance)
-		switch step.renew {
-		case "":
-		case "broken":
-			p.renew("")
-		default:
-			p.renew(step.renew)
-		}
+		p.step(step.renew)
 		if got := p.name(); got != step.want {
 			t.Fatalf("%v after the first load (renewed: %q): loaded %q, want %q", p.clock.Sub(start), step.renew, got, step.want)
 		}
@@ -156,5 +166,41 @@ func TestKeyPairFileRefusesExposedRenewal(t *testing.T) {
 	}
 	if got := p.name(); got != "first.example" {
 		t.Fatalf("a renewal with a world-readable key was loaded (%q)", got)
+	}
+}
+
+// TestKeyPairFileLogsBrokenRenewal: a renewal that does not load keeps
+// the last good pair in use, and says so in one ERROR naming the files
+// and the reason, once per version of the files: not on every look,
+// and again for the next broken version. A good renewal is then picked
+// up.
+func TestKeyPairFileLogsBrokenRenewal(t *testing.T) {
+	p := newRenewedPair(t)
+	var log testlog.Buffer
+	p.k.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	p.renew("first.example")
+	p.name()
+	for i, want := range []struct {
+		renew  string // "" leaves the files alone
+		errors int    // ERROR lines logged so far
+		loaded string
+	}{
+		{"broken", 1, "first.example"},
+		{"", 1, "first.example"},
+		{"broken", 2, "first.example"}, // a new version of the files, broken too
+		{"second.example", 2, "second.example"},
+	} {
+		p.clock = p.clock.Add(certs.Recheck)
+		p.step(want.renew)
+		if got := p.name(); got != want.loaded {
+			t.Fatalf("step %d: loaded %q, want %q", i, got, want.loaded)
+		}
+		out := log.String()
+		if n := strings.Count(out, "level=ERROR"); n != want.errors {
+			t.Fatalf("step %d: %d ERROR lines, want %d:\n%s", i, n, want.errors, out)
+		}
+		if want.errors > 0 && (!strings.Contains(out, p.keyFile) || !strings.Contains(out, "previous")) {
+			t.Fatalf("step %d: the log does not name the key file and say the previous pair stays in use:\n%s", i, out)
+		}
 	}
 }

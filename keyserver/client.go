@@ -48,7 +48,9 @@ type ClientOptions struct {
 	// skipped until a health check passes. The last server tried, or
 	// the last one up when only servers marked down follow, gets what
 	// remains of the request's deadline: there is no better server to
-	// save time for. Health checks are bounded by AttemptTimeout too.
+	// save time for; but when every server is marked down, each gets
+	// AttemptTimeout, so that hung servers fail a request within
+	// seconds. Health checks are bounded by AttemptTimeout too.
 	//
 	// The default leaves a warm server (milliseconds plus a round trip)
 	// and a cold one (TCP, TLS and the request: three round trips, under
@@ -297,9 +299,12 @@ func (k *RemoteKey) do(op wire.Op, payload []byte) ([]byte, error) {
 		last := i == len(servers)-1
 		// The attempt timeout saves time for the servers after this one.
 		// The last server, or the last one up before those known to be
-		// down, may use all that is left.
+		// down, may use all that is left; with none up, each is only
+		// tried in case: a request for a key whose servers all hang
+		// fails after their attempts instead of holding its caller (a
+		// handshake, its connection) until the deadline.
 		timeout := k.c.opts.AttemptTimeout
-		if last || i == up-1 {
+		if up > 0 && (last || i == up-1) {
 			timeout = 0
 		}
 		resp, err := r.do(ctx, req, timeout)

@@ -273,10 +273,7 @@ func TestClientLastServerGetsWholeDeadline(t *testing.T) {
 		addrs := []string{slow.addr()}
 		if withDown {
 			hung := newStallProxy(t, addr)
-			hung.stall()
-			if _, err := c.Ping(context.Background(), hung.addr()); err == nil {
-				t.Fatal("ping through a stalled proxy succeeded")
-			}
+			markDown(t, c, hung)
 			addrs = append(addrs, hung.addr())
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -290,6 +287,54 @@ func TestClientLastServerGetsWholeDeadline(t *testing.T) {
 		if _, err := k.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
 			t.Errorf("slow server, another marked down %v: %v", withDown, err)
 		}
+	}
+}
+
+// TestClientAllDownFailsWithinAttempts: when every key server of a key
+// is already marked down (they accept connections and answer nothing:
+// stopped, blackholed), a signature is not given what remains of the
+// caller's deadline, a handshake's whole timeout: each server gets
+// AttemptTimeout, and the signature fails long before the deadline
+// with each server's attempt timeout. Otherwise every handshake for a
+// tenant whose key servers hang holds its connection until the
+// handshake deadline, and enough of them fill max_conns for every
+// tenant.
+func TestClientAllDownFailsWithinAttempts(t *testing.T) {
+	w := newClientWorld(t)
+	addr, _ := w.startServer(t, nil)
+	c := w.client(t, ClientOptions{AttemptTimeout: 50 * time.Millisecond, PingInterval: time.Hour})
+	var addrs []string
+	for range 2 {
+		// Connected first, as to servers in use, then hung: the
+		// requests wait on the open connection, not in a dial.
+		hung := newStallProxy(t, addr)
+		if _, err := c.Ping(context.Background(), hung.addr()); err != nil {
+			t.Fatal(err)
+		}
+		markDown(t, c, hung)
+		addrs = append(addrs, hung.addr())
+	}
+	// The caller's deadline is far beyond the attempts: the signature
+	// ending before it is what is checked, not a duration.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	digest := sha256.Sum256([]byte("x"))
+	_, err := w.key(t, c, ctx, testpki.ECDSAP256, addrs...).Sign(rand.Reader, digest[:], crypto.SHA256)
+	if ctx.Err() != nil {
+		t.Fatalf("the signature waited for the caller's deadline (%v); want it to fail once every server marked down had its attempt", err)
+	}
+	if !errors.Is(err, errAttemptTimeout) || strings.Count(err.Error(), errAttemptTimeout.Error()) != len(addrs) {
+		t.Errorf("signature with every server hung: %v; want an attempt timeout from each server", err)
+	}
+}
+
+// markDown stalls proxy and has c's health check find it hung, so that
+// c marks the server behind it down.
+func markDown(t *testing.T, c *Client, proxy *stallProxy) {
+	t.Helper()
+	proxy.stall()
+	if _, err := c.Ping(context.Background(), proxy.addr()); err == nil {
+		t.Fatal("ping through a stalled proxy succeeded")
 	}
 }
 

@@ -1,6 +1,7 @@
 package accesslog
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -87,6 +88,11 @@ type Logger struct {
 	file *os.File // out, when it is a file Logger opened
 	buf  []byte   // the batch being formatted
 	recs int      // records in buf
+	// cut is set when a failed write to standard output or a Writer
+	// ended inside a line (a full disk takes what fits): the next write
+	// ends that line first, so that the next record is not glued to the
+	// fragment.
+	cut bool
 }
 
 // formatting is what Reconfigure can change without a new Logger.
@@ -336,15 +342,44 @@ func (l *Logger) drain() {
 	l.flush()
 }
 
-// flush writes the batch. The records of a failed write are counted as
-// dropped: a partly written line is not retried.
+// flush writes the batch. The records a failed write did not write
+// whole are counted as dropped and not retried; the fragment of a line
+// it cut short is removed from the file (or, on standard output or a
+// Writer, ended), so that the next record starts a line of its own.
 func (l *Logger) flush() {
 	if len(l.buf) == 0 {
 		return
 	}
-	if _, err := l.out.Write(l.buf); err != nil {
-		l.failed.Add(float64(l.recs))
-		l.logs.Log(context.Background(), l.log, slog.LevelError, "write", "accesslog: write failed; records dropped (logged at most every 10s)", "records", l.recs, "err", err)
+	var err error
+	if l.cut {
+		if _, err = l.out.Write(newline); err == nil {
+			l.cut = false
+		}
+	}
+	n := 0
+	if err == nil {
+		n, err = l.out.Write(l.buf)
+	}
+	if err != nil {
+		whole := bytes.LastIndexByte(l.buf[:n], '\n') + 1
+		if fragment := n - whole; fragment > 0 && !l.unwrite(fragment) {
+			l.cut = true
+		}
+		dropped := l.recs - bytes.Count(l.buf[:whole], newline)
+		l.failed.Add(float64(dropped))
+		l.logs.Log(context.Background(), l.log, slog.LevelError, "write", "accesslog: write failed; records dropped (logged at most every 10s)", "records", dropped, "err", err)
 	}
 	l.buf, l.recs = l.buf[:0], 0
+}
+
+var newline = []byte{'\n'}
+
+// unwrite removes the last n bytes of the file, the fragment of a line
+// a full disk cut short, and reports whether it could.
+func (l *Logger) unwrite(n int) bool {
+	if l.file == nil {
+		return false
+	}
+	fi, err := l.file.Stat()
+	return err == nil && fi.Size() >= int64(n) && l.file.Truncate(fi.Size()-int64(n)) == nil
 }

@@ -58,6 +58,11 @@
 //   - TestKeyServerStopped: the preferred key server is SIGSTOPped under
 //     load; no request fails (the edge fails over after the keyless
 //     attempt timeout).
+//   - TestKeyServersAllHung: both key servers SIGSTOPped; once the edge
+//     has marked them down, every keyless handshake fails promptly (an
+//     internal_error alert, none by the client's 5s timeout) instead of
+//     holding its connection for the handshake timeout; local tenants
+//     are all served; continued, the keyless tenant is served again.
 //   - TestCorruptTenantFiles (fast): one tenant's record and a third's
 //     name file overwritten with garbage, another's sealed key (its
 //     record's last byte) flipped; every

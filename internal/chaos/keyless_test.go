@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -71,4 +72,44 @@ func TestKeyServerStopped(t *testing.T) {
 	rep := l.wait(t)
 	rep.allOK(t, "preferred key server stopped under load", w.hosts()...)
 	rep.from(stoppedAt).allOK(t, "after the stop", keylessHost)
+}
+
+// TestKeyServersAllHung SIGSTOPs both key servers of the keyless tenant
+// (they accept connections and answer nothing) and, once the edge has
+// marked both down, runs a load: every keyless handshake fails promptly
+// — none by the client's timeout, which is half the edge's handshake
+// timeout — instead of holding its connection (and a slot of
+// max_conns, shared by every tenant) until the handshake deadline; the
+// local tenants are all served. Continued, the key servers sign again
+// without restarting the edge.
+func TestKeyServersAllHung(t *testing.T) {
+	full(t)
+	w := newWorld(t, options{})
+	w.run(load{Hosts: w.hosts(), Requests: 40}).allOK(t, "before the fault", w.hosts()...)
+	for _, ks := range w.keySrv {
+		ks.proc.Signal(t, syscall.SIGSTOP)
+	}
+	// Each is marked down by a request's or a health check's attempt
+	// timing out, and says so once.
+	for _, ks := range w.keySrv {
+		proctest.Eventually(t, time.Minute, ks.name+" marked down", func() bool {
+			w.serves(keylessHost)
+			return strings.Contains(w.edge.proc.Output(t), `msg="keyserver: key server failing (logged at most every 10s)" addr=`+ks.addr)
+		})
+	}
+	rep := w.run(load{Hosts: w.hosts(), Requests: 100, Within: time.Minute, Timeout: outageRequestTimeout})
+	rep.allFailed(t, "both key servers hung", keylessHost)
+	rep.allOK(t, "local tenants, key servers hung", w.local...)
+	for _, err := range rep.failures(keylessHost) {
+		if isTimeout(err) {
+			t.Errorf("keyless tenant, both key servers hung: %v; want a prompt handshake failure, not the client's timeout", err)
+			break
+		}
+	}
+
+	for _, ks := range w.keySrv {
+		ks.proc.Signal(t, syscall.SIGCONT)
+	}
+	proctest.Eventually(t, 30*time.Second, "keyless tenant served again", func() bool { return w.serves(keylessHost) })
+	w.run(load{Hosts: w.hosts(), Requests: 100}).allOK(t, "key servers continued", w.hosts()...)
 }

@@ -626,7 +626,7 @@ func (c *Edge) KeylessClient(log *slog.Logger) (*keyserver.Client, error) {
 
 // keylessOptions reads the keyless identity and CA into client options.
 func (c *Edge) keylessOptions(log *slog.Logger) (keyserver.ClientOptions, error) {
-	identity := &certs.KeyPairFile{CertFile: c.Path(c.Keyless.CertFile), KeyFile: c.Path(c.Keyless.KeyFile)}
+	identity := &certs.KeyPairFile{CertFile: c.Path(c.Keyless.CertFile), KeyFile: c.Path(c.Keyless.KeyFile), Logger: log}
 	if _, err := identity.Load(); err != nil {
 		return keyserver.ClientOptions{}, fmt.Errorf("edge: keyless identity: %w", err)
 	}

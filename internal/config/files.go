@@ -67,7 +67,7 @@ func (c *Edge) checkFiles() error {
 func (c *KeyServer) checkFiles() error {
 	var errs []error
 	if c.CertFile != "" && c.KeyFile != "" && c.ClientCAFile != "" {
-		_, err := c.tlsConfig()
+		_, err := c.tlsConfig(nil)
 		errs = append(errs, err)
 	}
 	if c.KeysDir != "" {

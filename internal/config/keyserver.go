@@ -144,7 +144,7 @@ func (c *KeyServer) WarnAuthorization(log *slog.Logger) {
 // and client CAs, read now, and its authorization rules. The caller
 // sets Keys (see OpenKeySource).
 func (c *KeyServer) ServerOptions(log *slog.Logger, reg prometheus.Registerer) (keyserver.ServerOptions, error) {
-	tlsConfig, err := c.tlsConfig()
+	tlsConfig, err := c.tlsConfig(log)
 	if err != nil {
 		return keyserver.ServerOptions{}, err
 	}
@@ -163,9 +163,10 @@ func (c *KeyServer) ServerOptions(log *slog.Logger, reg prometheus.Registerer) (
 }
 
 // tlsConfig serves the key server's certificate from its files, re-read
-// when they change, so a renewed certificate needs no restart.
-func (c *KeyServer) tlsConfig() (*tls.Config, error) {
-	identity := &certs.KeyPairFile{CertFile: c.Path(c.CertFile), KeyFile: c.Path(c.KeyFile)}
+// when they change, so a renewed certificate needs no restart; log is
+// told of a renewal that does not load.
+func (c *KeyServer) tlsConfig(log *slog.Logger) (*tls.Config, error) {
+	identity := &certs.KeyPairFile{CertFile: c.Path(c.CertFile), KeyFile: c.Path(c.KeyFile), Logger: log}
 	if _, err := identity.Load(); err != nil {
 		return nil, fmt.Errorf("server certificate: %w", err)
 	}
