@@ -200,7 +200,11 @@ func (l *tlsListener) handshake(raw *trackedConn, limits Limits) *h1Conn {
 	deadline := start.Add(limits.HandshakeTimeout)
 	raw.hs.init(l.ctx, deadline)
 	defer raw.hs.end()
-	raw.SetDeadline(deadline)
+	raw.SetReadDeadline(deadline)
+	// A hook that gives up at the deadline (a key server that does not
+	// answer) still gets its alert to the client: crypto/tls writes it
+	// after the hook returns.
+	raw.SetWriteDeadline(deadline.Add(handshakeAlertGrace))
 	conn := tls.Server(raw, l.srv.tlsConfig.Load())
 	err := conn.Handshake()
 	raw.facts.handshake = time.Since(start)
@@ -273,6 +277,11 @@ func answerPlainHTTP(conn net.Conn) {
 		io.Copy(io.Discard, io.LimitReader(conn, 64<<10))
 	}
 }
+
+// handshakeAlertGrace is how long past the handshake deadline the
+// handshake's writes may go on, for the alert of a hook that failed at
+// the deadline: the handshake's hooks and reads end at the deadline.
+const handshakeAlertGrace = time.Second
 
 // trackedConn counts a connection open, in all and for its client,
 // until its first Close.
