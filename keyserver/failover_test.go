@@ -302,12 +302,14 @@ func TestClientLastServerGetsWholeDeadline(t *testing.T) {
 func TestClientAllDownFailsWithinAttempts(t *testing.T) {
 	w := newClientWorld(t)
 	addr, _ := w.startServer(t, nil)
+	// The proxies before the client, so that the client's cleanup closes
+	// its connections before the proxies' cleanup waits for them.
+	proxies := []*stallProxy{newStallProxy(t, addr), newStallProxy(t, addr)}
 	c := w.client(t, ClientOptions{AttemptTimeout: 50 * time.Millisecond, PingInterval: time.Hour})
 	var addrs []string
-	for range 2 {
+	for _, hung := range proxies {
 		// Connected first, as to servers in use, then hung: the
 		// requests wait on the open connection, not in a dial.
-		hung := newStallProxy(t, addr)
 		if _, err := c.Ping(context.Background(), hung.addr()); err != nil {
 			t.Fatal(err)
 		}
